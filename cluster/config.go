@@ -1,0 +1,95 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// Config of one node. Zero durations take the defaults below.
+type Config struct {
+	// NodeID is the raft server id; stable across restarts.
+	NodeID string
+	// DataDir holds raft.db (log + stable store, bbolt) and snapshots/.
+	DataDir string
+	// RaftAddr is the TCP bind/advertise address for raft traffic
+	// (ignored when Transport is set).
+	RaftAddr string
+	// Transport overrides the TCP transport (tests use raft's in-memory one).
+	Transport raft.Transport
+	Logger    hclog.Logger
+
+	// HeartbeatTimeout is raft's follower timeout: a follower that hears no
+	// leader for this long starts an election (raft's name is misleading).
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout bounds a candidate's wait for votes.
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout: a leader that cannot reach a quorum for this long
+	// steps down.
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold is the number of new log entries that triggers a
+	// snapshot; SnapshotInterval how often raft checks.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs kept after a snapshot, so slow followers catch up from
+	// the log instead of a snapshot install.
+	TrailingLogs   uint64
+	SnapshotRetain int
+	// ApplyTimeout bounds a proposal when the caller's context has no deadline.
+	ApplyTimeout time.Duration
+}
+
+// Validate returns every problem at once; it never mutates or logs.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("cluster: node id is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("cluster: data dir is empty"))
+	}
+	if c.Transport == nil && c.RaftAddr == "" {
+		errs = append(errs, errors.New("cluster: raft address is empty"))
+	}
+	if c.HeartbeatTimeout != 0 && c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("cluster: leader lease timeout %v exceeds heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
+	}
+	if c.ElectionTimeout != 0 && c.HeartbeatTimeout != 0 && c.ElectionTimeout < c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("cluster: election timeout %v is below heartbeat timeout %v", c.ElectionTimeout, c.HeartbeatTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	def := raft.DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	c.HeartbeatTimeout = or(c.HeartbeatTimeout, def.HeartbeatTimeout)
+	c.ElectionTimeout = or(c.ElectionTimeout, def.ElectionTimeout)
+	c.LeaderLeaseTimeout = or(c.LeaderLeaseTimeout, def.LeaderLeaseTimeout)
+	c.CommitTimeout = or(c.CommitTimeout, def.CommitTimeout)
+	c.SnapshotInterval = or(c.SnapshotInterval, def.SnapshotInterval)
+	c.ApplyTimeout = or(c.ApplyTimeout, 10*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = def.SnapshotThreshold
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = def.TrailingLogs
+	}
+	if c.SnapshotRetain == 0 {
+		c.SnapshotRetain = 2
+	}
+	return c
+}
+
+func or(v, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,271 @@
+// Package cluster assembles one authority server's consensus stack:
+// hashicorp/raft with raft-boltdb/v2 as log and stable store, a file
+// snapshot store and a TCP (or injected) transport, all under one data
+// directory, driving the fsm package's state machine.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/promotion"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/protobuf/proto"
+)
+
+// Node is one member of the raft cluster with its state machine.
+type Node struct {
+	id        string
+	raft      *raft.Raft
+	fsm       *fsm.FSM
+	store     *raftboltdb.BoltStore
+	transport raft.Transport
+	notify    chan bool
+	cfg       Config
+}
+
+// Open creates or reopens a node from its data directory. A node with
+// existing raft state rejoins its cluster from disk; a fresh one waits to be
+// bootstrapped (Bootstrap) or added by the leader.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: data dir: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	}
+	n := &Node{id: cfg.NodeID, fsm: fsm.New(), store: store, notify: make(chan bool, 1), cfg: cfg}
+	if err := n.start(); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start() error {
+	cfg := n.cfg
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, cfg.Logger.Named("snapshot"))
+	if err != nil {
+		return fmt.Errorf("cluster: snapshot store: %w", err)
+	}
+	n.transport = cfg.Transport
+	if n.transport == nil {
+		t, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 3, 10*time.Second, cfg.Logger.Named("transport"))
+		if err != nil {
+			return fmt.Errorf("cluster: raft transport on %s: %w", cfg.RaftAddr, err)
+		}
+		n.transport = t
+	}
+	logs, err := raft.NewLogCache(512, n.store)
+	if err != nil {
+		return err
+	}
+	r, err := raft.NewRaft(n.raftConfig(), &raftFSM{f: n.fsm}, logs, n.store, snaps, n.transport)
+	if err != nil {
+		closeTransport(n.transport)
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	n.raft = r
+	return nil
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(n.cfg.NodeID)
+	c.Logger = n.cfg.Logger.Named("raft")
+	c.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	c.ElectionTimeout = n.cfg.ElectionTimeout
+	c.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	c.CommitTimeout = n.cfg.CommitTimeout
+	c.SnapshotThreshold = n.cfg.SnapshotThreshold
+	c.SnapshotInterval = n.cfg.SnapshotInterval
+	c.TrailingLogs = n.cfg.TrailingLogs
+	c.NotifyCh = n.notify
+	return c
+}
+
+// Bootstrap forms a new cluster from a peer list. It is a no-op on a node
+// that already has raft state, so restarting with the same flags is safe.
+func (n *Node) Bootstrap(peers []Peer) error {
+	has, err := raft.HasExistingState(n.store, n.store, mustSnapshots(n.cfg))
+	if err != nil {
+		return err
+	}
+	if has {
+		return nil
+	}
+	servers := make([]raft.Server, len(peers))
+	for i, p := range peers {
+		servers[i] = raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Address)}
+	}
+	err = n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return nil
+	}
+	return err
+}
+
+func mustSnapshots(cfg Config) raft.SnapshotStore {
+	s, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, hclog.NewNullLogger())
+	if err != nil {
+		return raft.NewInmemSnapshotStore()
+	}
+	return s
+}
+
+// Peer names a voter for bootstrap.
+type Peer struct{ ID, Address string }
+
+// ID is this node's raft server id.
+func (n *Node) ID() string { return n.id }
+
+// Address is this node's raft address.
+func (n *Node) Address() string { return string(n.transport.LocalAddr()) }
+
+// FSM gives read access to the replicated state applied on this node.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// Raft exposes the raft instance for cluster administration (membership,
+// leadership transfer, stats).
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// LeadershipChanges delivers true when this node becomes leader and false
+// when it stops being leader (latest value wins; buffered by one).
+func (n *Node) LeadershipChanges() <-chan bool { return n.notify }
+
+// IsLeader reports whether raft believes this node is leader right now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Term is the current raft term.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
+// Leader returns the current leader's id and address, empty when unknown.
+func (n *Node) Leader() (id, address string) {
+	addr, sid := n.raft.LeaderWithID()
+	return string(sid), string(addr)
+}
+
+// Propose replicates one command and waits until it is applied on this node.
+// It implements promotion.Log.
+//
+// Errors: promotion.ErrNotLeader when this node is not the leader (nothing
+// was proposed); promotion.ErrIndeterminate when the entry may or may not
+// have committed (leadership lost or the wait timed out after proposing):
+// resolve by retrying with the same request id or by reading the record.
+func (n *Node) Propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: encode command: %w", err)
+	}
+	f := n.raft.Apply(data, timeoutOf(ctx, n.cfg.ApplyTimeout))
+	if err := f.Error(); err != nil {
+		return nil, translate(err)
+	}
+	res, ok := f.Response().(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("cluster: unexpected apply response %T", f.Response())
+	}
+	return res, nil
+}
+
+// Barrier waits until every entry committed before it is applied here. A
+// new leader calls it before serving reads or renewals (DESIGN §5).
+func (n *Node) Barrier(ctx context.Context) error {
+	return translate(n.raft.Barrier(timeoutOf(ctx, n.cfg.ApplyTimeout)).Error())
+}
+
+// VerifyLeader confirms with a quorum that this node is still leader
+// (linearizable reads).
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	return translate(n.raft.VerifyLeader().Error())
+}
+
+func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return def
+}
+
+// translate maps raft's errors onto the sentinels callers branch on.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", promotion.ErrNotLeader, err)
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout),
+		errors.Is(err, raft.ErrAbortedByRestore), errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %v", promotion.ErrIndeterminate, err)
+	}
+	return err
+}
+
+// Snapshot asks raft to take a snapshot now.
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Shutdown stops raft and closes the stores. Safe to call once.
+func (n *Node) Shutdown() error {
+	err := n.raft.Shutdown().Error()
+	closeTransport(n.transport)
+	return errors.Join(err, n.store.Close())
+}
+
+func closeTransport(t raft.Transport) {
+	if c, ok := t.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// raftFSM adapts fsm.FSM to raft.FSM. It is the one place raft's untyped
+// Apply response is produced: always a *fsm.Result.
+type raftFSM struct{ f *fsm.FSM }
+
+func (a *raftFSM) Apply(l *raft.Log) interface{} {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	return a.f.Apply(l.Index, l.Term, l.Data)
+}
+
+func (a *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	b, err := a.f.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{data: b}, nil
+}
+
+func (a *raftFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return a.f.Restore(rc)
+}
+
+type fsmSnapshot struct{ data []byte }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

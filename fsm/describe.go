@@ -1,0 +1,73 @@
+package fsm
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/validator"
+)
+
+// DescribeDomain renders a domain as stable text: fixed field order, members
+// sorted, no pointers or map order. Tests, logs and the CLI share it.
+func DescribeDomain(d *pb.Domain) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "domain %s kind=%s epoch=%d holder=%s released=%t\n",
+		d.Name, kindName(d.Kind), d.Epoch, orNone(d.Holder), d.Released)
+	p := d.GetPolicy()
+	fmt.Fprintf(&b, "  policy mode=%s lease_ttl_ms=%d promotion_disabled=%t report_max_age_ms=%d min_sync_replicas=%d\n",
+		strings.TrimPrefix(p.GetMode().String(), "PROMOTION_MODE_"), p.GetLeaseTtlMs(), p.GetPromotionDisabled(),
+		p.GetReportMaxAgeMs(), p.GetMinSyncReplicas())
+	fmt.Fprintf(&b, "  watermark %s\n", DescribeWatermark(d.Watermark))
+	for _, m := range d.Members {
+		fmt.Fprintf(&b, "  member %s state=%s priority=%d registered_epoch=%d\n",
+			m.Id, strings.TrimPrefix(m.State.String(), "MEMBER_STATE_"), m.Priority, m.RegisteredEpoch)
+	}
+	if w := d.Work; w != nil {
+		fmt.Fprintf(&b, "  work status=%s epoch=%d id=%s\n", strings.TrimPrefix(w.Status.String(), "LOCK_STATUS_"), w.Epoch, orNone(w.WorkId))
+	}
+	fmt.Fprintf(&b, "  attempts allowed=%d denied=%d\n", len(d.Allowed), len(d.Denied))
+	return b.String()
+}
+
+// DescribeWatermark renders a watermark, or "unknown".
+func DescribeWatermark(w *pb.Watermark) string {
+	if w == nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("epoch=%d lsn=%d hash=%s visible_commit_id=%d", w.Epoch, w.Lsn, hex.EncodeToString(w.Hash), w.VisibleCommitId)
+}
+
+// DescribeAttempt renders an attempt record (the explanation) as text.
+func DescribeAttempt(r *pb.AttemptRecord) string {
+	var b strings.Builder
+	q := r.GetRequest()
+	outcome := "DENIED " + r.GetDecision().GetDenialReason()
+	if r.GetDecision().GetAllowed() {
+		outcome = "ALLOWED"
+	}
+	fmt.Fprintf(&b, "attempt %s domain=%s candidate=%s index=%d term=%d: %s\n",
+		q.GetRequestId(), q.GetDomain(), q.GetCandidate(), r.LogIndex, r.Term, outcome)
+	fmt.Fprintf(&b, "  epoch %d -> %d, holder %s -> %s\n", r.EpochBefore, r.EpochAfter, orNone(r.HolderBefore), orNone(r.HolderAfter))
+	expected := "none"
+	if q.ExpectedEpoch != nil {
+		expected = fmt.Sprint(q.GetExpectedEpoch())
+	}
+	fmt.Fprintf(&b, "  request expected_epoch=%s reason=%q waivers=%s initiated_by=%s\n",
+		expected, q.GetReason(), orNone(strings.Join(q.GetWaivers(), ",")),
+		strings.TrimPrefix(q.GetInitiatedBy().String(), "INITIATOR_"))
+	b.WriteString(validator.Describe(r.GetDecision()))
+	return b.String()
+}
+
+func kindName(k pb.DomainKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "DOMAIN_KIND_"))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}

@@ -1,0 +1,102 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+func (f *FSM) lookup(name string) (*pb.Domain, error) {
+	d, ok := f.domains[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: domain %q", ErrNotFound, name)
+	}
+	return d, nil
+}
+
+func done(d *pb.Domain) *Result { return &Result{Epoch: d.Epoch, Holder: d.Holder} }
+
+func applyCreateDomain(f *FSM, e entry) *Result {
+	c := e.cmd.GetCreateDomain()
+	if err := ValidateName("domain", c.Name); err != nil {
+		return failed(e.index, err)
+	}
+	if !validKind(c.Kind) {
+		return failed(e.index, fmt.Errorf("%w: domain kind %v", ErrInvalid, c.Kind))
+	}
+	if err := ValidatePolicy(c.Policy); err != nil {
+		return failed(e.index, err)
+	}
+	if _, ok := f.domains[c.Name]; ok {
+		return failed(e.index, fmt.Errorf("%w: domain %q", ErrExists, c.Name))
+	}
+	d := &pb.Domain{
+		Name:         c.Name,
+		Kind:         c.Kind,
+		Policy:       proto.Clone(c.Policy).(*pb.Policy),
+		CreatedIndex: e.index,
+		UpdatedIndex: e.index,
+	}
+	if c.Kind != pb.DomainKind_DOMAIN_KIND_AERODB {
+		d.Work = &pb.WorkState{Status: pb.LockStatus_LOCK_STATUS_FREE}
+	}
+	f.domains[c.Name] = d
+	return done(d)
+}
+
+func applyUpdatePolicy(f *FSM, e entry) *Result {
+	c := e.cmd.GetUpdateDomainPolicy()
+	d, err := f.lookup(c.Name)
+	if err != nil {
+		return failed(e.index, err)
+	}
+	if err := ValidatePolicy(c.Policy); err != nil {
+		return failed(e.index, err)
+	}
+	d.Policy = proto.Clone(c.Policy).(*pb.Policy)
+	d.UpdatedIndex = e.index
+	return done(d)
+}
+
+// applyRegisterMember adds a member or updates its address, priority and
+// state. Members are never removed: a decommissioned member stays on record.
+func applyRegisterMember(f *FSM, e entry) *Result {
+	c := e.cmd.GetRegisterMember()
+	d, err := f.lookup(c.Domain)
+	if err != nil {
+		return failed(e.index, err)
+	}
+	if err := ValidateName("member id", c.MemberId); err != nil {
+		return failed(e.index, err)
+	}
+	state := c.State
+	if state == pb.MemberState_MEMBER_STATE_UNSPECIFIED {
+		state = pb.MemberState_MEMBER_STATE_ACTIVE
+	}
+	i, found := slices.BinarySearchFunc(d.Members, c.MemberId, func(m *pb.Member, id string) int {
+		return strings.Compare(m.Id, id)
+	})
+	if found {
+		m := d.Members[i]
+		m.Address, m.Priority, m.State = c.Address, c.Priority, state
+	} else {
+		m := &pb.Member{Id: c.MemberId, Address: c.Address, Priority: c.Priority, State: state,
+			RegisteredEpoch: d.Epoch, RegisteredIndex: e.index}
+		d.Members = slices.Insert(d.Members, i, m)
+	}
+	d.UpdatedIndex = e.index
+	return done(d)
+}
+
+func member(d *pb.Domain, id string) *pb.Member {
+	i, found := slices.BinarySearchFunc(d.Members, id, func(m *pb.Member, id string) int {
+		return strings.Compare(m.Id, id)
+	})
+	if !found {
+		return nil
+	}
+	return d.Members[i]
+}

@@ -1,0 +1,243 @@
+// Package fsm is the replicated state machine of AeroDB Authority: domains,
+// epochs, holders, members, watermarks and the permanent record of every
+// promotion attempt.
+//
+// It is a pure core: no clock reads, no randomness, no I/O, no goroutines, no
+// map-order-dependent output. Time enters only as values stamped into a
+// command by the leader. cluster.Node adapts it to hashicorp/raft's FSM
+// interface; everything here is a function of (state, log entry).
+package fsm
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// DeniedHistory bounds the per-domain ring of denied attempts. Allowed
+// attempts are kept forever (AU-2: records are permanent).
+const DeniedHistory = 64
+
+// FSM holds the replicated state. Apply is called from one goroutine (raft's
+// FSM goroutine); reads may come from any goroutine, hence the lock.
+type FSM struct {
+	mu        sync.RWMutex
+	domains   map[string]*pb.Domain
+	requests  requestIndex
+	lastIndex uint64
+	checker   invariantChecker
+}
+
+// New returns an empty state machine.
+func New() *FSM {
+	return &FSM{domains: map[string]*pb.Domain{}, requests: requestIndex{}}
+}
+
+// Apply decodes one log entry and applies it. A malformed entry changes
+// nothing and returns ErrInvalid deterministically on every replica.
+func (f *FSM) Apply(index, term uint64, data []byte) *Result {
+	var cmd pb.Command
+	if err := proto.Unmarshal(data, &cmd); err != nil {
+		f.advance(index)
+		return failed(index, fmt.Errorf("%w: undecodable command: %v", ErrInvalid, err))
+	}
+	return f.ApplyCommand(index, term, &cmd)
+}
+
+// ApplyCommand applies a decoded command at a log index.
+func (f *FSM) ApplyCommand(index, term uint64, cmd *pb.Command) *Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	apply, err := applierFor(cmd)
+	if err != nil {
+		f.lastIndex = max(f.lastIndex, index)
+		return failed(index, err)
+	}
+	res := apply(f, entry{index: index, term: term, cmd: cmd})
+	res.Index = index
+	f.lastIndex = max(f.lastIndex, index)
+	f.checker.afterApply(f)
+	return res
+}
+
+func (f *FSM) advance(index uint64) {
+	f.mu.Lock()
+	f.lastIndex = max(f.lastIndex, index)
+	f.mu.Unlock()
+}
+
+// entry is what an applier sees of a log entry.
+type entry struct {
+	index, term uint64
+	cmd         *pb.Command
+}
+
+type applyFunc func(f *FSM, e entry) *Result
+
+// applierFor is the one dispatch table: every Command body case has exactly
+// one applier. An entry whose body is unknown to this build (written by a
+// newer version) must not be skipped silently, or replicas would diverge:
+// it panics, as Consul's FSM does for unknown message types.
+func applierFor(cmd *pb.Command) (applyFunc, error) {
+	switch cmd.Body.(type) {
+	case *pb.Command_CreateDomain:
+		return applyCreateDomain, nil
+	case *pb.Command_UpdateDomainPolicy:
+		return applyUpdatePolicy, nil
+	case *pb.Command_RegisterMember:
+		return applyRegisterMember, nil
+	case *pb.Command_AssignInitial:
+		return applyAssignInitial, nil
+	case *pb.Command_Acquire:
+		return applyAcquire, nil
+	case *pb.Command_Release:
+		return applyRelease, nil
+	case *pb.Command_AdvanceWatermark:
+		return applyAdvanceWatermark, nil
+	case *pb.Command_PromotionAttempt:
+		return applyPromotionAttempt, nil
+	case *pb.Command_Complete:
+		return applyComplete, nil
+	case *pb.Command_Abort:
+		return applyAbort, nil
+	case nil:
+		if len(cmd.ProtoReflect().GetUnknown()) > 0 {
+			panic("fsm: log entry carries a command unknown to this version; refusing to diverge")
+		}
+		return nil, fmt.Errorf("%w: command has no body", ErrInvalid)
+	}
+	panic(fmt.Sprintf("fsm: no applier for %T", cmd.Body))
+}
+
+// LastIndex is the log index of the last applied entry.
+func (f *FSM) LastIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lastIndex
+}
+
+// Domain returns a copy of a domain's state.
+func (f *FSM) Domain(name string) (*pb.Domain, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	d, ok := f.domains[name]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(d).(*pb.Domain), true
+}
+
+// DomainNames returns every domain name, sorted.
+func (f *FSM) DomainNames() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.sortedNames()
+}
+
+func (f *FSM) sortedNames() []string {
+	names := make([]string, 0, len(f.domains))
+	for n := range f.domains {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Authority is the (epoch, holder) summary of a domain, as the leader's lease
+// table needs it.
+type Authority struct {
+	Domain   string
+	Kind     pb.DomainKind
+	Epoch    uint64
+	Holder   string
+	Released bool
+	TTLms    uint64
+}
+
+// Authorities lists every domain's current authority, sorted by name.
+func (f *FSM) Authorities() []Authority {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]Authority, 0, len(f.domains))
+	for _, n := range f.sortedNames() {
+		out = append(out, authorityOf(f.domains[n]))
+	}
+	return out
+}
+
+// AuthorityOf returns one domain's authority summary.
+func (f *FSM) AuthorityOf(name string) (Authority, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	d, ok := f.domains[name]
+	if !ok {
+		return Authority{}, false
+	}
+	return authorityOf(d), true
+}
+
+func authorityOf(d *pb.Domain) Authority {
+	return Authority{Domain: d.Name, Kind: d.Kind, Epoch: d.Epoch, Holder: d.Holder,
+		Released: d.Released, TTLms: d.GetPolicy().GetLeaseTtlMs()}
+}
+
+// Attempt returns the recorded attempt of (domain, request id), if any.
+func (f *FSM) Attempt(domain, requestID string) (*pb.AttemptRecord, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	rec, ok := f.requests.get(domain, requestID)
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(rec).(*pb.AttemptRecord), true
+}
+
+// requestIndex maps (domain, request id) to the recorded attempt. It is
+// derived state: rebuilt from the domains on restore, never snapshotted.
+type requestIndex map[string]map[string]*pb.AttemptRecord
+
+func (r requestIndex) get(domain, id string) (*pb.AttemptRecord, bool) {
+	rec, ok := r[domain][id]
+	return rec, ok
+}
+
+func (r requestIndex) put(domain string, rec *pb.AttemptRecord) {
+	m := r[domain]
+	if m == nil {
+		m = map[string]*pb.AttemptRecord{}
+		r[domain] = m
+	}
+	m[rec.GetRequest().GetRequestId()] = rec
+}
+
+func (r requestIndex) drop(domain, id string) { delete(r[domain], id) }
+
+func buildRequestIndex(domains map[string]*pb.Domain) requestIndex {
+	r := requestIndex{}
+	for name, d := range domains {
+		for _, rec := range d.Allowed {
+			r.put(name, rec)
+		}
+		for _, rec := range d.Denied {
+			r.put(name, rec)
+		}
+	}
+	return r
+}
+
+// Watermark returns a copy of a domain's watermark (nil when unknown).
+func (f *FSM) Watermark(name string) (*pb.Watermark, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	d, ok := f.domains[name]
+	if !ok {
+		return nil, false
+	}
+	if d.Watermark == nil {
+		return nil, true
+	}
+	return proto.Clone(d.Watermark).(*pb.Watermark), true
+}

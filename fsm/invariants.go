@@ -1,0 +1,43 @@
+//go:build invariants
+
+package fsm
+
+import "fmt"
+
+// With the invariants build tag (make test sets it), every apply re-checks
+// AU-1 over the whole history: epochs never go backwards and every epoch has
+// exactly one holder. It panics: a violated safety invariant must stop the
+// test at the entry that broke it.
+type invariantChecker struct {
+	seen map[string]map[uint64]string // domain → epoch → holder
+	last map[string]uint64            // domain → highest epoch seen
+}
+
+func (c *invariantChecker) reset(f *FSM) {
+	c.seen, c.last = nil, nil
+	c.afterApply(f)
+}
+
+func (c *invariantChecker) afterApply(f *FSM) {
+	if c.seen == nil {
+		c.seen, c.last = map[string]map[uint64]string{}, map[string]uint64{}
+	}
+	for name, d := range f.domains {
+		if d.Epoch < c.last[name] {
+			panic(fmt.Sprintf("invariant AU-1: domain %q epoch went back from %d to %d", name, c.last[name], d.Epoch))
+		}
+		c.last[name] = d.Epoch
+		if d.Epoch == 0 {
+			continue
+		}
+		holders := c.seen[name]
+		if holders == nil {
+			holders = map[uint64]string{}
+			c.seen[name] = holders
+		}
+		if h, ok := holders[d.Epoch]; ok && h != d.Holder {
+			panic(fmt.Sprintf("invariant AU-1: domain %q epoch %d held by %q and %q", name, d.Epoch, h, d.Holder))
+		}
+		holders[d.Epoch] = d.Holder
+	}
+}

@@ -1,0 +1,63 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+)
+
+// MaxNameLen bounds domain names, member ids and request ids.
+const MaxNameLen = 128
+
+// Bounds on a lease TTL: below the minimum no client can renew in time over a
+// real network; above the maximum a dead holder blocks promotion for too long.
+const (
+	MinLeaseTTLms = 100
+	MaxLeaseTTLms = 3_600_000
+)
+
+// ValidateName checks a domain name, member id or request id: 1..128
+// characters of [A-Za-z0-9._:-], starting with a letter or digit.
+func ValidateName(kind, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, kind)
+	}
+	if len(s) > MaxNameLen {
+		return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalid, kind, len(s), MaxNameLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if alnum || i > 0 && (c == '.' || c == '_' || c == ':' || c == '-') {
+			continue
+		}
+		return fmt.Errorf("%w: %s %q: character %q at %d is not allowed (use letters, digits, '.', '_', ':', '-')", ErrInvalid, kind, s, c, i)
+	}
+	return nil
+}
+
+// ValidatePolicy returns every violation at once, naming the field and value.
+func ValidatePolicy(p *pb.Policy) error {
+	if p == nil {
+		return fmt.Errorf("%w: policy is missing", ErrInvalid)
+	}
+	var errs []error
+	switch p.Mode {
+	case pb.PromotionMode_PROMOTION_MODE_MANUAL, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC:
+	default:
+		errs = append(errs, fmt.Errorf("%w: policy.mode %v is not manual or automatic", ErrInvalid, p.Mode))
+	}
+	if p.LeaseTtlMs < MinLeaseTTLms || p.LeaseTtlMs > MaxLeaseTTLms {
+		errs = append(errs, fmt.Errorf("%w: policy.lease_ttl_ms %d is outside [%d, %d]", ErrInvalid, p.LeaseTtlMs, MinLeaseTTLms, MaxLeaseTTLms))
+	}
+	return errors.Join(errs...)
+}
+
+func validKind(k pb.DomainKind) bool {
+	switch k {
+	case pb.DomainKind_DOMAIN_KIND_AERODB, pb.DomainKind_DOMAIN_KIND_LOCK, pb.DomainKind_DOMAIN_KIND_RELEASE:
+		return true
+	}
+	return false
+}

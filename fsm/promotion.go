@@ -1,0 +1,64 @@
+package fsm
+
+import (
+	"fmt"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/validator"
+	"google.golang.org/protobuf/proto"
+)
+
+// applyPromotionAttempt re-validates an attempt against the state at this
+// log index and records the decision with its explanation. The validator's
+// expected-epoch and lease-observation checks make this a compare-and-set
+// on the epoch: an attempt decided on an older epoch can never apply.
+//
+// The record is a pure function of (state, entry) (AU-9). A repeated request
+// id returns the recorded outcome and changes nothing.
+func applyPromotionAttempt(f *FSM, e entry) *Result {
+	a := e.cmd.GetPromotionAttempt()
+	req := a.GetRequest()
+	if req == nil {
+		return failed(e.index, fmt.Errorf("%w: promotion attempt without a request", ErrInvalid))
+	}
+	if req.DryRun {
+		return failed(e.index, fmt.Errorf("%w: a dry run is never logged", ErrInvalid))
+	}
+	if err := ValidateName("request id", req.RequestId); err != nil {
+		return failed(e.index, err)
+	}
+	d, err := f.lookup(req.Domain)
+	if err != nil {
+		return failed(e.index, err)
+	}
+	if rec, ok := f.requests.get(d.Name, req.RequestId); ok {
+		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord), Duplicate: true}
+	}
+	rec := &pb.AttemptRecord{
+		Request:         proto.Clone(req).(*pb.PromotionRequest),
+		Decision:        validator.Evaluate(validator.Input{Domain: d, Attempt: a}),
+		LogIndex:        e.index,
+		Term:            e.term,
+		EpochBefore:     d.Epoch,
+		HolderBefore:    d.Holder,
+		Lease:           a.Lease,
+		CandidateReport: a.CandidateReport,
+		ReportAgeMs:     a.ReportAgeMs,
+		StampedUnixMs:   e.cmd.StampedUnixMs,
+	}
+	rec = proto.Clone(rec).(*pb.AttemptRecord) // own every field: the entry is the caller's
+	if rec.Decision.Allowed {
+		grant(d, req.Candidate, e.index)
+		d.Allowed = append(d.Allowed, rec)
+	} else {
+		d.UpdatedIndex = e.index
+		d.Denied = append(d.Denied, rec)
+		if len(d.Denied) > DeniedHistory {
+			f.requests.drop(d.Name, d.Denied[0].GetRequest().GetRequestId())
+			d.Denied = d.Denied[1:]
+		}
+	}
+	rec.EpochAfter, rec.HolderAfter = d.Epoch, d.Holder
+	f.requests.put(d.Name, rec)
+	return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord)}
+}

@@ -1,0 +1,73 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+)
+
+// MaxWatermarkBatch bounds one AdvanceWatermark entry.
+const MaxWatermarkBatch = 4096
+
+// applyAdvanceWatermark applies a batch of advances; each succeeds or fails
+// on its own (one fenced domain does not fail its neighbours in the batch).
+func applyAdvanceWatermark(f *FSM, e entry) *Result {
+	batch := e.cmd.GetAdvanceWatermark().GetAdvances()
+	if len(batch) == 0 || len(batch) > MaxWatermarkBatch {
+		return failed(e.index, fmt.Errorf("%w: watermark batch of %d advances (want 1..%d)", ErrInvalid, len(batch), MaxWatermarkBatch))
+	}
+	res := &Result{Watermarks: make([]WatermarkResult, len(batch))}
+	for i, adv := range batch {
+		res.Watermarks[i] = WatermarkResult{Domain: adv.Domain, Err: f.advanceWatermark(e.index, adv)}
+	}
+	if len(batch) == 1 {
+		res.Err = res.Watermarks[0].Err
+		if d, ok := f.domains[batch[0].Domain]; ok {
+			res.Epoch, res.Holder = d.Epoch, d.Holder
+		}
+	}
+	return res
+}
+
+// advanceWatermark moves a domain's durable watermark forward. Only the
+// current holder at the current epoch may (AU-12: a promoted-away primary
+// can never acknowledge again). Within an epoch the watermark only grows and
+// a known lsn keeps its hash; a new epoch starts its own history.
+func (f *FSM) advanceWatermark(index uint64, adv *pb.WatermarkAdvance) error {
+	d, err := f.lookup(adv.Domain)
+	if err != nil {
+		return err
+	}
+	if d.Kind != pb.DomainKind_DOMAIN_KIND_AERODB {
+		return fmt.Errorf("%w: domain %q is not an aerodb domain", ErrInvalid, d.Name)
+	}
+	if err := fence(d, adv.Holder, adv.Epoch); err != nil {
+		return err
+	}
+	if len(adv.Hash) == 0 && adv.Lsn > 0 {
+		return fmt.Errorf("%w: watermark at lsn %d has no chain hash", ErrInvalid, adv.Lsn)
+	}
+	if wm := d.Watermark; wm != nil && wm.Epoch == adv.Epoch {
+		if err := monotonic(wm, adv); err != nil {
+			return fmt.Errorf("domain %q: %w", d.Name, err)
+		}
+	}
+	d.Watermark = &pb.Watermark{Epoch: adv.Epoch, Lsn: adv.Lsn, Hash: bytes.Clone(adv.Hash), VisibleCommitId: adv.VisibleCommitId}
+	d.UpdatedIndex = index
+	return nil
+}
+
+func monotonic(wm *pb.Watermark, adv *pb.WatermarkAdvance) error {
+	switch {
+	case adv.Lsn < wm.Lsn:
+		return fmt.Errorf("%w: watermark lsn %d is below the recorded %d", ErrConflict, adv.Lsn, wm.Lsn)
+	case adv.Lsn == wm.Lsn && !bytes.Equal(adv.Hash, wm.Hash):
+		return fmt.Errorf("%w: lsn %d recorded with hash %s, advance carries %s", ErrConflict, wm.Lsn,
+			hex.EncodeToString(wm.Hash), hex.EncodeToString(adv.Hash))
+	case adv.VisibleCommitId < wm.VisibleCommitId:
+		return fmt.Errorf("%w: visible commit id %d is below the recorded %d", ErrConflict, adv.VisibleCommitId, wm.VisibleCommitId)
+	}
+	return nil
+}

@@ -1,0 +1,227 @@
+package promotion
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Clock gives monotonic time. Production passes a wall clock (time.Now
+// carries a monotonic reading, so wall-clock steps do not move deadlines);
+// tests pass a fake and never sleep.
+type Clock interface{ Now() time.Time }
+
+// Sentinels callers branch on with errors.Is.
+var (
+	ErrNotLeader    = errors.New("promotion: not the leader")
+	ErrFenced       = errors.New("promotion: fenced: stale epoch or holder")
+	ErrLeaseExpired = errors.New("promotion: lease expired on the leader; acquire again through the log")
+	ErrNoLease      = errors.New("promotion: no lease for this domain")
+)
+
+// Grant is a lease as committed in the log: the holder of domain at epoch,
+// renewable for TTL at a time.
+type Grant struct {
+	Domain, Holder string
+	Epoch          uint64
+	TTL            time.Duration
+}
+
+// LeaseStatus is what the leader sees of a domain's lease.
+type LeaseStatus int
+
+// Lease statuses. LeaseNone is the zero value: an unknown domain has no lease.
+const (
+	LeaseNone LeaseStatus = iota
+	LeaseHeld
+	LeaseExpired
+	LeaseReleased
+)
+
+var leaseStatusNames = [...]string{
+	LeaseNone:     "None",
+	LeaseHeld:     "Held",
+	LeaseExpired:  "Expired",
+	LeaseReleased: "Released",
+}
+
+// String gives a stable name for explanations and logs.
+func (s LeaseStatus) String() string {
+	if s >= 0 && int(s) < len(leaseStatusNames) {
+		return leaseStatusNames[s]
+	}
+	return "LeaseStatus(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Observation is the leader's view of one lease at one instant. A promotion
+// copies it into its log entry, so apply never reads a clock.
+type Observation struct {
+	Domain, Holder string
+	Epoch          uint64
+	Status         LeaseStatus
+	Remaining      time.Duration
+}
+
+type lease struct {
+	holder   string
+	epoch    uint64
+	ttl      time.Duration
+	expiry   time.Time
+	released bool
+}
+
+// expired uses !Before so a renewal arriving exactly at the deadline fails:
+// the holder's own deadline is earlier still (send time + TTL - margin).
+func (l *lease) expired(now time.Time) bool { return !now.Before(l.expiry) }
+
+// LeaseTable is the leader-local lease table, after etcd's lessor: grants,
+// releases and epochs come from committed log entries, renewals only touch
+// this memory. Expiry is evaluated when asked, so there are no timers or
+// goroutines. It is safe for concurrent use.
+type LeaseTable struct {
+	mu     sync.Mutex
+	clock  Clock
+	leader bool
+	leases map[string]*lease // by domain; nil while demoted
+}
+
+// NewLeaseTable returns a demoted table: until Promote, every method reports
+// ErrNotLeader (or a zero value), because only the leader may judge leases.
+func NewLeaseTable(clock Clock) *LeaseTable {
+	return &LeaseTable{clock: clock}
+}
+
+// Promote is called when this node becomes leader, after its barrier applied
+// every entry of earlier terms (otherwise an old leader's committed promotion
+// could land after we accepted a renewal from the holder it replaced).
+//
+// Every given lease gets a full TTL from now: a new leader cannot know the
+// last renewal, so a leader change never shortens a lease. This holds even
+// for a lease that had already expired on the old leader, and that is safe:
+// the holder measures its own deadline from the send time of its last
+// successful renewal, so it has already stopped acting and must acquire again;
+// and a promotion needs an "expired" observation made by the current leader,
+// which this reset only delays by at most one TTL. Grants with a lower epoch
+// than another grant of the same domain are ignored, as in Grant.
+func (t *LeaseTable) Promote(grants []Grant) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.clock.Now()
+	t.leader = true
+	t.leases = make(map[string]*lease, len(grants))
+	for _, g := range grants {
+		t.record(g, now)
+	}
+}
+
+// Demote drops every lease; it is called on losing leadership, after which
+// another node is the only judge of expiry.
+func (t *LeaseTable) Demote() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.leader = false
+	t.leases = nil
+}
+
+// Grant records a lease granted by a committed entry (initial assignment,
+// acquire, promotion) with expiry now + TTL. It replaces a lease of an older
+// epoch. A lower epoch is ignored, so a late entry never rolls a domain back.
+// The same epoch for the same holder is a committed re-acquire (an aerodb
+// holder whose lease expired takes it back through the log without a
+// promotion): it starts a fresh lease. The same epoch for another holder is
+// ignored: an epoch names one holder.
+func (t *LeaseTable) Grant(g Grant) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.leader {
+		return ErrNotLeader
+	}
+	t.record(g, t.clock.Now())
+	return nil
+}
+
+func (t *LeaseTable) record(g Grant, now time.Time) {
+	if cur, ok := t.leases[g.Domain]; ok && (g.Epoch < cur.epoch || g.Epoch == cur.epoch && g.Holder != cur.holder) {
+		return
+	}
+	t.leases[g.Domain] = &lease{holder: g.Holder, epoch: g.Epoch, ttl: g.TTL, expiry: now.Add(g.TTL)}
+}
+
+// Renew extends the holder's lease to now + TTL and returns the new
+// remaining time. It fails with ErrNotLeader when demoted, ErrNoLease when the
+// domain has no lease, ErrFenced when (holder, epoch) is not the recorded
+// lease or the lease was released, and ErrLeaseExpired once the lease expired
+// here: an expired lease is never renewed, the holder must acquire again
+// through the log, where the epoch fences any promotion that raced it.
+func (t *LeaseTable) Renew(domain, holder string, epoch uint64) (time.Duration, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.leader {
+		return 0, ErrNotLeader
+	}
+	l, ok := t.leases[domain]
+	switch {
+	case !ok:
+		return 0, ErrNoLease
+	case l.holder != holder || l.epoch != epoch || l.released:
+		return 0, ErrFenced
+	}
+	now := t.clock.Now()
+	if l.expired(now) {
+		return 0, ErrLeaseExpired
+	}
+	l.expiry = now.Add(l.ttl)
+	return l.ttl, nil
+}
+
+// Release marks the lease of (domain, epoch) released, after a committed
+// Release entry. Releasing an older epoch is a no-op. A newer epoch than the
+// recorded one (its grant was never seen here) still fences the recorded
+// lease: the domain is known to have moved past it.
+func (t *LeaseTable) Release(domain string, epoch uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l, ok := t.leases[domain] // nil map while demoted: nothing to release
+	if !ok || epoch < l.epoch {
+		return
+	}
+	if epoch > l.epoch {
+		*l = lease{epoch: epoch}
+	}
+	l.released = true
+}
+
+// Observe reports what the leader sees now of domain's lease. An unknown
+// domain reports LeaseNone. Remaining is zero unless the lease is held.
+func (t *LeaseTable) Observe(domain string) (Observation, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.leader {
+		return Observation{}, ErrNotLeader
+	}
+	obs := Observation{Domain: domain}
+	l, ok := t.leases[domain]
+	if !ok {
+		return obs, nil
+	}
+	obs.Holder, obs.Epoch = l.holder, l.epoch
+	now := t.clock.Now()
+	switch {
+	case l.released:
+		obs.Status = LeaseReleased
+	case l.expired(now):
+		obs.Status = LeaseExpired
+	default:
+		obs.Status = LeaseHeld
+		obs.Remaining = l.expiry.Sub(now)
+	}
+	return obs, nil
+}
+
+// Len returns how many leases are tracked (zero while demoted).
+func (t *LeaseTable) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.leases)
+}

@@ -1,0 +1,221 @@
+package promotion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/validator"
+	"google.golang.org/protobuf/proto"
+)
+
+// Outcome of a promotion request.
+type Outcome struct {
+	// Record is the attempt's record and explanation. For a committed attempt
+	// it is the FSM's record (LogIndex > 0); for a dry run or an immediate
+	// rejection it is the same evaluation, uncommitted (LogIndex == 0).
+	Record *pb.AttemptRecord
+	// Committed: the record is in the replicated log.
+	Committed bool
+	// Duplicate: the request id was already recorded; Record is that record
+	// and no new entry was written.
+	Duplicate bool
+	// Lifecycle lists the states this attempt passed through on the leader.
+	Lifecycle []State
+}
+
+// DeniedError is returned (with the Outcome) when an attempt is denied.
+// Branch with errors.As; Reason and Invariant name the first failed check.
+type DeniedError struct {
+	Reason    string
+	Invariant string
+	Record    *pb.AttemptRecord
+}
+
+func (e *DeniedError) Error() string {
+	return fmt.Sprintf("promotion denied: %s (%s)", e.Reason, e.Invariant)
+}
+
+func denied(rec *pb.AttemptRecord) error {
+	d := rec.GetDecision()
+	if d.GetAllowed() {
+		return nil
+	}
+	return &DeniedError{Reason: d.DenialReason, Invariant: d.FailedInvariant, Record: rec}
+}
+
+// Promote runs one promotion attempt through the lifecycle:
+//
+//	Steady → Requested → Validating → Approved → Transitioning → Succeeded → Steady
+//	                   ↘ Steady (rejected)  ↘ Denied → Steady
+//
+// A denied attempt is committed too, so its explanation is replicated and
+// identical on every node; the error is then a *DeniedError. A dry run
+// evaluates and commits nothing. A request id already recorded returns the
+// recorded outcome without a new entry.
+//
+// Errors that leave the outcome unknown: ErrIndeterminate (retry with the
+// same request id: it returns the recorded outcome if the entry committed,
+// or decides afresh if it did not).
+func (s *Service) Promote(ctx context.Context, req *pb.PromotionRequest) (*Outcome, error) {
+	if req.GetDryRun() {
+		return s.dryRun(req)
+	}
+	lc := NewLifecycle(req.GetRequestId())
+	must(lc.To(PromotionRequested))
+	out, err := s.promote(ctx, req, lc)
+	if out == nil {
+		out = &Outcome{}
+	}
+	out.Lifecycle = lc.History()
+	return out, err
+}
+
+func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lifecycle) (*Outcome, error) {
+	if out, err := s.admit(req); out != nil || err != nil {
+		must(lc.To(Steady))
+		return out, err
+	}
+	unlock := s.locks.exclusive(req.Domain)
+	defer unlock()
+	if rec, ok := s.fsm.Attempt(req.Domain, req.RequestId); ok { // raced with the same id
+		must(lc.To(Steady))
+		return &Outcome{Record: rec, Committed: true, Duplicate: true}, denied(rec)
+	}
+	must(lc.To(PromotionValidating))
+	attempt, rec, err := s.evaluate(req)
+	if err != nil {
+		return nil, err // only when leadership was lost mid-request
+	}
+	if !rec.Decision.Allowed {
+		must(lc.To(PromotionDenied))
+		out, err := s.commitAttempt(ctx, attempt)
+		if out != nil {
+			must(lc.To(Steady))
+		}
+		return out, err
+	}
+	must(lc.To(PromotionApproved))
+	must(lc.To(AuthorityTransitioning))
+	out, err := s.commitAttempt(ctx, attempt)
+	if out == nil {
+		return nil, err // crash or leadership loss here: the log decides (AU-10)
+	}
+	if !out.Record.Decision.Allowed {
+		// Cannot happen while the domain lock serialises writes; if it does,
+		// the committed record (the old authority) stands.
+		s.logger.Error("apply-time validation contradicted the leader's", "request_id", req.RequestId,
+			"reason", out.Record.Decision.DenialReason)
+		return out, denied(out.Record)
+	}
+	must(lc.To(PromotionSucceeded))
+	s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter)
+	must(lc.To(Steady))
+	return out, nil
+}
+
+// admit rejects what must not enter the lifecycle: not leader, malformed,
+// disabled on this server, or a request id already recorded.
+func (s *Service) admit(req *pb.PromotionRequest) (*Outcome, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
+	if err := fsm.ValidateName("request id", req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := fsm.ValidateName("domain", req.GetDomain()); err != nil {
+		return nil, err
+	}
+	if rec, ok := s.fsm.Attempt(req.Domain, req.RequestId); ok {
+		return &Outcome{Record: rec, Committed: true, Duplicate: true}, denied(rec)
+	}
+	if _, ok := s.fsm.AuthorityOf(req.Domain); !ok {
+		return nil, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, req.Domain)
+	}
+	if s.promotionDisabled {
+		return nil, fmt.Errorf("%w: %s", ErrGloballyDisabled, validator.ReasonPromotionDisabled)
+	}
+	return nil, nil
+}
+
+// dryRun evaluates a request exactly as Promote would now, commits nothing
+// and walks no lifecycle.
+func (s *Service) dryRun(req *pb.PromotionRequest) (*Outcome, error) {
+	if out, err := s.admit(req); out != nil || err != nil {
+		return out, err
+	}
+	_, rec, err := s.evaluate(req)
+	if err != nil {
+		return nil, err
+	}
+	return &Outcome{Record: rec}, denied(rec)
+}
+
+// evaluate gathers the leader's evidence (its lease observation and the
+// candidate's latest report with its age) into an attempt entry and decides
+// it against the current state, exactly as apply will.
+func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.AttemptRecord, error) {
+	d, ok := s.fsm.Domain(req.Domain)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, req.Domain)
+	}
+	obs, err := s.leases.Observe(req.Domain)
+	if err != nil {
+		return nil, nil, err
+	}
+	attempt := &pb.PromotionAttempt{
+		Request: proto.Clone(req).(*pb.PromotionRequest),
+		Lease: &pb.LeaseObservation{Holder: obs.Holder, Epoch: obs.Epoch, State: leaseState(obs.Status),
+			RemainingMs: uint64(obs.Remaining.Milliseconds()), LeaderTerm: s.log.Term(), LeaderId: s.log.ID()},
+	}
+	attempt.Request.DryRun = false
+	if rep, age, ok := s.reports.get(req.Domain, req.Candidate, s.clock.Now()); ok {
+		attempt.CandidateReport, attempt.ReportAgeMs = rep, uint64(age.Milliseconds())
+	}
+	rec := &pb.AttemptRecord{
+		Request: req, Decision: validator.Evaluate(validator.Input{Domain: d, Attempt: attempt}),
+		EpochBefore: d.Epoch, EpochAfter: d.Epoch, HolderBefore: d.Holder, HolderAfter: d.Holder,
+		Lease: attempt.Lease, CandidateReport: attempt.CandidateReport, ReportAgeMs: attempt.ReportAgeMs,
+	}
+	return attempt, rec, nil
+}
+
+func (s *Service) commitAttempt(ctx context.Context, a *pb.PromotionAttempt) (*Outcome, error) {
+	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionAttempt{PromotionAttempt: a}})
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, res.Err
+	}
+	out := &Outcome{Record: res.Attempt, Committed: true, Duplicate: res.Duplicate}
+	return out, denied(res.Attempt)
+}
+
+func leaseState(s LeaseStatus) pb.LeaseState {
+	switch s {
+	case LeaseHeld:
+		return pb.LeaseState_LEASE_STATE_HELD
+	case LeaseExpired:
+		return pb.LeaseState_LEASE_STATE_EXPIRED
+	case LeaseReleased:
+		return pb.LeaseState_LEASE_STATE_RELEASED
+	}
+	return pb.LeaseState_LEASE_STATE_NONE
+}
+
+// must panics on a forbidden lifecycle transition: the code paths above only
+// take allowed ones, so a failure is a programming error, not an input.
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// IsDenied reports whether err is a promotion denial.
+func IsDenied(err error) bool {
+	var d *DeniedError
+	return errors.As(err, &d)
+}

@@ -1,0 +1,53 @@
+package promotion
+
+import (
+	"sync"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// reportTable holds replicas' latest progress reports with the leader's
+// monotonic receive time. Soft state: not logged, dropped on leader change,
+// so a new leader denies promotions with MetadataMissing until replicas
+// report again (fail closed).
+type reportTable struct {
+	mu      sync.Mutex
+	reports map[string]map[string]receivedReport // domain → member → report
+}
+
+type receivedReport struct {
+	report *pb.ProgressReport
+	at     time.Time
+}
+
+func newReportTable() *reportTable { return &reportTable{reports: map[string]map[string]receivedReport{}} }
+
+func (t *reportTable) put(domain string, r *pb.ProgressReport, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.reports[domain]
+	if m == nil {
+		m = map[string]receivedReport{}
+		t.reports[domain] = m
+	}
+	m[r.MemberId] = receivedReport{report: proto.Clone(r).(*pb.ProgressReport), at: at}
+}
+
+// get returns a copy of the member's latest report and its age at now.
+func (t *reportTable) get(domain, member string, now time.Time) (*pb.ProgressReport, time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rr, ok := t.reports[domain][member]
+	if !ok {
+		return nil, 0, false
+	}
+	return proto.Clone(rr.report).(*pb.ProgressReport), max(now.Sub(rr.at), 0), true
+}
+
+func (t *reportTable) reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reports = map[string]map[string]receivedReport{}
+}

@@ -1,0 +1,133 @@
+package promotion
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Config of the leader-side service.
+type Config struct {
+	// Log is the replicated log (cluster.Node).
+	Log Log
+	// FSM is the state machine the log applies to on this node.
+	FSM *fsm.FSM
+	// Clock gives monotonic time for leases and report ages, and the wall
+	// time stamped into entries for audit.
+	Clock Clock
+	// PromotionDisabled turns promotion off on this server (AU-14): every
+	// promotion path is refused, everything else behaves unchanged.
+	PromotionDisabled bool
+	Logger            hclog.Logger
+}
+
+// Service is the leader side of AeroDB Authority: it turns requests into log
+// entries, owns the leader-local lease table and progress reports, and runs
+// the promotion lifecycle. Every method is safe for concurrent use.
+//
+// Only the leader serves, and only after BecomeLeader's barrier: a new
+// leader that served renewals before applying the previous term's entries
+// could renew a lease that a committed promotion already moved (DESIGN §5).
+type Service struct {
+	log     Log
+	fsm     *fsm.FSM
+	clock   Clock
+	logger  hclog.Logger
+	leases  *LeaseTable
+	reports *reportTable
+	locks   domainLocks
+
+	promotionDisabled bool
+
+	mu    sync.RWMutex
+	ready bool   // barrier done in the current term
+	term  uint64 // term the barrier was done in
+}
+
+// NewService wires a service; it starts as a follower.
+func NewService(cfg Config) *Service {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Service{
+		log:               cfg.Log,
+		fsm:               cfg.FSM,
+		clock:             cfg.Clock,
+		logger:            logger,
+		leases:            NewLeaseTable(cfg.Clock),
+		reports:           newReportTable(),
+		promotionDisabled: cfg.PromotionDisabled,
+	}
+}
+
+// BecomeLeader is called when raft reports leadership. It waits for the
+// barrier, then resets every lease to a full TTL (a new leader cannot know
+// the last renewal) and starts serving.
+func (s *Service) BecomeLeader(ctx context.Context) error {
+	term := s.log.Term()
+	if err := s.log.Barrier(ctx); err != nil {
+		return fmt.Errorf("promotion: leader barrier: %w", err)
+	}
+	var grants []Grant
+	for _, a := range s.fsm.Authorities() {
+		if a.Holder != "" && !a.Released {
+			grants = append(grants, Grant{Domain: a.Domain, Holder: a.Holder, Epoch: a.Epoch, TTL: ms(a.TTLms)})
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leases.Promote(grants)
+	s.reports.reset()
+	s.ready, s.term = true, term
+	s.logger.Info("serving as leader", "term", term, "leases", len(grants))
+	return nil
+}
+
+// StepDown is called when raft reports the loss of leadership: leases and
+// reports are leader-local soft state and go with it.
+func (s *Service) StepDown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ready = false
+	s.leases.Demote()
+	s.reports.reset()
+}
+
+// Ready reports whether this node serves leader requests.
+func (s *Service) Ready() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ready
+}
+
+func (s *Service) checkReady() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if !s.ready {
+		return ErrNotLeader
+	}
+	if s.log.Term() != s.term {
+		return ErrNotReady
+	}
+	return nil
+}
+
+// Leases exposes the leader-local lease table (for status and tests).
+func (s *Service) Leases() *LeaseTable { return s.leases }
+
+// propose stamps a command with the leader's wall time and term and
+// replicates it.
+func (s *Service) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	cmd.StampedUnixMs = s.clock.Now().UnixMilli()
+	cmd.Term = s.log.Term()
+	cmd.Proposer = s.log.ID()
+	return s.log.Propose(ctx, cmd)
+}
+
+func ms(v uint64) time.Duration { return time.Duration(v) * time.Millisecond }

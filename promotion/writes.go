@@ -1,0 +1,228 @@
+package promotion
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+	"google.golang.org/protobuf/proto"
+)
+
+// Policy defaults applied by the leader before a policy enters the log (the
+// FSM only validates).
+const (
+	DefaultLeaseTTL     = 10 * time.Second
+	DefaultReportMaxAge = 30 * time.Second
+)
+
+// WithDefaults fills a policy's zero fields: manual promotion (AU-3), a 10 s
+// lease, a 30 s report freshness bound, one synchronous replica.
+func WithDefaults(p *pb.Policy) *pb.Policy {
+	out := &pb.Policy{}
+	if p != nil {
+		out = proto.Clone(p).(*pb.Policy)
+	}
+	if out.Mode == pb.PromotionMode_PROMOTION_MODE_UNSPECIFIED {
+		out.Mode = pb.PromotionMode_PROMOTION_MODE_MANUAL
+	}
+	if out.LeaseTtlMs == 0 {
+		out.LeaseTtlMs = uint64(DefaultLeaseTTL.Milliseconds())
+	}
+	if out.ReportMaxAgeMs == 0 {
+		out.ReportMaxAgeMs = uint64(DefaultReportMaxAge.Milliseconds())
+	}
+	if out.MinSyncReplicas == 0 {
+		out.MinSyncReplicas = 1
+	}
+	return out
+}
+
+// apply proposes a single-domain command under the domain's shared lock and
+// unwraps the FSM's result error.
+func (s *Service) apply(ctx context.Context, domain string, cmd *pb.Command) (*fsm.Result, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
+	unlock := s.locks.shared(domain)
+	defer unlock()
+	res, err := s.propose(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return res, res.Err
+}
+
+// CreateDomain creates a domain (policy defaults filled in).
+func (s *Service) CreateDomain(ctx context.Context, name string, kind pb.DomainKind, p *pb.Policy) (*fsm.Result, error) {
+	return s.apply(ctx, name, &pb.Command{Body: &pb.Command_CreateDomain{CreateDomain: &pb.CreateDomain{
+		Name: name, Kind: kind, Policy: WithDefaults(p)}}})
+}
+
+// UpdatePolicy replaces a domain's policy (defaults filled in).
+func (s *Service) UpdatePolicy(ctx context.Context, name string, p *pb.Policy) (*fsm.Result, error) {
+	return s.apply(ctx, name, &pb.Command{Body: &pb.Command_UpdateDomainPolicy{UpdateDomainPolicy: &pb.UpdateDomainPolicy{
+		Name: name, Policy: WithDefaults(p)}}})
+}
+
+// RegisterMember adds or updates a member of a domain.
+func (s *Service) RegisterMember(ctx context.Context, m *pb.RegisterMember) (*fsm.Result, error) {
+	return s.apply(ctx, m.GetDomain(), &pb.Command{Body: &pb.Command_RegisterMember{RegisterMember: m}})
+}
+
+// AssignInitial names a domain's first holder and starts its lease.
+func (s *Service) AssignInitial(ctx context.Context, domain, holder string) (*fsm.Result, error) {
+	res, err := s.apply(ctx, domain, &pb.Command{Body: &pb.Command_AssignInitial{AssignInitial: &pb.AssignInitial{
+		Domain: domain, Holder: holder}}})
+	if err == nil {
+		s.granted(domain, res.Holder, res.Epoch)
+	}
+	return res, err
+}
+
+// Acquire takes a free or expired lock (or re-acquires an aerodb holder's
+// own expired lease). The leader's lease observation goes into the entry.
+func (s *Service) Acquire(ctx context.Context, domain, holder string, expectedEpoch *uint64) (*fsm.Result, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
+	obs, err := s.leases.Observe(domain)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.apply(ctx, domain, &pb.Command{Body: &pb.Command_Acquire{Acquire: &pb.Acquire{
+		Domain: domain, Holder: holder, ExpectedEpoch: expectedEpoch,
+		Lease: &pb.LeaseObservation{Holder: obs.Holder, Epoch: obs.Epoch, State: leaseState(obs.Status),
+			RemainingMs: uint64(obs.Remaining.Milliseconds()), LeaderTerm: s.log.Term(), LeaderId: s.log.ID()},
+	}}})
+	if err == nil {
+		s.granted(domain, res.Holder, res.Epoch)
+	}
+	return res, err
+}
+
+// Release gives up authority at (holder, epoch); fenced if either is stale.
+func (s *Service) Release(ctx context.Context, domain, holder string, epoch uint64) (*fsm.Result, error) {
+	res, err := s.apply(ctx, domain, &pb.Command{Body: &pb.Command_Release{Release: &pb.Release{
+		Domain: domain, Holder: holder, Epoch: epoch}}})
+	if err == nil {
+		s.leases.Release(domain, epoch)
+	}
+	return res, err
+}
+
+// Complete and Abort finish a lock or release domain's work at an epoch.
+func (s *Service) Complete(ctx context.Context, c *pb.Complete) (*fsm.Result, error) {
+	return s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_Complete{Complete: c}})
+}
+
+func (s *Service) Abort(ctx context.Context, a *pb.Abort) (*fsm.Result, error) {
+	return s.apply(ctx, a.GetDomain(), &pb.Command{Body: &pb.Command_Abort{Abort: a}})
+}
+
+// granted starts the lease of a holder after a committed grant.
+func (s *Service) granted(domain, holder string, epoch uint64) {
+	a, ok := s.fsm.AuthorityOf(domain)
+	if !ok || a.Epoch != epoch || a.Holder != holder {
+		return // a later entry already moved the domain on
+	}
+	if err := s.leases.Grant(Grant{Domain: domain, Holder: holder, Epoch: epoch, TTL: ms(a.TTLms)}); err != nil {
+		s.logger.Warn("lease grant after commit", "domain", domain, "epoch", epoch, "error", err)
+	}
+}
+
+// Renew extends a holder's lease on the leader (not logged). Fenced when the
+// replicated epoch or holder moved, expired when the lease ran out here.
+func (s *Service) Renew(domain, holder string, epoch uint64) (time.Duration, error) {
+	if err := s.checkReady(); err != nil {
+		return 0, err
+	}
+	a, ok := s.fsm.AuthorityOf(domain)
+	if !ok {
+		return 0, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
+	}
+	if a.Epoch != epoch || a.Holder != holder || a.Released {
+		return 0, fmt.Errorf("%w: domain %q is at epoch %d held by %q; renewal from %q at epoch %d",
+			ErrFenced, domain, a.Epoch, a.Holder, holder, epoch)
+	}
+	return s.leases.Renew(domain, holder, epoch)
+}
+
+// AdvanceWatermark commits a batch of watermark advances in one entry (group
+// commit). It returns one error per advance (nil when committed). Advances
+// from a stale epoch or holder, or whose lease expired on the leader, are
+// rejected as fenced before proposing; the FSM fences again at apply.
+func (s *Service) AdvanceWatermark(ctx context.Context, batch []*pb.WatermarkAdvance) ([]error, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
+	if len(batch) == 0 || len(batch) > fsm.MaxWatermarkBatch {
+		return nil, fmt.Errorf("%w: watermark batch of %d advances (want 1..%d)", fsm.ErrInvalid, len(batch), fsm.MaxWatermarkBatch)
+	}
+	errs := make([]error, len(batch))
+	var send []*pb.WatermarkAdvance
+	var pos []int
+	domains := make([]string, 0, len(batch))
+	for i, adv := range batch {
+		if errs[i] = s.holdsLease(adv); errs[i] == nil {
+			send, pos = append(send, adv), append(pos, i)
+			domains = append(domains, adv.Domain)
+		}
+	}
+	if len(send) == 0 {
+		return errs, nil
+	}
+	unlock := s.locks.shared(domains...)
+	defer unlock()
+	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_AdvanceWatermark{AdvanceWatermark: &pb.AdvanceWatermark{Advances: send}}})
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil && len(res.Watermarks) == 0 {
+		return nil, res.Err
+	}
+	for j, w := range res.Watermarks {
+		errs[pos[j]] = w.Err
+	}
+	return errs, nil
+}
+
+// holdsLease checks an advance against the replicated authority and the
+// leader's lease: a holder whose lease expired must stop acknowledging.
+func (s *Service) holdsLease(adv *pb.WatermarkAdvance) error {
+	a, ok := s.fsm.AuthorityOf(adv.GetDomain())
+	if !ok {
+		return fmt.Errorf("%w: domain %q", fsm.ErrNotFound, adv.GetDomain())
+	}
+	if a.Epoch != adv.Epoch || a.Holder != adv.Holder || a.Released {
+		return fmt.Errorf("%w: domain %q is at epoch %d held by %q; advance from %q at epoch %d",
+			fsm.ErrFenced, a.Domain, a.Epoch, a.Holder, adv.Holder, adv.Epoch)
+	}
+	obs, err := s.leases.Observe(adv.Domain)
+	if err != nil {
+		return err
+	}
+	if obs.Status != LeaseHeld || obs.Epoch != adv.Epoch {
+		return fmt.Errorf("%w: lease of %q at epoch %d is %v on the leader", ErrLeaseExpired, adv.Domain, adv.Epoch, obs.Status)
+	}
+	return nil
+}
+
+// ReportProgress records a replica's progress report (soft state) and
+// returns the domain's current watermark, so the replica's next report
+// carries its own hash at exactly that lsn (DESIGN §6).
+func (s *Service) ReportProgress(domain string, r *pb.ProgressReport) (*pb.Watermark, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
+	wm, ok := s.fsm.Watermark(domain)
+	if !ok {
+		return nil, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
+	}
+	if err := fsm.ValidateName("member id", r.GetMemberId()); err != nil {
+		return nil, err
+	}
+	s.reports.put(domain, r, s.clock.Now())
+	return wm, nil
+}
