@@ -22,7 +22,9 @@ type receivedReport struct {
 	at     time.Time
 }
 
-func newReportTable() *reportTable { return &reportTable{reports: map[string]map[string]receivedReport{}} }
+func newReportTable() *reportTable {
+	return &reportTable{reports: map[string]map[string]receivedReport{}}
+}
 
 func (t *reportTable) put(domain string, r *pb.ProgressReport, at time.Time) {
 	t.mu.Lock()
