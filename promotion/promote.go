@@ -179,6 +179,9 @@ func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.
 		EpochBefore: d.Epoch, EpochAfter: d.Epoch, HolderBefore: d.Holder, HolderAfter: d.Holder,
 		Lease: attempt.Lease, CandidateReport: attempt.CandidateReport, ReportAgeMs: attempt.ReportAgeMs,
 	}
+	if rec.Decision.Allowed { // what the entry would do: shown by dry runs
+		rec.EpochAfter, rec.HolderAfter = d.Epoch+1, req.Candidate
+	}
 	return attempt, rec, nil
 }
 
