@@ -204,6 +204,10 @@ func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
 	return def
 }
 
+// TranslateError maps raft's errors onto the sentinels callers branch on
+// (promotion.ErrNotLeader, promotion.ErrIndeterminate); others pass through.
+func TranslateError(err error) error { return translate(err) }
+
 // translate maps raft's errors onto the sentinels callers branch on.
 func translate(err error) error {
 	switch {

@@ -55,7 +55,7 @@ func applyAcquire(f *FSM, e entry) *Result {
 		return failed(e.index, err)
 	}
 	if c.ExpectedEpoch != nil && *c.ExpectedEpoch != d.Epoch {
-		return failed(e.index, fmt.Errorf("%w: expected epoch %d, domain %q is at %d", ErrFenced, *c.ExpectedEpoch, d.Name, d.Epoch))
+		return failed(e.index, fmt.Errorf("%w: expected epoch %d, domain %q is at %d", ErrEpochStale, *c.ExpectedEpoch, d.Name, d.Epoch))
 	}
 	if d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB {
 		if d.Epoch == 0 || d.Holder != c.Holder || d.Released {

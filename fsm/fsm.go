@@ -241,3 +241,28 @@ func (f *FSM) Watermark(name string) (*pb.Watermark, bool) {
 	}
 	return proto.Clone(d.Watermark).(*pb.Watermark), true
 }
+
+// Summaries lists up to limit domains whose names sort after `after`, and
+// whether more follow. Used by list APIs; no attempt history is copied.
+func (f *FSM) Summaries(after string, limit int) ([]*pb.DomainSummary, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	names := f.sortedNames()
+	start, _ := slices.BinarySearch(names, after)
+	if start < len(names) && names[start] == after {
+		start++
+	}
+	var out []*pb.DomainSummary
+	for _, n := range names[start:] {
+		if len(out) == limit {
+			return out, true
+		}
+		d := f.domains[n]
+		s := &pb.DomainSummary{Name: d.Name, Kind: d.Kind, Epoch: d.Epoch, Holder: d.Holder, Released: d.Released, Members: uint32(len(d.Members))}
+		if d.Watermark != nil {
+			s.Watermark = proto.Clone(d.Watermark).(*pb.Watermark)
+		}
+		out = append(out, s)
+	}
+	return out, false
+}

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 )
@@ -17,6 +18,9 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrFenced: the caller's epoch (or holder) is not the current one (AU-12).
 	ErrFenced = errors.New("fenced: stale epoch or holder")
+	// ErrEpochStale: a compare-and-set on the epoch failed (the caller's
+	// expected epoch is not the current one). It is a kind of ErrFenced.
+	ErrEpochStale = fmt.Errorf("%w: expected epoch is stale", ErrFenced)
 	// ErrPrecondition: the command is well formed but not legal in the
 	// domain's current state (e.g. assign on an assigned domain, acquire of a
 	// held lock).

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config of one authorityd. Precedence: flags > environment
+// (AUTHORITYD_<FLAG>, dashes as underscores) > YAML file (--config) >
+// defaults.
+type Config struct {
+	// NodeID is the raft server id, stable across restarts.
+	NodeID string `yaml:"node_id"`
+	// RaftAddr: TCP address for raft traffic between servers.
+	RaftAddr string `yaml:"raft_addr"`
+	// GRPCAddr: the client API.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// HTTPAddr: /healthz, /readyz, /metrics.
+	HTTPAddr string `yaml:"http_addr"`
+	// DataDir holds raft.db and snapshots/.
+	DataDir string `yaml:"data_dir"`
+	// Peers: every voter (including this node) as id,raft_addr,grpc_addr.
+	Peers []Peer `yaml:"peers"`
+	// Bootstrap forms the cluster from Peers when the data dir is empty. It
+	// is safe on every node with the same peer list, and a no-op on restart.
+	Bootstrap bool `yaml:"bootstrap"`
+	// Raft timing. HeartbeatTimeout is raft's follower timeout (a follower
+	// that hears no leader this long starts an election).
+	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout    time.Duration `yaml:"election_timeout"`
+	LeaderLeaseTimeout time.Duration `yaml:"leader_lease_timeout"`
+	SnapshotThreshold  uint64        `yaml:"snapshot_threshold"`
+	// PromotionDisabled refuses every promotion on this server (AU-14).
+	PromotionDisabled bool   `yaml:"promotion_disabled"`
+	LogLevel          string `yaml:"log_level"`
+	LogFormat         string `yaml:"log_format"`
+}
+
+// Peer is one voter of the cluster.
+type Peer struct {
+	ID       string `yaml:"id"`
+	RaftAddr string `yaml:"raft_addr"`
+	GRPCAddr string `yaml:"grpc_addr"`
+}
+
+func defaults() Config {
+	return Config{
+		RaftAddr: "127.0.0.1:7001", GRPCAddr: "127.0.0.1:8001", HTTPAddr: "127.0.0.1:9001",
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond, SnapshotThreshold: 8192,
+		LogLevel: "info", LogFormat: "text",
+	}
+}
+
+// peerList is the flag form of Peers: "id,raft_addr,grpc_addr;…" or one
+// --peer flag per voter.
+type peerList []Peer
+
+func (p *peerList) String() string {
+	parts := make([]string, len(*p))
+	for i, x := range *p {
+		parts[i] = x.ID + "," + x.RaftAddr + "," + x.GRPCAddr
+	}
+	return strings.Join(parts, ";")
+}
+
+func (p *peerList) Set(v string) error {
+	for _, item := range strings.Split(v, ";") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		f := strings.Split(item, ",")
+		if len(f) != 3 {
+			return fmt.Errorf("peer %q: want id,raft_addr,grpc_addr", item)
+		}
+		*p = append(*p, Peer{ID: f[0], RaftAddr: f[1], GRPCAddr: f[2]})
+	}
+	return nil
+}
+
+// loadConfig parses flags, environment and the YAML file into a validated
+// config.
+func loadConfig(args []string, env func(string) string) (Config, error) {
+	fs := flag.NewFlagSet("authorityd", flag.ContinueOnError)
+	file := fs.String("config", "", "YAML config file")
+	var flagCfg Config
+	var peers peerList
+	fs.StringVar(&flagCfg.NodeID, "node-id", "", "raft server id (stable across restarts)")
+	fs.StringVar(&flagCfg.RaftAddr, "raft-addr", "", "raft TCP address (default 127.0.0.1:7001)")
+	fs.StringVar(&flagCfg.GRPCAddr, "grpc-addr", "", "gRPC API address (default 127.0.0.1:8001)")
+	fs.StringVar(&flagCfg.HTTPAddr, "http-addr", "", "HTTP address for /healthz, /readyz, /metrics (default 127.0.0.1:9001)")
+	fs.StringVar(&flagCfg.DataDir, "data-dir", "", "data directory")
+	fs.Var(&peers, "peer", "voter as id,raft_addr,grpc_addr (repeat, or ';'-separated)")
+	bootstrap := fs.Bool("bootstrap", false, "form the cluster from --peer when the data dir is empty")
+	fs.DurationVar(&flagCfg.HeartbeatTimeout, "heartbeat-timeout", 0, "raft follower timeout before an election (default 500ms)")
+	fs.DurationVar(&flagCfg.ElectionTimeout, "election-timeout", 0, "raft candidate timeout (default 500ms)")
+	fs.DurationVar(&flagCfg.LeaderLeaseTimeout, "leader-lease-timeout", 0, "leader steps down without quorum contact this long (default 250ms)")
+	fs.Uint64Var(&flagCfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 8192)")
+	disabled := fs.Bool("promotion-disabled", false, "refuse every promotion on this server")
+	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "trace|debug|info|warn|error (default info)")
+	fs.StringVar(&flagCfg.LogFormat, "log-format", "", "text|json (default text)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg := defaults()
+	if *file != "" {
+		if err := mergeFile(&cfg, *file); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := mergeEnv(&cfg, fs, env); err != nil {
+		return Config{}, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	mergeFlags(&cfg, flagCfg, set)
+	if set["peer"] {
+		cfg.Peers = peers
+	}
+	if set["bootstrap"] {
+		cfg.Bootstrap = *bootstrap
+	}
+	if set["promotion-disabled"] {
+		cfg.PromotionDisabled = *disabled
+	}
+	return cfg, cfg.Validate()
+}
+
+func mergeFile(cfg *Config, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// mergeEnv applies AUTHORITYD_* variables by setting the same-named flags
+// on a scratch flag set, so parsing rules are the flags' own.
+func mergeEnv(cfg *Config, fs *flag.FlagSet, env func(string) string) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "config" {
+			return
+		}
+		v := env("AUTHORITYD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")))
+		if v == "" {
+			return
+		}
+		if err := applyValue(cfg, f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("environment AUTHORITYD_%s: %w", strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func applyValue(cfg *Config, name, v string) error {
+	var err error
+	switch name {
+	case "node-id":
+		cfg.NodeID = v
+	case "raft-addr":
+		cfg.RaftAddr = v
+	case "grpc-addr":
+		cfg.GRPCAddr = v
+	case "http-addr":
+		cfg.HTTPAddr = v
+	case "data-dir":
+		cfg.DataDir = v
+	case "peer":
+		var p peerList
+		err = p.Set(v)
+		cfg.Peers = p
+	case "bootstrap":
+		cfg.Bootstrap, err = strconv.ParseBool(v)
+	case "promotion-disabled":
+		cfg.PromotionDisabled, err = strconv.ParseBool(v)
+	case "heartbeat-timeout":
+		cfg.HeartbeatTimeout, err = time.ParseDuration(v)
+	case "election-timeout":
+		cfg.ElectionTimeout, err = time.ParseDuration(v)
+	case "leader-lease-timeout":
+		cfg.LeaderLeaseTimeout, err = time.ParseDuration(v)
+	case "snapshot-threshold":
+		cfg.SnapshotThreshold, err = strconv.ParseUint(v, 10, 64)
+	case "log-level":
+		cfg.LogLevel = v
+	case "log-format":
+		cfg.LogFormat = v
+	}
+	return err
+}
+
+func mergeFlags(cfg *Config, f Config, set map[string]bool) {
+	str := map[string]*string{"node-id": &cfg.NodeID, "raft-addr": &cfg.RaftAddr, "grpc-addr": &cfg.GRPCAddr,
+		"http-addr": &cfg.HTTPAddr, "data-dir": &cfg.DataDir, "log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat}
+	src := map[string]string{"node-id": f.NodeID, "raft-addr": f.RaftAddr, "grpc-addr": f.GRPCAddr,
+		"http-addr": f.HTTPAddr, "data-dir": f.DataDir, "log-level": f.LogLevel, "log-format": f.LogFormat}
+	for name, dst := range str {
+		if set[name] {
+			*dst = src[name]
+		}
+	}
+	if set["heartbeat-timeout"] {
+		cfg.HeartbeatTimeout = f.HeartbeatTimeout
+	}
+	if set["election-timeout"] {
+		cfg.ElectionTimeout = f.ElectionTimeout
+	}
+	if set["leader-lease-timeout"] {
+		cfg.LeaderLeaseTimeout = f.LeaderLeaseTimeout
+	}
+	if set["snapshot-threshold"] {
+		cfg.SnapshotThreshold = f.SnapshotThreshold
+	}
+}
+
+// Validate returns every problem at once, naming the setting and value.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node-id is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir is required"))
+	}
+	for name, addr := range map[string]string{"raft-addr": c.RaftAddr, "grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
+		}
+	}
+	if len(c.Peers) == 0 {
+		errs = append(errs, errors.New("at least one --peer is required (every voter, this node included)"))
+	}
+	seen := map[string]bool{}
+	self := false
+	for _, p := range c.Peers {
+		if p.ID == "" || p.RaftAddr == "" || p.GRPCAddr == "" {
+			errs = append(errs, fmt.Errorf("peer %+v: id, raft_addr and grpc_addr are required", p))
+		}
+		if seen[p.ID] {
+			errs = append(errs, fmt.Errorf("peer %q listed twice", p.ID))
+		}
+		seen[p.ID] = true
+		self = self || p.ID == c.NodeID
+	}
+	if len(c.Peers) > 0 && !self {
+		errs = append(errs, fmt.Errorf("node-id %q is not among the peers", c.NodeID))
+	}
+	if c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("heartbeat-timeout %v must be ≥ 5ms and election-timeout %v ≥ it", c.HeartbeatTimeout, c.ElectionTimeout))
+	}
+	if c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("leader-lease-timeout %v must be in (0, heartbeat-timeout %v]", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log-format %q: want text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/aerodb/authority/cluster"
+	"github.com/aerodb/authority/promotion"
+	"github.com/aerodb/authority/transport"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+)
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+// run starts every part of the server and blocks until ctx is cancelled
+// (SIGTERM), then shuts down in reverse order.
+func run(ctx context.Context, cfg Config) error {
+	logger := hclog.New(&hclog.LoggerOptions{Name: "authorityd", Level: hclog.LevelFromString(cfg.LogLevel),
+		JSONFormat: cfg.LogFormat == "json", Output: os.Stderr}).With("node", cfg.NodeID)
+	node, err := cluster.Open(cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Logger: logger,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold})
+	if err != nil {
+		return err
+	}
+	if cfg.Bootstrap {
+		peers := make([]cluster.Peer, len(cfg.Peers))
+		for i, p := range cfg.Peers {
+			peers[i] = cluster.Peer{ID: p.ID, Address: p.RaftAddr}
+		}
+		if err := node.Bootstrap(peers); err != nil {
+			node.Shutdown()
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	svc := promotion.NewService(promotion.Config{Log: node, FSM: node.FSM(), Clock: wallClock{},
+		PromotionDisabled: cfg.PromotionDisabled, Logger: logger.Named("promotion")})
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		node.Shutdown()
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		node.Shutdown()
+		return fmt.Errorf("http listen: %w", err)
+	}
+	peers := map[string]string{}
+	for _, p := range cfg.Peers {
+		peers[p.ID] = p.GRPCAddr
+	}
+	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, Logger: logger.Named("grpc")})
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	api.Register(g)
+	httpSrv := &http.Server{Handler: httpHandler(node, svc), ReadHeaderTimeout: 5 * time.Second}
+
+	var wg sync.WaitGroup
+	leadCtx, stopLead := context.WithCancel(context.Background())
+	wg.Add(3)
+	go func() { defer wg.Done(); cluster.RunLeadership(leadCtx, node, svc, logger.Named("leadership")) }()
+	go func() { defer wg.Done(); serveLogged(logger, "grpc", g.Serve(grpcLis)) }()
+	go func() { defer wg.Done(); serveLogged(logger, "http", httpSrv.Serve(httpLis)) }()
+	logger.Info("serving", "raft", node.Address(), "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+
+	<-ctx.Done()
+	logger.Info("shutting down")
+	shutdown(g, httpSrv)
+	stopLead()
+	api.Close()
+	err = node.Shutdown()
+	wg.Wait()
+	return err
+}
+
+func serveLogged(logger hclog.Logger, what string, err error) {
+	if err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, http.ErrServerClosed) {
+		logger.Error("server stopped", "server", what, "error", err)
+	}
+}
+
+// shutdown stops the API servers gracefully, bounded so open watch and
+// keep-alive streams cannot hold the process.
+func shutdown(g *grpc.Server, h *http.Server) {
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		g.Stop()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	h.Shutdown(ctx)
+}
+
+// httpHandler serves health, readiness and Prometheus metrics from a
+// registry of this server's own (no global registry).
+func httpHandler(node *cluster.Node, svc *promotion.Service) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerRaftMetrics(reg, node, svc)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		leaderID, _ := node.Leader()
+		if leaderID == "" {
+			http.Error(w, "no known raft leader", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ok leader=%s applied_index=%d\n", leaderID, node.FSM().LastIndex())
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+func registerRaftMetrics(reg prometheus.Registerer, node *cluster.Node, svc *promotion.Service) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	r := node.Raft()
+	gauge("authority_raft_term", "Current raft term.", func() float64 { return float64(r.CurrentTerm()) })
+	gauge("authority_raft_commit_index", "Raft commit index.", func() float64 { return float64(r.CommitIndex()) })
+	gauge("authority_raft_applied_index", "Raft applied index.", func() float64 { return float64(r.AppliedIndex()) })
+	gauge("authority_raft_is_leader", "1 when this node is the raft leader.", func() float64 { return b2f(r.State() == raft.Leader) })
+	gauge("authority_leader_ready", "1 when this node leads and its barrier is done.", func() float64 { return b2f(svc.Ready()) })
+	gauge("authority_raft_last_contact_seconds", "Seconds since the last contact with the leader (0 on the leader).", func() float64 {
+		if r.State() == raft.Leader {
+			return 0
+		}
+		return time.Since(r.LastContact()).Seconds()
+	})
+	gauge("authority_leases", "Leases tracked by this node's leader-local table.", func() float64 { return float64(svc.Leases().Len()) })
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

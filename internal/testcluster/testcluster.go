@@ -1,0 +1,279 @@
+// Package testcluster runs real authorityd processes for process tests: it
+// builds the binaries once per test binary, starts N servers on free
+// loopback ports with their own data dirs and log files, and can kill -9,
+// restart from the same data dir, pause and resume them.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binaries builds ./cmd/... of this module once per test process and
+// returns the directory holding authorityd and authorityctl.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "authority-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/...")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		binDir = dir
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+// Server is one authorityd process.
+type Server struct {
+	ID       string
+	RaftAddr string
+	GRPCAddr string
+	HTTPAddr string
+	DataDir  string
+	LogPath  string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Cluster is a set of authorityd processes forming one raft cluster.
+type Cluster struct {
+	t       testing.TB
+	bin     string
+	Servers []*Server
+	// ExtraArgs are appended to every server's command line.
+	ExtraArgs []string
+}
+
+// Start launches n servers that bootstrap one cluster, and waits until one
+// of them leads.
+func Start(t testing.TB, n int, extraArgs ...string) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, bin: Binaries(t), ExtraArgs: extraArgs}
+	root := t.TempDir()
+	for i := range n {
+		id := fmt.Sprintf("s%d", i+1)
+		c.Servers = append(c.Servers, &Server{ID: id, RaftAddr: freeAddr(t), GRPCAddr: freeAddr(t), HTTPAddr: freeAddr(t),
+			DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log")})
+	}
+	for _, s := range c.Servers {
+		c.Restart(s)
+	}
+	t.Cleanup(c.StopAll)
+	c.WaitLeader()
+	return c
+}
+
+// freeAddr reserves a loopback port by listening on :0 and closing. A
+// race with another process taking it is possible but rare on loopback.
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Endpoints lists every server's gRPC address.
+func (c *Cluster) Endpoints() []string {
+	out := make([]string, len(c.Servers))
+	for i, s := range c.Servers {
+		out[i] = s.GRPCAddr
+	}
+	return out
+}
+
+func (c *Cluster) peers() string {
+	parts := make([]string, len(c.Servers))
+	for i, s := range c.Servers {
+		parts[i] = s.ID + "," + s.RaftAddr + "," + s.GRPCAddr
+	}
+	return strings.Join(parts, ";")
+}
+
+// Restart starts (or restarts) a server from its data dir.
+func (c *Cluster) Restart(s *Server) {
+	c.t.Helper()
+	if s.Running() {
+		c.t.Fatalf("%s is already running", s.ID)
+	}
+	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	args := []string{"--node-id", s.ID, "--data-dir", s.DataDir, "--raft-addr", s.RaftAddr, "--grpc-addr", s.GRPCAddr,
+		"--http-addr", s.HTTPAddr, "--bootstrap", "--peer", c.peers(), "--log-level", "debug"}
+	cmd := exec.Command(filepath.Join(c.bin, "authorityd"), append(args, c.ExtraArgs...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		c.t.Fatal(err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(s.done)
+	}()
+}
+
+// Running reports whether the process is alive (not yet reaped).
+func (s *Server) Running() bool {
+	if s.done == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Pid of the running process.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// Kill sends SIGKILL (no deferred code runs) and waits for the exit.
+func (c *Cluster) Kill(s *Server) {
+	if !s.Running() {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // a paused process must die too
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Stop sends SIGTERM and waits for a graceful exit (SIGKILL after 10 s).
+func (c *Cluster) Stop(s *Server) {
+	if !s.Running() {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGCONT)
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		c.t.Errorf("%s did not stop on SIGTERM within 10 s; killing", s.ID)
+		c.Kill(s)
+	}
+}
+
+// Pause and Resume send SIGSTOP / SIGCONT.
+func (c *Cluster) Pause(s *Server)  { s.cmd.Process.Signal(syscall.SIGSTOP) }
+func (c *Cluster) Resume(s *Server) { s.cmd.Process.Signal(syscall.SIGCONT) }
+
+// StopAll kills every running server (test cleanup).
+func (c *Cluster) StopAll() {
+	for _, s := range c.Servers {
+		c.Kill(s)
+	}
+	if c.t.Failed() {
+		for _, s := range c.Servers {
+			if b, err := os.ReadFile(s.LogPath); err == nil {
+				c.t.Logf("---- %s log (last 4 KiB) ----\n%s", s.ID, tail(b, 4096))
+			}
+		}
+	}
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// Readyz fetches a server's /readyz; ok when it answers 200.
+func (s *Server) Readyz(ctx context.Context) (string, bool) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.HTTPAddr+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error(), false
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 256)
+	n, _ := resp.Body.Read(buf)
+	return string(buf[:n]), resp.StatusCode == http.StatusOK
+}
+
+// WaitLeader waits (up to 15 s) until every running server's /readyz
+// names the same leader, and returns that leader's Server.
+func (c *Cluster) WaitLeader() *Server {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if s := c.agreedLeader(); s != nil {
+			return s
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatal("no agreed leader within 15 s")
+	return nil
+}
+
+func (c *Cluster) agreedLeader() *Server {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	leader := ""
+	for _, s := range c.Servers {
+		if !s.Running() {
+			continue
+		}
+		body, ok := s.Readyz(ctx)
+		if !ok {
+			return nil
+		}
+		id := strings.TrimPrefix(strings.Fields(body)[1], "leader=")
+		if leader != "" && id != leader {
+			return nil
+		}
+		leader = id
+	}
+	for _, s := range c.Servers {
+		if s.ID == leader && s.Running() {
+			return s
+		}
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package transport
+
+import (
+	"context"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+	"google.golang.org/grpc"
+)
+
+type domains struct {
+	pb.UnimplementedDomainsServer
+	*Server
+}
+
+func (d *domains) CreateDomain(ctx context.Context, req *pb.CreateDomainRequest) (*pb.DomainResponse, error) {
+	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
+		return pb.NewDomainsClient(c).CreateDomain(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	if _, err := d.svc.CreateDomain(ctx, req.GetName(), req.GetKind(), req.GetPolicy()); err != nil {
+		return nil, d.fail(err)
+	}
+	return d.domainResponse(req.GetName())
+}
+
+func (d *domains) UpdatePolicy(ctx context.Context, req *pb.UpdatePolicyRequest) (*pb.DomainResponse, error) {
+	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
+		return pb.NewDomainsClient(c).UpdatePolicy(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	if _, err := d.svc.UpdatePolicy(ctx, req.GetName(), req.GetPolicy()); err != nil {
+		return nil, d.fail(err)
+	}
+	return d.domainResponse(req.GetName())
+}
+
+func (d *domains) RegisterMember(ctx context.Context, req *pb.RegisterMemberRequest) (*pb.DomainResponse, error) {
+	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
+		return pb.NewDomainsClient(c).RegisterMember(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	_, err := d.svc.RegisterMember(ctx, &pb.RegisterMember{Domain: req.GetDomain(), MemberId: req.GetMemberId(),
+		Address: req.GetAddress(), Priority: req.GetPriority(), State: req.GetState()})
+	if err != nil {
+		return nil, d.fail(err)
+	}
+	return d.domainResponse(req.GetDomain())
+}
+
+func (d *domains) AssignInitial(ctx context.Context, req *pb.AssignInitialRequest) (*pb.AuthorityResponse, error) {
+	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AuthorityResponse, error) {
+		return pb.NewDomainsClient(c).AssignInitial(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := d.svc.AssignInitial(ctx, req.GetDomain(), req.GetHolder())
+	if err != nil {
+		return nil, d.fail(err)
+	}
+	return &pb.AuthorityResponse{Header: d.header(), Domain: req.GetDomain(), Epoch: res.Epoch, Holder: res.Holder, LogIndex: res.Index}, nil
+}
+
+func (d *domains) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.DomainResponse, error) {
+	if !req.GetRead().GetStale() {
+		if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
+			return pb.NewDomainsClient(c).GetDomain(ctx, req)
+		}); ok {
+			return resp, err
+		}
+		if err := d.linearizable(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return d.domainResponse(req.GetName())
+}
+
+func (d *domains) domainResponse(name string) (*pb.DomainResponse, error) {
+	dom, ok := d.node.FSM().Domain(name)
+	if !ok {
+		return nil, d.fail(errorf(fsm.ErrNotFound, "domain %q", name))
+	}
+	return &pb.DomainResponse{Header: d.header(), Domain: dom}, nil
+}
+
+// maxListLimit bounds one ListDomains page.
+const maxListLimit = 10_000
+
+func (d *domains) ListDomains(ctx context.Context, req *pb.ListDomainsRequest) (*pb.ListDomainsResponse, error) {
+	if !req.GetRead().GetStale() {
+		if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ListDomainsResponse, error) {
+			return pb.NewDomainsClient(c).ListDomains(ctx, req)
+		}); ok {
+			return resp, err
+		}
+		if err := d.linearizable(ctx); err != nil {
+			return nil, err
+		}
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 1000
+	}
+	if limit > maxListLimit {
+		return nil, invalid("limit %d exceeds %d", limit, maxListLimit)
+	}
+	summaries, more := d.node.FSM().Summaries(req.GetAfter(), limit)
+	resp := &pb.ListDomainsResponse{Header: d.header(), Domains: summaries}
+	if more && len(summaries) > 0 {
+		resp.NextAfter = summaries[len(summaries)-1].Name
+	}
+	return resp, nil
+}

@@ -1,0 +1,75 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/grpc"
+)
+
+type leases struct {
+	pb.UnimplementedLeasesServer
+	*Server
+}
+
+func (l *leases) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.LeaseResponse, error) {
+	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.LeaseResponse, error) {
+		return pb.NewLeasesClient(c).Acquire(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := l.svc.Acquire(ctx, req.GetDomain(), req.GetHolder(), req.ExpectedEpoch)
+	if err != nil {
+		return nil, l.fail(err)
+	}
+	a, _ := l.node.FSM().AuthorityOf(req.GetDomain())
+	return &pb.LeaseResponse{Header: l.header(), Domain: req.GetDomain(), Epoch: res.Epoch, Holder: res.Holder,
+		TtlMs: a.TTLms, LogIndex: res.Index}, nil
+}
+
+func (l *leases) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.AuthorityResponse, error) {
+	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AuthorityResponse, error) {
+		return pb.NewLeasesClient(c).Release(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := l.svc.Release(ctx, req.GetDomain(), req.GetHolder(), req.GetEpoch())
+	if err != nil {
+		return nil, l.fail(err)
+	}
+	return &pb.AuthorityResponse{Header: l.header(), Domain: req.GetDomain(), Epoch: res.Epoch, Holder: res.Holder, LogIndex: res.Index}, nil
+}
+
+// KeepAlive renews leases on the leader; renewals never touch the log. It
+// is served only by the leader: a follower answers NOT_LEADER (with the
+// leader's address) and ends the stream, and the client reconnects there.
+// A failed renewal is reported in the response, not by ending the stream,
+// so one fenced lease does not cut a connection shared by others.
+func (l *leases) KeepAlive(stream grpc.BidiStreamingServer[pb.KeepAliveRequest, pb.KeepAliveResponse]) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !l.svc.Ready() {
+			return l.fail(errNotLeader())
+		}
+		resp := &pb.KeepAliveResponse{Domain: req.GetDomain(), Epoch: req.GetEpoch(), Seq: req.GetSeq()}
+		remaining, err := l.svc.Renew(req.GetDomain(), req.GetHolder(), req.GetEpoch())
+		if err != nil {
+			_, resp.ErrorReason = reasonOf(err)
+			resp.ErrorMessage = err.Error()
+		} else {
+			resp.RemainingMs = uint64(remaining.Milliseconds())
+		}
+		resp.Header = l.header()
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package transport
+
+import (
+	"context"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/promotion"
+	"google.golang.org/grpc"
+)
+
+type promotionAPI struct {
+	pb.UnimplementedPromotionServer
+	*Server
+}
+
+// Promote runs a promotion attempt on the leader. A denial is a result, not
+// an error: the response carries the record with Decision.Allowed false.
+func (p *promotionAPI) Promote(ctx context.Context, req *pb.PromoteRequest) (*pb.PromoteResponse, error) {
+	if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.PromoteResponse, error) {
+		return pb.NewPromotionClient(c).Promote(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	if req.GetRequest() == nil {
+		return nil, invalid("promote: request is missing")
+	}
+	out, err := p.svc.Promote(ctx, req.GetRequest())
+	if err != nil && !promotion.IsDenied(err) {
+		return nil, p.fail(err)
+	}
+	resp := &pb.PromoteResponse{Header: p.header(), Record: out.Record, Committed: out.Committed, Duplicate: out.Duplicate}
+	for _, s := range out.Lifecycle {
+		resp.Lifecycle = append(resp.Lifecycle, s.String())
+	}
+	return resp, nil
+}
+
+func (p *promotionAPI) Explain(ctx context.Context, req *pb.ExplainRequest) (*pb.ExplainResponse, error) {
+	if !req.GetRead().GetStale() {
+		if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ExplainResponse, error) {
+			return pb.NewPromotionClient(c).Explain(ctx, req)
+		}); ok {
+			return resp, err
+		}
+		if err := p.linearizable(ctx); err != nil {
+			return nil, err
+		}
+	}
+	rec, ok := p.node.FSM().Attempt(req.GetDomain(), req.GetRequestId())
+	if !ok {
+		return nil, p.fail(errorf(fsm.ErrNotFound, "no attempt %q recorded for domain %q", req.GetRequestId(), req.GetDomain()))
+	}
+	return &pb.ExplainResponse{Header: p.header(), Record: rec}, nil
+}
+
+func (p *promotionAPI) History(ctx context.Context, req *pb.HistoryRequest) (*pb.HistoryResponse, error) {
+	if !req.GetRead().GetStale() {
+		if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.HistoryResponse, error) {
+			return pb.NewPromotionClient(c).History(ctx, req)
+		}); ok {
+			return resp, err
+		}
+		if err := p.linearizable(ctx); err != nil {
+			return nil, err
+		}
+	}
+	d, ok := p.node.FSM().Domain(req.GetDomain())
+	if !ok {
+		return nil, p.fail(errorf(fsm.ErrNotFound, "domain %q", req.GetDomain()))
+	}
+	return &pb.HistoryResponse{Header: p.header(), Records: mergeByIndex(d.Allowed, d.Denied, req.GetIncludeDenied())}, nil
+}
+
+// mergeByIndex merges the allowed and denied records (each in log order).
+func mergeByIndex(allowed, denied []*pb.AttemptRecord, withDenied bool) []*pb.AttemptRecord {
+	if !withDenied {
+		return allowed
+	}
+	out := make([]*pb.AttemptRecord, 0, len(allowed)+len(denied))
+	i, j := 0, 0
+	for i < len(allowed) || j < len(denied) {
+		if j == len(denied) || i < len(allowed) && allowed[i].LogIndex < denied[j].LogIndex {
+			out = append(out, allowed[i])
+			i++
+		} else {
+			out = append(out, denied[j])
+			j++
+		}
+	}
+	return out
+}

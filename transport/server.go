@@ -1,0 +1,154 @@
+// Package transport serves the authority.v1 gRPC API over the leader-side
+// promotion.Service and the node's replicated state: followers forward
+// writes to the leader, reads are linearizable (leader, barrier done, and a
+// quorum check) unless the caller asks for a stale read.
+package transport
+
+import (
+	"context"
+	"encoding/hex"
+	"sync"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/cluster"
+	"github.com/aerodb/authority/promotion"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// forwardedKey marks a request forwarded by a follower, so a node that is
+// not leader either does not forward it again (no loops).
+const forwardedKey = "x-authority-forwarded"
+
+// Config of the gRPC server.
+type Config struct {
+	Node    *cluster.Node
+	Service *promotion.Service
+	// Peers maps raft server ids to their gRPC addresses, for forwarding
+	// and for NOT_LEADER hints.
+	Peers  map[string]string
+	Logger hclog.Logger
+	// Dial options for forwarding connections (tests may add interceptors).
+	DialOptions []grpc.DialOption
+}
+
+// Server implements every authority.v1 service.
+type Server struct {
+	node   *cluster.Node
+	svc    *promotion.Service
+	peers  map[string]string
+	logger hclog.Logger
+	dialOp []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// New builds a server; Register attaches it to a grpc.Server.
+func New(cfg Config) *Server {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cfg.DialOptions...)
+	return &Server{node: cfg.Node, svc: cfg.Service, peers: cfg.Peers, logger: logger, dialOp: dial, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Register attaches every service to g.
+func (s *Server) Register(g *grpc.Server) {
+	pb.RegisterDomainsServer(g, &domains{Server: s})
+	pb.RegisterLeasesServer(g, &leases{Server: s})
+	pb.RegisterWatermarksServer(g, &watermarks{Server: s})
+	pb.RegisterPromotionServer(g, &promotionAPI{Server: s})
+	pb.RegisterWatchServer(g, &watch{Server: s})
+	pb.RegisterClusterServer(g, &clusterAPI{Server: s})
+}
+
+// Close drops forwarding connections.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = map[string]*grpc.ClientConn{}
+}
+
+func (s *Server) header() *pb.ResponseHeader {
+	leaderID, _ := s.node.Leader()
+	return &pb.ResponseHeader{ServedBy: s.node.ID(), LeaderId: leaderID, Term: s.node.Term(), AppliedIndex: s.node.FSM().LastIndex()}
+}
+
+// leaderMeta is the NOT_LEADER hint: who leads and where its API is.
+func (s *Server) leaderMeta() map[string]string {
+	id, _ := s.node.Leader()
+	if id == "" {
+		return nil
+	}
+	return map[string]string{pb.MetaLeaderID: id, pb.MetaLeaderAddr: s.peers[id]}
+}
+
+// fail converts an error to a status with the leader hint when relevant.
+func (s *Server) fail(err error) error { return toStatus(err, s.leaderMeta()) }
+
+// leaderConn returns a connection to the current leader's API, or nil when
+// this node should serve itself (it leads, the leader is unknown, or the
+// request was already forwarded once).
+func (s *Server) leaderConn(ctx context.Context) *grpc.ClientConn {
+	if s.svc.Ready() || forwarded(ctx) {
+		return nil
+	}
+	id, _ := s.node.Leader()
+	addr := s.peers[id]
+	if id == "" || id == s.node.ID() || addr == "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c
+	}
+	c, err := grpc.NewClient(addr, s.dialOp...)
+	if err != nil {
+		s.logger.Warn("dial leader", "leader", id, "address", addr, "error", err)
+		return nil
+	}
+	s.conns[addr] = c
+	return c
+}
+
+func forwarded(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(forwardedKey)) > 0
+}
+
+func forwardCtx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+}
+
+// forward runs a unary call on the leader when this node is not it; ok is
+// false when the caller must serve the request locally.
+func forward[Resp any](ctx context.Context, s *Server, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, ok bool, err error) {
+	conn := s.leaderConn(ctx)
+	if conn == nil {
+		return resp, false, nil
+	}
+	resp, err = call(forwardCtx(ctx), conn)
+	return resp, true, err
+}
+
+// linearizable checks that a non-stale read may be served here: this node
+// leads, has applied every earlier term's entries, and a quorum confirms it.
+func (s *Server) linearizable(ctx context.Context) error {
+	if !s.svc.Ready() {
+		return s.fail(promotion.ErrNotLeader)
+	}
+	if err := s.node.VerifyLeader(ctx); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+func hexHash(h [32]byte) string { return hex.EncodeToString(h[:]) }

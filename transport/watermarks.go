@@ -1,0 +1,71 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/promotion"
+	"google.golang.org/grpc"
+)
+
+type watermarks struct {
+	pb.UnimplementedWatermarksServer
+	*Server
+}
+
+func errNotLeader() error { return promotion.ErrNotLeader }
+
+// Advance commits a batch of watermark advances in one log entry and
+// reports one result per advance.
+func (w *watermarks) Advance(ctx context.Context, req *pb.AdvanceRequest) (*pb.AdvanceResponse, error) {
+	if resp, ok, err := forward(ctx, w.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AdvanceResponse, error) {
+		return pb.NewWatermarksClient(c).Advance(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	errs, err := w.svc.AdvanceWatermark(ctx, req.GetAdvances())
+	if err != nil {
+		return nil, w.fail(err)
+	}
+	resp := &pb.AdvanceResponse{Results: make([]*pb.AdvanceResult, len(errs))}
+	for i, e := range errs {
+		r := &pb.AdvanceResult{Domain: req.Advances[i].GetDomain(), Ok: e == nil}
+		if e != nil {
+			_, r.ErrorReason = reasonOf(e)
+			r.ErrorMessage = e.Error()
+		}
+		resp.Results[i] = r
+	}
+	resp.Header = w.header()
+	resp.LogIndex = resp.Header.AppliedIndex
+	return resp, nil
+}
+
+// ReportProgress records replicas' progress reports on the leader (soft
+// state) and answers each with the domain's current watermark.
+func (w *watermarks) ReportProgress(stream grpc.BidiStreamingServer[pb.ProgressReportRequest, pb.ProgressReportResponse]) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !w.svc.Ready() {
+			return w.fail(errNotLeader())
+		}
+		resp := &pb.ProgressReportResponse{Domain: req.GetDomain()}
+		wm, err := w.svc.ReportProgress(req.GetDomain(), req.GetReport())
+		if err != nil {
+			_, resp.ErrorReason = reasonOf(err)
+			resp.ErrorMessage = err.Error()
+		}
+		resp.Watermark, resp.Header = wm, w.header()
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
