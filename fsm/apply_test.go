@@ -109,7 +109,7 @@ func u64p(v uint64) *uint64 { return &v }
 // Command builders.
 
 func manualPolicy() *pb.Policy {
-	return &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 10_000}
+	return &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 10_000, ReportMaxAgeMs: 30_000}
 }
 
 func createCmd(name string, kind pb.DomainKind, p *pb.Policy) *pb.Command {
@@ -514,16 +514,21 @@ func TestAdvanceWatermark(t *testing.T) {
 	})
 
 	// After a promotion the old holder is fenced (AU-12) and the new epoch
-	// starts its own history, which may begin below the old watermark.
+	// continues the old history: without a waiver it can never go below the
+	// acknowledged watermark (AU-4) nor re-hash a known lsn (AU-5), nor hide
+	// visible commits (AU-6).
 	attempt.CandidateReport.AppliedCommitId = 55
 	if res := h.ok(attemptCmd(attempt)); !res.Attempt.Decision.Allowed {
 		t.Fatalf("promotion denied: %s", DescribeAttempt(res.Attempt))
 	}
 	h.fails(advanceCmd(wmAdv("db1", "n1", 1, 130, h120, 60)), ErrFenced)
-	h.ok(advanceCmd(wmAdv("db1", "n2", 2, 90, h90, 40)))
-	want("db1", 2, 90, h90, 40)
-	h.fails(advanceCmd(wmAdv("db1", "n2", 2, 89, h90, 40)), ErrConflict)
-	h.fails(advanceCmd(wmAdv("db1", "n2", 1, 95, h90, 40)), ErrFenced)
+	h.fails(advanceCmd(wmAdv("db1", "n2", 2, 90, h90, 55)), ErrConflict)
+	h.fails(advanceCmd(wmAdv("db1", "n2", 2, 100, h90, 55)), ErrConflict)
+	h.fails(advanceCmd(wmAdv("db1", "n2", 2, 130, h120, 54)), ErrConflict)
+	h.ok(advanceCmd(wmAdv("db1", "n2", 2, 130, h120, 60)))
+	want("db1", 2, 130, h120, 60)
+	h.fails(advanceCmd(wmAdv("db1", "n2", 2, 129, h90, 60)), ErrConflict)
+	h.fails(advanceCmd(wmAdv("db1", "n2", 1, 135, h90, 60)), ErrFenced)
 	if d := h.domain("db1"); d.UpdatedIndex != h.index-2 {
 		t.Fatalf("updated_index %d, want %d", d.UpdatedIndex, h.index-2)
 	}
@@ -601,13 +606,17 @@ func TestPromotionDuplicateRequest(t *testing.T) {
 	h, attempt := readyToPromote(t)
 	first := h.ok(attemptCmd(attempt))
 
-	// Same id, different content: the recorded outcome comes back, nothing changes.
+	// Same id, same request: the recorded outcome comes back, nothing changes.
+	res := h.unchanged(attemptCmd(cloneAttempt(attempt)))
+	if res.Err != nil || !res.Duplicate || !proto.Equal(res.Attempt, first.Attempt) || res.Epoch != 2 || res.Holder != "n2" {
+		t.Fatalf("duplicate: err=%v dup=%t epoch=%d holder=%q record=%v", res.Err, res.Duplicate, res.Epoch, res.Holder, res.Attempt)
+	}
+	// Same id, another candidate: a conflict, not a retry; nothing changes.
 	retry := cloneAttempt(attempt)
 	retry.Request.Candidate = "n3"
 	retry.CandidateReport = report("n3", 2)
-	res := h.unchanged(attemptCmd(retry))
-	if res.Err != nil || !res.Duplicate || !proto.Equal(res.Attempt, first.Attempt) || res.Epoch != 2 || res.Holder != "n2" {
-		t.Fatalf("duplicate: err=%v dup=%t epoch=%d holder=%q record=%v", res.Err, res.Duplicate, res.Epoch, res.Holder, res.Attempt)
+	if res := h.unchanged(attemptCmd(retry)); !errors.Is(res.Err, ErrConflict) {
+		t.Fatalf("reused id: %v, want ErrConflict", res.Err)
 	}
 	// Also for a denied one.
 	denied := cloneAttempt(attempt)

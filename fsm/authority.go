@@ -33,8 +33,14 @@ func applyAssignInitial(f *FSM, e entry) *Result {
 	if d.Epoch != 0 {
 		return failed(e.index, fmt.Errorf("%w: domain %q already has epoch %d (holder %q): use a promotion", ErrPrecondition, d.Name, d.Epoch, d.Holder))
 	}
-	if d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && member(d, c.Holder) == nil {
-		return failed(e.index, fmt.Errorf("%w: %q is not a registered member of %q", ErrPrecondition, c.Holder, d.Name))
+	if d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB {
+		m := member(d, c.Holder)
+		if m == nil {
+			return failed(e.index, fmt.Errorf("%w: %q is not a registered member of %q", ErrPrecondition, c.Holder, d.Name))
+		}
+		if m.State != pb.MemberState_MEMBER_STATE_ACTIVE {
+			return failed(e.index, fmt.Errorf("%w: member %q of %q is %v", ErrPrecondition, c.Holder, d.Name, m.State))
+		}
 	}
 	grant(d, c.Holder, e.index)
 	return done(d)
@@ -43,8 +49,8 @@ func applyAssignInitial(f *FSM, e entry) *Result {
 // applyAcquire takes a lock or release domain that is free (never held,
 // released, or its holder's lease expired per the leader's recorded
 // observation), bumping the epoch. On an aerodb domain it only re-grants the
-// current holder's lease after expiry, at the same epoch: database authority
-// moves only by promotion.
+// current holder's lease at the same epoch (how a holder whose lease expired
+// on the leader takes it back); database authority moves only by promotion.
 func applyAcquire(f *FSM, e entry) *Result {
 	c := e.cmd.GetAcquire()
 	d, err := f.lookup(c.Domain)

@@ -81,6 +81,9 @@ func applyRegisterMember(f *FSM, e entry) *Result {
 	})
 	if found {
 		m := d.Members[i]
+		if m.State == pb.MemberState_MEMBER_STATE_DECOMMISSIONED && state != m.State {
+			return failed(e.index, fmt.Errorf("%w: member %q of %q is decommissioned for good; register it under a new id", ErrPrecondition, m.Id, d.Name))
+		}
 		m.Address, m.Priority, m.State = c.Address, c.Priority, state
 	} else {
 		m := &pb.Member{Id: c.MemberId, Address: c.Address, Priority: c.Priority, State: state,

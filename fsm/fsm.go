@@ -52,6 +52,9 @@ func (f *FSM) ApplyCommand(index, term uint64, cmd *pb.Command) *Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	apply, err := applierFor(cmd)
+	if err == nil && !bodySet(cmd) {
+		err = fmt.Errorf("%w: command body %T is empty", ErrInvalid, cmd.Body)
+	}
 	if err != nil {
 		f.lastIndex = max(f.lastIndex, index)
 		return failed(index, err)
@@ -265,4 +268,13 @@ func (f *FSM) Summaries(after string, limit int) ([]*pb.DomainSummary, bool) {
 		out = append(out, s)
 	}
 	return out, false
+}
+
+// bodySet reports whether the command's body message is present (a Go
+// caller can build a oneof wrapper holding a nil message; the wire format
+// cannot).
+func bodySet(cmd *pb.Command) bool {
+	m := cmd.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("body"))
+	return fd != nil && m.Get(fd).Message().IsValid()
 }

@@ -35,7 +35,7 @@ func fuzzSeedCommands(t testing.TB) []*pb.Command {
 	return []*pb.Command{
 		createDB("db9"),
 		createLock("db1"),
-		updatePolicyCmd("db1", &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 1000, PromotionDisabled: true}),
+		updatePolicyCmd("db1", &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 1000, ReportMaxAgeMs: 1000, PromotionDisabled: true}),
 		registerCmd("db1", "n4"),
 		assignCmd("db1", "n1"),
 		acquireCmd("lock1", "runner-b", leaseObs("runner-a", 1, pb.LeaseState_LEASE_STATE_EXPIRED), u64p(1)),

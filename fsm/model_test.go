@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
 	"regexp"
+	"slices"
 	"testing"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -16,17 +18,23 @@ import (
 // respected the compare-and-set and moved the epoch by exactly one.
 
 type modelDomain struct {
-	kind          pb.DomainKind
-	epoch         uint64
-	holder        string
-	released      bool
-	members       map[string]bool
-	hasWM         bool
-	wmEpoch       uint64
-	wmLsn         uint64
-	wmHash        []byte
-	wmVisible     uint64
-	workHeld      bool
+	kind      pb.DomainKind
+	epoch     uint64
+	holder    string
+	released  bool
+	members   map[string]bool
+	hasWM     bool
+	wmEpoch   uint64
+	wmLsn     uint64
+	wmHash    []byte
+	wmVisible uint64
+	workHeld  bool
+	// The promotion that granted the current epoch waived these floors.
+	lsnWaived, visWaived bool
+	// Decommissioned for good.
+	decommissioned map[string]bool
+	// Recorded request per id, to predict duplicates and conflicts.
+	recorded      map[string]*pb.PromotionRequest
 	holderOfEpoch map[uint64]string
 	requests      map[string]bool // every request id ever recorded
 }
@@ -37,7 +45,7 @@ var modelName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
 func modelPolicyOK(p *pb.Policy) bool {
 	return p != nil && (p.Mode == pb.PromotionMode_PROMOTION_MODE_MANUAL || p.Mode == pb.PromotionMode_PROMOTION_MODE_AUTOMATIC) &&
-		p.LeaseTtlMs >= 100 && p.LeaseTtlMs <= 3_600_000
+		p.LeaseTtlMs >= 100 && p.LeaseTtlMs <= 3_600_000 && p.ReportMaxAgeMs >= 1 && p.ReportMaxAgeMs <= 3_600_000
 }
 
 func (d *modelDomain) stampOK(holder string, epoch uint64) bool {
@@ -71,15 +79,22 @@ func (m model) step(cmd *pb.Command, res *Result) string {
 		return predict(m[b.UpdateDomainPolicy.Name] != nil && modelPolicyOK(b.UpdateDomainPolicy.Policy))
 	case *pb.Command_RegisterMember:
 		d, c := m[b.RegisterMember.Domain], b.RegisterMember
-		ok := d != nil && modelName.MatchString(c.MemberId)
+		decommission := c.State == pb.MemberState_MEMBER_STATE_DECOMMISSIONED
+		ok := d != nil && modelName.MatchString(c.MemberId) && (!d.decommissioned[c.MemberId] || decommission)
 		if ok {
 			d.members[c.MemberId] = true
+			if decommission {
+				if d.decommissioned == nil {
+					d.decommissioned = map[string]bool{}
+				}
+				d.decommissioned[c.MemberId] = true
+			}
 		}
 		return predict(ok)
 	case *pb.Command_AssignInitial:
 		d, c := m[b.AssignInitial.Domain], b.AssignInitial
 		ok := d != nil && modelName.MatchString(c.Holder) && d.epoch == 0 &&
-			(d.kind != pb.DomainKind_DOMAIN_KIND_AERODB || d.members[c.Holder])
+			(d.kind != pb.DomainKind_DOMAIN_KIND_AERODB || d.members[c.Holder] && !d.decommissioned[c.Holder])
 		if ok {
 			d.grant(c.Holder)
 		}
@@ -144,8 +159,12 @@ func (m model) advance(a *pb.WatermarkAdvance) bool {
 	if d == nil || d.kind != pb.DomainKind_DOMAIN_KIND_AERODB || !d.stampOK(a.Holder, a.Epoch) || a.Lsn > 0 && len(a.Hash) == 0 {
 		return false
 	}
-	if d.hasWM && d.wmEpoch == a.Epoch &&
-		(a.Lsn < d.wmLsn || a.Lsn == d.wmLsn && !bytes.Equal(a.Hash, d.wmHash) || a.VisibleCommitId < d.wmVisible) {
+	// Floors hold within an epoch and carry over to the next one unless the
+	// granting promotion waived them.
+	lsnFloor := d.wmEpoch == a.Epoch || !d.lsnWaived
+	visFloor := d.wmEpoch == a.Epoch || !d.visWaived
+	if d.hasWM && (lsnFloor && (a.Lsn < d.wmLsn || a.Lsn == d.wmLsn && !bytes.Equal(a.Hash, d.wmHash)) ||
+		visFloor && a.VisibleCommitId < d.wmVisible) {
 		return false
 	}
 	d.hasWM, d.wmEpoch, d.wmLsn, d.wmHash, d.wmVisible = true, a.Epoch, a.Lsn, a.Hash, a.VisibleCommitId
@@ -162,15 +181,27 @@ func (m model) promote(a *pb.PromotionAttempt, res *Result) string {
 		return ""
 	}
 	switch {
+	case errors.Is(res.Err, ErrConflict):
+		if prev := d.recorded[req.RequestId]; prev == nil || SameRequest(prev, req) {
+			return "conflict reported for a request id not recorded with other parameters"
+		}
+		return ""
 	case res.Err != nil || res.Attempt == nil:
 		return "well-formed attempt rejected: " + errWord(res.Err)
 	case res.Duplicate:
 		if !d.requests[req.RequestId] {
 			return "duplicate of a request id never recorded"
 		}
+		if !SameRequest(d.recorded[req.RequestId], req) {
+			return "a reused request id with other parameters was answered as a duplicate"
+		}
 		return ""
 	}
+	if d.recorded == nil {
+		d.recorded = map[string]*pb.PromotionRequest{}
+	}
 	d.requests[req.RequestId] = true
+	d.recorded[req.RequestId] = req
 	if !res.Attempt.Decision.Allowed {
 		return ""
 	}
@@ -190,6 +221,8 @@ func (m model) promote(a *pb.PromotionAttempt, res *Result) string {
 		return "promotion allowed with an unknown watermark"
 	}
 	d.grant(req.Candidate)
+	d.lsnWaived = slices.Contains(res.Attempt.Decision.WaiversApplied, "allow-data-loss")
+	d.visWaived = slices.Contains(res.Attempt.Decision.WaiversApplied, "allow-visibility-regression")
 	return ""
 }
 

@@ -15,6 +15,8 @@ const MaxNameLen = 128
 const (
 	MinLeaseTTLms = 100
 	MaxLeaseTTLms = 3_600_000
+	// MaxReportAgeMs bounds how old a candidate's report may be.
+	MaxReportAgeMs = 3_600_000
 )
 
 // ValidateName checks a domain name, member id or request id: 1..128
@@ -50,6 +52,10 @@ func ValidatePolicy(p *pb.Policy) error {
 	}
 	if p.LeaseTtlMs < MinLeaseTTLms || p.LeaseTtlMs > MaxLeaseTTLms {
 		errs = append(errs, fmt.Errorf("%w: policy.lease_ttl_ms %d is outside [%d, %d]", ErrInvalid, p.LeaseTtlMs, MinLeaseTTLms, MaxLeaseTTLms))
+	}
+	// A zero freshness bound would accept any old report: fail closed.
+	if p.ReportMaxAgeMs == 0 || p.ReportMaxAgeMs > MaxReportAgeMs {
+		errs = append(errs, fmt.Errorf("%w: policy.report_max_age_ms %d is outside [1, %d]", ErrInvalid, p.ReportMaxAgeMs, MaxReportAgeMs))
 	}
 	return errors.Join(errs...)
 }

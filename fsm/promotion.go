@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/validator"
@@ -32,6 +33,10 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 		return failed(e.index, err)
 	}
 	if rec, ok := f.requests.get(d.Name, req.RequestId); ok {
+		if !SameRequest(rec.Request, req) {
+			return failed(e.index, fmt.Errorf("%w: request id %q was used for another request (candidate %q)",
+				ErrConflict, req.RequestId, rec.GetRequest().GetCandidate()))
+		}
 		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord), Duplicate: true}
 	}
 	rec := &pb.AttemptRecord{
@@ -61,4 +66,14 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 	rec.EpochAfter, rec.HolderAfter = d.Epoch, d.Holder
 	f.requests.put(d.Name, rec)
 	return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord)}
+}
+
+// SameRequest reports whether two requests under one request id ask for the
+// same thing (candidate, expected epoch, waivers). A reused id with other
+// parameters is a conflict, not a retry: answering it with the earlier
+// outcome would let a caller believe its new request was decided.
+func SameRequest(a, b *pb.PromotionRequest) bool {
+	return a.GetCandidate() == b.GetCandidate() &&
+		(a.ExpectedEpoch == nil) == (b.ExpectedEpoch == nil) && a.GetExpectedEpoch() == b.GetExpectedEpoch() &&
+		slices.Equal(a.GetWaivers(), b.GetWaivers())
 }

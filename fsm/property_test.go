@@ -162,8 +162,9 @@ func (g *gen) aerodbName() string {
 
 func (g *gen) policy() *pb.Policy {
 	p := &pb.Policy{
-		Mode:       pick(g, []pb.PromotionMode{pb.PromotionMode_PROMOTION_MODE_MANUAL, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC}),
-		LeaseTtlMs: pick(g, []uint64{MinLeaseTTLms, 5000, MaxLeaseTTLms}),
+		Mode:           pick(g, []pb.PromotionMode{pb.PromotionMode_PROMOTION_MODE_MANUAL, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC}),
+		LeaseTtlMs:     pick(g, []uint64{MinLeaseTTLms, 5000, MaxLeaseTTLms}),
+		ReportMaxAgeMs: 30_000,
 	}
 	if g.chance(0.05) {
 		p.PromotionDisabled = true
@@ -172,9 +173,11 @@ func (g *gen) policy() *pb.Policy {
 		p.ReportMaxAgeMs = 1000
 	}
 	if g.chance(0.1) {
-		switch g.r.IntN(3) {
+		switch g.r.IntN(4) {
 		case 0:
 			p.Mode = pb.PromotionMode_PROMOTION_MODE_UNSPECIFIED
+		case 3:
+			p.ReportMaxAgeMs = 0
 		case 1:
 			p.LeaseTtlMs = MinLeaseTTLms - 1
 		default:

@@ -141,7 +141,7 @@ func decode(r *bufio.Reader) (map[string]*pb.Domain, uint64, error) {
 	if hdr.Version != snapshotVersion {
 		return nil, 0, corrupt("version %d, this build reads %d", hdr.Version, snapshotVersion)
 	}
-	domains := make(map[string]*pb.Domain, min(hdr.DomainCount, 1<<20))
+	domains := make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)) // trust no count before the checksum
 	prev := ""
 	for i := uint64(0); i < hdr.DomainCount; i++ {
 		d := &pb.Domain{}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/validator"
 )
 
 // MaxWatermarkBatch bounds one AdvanceWatermark entry.
@@ -33,8 +34,12 @@ func applyAdvanceWatermark(f *FSM, e entry) *Result {
 
 // advanceWatermark moves a domain's durable watermark forward. Only the
 // current holder at the current epoch may (AU-12: a promoted-away primary
-// can never acknowledge again). Within an epoch the watermark only grows and
-// a known lsn keeps its hash; a new epoch starts its own history.
+// can never acknowledge again). The watermark only grows and a known lsn
+// keeps its hash, across epochs too: a promoted replica contained the old
+// watermark (that is what the promotion checked), so its history continues
+// it. Only a promotion that waived a check lifts the matching floor: after
+// allow-data-loss the new primary's history may be shorter or different,
+// after allow-visibility-regression its visible commit id may be lower.
 func (f *FSM) advanceWatermark(index uint64, adv *pb.WatermarkAdvance) error {
 	d, err := f.lookup(adv.Domain)
 	if err != nil {
@@ -49,8 +54,12 @@ func (f *FSM) advanceWatermark(index uint64, adv *pb.WatermarkAdvance) error {
 	if len(adv.Hash) == 0 && adv.Lsn > 0 {
 		return fmt.Errorf("%w: watermark at lsn %d has no chain hash", ErrInvalid, adv.Lsn)
 	}
-	if wm := d.Watermark; wm != nil && wm.Epoch == adv.Epoch {
-		if err := monotonic(wm, adv); err != nil {
+	if wm := d.Watermark; wm != nil {
+		lsnFloor, visibleFloor := true, true
+		if wm.Epoch < adv.Epoch {
+			lsnFloor, visibleFloor = floors(d)
+		}
+		if err := monotonic(wm, adv, lsnFloor, visibleFloor); err != nil {
 			return fmt.Errorf("domain %q: %w", d.Name, err)
 		}
 	}
@@ -59,15 +68,37 @@ func (f *FSM) advanceWatermark(index uint64, adv *pb.WatermarkAdvance) error {
 	return nil
 }
 
-func monotonic(wm *pb.Watermark, adv *pb.WatermarkAdvance) error {
+func monotonic(wm *pb.Watermark, adv *pb.WatermarkAdvance, lsnFloor, visibleFloor bool) error {
 	switch {
-	case adv.Lsn < wm.Lsn:
-		return fmt.Errorf("%w: watermark lsn %d is below the recorded %d", ErrConflict, adv.Lsn, wm.Lsn)
-	case adv.Lsn == wm.Lsn && !bytes.Equal(adv.Hash, wm.Hash):
-		return fmt.Errorf("%w: lsn %d recorded with hash %s, advance carries %s", ErrConflict, wm.Lsn,
-			hex.EncodeToString(wm.Hash), hex.EncodeToString(adv.Hash))
-	case adv.VisibleCommitId < wm.VisibleCommitId:
-		return fmt.Errorf("%w: visible commit id %d is below the recorded %d", ErrConflict, adv.VisibleCommitId, wm.VisibleCommitId)
+	case lsnFloor && adv.Lsn < wm.Lsn:
+		return fmt.Errorf("%w: watermark lsn %d is below the recorded %d (epoch %d)", ErrConflict, adv.Lsn, wm.Lsn, wm.Epoch)
+	case lsnFloor && adv.Lsn == wm.Lsn && !bytes.Equal(adv.Hash, wm.Hash):
+		return fmt.Errorf("%w: lsn %d recorded with hash %s (epoch %d), advance carries %s", ErrConflict, wm.Lsn,
+			hex.EncodeToString(wm.Hash), wm.Epoch, hex.EncodeToString(adv.Hash))
+	case visibleFloor && adv.VisibleCommitId < wm.VisibleCommitId:
+		return fmt.Errorf("%w: visible commit id %d is below the recorded %d (epoch %d)", ErrConflict, adv.VisibleCommitId, wm.VisibleCommitId, wm.Epoch)
 	}
 	return nil
+}
+
+// floors reports which watermark floors carry over into the current epoch:
+// both, unless the promotion that granted it applied a waiver.
+func floors(d *pb.Domain) (lsnFloor, visibleFloor bool) {
+	lsnFloor, visibleFloor = true, true
+	for i := len(d.Allowed) - 1; i >= 0; i-- {
+		rec := d.Allowed[i]
+		if rec.EpochAfter != d.Epoch {
+			continue
+		}
+		for _, w := range rec.GetDecision().GetWaiversApplied() {
+			switch w {
+			case validator.WaiverAllowDataLoss:
+				lsnFloor = false
+			case validator.WaiverAllowVisibilityRegression:
+				visibleFloor = false
+			}
+		}
+		break
+	}
+	return lsnFloor, visibleFloor
 }

@@ -129,6 +129,10 @@ func (s *Service) admit(req *pb.PromotionRequest) (*Outcome, error) {
 		return nil, err
 	}
 	if rec, ok := s.fsm.Attempt(req.Domain, req.RequestId); ok {
+		if !fsm.SameRequest(rec.Request, req) {
+			return nil, fmt.Errorf("%w: request id %q was used for another request (candidate %q)",
+				fsm.ErrConflict, req.RequestId, rec.GetRequest().GetCandidate())
+		}
 		return &Outcome{Record: rec, Committed: true, Duplicate: true}, denied(rec)
 	}
 	if _, ok := s.fsm.AuthorityOf(req.Domain); !ok {

@@ -110,9 +110,11 @@ func checkCandidateEligible(in Input) *pb.Check {
 }
 
 // unusableReplica: a diverged or rebuilding replica has no history that can
-// continue the primary's; divergence is never healed silently.
+// continue the primary's (divergence is never healed silently), and a report
+// that does not say what state the replica is in is missing metadata: fail
+// closed (AU-7).
 func unusableReplica(s pb.ReplicaState) bool {
-	return s == pb.ReplicaState_REPLICA_STATE_DIVERGED || s == pb.ReplicaState_REPLICA_STATE_REBUILDING
+	return s != pb.ReplicaState_REPLICA_STATE_STREAMING && s != pb.ReplicaState_REPLICA_STATE_CATCHING_UP
 }
 
 // findMember scans linearly rather than binary-searching: the list is small
