@@ -43,6 +43,7 @@ func applyAssignInitial(f *FSM, e entry) *Result {
 		}
 	}
 	grant(d, c.Holder, e.index)
+	f.emit(e, EventInitialAssignment, d, "holder", d.Holder, "epoch", u(d.Epoch))
 	return done(d)
 }
 
@@ -68,12 +69,14 @@ func applyAcquire(f *FSM, e entry) *Result {
 			return failed(e.index, fmt.Errorf("%w: only the current holder of aerodb domain %q may re-acquire; authority moves by promotion", ErrPrecondition, d.Name))
 		}
 		d.UpdatedIndex = e.index
+		f.emit(e, EventLeaseAcquired, d, "holder", d.Holder, "epoch", u(d.Epoch), "reacquire", "true")
 		return done(d)
 	}
 	if !free(d, c.Lease) {
 		return failed(e.index, fmt.Errorf("%w: domain %q is held by %q at epoch %d and its lease has not expired", ErrPrecondition, d.Name, d.Holder, d.Epoch))
 	}
 	grant(d, c.Holder, e.index)
+	f.emit(e, EventLeaseAcquired, d, "holder", d.Holder, "epoch", u(d.Epoch), "reacquire", "false")
 	return done(d)
 }
 
@@ -87,7 +90,9 @@ func free(d *pb.Domain, obs *pb.LeaseObservation) bool {
 		obs.GetHolder() == d.Holder && obs.GetEpoch() == d.Epoch
 }
 
-// fence rejects anything not stamped with the current (holder, epoch).
+// fence rejects anything not stamped with the current (holder, epoch). A
+// rejected command changes nothing, not even the event log: fencing
+// rejections are reported by the leader that refused them.
 func fence(d *pb.Domain, holder string, epoch uint64) error {
 	if epoch != d.Epoch || holder != d.Holder || d.Released || d.Epoch == 0 {
 		return fmt.Errorf("%w: domain %q is at epoch %d held by %q (released=%t); caller %q at epoch %d",
@@ -110,22 +115,23 @@ func applyRelease(f *FSM, e entry) *Result {
 	if d.Work != nil && d.Work.Status == pb.LockStatus_LOCK_STATUS_HELD {
 		d.Work.Status = pb.LockStatus_LOCK_STATUS_FREE
 	}
+	f.emit(e, EventLeaseReleased, d, "holder", c.Holder, "epoch", u(c.Epoch))
 	return done(d)
 }
 
 func applyComplete(f *FSM, e entry) *Result {
 	c := e.cmd.GetComplete()
-	return finishWork(f, e, c.Domain, c.Holder, c.Epoch, c.WorkId, c.Detail, pb.LockStatus_LOCK_STATUS_COMPLETED)
+	return finishWork(f, e, c.Domain, c.Holder, c.Epoch, c.WorkId, c.Detail, pb.LockStatus_LOCK_STATUS_COMPLETED, EventWorkCompleted)
 }
 
 func applyAbort(f *FSM, e entry) *Result {
 	c := e.cmd.GetAbort()
-	return finishWork(f, e, c.Domain, c.Holder, c.Epoch, c.WorkId, c.Detail, pb.LockStatus_LOCK_STATUS_ABORTED)
+	return finishWork(f, e, c.Domain, c.Holder, c.Epoch, c.WorkId, c.Detail, pb.LockStatus_LOCK_STATUS_ABORTED, EventWorkAborted)
 }
 
 // finishWork records the end of a lock/release domain's work for the current
 // epoch, fenced by epoch; the lock stays held until released.
-func finishWork(f *FSM, e entry, domain, holder string, epoch uint64, workID, detail string, status pb.LockStatus) *Result {
+func finishWork(f *FSM, e entry, domain, holder string, epoch uint64, workID, detail string, status pb.LockStatus, event string) *Result {
 	d, err := f.lookup(domain)
 	if err != nil {
 		return failed(e.index, err)
@@ -141,5 +147,6 @@ func finishWork(f *FSM, e entry, domain, holder string, epoch uint64, workID, de
 	}
 	d.Work = &pb.WorkState{Status: status, WorkId: workID, Detail: detail, Epoch: d.Epoch}
 	d.UpdatedIndex = e.index
+	f.emit(e, event, d, "work_id", workID, "epoch", u(d.Epoch))
 	return done(d)
 }

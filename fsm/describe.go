@@ -71,3 +71,11 @@ func orNone(s string) string {
 	}
 	return s
 }
+
+func modeName(m pb.PromotionMode) string {
+	return strings.ToLower(strings.TrimPrefix(m.String(), "PROMOTION_MODE_"))
+}
+
+func memberStateName(s pb.MemberState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "MEMBER_STATE_"))
+}

@@ -44,6 +44,8 @@ func applyCreateDomain(f *FSM, e entry) *Result {
 		d.Work = &pb.WorkState{Status: pb.LockStatus_LOCK_STATUS_FREE}
 	}
 	f.domains[c.Name] = d
+	f.emit(e, EventDomainCreated, d, "kind", kindName(d.Kind), "mode", modeName(d.Policy.Mode),
+		"lease_ttl_ms", u(d.Policy.LeaseTtlMs), "promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled))
 	return done(d)
 }
 
@@ -58,6 +60,8 @@ func applyUpdatePolicy(f *FSM, e entry) *Result {
 	}
 	d.Policy = proto.Clone(c.Policy).(*pb.Policy)
 	d.UpdatedIndex = e.index
+	f.emit(e, EventDomainUpdated, d, "mode", modeName(d.Policy.Mode), "lease_ttl_ms", u(d.Policy.LeaseTtlMs),
+		"promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled), "report_max_age_ms", u(d.Policy.ReportMaxAgeMs))
 	return done(d)
 }
 
@@ -91,6 +95,7 @@ func applyRegisterMember(f *FSM, e entry) *Result {
 		d.Members = slices.Insert(d.Members, i, m)
 	}
 	d.UpdatedIndex = e.index
+	f.emit(e, EventMemberRegistered, d, "member_id", c.MemberId, "state", memberStateName(state), "priority", fmt.Sprint(c.Priority))
 	return done(d)
 }
 

@@ -28,6 +28,7 @@ type FSM struct {
 	domains   map[string]*pb.Domain
 	requests  requestIndex
 	lastIndex uint64
+	events    eventLog
 	checker   invariantChecker
 }
 
@@ -59,9 +60,11 @@ func (f *FSM) ApplyCommand(index, term uint64, cmd *pb.Command) *Result {
 		f.lastIndex = max(f.lastIndex, index)
 		return failed(index, err)
 	}
+	f.events.beginEntry()
 	res := apply(f, entry{index: index, term: term, cmd: cmd})
 	res.Index = index
 	f.lastIndex = max(f.lastIndex, index)
+	f.events.wake(f.events.seq > 0)
 	f.checker.afterApply(f)
 	return res
 }

@@ -65,6 +65,7 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 	}
 	rec.EpochAfter, rec.HolderAfter = d.Epoch, d.Holder
 	f.requests.put(d.Name, rec)
+	f.emitAttempt(e, d, rec)
 	return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord)}
 }
 
@@ -76,4 +77,24 @@ func SameRequest(a, b *pb.PromotionRequest) bool {
 	return a.GetCandidate() == b.GetCandidate() &&
 		(a.ExpectedEpoch == nil) == (b.ExpectedEpoch == nil) && a.GetExpectedEpoch() == b.GetExpectedEpoch() &&
 		slices.Equal(a.GetWaivers(), b.GetWaivers())
+}
+
+// emitAttempt records AeroDB's promotion events for one decided attempt, in
+// lifecycle order, with AeroDB's field names.
+func (f *FSM) emitAttempt(e entry, d *pb.Domain, rec *pb.AttemptRecord) {
+	req := rec.GetRequest()
+	cand := req.GetCandidate()
+	f.emit(e, EventPromotionRequested, d, "requested_replica_id", cand, "current_primary_id", rec.HolderBefore,
+		"reason", req.GetReason(), "request_id", req.GetRequestId())
+	f.emit(e, EventPromotionValidationStarted, d, "requested_replica_id", cand, "request_id", req.GetRequestId())
+	dec := rec.GetDecision()
+	if !dec.GetAllowed() {
+		f.emit(e, EventPromotionValidationFailed, d, "requested_replica_id", cand, "failed_invariant", dec.FailedInvariant,
+			"failure_reason", dec.DenialReason, "request_id", req.GetRequestId())
+		return
+	}
+	f.emit(e, EventPromotionValidationSucceeded, d, "requested_replica_id", cand, "request_id", req.GetRequestId())
+	f.emit(e, EventPromotionTransitionStarted, d, "requested_replica_id", cand, "request_id", req.GetRequestId())
+	f.emit(e, EventPromotionTransitionCompleted, d, "new_primary_id", rec.HolderAfter, "epoch", u(rec.EpochAfter),
+		"request_id", req.GetRequestId())
 }

@@ -18,7 +18,8 @@ import (
 //
 //	magic "AUTHSNAP" | record* | trailer
 //	record  = type byte | uvarint length | protobuf bytes
-//	records = one header (SnapshotHeader), then one domain per name, sorted
+//	records = one header (SnapshotHeader), then one domain per name, sorted,
+//	          then the retained event log (EventLog)
 //	trailer = type byte 0xFF | CRC-32C (Castagnoli) of every byte before it
 //
 // Marshalling is deterministic, so equal states give equal bytes on every
@@ -29,6 +30,7 @@ const (
 
 	recHeader  byte = 1
 	recDomain  byte = 2
+	recEvents  byte = 3
 	recTrailer byte = 0xFF
 
 	// maxRecord bounds one record so a corrupt length cannot allocate
@@ -65,6 +67,10 @@ func (f *FSM) encode() ([]byte, error) {
 			return nil, err
 		}
 	}
+	evs := &pb.EventLog{Events: f.events.events, DroppedThrough: f.events.droppedThrough}
+	if buf, err = appendRecord(buf, recEvents, evs); err != nil {
+		return nil, err
+	}
 	buf = append(buf, recTrailer)
 	return binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, crcTable)), nil
 }
@@ -92,7 +98,7 @@ func (f *FSM) StateHash() ([32]byte, error) {
 // Restore replaces the state with a snapshot. The new state is built aside
 // and swapped in only when the whole snapshot, checksum included, is valid.
 func (f *FSM) Restore(r io.Reader) error {
-	domains, last, err := decode(bufio.NewReader(r))
+	domains, events, last, err := decode(bufio.NewReader(r))
 	if err != nil {
 		return err
 	}
@@ -100,6 +106,8 @@ func (f *FSM) Restore(r io.Reader) error {
 	defer f.mu.Unlock()
 	f.domains, f.lastIndex = domains, last
 	f.requests = buildRequestIndex(domains)
+	f.events.events, f.events.droppedThrough = events.Events, events.DroppedThrough
+	f.events.wake(true) // watchers re-read from the restored log
 	f.checker.reset(f)
 	return nil
 }
@@ -128,36 +136,40 @@ func (c *crcReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func decode(r *bufio.Reader) (map[string]*pb.Domain, uint64, error) {
+func decode(r *bufio.Reader) (map[string]*pb.Domain, *pb.EventLog, uint64, error) {
 	cr := &crcReader{r: r}
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
-		return nil, 0, corrupt("missing %q magic", snapshotMagic)
+		return nil, nil, 0, corrupt("missing %q magic", snapshotMagic)
 	}
 	var hdr pb.SnapshotHeader
 	if err := readRecord(cr, recHeader, &hdr); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if hdr.Version != snapshotVersion {
-		return nil, 0, corrupt("version %d, this build reads %d", hdr.Version, snapshotVersion)
+		return nil, nil, 0, corrupt("version %d, this build reads %d", hdr.Version, snapshotVersion)
 	}
 	domains := make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)) // trust no count before the checksum
 	prev := ""
 	for i := uint64(0); i < hdr.DomainCount; i++ {
 		d := &pb.Domain{}
 		if err := readRecord(cr, recDomain, d); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		if i > 0 && d.Name <= prev {
-			return nil, 0, corrupt("domain %q out of order after %q", d.Name, prev)
+			return nil, nil, 0, corrupt("domain %q out of order after %q", d.Name, prev)
 		}
 		prev = d.Name
 		domains[d.Name] = d
 	}
-	if err := readTrailer(cr); err != nil {
-		return nil, 0, err
+	events := &pb.EventLog{}
+	if err := readRecord(cr, recEvents, events); err != nil {
+		return nil, nil, 0, err
 	}
-	return domains, hdr.LastIndex, nil
+	if err := readTrailer(cr); err != nil {
+		return nil, nil, 0, err
+	}
+	return domains, events, hdr.LastIndex, nil
 }
 
 func readRecord(cr *crcReader, want byte, m proto.Message) error {

@@ -21,7 +21,7 @@ func applyAdvanceWatermark(f *FSM, e entry) *Result {
 	}
 	res := &Result{Watermarks: make([]WatermarkResult, len(batch))}
 	for i, adv := range batch {
-		res.Watermarks[i] = WatermarkResult{Domain: adv.Domain, Err: f.advanceWatermark(e.index, adv)}
+		res.Watermarks[i] = WatermarkResult{Domain: adv.Domain, Err: f.advanceWatermark(e, adv)}
 	}
 	if len(batch) == 1 {
 		res.Err = res.Watermarks[0].Err
@@ -40,7 +40,7 @@ func applyAdvanceWatermark(f *FSM, e entry) *Result {
 // it. Only a promotion that waived a check lifts the matching floor: after
 // allow-data-loss the new primary's history may be shorter or different,
 // after allow-visibility-regression its visible commit id may be lower.
-func (f *FSM) advanceWatermark(index uint64, adv *pb.WatermarkAdvance) error {
+func (f *FSM) advanceWatermark(e entry, adv *pb.WatermarkAdvance) error {
 	d, err := f.lookup(adv.Domain)
 	if err != nil {
 		return err
@@ -64,7 +64,8 @@ func (f *FSM) advanceWatermark(index uint64, adv *pb.WatermarkAdvance) error {
 		}
 	}
 	d.Watermark = &pb.Watermark{Epoch: adv.Epoch, Lsn: adv.Lsn, Hash: bytes.Clone(adv.Hash), VisibleCommitId: adv.VisibleCommitId}
-	d.UpdatedIndex = index
+	d.UpdatedIndex = e.index
+	f.emit(e, EventWatermarkAdvanced, d, "lsn", u(adv.Lsn), "visible_commit_id", u(adv.VisibleCommitId))
 	return nil
 }
 

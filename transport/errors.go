@@ -17,6 +17,8 @@ import (
 // the one place the mapping lives; the client maps back by reason.
 func reasonOf(err error) (codes.Code, string) {
 	switch {
+	case errors.Is(err, fsm.ErrCompacted):
+		return codes.OutOfRange, pb.ReasonCompacted
 	case errors.Is(err, fsm.ErrEpochStale):
 		return codes.FailedPrecondition, pb.ReasonEpochStale
 	case errors.Is(err, fsm.ErrFenced), errors.Is(err, promotion.ErrFenced):

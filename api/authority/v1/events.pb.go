@@ -130,6 +130,60 @@ func (x *Event) GetStampedUnixMs() int64 {
 	return 0
 }
 
+// The retained event log, as stored in a snapshot.
+type EventLog struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Every event with index <= this was dropped (retention); 0 when none.
+	DroppedThrough uint64 `protobuf:"varint,2,opt,name=dropped_through,json=droppedThrough,proto3" json:"dropped_through,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EventLog) Reset() {
+	*x = EventLog{}
+	mi := &file_authority_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventLog) ProtoMessage() {}
+
+func (x *EventLog) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventLog.ProtoReflect.Descriptor instead.
+func (*EventLog) Descriptor() ([]byte, []int) {
+	return file_authority_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EventLog) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *EventLog) GetDroppedThrough() uint64 {
+	if x != nil {
+		return x.DroppedThrough
+	}
+	return 0
+}
+
 var File_authority_v1_events_proto protoreflect.FileDescriptor
 
 const file_authority_v1_events_proto_rawDesc = "" +
@@ -143,7 +197,10 @@ const file_authority_v1_events_proto_rawDesc = "" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06holder\x18\x06 \x01(\tR\x06holder\x12.\n" +
 	"\x06fields\x18\a \x03(\v2\x16.authority.v1.ObservedR\x06fields\x12&\n" +
-	"\x0fstamped_unix_ms\x18\b \x01(\x03R\rstampedUnixMsB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
+	"\x0fstamped_unix_ms\x18\b \x01(\x03R\rstampedUnixMs\"`\n" +
+	"\bEventLog\x12+\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.authority.v1.EventR\x06events\x12'\n" +
+	"\x0fdropped_through\x18\x02 \x01(\x04R\x0edroppedThroughB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
 
 var (
 	file_authority_v1_events_proto_rawDescOnce sync.Once
@@ -157,18 +214,20 @@ func file_authority_v1_events_proto_rawDescGZIP() []byte {
 	return file_authority_v1_events_proto_rawDescData
 }
 
-var file_authority_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_authority_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_authority_v1_events_proto_goTypes = []any{
 	(*Event)(nil),    // 0: authority.v1.Event
-	(*Observed)(nil), // 1: authority.v1.Observed
+	(*EventLog)(nil), // 1: authority.v1.EventLog
+	(*Observed)(nil), // 2: authority.v1.Observed
 }
 var file_authority_v1_events_proto_depIdxs = []int32{
-	1, // 0: authority.v1.Event.fields:type_name -> authority.v1.Observed
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: authority.v1.Event.fields:type_name -> authority.v1.Observed
+	0, // 1: authority.v1.EventLog.events:type_name -> authority.v1.Event
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_events_proto_init() }
@@ -183,7 +242,7 @@ func file_authority_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_events_proto_rawDesc), len(file_authority_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,127 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+)
+
+func eventTypes(evs []*pb.Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.Type
+	}
+	return out
+}
+
+func field(ev *pb.Event, key string) string {
+	for _, f := range ev.Fields {
+		if f.Key == key {
+			return f.Value
+		}
+	}
+	return "<absent>"
+}
+
+// An allowed attempt emits AeroDB's six events in lifecycle order, all at
+// the entry's index; a denied one stops at validation_failed with the
+// failed invariant and reason.
+func TestPromotionEvents(t *testing.T) {
+	h, attempt := readyToPromote(t)
+	denied := cloneAttempt(attempt)
+	denied.Request.RequestId = "too-early"
+	denied.Lease.State = pb.LeaseState_LEASE_STATE_HELD
+	res := h.ok(attemptCmd(denied))
+	evs, _, err := h.f.EventsFrom(res.Index, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{EventPromotionRequested, EventPromotionValidationStarted, EventPromotionValidationFailed}
+	if !slices.Equal(eventTypes(evs), want) {
+		t.Fatalf("denied attempt events %v, want %v", eventTypes(evs), want)
+	}
+	if f := evs[2]; field(f, "failure_reason") != "PrimaryStillActive" || field(f, "failed_invariant") != "AU-1 [P6-A1]" ||
+		field(f, "requested_replica_id") != "n2" {
+		t.Fatalf("validation_failed fields %v", f.Fields)
+	}
+
+	res = h.ok(attemptCmd(attempt))
+	evs, _, _ = h.f.EventsFrom(res.Index, 100)
+	want = []string{EventPromotionRequested, EventPromotionValidationStarted, EventPromotionValidationSucceeded,
+		EventPromotionTransitionStarted, EventPromotionTransitionCompleted}
+	if !slices.Equal(eventTypes(evs), want) {
+		t.Fatalf("allowed attempt events %v, want %v", eventTypes(evs), want)
+	}
+	for i, ev := range evs {
+		if ev.Index != res.Index || ev.Seq != uint32(i) || ev.Domain != "db1" {
+			t.Fatalf("event %d: index %d seq %d domain %q", i, ev.Index, ev.Seq, ev.Domain)
+		}
+	}
+	if last := evs[len(evs)-1]; field(last, "new_primary_id") != "n2" || last.Epoch != 2 {
+		t.Fatalf("transition_completed %v", last)
+	}
+	if field(evs[0], "current_primary_id") != "n1" {
+		t.Fatalf("requested %v", evs[0].Fields)
+	}
+}
+
+// A rejected command emits nothing: bad input changes nothing, not even
+// the event log.
+func TestRejectedCommandEmitsNothing(t *testing.T) {
+	h, _ := readyToPromote(t)
+	before := h.index
+	h.fails(advanceCmd(wmAdv("db1", "n9", 1, 500, []byte{1}, 1)), ErrFenced)
+	evs, _, _ := h.f.EventsFrom(before+1, 100)
+	if len(evs) != 0 {
+		t.Fatalf("rejected command emitted %v", eventTypes(evs))
+	}
+}
+
+// Watchers wake on new events without polling; retention drops the oldest
+// and a watch from before them is told so.
+func TestEventsNotifyAndCompaction(t *testing.T) {
+	f := New()
+	f.ApplyCommand(1, 1, createLock("l0"))
+	evs, wake, err := f.EventsFrom(2, 10)
+	if err != nil || len(evs) != 0 {
+		t.Fatalf("nothing after index 1: %v %v", evs, err)
+	}
+	select {
+	case <-wake:
+		t.Fatal("woke before anything happened")
+	default:
+	}
+	f.ApplyCommand(2, 1, createLock("l1"))
+	select {
+	case <-wake:
+	default:
+		t.Fatal("no wake-up after an event")
+	}
+	for i := uint64(3); i <= EventRetention+10; i++ {
+		f.ApplyCommand(i, 1, createLock(lockName(i)))
+	}
+	if _, _, err := f.EventsFrom(1, 10); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("from a dropped index: %v", err)
+	}
+	evs, _, err = f.EventsFrom(EventRetention+10, 10)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("latest event: %v %v", evs, err)
+	}
+	// The retained log survives snapshot and restore byte for byte.
+	snap := mustSnapshot(t, f)
+	g := New()
+	if err := g.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mustSnapshot(t, g), snap) {
+		t.Fatal("restored event log differs")
+	}
+	if _, _, err := g.EventsFrom(1, 10); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("compaction point lost on restore: %v", err)
+	}
+}
+
+func lockName(i uint64) string { return "l" + u(i) }
