@@ -88,6 +88,12 @@ func (f *FSM) emit(e entry, typ string, d *pb.Domain, fields ...string) {
 // and a channel that is closed when events after them are appended.
 // ErrCompacted when some events with index >= from were dropped.
 func (f *FSM) EventsFrom(from uint64, max int) ([]*pb.Event, <-chan struct{}, error) {
+	return f.EventsAfter(from, -1, max)
+}
+
+// EventsAfter is EventsFrom resuming inside an entry: events at index from
+// with seq <= afterSeq are skipped (afterSeq -1 skips none).
+func (f *FSM) EventsAfter(from uint64, afterSeq int64, max int) ([]*pb.Event, <-chan struct{}, error) {
 	f.mu.Lock() // may create the notify channel
 	defer f.mu.Unlock()
 	if f.events.notify == nil {
@@ -97,7 +103,9 @@ func (f *FSM) EventsFrom(from uint64, max int) ([]*pb.Event, <-chan struct{}, er
 		return nil, nil, fmt.Errorf("%w: events through index %d were dropped; asked from %d", ErrCompacted, f.events.droppedThrough, from)
 	}
 	evs := f.events.events
-	i := sort.Search(len(evs), func(i int) bool { return evs[i].Index >= from })
+	i := sort.Search(len(evs), func(i int) bool {
+		return evs[i].Index > from || evs[i].Index == from && int64(evs[i].Seq) > afterSeq
+	})
 	end := min(len(evs), i+max)
 	out := make([]*pb.Event, 0, end-i)
 	for _, ev := range evs[i:end] {

@@ -125,3 +125,37 @@ func TestEventsNotifyAndCompaction(t *testing.T) {
 }
 
 func lockName(i uint64) string { return "l" + u(i) }
+
+// A reader can resume inside an entry: a 4096-advance batch emits 4096
+// events at one index, more than one read returns.
+func TestEventsAfterResumesInsideAnEntry(t *testing.T) {
+	f := New()
+	idx := uint64(0)
+	next := func(cmd *pb.Command) { idx++; f.ApplyCommand(idx, 1, cmd) }
+	var advs []*pb.WatermarkAdvance
+	for i := range 3 {
+		name := "db" + u(uint64(i))
+		next(&pb.Command{Body: &pb.Command_CreateDomain{CreateDomain: &pb.CreateDomain{Name: name,
+			Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Policy: manualPolicy()}}})
+		next(registerCmd(name, "n1"))
+		next(assignCmd(name, "n1"))
+		advs = append(advs, wmAdv(name, "n1", 1, 10, []byte{1}, 1))
+	}
+	next(advanceCmd(advs...))
+	var got []*pb.Event
+	from, after := idx, int64(-1)
+	for {
+		evs, _, err := f.EventsAfter(from, after, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		got = append(got, evs...)
+		from, after = evs[0].Index, int64(evs[0].Seq)
+	}
+	if len(got) != 3 || got[0].Seq != 0 || got[2].Seq != 2 {
+		t.Fatalf("resumed reads gave %d events", len(got))
+	}
+}

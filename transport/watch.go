@@ -28,25 +28,18 @@ func (w *watch) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb
 	for _, d := range req.GetDomains() {
 		want[d] = true
 	}
-	var lastIndex uint64
-	lastSeq, started := uint32(0), false
+	afterSeq := int64(-1) // a batch may end inside an entry: resume after (from, afterSeq)
 	for {
-		evs, wake, err := f.EventsFrom(from, watchBatch)
+		evs, wake, err := f.EventsAfter(from, afterSeq, watchBatch)
 		if err != nil {
 			return w.fail(err)
 		}
 		var out []*pb.Event
 		for _, ev := range evs {
-			if started && (ev.Index < lastIndex || ev.Index == lastIndex && ev.Seq <= lastSeq) {
-				continue // already sent: a batch may end inside an entry
-			}
-			lastIndex, lastSeq, started = ev.Index, ev.Seq, true
+			from, afterSeq = ev.Index, int64(ev.Seq)
 			if len(want) == 0 || want[ev.Domain] {
 				out = append(out, ev)
 			}
-		}
-		if started {
-			from = lastIndex
 		}
 		if len(out) > 0 {
 			if err := stream.Send(&pb.WatchResponse{Header: w.header(), Events: out}); err != nil {
