@@ -412,11 +412,10 @@ func (e *ddEnv) handleShow(t *testing.T, d *datadriven.TestData) string {
 	return fsm.DescribeDomain(dom)
 }
 
-// handleHash prints the first 8 bytes of two hashes: state= is
-// FSM.StateHash, which covers the last applied index and so changes with
-// every entry, even one that failed; domains= covers only the domain records
-// (deterministic protobuf, sorted by name), so it stays put when an entry
-// changed nothing.
+// handleHash prints the last applied index and the first 8 bytes of two
+// hashes: state= is FSM.StateHash (domains and event log, not the index),
+// domains= covers only the domain records (deterministic protobuf, sorted
+// by name). Both stay put when an entry changed nothing.
 func (e *ddEnv) handleHash(t *testing.T, d *datadriven.TestData) string {
 	newDDArgs(t, d, d.CmdArgs).done()
 	state, err := e.fsm.StateHash()

@@ -54,10 +54,12 @@ func (f *FSM) Snapshot() ([]byte, error) {
 	return f.encode()
 }
 
-func (f *FSM) encode() ([]byte, error) {
+func (f *FSM) encode() ([]byte, error) { return f.encodeAt(f.lastIndex) }
+
+func (f *FSM) encodeAt(lastIndex uint64) ([]byte, error) {
 	names := f.sortedNames()
 	buf := []byte(snapshotMagic)
-	hdr := &pb.SnapshotHeader{Version: snapshotVersion, LastIndex: f.lastIndex, DomainCount: uint64(len(names))}
+	hdr := &pb.SnapshotHeader{Version: snapshotVersion, LastIndex: lastIndex, DomainCount: uint64(len(names))}
 	var err error
 	if buf, err = appendRecord(buf, recHeader, hdr); err != nil {
 		return nil, err
@@ -85,10 +87,14 @@ func appendRecord(buf []byte, typ byte, m proto.Message) ([]byte, error) {
 	return append(buf, body...), nil
 }
 
-// StateHash is the SHA-256 of the snapshot bytes: equal on two replicas iff
-// their states are byte-identical.
+// StateHash is the SHA-256 of the snapshot bytes without the applied index:
+// equal on two replicas iff their domains and event logs are byte-identical.
+// The index is left out so an entry that was rejected (and so changed
+// nothing) does not change the hash either.
 func (f *FSM) StateHash() ([32]byte, error) {
-	b, err := f.Snapshot()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := f.encodeAt(0)
 	if err != nil {
 		return [32]byte{}, err
 	}

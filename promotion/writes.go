@@ -40,10 +40,16 @@ func WithDefaults(p *pb.Policy) *pb.Policy {
 }
 
 // apply proposes a single-domain command under the domain's shared lock and
-// unwraps the FSM's result error.
+// unwraps the FSM's result error. A command for a domain that does not
+// exist is refused before it reaches the log (the FSM would refuse it too).
 func (s *Service) apply(ctx context.Context, domain string, cmd *pb.Command) (*fsm.Result, error) {
 	if err := s.checkReady(); err != nil {
 		return nil, err
+	}
+	if _, create := cmd.Body.(*pb.Command_CreateDomain); !create {
+		if _, ok := s.fsm.AuthorityOf(domain); !ok {
+			return nil, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
+		}
 	}
 	unlock := s.locks.shared(domain)
 	defer unlock()

@@ -14,6 +14,9 @@ type domains struct {
 }
 
 func (d *domains) CreateDomain(ctx context.Context, req *pb.CreateDomainRequest) (*pb.DomainResponse, error) {
+	if err := validateCreate(req); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 		return pb.NewDomainsClient(c).CreateDomain(ctx, req)
 	}); ok {
@@ -26,6 +29,9 @@ func (d *domains) CreateDomain(ctx context.Context, req *pb.CreateDomainRequest)
 }
 
 func (d *domains) UpdatePolicy(ctx context.Context, req *pb.UpdatePolicyRequest) (*pb.DomainResponse, error) {
+	if err := validateUpdate(req); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 		return pb.NewDomainsClient(c).UpdatePolicy(ctx, req)
 	}); ok {
@@ -38,6 +44,9 @@ func (d *domains) UpdatePolicy(ctx context.Context, req *pb.UpdatePolicyRequest)
 }
 
 func (d *domains) RegisterMember(ctx context.Context, req *pb.RegisterMemberRequest) (*pb.DomainResponse, error) {
+	if err := validateRegister(req); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 		return pb.NewDomainsClient(c).RegisterMember(ctx, req)
 	}); ok {
@@ -52,6 +61,9 @@ func (d *domains) RegisterMember(ctx context.Context, req *pb.RegisterMemberRequ
 }
 
 func (d *domains) AssignInitial(ctx context.Context, req *pb.AssignInitialRequest) (*pb.AuthorityResponse, error) {
+	if err := validateHolder(req.GetDomain(), req.GetHolder()); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AuthorityResponse, error) {
 		return pb.NewDomainsClient(c).AssignInitial(ctx, req)
 	}); ok {
@@ -65,6 +77,9 @@ func (d *domains) AssignInitial(ctx context.Context, req *pb.AssignInitialReques
 }
 
 func (d *domains) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.DomainResponse, error) {
+	if err := fsm.ValidateName("domain", req.GetName()); err != nil {
+		return nil, toStatus(err, nil)
+	}
 	if !req.GetRead().GetStale() {
 		if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 			return pb.NewDomainsClient(c).GetDomain(ctx, req)

@@ -79,3 +79,17 @@ func invalid(format string, a ...any) error {
 func errorf(sentinel error, format string, a ...any) error {
 	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, a...))
 }
+
+// reasonFromError gives the wire reason of an error that may already be a
+// gRPC status (from validation) or one of ours.
+func reasonFromError(err error) string {
+	if st, ok := status.FromError(err); ok {
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				return info.Reason
+			}
+		}
+	}
+	_, reason := reasonOf(err)
+	return reason
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"google.golang.org/grpc"
@@ -15,6 +16,9 @@ type leases struct {
 }
 
 func (l *leases) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.LeaseResponse, error) {
+	if err := validateHolder(req.GetDomain(), req.GetHolder()); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.LeaseResponse, error) {
 		return pb.NewLeasesClient(c).Acquire(ctx, req)
 	}); ok {
@@ -30,6 +34,9 @@ func (l *leases) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.Lease
 }
 
 func (l *leases) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.AuthorityResponse, error) {
+	if err := validateFenced(req.GetDomain(), req.GetHolder(), req.GetEpoch()); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AuthorityResponse, error) {
 		return pb.NewLeasesClient(c).Release(ctx, req)
 	}); ok {
@@ -60,9 +67,12 @@ func (l *leases) KeepAlive(stream grpc.BidiStreamingServer[pb.KeepAliveRequest, 
 			return l.fail(errNotLeader())
 		}
 		resp := &pb.KeepAliveResponse{Domain: req.GetDomain(), Epoch: req.GetEpoch(), Seq: req.GetSeq()}
-		remaining, err := l.svc.Renew(req.GetDomain(), req.GetHolder(), req.GetEpoch())
+		remaining, err := time.Duration(0), validateFenced(req.GetDomain(), req.GetHolder(), req.GetEpoch())
+		if err == nil {
+			remaining, err = l.svc.Renew(req.GetDomain(), req.GetHolder(), req.GetEpoch())
+		}
 		if err != nil {
-			_, resp.ErrorReason = reasonOf(err)
+			resp.ErrorReason = reasonFromError(err)
 			resp.ErrorMessage = err.Error()
 		} else {
 			resp.RemainingMs = uint64(remaining.Milliseconds())

@@ -22,8 +22,8 @@ func (p *promotionAPI) Promote(ctx context.Context, req *pb.PromoteRequest) (*pb
 	}); ok {
 		return resp, err
 	}
-	if req.GetRequest() == nil {
-		return nil, invalid("promote: request is missing")
+	if err := validatePromote(req); err != nil {
+		return nil, err
 	}
 	out, err := p.svc.Promote(ctx, req.GetRequest())
 	if err != nil && !promotion.IsDenied(err) {

@@ -20,6 +20,9 @@ func errNotLeader() error { return promotion.ErrNotLeader }
 // Advance commits a batch of watermark advances in one log entry and
 // reports one result per advance.
 func (w *watermarks) Advance(ctx context.Context, req *pb.AdvanceRequest) (*pb.AdvanceResponse, error) {
+	if err := validateAdvance(req); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, w.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AdvanceResponse, error) {
 		return pb.NewWatermarksClient(c).Advance(ctx, req)
 	}); ok {
@@ -58,9 +61,13 @@ func (w *watermarks) ReportProgress(stream grpc.BidiStreamingServer[pb.ProgressR
 			return w.fail(errNotLeader())
 		}
 		resp := &pb.ProgressReportResponse{Domain: req.GetDomain()}
-		wm, err := w.svc.ReportProgress(req.GetDomain(), req.GetReport())
+		var wm *pb.Watermark
+		err = validateReport(req)
+		if err == nil {
+			wm, err = w.svc.ReportProgress(req.GetDomain(), req.GetReport())
+		}
 		if err != nil {
-			_, resp.ErrorReason = reasonOf(err)
+			resp.ErrorReason = reasonFromError(err)
 			resp.ErrorMessage = err.Error()
 		}
 		resp.Watermark, resp.Header = wm, w.header()
