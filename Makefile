@@ -40,9 +40,10 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags invariants $(PKGS)
 
-# Local 3-node cluster on loopback plus a demo of a promotion.
-run:
-	$(GO) run ./cmd/authority-demo
+# A local 3-node cluster (three authorityd processes on 127.0.0.1, data
+# under ./.data) with a seeded demo domain; Ctrl-C stops it cleanly.
+run: build
+	$(BIN)/authority-local -bin $(BIN) -data .data
 
 clean:
 	rm -rf $(BIN) .data
