@@ -31,9 +31,9 @@ const (
 	EventWorkAborted       = "authority.work.aborted"
 )
 
-// EventRetention is how many events the FSM keeps for Watch. Older ones are
-// dropped; a watch that asks for them gets ErrCompacted and must re-read
-// the state.
+// EventRetention is how many events the FSM keeps for Watch at least (up to
+// twice as many between trims). Older ones are dropped; a watch that asks
+// for them gets ErrCompacted and must re-read the state.
 const EventRetention = 8192
 
 // ErrCompacted: the requested events were dropped by retention.
@@ -55,7 +55,9 @@ func (l *eventLog) append(ev *pb.Event) {
 	ev.Seq = l.seq
 	l.seq++
 	l.events = append(l.events, ev)
-	if over := len(l.events) - EventRetention; over > 0 {
+	// Trim in chunks (down to EventRetention once it reaches twice that),
+	// so appending stays O(1) amortised; the extra tail is still served.
+	if over := len(l.events) - EventRetention; over >= EventRetention {
 		l.droppedThrough = l.events[over-1].Index
 		l.events = append(l.events[:0:0], l.events[over:]...)
 	}

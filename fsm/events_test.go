@@ -100,13 +100,17 @@ func TestEventsNotifyAndCompaction(t *testing.T) {
 	default:
 		t.Fatal("no wake-up after an event")
 	}
-	for i := uint64(3); i <= EventRetention+10; i++ {
+	last := uint64(2*EventRetention + 10)
+	for i := uint64(3); i <= last; i++ {
 		f.ApplyCommand(i, 1, createLock(lockName(i)))
 	}
 	if _, _, err := f.EventsFrom(1, 10); !errors.Is(err, ErrCompacted) {
 		t.Fatalf("from a dropped index: %v", err)
 	}
-	evs, _, err = f.EventsFrom(EventRetention+10, 10)
+	if evs, _, err := f.EventsFrom(last-EventRetention+1, 2*EventRetention); err != nil || len(evs) != EventRetention {
+		t.Fatalf("the last %d events must be retained: %d, %v", EventRetention, len(evs), err)
+	}
+	evs, _, err = f.EventsFrom(last, 10)
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("latest event: %v %v", evs, err)
 	}

@@ -160,11 +160,18 @@ func (s *Service) Renew(domain, holder string, epoch uint64) (time.Duration, err
 // from a stale epoch or holder, or whose lease expired on the leader, are
 // rejected as fenced before proposing; the FSM fences again at apply.
 func (s *Service) AdvanceWatermark(ctx context.Context, batch []*pb.WatermarkAdvance) ([]error, error) {
+	errs, _, err := s.AdvanceWatermarkAt(ctx, batch)
+	return errs, err
+}
+
+// AdvanceWatermarkAt is AdvanceWatermark that also returns the log index of
+// the entry (0 when every advance was refused before proposing).
+func (s *Service) AdvanceWatermarkAt(ctx context.Context, batch []*pb.WatermarkAdvance) ([]error, uint64, error) {
 	if err := s.checkReady(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if len(batch) == 0 || len(batch) > fsm.MaxWatermarkBatch {
-		return nil, fmt.Errorf("%w: watermark batch of %d advances (want 1..%d)", fsm.ErrInvalid, len(batch), fsm.MaxWatermarkBatch)
+		return nil, 0, fmt.Errorf("%w: watermark batch of %d advances (want 1..%d)", fsm.ErrInvalid, len(batch), fsm.MaxWatermarkBatch)
 	}
 	errs := make([]error, len(batch))
 	var send []*pb.WatermarkAdvance
@@ -177,21 +184,21 @@ func (s *Service) AdvanceWatermark(ctx context.Context, batch []*pb.WatermarkAdv
 		}
 	}
 	if len(send) == 0 {
-		return errs, nil
+		return errs, 0, nil
 	}
 	unlock := s.locks.shared(domains...)
 	defer unlock()
 	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_AdvanceWatermark{AdvanceWatermark: &pb.AdvanceWatermark{Advances: send}}})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if res.Err != nil && len(res.Watermarks) == 0 {
-		return nil, res.Err
+		return nil, 0, res.Err
 	}
 	for j, w := range res.Watermarks {
 		errs[pos[j]] = w.Err
 	}
-	return errs, nil
+	return errs, res.Index, nil
 }
 
 // holdsLease checks an advance against the replicated authority and the

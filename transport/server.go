@@ -7,15 +7,18 @@ package transport
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"sync"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/promotion"
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // forwardedKey marks a request forwarded by a follower, so a node that is
@@ -77,13 +80,25 @@ func (s *Server) Close() {
 }
 
 func (s *Server) header() *pb.ResponseHeader {
-	leaderID, _ := s.node.Leader()
-	return &pb.ResponseHeader{ServedBy: s.node.ID(), LeaderId: leaderID, Term: s.node.Term(), AppliedIndex: s.node.FSM().LastIndex()}
+	id := s.leaderHint()
+	return &pb.ResponseHeader{ServedBy: s.node.ID(), LeaderId: id, LeaderGrpcAddress: s.peers[id],
+		Term: s.node.Term(), AppliedIndex: s.node.FSM().LastIndex()}
+}
+
+// leaderHint is the leader a client should go to: raft's leader, except
+// this node itself while it is not yet serving (its barrier is pending), so
+// a client never gets redirected to the node that just refused it.
+func (s *Server) leaderHint() string {
+	id, _ := s.node.Leader()
+	if id == s.node.ID() && !s.svc.Ready() {
+		return ""
+	}
+	return id
 }
 
 // leaderMeta is the NOT_LEADER hint: who leads and where its API is.
 func (s *Server) leaderMeta() map[string]string {
-	id, _ := s.node.Leader()
+	id := s.leaderHint()
 	if id == "" {
 		return nil
 	}
@@ -136,7 +151,25 @@ func forward[Resp any](ctx context.Context, s *Server, call func(context.Context
 		return resp, false, nil
 	}
 	resp, err = call(forwardCtx(ctx), conn)
+	if err != nil && !hasErrorInfo(err) {
+		// The hop to the leader failed without an answer from it: the write
+		// may or may not have reached the leader and committed.
+		err = toStatus(fmt.Errorf("%w: forwarding to the leader: %v", promotion.ErrIndeterminate, err), nil)
+	}
 	return resp, true, err
+}
+
+func hasErrorInfo(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // linearizable checks that a non-stale read may be served here: this node

@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"time"
+
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"google.golang.org/grpc"
 )
@@ -10,8 +12,12 @@ type watch struct {
 	*Server
 }
 
-// watchBatch bounds the events sent in one response.
-const watchBatch = 512
+// watchBatch bounds the events sent in one response; watchHeartbeat is the
+// longest a watch stream stays silent.
+const (
+	watchBatch     = 512
+	watchHeartbeat = 2 * time.Second
+)
 
 // Watch streams events from this node's applied log, in (index, seq) order.
 // Any node serves it: events are derived from committed entries, identical
@@ -48,6 +54,12 @@ func (w *watch) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb
 		}
 		select {
 		case <-wake:
+		case <-time.After(watchHeartbeat):
+			// An empty response proves the server is alive: a watcher on a
+			// paused or partitioned server notices the silence and moves on.
+			if err := stream.Send(&pb.WatchResponse{Header: w.header()}); err != nil {
+				return err
+			}
 		case <-stream.Context().Done():
 			return nil
 		}

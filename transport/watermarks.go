@@ -28,7 +28,7 @@ func (w *watermarks) Advance(ctx context.Context, req *pb.AdvanceRequest) (*pb.A
 	}); ok {
 		return resp, err
 	}
-	errs, err := w.svc.AdvanceWatermark(ctx, req.GetAdvances())
+	errs, index, err := w.svc.AdvanceWatermarkAt(ctx, req.GetAdvances())
 	if err != nil {
 		return nil, w.fail(err)
 	}
@@ -41,8 +41,7 @@ func (w *watermarks) Advance(ctx context.Context, req *pb.AdvanceRequest) (*pb.A
 		}
 		resp.Results[i] = r
 	}
-	resp.Header = w.header()
-	resp.LogIndex = resp.Header.AppliedIndex
+	resp.Header, resp.LogIndex = w.header(), index
 	return resp, nil
 }
 

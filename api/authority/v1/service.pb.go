@@ -28,13 +28,15 @@ const (
 
 // Who served a response and at which point of the log.
 type ResponseHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ServedBy      string                 `protobuf:"bytes,1,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
-	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ServedBy     string                 `protobuf:"bytes,1,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	LeaderId     string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Term         uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// The leader's gRPC address, when known (where writes and streams go).
+	LeaderGrpcAddress string `protobuf:"bytes,5,opt,name=leader_grpc_address,json=leaderGrpcAddress,proto3" json:"leader_grpc_address,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ResponseHeader) Reset() {
@@ -93,6 +95,13 @@ func (x *ResponseHeader) GetAppliedIndex() uint64 {
 		return x.AppliedIndex
 	}
 	return 0
+}
+
+func (x *ResponseHeader) GetLeaderGrpcAddress() string {
+	if x != nil {
+		return x.LeaderGrpcAddress
+	}
+	return ""
 }
 
 // Read options shared by read requests.
@@ -2388,12 +2397,13 @@ var File_authority_v1_service_proto protoreflect.FileDescriptor
 
 const file_authority_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1aauthority/v1/service.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\x1a\x19authority/v1/events.proto\x1a\x1bauthority/v1/commands.proto\"\x83\x01\n" +
+	"\x1aauthority/v1/service.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\x1a\x19authority/v1/events.proto\x1a\x1bauthority/v1/commands.proto\"\xb3\x01\n" +
 	"\x0eResponseHeader\x12\x1b\n" +
 	"\tserved_by\x18\x01 \x01(\tR\bservedBy\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12#\n" +
-	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\"#\n" +
+	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12.\n" +
+	"\x13leader_grpc_address\x18\x05 \x01(\tR\x11leaderGrpcAddress\"#\n" +
 	"\vReadOptions\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\"\x85\x01\n" +
 	"\x13CreateDomainRequest\x12\x12\n" +

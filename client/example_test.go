@@ -1,0 +1,120 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/client"
+)
+
+// These examples need a running cluster, so they are compiled but not run
+// (no Output comments).
+
+func ExampleDial() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Any subset of the servers works: the client finds the leader.
+	c, err := client.Dial(ctx, "127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.GetDomain(ctx, "orders")
+	switch {
+	case errors.Is(err, client.ErrNotFound):
+		fmt.Println("no such domain")
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Printf("orders: epoch %d held by %s\n", d.GetEpoch(), d.GetHolder())
+	}
+}
+
+func ExampleClient_Promote() {
+	ctx := context.Background()
+	c, err := client.Dial(ctx, "127.0.0.1:8001")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	req := &pb.PromotionRequest{RequestId: "incident-4711", Domain: "orders", Candidate: "replica-2",
+		Reason: "primary host lost"}
+	resp, err := c.Promote(ctx, req)
+	var denied *client.DeniedError
+	switch {
+	case errors.As(err, &denied):
+		// Denials are committed and explained; never retry them blindly.
+		fmt.Printf("denied: %s (%s)\n", denied.Reason(), denied.Invariant())
+		for _, chk := range denied.Record.GetDecision().GetChecks() {
+			fmt.Printf("  %-40s satisfied=%v %s\n", chk.GetName(), chk.GetSatisfied(), chk.GetDetail())
+		}
+	case errors.Is(err, client.ErrOutcomeUnknown):
+		// Same request id again returns the recorded outcome.
+		rec, err := c.Explain(ctx, "orders", "incident-4711")
+		fmt.Println(rec, err)
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Printf("promoted: epoch %d, holder %s\n", resp.GetRecord().GetEpochAfter(), resp.GetRecord().GetHolderAfter())
+	}
+}
+
+func ExampleLease() {
+	ctx := context.Background()
+	c, err := client.Dial(ctx, "127.0.0.1:8001")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	// Take a free deploy lock (KeepLease instead keeps authority granted
+	// by AssignInitial or a promotion).
+	lease, err := c.Acquire(ctx, "deploy/prod", "runner-a")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lease.Release(context.Background())
+	work := make(chan struct{})
+	go func() {
+		defer close(work)
+		// Do the work under lease.Context(): it is cancelled at loss.
+		// Stamp every fenced write with lease.Epoch().
+		<-lease.Context().Done()
+	}()
+	select {
+	case <-lease.Lost():
+		// Stop acting at once: the deadline is already earlier than the
+		// service's expiry by the margin.
+		fmt.Println("lease lost:", lease.Err())
+	case <-work:
+	}
+}
+
+func ExampleAckGate() {
+	ctx := context.Background()
+	c, err := client.Dial(ctx, "127.0.0.1:8001")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	lease, err := c.KeepLease(ctx, "orders", "primary-1", 3, 0) // TTL from the domain's policy
+	if err != nil {
+		log.Fatal(err)
+	}
+	gate := client.NewAckGate(c, "orders", "primary-1", lease.Epoch(), client.WithLease(lease))
+	defer gate.Close()
+	// For each client write: append to the WAL, then acknowledge only
+	// once the authority holds a watermark at or beyond it.
+	lsn, hash, commitID := uint64(42), []byte("chain-hash-at-42"), uint64(17)
+	switch err := gate.WaitDurable(ctx, lsn, hash, commitID); {
+	case errors.Is(err, client.ErrFenced):
+		fmt.Println("promoted away: never acknowledge again")
+	case err != nil:
+		fmt.Println("not durable:", err)
+	default:
+		fmt.Println("acknowledge", lsn)
+	}
+}

@@ -1,0 +1,263 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// fakeServer is an in-process authority.v1 server whose answers the test
+// scripts.
+type fakeServer struct {
+	pb.UnimplementedDomainsServer
+	pb.UnimplementedWatermarksServer
+	pb.UnimplementedClusterServer
+
+	addr string
+
+	mu         sync.Mutex
+	redirectTo string  // non-empty: answer NOT_LEADER with this hint
+	createErrs []error // scripted CreateDomain errors, popped per call
+	domain     *pb.Domain
+	gets       int
+
+	advanceGate chan struct{} // each Advance waits for one token
+	batches     [][]*pb.WatermarkAdvance
+	advanced    chan struct{}
+}
+
+func startFake(t *testing.T) *fakeServer {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeServer{addr: lis.Addr().String(), advanced: make(chan struct{}, 64)}
+	g := grpc.NewServer()
+	pb.RegisterDomainsServer(g, f)
+	pb.RegisterWatermarksServer(g, f)
+	pb.RegisterClusterServer(g, f)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return f
+}
+
+func (f *fakeServer) notLeader() error {
+	if f.redirectTo == "" {
+		return nil
+	}
+	return statusWith(codes.Unavailable, pb.ReasonNotLeader, "not the leader", map[string]string{pb.MetaLeaderID: "s2", pb.MetaLeaderAddr: f.redirectTo})
+}
+
+func (f *fakeServer) Members(context.Context, *pb.MembersRequest) (*pb.MembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "no")
+}
+
+func (f *fakeServer) GetDomain(_ context.Context, req *pb.GetDomainRequest) (*pb.DomainResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets++
+	if err := f.notLeader(); err != nil {
+		return nil, err
+	}
+	if f.domain == nil || f.domain.Name != req.GetName() {
+		return nil, statusWith(codes.NotFound, pb.ReasonNotFound, "no such domain", nil)
+	}
+	return &pb.DomainResponse{Domain: f.domain}, nil
+}
+
+func (f *fakeServer) CreateDomain(_ context.Context, req *pb.CreateDomainRequest) (*pb.DomainResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.notLeader(); err != nil {
+		return nil, err
+	}
+	if len(f.createErrs) > 0 {
+		err := f.createErrs[0]
+		f.createErrs = f.createErrs[1:]
+		return nil, err
+	}
+	f.domain = &pb.Domain{Name: req.GetName(), Kind: req.GetKind(), Policy: req.GetPolicy()}
+	return &pb.DomainResponse{Domain: f.domain}, nil
+}
+
+func (f *fakeServer) Advance(_ context.Context, req *pb.AdvanceRequest) (*pb.AdvanceResponse, error) {
+	f.mu.Lock()
+	f.batches = append(f.batches, req.GetAdvances())
+	gate := f.advanceGate
+	f.mu.Unlock()
+	f.advanced <- struct{}{}
+	if gate != nil {
+		<-gate
+	}
+	resp := &pb.AdvanceResponse{}
+	for _, a := range req.GetAdvances() {
+		resp.Results = append(resp.Results, &pb.AdvanceResult{Domain: a.GetDomain(), Ok: true})
+	}
+	return resp, nil
+}
+
+func fakeClient(t *testing.T, endpoints ...string) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := DialConfig(ctx, Config{Endpoints: endpoints, Rand: rand.NewPCG(3, 4), MaxRetryDelay: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestInvokeFollowsNotLeaderHint(t *testing.T) {
+	follower, leader := startFake(t), startFake(t)
+	leader.domain = &pb.Domain{Name: "d", Epoch: 3}
+	follower.redirectTo = leader.addr
+	c := fakeClient(t, follower.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := c.GetDomain(ctx, "d")
+	if err != nil || d.GetEpoch() != 3 {
+		t.Fatalf("GetDomain: %v %v", d, err)
+	}
+	// The hint sticks: the next call goes straight to the leader.
+	if _, err := c.GetDomain(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if follower.gets != 1 || leader.gets != 2 {
+		t.Fatalf("follower served %d, leader %d; want 1 and 2", follower.gets, leader.gets)
+	}
+	// A definitive error is returned at once, with its sentinel.
+	if _, err := c.GetDomain(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("want ErrNotFound, got %v", err)
+	}
+}
+
+func TestCreateDomainResolvesAlreadyExistsAfterUnknown(t *testing.T) {
+	s := startFake(t)
+	policy := &pb.Policy{LeaseTtlMs: 1000}
+	kind := pb.DomainKind_DOMAIN_KIND_AERODB
+	s.domain = &pb.Domain{Name: "d", Kind: kind, Policy: &pb.Policy{LeaseTtlMs: 1000, ReportMaxAgeMs: 30000}}
+	s.createErrs = []error{
+		statusWith(codes.Unavailable, pb.ReasonOutcomeUnknown, "leadership lost after proposing", nil),
+		statusWith(codes.AlreadyExists, pb.ReasonAlreadyExists, "domain d exists", nil),
+	}
+	c := fakeClient(t, s.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := c.CreateDomain(ctx, "d", kind, policy)
+	if err != nil || d.GetName() != "d" {
+		t.Fatalf("CreateDomain after an unknown outcome: %v %v", d, err)
+	}
+	// The same sequence for a domain that differs: unknown, not success.
+	s.createErrs = []error{
+		statusWith(codes.Unavailable, pb.ReasonOutcomeUnknown, "?", nil),
+		statusWith(codes.AlreadyExists, pb.ReasonAlreadyExists, "domain d exists", nil),
+	}
+	_, err = c.CreateDomain(ctx, "d", kind, &pb.Policy{LeaseTtlMs: 2000})
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("want ErrOutcomeUnknown+ErrAlreadyExists, got %v", err)
+	}
+	// Without an earlier unknown outcome ALREADY_EXISTS is just that.
+	s.createErrs = []error{statusWith(codes.AlreadyExists, pb.ReasonAlreadyExists, "domain d exists", nil)}
+	_, err = c.CreateDomain(ctx, "d", kind, policy)
+	if !errors.Is(err, ErrAlreadyExists) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("want plain ErrAlreadyExists, got %v", err)
+	}
+}
+
+func TestBatcherGroupCommit(t *testing.T) {
+	s := startFake(t)
+	s.advanceGate = make(chan struct{})
+	c := fakeClient(t, s.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gA := NewAckGate(c, "a", "h", 1)
+	gB := NewAckGate(c, "b", "h", 1)
+	defer gA.Close()
+	defer gB.Close()
+
+	first := make(chan error, 1)
+	go func() { first <- gA.WaitDurable(ctx, 1, []byte{1}, 1) }()
+	recvWithin(t, s.advanced, "first Advance") // now in flight, blocked
+	// While it is in flight, many callers over two domains accumulate.
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	var queued sync.WaitGroup
+	for i := range 20 {
+		g, lsn := gA, uint64(2+i)
+		if i%2 == 1 {
+			g = gB
+		}
+		wg.Add(1)
+		queued.Add(1)
+		go func() {
+			defer wg.Done()
+			queued.Done()
+			errs <- g.WaitDurable(ctx, lsn, []byte{byte(lsn)}, lsn)
+		}()
+	}
+	queued.Wait()
+	// Wait until every caller is registered with the batcher.
+	waitFor(t, func() bool {
+		c.watermarkBatcher.mu.Lock()
+		defer c.watermarkBatcher.mu.Unlock()
+		n := 0
+		for _, st := range c.watermarkBatcher.gates {
+			n += len(st.waiters)
+		}
+		return n == 21
+	})
+	close(s.advanceGate) // release the first and every later RPC
+	if err := recvWithin(t, first, "first wait"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.batches) != 2 {
+		t.Fatalf("%d Advance RPCs for 21 waits, want 2 (group commit)", len(s.batches))
+	}
+	got := map[string]uint64{}
+	for _, a := range s.batches[1] {
+		got[a.GetDomain()] = a.GetLsn()
+	}
+	if got["a"] != 20 || got["b"] != 21 || len(s.batches[1]) != 2 {
+		t.Fatalf("second batch %v, want the highest lsn per domain (a:20 b:21)", got)
+	}
+	// Positions at or below the committed one return at once, without RPC.
+	if err := gA.WaitDurable(ctx, 5, []byte{5}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.batches) != 2 {
+		t.Fatal("a durable position sent an RPC")
+	}
+}
+
+// waitFor polls cond (a bounded failure guard for observing internal state
+// of another goroutine; not used to order events).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

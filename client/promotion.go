@@ -1,0 +1,62 @@
+package client
+
+import (
+	"context"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// Promote proposes a promotion attempt (or, with DryRun, evaluates one
+// without committing). An empty RequestId is filled with a random one (read
+// it back from the response's record). A denial is returned as the response
+// (non-nil) together with a *DeniedError naming the reason and invariant;
+// a committed denial is permanent and is never retried (AU-8).
+//
+// Outcome: the request id makes the call idempotent (the service returns
+// the recorded outcome for an id it has seen), so the call is retried with
+// the same id across leader changes and transport failures. An error
+// wrapping ErrOutcomeUnknown (the context ended after a send) means the
+// attempt may or may not have committed: call Promote again with the same
+// request id, or Explain(domain, requestID) (ErrNotFound: it did not).
+func (c *Client) Promote(ctx context.Context, req *pb.PromotionRequest) (*pb.PromoteResponse, error) {
+	req = proto.Clone(req).(*pb.PromotionRequest)
+	if req.RequestId == "" {
+		req.RequestId = c.randomID()
+	}
+	wire := &pb.PromoteRequest{Request: req}
+	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.PromoteResponse, error) {
+		return pb.NewPromotionClient(conn).Promote(ctx, wire)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rec := resp.GetRecord(); rec != nil && !rec.GetDecision().GetAllowed() {
+		return resp, &DeniedError{Record: rec}
+	}
+	return resp, nil
+}
+
+// Explain returns the record (decision and every check) of the attempt
+// requestID of domain; ErrNotFound when there is none (a denied attempt
+// may have left the bounded ring of denied records).
+func (c *Client) Explain(ctx context.Context, domain, requestID string, opts ...ReadOption) (*pb.AttemptRecord, error) {
+	o := readOpts(opts)
+	req := &pb.ExplainRequest{Domain: domain, RequestId: requestID, Read: o.proto()}
+	resp, _, err := unary(ctx, c, retryRead, o.stale, func(ctx context.Context, conn *grpc.ClientConn) (*pb.ExplainResponse, error) {
+		return pb.NewPromotionClient(conn).Explain(ctx, req)
+	})
+	return resp.GetRecord(), err
+}
+
+// History returns the domain's allowed attempts (and, with includeDenied,
+// the denied ones still in the ring) in log order.
+func (c *Client) History(ctx context.Context, domain string, includeDenied bool, opts ...ReadOption) ([]*pb.AttemptRecord, error) {
+	o := readOpts(opts)
+	req := &pb.HistoryRequest{Domain: domain, Read: o.proto(), IncludeDenied: includeDenied}
+	resp, _, err := unary(ctx, c, retryRead, o.stale, func(ctx context.Context, conn *grpc.ClientConn) (*pb.HistoryResponse, error) {
+		return pb.NewPromotionClient(conn).History(ctx, req)
+	})
+	return resp.GetRecords(), err
+}
