@@ -171,6 +171,12 @@ func (s *Server) Running() bool {
 	}
 }
 
+// ExitCode of the last run once it has exited (-1 when killed by a signal).
+func (s *Server) ExitCode() int {
+	<-s.done
+	return s.cmd.ProcessState.ExitCode()
+}
+
 // Pid of the running process.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
