@@ -19,6 +19,7 @@ const (
 	EventPromotionValidationSucceeded = "replication.promotion.validation_succeeded"
 	EventPromotionTransitionStarted   = "replication.promotion.transition_started"
 	EventPromotionTransitionCompleted = "replication.promotion.transition_completed"
+	EventPromotionAbortedOnCrash      = "replication.promotion.aborted_on_crash"
 
 	EventDomainCreated     = "authority.domain.created"
 	EventDomainUpdated     = "authority.domain.updated"

@@ -163,3 +163,68 @@ func TestEventsAfterResumesInsideAnEntry(t *testing.T) {
 		t.Fatalf("resumed reads gave %d events", len(got))
 	}
 }
+
+func intentCmd(a *pb.PromotionAttempt) *pb.Command {
+	return &pb.Command{Body: &pb.Command_PromotionIntent{PromotionIntent: &pb.PromotionIntent{Request: a.Request}}}
+}
+
+func promotionAbortCmd(domain, id string) *pb.Command {
+	return &pb.Command{Body: &pb.Command_PromotionAbort{PromotionAbort: &pb.PromotionAbort{Domain: domain, RequestId: id,
+		LastKnownState: "PromotionRequested"}}}
+}
+
+// An intent announces the request once; the attempt that follows decides it
+// without announcing it again; the intent is then no longer pending.
+func TestIntentThenAttempt(t *testing.T) {
+	h, attempt := readyToPromote(t)
+	first := h.index + 1
+	h.ok(intentCmd(attempt))
+	h.unchanged(intentCmd(attempt)) // idempotent
+	if p := h.f.PendingIntents(); len(p) != 1 || p[0].RequestID != attempt.Request.RequestId || p[0].Candidate != "n2" {
+		t.Fatalf("pending %+v", p)
+	}
+	h.ok(attemptCmd(attempt))
+	evs, _, _ := h.f.EventsFrom(first, 100)
+	want := []string{EventPromotionRequested, EventPromotionValidationStarted, EventPromotionValidationSucceeded,
+		EventPromotionTransitionStarted, EventPromotionTransitionCompleted}
+	if !slices.Equal(eventTypes(evs), want) {
+		t.Fatalf("events %v, want %v", eventTypes(evs), want)
+	}
+	if len(h.f.PendingIntents()) != 0 {
+		t.Fatal("decided attempt still pending")
+	}
+	// An intent for an id already decided changes nothing.
+	if res := h.unchanged(intentCmd(attempt)); !res.Duplicate {
+		t.Fatalf("intent after the decision: %+v", res)
+	}
+}
+
+// An abort records aborted_on_crash for a pending request and forgets it;
+// an abort of nothing pending is refused and changes nothing.
+func TestAbortPendingIntent(t *testing.T) {
+	h, attempt := readyToPromote(t)
+	h.fails(promotionAbortCmd("db1", attempt.Request.RequestId), ErrPrecondition)
+	h.ok(intentCmd(attempt))
+	res := h.ok(promotionAbortCmd("db1", attempt.Request.RequestId))
+	evs, _, _ := h.f.EventsFrom(res.Index, 10)
+	if len(evs) != 1 || evs[0].Type != EventPromotionAbortedOnCrash || field(evs[0], "last_known_state") != "PromotionRequested" ||
+		field(evs[0], "requested_replica_id") != "n2" {
+		t.Fatalf("abort events %v", evs)
+	}
+	if d := h.domain("db1"); d.Epoch != 1 || len(d.Pending) != 0 {
+		t.Fatalf("after abort: epoch %d pending %d", d.Epoch, len(d.Pending))
+	}
+	h.fails(promotionAbortCmd("db1", attempt.Request.RequestId), ErrPrecondition)
+}
+
+func TestPendingIntentsBounded(t *testing.T) {
+	h, attempt := readyToPromote(t)
+	for i := range MaxPending {
+		a := cloneAttempt(attempt)
+		a.Request.RequestId = "p" + u(uint64(i))
+		h.ok(intentCmd(a))
+	}
+	a := cloneAttempt(attempt)
+	a.Request.RequestId = "one-too-many"
+	h.fails(intentCmd(a), ErrPrecondition)
+}

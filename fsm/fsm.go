@@ -109,6 +109,10 @@ func applierFor(cmd *pb.Command) (applyFunc, error) {
 		return applyComplete, nil
 	case *pb.Command_Abort:
 		return applyAbort, nil
+	case *pb.Command_PromotionIntent:
+		return applyPromotionIntent, nil
+	case *pb.Command_PromotionAbort:
+		return applyPromotionAbort, nil
 	case nil:
 		if len(cmd.ProtoReflect().GetUnknown()) > 0 {
 			panic("fsm: log entry carries a command unknown to this version; refusing to diverge")

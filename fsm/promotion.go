@@ -65,7 +65,7 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 	}
 	rec.EpochAfter, rec.HolderAfter = d.Epoch, d.Holder
 	f.requests.put(d.Name, rec)
-	f.emitAttempt(e, d, rec)
+	f.emitAttempt(e, d, rec, takePending(d, req.RequestId) != nil)
 	return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord)}
 }
 
@@ -81,11 +81,12 @@ func SameRequest(a, b *pb.PromotionRequest) bool {
 
 // emitAttempt records AeroDB's promotion events for one decided attempt, in
 // lifecycle order, with AeroDB's field names.
-func (f *FSM) emitAttempt(e entry, d *pb.Domain, rec *pb.AttemptRecord) {
+func (f *FSM) emitAttempt(e entry, d *pb.Domain, rec *pb.AttemptRecord, announced bool) {
 	req := rec.GetRequest()
 	cand := req.GetCandidate()
-	f.emit(e, EventPromotionRequested, d, "requested_replica_id", cand, "current_primary_id", rec.HolderBefore,
-		"reason", req.GetReason(), "request_id", req.GetRequestId())
+	if !announced { // no PromotionIntent came first: the attempt is also the request
+		f.emitRequested(e, d, req, rec.HolderBefore)
+	}
 	f.emit(e, EventPromotionValidationStarted, d, "requested_replica_id", cand, "request_id", req.GetRequestId())
 	dec := rec.GetDecision()
 	if !dec.GetAllowed() {
@@ -97,4 +98,95 @@ func (f *FSM) emitAttempt(e entry, d *pb.Domain, rec *pb.AttemptRecord) {
 	f.emit(e, EventPromotionTransitionStarted, d, "requested_replica_id", cand, "request_id", req.GetRequestId())
 	f.emit(e, EventPromotionTransitionCompleted, d, "new_primary_id", rec.HolderAfter, "epoch", u(rec.EpochAfter),
 		"request_id", req.GetRequestId())
+}
+
+// MaxPending bounds the undecided attempts of one domain.
+const MaxPending = 64
+
+func (f *FSM) emitRequested(e entry, d *pb.Domain, req *pb.PromotionRequest, currentPrimary string) {
+	f.emit(e, EventPromotionRequested, d, "requested_replica_id", req.GetCandidate(), "current_primary_id", currentPrimary,
+		"reason", req.GetReason(), "request_id", req.GetRequestId())
+}
+
+// applyPromotionIntent makes a received request durable before it is
+// decided. It changes no authority. Idempotent: a request id already
+// pending or already decided changes nothing.
+func applyPromotionIntent(f *FSM, e entry) *Result {
+	req := e.cmd.GetPromotionIntent().GetRequest()
+	if req == nil {
+		return failed(e.index, fmt.Errorf("%w: promotion intent without a request", ErrInvalid))
+	}
+	if err := ValidateName("request id", req.GetRequestId()); err != nil {
+		return failed(e.index, err)
+	}
+	d, err := f.lookup(req.GetDomain())
+	if err != nil {
+		return failed(e.index, err)
+	}
+	if rec, ok := f.requests.get(d.Name, req.RequestId); ok {
+		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord), Duplicate: true}
+	}
+	if pendingIndex(d, req.RequestId) >= 0 {
+		return done(d)
+	}
+	if len(d.Pending) >= MaxPending {
+		return failed(e.index, fmt.Errorf("%w: domain %q already has %d undecided promotion requests", ErrPrecondition, d.Name, len(d.Pending)))
+	}
+	d.Pending = append(d.Pending, &pb.PendingIntent{RequestId: req.RequestId, Candidate: req.GetCandidate(), Index: e.index})
+	d.UpdatedIndex = e.index
+	f.emitRequested(e, d, req, d.Holder)
+	return done(d)
+}
+
+// applyPromotionAbort records that a requested attempt was never decided:
+// its leader crashed or lost leadership before the attempt committed.
+func applyPromotionAbort(f *FSM, e entry) *Result {
+	c := e.cmd.GetPromotionAbort()
+	d, err := f.lookup(c.GetDomain())
+	if err != nil {
+		return failed(e.index, err)
+	}
+	p := takePending(d, c.GetRequestId())
+	if p == nil {
+		return failed(e.index, fmt.Errorf("%w: no undecided request %q in domain %q", ErrPrecondition, c.GetRequestId(), d.Name))
+	}
+	d.UpdatedIndex = e.index
+	f.emit(e, EventPromotionAbortedOnCrash, d, "last_known_state", c.GetLastKnownState(), "requested_replica_id", p.Candidate,
+		"request_id", p.RequestId)
+	return done(d)
+}
+
+func pendingIndex(d *pb.Domain, id string) int {
+	return slices.IndexFunc(d.Pending, func(p *pb.PendingIntent) bool { return p.RequestId == id })
+}
+
+// takePending removes and returns the pending intent of a request id.
+func takePending(d *pb.Domain, id string) *pb.PendingIntent {
+	i := pendingIndex(d, id)
+	if i < 0 {
+		return nil
+	}
+	p := d.Pending[i]
+	d.Pending = slices.Delete(d.Pending, i, i+1)
+	return p
+}
+
+// PendingIntents lists every domain's undecided requests, sorted by domain
+// then log index: what a new leader must abort after its barrier.
+func (f *FSM) PendingIntents() []PendingIntent {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []PendingIntent
+	for _, n := range f.sortedNames() {
+		for _, p := range f.domains[n].Pending {
+			out = append(out, PendingIntent{Domain: n, RequestID: p.RequestId, Candidate: p.Candidate, Index: p.Index})
+		}
+	}
+	return out
+}
+
+// PendingIntent names one undecided request.
+type PendingIntent struct {
+	Domain, RequestID, Candidate string
+	Index                        uint64
 }

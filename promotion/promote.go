@@ -84,6 +84,11 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 		must(lc.To(Steady))
 		return &Outcome{Record: rec, Committed: true, Duplicate: true}, denied(rec)
 	}
+	// Make the request durable first: if this leader dies before the
+	// attempt commits, the next leader sees it and records its abort.
+	if err := s.recordIntent(ctx, req); err != nil {
+		return nil, err
+	}
 	must(lc.To(PromotionValidating))
 	attempt, rec, err := s.evaluate(req)
 	if err != nil {
@@ -225,4 +230,36 @@ func must(err error) {
 func IsDenied(err error) bool {
 	var d *DeniedError
 	return errors.As(err, &d)
+}
+
+// recordIntent commits the PromotionIntent of a request (idempotent).
+func (s *Service) recordIntent(ctx context.Context, req *pb.PromotionRequest) error {
+	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionIntent{PromotionIntent: &pb.PromotionIntent{
+		Request: proto.Clone(req).(*pb.PromotionRequest)}}})
+	if err != nil {
+		return err
+	}
+	return res.Err
+}
+
+// LastKnownRequested is the last lifecycle state a PromotionIntent proves.
+const LastKnownRequested = "PromotionRequested"
+
+// abortUndecided records the abort of every attempt that was requested but
+// never decided under an earlier leader (run after the barrier, before
+// serving): replication.promotion.aborted_on_crash, through the log.
+func (s *Service) abortUndecided(ctx context.Context) error {
+	for _, p := range s.fsm.PendingIntents() {
+		res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionAbort{PromotionAbort: &pb.PromotionAbort{
+			Domain: p.Domain, RequestId: p.RequestID, LastKnownState: LastKnownRequested}}})
+		if err != nil {
+			return err
+		}
+		if res.Err != nil && !errors.Is(res.Err, fsm.ErrPrecondition) {
+			return res.Err
+		}
+		s.logger.Warn("promotion aborted on crash", "domain", p.Domain, "request_id", p.RequestID,
+			"candidate", p.Candidate, "requested_at_index", p.Index)
+	}
+	return nil
 }

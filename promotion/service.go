@@ -74,6 +74,9 @@ func (s *Service) BecomeLeader(ctx context.Context) error {
 	if err := s.log.Barrier(ctx); err != nil {
 		return fmt.Errorf("promotion: leader barrier: %w", err)
 	}
+	if err := s.abortUndecided(ctx); err != nil {
+		return fmt.Errorf("promotion: recording aborted attempts: %w", err)
+	}
 	var grants []Grant
 	for _, a := range s.fsm.Authorities() {
 		if a.Holder != "" && !a.Released {

@@ -22,6 +22,9 @@ type fakeLog struct {
 	term    uint64
 	entries int
 	fail    error // returned by Propose when set
+	// failAttempts is returned for PromotionAttempt entries only (the
+	// leader dies between recording the intent and committing the attempt).
+	failAttempts error
 }
 
 func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, error) {
@@ -29,6 +32,9 @@ func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, erro
 	defer l.mu.Unlock()
 	if l.fail != nil {
 		return nil, l.fail
+	}
+	if _, ok := cmd.Body.(*pb.Command_PromotionAttempt); ok && l.failAttempts != nil {
+		return nil, l.failAttempts
 	}
 	l.index++
 	l.entries++
@@ -465,7 +471,7 @@ func TestIndeterminateProposalLeavesLifecycleInTransition(t *testing.T) {
 	r := newRig(t, false)
 	r.report("n2", 1, 100, h100, 50)
 	r.clock.Advance(testTTL)
-	r.log.fail = ErrIndeterminate
+	r.log.failAttempts = ErrIndeterminate
 	out, err := r.svc.Promote(r.ctx, req("r1", "n2", 1))
 	if !errors.Is(err, ErrIndeterminate) {
 		t.Fatalf("err = %v", err)
@@ -474,7 +480,7 @@ func TestIndeterminateProposalLeavesLifecycleInTransition(t *testing.T) {
 		t.Fatalf("lifecycle ended in %v, want AuthorityTransitioning", last)
 	}
 	// Retrying the same id decides afresh: nothing had committed.
-	r.log.fail = nil
+	r.log.failAttempts = nil
 	if _, err := r.svc.Promote(r.ctx, req("r1", "n2", 1)); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
@@ -487,5 +493,43 @@ func TestWithDefaults(t *testing.T) {
 	}
 	if err := fsm.ValidatePolicy(p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A leader that recorded the request but died before the attempt committed:
+// the next leader records aborted_on_crash through the log, and the attempt
+// is forgotten (authority unchanged); a retry decides afresh.
+func TestNewLeaderAbortsUndecidedAttempts(t *testing.T) {
+	r := newRig(t, false)
+	r.report("n2", 1, 100, h100, 50)
+	r.clock.Advance(testTTL)
+	r.log.failAttempts = ErrIndeterminate
+	if _, err := r.svc.Promote(r.ctx, req("r1", "n2", 1)); !errors.Is(err, ErrIndeterminate) {
+		t.Fatalf("err = %v", err)
+	}
+	if p := r.svc.fsm.PendingIntents(); len(p) != 1 || p[0].RequestID != "r1" {
+		t.Fatalf("pending = %+v", p)
+	}
+	r.log.failAttempts = nil
+	r.svc.StepDown()
+	r.log.term = 2
+	from := r.log.index + 1
+	if err := r.svc.BecomeLeader(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := r.svc.fsm.PendingIntents(); len(p) != 0 {
+		t.Fatalf("still pending after the new leader's barrier: %+v", p)
+	}
+	evs, _, _ := r.svc.fsm.EventsFrom(from, 10)
+	if len(evs) != 1 || evs[0].Type != fsm.EventPromotionAbortedOnCrash {
+		t.Fatalf("events after leader change: %v", evs)
+	}
+	if a, _ := r.svc.fsm.AuthorityOf("db1"); a.Epoch != 1 || a.Holder != "n1" {
+		t.Fatalf("authority changed: %+v", a)
+	}
+	r.clock.Advance(testTTL)
+	r.report("n2", 1, 100, h100, 50)
+	if out, err := r.svc.Promote(r.ctx, req("r1", "n2", 1)); err != nil || out.Duplicate {
+		t.Fatalf("retry after abort: %+v %v", out, err)
 	}
 }

@@ -42,6 +42,8 @@ type Command struct {
 	//	*Command_PromotionAttempt
 	//	*Command_Complete
 	//	*Command_Abort
+	//	*Command_PromotionIntent
+	//	*Command_PromotionAbort
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -195,6 +197,24 @@ func (x *Command) GetAbort() *Abort {
 	return nil
 }
 
+func (x *Command) GetPromotionIntent() *PromotionIntent {
+	if x != nil {
+		if x, ok := x.Body.(*Command_PromotionIntent); ok {
+			return x.PromotionIntent
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPromotionAbort() *PromotionAbort {
+	if x != nil {
+		if x, ok := x.Body.(*Command_PromotionAbort); ok {
+			return x.PromotionAbort
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -239,6 +259,14 @@ type Command_Abort struct {
 	Abort *Abort `protobuf:"bytes,19,opt,name=abort,proto3,oneof"`
 }
 
+type Command_PromotionIntent struct {
+	PromotionIntent *PromotionIntent `protobuf:"bytes,20,opt,name=promotion_intent,json=promotionIntent,proto3,oneof"`
+}
+
+type Command_PromotionAbort struct {
+	PromotionAbort *PromotionAbort `protobuf:"bytes,21,opt,name=promotion_abort,json=promotionAbort,proto3,oneof"`
+}
+
 func (*Command_CreateDomain) isCommand_Body() {}
 
 func (*Command_UpdateDomainPolicy) isCommand_Body() {}
@@ -258,6 +286,10 @@ func (*Command_PromotionAttempt) isCommand_Body() {}
 func (*Command_Complete) isCommand_Body() {}
 
 func (*Command_Abort) isCommand_Body() {}
+
+func (*Command_PromotionIntent) isCommand_Body() {}
+
+func (*Command_PromotionAbort) isCommand_Body() {}
 
 type CreateDomain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -984,11 +1016,122 @@ func (x *Abort) GetDetail() string {
 	return ""
 }
 
+// The leader received a promotion request and is about to validate it. It
+// changes no authority: it makes the request durable, so a leader elected
+// after a crash can see an attempt that was requested but never decided and
+// record its abort (replication.promotion.aborted_on_crash).
+type PromotionIntent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *PromotionRequest      `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromotionIntent) Reset() {
+	*x = PromotionIntent{}
+	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromotionIntent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromotionIntent) ProtoMessage() {}
+
+func (x *PromotionIntent) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromotionIntent.ProtoReflect.Descriptor instead.
+func (*PromotionIntent) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PromotionIntent) GetRequest() *PromotionRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// A new leader's record that a requested attempt was never decided (its
+// leader crashed or lost leadership before the attempt entry committed).
+type PromotionAbort struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Domain    string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The last lifecycle state the log proves: "PromotionRequested".
+	LastKnownState string `protobuf:"bytes,3,opt,name=last_known_state,json=lastKnownState,proto3" json:"last_known_state,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PromotionAbort) Reset() {
+	*x = PromotionAbort{}
+	mi := &file_authority_v1_commands_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromotionAbort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromotionAbort) ProtoMessage() {}
+
+func (x *PromotionAbort) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromotionAbort.ProtoReflect.Descriptor instead.
+func (*PromotionAbort) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PromotionAbort) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *PromotionAbort) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PromotionAbort) GetLastKnownState() string {
+	if x != nil {
+		return x.LastKnownState
+	}
+	return ""
+}
+
 var File_authority_v1_commands_proto protoreflect.FileDescriptor
 
 const file_authority_v1_commands_proto_rawDesc = "" +
 	"\n" +
-	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\xf8\x05\n" +
+	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\x8d\a\n" +
 	"\aCommand\x12&\n" +
 	"\x0fstamped_unix_ms\x18\x01 \x01(\x03R\rstampedUnixMs\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1a\n" +
@@ -1003,7 +1146,9 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x11advance_watermark\x18\x10 \x01(\v2\x1e.authority.v1.AdvanceWatermarkH\x00R\x10advanceWatermark\x12M\n" +
 	"\x11promotion_attempt\x18\x11 \x01(\v2\x1e.authority.v1.PromotionAttemptH\x00R\x10promotionAttempt\x124\n" +
 	"\bcomplete\x18\x12 \x01(\v2\x16.authority.v1.CompleteH\x00R\bcomplete\x12+\n" +
-	"\x05abort\x18\x13 \x01(\v2\x13.authority.v1.AbortH\x00R\x05abortB\x06\n" +
+	"\x05abort\x18\x13 \x01(\v2\x13.authority.v1.AbortH\x00R\x05abort\x12J\n" +
+	"\x10promotion_intent\x18\x14 \x01(\v2\x1d.authority.v1.PromotionIntentH\x00R\x0fpromotionIntent\x12G\n" +
+	"\x0fpromotion_abort\x18\x15 \x01(\v2\x1c.authority.v1.PromotionAbortH\x00R\x0epromotionAbortB\x06\n" +
 	"\x04body\"~\n" +
 	"\fCreateDomain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
@@ -1056,7 +1201,14 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x17\n" +
 	"\awork_id\x18\x04 \x01(\tR\x06workId\x12\x16\n" +
-	"\x06detail\x18\x05 \x01(\tR\x06detailB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
+	"\x06detail\x18\x05 \x01(\tR\x06detail\"K\n" +
+	"\x0fPromotionIntent\x128\n" +
+	"\arequest\x18\x01 \x01(\v2\x1e.authority.v1.PromotionRequestR\arequest\"q\n" +
+	"\x0ePromotionAbort\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12(\n" +
+	"\x10last_known_state\x18\x03 \x01(\tR\x0elastKnownStateB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
 
 var (
 	file_authority_v1_commands_proto_rawDescOnce sync.Once
@@ -1070,7 +1222,7 @@ func file_authority_v1_commands_proto_rawDescGZIP() []byte {
 	return file_authority_v1_commands_proto_rawDescData
 }
 
-var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_authority_v1_commands_proto_goTypes = []any{
 	(*Command)(nil),            // 0: authority.v1.Command
 	(*CreateDomain)(nil),       // 1: authority.v1.CreateDomain
@@ -1084,12 +1236,14 @@ var file_authority_v1_commands_proto_goTypes = []any{
 	(*PromotionAttempt)(nil),   // 9: authority.v1.PromotionAttempt
 	(*Complete)(nil),           // 10: authority.v1.Complete
 	(*Abort)(nil),              // 11: authority.v1.Abort
-	(DomainKind)(0),            // 12: authority.v1.DomainKind
-	(*Policy)(nil),             // 13: authority.v1.Policy
-	(MemberState)(0),           // 14: authority.v1.MemberState
-	(*LeaseObservation)(nil),   // 15: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil),   // 16: authority.v1.PromotionRequest
-	(*ProgressReport)(nil),     // 17: authority.v1.ProgressReport
+	(*PromotionIntent)(nil),    // 12: authority.v1.PromotionIntent
+	(*PromotionAbort)(nil),     // 13: authority.v1.PromotionAbort
+	(DomainKind)(0),            // 14: authority.v1.DomainKind
+	(*Policy)(nil),             // 15: authority.v1.Policy
+	(MemberState)(0),           // 16: authority.v1.MemberState
+	(*LeaseObservation)(nil),   // 17: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil),   // 18: authority.v1.PromotionRequest
+	(*ProgressReport)(nil),     // 19: authority.v1.ProgressReport
 }
 var file_authority_v1_commands_proto_depIdxs = []int32{
 	1,  // 0: authority.v1.Command.create_domain:type_name -> authority.v1.CreateDomain
@@ -1102,20 +1256,23 @@ var file_authority_v1_commands_proto_depIdxs = []int32{
 	9,  // 7: authority.v1.Command.promotion_attempt:type_name -> authority.v1.PromotionAttempt
 	10, // 8: authority.v1.Command.complete:type_name -> authority.v1.Complete
 	11, // 9: authority.v1.Command.abort:type_name -> authority.v1.Abort
-	12, // 10: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
-	13, // 11: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
-	13, // 12: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
-	14, // 13: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
-	15, // 14: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
-	7,  // 15: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
-	16, // 16: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
-	15, // 17: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
-	17, // 18: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	12, // 10: authority.v1.Command.promotion_intent:type_name -> authority.v1.PromotionIntent
+	13, // 11: authority.v1.Command.promotion_abort:type_name -> authority.v1.PromotionAbort
+	14, // 12: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
+	15, // 13: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
+	15, // 14: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
+	16, // 15: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
+	17, // 16: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
+	7,  // 17: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
+	18, // 18: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
+	17, // 19: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
+	19, // 20: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
+	18, // 21: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_commands_proto_init() }
@@ -1135,6 +1292,8 @@ func file_authority_v1_commands_proto_init() {
 		(*Command_PromotionAttempt)(nil),
 		(*Command_Complete)(nil),
 		(*Command_Abort)(nil),
+		(*Command_PromotionIntent)(nil),
+		(*Command_PromotionAbort)(nil),
 	}
 	file_authority_v1_commands_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
@@ -1143,7 +1302,7 @@ func file_authority_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_commands_proto_rawDesc), len(file_authority_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1401,7 +1401,10 @@ type Domain struct {
 	UpdatedIndex uint64           `protobuf:"varint,12,opt,name=updated_index,json=updatedIndex,proto3" json:"updated_index,omitempty"`
 	Work         *WorkState       `protobuf:"bytes,13,opt,name=work,proto3" json:"work,omitempty"`
 	// Log index of the entry that granted the current epoch.
-	EpochIndex    uint64 `protobuf:"varint,14,opt,name=epoch_index,json=epochIndex,proto3" json:"epoch_index,omitempty"`
+	EpochIndex uint64 `protobuf:"varint,14,opt,name=epoch_index,json=epochIndex,proto3" json:"epoch_index,omitempty"`
+	// Requested attempts not yet decided (PromotionIntent without its
+	// PromotionAttempt), in log order; bounded.
+	Pending       []*PendingIntent `protobuf:"bytes,15,rep,name=pending,proto3" json:"pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1534,6 +1537,73 @@ func (x *Domain) GetEpochIndex() uint64 {
 	return 0
 }
 
+func (x *Domain) GetPending() []*PendingIntent {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+type PendingIntent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Candidate     string                 `protobuf:"bytes,2,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingIntent) Reset() {
+	*x = PendingIntent{}
+	mi := &file_authority_v1_state_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingIntent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingIntent) ProtoMessage() {}
+
+func (x *PendingIntent) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingIntent.ProtoReflect.Descriptor instead.
+func (*PendingIntent) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PendingIntent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PendingIntent) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *PendingIntent) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // Snapshot header; the snapshot body is a sequence of typed records.
 type SnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1546,7 +1616,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_authority_v1_state_proto_msgTypes[12]
+	mi := &file_authority_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1628,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[12]
+	mi := &file_authority_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1641,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -1685,7 +1755,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.authority.v1.LockStatusR\x06status\x12\x17\n" +
 	"\awork_id\x18\x02 \x01(\tR\x06workId\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xad\x04\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xe4\x04\n" +
 	"\x06Domain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.authority.v1.DomainKindR\x04kind\x12,\n" +
@@ -1702,7 +1772,13 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\rupdated_index\x18\f \x01(\x04R\fupdatedIndex\x12+\n" +
 	"\x04work\x18\r \x01(\v2\x17.authority.v1.WorkStateR\x04work\x12\x1f\n" +
 	"\vepoch_index\x18\x0e \x01(\x04R\n" +
-	"epochIndex\"l\n" +
+	"epochIndex\x125\n" +
+	"\apending\x18\x0f \x03(\v2\x1b.authority.v1.PendingIntentR\apending\"b\n" +
+	"\rPendingIntent\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1c\n" +
+	"\tcandidate\x18\x02 \x01(\tR\tcandidate\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"l\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1761,7 +1837,7 @@ func file_authority_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_authority_v1_state_proto_goTypes = []any{
 	(DomainKind)(0),          // 0: authority.v1.DomainKind
 	(PromotionMode)(0),       // 1: authority.v1.PromotionMode
@@ -1782,7 +1858,8 @@ var file_authority_v1_state_proto_goTypes = []any{
 	(*AttemptRecord)(nil),    // 16: authority.v1.AttemptRecord
 	(*WorkState)(nil),        // 17: authority.v1.WorkState
 	(*Domain)(nil),           // 18: authority.v1.Domain
-	(*SnapshotHeader)(nil),   // 19: authority.v1.SnapshotHeader
+	(*PendingIntent)(nil),    // 19: authority.v1.PendingIntent
+	(*SnapshotHeader)(nil),   // 20: authority.v1.SnapshotHeader
 }
 var file_authority_v1_state_proto_depIdxs = []int32{
 	1,  // 0: authority.v1.Policy.mode:type_name -> authority.v1.PromotionMode
@@ -1804,11 +1881,12 @@ var file_authority_v1_state_proto_depIdxs = []int32{
 	16, // 16: authority.v1.Domain.allowed:type_name -> authority.v1.AttemptRecord
 	16, // 17: authority.v1.Domain.denied:type_name -> authority.v1.AttemptRecord
 	17, // 18: authority.v1.Domain.work:type_name -> authority.v1.WorkState
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	19, // 19: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_state_proto_init() }
@@ -1823,7 +1901,7 @@ func file_authority_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_state_proto_rawDesc), len(file_authority_v1_state_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
