@@ -9,8 +9,10 @@ import (
 	"google.golang.org/grpc"
 )
 
-// CreateDomain creates a domain of the given kind. Zero policy fields take
-// the server's defaults (manual promotion, 10 s lease TTL, ...).
+// CreateDomain creates a domain of the given kind. A nil policy takes the
+// server's defaults (manual promotion, 10 s lease TTL, 30 s report age, one
+// synchronous replica); a given policy must set lease_ttl_ms (a zero TTL is
+// refused as INVALID_ARGUMENT) and its other zero fields take the defaults.
 //
 // Outcome: the call is retried across leader changes. If an attempt's
 // outcome was unknown and a later attempt finds the domain already exists,
@@ -92,7 +94,8 @@ func (c *Client) ListDomains(ctx context.Context, opts ...ReadOption) ([]*pb.Dom
 	}
 }
 
-// UpdatePolicy replaces a domain's policy (zero fields take the defaults).
+// UpdatePolicy replaces a domain's policy. It must set lease_ttl_ms; its
+// other zero fields take the server's defaults.
 //
 // Outcome: replacing a policy with the same value is idempotent, so the call
 // is retried across leader changes and transport failures. An error wrapping

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/aerodb/authority/fsm"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -21,6 +22,10 @@ type Config struct {
 	// Transport overrides the TCP transport (tests use raft's in-memory one).
 	Transport raft.Transport
 	Logger    hclog.Logger
+	// FSM is the state machine to drive; nil creates a new one.
+	FSM *fsm.FSM
+	// Hooks observe apply and snapshot durations (metrics); nil for none.
+	Hooks Hooks
 
 	// HeartbeatTimeout is raft's follower timeout: a follower that hears no
 	// leader for this long starts an election (raft's name is misleading).
@@ -69,6 +74,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.Hooks == nil {
+		c.Hooks = noHooks{}
+	}
 	c.HeartbeatTimeout = or(c.HeartbeatTimeout, def.HeartbeatTimeout)
 	c.ElectionTimeout = or(c.ElectionTimeout, def.ElectionTimeout)
 	c.LeaderLeaseTimeout = or(c.LeaderLeaseTimeout, def.LeaderLeaseTimeout)
@@ -93,3 +101,14 @@ func or(v, def time.Duration) time.Duration {
 	}
 	return v
 }
+
+// Hooks observe the node's apply and snapshot work.
+type Hooks interface {
+	Applied(time.Duration)
+	Snapshotted(time.Duration)
+}
+
+type noHooks struct{}
+
+func (noHooks) Applied(time.Duration)     {}
+func (noHooks) Snapshotted(time.Duration) {}

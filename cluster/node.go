@@ -48,7 +48,11 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
 	}
-	n := &Node{id: cfg.NodeID, fsm: fsm.New(), store: store, notify: make(chan bool, 1), cfg: cfg}
+	f := cfg.FSM
+	if f == nil {
+		f = fsm.New()
+	}
+	n := &Node{id: cfg.NodeID, fsm: f, store: store, notify: make(chan bool, 1), cfg: cfg}
 	if err := n.start(); err != nil {
 		store.Close()
 		return nil, err
@@ -74,7 +78,7 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(n.raftConfig(), &raftFSM{f: n.fsm}, logs, n.store, snaps, n.transport)
+	r, err := raft.NewRaft(n.raftConfig(), &raftFSM{f: n.fsm, hooks: cfg.Hooks}, logs, n.store, snaps, n.transport)
 	if err != nil {
 		closeTransport(n.transport)
 		return fmt.Errorf("cluster: start raft: %w", err)
@@ -240,21 +244,28 @@ func closeTransport(t raft.Transport) {
 
 // raftFSM adapts fsm.FSM to raft.FSM. It is the one place raft's untyped
 // Apply response is produced: always a *fsm.Result.
-type raftFSM struct{ f *fsm.FSM }
+type raftFSM struct {
+	f     *fsm.FSM
+	hooks Hooks
+}
 
 func (a *raftFSM) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	return a.f.Apply(l.Index, l.Term, l.Data)
+	start := time.Now()
+	res := a.f.Apply(l.Index, l.Term, l.Data)
+	a.hooks.Applied(time.Since(start))
+	return res
 }
 
 func (a *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	start := time.Now()
 	b, err := a.f.Snapshot()
 	if err != nil {
 		return nil, err
 	}
-	return &fsmSnapshot{data: b}, nil
+	return &fsmSnapshot{data: b, start: start, hooks: a.hooks}, nil
 }
 
 func (a *raftFSM) Restore(rc io.ReadCloser) error {
@@ -262,14 +273,20 @@ func (a *raftFSM) Restore(rc io.ReadCloser) error {
 	return a.f.Restore(rc)
 }
 
-type fsmSnapshot struct{ data []byte }
+type fsmSnapshot struct {
+	data  []byte
+	start time.Time
+	hooks Hooks
+}
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if _, err := sink.Write(s.data); err != nil {
 		sink.Cancel()
 		return err
 	}
-	return sink.Close()
+	err := sink.Close()
+	s.hooks.Snapshotted(time.Since(s.start))
+	return err
 }
 
 func (s *fsmSnapshot) Release() {}

@@ -123,3 +123,10 @@ func (f *FSM) EventsAfter(from uint64, afterSeq int64, max int) ([]*pb.Event, <-
 }
 
 func u(v uint64) string { return fmt.Sprint(v) }
+
+// OldestRetainedIndex is the lowest index a reader can still ask for.
+func (f *FSM) OldestRetainedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.events.droppedThrough + 1
+}

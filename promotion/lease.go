@@ -69,6 +69,8 @@ type lease struct {
 	ttl      time.Duration
 	expiry   time.Time
 	released bool
+	// reported: the expiry was already reported to onExpire.
+	reported bool
 }
 
 // expired uses !Before so a renewal arriving exactly at the deadline fails:
@@ -84,6 +86,22 @@ type LeaseTable struct {
 	clock  Clock
 	leader bool
 	leases map[string]*lease // by domain; nil while demoted
+	// onExpire is told once per lease when the table first finds it
+	// expired (metrics); nil for none. Called with mu held: keep it cheap.
+	onExpire func(domain string)
+}
+
+// expiredNow reports whether l is expired at now, telling onExpire the
+// first time.
+func (t *LeaseTable) expiredNow(domain string, l *lease, now time.Time) bool {
+	if !l.expired(now) {
+		return false
+	}
+	if !l.reported && t.onExpire != nil {
+		l.reported = true
+		t.onExpire(domain)
+	}
+	return true
 }
 
 // NewLeaseTable returns a demoted table: until Promote, every method reports
@@ -168,7 +186,7 @@ func (t *LeaseTable) Renew(domain, holder string, epoch uint64) (time.Duration, 
 		return 0, ErrFenced
 	}
 	now := t.clock.Now()
-	if l.expired(now) {
+	if t.expiredNow(domain, l, now) {
 		return 0, ErrLeaseExpired
 	}
 	l.expiry = now.Add(l.ttl)
@@ -210,7 +228,7 @@ func (t *LeaseTable) Observe(domain string) (Observation, error) {
 	switch {
 	case l.released:
 		obs.Status = LeaseReleased
-	case l.expired(now):
+	case t.expiredNow(domain, l, now):
 		obs.Status = LeaseExpired
 	default:
 		obs.Status = LeaseHeld

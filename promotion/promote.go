@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/fsm"
@@ -89,8 +90,9 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 	if err := s.recordIntent(ctx, req); err != nil {
 		return nil, err
 	}
+	s.obs.Requested(req.Domain)
 	must(lc.To(PromotionValidating))
-	attempt, rec, err := s.evaluate(req)
+	attempt, rec, took, err := s.evaluate(req)
 	if err != nil {
 		return nil, err // only when leadership was lost mid-request
 	}
@@ -99,6 +101,7 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 		out, err := s.commitAttempt(ctx, attempt)
 		if out != nil {
 			must(lc.To(Steady))
+			s.decided(out, took)
 		}
 		return out, err
 	}
@@ -108,6 +111,7 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 	if out == nil {
 		return nil, err // crash or leadership loss here: the log decides (AU-10)
 	}
+	s.decided(out, took)
 	if !out.Record.Decision.Allowed {
 		// Cannot happen while the domain lock serialises writes; if it does,
 		// the committed record (the old authority) stands.
@@ -116,7 +120,7 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 		return out, denied(out.Record)
 	}
 	must(lc.To(PromotionSucceeded))
-	s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter)
+	s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter, true)
 	must(lc.To(Steady))
 	return out, nil
 }
@@ -155,24 +159,41 @@ func (s *Service) dryRun(req *pb.PromotionRequest) (*Outcome, error) {
 	if out, err := s.admit(req); out != nil || err != nil {
 		return out, err
 	}
-	_, rec, err := s.evaluate(req)
+	_, rec, took, err := s.evaluate(req)
 	if err != nil {
 		return nil, err
 	}
+	s.obs.Decided(rec, false, took)
 	return &Outcome{Record: rec}, denied(rec)
+}
+
+// decided logs a committed decision once, with its request id, and tells
+// the observer. A duplicate (an earlier decision returned again) is not a
+// new decision.
+func (s *Service) decided(out *Outcome, took time.Duration) {
+	if out.Duplicate {
+		return
+	}
+	rec := out.Record
+	d := rec.GetDecision()
+	s.logger.Info("promotion decided", "request_id", rec.GetRequest().GetRequestId(), "domain", rec.GetRequest().GetDomain(),
+		"candidate", rec.GetRequest().GetCandidate(), "allowed", d.GetAllowed(), "reason", d.GetDenialReason(),
+		"invariant", d.GetFailedInvariant(), "epoch_before", rec.EpochBefore, "epoch_after", rec.EpochAfter,
+		"log_index", rec.LogIndex, "waivers", d.GetWaiversApplied())
+	s.obs.Decided(rec, true, took)
 }
 
 // evaluate gathers the leader's evidence (its lease observation and the
 // candidate's latest report with its age) into an attempt entry and decides
 // it against the current state, exactly as apply will.
-func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.AttemptRecord, error) {
+func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.AttemptRecord, time.Duration, error) {
 	d, ok := s.fsm.Domain(req.Domain)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, req.Domain)
+		return nil, nil, 0, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, req.Domain)
 	}
 	obs, err := s.leases.Observe(req.Domain)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	attempt := &pb.PromotionAttempt{
 		Request: proto.Clone(req).(*pb.PromotionRequest),
@@ -183,15 +204,18 @@ func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.
 	if rep, age, ok := s.reports.get(req.Domain, req.Candidate, s.clock.Now()); ok {
 		attempt.CandidateReport, attempt.ReportAgeMs = rep, uint64(age.Milliseconds())
 	}
+	start := s.clock.Now()
+	decision := validator.Evaluate(validator.Input{Domain: d, Attempt: attempt})
+	took := s.clock.Now().Sub(start)
 	rec := &pb.AttemptRecord{
-		Request: req, Decision: validator.Evaluate(validator.Input{Domain: d, Attempt: attempt}),
+		Request: req, Decision: decision,
 		EpochBefore: d.Epoch, EpochAfter: d.Epoch, HolderBefore: d.Holder, HolderAfter: d.Holder,
 		Lease: attempt.Lease, CandidateReport: attempt.CandidateReport, ReportAgeMs: attempt.ReportAgeMs,
 	}
 	if rec.Decision.Allowed { // what the entry would do: shown by dry runs
 		rec.EpochAfter, rec.HolderAfter = d.Epoch+1, req.Candidate
 	}
-	return attempt, rec, nil
+	return attempt, rec, took, nil
 }
 
 func (s *Service) commitAttempt(ctx context.Context, a *pb.PromotionAttempt) (*Outcome, error) {
@@ -260,6 +284,9 @@ func (s *Service) abortUndecided(ctx context.Context) error {
 		}
 		s.logger.Warn("promotion aborted on crash", "domain", p.Domain, "request_id", p.RequestID,
 			"candidate", p.Candidate, "requested_at_index", p.Index)
+		if res.Err == nil {
+			s.obs.CrashAborted(p.Domain, p.RequestID)
+		}
 	}
 	return nil
 }

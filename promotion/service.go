@@ -24,6 +24,9 @@ type Config struct {
 	// promotion path is refused, everything else behaves unchanged.
 	PromotionDisabled bool
 	Logger            hclog.Logger
+	// Observer sees every decision, renewal and fencing rejection after the
+	// fact (metrics); nil means none.
+	Observer Observer
 }
 
 // Service is the leader side of AeroDB Authority: it turns requests into log
@@ -41,6 +44,7 @@ type Service struct {
 	leases  *LeaseTable
 	reports *reportTable
 	locks   domainLocks
+	obs     Observer
 
 	promotionDisabled bool
 
@@ -55,13 +59,20 @@ func NewService(cfg Config) *Service {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = noopObserver{}
+	}
+	leases := NewLeaseTable(cfg.Clock)
+	leases.onExpire = obs.LeaseExpired
 	return &Service{
 		log:               cfg.Log,
 		fsm:               cfg.FSM,
 		clock:             cfg.Clock,
 		logger:            logger,
-		leases:            NewLeaseTable(cfg.Clock),
+		leases:            leases,
 		reports:           newReportTable(),
+		obs:               obs,
 		promotionDisabled: cfg.PromotionDisabled,
 	}
 }

@@ -2,6 +2,7 @@ package promotion
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -82,7 +83,7 @@ func (s *Service) AssignInitial(ctx context.Context, domain, holder string) (*fs
 	res, err := s.apply(ctx, domain, &pb.Command{Body: &pb.Command_AssignInitial{AssignInitial: &pb.AssignInitial{
 		Domain: domain, Holder: holder}}})
 	if err == nil {
-		s.granted(domain, res.Holder, res.Epoch)
+		s.granted(domain, res.Holder, res.Epoch, true)
 	}
 	return res, err
 }
@@ -93,6 +94,7 @@ func (s *Service) Acquire(ctx context.Context, domain, holder string, expectedEp
 	if err := s.checkReady(); err != nil {
 		return nil, err
 	}
+	before, _ := s.fsm.AuthorityOf(domain)
 	obs, err := s.leases.Observe(domain)
 	if err != nil {
 		return nil, err
@@ -103,7 +105,7 @@ func (s *Service) Acquire(ctx context.Context, domain, holder string, expectedEp
 			RemainingMs: uint64(obs.Remaining.Milliseconds()), LeaderTerm: s.log.Term(), LeaderId: s.log.ID()},
 	}}})
 	if err == nil {
-		s.granted(domain, res.Holder, res.Epoch)
+		s.granted(domain, res.Holder, res.Epoch, res.Epoch != before.Epoch)
 	}
 	return res, err
 }
@@ -115,23 +117,37 @@ func (s *Service) Release(ctx context.Context, domain, holder string, epoch uint
 	if err == nil {
 		s.leases.Release(domain, epoch)
 	}
+	s.fencedIf(err, "release")
 	return res, err
 }
 
 // Complete and Abort finish a lock or release domain's work at an epoch.
 func (s *Service) Complete(ctx context.Context, c *pb.Complete) (*fsm.Result, error) {
-	return s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_Complete{Complete: c}})
+	res, err := s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_Complete{Complete: c}})
+	s.fencedIf(err, "complete")
+	return res, err
 }
 
 func (s *Service) Abort(ctx context.Context, a *pb.Abort) (*fsm.Result, error) {
-	return s.apply(ctx, a.GetDomain(), &pb.Command{Body: &pb.Command_Abort{Abort: a}})
+	res, err := s.apply(ctx, a.GetDomain(), &pb.Command{Body: &pb.Command_Abort{Abort: a}})
+	s.fencedIf(err, "abort")
+	return res, err
+}
+
+func (s *Service) fencedIf(err error, kind string) {
+	if errors.Is(err, fsm.ErrFenced) {
+		s.obs.Fenced(kind)
+	}
 }
 
 // granted starts the lease of a holder after a committed grant.
-func (s *Service) granted(domain, holder string, epoch uint64) {
+func (s *Service) granted(domain, holder string, epoch uint64, newEpoch bool) {
 	a, ok := s.fsm.AuthorityOf(domain)
 	if !ok || a.Epoch != epoch || a.Holder != holder {
 		return // a later entry already moved the domain on
+	}
+	if newEpoch {
+		s.obs.EpochChanged(domain)
 	}
 	if err := s.leases.Grant(Grant{Domain: domain, Holder: holder, Epoch: epoch, TTL: ms(a.TTLms)}); err != nil {
 		s.logger.Warn("lease grant after commit", "domain", domain, "epoch", epoch, "error", err)
@@ -149,10 +165,31 @@ func (s *Service) Renew(domain, holder string, epoch uint64) (time.Duration, err
 		return 0, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
 	}
 	if a.Epoch != epoch || a.Holder != holder || a.Released {
+		s.obs.Fenced("renewal")
+		s.obs.Renewed("fenced")
 		return 0, fmt.Errorf("%w: domain %q is at epoch %d held by %q; renewal from %q at epoch %d",
 			ErrFenced, domain, a.Epoch, a.Holder, holder, epoch)
 	}
-	return s.leases.Renew(domain, holder, epoch)
+	d, err := s.leases.Renew(domain, holder, epoch)
+	s.obs.Renewed(renewResult(err))
+	if errors.Is(err, ErrFenced) {
+		s.obs.Fenced("renewal")
+	}
+	return d, err
+}
+
+func renewResult(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrFenced):
+		return "fenced"
+	case errors.Is(err, ErrLeaseExpired):
+		return "expired"
+	case errors.Is(err, ErrNoLease):
+		return "no_lease"
+	}
+	return "not_leader"
 }
 
 // AdvanceWatermark commits a batch of watermark advances in one entry (group
@@ -192,11 +229,15 @@ func (s *Service) AdvanceWatermarkAt(ctx context.Context, batch []*pb.WatermarkA
 	if err != nil {
 		return nil, 0, err
 	}
+	s.obs.WatermarkBatch(len(send))
 	if res.Err != nil && len(res.Watermarks) == 0 {
 		return nil, 0, res.Err
 	}
 	for j, w := range res.Watermarks {
 		errs[pos[j]] = w.Err
+		if errors.Is(w.Err, fsm.ErrFenced) {
+			s.obs.Fenced("watermark")
+		}
 	}
 	return errs, res.Index, nil
 }
@@ -209,6 +250,7 @@ func (s *Service) holdsLease(adv *pb.WatermarkAdvance) error {
 		return fmt.Errorf("%w: domain %q", fsm.ErrNotFound, adv.GetDomain())
 	}
 	if a.Epoch != adv.Epoch || a.Holder != adv.Holder || a.Released {
+		s.obs.Fenced("watermark")
 		return fmt.Errorf("%w: domain %q is at epoch %d held by %q; advance from %q at epoch %d",
 			fsm.ErrFenced, a.Domain, a.Epoch, a.Holder, adv.Holder, adv.Epoch)
 	}

@@ -82,7 +82,7 @@ func (s *Server) Close() {
 func (s *Server) header() *pb.ResponseHeader {
 	id := s.leaderHint()
 	return &pb.ResponseHeader{ServedBy: s.node.ID(), LeaderId: id, LeaderGrpcAddress: s.peers[id],
-		Term: s.node.Term(), AppliedIndex: s.node.FSM().LastIndex()}
+		Term: s.node.Term(), AppliedIndex: s.node.Raft().AppliedIndex()}
 }
 
 // leaderHint is the leader a client should go to: raft's leader, except

@@ -39,9 +39,13 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration `yaml:"leader_lease_timeout"`
 	SnapshotThreshold  uint64        `yaml:"snapshot_threshold"`
 	// PromotionDisabled refuses every promotion on this server (AU-14).
-	PromotionDisabled bool   `yaml:"promotion_disabled"`
-	LogLevel          string `yaml:"log_level"`
-	LogFormat         string `yaml:"log_format"`
+	PromotionDisabled bool `yaml:"promotion_disabled"`
+	// EventLog, when set, appends every applied event to this file as JSON
+	// lines (at least once: after a restart, replayed entries are written
+	// again; deduplicate by index and seq).
+	EventLog  string `yaml:"event_log"`
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
 }
 
 // Peer is one voter of the cluster.
@@ -108,6 +112,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	disabled := fs.Bool("promotion-disabled", false, "refuse every promotion on this server")
 	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "trace|debug|info|warn|error (default info)")
 	fs.StringVar(&flagCfg.LogFormat, "log-format", "", "text|json (default text)")
+	fs.StringVar(&flagCfg.EventLog, "event-log", "", "append applied events to this file as JSON lines")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -203,15 +208,19 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.LogLevel = v
 	case "log-format":
 		cfg.LogFormat = v
+	case "event-log":
+		cfg.EventLog = v
 	}
 	return err
 }
 
 func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	str := map[string]*string{"node-id": &cfg.NodeID, "raft-addr": &cfg.RaftAddr, "grpc-addr": &cfg.GRPCAddr,
-		"http-addr": &cfg.HTTPAddr, "data-dir": &cfg.DataDir, "log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat}
+		"http-addr": &cfg.HTTPAddr, "data-dir": &cfg.DataDir, "log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat,
+		"event-log": &cfg.EventLog}
 	src := map[string]string{"node-id": f.NodeID, "raft-addr": f.RaftAddr, "grpc-addr": f.GRPCAddr,
-		"http-addr": f.HTTPAddr, "data-dir": f.DataDir, "log-level": f.LogLevel, "log-format": f.LogFormat}
+		"http-addr": f.HTTPAddr, "data-dir": f.DataDir, "log-level": f.LogLevel, "log-format": f.LogFormat,
+		"event-log": f.EventLog}
 	for name, dst := range str {
 		if set[name] {
 			*dst = src[name]

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/aerodb/authority/cluster"
+	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/observability"
 	"github.com/aerodb/authority/promotion"
 	"github.com/aerodb/authority/transport"
 	"github.com/hashicorp/go-hclog"
@@ -30,7 +32,11 @@ func (wallClock) Now() time.Time { return time.Now() }
 func run(ctx context.Context, cfg Config) error {
 	logger := hclog.New(&hclog.LoggerOptions{Name: "authorityd", Level: hclog.LevelFromString(cfg.LogLevel),
 		JSONFormat: cfg.LogFormat == "json", Output: os.Stderr}).With("node", cfg.NodeID)
+	reg := prometheus.NewRegistry()
+	state := fsm.New()
+	metrics := observability.NewMetrics(reg, state)
 	node, err := cluster.Open(cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Logger: logger,
+		FSM: state, Hooks: metrics,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold})
 	if err != nil {
@@ -47,7 +53,7 @@ func run(ctx context.Context, cfg Config) error {
 		}
 	}
 	svc := promotion.NewService(promotion.Config{Log: node, FSM: node.FSM(), Clock: wallClock{},
-		PromotionDisabled: cfg.PromotionDisabled, Logger: logger.Named("promotion")})
+		PromotionDisabled: cfg.PromotionDisabled, Logger: logger.Named("promotion"), Observer: metrics})
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		node.Shutdown()
@@ -66,10 +72,24 @@ func run(ctx context.Context, cfg Config) error {
 	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, Logger: logger.Named("grpc")})
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
 	api.Register(g)
-	httpSrv := &http.Server{Handler: httpHandler(node, svc), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc), ReadHeaderTimeout: 5 * time.Second}
 
 	var wg sync.WaitGroup
 	leadCtx, stopLead := context.WithCancel(context.Background())
+	if cfg.EventLog != "" {
+		f, err := os.OpenFile(cfg.EventLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			stopLead()
+			node.Shutdown()
+			return fmt.Errorf("event log: %w", err)
+		}
+		defer f.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			observability.RunSink(leadCtx, node.FSM(), 1, observability.JSONLinesSink{W: f}, logger.Named("events"))
+		}()
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); cluster.RunLeadership(leadCtx, node, svc, logger.Named("leadership")) }()
 	go func() { defer wg.Done(); serveLogged(logger, "grpc", g.Serve(grpcLis)) }()
@@ -109,8 +129,7 @@ func shutdown(g *grpc.Server, h *http.Server) {
 
 // httpHandler serves health, readiness and Prometheus metrics from a
 // registry of this server's own (no global registry).
-func httpHandler(node *cluster.Node, svc *promotion.Service) http.Handler {
-	reg := prometheus.NewRegistry()
+func httpHandler(reg *prometheus.Registry, node *cluster.Node, svc *promotion.Service) http.Handler {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerRaftMetrics(reg, node, svc)
 	mux := http.NewServeMux()
@@ -124,6 +143,7 @@ func httpHandler(node *cluster.Node, svc *promotion.Service) http.Handler {
 		fmt.Fprintf(w, "ok leader=%s applied_index=%d\n", leaderID, node.FSM().LastIndex())
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/", newStatusPage(node, svc))
 	return mux
 }
 

@@ -1951,7 +1951,10 @@ type StatusResponse struct {
 	CommitIndex uint64 `protobuf:"varint,4,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	LastIndex   uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	// Hex SHA-256 of the FSM snapshot bytes (equal on converged replicas).
-	StateHash     string `protobuf:"bytes,6,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	StateHash string `protobuf:"bytes,6,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// This node is the raft leader and has applied every earlier term's
+	// entries (its barrier), so it serves writes, renewals and reads.
+	// Followers are never ready: they forward.
 	Ready         bool   `protobuf:"varint,7,opt,name=ready,proto3" json:"ready,omitempty"`
 	Domains       uint64 `protobuf:"varint,8,opt,name=domains,proto3" json:"domains,omitempty"`
 	unknownFields protoimpl.UnknownFields

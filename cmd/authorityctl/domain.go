@@ -1,0 +1,256 @@
+package main
+
+import (
+	"strings"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/fsm"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/proto"
+)
+
+// Domain kinds as named on the command line.
+var domainKinds = map[string]pb.DomainKind{
+	"aerodb":  pb.DomainKind_DOMAIN_KIND_AERODB,
+	"lock":    pb.DomainKind_DOMAIN_KIND_LOCK,
+	"release": pb.DomainKind_DOMAIN_KIND_RELEASE,
+}
+
+// newDomainCmd: create, get, list, update.
+func newDomainCmd(o *options) *cobra.Command {
+	return newGroupCmd("domain", "Create, read and change domains",
+		newDomainCreateCmd(o), newDomainGetCmd(o), newDomainListCmd(o), newDomainUpdateCmd(o))
+}
+
+// Policy flag defaults: the server's own defaults (promotion.WithDefaults).
+const (
+	defaultLeaseTTL     = 10 * time.Second
+	defaultReportMaxAge = 30 * time.Second
+	defaultMinSync      = 1
+)
+
+// policyFlags are the policy flags of create and update.
+type policyFlags struct {
+	ttl               positiveDuration
+	manual, automatic bool
+	promotionDisabled bool
+	reportMaxAge      positiveDuration
+	minSync           uint32
+}
+
+func (f *policyFlags) add(cmd *cobra.Command) {
+	f.ttl, f.reportMaxAge, f.minSync = positiveDuration(defaultLeaseTTL), positiveDuration(defaultReportMaxAge), defaultMinSync
+	fs := cmd.Flags()
+	fs.Var(&f.ttl, "ttl", "lease TTL granted to the holder")
+	fs.BoolVar(&f.manual, "manual", false, "manual promotion only (the default for a new domain)")
+	fs.BoolVar(&f.automatic, "automatic", false, "let policy promote on its own")
+	fs.BoolVar(&f.promotionDisabled, "promotion-disabled", false, "disable promotion (--promotion-disabled=false enables it)")
+	fs.Var(&f.reportMaxAge, "report-max-age", "a candidate's progress report older than this is stale evidence")
+	fs.Uint32Var(&f.minSync, "min-sync", defaultMinSync, "replicas that must have flushed a position before the watermark may reach it")
+	cmd.MarkFlagsMutuallyExclusive("manual", "automatic")
+}
+
+// overlay writes the flags onto p: every flag (all=true, create) or only
+// those given on the command line (update).
+func (f *policyFlags) overlay(fs *pflag.FlagSet, p *pb.Policy, all bool) {
+	set := func(name string) bool { return all || fs.Changed(name) }
+	if set("ttl") {
+		p.LeaseTtlMs = uint64(time.Duration(f.ttl).Milliseconds())
+	}
+	switch {
+	case f.automatic:
+		p.Mode = pb.PromotionMode_PROMOTION_MODE_AUTOMATIC
+	case f.manual || all:
+		p.Mode = pb.PromotionMode_PROMOTION_MODE_MANUAL
+	}
+	if set("promotion-disabled") {
+		p.PromotionDisabled = f.promotionDisabled
+	}
+	if set("report-max-age") {
+		p.ReportMaxAgeMs = uint64(time.Duration(f.reportMaxAge).Milliseconds())
+	}
+	if set("min-sync") {
+		p.MinSyncReplicas = f.minSync
+	}
+}
+
+// policyFlagNames are the flags add registers.
+var policyFlagNames = [...]string{"ttl", "manual", "automatic", "promotion-disabled", "report-max-age", "min-sync"}
+
+// anyGiven reports whether a policy flag was given on the command line.
+func (f *policyFlags) anyGiven(fs *pflag.FlagSet) bool {
+	for _, n := range policyFlagNames {
+		if fs.Changed(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// check validates the given flags with the FSM's own policy rule, laid
+// over the defaults so that only the given values can fail; it needs no
+// network.
+func (f *policyFlags) check(fs *pflag.FlagSet) error {
+	p := &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: uint64(defaultLeaseTTL.Milliseconds()),
+		ReportMaxAgeMs: uint64(defaultReportMaxAge.Milliseconds()), MinSyncReplicas: defaultMinSync}
+	f.overlay(fs, p, false)
+	if err := fsm.ValidatePolicy(p); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+func newDomainCreateCmd(o *options) *cobra.Command {
+	var pf policyFlags
+	kind := enumValue{allowed: []string{"aerodb", "lock", "release"}}
+	cmd := &cobra.Command{
+		Use:   "create NAME --kind aerodb|lock|release",
+		Short: "Create a domain",
+		Long: `Creates a domain with the given kind and policy (flags not given take the
+server's defaults: manual promotion, 10s lease TTL, 30s report age, 1 sync
+replica). On an unknown outcome (exit 1, OUTCOME_UNKNOWN) read it back with
+'domain get'.`,
+		Args: exactArgs("NAME"),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := checkNames("domain", name); err != nil {
+				return err
+			}
+			if err := pf.check(cmd.Flags()); err != nil {
+				return err
+			}
+			policy := &pb.Policy{}
+			pf.overlay(cmd.Flags(), policy, true)
+			ctx, cancel := o.withTimeout(cmd.Context())
+			defer cancel()
+			c, err := o.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeQuietly(c)
+			d, err := c.CreateDomain(ctx, name, domainKinds[kind.value], policy)
+			if err != nil {
+				return err
+			}
+			return o.printer().Domain(d)
+		}),
+	}
+	cmd.Flags().Var(&kind, "kind", "domain kind: aerodb, lock or release")
+	markRequired(cmd, "kind")
+	pf.add(cmd)
+	return cmd
+}
+
+func newDomainGetCmd(o *options) *cobra.Command {
+	var stale bool
+	cmd := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a domain's full state",
+		Args:  exactArgs("NAME"),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if err := checkNames("domain", args[0]); err != nil {
+				return err
+			}
+			ctx, cancel := o.withTimeout(cmd.Context())
+			defer cancel()
+			c, err := o.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeQuietly(c)
+			d, err := c.GetDomain(ctx, args[0], readOpts(stale)...)
+			if err != nil {
+				return err
+			}
+			return o.printer().Domain(d)
+		}),
+	}
+	addStaleFlag(cmd, &stale)
+	return cmd
+}
+
+func newDomainListCmd(o *options) *cobra.Command {
+	var stale bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List every domain's summary, sorted by name",
+		Args:  exactArgs(),
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := o.withTimeout(cmd.Context())
+			defer cancel()
+			c, err := o.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeQuietly(c)
+			ds, err := c.ListDomains(ctx, readOpts(stale)...)
+			if err != nil {
+				return err
+			}
+			return o.printer().Domains(ds)
+		}),
+	}
+	addStaleFlag(cmd, &stale)
+	return cmd
+}
+
+func newDomainUpdateCmd(o *options) *cobra.Command {
+	var pf policyFlags
+	cmd := &cobra.Command{
+		Use:   "update NAME [policy flags]",
+		Short: "Change a domain's policy: the flags given replace those fields, the rest stay",
+		Long: `Reads the domain's current policy, applies the flags given and sends the whole
+policy back. A concurrent change between the read and the write is
+overwritten (the API has no compare-and-set on policies).`,
+		Args: exactArgs("NAME"),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := checkNames("domain", name); err != nil {
+				return err
+			}
+			if !pf.anyGiven(cmd.Flags()) {
+				return usagef("nothing to change: give at least one policy flag (%s)", strings.Join(policyFlagNames[:], ", "))
+			}
+			if err := pf.check(cmd.Flags()); err != nil {
+				return err
+			}
+			ctx, cancel := o.withTimeout(cmd.Context())
+			defer cancel()
+			c, err := o.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeQuietly(c)
+			d, err := c.GetDomain(ctx, name)
+			if err != nil {
+				return err
+			}
+			policy := proto.CloneOf(d.GetPolicy())
+			if policy == nil {
+				policy = &pb.Policy{}
+			}
+			pf.overlay(cmd.Flags(), policy, false)
+			d, err = c.UpdatePolicy(ctx, name, policy)
+			if err != nil {
+				return err
+			}
+			return o.printer().Domain(d)
+		}),
+	}
+	pf.add(cmd)
+	return cmd
+}
+
+func addStaleFlag(cmd *cobra.Command, stale *bool) {
+	cmd.Flags().BoolVar(stale, "stale", false, "serve from the answering server's applied state (may miss the latest commits)")
+}
+
+func readOpts(stale bool) []client.ReadOption {
+	if stale {
+		return []client.ReadOption{client.Stale()}
+	}
+	return nil
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/fsm"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Global flags and the environment variable behind each. A flag given on the
+// command line wins over its variable, which wins over the default.
+const (
+	flagEndpoints = "endpoints"
+	flagOutput    = "output"
+	flagTimeout   = "timeout"
+
+	envEndpoints = "AUTHORITY_ENDPOINTS"
+	envOutput    = "AUTHORITY_OUTPUT"
+	envTimeout   = "AUTHORITY_TIMEOUT"
+)
+
+// Defaults of the global flags.
+const (
+	defaultEndpoints = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
+	defaultTimeout   = 10 * time.Second
+)
+
+// options is what every command shares: the global flags, where output goes
+// and how to reach the cluster. One value per invocation; nothing global.
+type options struct {
+	endpoints endpointsValue
+	output    enumValue
+	timeout   time.Duration
+
+	getenv         func(string) string
+	stdout, stderr io.Writer
+
+	// dial connects a client. Tests replace it to prove that a usage error
+	// is found before any network call.
+	dial func(ctx context.Context, cfg client.Config) (*client.Client, error)
+	// newRequestID draws a promotion request id.
+	newRequestID func() (string, error)
+	// now reads the clock (lease deadlines in `node lease` events).
+	now func() time.Time
+	// pollInterval paces the waits of switchover and the renewal check of
+	// `node lease`.
+	pollInterval time.Duration
+}
+
+// newOptions returns the options of one invocation with the real dialer.
+func newOptions(getenv func(string) string, stdout, stderr io.Writer) *options {
+	return &options{
+		endpoints:    endpointsValue(strings.Split(defaultEndpoints, ",")),
+		output:       enumValue{value: outputText, allowed: []string{outputJSON, outputText}},
+		timeout:      defaultTimeout,
+		getenv:       getenv,
+		stdout:       stdout,
+		stderr:       stderr,
+		dial:         client.DialConfig,
+		newRequestID: randomRequestID,
+		now:          time.Now,
+		pollInterval: 100 * time.Millisecond,
+	}
+}
+
+// addGlobalFlags registers the global flags on the root command.
+func (o *options) addGlobalFlags(fs *pflag.FlagSet) {
+	fs.Var(&o.endpoints, flagEndpoints, "comma-separated gRPC addresses of authority servers (env "+envEndpoints+")")
+	fs.VarP(&o.output, flagOutput, "o", "output format: json or text (env "+envOutput+")")
+	fs.DurationVar(&o.timeout, flagTimeout, defaultTimeout, "bound on each command's calls, dial included (env "+envTimeout+")")
+}
+
+// applyEnv fills the global flags not given on the command line from their
+// environment variables, then checks them. Errors are usage errors.
+func (o *options) applyEnv(fs *pflag.FlagSet) error {
+	for _, fe := range [...]struct{ flag, env string }{
+		{flagEndpoints, envEndpoints}, {flagOutput, envOutput}, {flagTimeout, envTimeout},
+	} {
+		f := fs.Lookup(fe.flag)
+		v := o.getenv(fe.env)
+		if f == nil || f.Changed || v == "" {
+			continue
+		}
+		if err := f.Value.Set(v); err != nil {
+			return usagef("%s=%q: %v", fe.env, v, err)
+		}
+	}
+	if o.timeout <= 0 {
+		return usagef("--%s %v: must be positive", flagTimeout, o.timeout)
+	}
+	return nil
+}
+
+// connect dials the cluster; --timeout bounds the dial and every attempt.
+func (o *options) connect(ctx context.Context) (*client.Client, error) {
+	return o.dial(ctx, client.Config{Endpoints: o.endpoints, DialTimeout: o.timeout, RequestTimeout: o.timeout})
+}
+
+// withTimeout bounds one command's work by --timeout.
+func (o *options) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, o.timeout)
+}
+
+// printer returns the printer of the chosen output format.
+func (o *options) printer() printer {
+	if o.output.value == outputJSON {
+		return jsonPrinter{w: o.stdout}
+	}
+	return textPrinter{w: o.stdout}
+}
+
+// progressf writes a progress line to stderr (stdout carries only results).
+func (o *options) progressf(format string, args ...any) {
+	fmt.Fprintf(o.stderr, format+"\n", args...)
+}
+
+// randomRequestID draws a 128-bit promotion request id from crypto/rand.
+func randomRequestID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("drawing a request id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// endpointsValue is a comma-separated list of host:port (or gRPC target
+// URIs such as dns:///host:port).
+type endpointsValue []string
+
+func (e *endpointsValue) String() string { return strings.Join(*e, ",") }
+func (e *endpointsValue) Type() string   { return "host:port,..." }
+
+func (e *endpointsValue) Set(s string) error {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if !strings.Contains(p, "://") {
+			if _, port, err := net.SplitHostPort(p); err != nil || port == "" {
+				return fmt.Errorf("endpoint %q is not host:port", p)
+			}
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return fmt.Errorf("no endpoints in %q", s)
+	}
+	*e = out
+	return nil
+}
+
+// enumValue is a string flag restricted to a fixed set of values, so a bad
+// value is a flag error (usage) found while parsing.
+type enumValue struct {
+	value   string
+	allowed []string
+}
+
+func (v *enumValue) String() string { return v.value }
+func (v *enumValue) Type() string   { return strings.Join(v.allowed, "|") }
+
+func (v *enumValue) Set(s string) error {
+	if !slices.Contains(v.allowed, s) {
+		return fmt.Errorf("%q is not one of %s", s, strings.Join(v.allowed, ", "))
+	}
+	v.value = s
+	return nil
+}
+
+// hexValue is a byte string given in hex; malformed hex is a flag error.
+type hexValue []byte
+
+func (h *hexValue) String() string { return hex.EncodeToString(*h) }
+func (h *hexValue) Type() string   { return "hex" }
+
+func (h *hexValue) Set(s string) error {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("%q is not hex: %v", s, err)
+	}
+	*h = b
+	return nil
+}
+
+// positiveDuration is a duration flag that must be > 0.
+type positiveDuration time.Duration
+
+func (d *positiveDuration) String() string { return time.Duration(*d).String() }
+func (d *positiveDuration) Type() string   { return "duration" }
+
+func (d *positiveDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v <= 0 {
+		return fmt.Errorf("%v: must be positive", v)
+	}
+	*d = positiveDuration(v)
+	return nil
+}
+
+// nonZeroUint64 is an epoch-like flag: 0 is refused ("epochs start at 1").
+type nonZeroUint64 uint64
+
+func (n *nonZeroUint64) String() string { return fmt.Sprint(uint64(*n)) }
+func (n *nonZeroUint64) Type() string   { return "uint" }
+
+func (n *nonZeroUint64) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not an unsigned integer", s)
+	}
+	if v == 0 {
+		return fmt.Errorf("0: epochs start at 1")
+	}
+	*n = nonZeroUint64(v)
+	return nil
+}
+
+// checkNames validates names (domains, members, request ids) with the
+// service's own rule (fsm.ValidateName), before any network call.
+func checkNames(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if err := fsm.ValidateName(pairs[i], pairs[i+1]); err != nil {
+			return usageError{err}
+		}
+	}
+	return nil
+}
+
+// exactArgs is cobra.ExactArgs with a message naming the arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usagef("%s takes %d argument(s) (%s), got %d", cmd.CommandPath(), len(names), strings.Join(names, " "), len(args))
+		}
+		return nil
+	}
+}
+
+// markRequired marks flags required (cobra reports them missing as a usage
+// error before the command runs).
+func markRequired(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		if err := cmd.MarkFlagRequired(n); err != nil {
+			panic(err) // a programming error: the flag does not exist
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package observability
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+	"github.com/hashicorp/go-hclog"
+)
+
+// EventSink receives the node's events in (index, seq) order, e.g. to write
+// them to a file or ship them elsewhere.
+type EventSink interface {
+	Write(ctx context.Context, ev *pb.Event) error
+}
+
+// RunSink feeds a sink from the FSM's event log until ctx ends. It runs on
+// its own goroutine and only reads the log, so a slow, blocked or failing
+// sink can delay nothing but itself: apply, decisions and Watch go on
+// (AU-11: observability never changes a decision). A failed write is
+// logged and retried with backoff; if the sink falls behind the retained
+// events it resumes at the oldest retained one and logs the gap.
+//
+// from is the first log index to deliver; 0 means "events applied from now
+// on".
+func RunSink(ctx context.Context, f *fsm.FSM, from uint64, sink EventSink, logger hclog.Logger) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	if from == 0 {
+		from = f.LastIndex() + 1
+	}
+	after := int64(-1)
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		evs, wake, err := f.EventsAfter(from, after, 256)
+		if errors.Is(err, fsm.ErrCompacted) {
+			oldest := f.OldestRetainedIndex()
+			logger.Warn("event sink fell behind; events were dropped", "from_index", from, "resuming_at", oldest)
+			from, after = oldest, -1
+			continue
+		}
+		for _, ev := range evs {
+			for {
+				err := sink.Write(ctx, ev)
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+				logger.Warn("event sink write failed; retrying", "index", ev.Index, "error", err, "backoff", backoff)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Second)
+			}
+			backoff = 10 * time.Millisecond
+			from, after = ev.Index, int64(ev.Seq)
+		}
+		if len(evs) > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		}
+	}
+}
+
+// JSONLinesSink writes one JSON object per event (deterministic field
+// order) to w.
+type JSONLinesSink struct{ W io.Writer }
+
+// EventJSON is an event's JSON form, also used by `authorityctl watch`.
+type EventJSON struct {
+	Index         uint64 `json:"index"`
+	Seq           uint32 `json:"seq"`
+	Type          string `json:"type"`
+	Domain        string `json:"domain,omitempty"`
+	Epoch         uint64 `json:"epoch"`
+	Holder        string `json:"holder,omitempty"`
+	Fields        []KV   `json:"fields"`
+	StampedUnixMs int64  `json:"stamped_unix_ms"`
+}
+
+// EventLine renders one event as a JSON line (with the newline).
+func EventLine(ev *pb.Event) ([]byte, error) {
+	j := EventJSON{Index: ev.Index, Seq: ev.Seq, Type: ev.Type, Domain: ev.Domain, Epoch: ev.Epoch, Holder: ev.Holder,
+		Fields: []KV{}, StampedUnixMs: ev.StampedUnixMs}
+	for _, f := range ev.Fields {
+		j.Fields = append(j.Fields, KV{Key: f.Key, Value: f.Value})
+	}
+	b, err := json.Marshal(j)
+	return append(b, '\n'), err
+}
+
+func (s JSONLinesSink) Write(_ context.Context, ev *pb.Event) error {
+	b, err := EventLine(ev)
+	if err != nil {
+		return err
+	}
+	_, err = s.W.Write(b)
+	return err
+}
