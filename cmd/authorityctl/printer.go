@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/observability"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -180,22 +181,53 @@ func (p jsonPrinter) Domains(ds []*pb.DomainSummary) error {
 }
 func (p jsonPrinter) Authority(r *pb.AuthorityResponse) error { return p.proto(r) }
 
-// Promotion prints the response without its header (who served it), so a
-// retried promotion prints what the first one did.
+// promotionJSON is a promote result: the explanation artifact (the same
+// one explain prints) plus what the call itself did. The header (who
+// served it) is left out, so a retried promotion prints what the first did.
+type promotionJSON struct {
+	Committed   bool                       `json:"committed"`
+	Duplicate   bool                       `json:"duplicate"`
+	Lifecycle   []string                   `json:"lifecycle"`
+	Explanation *observability.Explanation `json:"explanation"`
+}
+
 func (p jsonPrinter) Promotion(r *pb.PromoteResponse) error {
-	r = proto.CloneOf(r)
-	r.Header = nil
-	return p.proto(r)
+	lc := r.GetLifecycle()
+	if lc == nil {
+		lc = []string{}
+	}
+	return p.write(promotionJSON{Committed: r.GetCommitted(), Duplicate: r.GetDuplicate(), Lifecycle: lc,
+		Explanation: observability.Explain(r.GetRecord())}, true)
 }
 
-func (p jsonPrinter) Attempt(r *pb.AttemptRecord) error { return p.proto(r) }
+// Attempt prints the explanation artifact (observability.Explain): fixed
+// field order, byte-identical from every server.
+func (p jsonPrinter) Attempt(r *pb.AttemptRecord) error {
+	b, err := observability.ExplanationJSON(r)
+	if err != nil {
+		return err
+	}
+	_, err = p.w.Write(b)
+	return err
+}
+
+type historyJSON struct {
+	Domain  string                       `json:"domain"`
+	Records []*observability.Explanation `json:"records"`
+}
+
 func (p jsonPrinter) History(domain string, rs []*pb.AttemptRecord) error {
-	return protoList(p, "records", rs, map[string]any{"domain": domain})
+	h := historyJSON{Domain: domain, Records: []*observability.Explanation{}}
+	for _, r := range rs {
+		h.Records = append(h.Records, observability.Explain(r))
+	}
+	return p.write(h, true)
 }
 
-// Event writes one line per event.
+// Event writes one JSON line per event (the same form as authorityd's
+// --event-log).
 func (p jsonPrinter) Event(e *pb.Event) error {
-	b, err := marshalProto(e, false)
+	b, err := observability.EventLine(e)
 	if err != nil {
 		return err
 	}

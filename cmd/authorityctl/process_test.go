@@ -302,12 +302,12 @@ func TestProcessPromotion(t *testing.T) {
 	r.want(0, "node", "advance-watermark", d, "n1", "--epoch", "1", "--lsn", "10", "--hash", "aa10", "--visible", "5")
 
 	dry := decodeJSON(t, r.want(3, "-o", "json", "promote", d, "--to", "n2", "--dry-run").stdout)
-	if path(dry, "record", "decision", "denial_reason") != "PrimaryStillActive" || dry["committed"] == true {
+	if path(dry, "explanation", "denial_reason") != "PrimaryStillActive" || dry["committed"] == true {
 		t.Fatalf("dry run: %v", dry)
 	}
 	denied := r.want(3, "-o", "json", "promote", d, "--to", "n2", "--request-id", "r1", "--reason", "drill")
 	rec := decodeJSON(t, denied.stdout)
-	if path(rec, "record", "decision", "denial_reason") != "PrimaryStillActive" || rec["committed"] != true {
+	if path(rec, "explanation", "denial_reason") != "PrimaryStillActive" || rec["committed"] != true {
 		t.Fatalf("denied promotion: %v", rec)
 	}
 	if !strings.Contains(denied.stderr, "PrimaryStillActive") {
@@ -326,14 +326,14 @@ func TestProcessPromotion(t *testing.T) {
 
 	allowed := decodeJSON(t, r.want(0, "-o", "json", "promote", d, "--to", "n2", "--request-id", "r2", "--expected-epoch", "1",
 		"--reason", "failover drill").stdout)
-	if path(allowed, "record", "epoch_after") != "2" || path(allowed, "record", "holder_after") != "n2" ||
-		path(allowed, "record", "decision", "allowed") != true {
+	if path(allowed, "explanation", "epoch_after") != 2.0 || path(allowed, "explanation", "holder_after") != "n2" ||
+		path(allowed, "explanation", "outcome") != "allowed" {
 		t.Fatalf("allowed promotion: %v", allowed)
 	}
 	// Same request id again: the recorded outcome, not a second attempt.
 	again := decodeJSON(t, r.want(0, "-o", "json", "promote", d, "--to", "n2", "--request-id", "r2", "--expected-epoch", "1",
 		"--reason", "failover drill").stdout)
-	if again["duplicate"] != true || path(again, "record", "log_index") != path(allowed, "record", "log_index") {
+	if again["duplicate"] != true || path(again, "explanation", "log_index") != path(allowed, "explanation", "log_index") {
 		t.Fatalf("retried promotion: %v", again)
 	}
 
@@ -369,7 +369,7 @@ func TestProcessPromotion(t *testing.T) {
 	ev := w.next(10*time.Second, func(v map[string]any) bool {
 		return v["type"] == "replication.promotion.transition_completed"
 	})
-	if ev["domain"] != d || ev["holder"] != "n2" || ev["epoch"] != "2" {
+	if ev["domain"] != d || ev["holder"] != "n2" || ev["epoch"] != 2.0 {
 		t.Fatalf("transition event: %v", ev)
 	}
 	if code := w.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
@@ -493,9 +493,9 @@ func TestProcessLeaseAndSwitchover(t *testing.T) {
 		t.Fatalf("switchover: %v\nstderr:\n%s", err, rest.String())
 	}
 	res := decodeJSON(t, swOut.String())
-	if path(res, "record", "epoch_after") != "2" || path(res, "record", "holder_after") != "n2" ||
-		path(res, "record", "request", "initiated_by") != "INITIATOR_SWITCHOVER" ||
-		path(res, "record", "request", "expected_epoch") != "1" {
+	if path(res, "explanation", "epoch_after") != 2.0 || path(res, "explanation", "holder_after") != "n2" ||
+		path(res, "explanation", "request", "initiated_by") != "switchover" ||
+		path(res, "explanation", "request", "expected_epoch") != 1.0 {
 		t.Fatalf("switchover result: %v", res)
 	}
 
