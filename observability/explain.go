@@ -110,7 +110,7 @@ func Explain(rec *pb.AttemptRecord) *Explanation {
 		Committed: rec.LogIndex > 0, LogIndex: rec.LogIndex, Term: rec.Term,
 		EpochBefore: rec.EpochBefore, EpochAfter: rec.EpochAfter, HolderBefore: rec.HolderBefore, HolderAfter: rec.HolderAfter,
 		WaiversApplied: nonNil(d.GetWaiversApplied()), Checks: []ExplainedCheck{},
-		Evidence: Evidence{Lease: lease(rec.GetLease()), CandidateReport: report(rec.GetCandidateReport()), ReportAgeMs: rec.ReportAgeMs},
+		Evidence:      Evidence{Lease: lease(rec.GetLease()), CandidateReport: report(rec.GetCandidateReport()), ReportAgeMs: rec.ReportAgeMs},
 		StampedUnixMs: rec.StampedUnixMs,
 	}
 	if q.ExpectedEpoch != nil {

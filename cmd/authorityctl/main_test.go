@@ -257,7 +257,7 @@ func TestJSONDeterministic(t *testing.T) {
 	for _, want := range []string{
 		`"denial_reason": "PrimaryStillActive"`,
 		`"flushed_lsn": 4611686018427387904`, // 1<<62, exact
-		`"reason": "drill <&> \"quoted\""`, // no HTML escaping
+		`"reason": "drill <&> \"quoted\""`,   // no HTML escaping
 		`"state": "held"`,
 	} {
 		if !bytes.Contains(first, []byte(want)) {
