@@ -6,7 +6,7 @@ PROTO_DIR := api
 PROTOS    := $(wildcard $(PROTO_DIR)/authority/v1/*.proto)
 PROTOC_GEN_GO_VERSION := v1.36.12
 
-.PHONY: all build test test-short bench proto lint run clean
+.PHONY: all build test test-short bench proto lint check-rules run screenshot clean
 
 all: build
 
@@ -16,11 +16,11 @@ build:
 # Unit, property, script and in-process cluster tests, with the FSM's
 # invariant assertions compiled in (build tag `invariants`) and the race
 # detector on.
-test: lint
-	$(GO) test -tags invariants -race -count=1 -timeout 20m $(PKGS)
+test: lint check-rules
+	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
 
 test-short:
-	$(GO) test -tags invariants -count=1 $(PKGS)
+	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)
 
 # Go benchmarks of the hot paths (FSM apply of a promotion attempt and a
 # watermark advance, the validator, lease renewal: ns/op and allocs/op), then
@@ -43,12 +43,26 @@ proto:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet -tags invariants $(PKGS)
+	$(GO) vet -tags "invariants failpoints" $(PKGS)
+
+# Validate the Prometheus alerting rules with promtool (Debian: the
+# `prometheus` package) when it is installed; skip with a notice otherwise.
+check-rules:
+	@if command -v promtool >/dev/null 2>&1; then \
+	  promtool check rules deploy/observability/prometheus-rules.yml; \
+	else \
+	  echo "promtool not installed; skipping rule check"; \
+	fi
 
 # A local 3-node cluster (three authorityd processes on 127.0.0.1, data
 # under ./.data) with a seeded demo domain; Ctrl-C stops it cleanly.
 run: build
 	$(BIN)/authority-local -bin $(BIN) -data .data
+
+# Render the status page of the demo cluster to docs/status-page.png with
+# headless Chromium (Debian: chromium). Not part of CI.
+screenshot: build
+	scripts/screenshot.sh
 
 clean:
 	rm -rf $(BIN) .data

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/promotion"
 	"github.com/hashicorp/go-hclog"
@@ -74,7 +75,7 @@ func (n *Node) start() error {
 		}
 		n.transport = t
 	}
-	logs, err := raft.NewLogCache(512, n.store)
+	logs, err := raft.NewLogCache(512, failpointLogStore{n.store})
 	if err != nil {
 		return err
 	}
@@ -253,9 +254,16 @@ func (a *raftFSM) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	promo := failpoint.Enabled && isPromotion(l)
+	if promo {
+		failpoint.Eval(failpoint.FSMBeforeApplyPromote)
+	}
 	start := time.Now()
 	res := a.f.Apply(l.Index, l.Term, l.Data)
 	a.hooks.Applied(time.Since(start))
+	if promo {
+		failpoint.Eval(failpoint.FSMAfterApplyPromote)
+	}
 	return res
 }
 
@@ -280,6 +288,10 @@ type fsmSnapshot struct {
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := failpoint.Eval(failpoint.SnapshotBeforePersist); err != nil {
+		sink.Cancel()
+		return err
+	}
 	if _, err := sink.Write(s.data); err != nil {
 		sink.Cancel()
 		return err

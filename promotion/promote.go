@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/validator"
 	"google.golang.org/protobuf/proto"
@@ -91,10 +92,16 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 		return nil, err
 	}
 	s.obs.Requested(req.Domain)
+	if err := failpoint.Eval(failpoint.PromoteReceived); err != nil {
+		return nil, err
+	}
 	must(lc.To(PromotionValidating))
 	attempt, rec, took, err := s.evaluate(req)
 	if err != nil {
 		return nil, err // only when leadership was lost mid-request
+	}
+	if err := failpoint.Eval(failpoint.PromoteBeforePropose); err != nil {
+		return nil, err
 	}
 	if !rec.Decision.Allowed {
 		must(lc.To(PromotionDenied))
@@ -205,6 +212,9 @@ func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.
 		attempt.CandidateReport, attempt.ReportAgeMs = rep, uint64(age.Milliseconds())
 	}
 	start := s.clock.Now()
+	if err := failpoint.Eval(failpoint.PromoteValidating); err != nil {
+		return nil, nil, 0, err
+	}
 	decision := validator.Evaluate(validator.Input{Domain: d, Attempt: attempt})
 	took := s.clock.Now().Sub(start)
 	rec := &pb.AttemptRecord{
@@ -225,6 +235,9 @@ func (s *Service) commitAttempt(ctx context.Context, a *pb.PromotionAttempt) (*O
 	}
 	if res.Err != nil {
 		return nil, res.Err
+	}
+	if err := failpoint.Eval(failpoint.PromoteAfterCommit); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIndeterminate, err) // committed, but the caller is not told
 	}
 	out := &Outcome{Record: res.Attempt, Committed: true, Duplicate: res.Duplicate}
 	return out, denied(res.Attempt)

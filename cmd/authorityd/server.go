@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aerodb/authority/cluster"
+	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/observability"
 	"github.com/aerodb/authority/promotion"
@@ -143,6 +144,8 @@ func httpHandler(reg *prometheus.Registry, node *cluster.Node, svc *promotion.Se
 		fmt.Fprintf(w, "ok leader=%s applied_index=%d\n", leaderID, node.FSM().LastIndex())
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// Failpoint admin (test builds only: 404 otherwise; loopback callers only).
+	mux.Handle("/debug/failpoints", failpoint.Handler())
 	mux.Handle("/", newStatusPage(node, svc))
 	return mux
 }

@@ -40,7 +40,9 @@ func Binaries(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/...")
+		// The failpoints tag compiles in the named crash points (armed per
+		// server through Cluster.Env or the admin endpoint).
+		cmd := exec.Command("go", "build", "-tags", "failpoints", "-o", dir+string(os.PathSeparator), "./cmd/...")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -82,6 +84,9 @@ type Cluster struct {
 	Servers []*Server
 	// ExtraArgs are appended to every server's command line.
 	ExtraArgs []string
+	// Env, per server id, is added to that server's environment at its
+	// next (re)start, e.g. {"s1": {"AUTHORITY_FAILPOINTS=promote/received=kill"}}.
+	Env map[string][]string
 }
 
 // Start launches n servers that bootstrap one cluster, and waits until one
@@ -142,9 +147,10 @@ func (c *Cluster) Restart(s *Server) {
 		c.t.Fatal(err)
 	}
 	args := []string{"--node-id", s.ID, "--data-dir", s.DataDir, "--raft-addr", s.RaftAddr, "--grpc-addr", s.GRPCAddr,
-		"--http-addr", s.HTTPAddr, "--bootstrap", "--peer", c.peers(), "--log-level", "debug"}
+		"--http-addr", s.HTTPAddr, "--bootstrap", "--peer", c.peers(), "--log-level", "debug", "--event-log", s.EventLogPath()}
 	cmd := exec.Command(filepath.Join(c.bin, "authorityd"), append(args, c.ExtraArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), c.Env[s.ID]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -157,6 +163,9 @@ func (c *Cluster) Restart(s *Server) {
 		close(s.done)
 	}()
 }
+
+// EventLogPath is the file the server appends its applied events to.
+func (s *Server) EventLogPath() string { return strings.TrimSuffix(s.LogPath, ".log") + ".events" }
 
 // Running reports whether the process is alive (not yet reaped).
 func (s *Server) Running() bool {
