@@ -19,11 +19,11 @@ import "errors"
 
 // The named points. Each is evaluated where its name says.
 const (
-	PromoteReceived       = "promote/received"        // request durable (intent committed), before validation
-	PromoteValidating     = "promote/validating"      // during validation
-	PromoteBeforePropose  = "promote/before-propose"  // validated, attempt not yet proposed
-	RaftLogBeforeStore    = "raftlog/before-store"    // before raft writes entries to the log store
-	RaftLogAfterStore     = "raftlog/after-store"     // after raft wrote them
+	PromoteReceived       = "promote/received"       // request durable (intent committed), before validation
+	PromoteValidating     = "promote/validating"     // during validation
+	PromoteBeforePropose  = "promote/before-propose" // validated, attempt not yet proposed
+	RaftLogBeforeStore    = "raftlog/before-store"   // before raft writes entries to the log store
+	RaftLogAfterStore     = "raftlog/after-store"    // after raft wrote them
 	FSMBeforeApplyPromote = "fsm/before-apply-promotion"
 	FSMAfterApplyPromote  = "fsm/after-apply-promotion"
 	PromoteAfterCommit    = "promote/after-commit-before-reply" // committed and applied, reply not yet sent

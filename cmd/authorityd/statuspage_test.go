@@ -57,7 +57,7 @@ func TestStatusPageProcess(t *testing.T) {
 		}
 	}
 	want := []string{"db1", "n1", "PrimaryStillActive", fsm.EventPromotionValidationFailed,
-		`<dd class="mono leader-id">` + leader.ID + `</dd>`, "p-1", "<details>"}
+		`<dd class="mono leader-id">` + leader.ID + `</dd>`, "<details", "<pre>attempt p-1 domain=db1 candidate=n2"}
 	for _, s := range []*testcluster.Server{leader, follower} {
 		// A follower applies asynchronously: poll until it shows the denial.
 		var page string
