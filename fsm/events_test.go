@@ -228,3 +228,33 @@ func TestPendingIntentsBounded(t *testing.T) {
 	a.Request.RequestId = "one-too-many"
 	h.fails(intentCmd(a), ErrPrecondition)
 }
+
+func TestRegisterServerAndNotes(t *testing.T) {
+	h, _ := readyToPromote(t)
+	res := h.ok(&pb.Command{Body: &pb.Command_RegisterServer{RegisterServer: &pb.RegisterServer{Id: "s4", GrpcAddress: "127.0.0.1:8004"}}})
+	if got := h.f.ServerAddresses()["s4"]; got != "127.0.0.1:8004" {
+		t.Fatalf("server directory %v", h.f.ServerAddresses())
+	}
+	h.fails(&pb.Command{Body: &pb.Command_RegisterServer{RegisterServer: &pb.RegisterServer{Id: "s5"}}}, ErrInvalid)
+	h.ok(&pb.Command{Body: &pb.Command_Note{Note: &pb.Note{Kind: "lease_expired", Domain: "db1",
+		Fields: []*pb.Observed{{Key: "holder", Value: "n1"}}}}})
+	h.ok(&pb.Command{Body: &pb.Command_Note{Note: &pb.Note{Kind: "leader_changed"}}})
+	h.fails(&pb.Command{Body: &pb.Command_Note{Note: &pb.Note{Kind: "gossip"}}}, ErrInvalid)
+	h.fails(&pb.Command{Body: &pb.Command_Note{Note: &pb.Note{Kind: "lease_expired", Domain: "nope"}}}, ErrNotFound)
+	evs, _, _ := h.f.EventsFrom(res.Index, 10)
+	want := []string{EventServerRegistered, EventLeaseExpired, EventLeaderChanged}
+	if !slices.Equal(eventTypes(evs), want) {
+		t.Fatalf("events %v, want %v", eventTypes(evs), want)
+	}
+	if evs[1].Domain != "db1" || evs[1].Epoch != 1 || field(evs[1], "holder") != "n1" {
+		t.Fatalf("lease_expired event %v", evs[1])
+	}
+	// The directory survives snapshot and restore.
+	g := New()
+	if err := g.Restore(bytes.NewReader(mustSnapshot(t, h.f))); err != nil {
+		t.Fatal(err)
+	}
+	if g.ServerAddresses()["s4"] != "127.0.0.1:8004" {
+		t.Fatal("server directory lost on restore")
+	}
+}

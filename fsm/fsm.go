@@ -28,13 +28,14 @@ type FSM struct {
 	domains   map[string]*pb.Domain
 	requests  requestIndex
 	lastIndex uint64
+	servers   map[string]string // raft server id → gRPC address
 	events    eventLog
 	checker   invariantChecker
 }
 
 // New returns an empty state machine.
 func New() *FSM {
-	return &FSM{domains: map[string]*pb.Domain{}, requests: requestIndex{}}
+	return &FSM{domains: map[string]*pb.Domain{}, requests: requestIndex{}, servers: map[string]string{}}
 }
 
 // Apply decodes one log entry and applies it. A malformed entry changes
@@ -113,6 +114,10 @@ func applierFor(cmd *pb.Command) (applyFunc, error) {
 		return applyPromotionIntent, nil
 	case *pb.Command_PromotionAbort:
 		return applyPromotionAbort, nil
+	case *pb.Command_RegisterServer:
+		return applyRegisterServer, nil
+	case *pb.Command_Note:
+		return applyNote, nil
 	case nil:
 		if len(cmd.ProtoReflect().GetUnknown()) > 0 {
 			panic("fsm: log entry carries a command unknown to this version; refusing to diverge")

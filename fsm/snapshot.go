@@ -19,7 +19,8 @@ import (
 //	magic "AUTHSNAP" | record* | trailer
 //	record  = type byte | uvarint length | protobuf bytes
 //	records = one header (SnapshotHeader), then one domain per name, sorted,
-//	          then the retained event log (EventLog)
+//	          then the server directory (ServerDirectory), then the retained
+//	          event log (EventLog)
 //	trailer = type byte 0xFF | CRC-32C (Castagnoli) of every byte before it
 //
 // Marshalling is deterministic, so equal states give equal bytes on every
@@ -31,6 +32,7 @@ const (
 	recHeader  byte = 1
 	recDomain  byte = 2
 	recEvents  byte = 3
+	recServers byte = 4
 	recTrailer byte = 0xFF
 
 	// maxRecord bounds one record so a corrupt length cannot allocate
@@ -69,6 +71,9 @@ func (f *FSM) encodeAt(lastIndex uint64) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if buf, err = appendRecord(buf, recServers, f.serverDirectory()); err != nil {
+		return nil, err
+	}
 	evs := &pb.EventLog{Events: f.events.events, DroppedThrough: f.events.droppedThrough}
 	if buf, err = appendRecord(buf, recEvents, evs); err != nil {
 		return nil, err
@@ -104,13 +109,17 @@ func (f *FSM) StateHash() ([32]byte, error) {
 // Restore replaces the state with a snapshot. The new state is built aside
 // and swapped in only when the whole snapshot, checksum included, is valid.
 func (f *FSM) Restore(r io.Reader) error {
-	domains, events, last, err := decode(bufio.NewReader(r))
+	domains, servers, events, last, err := decode(bufio.NewReader(r))
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.domains, f.lastIndex = domains, last
+	f.servers = map[string]string{}
+	for _, s := range servers.Servers {
+		f.servers[s.Id] = s.GrpcAddress
+	}
 	f.requests = buildRequestIndex(domains)
 	f.events.events, f.events.droppedThrough = events.Events, events.DroppedThrough
 	f.events.wake(true) // watchers re-read from the restored log
@@ -142,40 +151,44 @@ func (c *crcReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func decode(r *bufio.Reader) (map[string]*pb.Domain, *pb.EventLog, uint64, error) {
+func decode(r *bufio.Reader) (map[string]*pb.Domain, *pb.ServerDirectory, *pb.EventLog, uint64, error) {
 	cr := &crcReader{r: r}
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
-		return nil, nil, 0, corrupt("missing %q magic", snapshotMagic)
+		return nil, nil, nil, 0, corrupt("missing %q magic", snapshotMagic)
 	}
 	var hdr pb.SnapshotHeader
 	if err := readRecord(cr, recHeader, &hdr); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	if hdr.Version != snapshotVersion {
-		return nil, nil, 0, corrupt("version %d, this build reads %d", hdr.Version, snapshotVersion)
+		return nil, nil, nil, 0, corrupt("version %d, this build reads %d", hdr.Version, snapshotVersion)
 	}
 	domains := make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)) // trust no count before the checksum
 	prev := ""
 	for i := uint64(0); i < hdr.DomainCount; i++ {
 		d := &pb.Domain{}
 		if err := readRecord(cr, recDomain, d); err != nil {
-			return nil, nil, 0, err
+			return nil, nil, nil, 0, err
 		}
 		if i > 0 && d.Name <= prev {
-			return nil, nil, 0, corrupt("domain %q out of order after %q", d.Name, prev)
+			return nil, nil, nil, 0, corrupt("domain %q out of order after %q", d.Name, prev)
 		}
 		prev = d.Name
 		domains[d.Name] = d
 	}
+	servers := &pb.ServerDirectory{}
+	if err := readRecord(cr, recServers, servers); err != nil {
+		return nil, nil, nil, 0, err
+	}
 	events := &pb.EventLog{}
 	if err := readRecord(cr, recEvents, events); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	if err := readTrailer(cr); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, nil, 0, err
 	}
-	return domains, events, hdr.LastIndex, nil
+	return domains, servers, events, hdr.LastIndex, nil
 }
 
 func readRecord(cr *crcReader, want byte, m proto.Message) error {

@@ -109,7 +109,7 @@ func TestSnapshotHeader(t *testing.T) {
 	if hdr.Version != snapshotVersion || hdr.LastIndex != f.LastIndex() || hdr.DomainCount != uint64(len(f.DomainNames())) {
 		t.Fatalf("header %v", &hdr)
 	}
-	if len(recs) != 2+len(f.DomainNames()) {
+	if len(recs) != 3+len(f.DomainNames()) {
 		t.Fatalf("%d records", len(recs))
 	}
 	if last := recs[len(recs)-1]; last.typ != recEvents {
@@ -175,8 +175,12 @@ func domainRecord(t testing.TB, name string) rawRecord {
 	return rawRecord{recDomain, b}
 }
 
-// noEvents is an empty event-log record, the last record of a snapshot.
-var noEvents = rawRecord{recEvents, nil}
+// noEvents is an empty event-log record, the last record of a snapshot,
+// after an empty server directory.
+var (
+	noServers = rawRecord{recServers, nil}
+	noEvents  = rawRecord{recEvents, nil}
+)
 
 // restoreFails restores data into f and asserts ErrCorruptSnapshot with the
 // previous state (and its request index) untouched.
@@ -247,7 +251,7 @@ func TestRestoreRejectsCorruption(t *testing.T) {
 	if err := New().Restore(bytes.NewReader(buildSnapshot(snapshotMagic, recs))); err != nil {
 		t.Fatalf("rebuilt snapshot: %v", err)
 	}
-	if err := New().Restore(bytes.NewReader(buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 2), domainRecord(t, "a"), domainRecord(t, "b"), noEvents}))); err != nil {
+	if err := New().Restore(bytes.NewReader(buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 2), domainRecord(t, "a"), domainRecord(t, "b"), noServers, noEvents}))); err != nil {
 		t.Fatalf("hand-built snapshot: %v", err)
 	}
 	cases := []struct {
@@ -270,7 +274,8 @@ func TestRestoreRejectsCorruption(t *testing.T) {
 		{"unknown record type", buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 1), {7, recs[1].body}})},
 		{"undecodable domain", buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 1), {recDomain, []byte{0x0a, 0x05, 'a'}}})},
 		{"no event log", buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 1), domainRecord(t, "a")})},
-		{"undecodable event log", buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 0), {recEvents, []byte{0xff}}})},
+		{"undecodable event log", buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 0), noServers, {recEvents, []byte{0xff}}})},
+		{"no server directory", buildSnapshot(snapshotMagic, []rawRecord{hdr(1, 0), noEvents})},
 		{"undecodable header", buildSnapshot(snapshotMagic, []rawRecord{{recHeader, []byte{0xff}}})},
 		{"no trailer", append([]byte(snapshotMagic), append([]byte{recHeader, byte(len(hdr(1, 0).body))}, hdr(1, 0).body...)...)},
 		{"record length beyond the bound", append([]byte(snapshotMagic+"\x01"), binary.AppendUvarint(nil, maxRecord+1)...)},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -51,6 +52,9 @@ type Service struct {
 	mu    sync.RWMutex
 	ready bool   // barrier done in the current term
 	term  uint64 // term the barrier was done in
+	// notes is the current term's notary (nil while a follower); read
+	// without s.mu from the lease table's expiry callback.
+	notes atomic.Pointer[notary]
 }
 
 // NewService wires a service; it starts as a follower.
@@ -64,8 +68,7 @@ func NewService(cfg Config) *Service {
 		obs = noopObserver{}
 	}
 	leases := NewLeaseTable(cfg.Clock)
-	leases.onExpire = obs.LeaseExpired
-	return &Service{
+	s := &Service{
 		log:               cfg.Log,
 		fsm:               cfg.FSM,
 		clock:             cfg.Clock,
@@ -75,6 +78,21 @@ func NewService(cfg Config) *Service {
 		obs:               obs,
 		promotionDisabled: cfg.PromotionDisabled,
 	}
+	leases.onExpire = s.leaseExpired
+	return s
+}
+
+// leaseExpired is told (under the lease table's lock) when the leader first
+// finds a lease expired: count it and note it, without blocking.
+func (s *Service) leaseExpired(domain string) {
+	s.obs.LeaseExpired(domain)
+	s.notes.Load().note("lease_expired", domain)
+}
+
+// fenced counts and notes a request refused for a stale (holder, epoch).
+func (s *Service) fenced(domain, kind string) {
+	s.obs.Fenced(kind)
+	s.notes.Load().note("fencing_rejected", domain, "kind", kind)
 }
 
 // BecomeLeader is called when raft reports leadership. It waits for the
@@ -88,6 +106,10 @@ func (s *Service) BecomeLeader(ctx context.Context) error {
 	if err := s.abortUndecided(ctx); err != nil {
 		return fmt.Errorf("promotion: recording aborted attempts: %w", err)
 	}
+	// The leader change is noted before serving, so it precedes every entry
+	// this leader writes.
+	s.proposeNote(ctx, &pb.Note{Kind: "leader_changed", Fields: []*pb.Observed{
+		{Key: "leader_id", Value: s.log.ID()}, {Key: "term", Value: fmt.Sprint(term)}}})
 	var grants []Grant
 	for _, a := range s.fsm.Authorities() {
 		if a.Holder != "" && !a.Released {
@@ -96,9 +118,11 @@ func (s *Service) BecomeLeader(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.stopNotary()
 	s.leases.Promote(grants)
 	s.reports.reset()
 	s.ready, s.term = true, term
+	s.startNotary()
 	s.logger.Info("serving as leader", "term", term, "leases", len(grants))
 	return nil
 }
@@ -109,6 +133,7 @@ func (s *Service) StepDown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ready = false
+	s.stopNotary()
 	s.leases.Demote()
 	s.reports.reset()
 }

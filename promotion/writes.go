@@ -117,26 +117,26 @@ func (s *Service) Release(ctx context.Context, domain, holder string, epoch uint
 	if err == nil {
 		s.leases.Release(domain, epoch)
 	}
-	s.fencedIf(err, "release")
+	s.fencedIf(err, domain, "release")
 	return res, err
 }
 
 // Complete and Abort finish a lock or release domain's work at an epoch.
 func (s *Service) Complete(ctx context.Context, c *pb.Complete) (*fsm.Result, error) {
 	res, err := s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_Complete{Complete: c}})
-	s.fencedIf(err, "complete")
+	s.fencedIf(err, c.GetDomain(), "complete")
 	return res, err
 }
 
 func (s *Service) Abort(ctx context.Context, a *pb.Abort) (*fsm.Result, error) {
 	res, err := s.apply(ctx, a.GetDomain(), &pb.Command{Body: &pb.Command_Abort{Abort: a}})
-	s.fencedIf(err, "abort")
+	s.fencedIf(err, a.GetDomain(), "abort")
 	return res, err
 }
 
-func (s *Service) fencedIf(err error, kind string) {
+func (s *Service) fencedIf(err error, domain, kind string) {
 	if errors.Is(err, fsm.ErrFenced) {
-		s.obs.Fenced(kind)
+		s.fenced(domain, kind)
 	}
 }
 
@@ -165,7 +165,7 @@ func (s *Service) Renew(domain, holder string, epoch uint64) (time.Duration, err
 		return 0, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
 	}
 	if a.Epoch != epoch || a.Holder != holder || a.Released {
-		s.obs.Fenced("renewal")
+		s.fenced(domain, "renewal")
 		s.obs.Renewed("fenced")
 		return 0, fmt.Errorf("%w: domain %q is at epoch %d held by %q; renewal from %q at epoch %d",
 			ErrFenced, domain, a.Epoch, a.Holder, holder, epoch)
@@ -173,7 +173,7 @@ func (s *Service) Renew(domain, holder string, epoch uint64) (time.Duration, err
 	d, err := s.leases.Renew(domain, holder, epoch)
 	s.obs.Renewed(renewResult(err))
 	if errors.Is(err, ErrFenced) {
-		s.obs.Fenced("renewal")
+		s.fenced(domain, "renewal")
 	}
 	return d, err
 }
@@ -236,7 +236,7 @@ func (s *Service) AdvanceWatermarkAt(ctx context.Context, batch []*pb.WatermarkA
 	for j, w := range res.Watermarks {
 		errs[pos[j]] = w.Err
 		if errors.Is(w.Err, fsm.ErrFenced) {
-			s.obs.Fenced("watermark")
+			s.fenced(res.Watermarks[j].Domain, "watermark")
 		}
 	}
 	return errs, res.Index, nil
@@ -250,7 +250,7 @@ func (s *Service) holdsLease(adv *pb.WatermarkAdvance) error {
 		return fmt.Errorf("%w: domain %q", fsm.ErrNotFound, adv.GetDomain())
 	}
 	if a.Epoch != adv.Epoch || a.Holder != adv.Holder || a.Released {
-		s.obs.Fenced("watermark")
+		s.fenced(a.Domain, "watermark")
 		return fmt.Errorf("%w: domain %q is at epoch %d held by %q; advance from %q at epoch %d",
 			fsm.ErrFenced, a.Domain, a.Epoch, a.Holder, adv.Holder, adv.Epoch)
 	}

@@ -44,6 +44,8 @@ type Command struct {
 	//	*Command_Abort
 	//	*Command_PromotionIntent
 	//	*Command_PromotionAbort
+	//	*Command_RegisterServer
+	//	*Command_Note
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -215,6 +217,24 @@ func (x *Command) GetPromotionAbort() *PromotionAbort {
 	return nil
 }
 
+func (x *Command) GetRegisterServer() *RegisterServer {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RegisterServer); ok {
+			return x.RegisterServer
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetNote() *Note {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Note); ok {
+			return x.Note
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -267,6 +287,14 @@ type Command_PromotionAbort struct {
 	PromotionAbort *PromotionAbort `protobuf:"bytes,21,opt,name=promotion_abort,json=promotionAbort,proto3,oneof"`
 }
 
+type Command_RegisterServer struct {
+	RegisterServer *RegisterServer `protobuf:"bytes,22,opt,name=register_server,json=registerServer,proto3,oneof"`
+}
+
+type Command_Note struct {
+	Note *Note `protobuf:"bytes,23,opt,name=note,proto3,oneof"`
+}
+
 func (*Command_CreateDomain) isCommand_Body() {}
 
 func (*Command_UpdateDomainPolicy) isCommand_Body() {}
@@ -291,6 +319,128 @@ func (*Command_PromotionIntent) isCommand_Body() {}
 
 func (*Command_PromotionAbort) isCommand_Body() {}
 
+func (*Command_RegisterServer) isCommand_Body() {}
+
+func (*Command_Note) isCommand_Body() {}
+
+// Records a raft server's gRPC address (servers that joined after
+// bootstrap), so every node can forward to it and hint clients.
+type RegisterServer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrpcAddress   string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterServer) Reset() {
+	*x = RegisterServer{}
+	mi := &file_authority_v1_commands_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterServer) ProtoMessage() {}
+
+func (x *RegisterServer) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterServer.ProtoReflect.Descriptor instead.
+func (*RegisterServer) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RegisterServer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RegisterServer) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+// A leader's observation that changes no state but belongs in the ordered
+// event log: a leader change, a lease found expired, fencing rejections
+// (coalesced). Apply only emits its event.
+type Note struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "leader_changed", "lease_expired" or "fencing_rejected".
+	Kind          string      `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Domain        string      `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
+	Fields        []*Observed `protobuf:"bytes,3,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Note) Reset() {
+	*x = Note{}
+	mi := &file_authority_v1_commands_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Note) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Note) ProtoMessage() {}
+
+func (x *Note) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Note.ProtoReflect.Descriptor instead.
+func (*Note) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Note) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Note) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Note) GetFields() []*Observed {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
 type CreateDomain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -302,7 +452,7 @@ type CreateDomain struct {
 
 func (x *CreateDomain) Reset() {
 	*x = CreateDomain{}
-	mi := &file_authority_v1_commands_proto_msgTypes[1]
+	mi := &file_authority_v1_commands_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +464,7 @@ func (x *CreateDomain) String() string {
 func (*CreateDomain) ProtoMessage() {}
 
 func (x *CreateDomain) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[1]
+	mi := &file_authority_v1_commands_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +477,7 @@ func (x *CreateDomain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDomain.ProtoReflect.Descriptor instead.
 func (*CreateDomain) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{1}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateDomain) GetName() string {
@@ -361,7 +511,7 @@ type UpdateDomainPolicy struct {
 
 func (x *UpdateDomainPolicy) Reset() {
 	*x = UpdateDomainPolicy{}
-	mi := &file_authority_v1_commands_proto_msgTypes[2]
+	mi := &file_authority_v1_commands_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +523,7 @@ func (x *UpdateDomainPolicy) String() string {
 func (*UpdateDomainPolicy) ProtoMessage() {}
 
 func (x *UpdateDomainPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[2]
+	mi := &file_authority_v1_commands_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +536,7 @@ func (x *UpdateDomainPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDomainPolicy.ProtoReflect.Descriptor instead.
 func (*UpdateDomainPolicy) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{2}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UpdateDomainPolicy) GetName() string {
@@ -416,7 +566,7 @@ type RegisterMember struct {
 
 func (x *RegisterMember) Reset() {
 	*x = RegisterMember{}
-	mi := &file_authority_v1_commands_proto_msgTypes[3]
+	mi := &file_authority_v1_commands_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +578,7 @@ func (x *RegisterMember) String() string {
 func (*RegisterMember) ProtoMessage() {}
 
 func (x *RegisterMember) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[3]
+	mi := &file_authority_v1_commands_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +591,7 @@ func (x *RegisterMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterMember.ProtoReflect.Descriptor instead.
 func (*RegisterMember) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{3}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterMember) GetDomain() string {
@@ -490,7 +640,7 @@ type AssignInitial struct {
 
 func (x *AssignInitial) Reset() {
 	*x = AssignInitial{}
-	mi := &file_authority_v1_commands_proto_msgTypes[4]
+	mi := &file_authority_v1_commands_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +652,7 @@ func (x *AssignInitial) String() string {
 func (*AssignInitial) ProtoMessage() {}
 
 func (x *AssignInitial) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[4]
+	mi := &file_authority_v1_commands_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +665,7 @@ func (x *AssignInitial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignInitial.ProtoReflect.Descriptor instead.
 func (*AssignInitial) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{4}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AssignInitial) GetDomain() string {
@@ -546,7 +696,7 @@ type Acquire struct {
 
 func (x *Acquire) Reset() {
 	*x = Acquire{}
-	mi := &file_authority_v1_commands_proto_msgTypes[5]
+	mi := &file_authority_v1_commands_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +708,7 @@ func (x *Acquire) String() string {
 func (*Acquire) ProtoMessage() {}
 
 func (x *Acquire) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[5]
+	mi := &file_authority_v1_commands_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +721,7 @@ func (x *Acquire) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Acquire.ProtoReflect.Descriptor instead.
 func (*Acquire) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{5}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Acquire) GetDomain() string {
@@ -613,7 +763,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_authority_v1_commands_proto_msgTypes[6]
+	mi := &file_authority_v1_commands_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +775,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[6]
+	mi := &file_authority_v1_commands_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +788,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{6}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Release) GetDomain() string {
@@ -677,7 +827,7 @@ type WatermarkAdvance struct {
 
 func (x *WatermarkAdvance) Reset() {
 	*x = WatermarkAdvance{}
-	mi := &file_authority_v1_commands_proto_msgTypes[7]
+	mi := &file_authority_v1_commands_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +839,7 @@ func (x *WatermarkAdvance) String() string {
 func (*WatermarkAdvance) ProtoMessage() {}
 
 func (x *WatermarkAdvance) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[7]
+	mi := &file_authority_v1_commands_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +852,7 @@ func (x *WatermarkAdvance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatermarkAdvance.ProtoReflect.Descriptor instead.
 func (*WatermarkAdvance) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{7}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatermarkAdvance) GetDomain() string {
@@ -757,7 +907,7 @@ type AdvanceWatermark struct {
 
 func (x *AdvanceWatermark) Reset() {
 	*x = AdvanceWatermark{}
-	mi := &file_authority_v1_commands_proto_msgTypes[8]
+	mi := &file_authority_v1_commands_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +919,7 @@ func (x *AdvanceWatermark) String() string {
 func (*AdvanceWatermark) ProtoMessage() {}
 
 func (x *AdvanceWatermark) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[8]
+	mi := &file_authority_v1_commands_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +932,7 @@ func (x *AdvanceWatermark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceWatermark.ProtoReflect.Descriptor instead.
 func (*AdvanceWatermark) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{8}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AdvanceWatermark) GetAdvances() []*WatermarkAdvance {
@@ -807,7 +957,7 @@ type PromotionAttempt struct {
 
 func (x *PromotionAttempt) Reset() {
 	*x = PromotionAttempt{}
-	mi := &file_authority_v1_commands_proto_msgTypes[9]
+	mi := &file_authority_v1_commands_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +969,7 @@ func (x *PromotionAttempt) String() string {
 func (*PromotionAttempt) ProtoMessage() {}
 
 func (x *PromotionAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[9]
+	mi := &file_authority_v1_commands_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +982,7 @@ func (x *PromotionAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromotionAttempt.ProtoReflect.Descriptor instead.
 func (*PromotionAttempt) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{9}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PromotionAttempt) GetRequest() *PromotionRequest {
@@ -877,7 +1027,7 @@ type Complete struct {
 
 func (x *Complete) Reset() {
 	*x = Complete{}
-	mi := &file_authority_v1_commands_proto_msgTypes[10]
+	mi := &file_authority_v1_commands_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1039,7 @@ func (x *Complete) String() string {
 func (*Complete) ProtoMessage() {}
 
 func (x *Complete) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[10]
+	mi := &file_authority_v1_commands_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1052,7 @@ func (x *Complete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Complete.ProtoReflect.Descriptor instead.
 func (*Complete) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{10}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Complete) GetDomain() string {
@@ -953,7 +1103,7 @@ type Abort struct {
 
 func (x *Abort) Reset() {
 	*x = Abort{}
-	mi := &file_authority_v1_commands_proto_msgTypes[11]
+	mi := &file_authority_v1_commands_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1115,7 @@ func (x *Abort) String() string {
 func (*Abort) ProtoMessage() {}
 
 func (x *Abort) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[11]
+	mi := &file_authority_v1_commands_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1128,7 @@ func (x *Abort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Abort.ProtoReflect.Descriptor instead.
 func (*Abort) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{11}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Abort) GetDomain() string {
@@ -1029,7 +1179,7 @@ type PromotionIntent struct {
 
 func (x *PromotionIntent) Reset() {
 	*x = PromotionIntent{}
-	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	mi := &file_authority_v1_commands_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1191,7 @@ func (x *PromotionIntent) String() string {
 func (*PromotionIntent) ProtoMessage() {}
 
 func (x *PromotionIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	mi := &file_authority_v1_commands_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1204,7 @@ func (x *PromotionIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromotionIntent.ProtoReflect.Descriptor instead.
 func (*PromotionIntent) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PromotionIntent) GetRequest() *PromotionRequest {
@@ -1078,7 +1228,7 @@ type PromotionAbort struct {
 
 func (x *PromotionAbort) Reset() {
 	*x = PromotionAbort{}
-	mi := &file_authority_v1_commands_proto_msgTypes[13]
+	mi := &file_authority_v1_commands_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1240,7 @@ func (x *PromotionAbort) String() string {
 func (*PromotionAbort) ProtoMessage() {}
 
 func (x *PromotionAbort) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[13]
+	mi := &file_authority_v1_commands_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1253,7 @@ func (x *PromotionAbort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromotionAbort.ProtoReflect.Descriptor instead.
 func (*PromotionAbort) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PromotionAbort) GetDomain() string {
@@ -1131,7 +1281,7 @@ var File_authority_v1_commands_proto protoreflect.FileDescriptor
 
 const file_authority_v1_commands_proto_rawDesc = "" +
 	"\n" +
-	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\x8d\a\n" +
+	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\x80\b\n" +
 	"\aCommand\x12&\n" +
 	"\x0fstamped_unix_ms\x18\x01 \x01(\x03R\rstampedUnixMs\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1a\n" +
@@ -1148,8 +1298,17 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\bcomplete\x18\x12 \x01(\v2\x16.authority.v1.CompleteH\x00R\bcomplete\x12+\n" +
 	"\x05abort\x18\x13 \x01(\v2\x13.authority.v1.AbortH\x00R\x05abort\x12J\n" +
 	"\x10promotion_intent\x18\x14 \x01(\v2\x1d.authority.v1.PromotionIntentH\x00R\x0fpromotionIntent\x12G\n" +
-	"\x0fpromotion_abort\x18\x15 \x01(\v2\x1c.authority.v1.PromotionAbortH\x00R\x0epromotionAbortB\x06\n" +
-	"\x04body\"~\n" +
+	"\x0fpromotion_abort\x18\x15 \x01(\v2\x1c.authority.v1.PromotionAbortH\x00R\x0epromotionAbort\x12G\n" +
+	"\x0fregister_server\x18\x16 \x01(\v2\x1c.authority.v1.RegisterServerH\x00R\x0eregisterServer\x12(\n" +
+	"\x04note\x18\x17 \x01(\v2\x12.authority.v1.NoteH\x00R\x04noteB\x06\n" +
+	"\x04body\"C\n" +
+	"\x0eRegisterServer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\"b\n" +
+	"\x04Note\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domain\x12.\n" +
+	"\x06fields\x18\x03 \x03(\v2\x16.authority.v1.ObservedR\x06fields\"~\n" +
 	"\fCreateDomain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.authority.v1.DomainKindR\x04kind\x12,\n" +
@@ -1222,57 +1381,63 @@ func file_authority_v1_commands_proto_rawDescGZIP() []byte {
 	return file_authority_v1_commands_proto_rawDescData
 }
 
-var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_authority_v1_commands_proto_goTypes = []any{
 	(*Command)(nil),            // 0: authority.v1.Command
-	(*CreateDomain)(nil),       // 1: authority.v1.CreateDomain
-	(*UpdateDomainPolicy)(nil), // 2: authority.v1.UpdateDomainPolicy
-	(*RegisterMember)(nil),     // 3: authority.v1.RegisterMember
-	(*AssignInitial)(nil),      // 4: authority.v1.AssignInitial
-	(*Acquire)(nil),            // 5: authority.v1.Acquire
-	(*Release)(nil),            // 6: authority.v1.Release
-	(*WatermarkAdvance)(nil),   // 7: authority.v1.WatermarkAdvance
-	(*AdvanceWatermark)(nil),   // 8: authority.v1.AdvanceWatermark
-	(*PromotionAttempt)(nil),   // 9: authority.v1.PromotionAttempt
-	(*Complete)(nil),           // 10: authority.v1.Complete
-	(*Abort)(nil),              // 11: authority.v1.Abort
-	(*PromotionIntent)(nil),    // 12: authority.v1.PromotionIntent
-	(*PromotionAbort)(nil),     // 13: authority.v1.PromotionAbort
-	(DomainKind)(0),            // 14: authority.v1.DomainKind
-	(*Policy)(nil),             // 15: authority.v1.Policy
-	(MemberState)(0),           // 16: authority.v1.MemberState
-	(*LeaseObservation)(nil),   // 17: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil),   // 18: authority.v1.PromotionRequest
-	(*ProgressReport)(nil),     // 19: authority.v1.ProgressReport
+	(*RegisterServer)(nil),     // 1: authority.v1.RegisterServer
+	(*Note)(nil),               // 2: authority.v1.Note
+	(*CreateDomain)(nil),       // 3: authority.v1.CreateDomain
+	(*UpdateDomainPolicy)(nil), // 4: authority.v1.UpdateDomainPolicy
+	(*RegisterMember)(nil),     // 5: authority.v1.RegisterMember
+	(*AssignInitial)(nil),      // 6: authority.v1.AssignInitial
+	(*Acquire)(nil),            // 7: authority.v1.Acquire
+	(*Release)(nil),            // 8: authority.v1.Release
+	(*WatermarkAdvance)(nil),   // 9: authority.v1.WatermarkAdvance
+	(*AdvanceWatermark)(nil),   // 10: authority.v1.AdvanceWatermark
+	(*PromotionAttempt)(nil),   // 11: authority.v1.PromotionAttempt
+	(*Complete)(nil),           // 12: authority.v1.Complete
+	(*Abort)(nil),              // 13: authority.v1.Abort
+	(*PromotionIntent)(nil),    // 14: authority.v1.PromotionIntent
+	(*PromotionAbort)(nil),     // 15: authority.v1.PromotionAbort
+	(*Observed)(nil),           // 16: authority.v1.Observed
+	(DomainKind)(0),            // 17: authority.v1.DomainKind
+	(*Policy)(nil),             // 18: authority.v1.Policy
+	(MemberState)(0),           // 19: authority.v1.MemberState
+	(*LeaseObservation)(nil),   // 20: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil),   // 21: authority.v1.PromotionRequest
+	(*ProgressReport)(nil),     // 22: authority.v1.ProgressReport
 }
 var file_authority_v1_commands_proto_depIdxs = []int32{
-	1,  // 0: authority.v1.Command.create_domain:type_name -> authority.v1.CreateDomain
-	2,  // 1: authority.v1.Command.update_domain_policy:type_name -> authority.v1.UpdateDomainPolicy
-	3,  // 2: authority.v1.Command.register_member:type_name -> authority.v1.RegisterMember
-	4,  // 3: authority.v1.Command.assign_initial:type_name -> authority.v1.AssignInitial
-	5,  // 4: authority.v1.Command.acquire:type_name -> authority.v1.Acquire
-	6,  // 5: authority.v1.Command.release:type_name -> authority.v1.Release
-	8,  // 6: authority.v1.Command.advance_watermark:type_name -> authority.v1.AdvanceWatermark
-	9,  // 7: authority.v1.Command.promotion_attempt:type_name -> authority.v1.PromotionAttempt
-	10, // 8: authority.v1.Command.complete:type_name -> authority.v1.Complete
-	11, // 9: authority.v1.Command.abort:type_name -> authority.v1.Abort
-	12, // 10: authority.v1.Command.promotion_intent:type_name -> authority.v1.PromotionIntent
-	13, // 11: authority.v1.Command.promotion_abort:type_name -> authority.v1.PromotionAbort
-	14, // 12: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
-	15, // 13: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
-	15, // 14: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
-	16, // 15: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
-	17, // 16: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
-	7,  // 17: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
-	18, // 18: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
-	17, // 19: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
-	19, // 20: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
-	18, // 21: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	3,  // 0: authority.v1.Command.create_domain:type_name -> authority.v1.CreateDomain
+	4,  // 1: authority.v1.Command.update_domain_policy:type_name -> authority.v1.UpdateDomainPolicy
+	5,  // 2: authority.v1.Command.register_member:type_name -> authority.v1.RegisterMember
+	6,  // 3: authority.v1.Command.assign_initial:type_name -> authority.v1.AssignInitial
+	7,  // 4: authority.v1.Command.acquire:type_name -> authority.v1.Acquire
+	8,  // 5: authority.v1.Command.release:type_name -> authority.v1.Release
+	10, // 6: authority.v1.Command.advance_watermark:type_name -> authority.v1.AdvanceWatermark
+	11, // 7: authority.v1.Command.promotion_attempt:type_name -> authority.v1.PromotionAttempt
+	12, // 8: authority.v1.Command.complete:type_name -> authority.v1.Complete
+	13, // 9: authority.v1.Command.abort:type_name -> authority.v1.Abort
+	14, // 10: authority.v1.Command.promotion_intent:type_name -> authority.v1.PromotionIntent
+	15, // 11: authority.v1.Command.promotion_abort:type_name -> authority.v1.PromotionAbort
+	1,  // 12: authority.v1.Command.register_server:type_name -> authority.v1.RegisterServer
+	2,  // 13: authority.v1.Command.note:type_name -> authority.v1.Note
+	16, // 14: authority.v1.Note.fields:type_name -> authority.v1.Observed
+	17, // 15: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
+	18, // 16: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
+	18, // 17: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
+	19, // 18: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
+	20, // 19: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
+	9,  // 20: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
+	21, // 21: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
+	20, // 22: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
+	22, // 23: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
+	21, // 24: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_commands_proto_init() }
@@ -1294,15 +1459,17 @@ func file_authority_v1_commands_proto_init() {
 		(*Command_Abort)(nil),
 		(*Command_PromotionIntent)(nil),
 		(*Command_PromotionAbort)(nil),
+		(*Command_RegisterServer)(nil),
+		(*Command_Note)(nil),
 	}
-	file_authority_v1_commands_proto_msgTypes[5].OneofWrappers = []any{}
+	file_authority_v1_commands_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_commands_proto_rawDesc), len(file_authority_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

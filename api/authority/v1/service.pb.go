@@ -2396,6 +2396,118 @@ func (x *SnapshotResponse) GetIndex() uint64 {
 	return 0
 }
 
+type AddServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddServerRequest) Reset() {
+	*x = AddServerRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddServerRequest) ProtoMessage() {}
+
+func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
+func (*AddServerRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AddServerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AddServerRequest) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *AddServerRequest) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+type AddServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Servers       []*ServerInfo          `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddServerResponse) Reset() {
+	*x = AddServerResponse{}
+	mi := &file_authority_v1_service_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddServerResponse) ProtoMessage() {}
+
+func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
+func (*AddServerResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AddServerResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *AddServerResponse) GetServers() []*ServerInfo {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
 var File_authority_v1_service_proto protoreflect.FileDescriptor
 
 const file_authority_v1_service_proto_rawDesc = "" +
@@ -2565,7 +2677,14 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x0fSnapshotRequest\"^\n" +
 	"\x10SnapshotResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index2\xf5\x03\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"h\n" +
+	"\x10AddServerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"}\n" +
+	"\x11AddServerResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x122\n" +
+	"\aservers\x18\x02 \x03(\v2\x18.authority.v1.ServerInfoR\aservers2\xf5\x03\n" +
 	"\aDomains\x12O\n" +
 	"\fCreateDomain\x12!.authority.v1.CreateDomainRequest\x1a\x1c.authority.v1.DomainResponse\x12I\n" +
 	"\tGetDomain\x12\x1e.authority.v1.GetDomainRequest\x1a\x1c.authority.v1.DomainResponse\x12R\n" +
@@ -2586,8 +2705,9 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\aExplain\x12\x1c.authority.v1.ExplainRequest\x1a\x1d.authority.v1.ExplainResponse\x12F\n" +
 	"\aHistory\x12\x1c.authority.v1.HistoryRequest\x1a\x1d.authority.v1.HistoryResponse2K\n" +
 	"\x05Watch\x12B\n" +
-	"\x05Watch\x12\x1a.authority.v1.WatchRequest\x1a\x1b.authority.v1.WatchResponse0\x012\xca\x02\n" +
-	"\aCluster\x12C\n" +
+	"\x05Watch\x12\x1a.authority.v1.WatchRequest\x1a\x1b.authority.v1.WatchResponse0\x012\x98\x03\n" +
+	"\aCluster\x12L\n" +
+	"\tAddServer\x12\x1e.authority.v1.AddServerRequest\x1a\x1f.authority.v1.AddServerResponse\x12C\n" +
 	"\x06Status\x12\x1b.authority.v1.StatusRequest\x1a\x1c.authority.v1.StatusResponse\x12F\n" +
 	"\aMembers\x12\x1c.authority.v1.MembersRequest\x1a\x1d.authority.v1.MembersResponse\x12g\n" +
 	"\x12TransferLeadership\x12'.authority.v1.TransferLeadershipRequest\x1a(.authority.v1.TransferLeadershipResponse\x12I\n" +
@@ -2605,7 +2725,7 @@ func file_authority_v1_service_proto_rawDescGZIP() []byte {
 	return file_authority_v1_service_proto_rawDescData
 }
 
-var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_authority_v1_service_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -2646,98 +2766,104 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 36: authority.v1.TransferLeadershipResponse
 	(*SnapshotRequest)(nil),            // 37: authority.v1.SnapshotRequest
 	(*SnapshotResponse)(nil),           // 38: authority.v1.SnapshotResponse
-	(DomainKind)(0),                    // 39: authority.v1.DomainKind
-	(*Policy)(nil),                     // 40: authority.v1.Policy
-	(*Domain)(nil),                     // 41: authority.v1.Domain
-	(*Watermark)(nil),                  // 42: authority.v1.Watermark
-	(MemberState)(0),                   // 43: authority.v1.MemberState
-	(*WatermarkAdvance)(nil),           // 44: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 45: authority.v1.ProgressReport
-	(*PromotionRequest)(nil),           // 46: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 47: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 48: authority.v1.Event
+	(*AddServerRequest)(nil),           // 39: authority.v1.AddServerRequest
+	(*AddServerResponse)(nil),          // 40: authority.v1.AddServerResponse
+	(DomainKind)(0),                    // 41: authority.v1.DomainKind
+	(*Policy)(nil),                     // 42: authority.v1.Policy
+	(*Domain)(nil),                     // 43: authority.v1.Domain
+	(*Watermark)(nil),                  // 44: authority.v1.Watermark
+	(MemberState)(0),                   // 45: authority.v1.MemberState
+	(*WatermarkAdvance)(nil),           // 46: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 47: authority.v1.ProgressReport
+	(*PromotionRequest)(nil),           // 48: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 49: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 50: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
-	39, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	40, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	41, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	42, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	41, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	43, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	39, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	42, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	41, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	44, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	40, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	43, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	42, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	45, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 13: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 14: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
-	44, // 15: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	46, // 15: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
 	0,  // 16: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
 	18, // 17: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	45, // 18: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	47, // 18: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
 	0,  // 19: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	42, // 20: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	46, // 21: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	44, // 20: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	48, // 21: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
 	0,  // 22: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	47, // 23: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	49, // 23: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 24: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 25: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	47, // 26: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	49, // 26: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 27: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 28: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	47, // 29: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	49, // 29: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
 	0,  // 30: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	48, // 31: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	50, // 31: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
 	0,  // 32: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 33: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
 	33, // 34: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
 	0,  // 35: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 36: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	2,  // 37: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 38: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 39: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 40: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 41: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 42: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	12, // 43: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	14, // 44: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	16, // 45: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	17, // 46: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	20, // 47: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	22, // 48: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	24, // 49: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	26, // 50: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	28, // 51: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	30, // 52: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	32, // 53: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	35, // 54: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	37, // 55: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 56: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 57: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 58: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 59: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 60: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 61: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	13, // 62: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	15, // 63: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 64: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	19, // 65: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	21, // 66: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	23, // 67: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	25, // 68: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	27, // 69: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	29, // 70: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	31, // 71: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	34, // 72: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	36, // 73: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	38, // 74: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	56, // [56:75] is the sub-list for method output_type
-	37, // [37:56] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	0,  // 37: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	33, // 38: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 39: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 40: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 41: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 42: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 43: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 44: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	12, // 45: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	14, // 46: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	16, // 47: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	17, // 48: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	20, // 49: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	22, // 50: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	24, // 51: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	26, // 52: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	28, // 53: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	39, // 54: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	30, // 55: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	32, // 56: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	35, // 57: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	37, // 58: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	4,  // 59: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 60: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 61: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 62: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 63: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 64: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	13, // 65: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	15, // 66: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 67: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	19, // 68: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	21, // 69: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	23, // 70: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	25, // 71: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	27, // 72: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	29, // 73: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	40, // 74: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	31, // 75: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	34, // 76: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	36, // 77: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	38, // 78: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	59, // [59:79] is the sub-list for method output_type
+	39, // [39:59] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }
@@ -2755,7 +2881,7 @@ func file_authority_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_service_proto_rawDesc), len(file_authority_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -1604,6 +1604,103 @@ func (x *PendingIntent) GetIndex() uint64 {
 	return 0
 }
 
+// Raft servers' gRPC addresses registered through the log (sorted by id).
+type ServerDirectory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Servers       []*ServerAddress       `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerDirectory) Reset() {
+	*x = ServerDirectory{}
+	mi := &file_authority_v1_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerDirectory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerDirectory) ProtoMessage() {}
+
+func (x *ServerDirectory) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerDirectory.ProtoReflect.Descriptor instead.
+func (*ServerDirectory) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ServerDirectory) GetServers() []*ServerAddress {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+type ServerAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrpcAddress   string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerAddress) Reset() {
+	*x = ServerAddress{}
+	mi := &file_authority_v1_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerAddress) ProtoMessage() {}
+
+func (x *ServerAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerAddress.ProtoReflect.Descriptor instead.
+func (*ServerAddress) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ServerAddress) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ServerAddress) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
 // Snapshot header; the snapshot body is a sequence of typed records.
 type SnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1616,7 +1713,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1725,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1738,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -1778,7 +1875,12 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1c\n" +
 	"\tcandidate\x18\x02 \x01(\tR\tcandidate\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index\"l\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"H\n" +
+	"\x0fServerDirectory\x125\n" +
+	"\aservers\x18\x01 \x03(\v2\x1b.authority.v1.ServerAddressR\aservers\"B\n" +
+	"\rServerAddress\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\"l\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1837,7 +1939,7 @@ func file_authority_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_authority_v1_state_proto_goTypes = []any{
 	(DomainKind)(0),          // 0: authority.v1.DomainKind
 	(PromotionMode)(0),       // 1: authority.v1.PromotionMode
@@ -1859,7 +1961,9 @@ var file_authority_v1_state_proto_goTypes = []any{
 	(*WorkState)(nil),        // 17: authority.v1.WorkState
 	(*Domain)(nil),           // 18: authority.v1.Domain
 	(*PendingIntent)(nil),    // 19: authority.v1.PendingIntent
-	(*SnapshotHeader)(nil),   // 20: authority.v1.SnapshotHeader
+	(*ServerDirectory)(nil),  // 20: authority.v1.ServerDirectory
+	(*ServerAddress)(nil),    // 21: authority.v1.ServerAddress
+	(*SnapshotHeader)(nil),   // 22: authority.v1.SnapshotHeader
 }
 var file_authority_v1_state_proto_depIdxs = []int32{
 	1,  // 0: authority.v1.Policy.mode:type_name -> authority.v1.PromotionMode
@@ -1882,11 +1986,12 @@ var file_authority_v1_state_proto_depIdxs = []int32{
 	16, // 17: authority.v1.Domain.denied:type_name -> authority.v1.AttemptRecord
 	17, // 18: authority.v1.Domain.work:type_name -> authority.v1.WorkState
 	19, // 19: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	21, // 20: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_state_proto_init() }
@@ -1901,7 +2006,7 @@ func file_authority_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_state_proto_rawDesc), len(file_authority_v1_state_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
