@@ -77,3 +77,13 @@ func (c *Client) Snapshot(ctx context.Context, endpoint string) (*pb.SnapshotRes
 		return pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 	})
 }
+
+// AddServer asks the cluster to add a voter (what `authorityd --join` does).
+// Adding a server that is already a voter at the same address is a no-op,
+// so the call is safe to retry after an unknown outcome.
+func (c *Client) AddServer(ctx context.Context, id, raftAddress, grpcAddress string) (*pb.AddServerResponse, error) {
+	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.AddServerResponse, error) {
+		return pb.NewClusterClient(conn).AddServer(ctx, &pb.AddServerRequest{Id: id, RaftAddress: raftAddress, GrpcAddress: grpcAddress})
+	})
+	return resp, err
+}

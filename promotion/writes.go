@@ -281,3 +281,16 @@ func (s *Service) ReportProgress(domain string, r *pb.ProgressReport) (*pb.Water
 	s.reports.put(domain, r, s.clock.Now())
 	return wm, nil
 }
+
+// RegisterServer records a raft server's gRPC address in the replicated
+// server directory (servers that joined after bootstrap).
+func (s *Service) RegisterServer(ctx context.Context, id, grpcAddress string) error {
+	if err := s.checkReady(); err != nil {
+		return err
+	}
+	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RegisterServer{RegisterServer: &pb.RegisterServer{Id: id, GrpcAddress: grpcAddress}}})
+	if err != nil {
+		return err
+	}
+	return res.Err
+}

@@ -3,9 +3,12 @@ package transport
 import (
 	"context"
 	"fmt"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/cluster"
+	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/promotion"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 )
@@ -35,7 +38,7 @@ func (c *clusterAPI) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Mem
 	resp := &pb.MembersResponse{Header: c.header()}
 	for _, s := range f.Configuration().Servers {
 		resp.Servers = append(resp.Servers, &pb.ServerInfo{Id: string(s.ID), RaftAddress: string(s.Address),
-			GrpcAddress: c.peers[string(s.ID)], Suffrage: s.Suffrage.String(), Leader: string(s.ID) == leaderID})
+			GrpcAddress: c.addrOf(string(s.ID)), Suffrage: s.Suffrage.String(), Leader: string(s.ID) == leaderID})
 	}
 	return resp, nil
 }
@@ -88,4 +91,47 @@ func (c *clusterAPI) Snapshot(ctx context.Context, _ *pb.SnapshotRequest) (*pb.S
 	}
 	rc.Close()
 	return &pb.SnapshotResponse{Header: c.header(), Index: meta.Index}, nil
+}
+
+// AddServer adds a voter to the raft configuration and records its gRPC
+// address in the replicated server directory. Adding a server that is
+// already a voter at the same address is a no-op (a restarted joiner).
+func (c *clusterAPI) AddServer(ctx context.Context, req *pb.AddServerRequest) (*pb.AddServerResponse, error) {
+	var v check
+	v.name("id", req.GetId())
+	v.maxLen("raft_address", req.GetRaftAddress(), MaxAddressBytes)
+	v.maxLen("grpc_address", req.GetGrpcAddress(), MaxAddressBytes)
+	if req.GetRaftAddress() == "" || req.GetGrpcAddress() == "" {
+		v.errs = append(v.errs, errorf(fsm.ErrInvalid, "raft_address and grpc_address are required"))
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if resp, ok, err := forward(ctx, c.Server, func(ctx context.Context, conn *grpc.ClientConn) (*pb.AddServerResponse, error) {
+		return pb.NewClusterClient(conn).AddServer(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	if !c.svc.Ready() {
+		return nil, c.fail(promotion.ErrNotLeader)
+	}
+	f := c.node.Raft().AddVoter(raft.ServerID(req.GetId()), raft.ServerAddress(req.GetRaftAddress()), 0, timeoutOf(ctx))
+	if err := f.Error(); err != nil {
+		return nil, c.fail(fmt.Errorf("add voter %s: %w", req.GetId(), cluster.TranslateError(err)))
+	}
+	if err := c.svc.RegisterServer(ctx, req.GetId(), req.GetGrpcAddress()); err != nil {
+		return nil, c.fail(err)
+	}
+	members, err := c.Members(ctx, &pb.MembersRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.AddServerResponse{Header: c.header(), Servers: members.Servers}, nil
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return 10 * time.Second
 }

@@ -79,9 +79,18 @@ func (s *Server) Close() {
 	s.conns = map[string]*grpc.ClientConn{}
 }
 
+// addrOf is a server's gRPC address: from the replicated server directory
+// (servers that joined), else from the static peer list.
+func (s *Server) addrOf(id string) string {
+	if a, ok := s.node.FSM().ServerAddresses()[id]; ok {
+		return a
+	}
+	return s.peers[id]
+}
+
 func (s *Server) header() *pb.ResponseHeader {
 	id := s.leaderHint()
-	return &pb.ResponseHeader{ServedBy: s.node.ID(), LeaderId: id, LeaderGrpcAddress: s.peers[id],
+	return &pb.ResponseHeader{ServedBy: s.node.ID(), LeaderId: id, LeaderGrpcAddress: s.addrOf(id),
 		Term: s.node.Term(), AppliedIndex: s.node.Raft().AppliedIndex()}
 }
 
@@ -102,7 +111,7 @@ func (s *Server) leaderMeta() map[string]string {
 	if id == "" {
 		return nil
 	}
-	return map[string]string{pb.MetaLeaderID: id, pb.MetaLeaderAddr: s.peers[id]}
+	return map[string]string{pb.MetaLeaderID: id, pb.MetaLeaderAddr: s.addrOf(id)}
 }
 
 // fail converts an error to a status with the leader hint when relevant.
@@ -116,7 +125,7 @@ func (s *Server) leaderConn(ctx context.Context) *grpc.ClientConn {
 		return nil
 	}
 	id, _ := s.node.Leader()
-	addr := s.peers[id]
+	addr := s.addrOf(id)
 	if id == "" || id == s.node.ID() || addr == "" {
 		return nil
 	}

@@ -32,6 +32,9 @@ type Config struct {
 	// Bootstrap forms the cluster from Peers when the data dir is empty. It
 	// is safe on every node with the same peer list, and a no-op on restart.
 	Bootstrap bool `yaml:"bootstrap"`
+	// Join lists gRPC endpoints of a running cluster: this node asks it to
+	// add it as a voter (idempotent, so it is safe on every restart).
+	Join []string `yaml:"join"`
 	// Raft timing. HeartbeatTimeout is raft's follower timeout (a follower
 	// that hears no leader this long starts an election).
 	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
@@ -105,6 +108,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.StringVar(&flagCfg.DataDir, "data-dir", "", "data directory")
 	fs.Var(&peers, "peer", "voter as id,raft_addr,grpc_addr (repeat, or ';'-separated)")
 	bootstrap := fs.Bool("bootstrap", false, "form the cluster from --peer when the data dir is empty")
+	join := fs.String("join", "", "comma-separated gRPC endpoints of a running cluster to join as a voter")
 	fs.DurationVar(&flagCfg.HeartbeatTimeout, "heartbeat-timeout", 0, "raft follower timeout before an election (default 500ms)")
 	fs.DurationVar(&flagCfg.ElectionTimeout, "election-timeout", 0, "raft candidate timeout (default 500ms)")
 	fs.DurationVar(&flagCfg.LeaderLeaseTimeout, "leader-lease-timeout", 0, "leader steps down without quorum contact this long (default 250ms)")
@@ -136,6 +140,9 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	}
 	if set["bootstrap"] {
 		cfg.Bootstrap = *bootstrap
+	}
+	if set["join"] {
+		cfg.Join = splitList(*join)
 	}
 	if set["promotion-disabled"] {
 		cfg.PromotionDisabled = *disabled
@@ -194,6 +201,8 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.Peers = p
 	case "bootstrap":
 		cfg.Bootstrap, err = strconv.ParseBool(v)
+	case "join":
+		cfg.Join = splitList(v)
 	case "promotion-disabled":
 		cfg.PromotionDisabled, err = strconv.ParseBool(v)
 	case "heartbeat-timeout":
@@ -254,8 +263,16 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
 		}
 	}
-	if len(c.Peers) == 0 {
-		errs = append(errs, errors.New("at least one --peer is required (every voter, this node included)"))
+	if len(c.Peers) == 0 && len(c.Join) == 0 {
+		errs = append(errs, errors.New("give --peer (every voter, this node included) to bootstrap, or --join to join a running cluster"))
+	}
+	if c.Bootstrap && len(c.Join) > 0 {
+		errs = append(errs, errors.New("--bootstrap and --join exclude each other"))
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			errs = append(errs, fmt.Errorf("join endpoint %q: %v", j, err))
+		}
 	}
 	seen := map[string]bool{}
 	self := false
@@ -269,7 +286,7 @@ func (c Config) Validate() error {
 		seen[p.ID] = true
 		self = self || p.ID == c.NodeID
 	}
-	if len(c.Peers) > 0 && !self {
+	if len(c.Peers) > 0 && !self && len(c.Join) == 0 {
 		errs = append(errs, fmt.Errorf("node-id %q is not among the peers", c.NodeID))
 	}
 	if c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < c.HeartbeatTimeout {
@@ -284,4 +301,14 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log-format %q: want text or json", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -92,3 +92,20 @@ func TestConfigRejectsBadInput(t *testing.T) {
 		t.Errorf("malformed env value: %v", err)
 	}
 }
+
+func TestConfigJoin(t *testing.T) {
+	cfg, err := loadConfig([]string{"--node-id", "s4", "--data-dir", "d", "--join", "127.0.0.1:8001, 127.0.0.1:8002"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Join) != 2 || cfg.Join[1] != "127.0.0.1:8002" || cfg.Bootstrap {
+		t.Fatalf("%+v", cfg)
+	}
+	if _, err := loadConfig([]string{"--node-id", "s4", "--data-dir", "d", "--join", "127.0.0.1:8001", "--bootstrap"}, env(nil)); err == nil ||
+		!strings.Contains(err.Error(), "exclude each other") {
+		t.Fatalf("join with bootstrap: %v", err)
+	}
+	if _, err := loadConfig([]string{"--node-id", "s4", "--data-dir", "d", "--join", "nonsense"}, env(nil)); err == nil {
+		t.Fatal("malformed join endpoint accepted")
+	}
+}

@@ -72,3 +72,60 @@ func TestGracefulStopAndRestartFromDisk(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A fourth server started with --join becomes a voter, receives the state,
+// and is known (with its gRPC address) to every server; restarting it
+// rejoins idempotently.
+func TestJoinAddsAVoter(t *testing.T) {
+	c := testcluster.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, c.Endpoints()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_LOCK, nil); err != nil {
+		t.Fatal(err)
+	}
+	s4 := c.Join()
+	waitFor(t, "s4 to be a voter with its gRPC address", func() bool {
+		m, err := cl.Members(ctx)
+		if err != nil {
+			return false
+		}
+		for _, s := range m.Servers {
+			if s.Id == "s4" && s.Suffrage == "Voter" && s.GrpcAddress == s4.GRPCAddr {
+				return len(m.Servers) == 4
+			}
+		}
+		return false
+	})
+	waitFor(t, "s4 to hold the replicated state", func() bool {
+		one, err := client.Dial(ctx, s4.GRPCAddr)
+		if err != nil {
+			return false
+		}
+		defer one.Close()
+		d, err := one.GetDomain(ctx, "db1", client.Stale())
+		return err == nil && d.Name == "db1"
+	})
+	c.Kill(s4)
+	c.Restart(s4)
+	c.WaitLeader()
+	m, err := cl.Members(ctx)
+	if err != nil || len(m.Servers) != 4 {
+		t.Fatalf("after s4 restarted: %v %v", m, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

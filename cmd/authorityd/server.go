@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
@@ -96,6 +97,10 @@ func run(ctx context.Context, cfg Config) error {
 	go func() { defer wg.Done(); serveLogged(logger, "grpc", g.Serve(grpcLis)) }()
 	go func() { defer wg.Done(); serveLogged(logger, "http", httpSrv.Serve(httpLis)) }()
 	logger.Info("serving", "raft", node.Address(), "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	if len(cfg.Join) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); joinCluster(leadCtx, cfg, logger.Named("join")) }()
+	}
 
 	<-ctx.Done()
 	logger.Info("shutting down")
@@ -174,4 +179,36 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// joinCluster asks the cluster at cfg.Join to add this node as a voter,
+// retrying with backoff until it succeeds or ctx ends. Adding a voter that
+// is already in the configuration is a no-op, so this runs on every start.
+func joinCluster(ctx context.Context, cfg Config, logger hclog.Logger) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := tryJoin(ctx, cfg)
+		if err == nil {
+			logger.Info("joined the cluster", "via", cfg.Join)
+			return
+		}
+		logger.Warn("join failed; retrying", "error", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func tryJoin(ctx context.Context, cfg Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, cfg.Join...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.AddServer(ctx, cfg.NodeID, cfg.RaftAddr, cfg.GRPCAddr)
+	return err
 }

@@ -75,6 +75,7 @@ type Server struct {
 
 	cmd  *exec.Cmd
 	done chan struct{}
+	join []string // gRPC endpoints it joined through (nil: a bootstrap peer)
 }
 
 // Cluster is a set of authorityd processes forming one raft cluster.
@@ -128,12 +129,29 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
-func (c *Cluster) peers() string {
-	parts := make([]string, len(c.Servers))
-	for i, s := range c.Servers {
-		parts[i] = s.ID + "," + s.RaftAddr + "," + s.GRPCAddr
+// bootstrapPeers is the peer list of the servers that formed the cluster
+// (joined servers are not in it).
+func (c *Cluster) bootstrapPeers() string {
+	var parts []string
+	for _, s := range c.Servers {
+		if len(s.join) == 0 {
+			parts = append(parts, s.ID+","+s.RaftAddr+","+s.GRPCAddr)
+		}
 	}
 	return strings.Join(parts, ";")
+}
+
+// Join starts one more server that joins the running cluster through
+// --join (it is not in the bootstrap peer list) and returns it.
+func (c *Cluster) Join() *Server {
+	c.t.Helper()
+	id := fmt.Sprintf("s%d", len(c.Servers)+1)
+	root := filepath.Dir(c.Servers[0].DataDir)
+	s := &Server{ID: id, RaftAddr: freeAddr(c.t), GRPCAddr: freeAddr(c.t), HTTPAddr: freeAddr(c.t),
+		DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log"), join: c.Endpoints()}
+	c.Servers = append(c.Servers, s)
+	c.Restart(s)
+	return s
 }
 
 // Restart starts (or restarts) a server from its data dir.
@@ -147,7 +165,12 @@ func (c *Cluster) Restart(s *Server) {
 		c.t.Fatal(err)
 	}
 	args := []string{"--node-id", s.ID, "--data-dir", s.DataDir, "--raft-addr", s.RaftAddr, "--grpc-addr", s.GRPCAddr,
-		"--http-addr", s.HTTPAddr, "--bootstrap", "--peer", c.peers(), "--log-level", "debug", "--event-log", s.EventLogPath()}
+		"--http-addr", s.HTTPAddr, "--log-level", "debug", "--event-log", s.EventLogPath()}
+	if len(s.join) > 0 {
+		args = append(args, "--join", strings.Join(s.join, ","))
+	} else {
+		args = append(args, "--bootstrap", "--peer", c.bootstrapPeers())
+	}
 	cmd := exec.Command(filepath.Join(c.bin, "authorityd"), append(args, c.ExtraArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), c.Env[s.ID]...)
@@ -291,4 +314,14 @@ func (c *Cluster) agreedLeader() *Server {
 		}
 	}
 	return nil
+}
+
+// WithT returns a view of the cluster (the same servers, arguments and
+// environment) that reports failures to t instead of the test that started
+// it, so a subtest may restart or wait on a cluster its parent owns (FailNow
+// must be called from the test's own goroutine).
+func (c *Cluster) WithT(t testing.TB) *Cluster {
+	cc := *c
+	cc.t = t
+	return &cc
 }
