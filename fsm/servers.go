@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 )
@@ -79,14 +80,6 @@ func (f *FSM) serverDirectory() *pb.ServerDirectory {
 	for id, addr := range f.servers {
 		dir.Servers = append(dir.Servers, &pb.ServerAddress{Id: id, GrpcAddress: addr})
 	}
-	slices.SortFunc(dir.Servers, func(a, b *pb.ServerAddress) int {
-		if a.Id < b.Id {
-			return -1
-		}
-		if a.Id > b.Id {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(dir.Servers, func(a, b *pb.ServerAddress) int { return strings.Compare(a.Id, b.Id) })
 	return dir
 }

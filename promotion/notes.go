@@ -1,6 +1,7 @@
 package promotion
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -98,25 +99,12 @@ func (s *Service) flushFenced(ctx context.Context, fenced map[fenceKey]int) {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b fenceKey) int {
-		if a.domain != b.domain {
-			return compare(a.domain, b.domain)
-		}
-		return compare(a.kind, b.kind)
+		return cmp.Or(cmp.Compare(a.domain, b.domain), cmp.Compare(a.kind, b.kind))
 	})
 	for _, k := range keys {
 		s.proposeNote(ctx, &pb.Note{Kind: "fencing_rejected", Domain: k.domain, Fields: []*pb.Observed{
 			{Key: "kind", Value: k.kind}, {Key: "count", Value: fmt.Sprint(fenced[k])}}})
 	}
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (s *Service) proposeNote(ctx context.Context, obs *pb.Note) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -263,21 +264,11 @@ func collectDomains(f *fsm.FSM, limit int, observe func(string) (promotion.Obser
 func newestAttempts(recs []*pb.AttemptRecord, n int) []*pb.AttemptRecord {
 	slices.SortFunc(recs, func(a, b *pb.AttemptRecord) int {
 		if a.LogIndex != b.LogIndex {
-			return -cmpU(a.LogIndex, b.LogIndex)
+			return -cmp.Compare(a.LogIndex, b.LogIndex)
 		}
 		return strings.Compare(a.GetRequest().GetDomain(), b.GetRequest().GetDomain())
 	})
 	return recs[:min(n, len(recs))]
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func leaseLabel(obs promotion.Observation, err error) (string, string) {
