@@ -413,7 +413,8 @@ func (e *ddEnv) handleShow(t *testing.T, d *datadriven.TestData) string {
 }
 
 // handleHash prints the last applied index and the first 8 bytes of two
-// hashes: state= is FSM.StateHash (domains and event log, not the index),
+// hashes: state= is FSM.StateHash (domains and server directory, not the
+// index or the event log),
 // domains= covers only the domain records (deterministic protobuf, sorted
 // by name). Both stay put when an entry changed nothing.
 func (e *ddEnv) handleHash(t *testing.T, d *datadriven.TestData) string {

@@ -56,9 +56,9 @@ func (f *FSM) Snapshot() ([]byte, error) {
 	return f.encode()
 }
 
-func (f *FSM) encode() ([]byte, error) { return f.encodeAt(f.lastIndex) }
+func (f *FSM) encode() ([]byte, error) { return f.encodeAt(f.lastIndex, true) }
 
-func (f *FSM) encodeAt(lastIndex uint64) ([]byte, error) {
+func (f *FSM) encodeAt(lastIndex uint64, withEvents bool) ([]byte, error) {
 	names := f.sortedNames()
 	buf := []byte(snapshotMagic)
 	hdr := &pb.SnapshotHeader{Version: snapshotVersion, LastIndex: lastIndex, DomainCount: uint64(len(names))}
@@ -74,9 +74,11 @@ func (f *FSM) encodeAt(lastIndex uint64) ([]byte, error) {
 	if buf, err = appendRecord(buf, recServers, f.serverDirectory()); err != nil {
 		return nil, err
 	}
-	evs := &pb.EventLog{Events: f.events.events, DroppedThrough: f.events.droppedThrough}
-	if buf, err = appendRecord(buf, recEvents, evs); err != nil {
-		return nil, err
+	if withEvents {
+		evs := &pb.EventLog{Events: f.events.events, DroppedThrough: f.events.droppedThrough}
+		if buf, err = appendRecord(buf, recEvents, evs); err != nil {
+			return nil, err
+		}
 	}
 	buf = append(buf, recTrailer)
 	return binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, crcTable)), nil
@@ -92,14 +94,17 @@ func appendRecord(buf []byte, typ byte, m proto.Message) ([]byte, error) {
 	return append(buf, body...), nil
 }
 
-// StateHash is the SHA-256 of the snapshot bytes without the applied index:
-// equal on two replicas iff their domains and event logs are byte-identical.
-// The index is left out so an entry that was rejected (and so changed
-// nothing) does not change the hash either.
+// StateHash is the SHA-256 of the authority state in snapshot encoding —
+// every domain record and the server directory — without the applied index
+// and without the event log: equal on two replicas iff their authority
+// state is byte-identical. An entry that was rejected, or that only wrote
+// an event (a leader's note), leaves it unchanged. (The event log is
+// compared on its own: it is in the snapshot bytes and each node's
+// --event-log.)
 func (f *FSM) StateHash() ([32]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := f.encodeAt(0)
+	b, err := f.encodeAt(0, false)
 	if err != nil {
 		return [32]byte{}, err
 	}

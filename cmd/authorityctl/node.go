@@ -123,7 +123,7 @@ func startLease(ctx context.Context, o *options, domain, node string, acquire bo
 // holdLease prints the lease's events until it is lost (an error: exit 1)
 // or ctx ends (SIGTERM/SIGINT: release or stop, exit 0).
 func holdLease(ctx context.Context, o *options, l *client.Lease, quiet, releaseOnExit bool) error {
-	p := o.printer()
+	p := o.streamPrinter()
 	event := func(name string, withDeadline bool, err error) leaseEvent {
 		e := leaseEvent{Event: name, Domain: l.Domain(), Node: l.Holder(), Epoch: l.Epoch(), Err: err}
 		if withDeadline {

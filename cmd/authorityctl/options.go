@@ -41,7 +41,10 @@ const (
 type options struct {
 	endpoints endpointsValue
 	output    enumValue
-	timeout   time.Duration
+	// outputChosen: -o or AUTHORITY_OUTPUT was given (streams default to
+	// JSON lines otherwise).
+	outputChosen bool
+	timeout      time.Duration
 
 	getenv         func(string) string
 	stdout, stderr io.Writer
@@ -84,6 +87,9 @@ func (o *options) addGlobalFlags(fs *pflag.FlagSet) {
 // applyEnv fills the global flags not given on the command line from their
 // environment variables, then checks them. Errors are usage errors.
 func (o *options) applyEnv(fs *pflag.FlagSet) error {
+	if f := fs.Lookup(flagOutput); f != nil && (f.Changed || o.getenv(envOutput) != "") {
+		o.outputChosen = true
+	}
 	for _, fe := range [...]struct{ flag, env string }{
 		{flagEndpoints, envEndpoints}, {flagOutput, envOutput}, {flagTimeout, envTimeout},
 	} {
@@ -118,6 +124,15 @@ func (o *options) printer() printer {
 		return jsonPrinter{w: o.stdout}
 	}
 	return textPrinter{w: o.stdout}
+}
+
+// streamPrinter is the printer of streaming commands (watch, node lease):
+// one JSON line per event unless text output was asked for explicitly.
+func (o *options) streamPrinter() printer {
+	if o.outputChosen && o.output.value == outputText {
+		return textPrinter{w: o.stdout}
+	}
+	return jsonPrinter{w: o.stdout}
 }
 
 // progressf writes a progress line to stderr (stdout carries only results).

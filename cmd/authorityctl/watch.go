@@ -35,7 +35,7 @@ event; an index the servers no longer keep ends with COMPACTED (exit 1).`,
 				return err
 			}
 			defer w.Close()
-			p := o.printer()
+			p := o.streamPrinter()
 			for {
 				ev, err := w.Next(ctx)
 				if err != nil {
