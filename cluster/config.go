@@ -22,6 +22,11 @@ type Config struct {
 	// Transport overrides the TCP transport (tests use raft's in-memory one).
 	Transport raft.Transport
 	Logger    hclog.Logger
+	// RaftRoutes overrides where this node dials each peer's raft traffic
+	// (server id → address), e.g. through a per-link proxy that a fault
+	// test can hold or reset to partition exactly one direction of one link.
+	// Peers not listed are dialled at their configured address.
+	RaftRoutes map[string]string
 	// FSM is the state machine to drive; nil creates a new one.
 	FSM *fsm.FSM
 	// Hooks observe apply and snapshot durations (metrics); nil for none.

@@ -69,7 +69,11 @@ func (n *Node) start() error {
 	}
 	n.transport = cfg.Transport
 	if n.transport == nil {
-		t, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 3, 10*time.Second, cfg.Logger.Named("transport"))
+		tc := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: cfg.Logger.Named("transport")}
+		if len(cfg.RaftRoutes) > 0 {
+			tc.ServerAddressProvider = routes(cfg.RaftRoutes)
+		}
+		t, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, nil, tc)
 		if err != nil {
 			return fmt.Errorf("cluster: raft transport on %s: %w", cfg.RaftAddr, err)
 		}
@@ -302,3 +306,14 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {}
+
+// routes is a raft.ServerAddressProvider from a fixed map; a peer without a
+// route makes raft fall back to the configured address.
+type routes map[string]string
+
+func (r routes) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if a, ok := r[string(id)]; ok {
+		return raft.ServerAddress(a), nil
+	}
+	return "", fmt.Errorf("no route for %s", id)
+}

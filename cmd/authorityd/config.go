@@ -35,6 +35,9 @@ type Config struct {
 	// Join lists gRPC endpoints of a running cluster: this node asks it to
 	// add it as a voter (idempotent, so it is safe on every restart).
 	Join []string `yaml:"join"`
+	// RaftRoutes overrides the address this node dials for a peer's raft
+	// traffic (id → address), e.g. a per-link proxy in fault tests.
+	RaftRoutes map[string]string `yaml:"raft_routes"`
 	// Raft timing. HeartbeatTimeout is raft's follower timeout (a follower
 	// that hears no leader this long starts an election).
 	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
@@ -109,6 +112,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.Var(&peers, "peer", "voter as id,raft_addr,grpc_addr (repeat, or ';'-separated)")
 	bootstrap := fs.Bool("bootstrap", false, "form the cluster from --peer when the data dir is empty")
 	join := fs.String("join", "", "comma-separated gRPC endpoints of a running cluster to join as a voter")
+	routesFlag := fs.String("raft-route", "", "comma-separated id=address: dial this peer's raft traffic at address (e.g. a proxy)")
 	fs.DurationVar(&flagCfg.HeartbeatTimeout, "heartbeat-timeout", 0, "raft follower timeout before an election (default 500ms)")
 	fs.DurationVar(&flagCfg.ElectionTimeout, "election-timeout", 0, "raft candidate timeout (default 500ms)")
 	fs.DurationVar(&flagCfg.LeaderLeaseTimeout, "leader-lease-timeout", 0, "leader steps down without quorum contact this long (default 250ms)")
@@ -143,6 +147,13 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	}
 	if set["join"] {
 		cfg.Join = splitList(*join)
+	}
+	if set["raft-route"] {
+		r, err := parseRoutes(*routesFlag)
+		if err != nil {
+			return Config{}, err
+		}
+		cfg.RaftRoutes = r
 	}
 	if set["promotion-disabled"] {
 		cfg.PromotionDisabled = *disabled
@@ -203,6 +214,8 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.Bootstrap, err = strconv.ParseBool(v)
 	case "join":
 		cfg.Join = splitList(v)
+	case "raft-route":
+		cfg.RaftRoutes, err = parseRoutes(v)
 	case "promotion-disabled":
 		cfg.PromotionDisabled, err = strconv.ParseBool(v)
 	case "heartbeat-timeout":
@@ -311,4 +324,20 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// parseRoutes reads "id=host:port,id=host:port".
+func parseRoutes(v string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, item := range splitList(v) {
+		id, addr, ok := strings.Cut(item, "=")
+		if !ok || id == "" {
+			return nil, fmt.Errorf("raft-route %q: want id=host:port", item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("raft-route %q: %v", item, err)
+		}
+		out[id] = addr
+	}
+	return out, nil
 }

@@ -109,3 +109,16 @@ func TestConfigJoin(t *testing.T) {
 		t.Fatal("malformed join endpoint accepted")
 	}
 }
+
+func TestConfigRaftRoutes(t *testing.T) {
+	cfg, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--raft-route", "s2=127.0.0.1:17002,s3=127.0.0.1:17003"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RaftRoutes["s3"] != "127.0.0.1:17003" || len(cfg.RaftRoutes) != 2 {
+		t.Fatalf("routes %v", cfg.RaftRoutes)
+	}
+	if _, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--raft-route", "s2"}, env(nil)); err == nil {
+		t.Fatal("malformed route accepted")
+	}
+}

@@ -38,7 +38,7 @@ func run(ctx context.Context, cfg Config) error {
 	state := fsm.New()
 	metrics := observability.NewMetrics(reg, state)
 	node, err := cluster.Open(cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Logger: logger,
-		FSM: state, Hooks: metrics,
+		FSM: state, Hooks: metrics, RaftRoutes: cfg.RaftRoutes,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold})
 	if err != nil {
