@@ -3,10 +3,11 @@ GO        ?= go
 PKGS      := ./...
 BIN       := bin
 PROTO_DIR := api
-PROTOS    := $(wildcard $(PROTO_DIR)/authority/v1/*.proto)
+PROTOS    := $(wildcard $(PROTO_DIR)/authority/v1/*.proto) $(wildcard $(PROTO_DIR)/refnode/v1/*.proto)
 PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build test test-short bench proto lint check-rules run screenshot clean
+.PHONY: all build test test-short bench proto lint check-rules run demo screenshot clean
 
 all: build
 
@@ -30,7 +31,7 @@ test-short:
 # bin/bench.txt.
 bench:
 	@mkdir -p $(BIN)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./validator ./fsm ./promotion | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./validator ./fsm ./promotion ./replication/refnode | tee $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=1 -timeout 10m ./bench | tee -a $(BIN)/bench.txt
 
 # Regenerate the committed protobuf code (needs protoc: Debian's
@@ -38,7 +39,10 @@ bench:
 proto:
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler"; exit 1; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I $(PROTO_DIR) --go_out=$(PROTO_DIR) --go_opt=paths=source_relative $(PROTOS)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I $(PROTO_DIR) \
+	  --go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
+	  --go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative $(PROTOS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -58,6 +62,13 @@ check-rules:
 # under ./.data) with a seeded demo domain; Ctrl-C stops it cleanly.
 run: build
 	$(BIN)/authority-local -bin $(BIN) -data .data
+
+# The AeroDB reference-node demo (docs/DEMO.md): three authorityd processes
+# (same ports as `make run`), three refnodes on 127.0.0.1:6001-6003 and a
+# writer printing every acknowledged write; state under ./.demo (wiped at
+# start). Ctrl-C stops it.
+demo: build
+	$(BIN)/refnode demo --bin $(BIN) --data .demo
 
 # Render the status page of the demo cluster to docs/status-page.png with
 # headless Chromium (Debian: chromium). Not part of CI.

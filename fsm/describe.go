@@ -47,8 +47,12 @@ func DescribeAttempt(r *pb.AttemptRecord) string {
 	if r.GetDecision().GetAllowed() {
 		outcome = "ALLOWED"
 	}
-	fmt.Fprintf(&b, "attempt %s domain=%s candidate=%s index=%d term=%d: %s\n",
-		q.GetRequestId(), q.GetDomain(), q.GetCandidate(), r.LogIndex, r.Term, outcome)
+	where := fmt.Sprintf("index=%d term=%d", r.LogIndex, r.Term)
+	if r.LogIndex == 0 {
+		where = "not committed (dry run)" // nothing is in the log
+	}
+	fmt.Fprintf(&b, "attempt %s domain=%s candidate=%s %s: %s\n",
+		q.GetRequestId(), q.GetDomain(), q.GetCandidate(), where, outcome)
 	fmt.Fprintf(&b, "  epoch %d -> %d, holder %s -> %s\n", r.EpochBefore, r.EpochAfter, orNone(r.HolderBefore), orNone(r.HolderAfter))
 	expected := "none"
 	if q.ExpectedEpoch != nil {

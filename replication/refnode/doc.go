@@ -1,0 +1,23 @@
+// Package refnode is the AeroDB reference node: a small but real key-value
+// node that uses the authority correctly.
+//
+//   - WAL (wal.go): records [len u32][crc32c u32][payload], payload a
+//     refnode.v1.WalRecord whose hash chains over the previous record's;
+//     appended and fsynced in groups (concurrent writers share an fsync);
+//     a torn tail is truncated on open, anything else that does not verify
+//     refuses to open.
+//   - MVCC (mvcc.go): key → versions by commit id; a read sees the newest
+//     version with commit id ≤ its bound.
+//   - Roles (node.go): the domain's holder is the primary, every other
+//     member a replica. The primary keeps its lease with the client library,
+//     ships its WAL to the replicas (primary.go), advances the watermark
+//     through the ack gate only to positions a synchronous replica flushed,
+//     and acknowledges a write (and makes it visible) only once a watermark
+//     covering it is committed. It stops writing the moment the lease is lost
+//     or the epoch moved. Replicas (replica.go) fence by epoch, verify order,
+//     checksum and chain before appending, apply, and report progress.
+//   - Divergence: a node whose history is not a prefix of the holder's
+//     (a former primary with unreplicated records) marks itself diverged on
+//     disk and refuses to serve until `refnode rebuild` copies the holder's
+//     WAL (rebuild.go). It never heals silently.
+package refnode

@@ -1,0 +1,10 @@
+//go:build !failpoints
+
+package refnode
+
+// testHooks are test seams; production builds have none.
+type testHooks struct {
+	holdApply bool
+}
+
+func loadTestHooks() testHooks { return testHooks{} }
