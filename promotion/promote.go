@@ -109,6 +109,12 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 		if out != nil {
 			must(lc.To(Steady))
 			s.decided(out, took)
+			if out.Record.GetDecision().GetAllowed() {
+				// Cannot happen while the domain lock serialises writes; if it
+				// does, the committed record (the new authority) stands.
+				s.logger.Error("apply-time validation contradicted the leader's", "request_id", req.RequestId)
+				s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter, true)
+			}
 		}
 		return out, err
 	}

@@ -30,6 +30,7 @@ var (
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		removeStaleBuilds(time.Hour)
 		dir, err := os.MkdirTemp("", "authority-bin-")
 		if err != nil {
 			buildErr = err
@@ -324,4 +325,84 @@ func (c *Cluster) WithT(t testing.TB) *Cluster {
 	cc := *c
 	cc.t = t
 	return &cc
+}
+
+// StartStablePorts is Start with every server's ports taken from below the
+// kernel's ephemeral port range. The kernel numbers outgoing connections
+// from that range, so with Start a killed server's freed port can be taken
+// by some process's outgoing connection before the server restarts on it
+// (the restart then fails with "address already in use" until that
+// connection closes). Crash tests that restart servers many times use this.
+func StartStablePorts(t testing.TB, n int, extraArgs ...string) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, bin: Binaries(t), ExtraArgs: extraArgs}
+	root := t.TempDir()
+	for i := range n {
+		id := fmt.Sprintf("s%d", i+1)
+		c.Servers = append(c.Servers, &Server{ID: id, RaftAddr: stableAddr(t), GRPCAddr: stableAddr(t), HTTPAddr: stableAddr(t),
+			DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log")})
+	}
+	for _, s := range c.Servers {
+		c.Restart(s)
+	}
+	t.Cleanup(c.StopAll)
+	c.WaitLeader()
+	return c
+}
+
+var (
+	stableMu   sync.Mutex
+	stableUsed = map[int]bool{}
+	stableNext int
+)
+
+// stableAddr returns a free loopback address whose port lies below the
+// ephemeral range (falling back to freeAddr when the range is unknown).
+// Ports are handed out once per test process and checked free by a listen.
+func stableAddr(t testing.TB) string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	var low int
+	if err == nil {
+		fmt.Sscan(string(b), &low)
+	}
+	if low <= 12000 {
+		return freeAddr(t)
+	}
+	stableMu.Lock()
+	defer stableMu.Unlock()
+	if stableNext == 0 {
+		// Spread test processes over the range by pid.
+		stableNext = 10000 + (os.Getpid()*97)%(low-10000)
+	}
+	for range low - 10000 {
+		p := stableNext
+		stableNext++
+		if stableNext >= low {
+			stableNext = 10000
+		}
+		if stableUsed[p] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		l.Close()
+		stableUsed[p] = true
+		return addr
+	}
+	return freeAddr(t)
+}
+
+// removeStaleBuilds deletes binary directories earlier test processes left
+// behind (each test binary builds its own; none can know when the last
+// test using it ends), once they are older than age.
+func removeStaleBuilds(age time.Duration) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "authority-bin-*"))
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > age {
+			os.RemoveAll(d)
+		}
+	}
 }
