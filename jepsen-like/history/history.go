@@ -48,6 +48,18 @@ const (
 	FWrite   = "write"   // an agent's write to the fenced resource
 )
 
+// Record.Type values of the non-op kinds, and promote outcomes.
+const (
+	NemesisStart   = "start"   // nemesis: a fault began
+	NemesisStop    = "stop"    // nemesis: the fault was healed
+	AgentHolds     = "holds"   // agent: believes it holds (domain, epoch)
+	AgentLost      = "lost"    // agent: stopped believing it holds the domain
+	FencedAccept   = "accept"  // fenced resource accepted a write
+	FencedReject   = "reject"  // fenced resource rejected a write
+	OutcomeAllowed = "allowed" // promote outcome (Value.Outcome)
+	OutcomeDenied  = "denied"  // promote outcome (Value.Outcome)
+)
+
 // Record is one line of a history.
 type Record struct {
 	Kind    string `json:"kind"`
