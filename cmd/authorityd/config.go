@@ -44,6 +44,10 @@ type Config struct {
 	ElectionTimeout    time.Duration `yaml:"election_timeout"`
 	LeaderLeaseTimeout time.Duration `yaml:"leader_lease_timeout"`
 	SnapshotThreshold  uint64        `yaml:"snapshot_threshold"`
+	// SnapshotInterval is how often raft checks the threshold; TrailingLogs
+	// how many entries a snapshot keeps behind it.
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	TrailingLogs     uint64        `yaml:"trailing_logs"`
 	// PromotionDisabled refuses every promotion on this server (AU-14).
 	PromotionDisabled bool `yaml:"promotion_disabled"`
 	// EventLog, when set, appends every applied event to this file as JSON
@@ -117,6 +121,8 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.DurationVar(&flagCfg.ElectionTimeout, "election-timeout", 0, "raft candidate timeout (default 500ms)")
 	fs.DurationVar(&flagCfg.LeaderLeaseTimeout, "leader-lease-timeout", 0, "leader steps down without quorum contact this long (default 250ms)")
 	fs.Uint64Var(&flagCfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 8192)")
+	fs.DurationVar(&flagCfg.SnapshotInterval, "snapshot-interval", 0, "how often raft checks the snapshot threshold (default 120s)")
+	fs.Uint64Var(&flagCfg.TrailingLogs, "trailing-logs", 0, "log entries kept behind a snapshot (default 10240)")
 	disabled := fs.Bool("promotion-disabled", false, "refuse every promotion on this server")
 	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "trace|debug|info|warn|error (default info)")
 	fs.StringVar(&flagCfg.LogFormat, "log-format", "", "text|json (default text)")
@@ -226,6 +232,10 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.LeaderLeaseTimeout, err = time.ParseDuration(v)
 	case "snapshot-threshold":
 		cfg.SnapshotThreshold, err = strconv.ParseUint(v, 10, 64)
+	case "snapshot-interval":
+		cfg.SnapshotInterval, err = time.ParseDuration(v)
+	case "trailing-logs":
+		cfg.TrailingLogs, err = strconv.ParseUint(v, 10, 64)
 	case "log-level":
 		cfg.LogLevel = v
 	case "log-format":
@@ -259,6 +269,12 @@ func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	}
 	if set["snapshot-threshold"] {
 		cfg.SnapshotThreshold = f.SnapshotThreshold
+	}
+	if set["snapshot-interval"] {
+		cfg.SnapshotInterval = f.SnapshotInterval
+	}
+	if set["trailing-logs"] {
+		cfg.TrailingLogs = f.TrailingLogs
 	}
 }
 

@@ -122,3 +122,14 @@ func TestConfigRaftRoutes(t *testing.T) {
 		t.Fatal("malformed route accepted")
 	}
 }
+
+func TestConfigSnapshotSettings(t *testing.T) {
+	cfg, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--snapshot-threshold", "16",
+		"--snapshot-interval", "200ms", "--trailing-logs", "4"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SnapshotThreshold != 16 || cfg.SnapshotInterval != 200*time.Millisecond || cfg.TrailingLogs != 4 {
+		t.Fatalf("%+v", cfg)
+	}
+}

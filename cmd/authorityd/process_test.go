@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -128,4 +130,54 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// With a low snapshot threshold raft snapshots and compacts its log on its
+// own; every server killed at once then recovers from snapshot + log with
+// nothing lost.
+func TestAutomaticSnapshotsSurviveKillAll(t *testing.T) {
+	c := testcluster.Start(t, 3, "--snapshot-threshold", "8", "--snapshot-interval", "100ms", "--trailing-logs", "2")
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, c.Endpoints()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n {
+		if _, err := cl.CreateDomain(ctx, fmt.Sprintf("lock-%02d", i), pb.DomainKind_DOMAIN_KIND_LOCK, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	waitFor(t, "every server to take a snapshot", func() bool {
+		for _, s := range c.Servers {
+			snaps, _ := filepath.Glob(filepath.Join(s.DataDir, "snapshots", "*", "state.bin"))
+			if len(snaps) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range c.Servers {
+		c.Kill(s)
+	}
+	for _, s := range c.Servers {
+		c.Restart(s)
+	}
+	c.WaitLeader()
+	cl, err = client.Dial(ctx, c.Endpoints()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	waitFor(t, "all domains on every server", func() bool {
+		for _, s := range c.Servers {
+			st, err := cl.Status(ctx, s.GRPCAddr)
+			if err != nil || st.Domains != n {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -40,7 +40,8 @@ func run(ctx context.Context, cfg Config) error {
 	node, err := cluster.Open(cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Logger: logger,
 		FSM: state, Hooks: metrics, RaftRoutes: cfg.RaftRoutes,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
-		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold})
+		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
+		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs})
 	if err != nil {
 		return err
 	}
