@@ -55,8 +55,8 @@ func toStatus(err error, meta map[string]string) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok && !isInternal(err) {
-		return err // already a status (e.g. from a forwarded call)
+	if _, ok := status.FromError(err); ok {
+		return err // already a status (from validation or a forwarded call)
 	}
 	code, reason := reasonOf(err)
 	st := status.New(code, err.Error())
@@ -64,12 +64,6 @@ func toStatus(err error, meta map[string]string) error {
 		st = withInfo
 	}
 	return st.Err()
-}
-
-// isInternal reports whether err is one of ours rather than a gRPC status.
-func isInternal(err error) bool {
-	code, _ := reasonOf(err)
-	return code != codes.Internal
 }
 
 func invalid(format string, a ...any) error {
