@@ -63,8 +63,8 @@ func startAPI(t *testing.T, n int) []*apiNode {
 	for i := range n {
 		id := fmt.Sprintf("s%d", i+1)
 		node, err := cluster.Open(cluster.Config{NodeID: id, DataDir: filepath.Join(dir, id), Transport: trans[i],
-			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-			LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond})
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+			LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,7 +304,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// A leader change under load answers NOT_LEADER for a moment
+			// (the election window); a client retries, so does this test.
 			err := tc.call()
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); err = tc.call() {
+				if _, r := reasonOfStatus(err); r != pb.ReasonNotLeader {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			code, reason := reasonOfStatus(err)
 			if code != tc.code || reason != tc.reason || !strings.Contains(status.Convert(err).Message(), tc.msg) {
 				t.Fatalf("got %v %s %q; want %v %s containing %q", code, reason, status.Convert(err).Message(), tc.code, tc.reason, tc.msg)
