@@ -7,7 +7,7 @@ PROTOS    := $(wildcard $(PROTO_DIR)/authority/v1/*.proto) $(wildcard $(PROTO_DI
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build test test-short bench proto lint check-rules run demo screenshot clean
+.PHONY: all build test test-short bench proto lint check-rules run demo screenshot clean jepsen jepsen-soak
 
 all: build
 
@@ -19,9 +19,26 @@ build:
 # detector on.
 test: lint check-rules
 	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/...
 
 test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)
+
+# The fault-injection cluster's CI mode (jepsen-like/): every scenario once
+# with a fixed seed, capped by JEPSEN_BUDGET (default 300s; scenarios past
+# it are skipped, saying so), then the negative controls (mutants behind the
+# jepsen_mutants tag), each of which must be caught by its checker.
+# `make test` also runs the CI mode (go test ./...).
+jepsen:
+	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m -run TestJepsen ./jepsen-like/
+	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/...
+
+# Soak: 5 nodes, -race, random overlapping faults, until DURATION has
+# passed or the first violation (prints its seed and a one-line repro).
+# Reports are kept under $$TMPDIR/jepsen-soak-*.
+DURATION ?= 30m
+jepsen-soak:
+	JEPSEN_SOAK=$(DURATION) $(GO) test -tags "invariants failpoints" -race -count=1 -timeout 0 -run TestSoak ./jepsen-like/
 
 # Go benchmarks of the hot paths (FSM apply of a promotion attempt and a
 # watermark advance, the validator, lease renewal: ns/op and allocs/op), then

@@ -235,6 +235,13 @@ func (c *Client) Acquire(ctx context.Context, domain, holder string, opts ...Lea
 		f(&o)
 	}
 	req := &pb.AcquireRequest{Domain: domain, Holder: holder, ExpectedEpoch: o.expectedEpoch}
+	// Read the domain first: if the outcome turns out unknown, only a grant
+	// newer than this one can be ours (the holder may still hold an older
+	// grant whose lease the leader has not yet seen expire).
+	before, err := c.GetDomain(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
 	sent := c.cfg.Clock.Now()
 	resp, unknown, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseResponse, error) {
 		return pb.NewLeasesClient(conn).Acquire(ctx, req)
@@ -248,8 +255,7 @@ func (c *Client) Acquire(ctx context.Context, domain, holder string, opts ...Lea
 		if gerr != nil {
 			return nil, fmt.Errorf("%w: %w (reading it back: %v)", ErrOutcomeUnknown, err, gerr)
 		}
-		exp := o.expectedEpoch
-		if d.GetHolder() != holder || d.GetReleased() || exp != nil && d.GetEpoch() != *exp && d.GetEpoch() != *exp+1 {
+		if !acquiredSince(before, d, holder) {
 			return nil, err
 		}
 		epoch, ttlMs = d.GetEpoch(), d.GetPolicy().GetLeaseTtlMs()
@@ -627,4 +633,19 @@ func timerC(t Timer) <-chan time.Time {
 		return nil
 	}
 	return t.C()
+}
+
+// acquiredSince reports whether d, read after an Acquire whose outcome was
+// unknown, shows that Acquire's grant: holder holds an epoch newer than the
+// one before the call (lock and release domains), or — on an aerodb domain,
+// where a re-acquire keeps the epoch — holder still holds the same epoch and
+// the domain record changed at a later log index.
+func acquiredSince(before, d *pb.Domain, holder string) bool {
+	if d.GetHolder() != holder || d.GetReleased() {
+		return false
+	}
+	if d.GetKind() == pb.DomainKind_DOMAIN_KIND_AERODB {
+		return d.GetEpoch() == before.GetEpoch() && d.GetUpdatedIndex() > before.GetUpdatedIndex()
+	}
+	return d.GetEpoch() > before.GetEpoch()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -158,6 +159,13 @@ func forward[Resp any](ctx context.Context, s *Server, call func(context.Context
 	conn := s.leaderConn(ctx)
 	if conn == nil {
 		return resp, false, nil
+	}
+	if st := conn.GetState(); st == connectivity.TransientFailure || st == connectivity.Shutdown {
+		// The leader is unreachable from here and nothing is sent: a
+		// definite NOT_LEADER (the client tries another server), not an
+		// unknown outcome.
+		conn.Connect()
+		return resp, true, s.fail(fmt.Errorf("%w: leader %s unreachable from %s", promotion.ErrNotLeader, conn.Target(), s.node.ID()))
 	}
 	resp, err = call(forwardCtx(ctx), conn)
 	if err != nil && !hasErrorInfo(err) {

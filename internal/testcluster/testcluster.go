@@ -74,9 +74,17 @@ type Server struct {
 	DataDir  string
 	LogPath  string
 
+	mu   sync.Mutex // guards cmd and done, which Restart replaces
 	cmd  *exec.Cmd
 	done chan struct{}
 	join []string // gRPC endpoints it joined through (nil: a bootstrap peer)
+}
+
+// proc returns the current process and its exit channel.
+func (s *Server) proc() (*exec.Cmd, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd, s.done
 }
 
 // Cluster is a set of authorityd processes forming one raft cluster.
@@ -180,11 +188,14 @@ func (c *Cluster) Restart(s *Server) {
 		logf.Close()
 		c.t.Fatal(err)
 	}
-	s.cmd, s.done = cmd, make(chan struct{})
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
 	go func() {
 		cmd.Wait()
 		logf.Close()
-		close(s.done)
+		close(done)
 	}()
 }
 
@@ -193,11 +204,12 @@ func (s *Server) EventLogPath() string { return strings.TrimSuffix(s.LogPath, ".
 
 // Running reports whether the process is alive (not yet reaped).
 func (s *Server) Running() bool {
-	if s.done == nil {
+	_, done := s.proc()
+	if done == nil {
 		return false
 	}
 	select {
-	case <-s.done:
+	case <-done:
 		return false
 	default:
 		return true
@@ -206,21 +218,23 @@ func (s *Server) Running() bool {
 
 // ExitCode of the last run once it has exited (-1 when killed by a signal).
 func (s *Server) ExitCode() int {
-	<-s.done
-	return s.cmd.ProcessState.ExitCode()
+	cmd, done := s.proc()
+	<-done
+	return cmd.ProcessState.ExitCode()
 }
 
 // Pid of the running process.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+func (s *Server) Pid() int { cmd, _ := s.proc(); return cmd.Process.Pid }
 
 // Kill sends SIGKILL (no deferred code runs) and waits for the exit.
 func (c *Cluster) Kill(s *Server) {
 	if !s.Running() {
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGCONT) // a paused process must die too
-	s.cmd.Process.Kill()
-	<-s.done
+	cmd, done := s.proc()
+	cmd.Process.Signal(syscall.SIGCONT) // a paused process must die too
+	cmd.Process.Kill()
+	<-done
 }
 
 // Stop sends SIGTERM and waits for a graceful exit (SIGKILL after 10 s).
@@ -228,10 +242,11 @@ func (c *Cluster) Stop(s *Server) {
 	if !s.Running() {
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGCONT)
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	cmd, done := s.proc()
+	cmd.Process.Signal(syscall.SIGCONT)
+	cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.done:
+	case <-done:
 	case <-time.After(10 * time.Second):
 		c.t.Errorf("%s did not stop on SIGTERM within 10 s; killing", s.ID)
 		c.Kill(s)
@@ -239,8 +254,8 @@ func (c *Cluster) Stop(s *Server) {
 }
 
 // Pause and Resume send SIGSTOP / SIGCONT.
-func (c *Cluster) Pause(s *Server)  { s.cmd.Process.Signal(syscall.SIGSTOP) }
-func (c *Cluster) Resume(s *Server) { s.cmd.Process.Signal(syscall.SIGCONT) }
+func (c *Cluster) Pause(s *Server)  { cmd, _ := s.proc(); cmd.Process.Signal(syscall.SIGSTOP) }
+func (c *Cluster) Resume(s *Server) { cmd, _ := s.proc(); cmd.Process.Signal(syscall.SIGCONT) }
 
 // StopAll kills every running server (test cleanup).
 func (c *Cluster) StopAll() {

@@ -1,0 +1,47 @@
+// Command jepsen-agent is a lease-holder process of the fault-injection
+// runs (jepsen-like/agent): it holds a lock domain and writes to the fenced
+// resource while its lease is held, recording its history to a file. It
+// stops on SIGTERM/SIGINT.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aerodb/authority/jepsen-like/agent"
+	"github.com/aerodb/authority/jepsen-like/history"
+)
+
+func main() {
+	endpoints := flag.String("endpoints", "", "comma-separated gRPC endpoints")
+	domain := flag.String("domain", "", "lock domain to hold")
+	holder := flag.String("holder", "", "holder name")
+	process := flag.Int("process", 0, "process id in the history")
+	fencedURL := flag.String("fenced", "", "fenced resource write URL")
+	hist := flag.String("history", "", "history file (JSON lines, appended)")
+	interval := flag.Duration("interval", 50*time.Millisecond, "between writes")
+	workDelay := flag.Duration("work-delay", 40*time.Millisecond, "between the lease check and the write")
+	flag.Parse()
+	h, err := history.Create(*hist)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	err = agent.Run(ctx, agent.Config{Endpoints: strings.Split(*endpoints, ","), Domain: *domain, Holder: *holder, Process: *process,
+		FencedURL: *fencedURL, History: h, Interval: *interval, WorkDelay: *workDelay})
+	if cerr := h.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

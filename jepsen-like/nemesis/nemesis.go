@@ -1,0 +1,360 @@
+// Package nemesis injects the faults of a fault-injection run into a
+// cluster of real authorityd processes whose raft links all pass through
+// per-link proxies (Network), and into lease-holder agent processes. Every
+// fault records a nemesis start and stop in the history.
+package nemesis
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/internal/testcluster"
+	"github.com/aerodb/authority/jepsen-like/history"
+	"github.com/aerodb/authority/jepsen-like/proxy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Network is one proxy per directed raft link: Links[i][j] carries server
+// i's raft traffic to server j.
+type Network struct {
+	Links map[string]map[string]*proxy.Proxy
+}
+
+// Proxied starts a cluster of n servers, then restarts every server with
+// its raft traffic routed through a proxy per directed link
+// (AUTHORITYD_RAFT_ROUTE), so partitions need no root.
+func Proxied(t testing.TB, n int, extraArgs ...string) (*testcluster.Cluster, *Network) {
+	t.Helper()
+	c := testcluster.StartStablePorts(t, n, extraArgs...)
+	net := &Network{Links: map[string]map[string]*proxy.Proxy{}}
+	if c.Env == nil {
+		c.Env = map[string][]string{}
+	}
+	for _, a := range c.Servers {
+		net.Links[a.ID] = map[string]*proxy.Proxy{}
+		routes := []string{a.ID + "=" + a.RaftAddr}
+		for _, b := range c.Servers {
+			if a == b {
+				continue
+			}
+			p, err := proxy.Listen(a.ID+"->"+b.ID, b.RaftAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.Close)
+			net.Links[a.ID][b.ID] = p
+			routes = append(routes, b.ID+"="+p.Addr())
+		}
+		c.Env[a.ID] = append(c.Env[a.ID], "AUTHORITYD_RAFT_ROUTE="+strings.Join(routes, ","))
+	}
+	for _, s := range c.Servers {
+		c.Stop(s)
+	}
+	for _, s := range c.Servers {
+		c.Restart(s)
+	}
+	c.WaitLeader()
+	return c, net
+}
+
+// Isolate holds every link between the servers of side a and those not in
+// it (both directions).
+func (n *Network) Isolate(a []string, mode proxy.Mode) {
+	in := map[string]bool{}
+	for _, id := range a {
+		in[id] = true
+	}
+	for from, m := range n.Links {
+		for to, p := range m {
+			if in[from] != in[to] {
+				p.SetMode(mode)
+			}
+		}
+	}
+}
+
+// Heal makes every link pass.
+func (n *Network) Heal() {
+	for _, m := range n.Links {
+		for _, p := range m {
+			p.SetMode(proxy.Pass)
+			p.SetDelay(0)
+		}
+	}
+}
+
+// Agent is a lease-holder process (cmd/jepsen-agent).
+type Agent struct {
+	Holder, Domain, HistoryPath string
+	Process                     int
+	cmd                         *exec.Cmd
+	done                        chan struct{}
+}
+
+// StartAgent launches an agent process.
+func StartAgent(t testing.TB, bin string, endpoints []string, domain, holder string, process int, fencedURL, dir string) *Agent {
+	t.Helper()
+	a := &Agent{Holder: holder, Domain: domain, Process: process, HistoryPath: filepath.Join(dir, "agent-"+holder+".jsonl")}
+	logf, err := os.Create(filepath.Join(dir, "agent-"+holder+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = exec.Command(filepath.Join(bin, "jepsen-agent"), "--endpoints", strings.Join(endpoints, ","), "--domain", domain,
+		"--holder", holder, "--process", fmt.Sprint(process), "--fenced", fencedURL, "--history", a.HistoryPath)
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.done = make(chan struct{})
+	go func() { a.cmd.Wait(); logf.Close(); close(a.done) }()
+	t.Cleanup(func() { a.Stop() })
+	return a
+}
+
+// Pause and Resume send SIGSTOP / SIGCONT.
+func (a *Agent) Pause()  { a.cmd.Process.Signal(syscall.SIGSTOP) }
+func (a *Agent) Resume() { a.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Stop ends the agent with SIGTERM (it records its last belief and flushes
+// its history), SIGKILL after 5 s.
+func (a *Agent) Stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(5 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// Env is what faults act on.
+type Env struct {
+	T       testing.TB
+	Cluster *testcluster.Cluster
+	Net     *Network
+	H       *history.Writer
+	Rng     *rand.Rand
+	Agents  []*Agent
+	// Armed lists the failpoints armed (for checker.Input).
+	Armed []string
+	// FaultNodes lists servers killed by failpoints (to read their hits).
+	FaultNodes []*testcluster.Server
+	// Log receives one line per fault action.
+	Log func(format string, args ...any)
+
+	// mu serializes process control (testcluster's Server is not safe for
+	// concurrent Kill/Restart/Running), so faults may overlap.
+	mu sync.Mutex
+}
+
+func (e *Env) running(s *testcluster.Server) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return s.Running()
+}
+
+func (e *Env) kill(s *testcluster.Server) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.Cluster.Kill(s)
+}
+
+func (e *Env) restart(s *testcluster.Server) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !s.Running() {
+		e.Cluster.Restart(s)
+	}
+}
+
+// RestartAll restarts every server that is down.
+func (e *Env) RestartAll() {
+	for _, s := range e.Cluster.Servers {
+		e.restart(s)
+	}
+}
+
+func (e *Env) start(fault, info string) {
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStart, Fault: fault, Info: info})
+	e.Log("nemesis start %s: %s", fault, info)
+}
+
+func (e *Env) stop(fault, info string) {
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStop, Fault: fault, Info: info})
+	e.Log("nemesis stop %s: %s", fault, info)
+}
+
+// Leader finds the current leader (asking every running server), or nil.
+func (e *Env) Leader() *testcluster.Server {
+	for range 100 {
+		for _, s := range e.Cluster.Servers {
+			if !e.running(s) {
+				continue
+			}
+			st, err := status(s.GRPCAddr)
+			if err == nil && st.GetRaftState() == "Leader" && st.GetReady() {
+				return s
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+func status(addr string) (*pb.StatusResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	return pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+}
+
+func ids(ss []*testcluster.Server) []string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.ID)
+	}
+	return out
+}
+
+// PartitionLeader holds every link to and from the leader for d.
+func (e *Env) PartitionLeader(d time.Duration) {
+	l := e.Leader()
+	if l == nil {
+		e.T.Fatal("no leader to partition")
+	}
+	e.start("partition-leader", "hold all raft links of "+l.ID)
+	e.Net.Isolate([]string{l.ID}, proxy.Hold)
+	time.Sleep(d)
+	e.Net.Heal()
+	e.stop("partition-leader", "healed")
+}
+
+// MajorityMinority splits the servers into a random minority (containing
+// the leader) and the rest, for d.
+func (e *Env) MajorityMinority(d time.Duration) {
+	l := e.Leader()
+	minority := []string{l.ID}
+	n := len(e.Cluster.Servers)
+	for _, s := range e.Rng.Perm(n) {
+		if len(minority) >= (n-1)/2 {
+			break
+		}
+		if id := e.Cluster.Servers[s].ID; id != l.ID {
+			minority = append(minority, id)
+		}
+	}
+	e.start("majority-minority", fmt.Sprintf("minority %v (with leader %s) | rest", minority, l.ID))
+	e.Net.Isolate(minority, proxy.Hold)
+	time.Sleep(d)
+	e.Net.Heal()
+	e.stop("majority-minority", "healed")
+}
+
+// KillRandom kills a random server (kill -9), waits d, restarts it.
+func (e *Env) KillRandom(d time.Duration) {
+	s := e.Cluster.Servers[e.Rng.IntN(len(e.Cluster.Servers))]
+	e.start("kill-random", "kill -9 "+s.ID)
+	e.kill(s)
+	time.Sleep(d)
+	e.restart(s)
+	e.stop("kill-random", "restarted "+s.ID)
+}
+
+// KillAll kills every server, waits d, restarts them all.
+func (e *Env) KillAll(d time.Duration) {
+	e.start("kill-all", "kill -9 "+strings.Join(ids(e.Cluster.Servers), ","))
+	for _, s := range e.Cluster.Servers {
+		e.kill(s)
+	}
+	time.Sleep(d)
+	e.RestartAll()
+	e.stop("kill-all", "restarted all")
+}
+
+// PauseLeader SIGSTOPs the leader for d.
+func (e *Env) PauseLeader(d time.Duration) {
+	l := e.Leader()
+	if l == nil {
+		e.T.Fatal("no leader to pause")
+	}
+	e.start("pause-leader", "SIGSTOP "+l.ID)
+	e.mu.Lock()
+	e.Cluster.Pause(l)
+	e.mu.Unlock()
+	time.Sleep(d)
+	e.mu.Lock()
+	e.Cluster.Resume(l)
+	e.mu.Unlock()
+	e.stop("pause-leader", "SIGCONT "+l.ID)
+}
+
+// PauseHolder SIGSTOPs the agent named holder (the one holding its
+// domain, as the fenced resource last saw it) for d (past its TTL).
+func (e *Env) PauseHolder(holder string, d time.Duration) {
+	a := e.Agents[0]
+	for _, ag := range e.Agents {
+		if ag.Holder == holder {
+			a = ag
+		}
+	}
+	e.start("pause-holder", "SIGSTOP agent "+a.Holder)
+	a.Pause()
+	time.Sleep(d)
+	a.Resume()
+	e.stop("pause-holder", "SIGCONT agent "+a.Holder)
+}
+
+// FailpointKill arms point=kill on the leader, waits until it died (up
+// to d), restarts it.
+func (e *Env) FailpointKill(point string, d time.Duration) {
+	l := e.Leader()
+	if l == nil {
+		e.T.Fatal("no leader to arm")
+	}
+	resp, err := http.Post("http://"+l.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(point+"=kill"))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		e.T.Fatalf("arming %s on %s: %v %v", point, l.ID, resp, err)
+	}
+	resp.Body.Close()
+	e.Armed = append(e.Armed, point)
+	e.FaultNodes = append(e.FaultNodes, l)
+	e.start("failpoint-kill", point+"=kill on leader "+l.ID)
+	deadline := time.Now().Add(d)
+	for e.running(l) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e.running(l) {
+		e.Log("%s still running after %v: the failpoint did not fire", l.ID, d)
+		// Disarm, so the restart does not depend on it.
+		if r, err := http.Post("http://"+l.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(point+"=off")); err == nil {
+			r.Body.Close()
+		}
+		e.stop("failpoint-kill", "not fired")
+		return
+	}
+	time.Sleep(500 * time.Millisecond)
+	e.restart(l)
+	e.stop("failpoint-kill", "restarted "+l.ID)
+}

@@ -1,0 +1,390 @@
+// Package runner runs one fault-injection scenario end to end: a cluster of
+// real authorityd processes behind per-link raft proxies, lease-holder
+// agent processes writing to a fenced resource, the logical-client
+// workload, the scenario's faults, healing, convergence, then every checker
+// over the merged history and every node's final event log, and the report.
+package runner
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/internal/testcluster"
+	"github.com/aerodb/authority/jepsen-like/checker"
+	"github.com/aerodb/authority/jepsen-like/fenced"
+	"github.com/aerodb/authority/jepsen-like/history"
+	"github.com/aerodb/authority/jepsen-like/nemesis"
+	"github.com/aerodb/authority/jepsen-like/report"
+	"github.com/aerodb/authority/jepsen-like/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Scenario is one run.
+type Scenario struct {
+	Name  string
+	Seed  uint64
+	Nodes int // default 3
+	// Faults runs the scenario's faults (between warm-up and recovery).
+	Faults func(e *nemesis.Env, r *Run)
+	// Prove returns an error unless the fault demonstrably happened.
+	Prove func(r *Result) error
+	// ExpectStaleRejections: a pause-holder run.
+	ExpectStaleRejections bool
+	// Fenced, if set, starts the fenced resource (negative controls).
+	Fenced func(*history.Writer) (*fenced.Server, error)
+	// Warmup and Recovery are the traffic before the faults and after the
+	// last heal (defaults 3 s and 4 s).
+	Warmup, Recovery time.Duration
+	// Repro is the one-line command that re-runs it.
+	Repro string
+}
+
+// Run is a running scenario (what Faults may use).
+type Run struct {
+	Fenced *fenced.Server
+}
+
+// Result of a scenario.
+type Result struct {
+	Dir      string
+	Input    checker.Input
+	Results  []checker.Result
+	Elapsed  time.Duration
+	Leaders  []history.Record
+	Scenario Scenario
+}
+
+// Valid reports whether every checker passed.
+func (r *Result) Valid() bool { return checker.Valid(r.Results) }
+
+// Get returns the named checker's result.
+func (r *Result) Get(name string) checker.Result {
+	for _, x := range r.Results {
+		if x.Name == name {
+			return x
+		}
+	}
+	return checker.Result{}
+}
+
+// FenceDomain is the lock domain the agents hold.
+const FenceDomain = "fence"
+
+// Execute runs the scenario. The report goes to a temp dir, kept (and its
+// path logged) when t fails or JEPSEN_KEEP is set.
+func Execute(t *testing.T, sc Scenario) *Result {
+	t.Helper()
+	began := time.Now()
+	if sc.Nodes == 0 {
+		sc.Nodes = 3
+	}
+	if sc.Warmup == 0 {
+		sc.Warmup = 3 * time.Second
+	}
+	if sc.Recovery == 0 {
+		sc.Recovery = 4 * time.Second
+	}
+	dir, err := os.MkdirTemp("", "jepsen-"+sc.Name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("JEPSEN_KEEP") != "" {
+			t.Logf("report kept: %s/summary.md (timeline: %s/timeline.html)", dir, dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	rng := rand.New(rand.NewPCG(sc.Seed, 0x5eed))
+	cl, net := nemesis.Proxied(t, sc.Nodes)
+	bin := testcluster.Binaries(t)
+
+	mainPath := filepath.Join(dir, "history-main.jsonl")
+	h, err := history.Create(mainPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	setup(t, ctx, cl)
+
+	start := fenced.Start
+	if sc.Fenced != nil {
+		start = sc.Fenced
+	}
+	fs, err := start(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+
+	env := &nemesis.Env{T: t, Cluster: cl, Net: net, H: h, Rng: rng, Log: t.Logf}
+	for i, holder := range []string{"agent-a", "agent-b"} {
+		env.Agents = append(env.Agents, nemesis.StartAgent(t, bin, cl.Endpoints(), FenceDomain, holder, 901+i, fs.URL(), dir))
+	}
+	stopLeaders := watchLeaders(cl, h)
+
+	var nodes []workload.Node
+	for _, s := range cl.Servers {
+		nodes = append(nodes, workload.Node{ID: s.ID, Addr: s.GRPCAddr})
+	}
+	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Domains: []workload.Domain{
+		{Name: "lock-a", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
+		{Name: "lock-b", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
+		{Name: "db", Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Clients: 3},
+		{Name: FenceDomain, Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 1, ReadOnly: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(sc.Warmup)
+	if sc.Faults != nil {
+		sc.Faults(env, &Run{Fenced: fs})
+	}
+	// Every server runs again, then recovery traffic.
+	env.RestartAll()
+	time.Sleep(sc.Recovery)
+	wl.Stop()
+	for _, a := range env.Agents {
+		a.Stop()
+	}
+	stopLeaders()
+	converge(t, cl)
+	waitEventLogs(cl)
+	for _, s := range cl.Servers {
+		cl.Kill(s)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Merge the histories, gather node logs and failpoint hits.
+	nodeDir := filepath.Join(dir, "nodes")
+	os.MkdirAll(nodeDir, 0o755)
+	for _, s := range cl.Servers {
+		copyFile(t, s.EventLogPath(), filepath.Join(nodeDir, s.ID+".events"))
+		copyFile(t, s.LogPath, filepath.Join(nodeDir, s.ID+".log"))
+	}
+	histPath := filepath.Join(dir, "history.jsonl")
+	var merged []byte
+	for _, p := range append([]string{mainPath}, agentPaths(env)...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged = append(merged, b...)
+	}
+	if err := os.WriteFile(histPath, merged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in, err := checker.LoadInput(histPath, nodeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.ArmedFailpoints = env.Armed
+	in.FailpointHits = map[string]int{}
+	for _, fp := range env.Armed {
+		for _, s := range env.FaultNodes {
+			b, _ := os.ReadFile(s.LogPath)
+			in.FailpointHits[fp] += strings.Count(string(b), "failpoint "+fp+": SIGKILL")
+		}
+	}
+	in.MinOpsAroundFaults = 20
+	in.ExpectStaleRejections = sc.ExpectStaleRejections
+	in.RequireHealedOpsPerDomain = true
+	in.VizDir = dir
+	res := &Result{Dir: dir, Input: in, Scenario: sc}
+	res.Results = checker.CheckAll(in)
+	for _, r := range in.History {
+		if r.Kind == history.KindLeader {
+			res.Leaders = append(res.Leaders, r)
+		}
+	}
+	res.Elapsed = time.Since(began)
+	repro := sc.Repro
+	if repro == "" {
+		repro = fmt.Sprintf("JEPSEN_KEEP=1 go test -tags failpoints -count=1 -run 'TestJepsen/%s$' ./jepsen-like/", sc.Name)
+	}
+	if err := report.Write(dir, report.Meta{Scenario: sc.Name, Seed: sc.Seed, Repro: repro, Elapsed: res.Elapsed}, in, res.Results); err != nil {
+		t.Errorf("report: %v", err)
+	}
+	for _, r := range res.Results {
+		t.Logf("%-28s valid=%-5t %s", r.Name, r.Valid, r.Details)
+	}
+	return res
+}
+
+func agentPaths(e *nemesis.Env) []string {
+	var out []string
+	for _, a := range e.Agents {
+		out = append(out, a.HistoryPath)
+	}
+	return out
+}
+
+func copyFile(t *testing.T, from, to string) {
+	b, err := os.ReadFile(from)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setup creates the run's domains.
+func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
+	c, err := client.Dial(ctx, cl.Endpoints()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, d := range []string{"lock-a", "lock-b"} {
+		if _, err := c.CreateDomain(ctx, d, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 400}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.CreateDomain(ctx, FenceDomain, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateDomain(ctx, "db", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 500}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"n1", "n2", "n3"} {
+		if _, err := c.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "db", MemberId: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.AssignInitial(ctx, "db", "n1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// watchLeaders records a KindLeader record whenever the ready leader (or
+// its term) changes.
+func watchLeaders(cl *testcluster.Cluster, h *history.Writer) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		var last string
+		var lastTerm uint64
+		conns := map[string]*grpc.ClientConn{}
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			// (Server.Running is not safe against a concurrent Restart:
+			// ask every server, dead ones just fail.)
+			for _, s := range cl.Servers {
+				if conns[s.ID] == nil {
+					c, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+					if err != nil {
+						continue
+					}
+					conns[s.ID] = c
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+				st, err := pb.NewClusterClient(conns[s.ID]).Status(ctx, &pb.StatusRequest{})
+				cancel()
+				if err != nil || st.GetRaftState() != "Leader" || !st.GetReady() {
+					continue
+				}
+				term := st.GetHeader().GetTerm()
+				if s.ID != last || term != lastTerm {
+					last, lastTerm = s.ID, term
+					h.Add(history.Record{Kind: history.KindLeader, Node: s.ID, Value: history.Value{Term: term}})
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// converge waits (up to 20 s) until every server reports the same last
+// index and state hash.
+func converge(t *testing.T, cl *testcluster.Cluster) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var hashes []string
+		ok := true
+		for _, s := range cl.Servers {
+			conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				ok = false
+				break
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			st, err := pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+			cancel()
+			conn.Close()
+			if err != nil {
+				ok = false
+				break
+			}
+			hashes = append(hashes, fmt.Sprintf("%d/%d/%s", st.GetCommitIndex(), st.GetLastIndex(), st.GetStateHash()))
+		}
+		if ok && len(hashes) == len(cl.Servers) {
+			same := true
+			for _, x := range hashes[1:] {
+				same = same && x == hashes[0]
+			}
+			if same {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("servers did not converge within 20 s (the checkers will tell)")
+}
+
+// LeaderChanged reports whether the leader records show more than one
+// (leader, term).
+func (r *Result) LeaderChanged() bool {
+	seen := map[string]bool{}
+	for _, l := range r.Leaders {
+		seen[fmt.Sprintf("%s/%d", l.Node, l.Value.Term)] = true
+	}
+	return len(seen) > 1
+}
+
+// waitEventLogs waits (up to 5 s) until no server's event log grew for
+// 300 ms: the event sink runs behind apply.
+func waitEventLogs(cl *testcluster.Cluster) {
+	sizes := func() string {
+		var out []string
+		for _, s := range cl.Servers {
+			fi, err := os.Stat(s.EventLogPath())
+			if err == nil {
+				out = append(out, fmt.Sprint(fi.Size()))
+			}
+		}
+		return strings.Join(out, ",")
+	}
+	last, stable := sizes(), time.Now()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if cur := sizes(); cur != last {
+			last, stable = cur, time.Now()
+		} else if time.Since(stable) > 300*time.Millisecond {
+			return
+		}
+	}
+}

@@ -1,0 +1,83 @@
+package jepsenlike_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aerodb/authority/jepsen-like/nemesis"
+	"github.com/aerodb/authority/jepsen-like/runner"
+)
+
+// TestSoak (make jepsen-soak DURATION=30m): 5 nodes, random overlapping
+// faults, one scenario after another until JEPSEN_SOAK has passed or the
+// first violation, which prints its seed and a one-line reproduction.
+// JEPSEN_SEED starts the seed sequence (default: the clock).
+func TestSoak(t *testing.T) {
+	d, err := time.ParseDuration(os.Getenv("JEPSEN_SOAK"))
+	if err != nil || d <= 0 {
+		t.Skip("soak mode: set JEPSEN_SOAK=30m (make jepsen-soak DURATION=30m)")
+	}
+	seed := uint64(time.Now().UnixNano() % 1e9)
+	if v, err := strconv.ParseUint(os.Getenv("JEPSEN_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	end := time.Now().Add(d)
+	first := seed
+	for ; time.Now().Before(end); seed++ {
+		sc := soakScenario(seed)
+		ok := t.Run(sc.Name, func(t *testing.T) {
+			t.Setenv("JEPSEN_KEEP", "1")
+			res := runner.Execute(t, sc)
+			if !res.Valid() {
+				t.Errorf("VIOLATION seed %d; reproduce: %s", seed, sc.Repro)
+			}
+		})
+		if !ok {
+			fmt.Printf("jepsen-soak: first violation at seed %d (seeds %d..%d run)\nreproduce: %s\n", seed, first, seed, sc.Repro)
+			t.FailNow()
+		}
+	}
+	fmt.Printf("jepsen-soak: no violation in %v, seeds %d..%d\n", d, first, seed-1)
+}
+
+// soakScenario draws 2–4 faults for seed, some overlapping in time.
+func soakScenario(seed uint64) runner.Scenario {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	kinds := []func(e *nemesis.Env, r *runner.Run){
+		func(e *nemesis.Env, _ *runner.Run) { e.PartitionLeader(3 * time.Second) },
+		func(e *nemesis.Env, _ *runner.Run) { e.MajorityMinority(3 * time.Second) },
+		func(e *nemesis.Env, _ *runner.Run) { e.KillRandom(2 * time.Second) },
+		func(e *nemesis.Env, _ *runner.Run) { e.PauseLeader(2 * time.Second) },
+		func(e *nemesis.Env, r *runner.Run) {
+			e.PauseHolder(r.Fenced.LastHolder(runner.FenceDomain), 2500*time.Millisecond)
+		},
+	}
+	n := 2 + rng.IntN(3)
+	picks := make([]int, n)
+	for i := range picks {
+		picks[i] = rng.IntN(len(kinds))
+	}
+	overlap := rng.IntN(2) == 0
+	return runner.Scenario{Name: fmt.Sprintf("soak-%d", seed), Seed: seed, Nodes: 5,
+		Repro: fmt.Sprintf("JEPSEN_SOAK=1s JEPSEN_SEED=%d go test -race -tags failpoints -count=1 -run TestSoak ./jepsen-like/", seed),
+		Faults: func(e *nemesis.Env, r *runner.Run) {
+			var wg sync.WaitGroup
+			for i, k := range picks {
+				if overlap && i%2 == 1 {
+					// Overlap this fault with the previous one.
+					wg.Add(1)
+					go func() { defer wg.Done(); time.Sleep(time.Second); kinds[k](e, r) }()
+					continue
+				}
+				wg.Wait()
+				kinds[k](e, r)
+				time.Sleep(time.Second)
+			}
+			wg.Wait()
+		}}
+}

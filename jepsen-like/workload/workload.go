@@ -1,0 +1,259 @@
+// Package workload runs the logical clients of a fault-injection run: each
+// is sequential, gives every write a unique request id, bounds every
+// operation by a deadline and records invoke / ok / fail / info into the
+// run's history. Clients talk to the servers through raw gRPC stubs (no
+// client-library retries), so a timeout or reset after send is recorded as
+// info (unknown), and the client then continues under a new process id.
+//
+// Domains: lock domains take read, acquire (compare-and-set on the epoch
+// last read) and release of the client's own grant; aerodb domains take
+// read and promote (compare-and-set on the epoch last read, a random
+// member as candidate, a unique request id; most are denied for lack of
+// evidence, every decision is a committed record).
+package workload
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/jepsen-like/history"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Node is one server's gRPC endpoint.
+type Node struct {
+	ID   string
+	Addr string
+}
+
+// Domain a workload drives.
+type Domain struct {
+	Name    string
+	Kind    pb.DomainKind
+	Members []string // aerodb: promotion candidates
+	Clients int      // logical clients (≤ 8)
+	// ReadOnly clients only read (a domain other processes write, e.g.
+	// the agents' lock).
+	ReadOnly bool
+}
+
+// Config of a workload.
+type Config struct {
+	Nodes     []Node
+	Domains   []Domain
+	History   *history.Writer
+	Seed      uint64
+	OpTimeout time.Duration // per-op deadline (default 1 s)
+	Rate      time.Duration // pause between a client's ops (default 20 ms)
+}
+
+// Workload is a running workload.
+type Workload struct {
+	cfg     Config
+	conns   []*grpc.ClientConn
+	nextPID atomic.Int64
+	leader  atomic.Int64 // index of the node believed to lead
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	OKs     atomic.Int64
+}
+
+// Start launches every logical client.
+func Start(cfg Config) (*Workload, error) {
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = time.Second
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = 20 * time.Millisecond
+	}
+	w := &Workload{cfg: cfg}
+	for _, n := range cfg.Nodes {
+		conn, err := grpc.NewClient(n.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		w.conns = append(w.conns, conn)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	for di, d := range cfg.Domains {
+		for i := range d.Clients {
+			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(di*100+i)))
+			c := &logical{w: w, d: d, holder: fmt.Sprintf("w%d-%d", di, i), rng: rng}
+			w.wg.Add(1)
+			go c.run(ctx)
+		}
+	}
+	return w, nil
+}
+
+// Stop ends the clients (each finishes its current operation) and waits.
+func (w *Workload) Stop() {
+	w.cancel()
+	w.wg.Wait()
+	for _, c := range w.conns {
+		c.Close()
+	}
+}
+
+type logical struct {
+	w      *Workload
+	d      Domain
+	holder string
+	rng    *rand.Rand
+	pid    int
+	node   int
+	lastEp uint64
+	held   uint64 // epoch of our last ok acquire (0: none)
+	reqSeq int
+}
+
+func (c *logical) run(ctx context.Context) {
+	defer c.w.wg.Done()
+	c.pid = int(c.w.nextPID.Add(1))
+	c.node = int(c.w.leader.Load())
+	for ctx.Err() == nil {
+		c.step()
+		time.Sleep(c.w.cfg.Rate)
+	}
+}
+
+// outcome classifies an error: fail when nothing happened for sure, info
+// otherwise; notLeader asks for another node.
+func outcome(err error) (typ string, notLeader bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return history.Info, false
+	}
+	// A dial that failed (ours, or a follower's forward to the leader:
+	// the server reports the latter as OUTCOME_UNKNOWN although nothing
+	// was sent) certainly did not deliver the request.
+	if strings.Contains(st.Message(), "Error while dialing") {
+		return history.Fail, true
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			switch ei.Reason {
+			case pb.ReasonNotLeader:
+				return history.Fail, true
+			case pb.ReasonOutcomeUnknown, pb.ReasonInternal:
+				return history.Info, false
+			case "":
+			default:
+				return history.Fail, false
+			}
+		}
+	}
+	return history.Info, false
+}
+
+func (c *logical) step() {
+	h := c.w.cfg.History
+	nodes := c.w.cfg.Nodes
+	conn := c.w.conns[c.node]
+	node := nodes[c.node].ID
+	ctx, cancel := context.WithTimeout(context.Background(), c.w.cfg.OpTimeout)
+	defer cancel()
+	rec := func(typ, f string, v history.Value, reqID string, err error) {
+		r := history.Record{Kind: history.KindOp, Type: typ, Process: c.pid, F: f, Domain: c.d.Name, Node: node, RequestID: reqID, Value: v}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		h.Add(r)
+	}
+	// finish records the completion of a failed op and adapts.
+	finish := func(f string, v history.Value, reqID string, err error, write bool) {
+		typ, notLeader := outcome(err)
+		if !write {
+			typ = history.Fail // a read changes nothing
+		}
+		rec(typ, f, v, reqID, err)
+		if notLeader || typ == history.Info || !write {
+			c.node = (c.node + 1) % len(nodes)
+		}
+		if typ == history.Info {
+			c.pid = int(c.w.nextPID.Add(1)) // continue under a new process
+		}
+	}
+	p := c.rng.Float64()
+	if c.d.ReadOnly {
+		p = 0
+	}
+	switch {
+	case p < 0.45:
+		rec(history.Invoke, history.FRead, history.Value{}, "", nil)
+		resp, err := pb.NewDomainsClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: c.d.Name})
+		if err != nil {
+			finish(history.FRead, history.Value{}, "", err, false)
+			return
+		}
+		d := resp.GetDomain()
+		c.lastEp = d.GetEpoch()
+		c.w.leader.Store(int64(c.node))
+		c.w.OKs.Add(1)
+		rec(history.OK, history.FRead, history.Value{Epoch: d.GetEpoch(), Holder: d.GetHolder()}, "", nil)
+	case c.d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB:
+		c.reqSeq++
+		id := fmt.Sprintf("%s-%d", c.holder, c.reqSeq)
+		cand := c.d.Members[c.rng.IntN(len(c.d.Members))]
+		args := history.Value{Holder: cand, ExpectedEpoch: c.lastEp}
+		rec(history.Invoke, history.FPromote, args, id, nil)
+		req := &pb.PromotionRequest{RequestId: id, Domain: c.d.Name, Candidate: cand, Reason: "jepsen"}
+		if c.lastEp != 0 {
+			req.ExpectedEpoch = &c.lastEp
+		}
+		resp, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: req})
+		if err != nil {
+			finish(history.FPromote, args, id, err, true)
+			return
+		}
+		res := args
+		if resp.GetRecord().GetDecision().GetAllowed() {
+			res.Outcome, res.Epoch = history.OutcomeAllowed, resp.GetRecord().GetEpochAfter()
+		} else {
+			res.Outcome = history.OutcomeDenied
+		}
+		c.w.leader.Store(int64(c.node))
+		c.w.OKs.Add(1)
+		rec(history.OK, history.FPromote, res, id, nil)
+	case p < 0.8 || c.held == 0:
+		exp := c.lastEp
+		args := history.Value{Holder: c.holder, ExpectedEpoch: exp}
+		rec(history.Invoke, history.FAcquire, args, "", nil)
+		req := &pb.AcquireRequest{Domain: c.d.Name, Holder: c.holder}
+		if exp != 0 {
+			req.ExpectedEpoch = &exp
+		}
+		resp, err := pb.NewLeasesClient(conn).Acquire(ctx, req)
+		if err != nil {
+			finish(history.FAcquire, args, "", err, true)
+			return
+		}
+		c.held, c.lastEp = resp.GetEpoch(), resp.GetEpoch()
+		c.w.leader.Store(int64(c.node))
+		c.w.OKs.Add(1)
+		args.Epoch = resp.GetEpoch()
+		rec(history.OK, history.FAcquire, args, "", nil)
+	default:
+		args := history.Value{Holder: c.holder, Epoch: c.held}
+		c.held = 0
+		rec(history.Invoke, history.FRelease, args, "", nil)
+		_, err := pb.NewLeasesClient(conn).Release(ctx, &pb.ReleaseRequest{Domain: c.d.Name, Holder: c.holder, Epoch: args.Epoch})
+		if err != nil {
+			finish(history.FRelease, args, "", err, true)
+			return
+		}
+		c.w.leader.Store(int64(c.node))
+		c.w.OKs.Add(1)
+		rec(history.OK, history.FRelease, args, "", nil)
+	}
+}
