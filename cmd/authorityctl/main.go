@@ -80,9 +80,12 @@ command line wins over its variable.
 Exit codes: 0 ok, 1 error, 2 usage (found before any network call),
 3 promotion denied (also a dry run that would be denied).
 
-JSON output is deterministic: proto messages use the proto3 JSON mapping
-(proto field names, bytes in base64, 64-bit integers as strings) and keys
-are sorted, so equal state prints equal bytes on every server.`,
+JSON output is deterministic, so equal state prints equal bytes on every
+server: explain, promote and history print the explanation artifact (fixed
+field order, hashes in hex); watch and node lease print one JSON line per
+event; other commands print proto messages in the proto3 JSON mapping
+(proto field names, bytes in base64, 64-bit integers as strings) with
+sorted keys.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          noSubcommand,
