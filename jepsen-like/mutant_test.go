@@ -40,3 +40,18 @@ func pauseHolderMutant(e *nemesis.Env, r *runner.Run) {
 		time.Sleep(time.Second)
 	}
 }
+
+// Negative control: servers that serve reads without leader verification
+// (AUTHORITY_MUTANT=stale-reads), under a partitioned leader, must be caught
+// by the linearizability checker.
+func TestMutantReadsWithoutLeaderVerification(t *testing.T) {
+	t.Setenv("AUTHORITY_MUTANT", "stale-reads") // inherited by every authorityd
+	sc := runner.Scenario{Name: "mutant-stale-reads", Seed: 11,
+		Faults: func(e *nemesis.Env, _ *runner.Run) { e.PartitionLeader(4 * time.Second) }}
+	res := runner.Execute(t, sc)
+	lin := res.Get(checker.NameLinearizable)
+	if lin.Valid {
+		t.Fatalf("reads without leader verification were not caught by %s: %s", checker.NameLinearizable, lin.Details)
+	}
+	t.Logf("caught by %s: %s", lin.Name, lin.Details)
+}

@@ -80,7 +80,7 @@ func (d *domains) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.
 	if err := fsm.ValidateName("domain", req.GetName()); err != nil {
 		return nil, toStatus(err, nil)
 	}
-	if !req.GetRead().GetStale() {
+	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 			return pb.NewDomainsClient(c).GetDomain(ctx, req)
 		}); ok {
@@ -105,7 +105,7 @@ func (d *domains) domainResponse(name string) (*pb.DomainResponse, error) {
 const maxListLimit = 10_000
 
 func (d *domains) ListDomains(ctx context.Context, req *pb.ListDomainsRequest) (*pb.ListDomainsResponse, error) {
-	if !req.GetRead().GetStale() {
+	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ListDomainsResponse, error) {
 			return pb.NewDomainsClient(c).ListDomains(ctx, req)
 		}); ok {

@@ -37,7 +37,7 @@ func (p *promotionAPI) Promote(ctx context.Context, req *pb.PromoteRequest) (*pb
 }
 
 func (p *promotionAPI) Explain(ctx context.Context, req *pb.ExplainRequest) (*pb.ExplainResponse, error) {
-	if !req.GetRead().GetStale() {
+	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ExplainResponse, error) {
 			return pb.NewPromotionClient(c).Explain(ctx, req)
 		}); ok {
@@ -55,7 +55,7 @@ func (p *promotionAPI) Explain(ctx context.Context, req *pb.ExplainRequest) (*pb
 }
 
 func (p *promotionAPI) History(ctx context.Context, req *pb.HistoryRequest) (*pb.HistoryResponse, error) {
-	if !req.GetRead().GetStale() {
+	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.HistoryResponse, error) {
 			return pb.NewPromotionClient(c).History(ctx, req)
 		}); ok {

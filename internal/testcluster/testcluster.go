@@ -43,7 +43,7 @@ func Binaries(t testing.TB) string {
 		}
 		// The failpoints tag compiles in the named crash points (armed per
 		// server through Cluster.Env or the admin endpoint).
-		cmd := exec.Command("go", "build", "-tags", "failpoints", "-o", dir+string(os.PathSeparator), "./cmd/...")
+		cmd := exec.Command("go", "build", "-tags", "failpoints"+mutantTags, "-o", dir+string(os.PathSeparator), "./cmd/...")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
