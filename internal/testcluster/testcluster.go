@@ -100,14 +100,16 @@ type Cluster struct {
 }
 
 // Start launches n servers that bootstrap one cluster, and waits until one
-// of them leads.
+// of them leads. Every server's ports lie below the kernel's ephemeral port
+// range (stableAddr), so a killed server's port cannot be taken by some
+// process's outgoing connection before the server restarts on it.
 func Start(t testing.TB, n int, extraArgs ...string) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: Binaries(t), ExtraArgs: extraArgs}
 	root := t.TempDir()
 	for i := range n {
 		id := fmt.Sprintf("s%d", i+1)
-		c.Servers = append(c.Servers, &Server{ID: id, RaftAddr: freeAddr(t), GRPCAddr: freeAddr(t), HTTPAddr: freeAddr(t),
+		c.Servers = append(c.Servers, &Server{ID: id, RaftAddr: stableAddr(t), GRPCAddr: stableAddr(t), HTTPAddr: stableAddr(t),
 			DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log")})
 	}
 	for _, s := range c.Servers {
@@ -156,7 +158,7 @@ func (c *Cluster) Join() *Server {
 	c.t.Helper()
 	id := fmt.Sprintf("s%d", len(c.Servers)+1)
 	root := filepath.Dir(c.Servers[0].DataDir)
-	s := &Server{ID: id, RaftAddr: freeAddr(c.t), GRPCAddr: freeAddr(c.t), HTTPAddr: freeAddr(c.t),
+	s := &Server{ID: id, RaftAddr: stableAddr(c.t), GRPCAddr: stableAddr(c.t), HTTPAddr: stableAddr(c.t),
 		DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log"), join: c.Endpoints()}
 	c.Servers = append(c.Servers, s)
 	c.Restart(s)
@@ -342,27 +344,11 @@ func (c *Cluster) WithT(t testing.TB) *Cluster {
 	return &cc
 }
 
-// StartStablePorts is Start with every server's ports taken from below the
-// kernel's ephemeral port range. The kernel numbers outgoing connections
-// from that range, so with Start a killed server's freed port can be taken
-// by some process's outgoing connection before the server restarts on it
-// (the restart then fails with "address already in use" until that
-// connection closes). Crash tests that restart servers many times use this.
+// StartStablePorts is Start (the crash tests named the behaviour first;
+// every cluster now uses stable ports).
 func StartStablePorts(t testing.TB, n int, extraArgs ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, bin: Binaries(t), ExtraArgs: extraArgs}
-	root := t.TempDir()
-	for i := range n {
-		id := fmt.Sprintf("s%d", i+1)
-		c.Servers = append(c.Servers, &Server{ID: id, RaftAddr: stableAddr(t), GRPCAddr: stableAddr(t), HTTPAddr: stableAddr(t),
-			DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log")})
-	}
-	for _, s := range c.Servers {
-		c.Restart(s)
-	}
-	t.Cleanup(c.StopAll)
-	c.WaitLeader()
-	return c
+	return Start(t, n, extraArgs...)
 }
 
 var (
