@@ -181,8 +181,8 @@ func (n *Node) Propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error
 		return nil, fmt.Errorf("cluster: encode command: %w", err)
 	}
 	f := n.raft.Apply(data, timeoutOf(ctx, n.cfg.ApplyTimeout))
-	if err := f.Error(); err != nil {
-		return nil, translate(err)
+	if err := wait(ctx, f); err != nil {
+		return nil, err
 	}
 	res, ok := f.Response().(*fsm.Result)
 	if !ok {
@@ -194,7 +194,22 @@ func (n *Node) Propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error
 // Barrier waits until every entry committed before it is applied here. A
 // new leader calls it before serving reads or renewals (DESIGN §5).
 func (n *Node) Barrier(ctx context.Context) error {
-	return translate(n.raft.Barrier(timeoutOf(ctx, n.cfg.ApplyTimeout)).Error())
+	return wait(ctx, n.raft.Barrier(timeoutOf(ctx, n.cfg.ApplyTimeout)))
+}
+
+// wait waits for a raft future or the context, whichever ends first. raft's
+// futures do not watch a context; a cancelled caller (a shutdown, a client
+// that went away) must not stay blocked until raft's own timeout. An entry
+// abandoned this way may still commit: ErrIndeterminate.
+func wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return translate(err)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", promotion.ErrIndeterminate, ctx.Err())
+	}
 }
 
 // VerifyLeader confirms with a quorum that this node is still leader

@@ -1,6 +1,7 @@
 package observability
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +14,8 @@ import (
 )
 
 // EventSink receives the node's events in (index, seq) order, e.g. to write
-// them to a file or ship them elsewhere.
+// them to a file or ship them elsewhere. A sink that also has a
+// `Flush() error` method is flushed whenever RunSink has caught up.
 type EventSink interface {
 	Write(ctx context.Context, ev *pb.Event) error
 }
@@ -33,6 +35,9 @@ func RunSink(ctx context.Context, f *fsm.FSM, from uint64, sink EventSink, logge
 	}
 	if from == 0 {
 		from = f.LastIndex() + 1
+	}
+	if fl, ok := sink.(interface{ Flush() error }); ok {
+		defer fl.Flush() // what was written reaches the file on shutdown too
 	}
 	after := int64(-1)
 	backoff := 10 * time.Millisecond
@@ -64,6 +69,11 @@ func RunSink(ctx context.Context, f *fsm.FSM, from uint64, sink EventSink, logge
 		if len(evs) > 0 {
 			continue
 		}
+		if fl, ok := sink.(interface{ Flush() error }); ok {
+			if err := fl.Flush(); err != nil {
+				logger.Warn("event sink flush failed", "error", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 		case <-wake:
@@ -72,8 +82,22 @@ func RunSink(ctx context.Context, f *fsm.FSM, from uint64, sink EventSink, logge
 }
 
 // JSONLinesSink writes one JSON object per event (deterministic field
-// order) to w.
+// order) to W. Wrap W in a bufio.Writer (NewJSONLinesSink does) so a burst
+// of events costs one write, flushed when the sink catches up.
 type JSONLinesSink struct{ W io.Writer }
+
+// NewJSONLinesSink buffers writes to w.
+func NewJSONLinesSink(w io.Writer) JSONLinesSink {
+	return JSONLinesSink{W: bufio.NewWriterSize(w, 64<<10)}
+}
+
+// Flush flushes a buffered writer.
+func (s JSONLinesSink) Flush() error {
+	if f, ok := s.W.(interface{ Flush() error }); ok {
+		return f.Flush()
+	}
+	return nil
+}
 
 // EventJSON is an event's JSON form, also used by `authorityctl watch`.
 type EventJSON struct {

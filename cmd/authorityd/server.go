@@ -90,7 +90,7 @@ func run(ctx context.Context, cfg Config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			observability.RunSink(leadCtx, node.FSM(), 1, observability.JSONLinesSink{W: f}, logger.Named("events"))
+			observability.RunSink(leadCtx, node.FSM(), 1, observability.NewJSONLinesSink(f), logger.Named("events"))
 		}()
 	}
 	wg.Add(3)
@@ -105,8 +105,8 @@ func run(ctx context.Context, cfg Config) error {
 
 	<-ctx.Done()
 	logger.Info("shutting down")
+	stopLead() // leadership loop, notary and sinks end first: no new proposals
 	shutdown(g, httpSrv)
-	stopLead()
 	api.Close()
 	err = node.Shutdown()
 	wg.Wait()
@@ -122,16 +122,25 @@ func serveLogged(logger hclog.Logger, what string, err error) {
 // shutdown stops the API servers gracefully, bounded so open watch and
 // keep-alive streams cannot hold the process.
 func shutdown(g *grpc.Server, h *http.Server) {
-	done := make(chan struct{})
-	go func() { g.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		g.Stop()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	h.Shutdown(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		done := make(chan struct{})
+		go func() { g.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second): // open watch / keep-alive streams
+			g.Stop()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		h.Shutdown(ctx)
+	}()
+	wg.Wait()
 }
 
 // httpHandler serves health, readiness and Prometheus metrics from a
