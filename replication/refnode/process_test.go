@@ -49,6 +49,15 @@ func failover(t *testing.T, rc *refCluster, killAfter time.Duration, withReader 
 	if withReader {
 		rd = startReader(ctx, n1, &log)
 	}
+	// The random moment is counted from the first acknowledged write, so a
+	// slow start (the primary's first watermark, replicas connecting) cannot
+	// leave a run with nothing to check.
+	for deadline := time.Now().Add(15 * time.Second); len(log.all()) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no write acknowledged within 15 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	time.Sleep(killAfter) // the random moment; not a synchronisation
 	rc.kill(n1)
 	stop()
