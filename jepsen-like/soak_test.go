@@ -87,7 +87,11 @@ func soakScenario(seed uint64) runner.Scenario {
 // server took more than 10 s to stop on SIGTERM — a proposal waited out
 // raft's own timeout after its context was cancelled, and the gRPC and
 // HTTP servers were stopped one after the other. Shutdown is now bounded.
-var pinnedSeeds = []uint64{9551963}
+// 834630768 (pause holder, kill-random ×2, pause leader): a lock stayed
+// unacquirable after healing — its grant committed while the proposer's
+// context had ended, so the leader's lease table never saw it and the lock
+// could not be observed free again. The table now adopts unseen grants.
+var pinnedSeeds = []uint64{9551963, 834630768}
 
 func TestPinnedSoakSeeds(t *testing.T) {
 	if testing.Short() {

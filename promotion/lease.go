@@ -243,3 +243,20 @@ func (t *LeaseTable) Len() int {
 	defer t.mu.Unlock()
 	return len(t.leases)
 }
+
+// Adopt records a committed grant the table has not seen (its proposer
+// gave up waiting — the entry committed anyway — or it was applied some
+// other way): a lease from now, only when the table holds no lease of that
+// domain at this or a newer epoch. Unlike Grant it never refreshes an
+// existing lease, so calling it on every request cannot keep a lease alive.
+func (t *LeaseTable) Adopt(g Grant) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.leader {
+		return
+	}
+	if cur, ok := t.leases[g.Domain]; ok && cur.epoch >= g.Epoch {
+		return
+	}
+	t.record(g, t.clock.Now())
+}

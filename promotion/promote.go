@@ -204,6 +204,9 @@ func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.
 	if !ok {
 		return nil, nil, 0, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, req.Domain)
 	}
+	if a, ok := s.fsm.AuthorityOf(req.Domain); ok {
+		s.syncLease(a)
+	}
 	obs, err := s.leases.Observe(req.Domain)
 	if err != nil {
 		return nil, nil, 0, err

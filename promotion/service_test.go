@@ -25,6 +25,8 @@ type fakeLog struct {
 	// failAttempts is returned for PromotionAttempt entries only (the
 	// leader dies between recording the intent and committing the attempt).
 	failAttempts error
+	// commitThenLose: the next proposal commits but reports ErrIndeterminate.
+	commitThenLose bool
 }
 
 func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, error) {
@@ -35,6 +37,15 @@ func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, erro
 	}
 	if _, ok := cmd.Body.(*pb.Command_PromotionAttempt); ok && l.failAttempts != nil {
 		return nil, l.failAttempts
+	}
+	if l.commitThenLose {
+		// The entry commits but the proposer gives up waiting (its context
+		// ended): it is applied, the caller hears only "unknown".
+		l.commitThenLose = false
+		l.index++
+		b, _ := proto.Marshal(cmd)
+		l.fsm.Apply(l.index, l.term, b)
+		return nil, ErrIndeterminate
 	}
 	l.index++
 	if _, note := cmd.Body.(*pb.Command_Note); !note {
@@ -533,5 +544,28 @@ func TestNewLeaderAbortsUndecidedAttempts(t *testing.T) {
 	r.report("n2", 1, 100, h100, 50)
 	if out, err := r.svc.Promote(r.ctx, req("r1", "n2", 1)); err != nil || out.Duplicate {
 		t.Fatalf("retry after abort: %+v %v", out, err)
+	}
+}
+
+// Regression (found by the soak): a lock grant that committed while its
+// proposer gave up waiting must still expire on the leader; before, the
+// lease table kept the older epoch and the lock could never be taken again.
+func TestUnseenGrantStillExpires(t *testing.T) {
+	r := newRig(t, false)
+	r.ok(r.svc.CreateDomain(r.ctx, "lk", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 400}))
+	r.log.commitThenLose = true
+	if _, err := r.svc.Acquire(r.ctx, "lk", "a", nil); !errors.Is(err, ErrIndeterminate) {
+		t.Fatalf("acquire: %v", err)
+	}
+	if a, _ := r.svc.fsm.AuthorityOf("lk"); a.Epoch != 1 || a.Holder != "a" {
+		t.Fatalf("the grant did not commit: %+v", a)
+	}
+	if _, err := r.svc.Acquire(r.ctx, "lk", "b", nil); !errors.Is(err, fsm.ErrPrecondition) {
+		t.Fatalf("acquire while a's lease runs: %v", err)
+	}
+	r.clock.Advance(400 * time.Millisecond)
+	res, err := r.svc.Acquire(r.ctx, "lk", "b", nil)
+	if err != nil || res.Epoch != 2 || res.Holder != "b" {
+		t.Fatalf("acquire after a's lease expired: %v %v", res, err)
 	}
 }

@@ -95,6 +95,7 @@ func (s *Service) Acquire(ctx context.Context, domain, holder string, expectedEp
 		return nil, err
 	}
 	before, _ := s.fsm.AuthorityOf(domain)
+	s.syncLease(before)
 	obs, err := s.leases.Observe(domain)
 	if err != nil {
 		return nil, err
@@ -170,6 +171,7 @@ func (s *Service) Renew(domain, holder string, epoch uint64) (time.Duration, err
 		return 0, fmt.Errorf("%w: domain %q is at epoch %d held by %q; renewal from %q at epoch %d",
 			ErrFenced, domain, a.Epoch, a.Holder, holder, epoch)
 	}
+	s.syncLease(a)
 	d, err := s.leases.Renew(domain, holder, epoch)
 	s.obs.Renewed(renewResult(err))
 	if errors.Is(err, ErrFenced) {
@@ -254,6 +256,7 @@ func (s *Service) holdsLease(adv *pb.WatermarkAdvance) error {
 		return fmt.Errorf("%w: domain %q is at epoch %d held by %q; advance from %q at epoch %d",
 			fsm.ErrFenced, a.Domain, a.Epoch, a.Holder, adv.Holder, adv.Epoch)
 	}
+	s.syncLease(a)
 	obs, err := s.leases.Observe(adv.Domain)
 	if err != nil {
 		return err
@@ -293,4 +296,21 @@ func (s *Service) RegisterServer(ctx context.Context, id, grpcAddress string) er
 		return err
 	}
 	return res.Err
+}
+
+// syncLease makes the leader's lease table follow the replicated state
+// before it is consulted: a grant committed without its proposer learning
+// of it (a cancelled request) is adopted with a lease from now (longer than
+// necessary, never shorter: safe), and a committed release is applied.
+// Without this, an unseen grant would leave the table at the older epoch
+// and the domain could never be observed free again.
+func (s *Service) syncLease(a fsm.Authority) {
+	if a.Holder == "" || a.Epoch == 0 {
+		return
+	}
+	if a.Released {
+		s.leases.Release(a.Domain, a.Epoch)
+		return
+	}
+	s.leases.Adopt(Grant{Domain: a.Domain, Holder: a.Holder, Epoch: a.Epoch, TTL: ms(a.TTLms)})
 }
