@@ -55,7 +55,15 @@ func run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	svc := promotion.NewService(promotion.Config{Log: node, FSM: node.FSM(), Clock: wallClock{},
+	clock, clockNote, err := serverClock()
+	if err != nil {
+		node.Shutdown()
+		return err
+	}
+	if clockNote != "" {
+		logger.Warn(clockNote)
+	}
+	svc := promotion.NewService(promotion.Config{Log: node, FSM: node.FSM(), Clock: clock,
 		PromotionDisabled: cfg.PromotionDisabled, Logger: logger.Named("promotion"), Observer: metrics})
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {

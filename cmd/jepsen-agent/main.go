@@ -27,6 +27,7 @@ func main() {
 	hist := flag.String("history", "", "history file (JSON lines, appended)")
 	interval := flag.Duration("interval", 50*time.Millisecond, "between writes")
 	workDelay := flag.Duration("work-delay", 40*time.Millisecond, "between the lease check and the write")
+	margin := flag.Duration("margin", 0, "client lease margin (0: the library's default)")
 	flag.Parse()
 	h, err := history.Create(*hist)
 	if err != nil {
@@ -36,7 +37,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	err = agent.Run(ctx, agent.Config{Endpoints: strings.Split(*endpoints, ","), Domain: *domain, Holder: *holder, Process: *process,
-		FencedURL: *fencedURL, History: h, Interval: *interval, WorkDelay: *workDelay})
+		FencedURL: *fencedURL, History: h, Interval: *interval, WorkDelay: *workDelay, Margin: *margin})
 	if cerr := h.Close(); err == nil {
 		err = cerr
 	}

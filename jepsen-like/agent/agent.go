@@ -36,6 +36,9 @@ type Config struct {
 	History   *history.Writer
 	Interval  time.Duration // between writes (default 50 ms)
 	WorkDelay time.Duration // between the lease check and the write (default 40 ms)
+	// Margin is the client library's lease margin (0: the library's
+	// default). The negative control sets the smallest it accepts, 1 ns.
+	Margin time.Duration
 }
 
 // Run acquires and writes until ctx ends.
@@ -58,7 +61,11 @@ func Run(ctx context.Context, cfg Config) error {
 		h.Add(history.Record{Kind: history.KindOp, Type: history.Invoke, Process: cfg.Process, F: history.FAcquire, Domain: cfg.Domain,
 			Value: history.Value{Holder: cfg.Holder}})
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		lease, err := c.Acquire(actx, cfg.Domain, cfg.Holder)
+		var opts []client.LeaseOption
+		if cfg.Margin > 0 {
+			opts = append(opts, client.WithMargin(cfg.Margin))
+		}
+		lease, err := c.Acquire(actx, cfg.Domain, cfg.Holder, opts...)
 		cancel()
 		if err != nil {
 			typ := history.Fail

@@ -347,12 +347,20 @@ func linearizabilityOps(in Input) []domainOps {
 			}
 			if typ == history.Info {
 				ret = never
-				if dd, ok := resolve(dec, o.Domain, o.RequestID); ok {
+				dd, ok := resolve(dec, o.Domain, o.RequestID)
+				switch {
+				case !ok && len(dec) > 0:
+					// Every committed attempt is decided in every node's
+					// final log (identical-prefixes checks they agree):
+					// an attempt in none of them never happened.
+					d.Counts["unknown_never_committed"]++
+					continue
+				case ok && !dd.Allowed:
 					d.Counts["resolved_from_logs"]++
-					if !dd.Allowed {
-						d.Counts["dropped_unknown"]++
-						continue
-					}
+					d.Counts["dropped_unknown"]++
+					continue
+				case ok:
+					d.Counts["resolved_from_logs"]++
 					typ = "resolved"
 					out = linOutput{Outcome: history.OutcomeAllowed, Epoch: dd.Epoch}
 					meta.Note = strings.TrimPrefix(meta.Note+", resolved from "+dd.Node+"'s log", ", ")
@@ -361,8 +369,13 @@ func linearizabilityOps(in Input) []domainOps {
 		} else if typ == history.OK {
 			out = linOutput{Outcome: o.Res.Outcome, Epoch: o.Res.Epoch, Holder: o.Res.Holder}
 		}
-		if o.F == history.FPromote && typ == history.OK && out.Outcome == "" {
-			d.Counts["promote_ok_without_outcome"]++ // constrains nothing, like a denial
+		if o.F == history.FPromote && typ == history.OK && out.Outcome != history.OutcomeAllowed {
+			// A denial is legal in every state and changes none (the
+			// model's step for it is (true, state)), so leaving it out
+			// cannot change the verdict; it only widens porcupine's
+			// search. (An ok without outcome constrains nothing either.)
+			d.Counts["denied_unconstrained"]++
+			continue
 		}
 		switch typ {
 		case history.Fail:

@@ -6,7 +6,9 @@ package nemesis
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/jepsen-like/history"
 	"github.com/aerodb/authority/jepsen-like/proxy"
@@ -27,18 +30,58 @@ import (
 )
 
 // Network is one proxy per directed raft link: Links[i][j] carries server
-// i's raft traffic to server j.
+// i's raft traffic to server j; and one proxy per client link:
+// Clients[c][j] carries client c's gRPC traffic to server j (the workload
+// and each agent are separate clients, so one of them can be cut off).
 type Network struct {
 	Links map[string]map[string]*proxy.Proxy
+
+	t       testing.TB
+	servers []*testcluster.Server
+	mu      sync.Mutex
+	Clients map[string]map[string]*proxy.Proxy
+}
+
+// ClientEndpoints returns client's gRPC endpoints, one proxy per server
+// (created on first use; servers keep their addresses across restarts).
+func (n *Network) ClientEndpoints(client string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.Clients[client] == nil {
+		n.Clients[client] = map[string]*proxy.Proxy{}
+		for _, s := range n.servers {
+			p, err := proxy.Listen(client+"->"+s.ID, s.GRPCAddr)
+			if err != nil {
+				n.t.Fatal(err)
+			}
+			n.t.Cleanup(p.Close)
+			n.Clients[client][s.ID] = p
+		}
+	}
+	var out []string
+	for _, s := range n.servers {
+		out = append(out, n.Clients[client][s.ID].Addr())
+	}
+	return out
+}
+
+// IsolateClient sets every link of client to mode.
+func (n *Network) IsolateClient(client string, mode proxy.Mode) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.Clients[client] {
+		p.SetMode(mode)
+	}
 }
 
 // Proxied starts a cluster of n servers, then restarts every server with
 // its raft traffic routed through a proxy per directed link
-// (AUTHORITYD_RAFT_ROUTE), so partitions need no root.
-func Proxied(t testing.TB, n int, extraArgs ...string) (*testcluster.Cluster, *Network) {
+// (AUTHORITYD_RAFT_ROUTE), so partitions need no root. serverEnv is added
+// to every server's environment (e.g. a test clock rate).
+func Proxied(t testing.TB, n int, serverEnv []string, extraArgs ...string) (*testcluster.Cluster, *Network) {
 	t.Helper()
 	c := testcluster.StartStablePorts(t, n, extraArgs...)
-	net := &Network{Links: map[string]map[string]*proxy.Proxy{}}
+	net := &Network{Links: map[string]map[string]*proxy.Proxy{}, t: t, servers: c.Servers, Clients: map[string]map[string]*proxy.Proxy{}}
 	if c.Env == nil {
 		c.Env = map[string][]string{}
 	}
@@ -58,6 +101,7 @@ func Proxied(t testing.TB, n int, extraArgs ...string) (*testcluster.Cluster, *N
 			routes = append(routes, b.ID+"="+p.Addr())
 		}
 		c.Env[a.ID] = append(c.Env[a.ID], "AUTHORITYD_RAFT_ROUTE="+strings.Join(routes, ","))
+		c.Env[a.ID] = append(c.Env[a.ID], serverEnv...)
 	}
 	for _, s := range c.Servers {
 		c.Stop(s)
@@ -85,12 +129,16 @@ func (n *Network) Isolate(a []string, mode proxy.Mode) {
 	}
 }
 
-// Heal makes every link pass.
+// Heal makes every link pass, raft and client links alike.
 func (n *Network) Heal() {
-	for _, m := range n.Links {
-		for _, p := range m {
-			p.SetMode(proxy.Pass)
-			p.SetDelay(0)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, links := range []map[string]map[string]*proxy.Proxy{n.Links, n.Clients} {
+		for _, m := range links {
+			for _, p := range m {
+				p.SetMode(proxy.Pass)
+				p.SetDelay(0)
+			}
 		}
 	}
 }
@@ -104,15 +152,16 @@ type Agent struct {
 }
 
 // StartAgent launches an agent process.
-func StartAgent(t testing.TB, bin string, endpoints []string, domain, holder string, process int, fencedURL, dir string) *Agent {
+func StartAgent(t testing.TB, bin string, endpoints []string, domain, holder string, process int, fencedURL, dir string, extraArgs ...string) *Agent {
 	t.Helper()
 	a := &Agent{Holder: holder, Domain: domain, Process: process, HistoryPath: filepath.Join(dir, "agent-"+holder+".jsonl")}
 	logf, err := os.Create(filepath.Join(dir, "agent-"+holder+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.cmd = exec.Command(filepath.Join(bin, "jepsen-agent"), "--endpoints", strings.Join(endpoints, ","), "--domain", domain,
-		"--holder", holder, "--process", fmt.Sprint(process), "--fenced", fencedURL, "--history", a.HistoryPath)
+	args := []string{"--endpoints", strings.Join(endpoints, ","), "--domain", domain,
+		"--holder", holder, "--process", fmt.Sprint(process), "--fenced", fencedURL, "--history", a.HistoryPath}
+	a.cmd = exec.Command(filepath.Join(bin, "jepsen-agent"), append(args, extraArgs...)...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -159,6 +208,9 @@ type Env struct {
 	FaultNodes []*testcluster.Server
 	// Log receives one line per fault action.
 	Log func(format string, args ...any)
+	// Counters are the faults' own proof that they happened (e.g.
+	// slow-disk hits), copied into the run's result.
+	Counters map[string]int
 
 	// mu serializes process control (testcluster's Server is not safe for
 	// concurrent Kill/Restart/Running), so faults may overlap.
@@ -333,28 +385,146 @@ func (e *Env) FailpointKill(point string, d time.Duration) {
 	if l == nil {
 		e.T.Fatal("no leader to arm")
 	}
-	resp, err := http.Post("http://"+l.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(point+"=kill"))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		e.T.Fatalf("arming %s on %s: %v %v", point, l.ID, resp, err)
+	e.FailpointKillOn(l, "leader", point, d)
+}
+
+// FailpointKillOn arms point=kill on server s (in role, for the record),
+// makes the point reachable (a snapshot point needs a snapshot: it asks s
+// for one), waits until s died (up to d) and restarts it. It reports
+// whether the point fired.
+func (e *Env) FailpointKillOn(s *testcluster.Server, role, point string, d time.Duration) bool {
+	if err := armFailpoint(s, point+"=kill"); err != nil {
+		e.T.Fatalf("arming %s on %s: %v", point, s.ID, err)
 	}
-	resp.Body.Close()
+	e.mu.Lock()
 	e.Armed = append(e.Armed, point)
-	e.FaultNodes = append(e.FaultNodes, l)
-	e.start("failpoint-kill", point+"=kill on leader "+l.ID)
+	e.FaultNodes = append(e.FaultNodes, s)
+	e.mu.Unlock()
+	e.start("failpoint-kill", fmt.Sprintf("%s=kill on %s %s", point, role, s.ID))
+	if point == failpoint.SnapshotBeforePersist {
+		go snapshot(s.GRPCAddr) // it dies inside; the reply never comes
+	}
 	deadline := time.Now().Add(d)
-	for e.running(l) && time.Now().Before(deadline) {
+	for e.running(s) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if e.running(l) {
-		e.Log("%s still running after %v: the failpoint did not fire", l.ID, d)
+	if e.running(s) {
+		e.Log("%s still running after %v: the failpoint did not fire", s.ID, d)
 		// Disarm, so the restart does not depend on it.
-		if r, err := http.Post("http://"+l.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(point+"=off")); err == nil {
-			r.Body.Close()
-		}
+		armFailpoint(s, point+"=off")
 		e.stop("failpoint-kill", "not fired")
+		return false
+	}
+	time.Sleep(300 * time.Millisecond)
+	e.restart(s)
+	e.stop("failpoint-kill", "restarted "+s.ID)
+	return true
+}
+
+// FailpointBoundaries kills a server at each point in turn: on the leader
+// (role "leader") or on a follower (role "follower"), restarting it and
+// waiting for a ready leader before the next point.
+func (e *Env) FailpointBoundaries(role string, points []string, perPoint time.Duration) {
+	for _, point := range points {
+		l := e.Leader()
+		if l == nil {
+			e.T.Fatal("no leader")
+		}
+		target := l
+		if role == "follower" {
+			var fs []*testcluster.Server
+			for _, s := range e.Cluster.Servers {
+				if s != l && e.running(s) {
+					fs = append(fs, s)
+				}
+			}
+			target = fs[e.Rng.IntN(len(fs))]
+		}
+		e.FailpointKillOn(target, role, point, perPoint)
+	}
+	e.Leader()
+}
+
+// SlowDisk makes every server sleep delay before each raft log store for
+// d (raftlog/before-store=sleep), then disarms it; Counters["slow_disk_hits"]
+// counts the log stores that slept.
+func (e *Env) SlowDisk(delay, d time.Duration) {
+	e.start("slow-disk", fmt.Sprintf("raftlog/before-store=sleep(%dms) on every server", delay.Milliseconds()))
+	before := map[string]int{}
+	for _, s := range e.Cluster.Servers {
+		before[s.ID] = failpointHits(s)[failpoint.RaftLogBeforeStore]
+		if err := armFailpoint(s, fmt.Sprintf("%s=sleep(%d)", failpoint.RaftLogBeforeStore, delay.Milliseconds())); err != nil {
+			e.T.Fatalf("arming slow disk on %s: %v", s.ID, err)
+		}
+	}
+	time.Sleep(d)
+	hits := 0
+	for _, s := range e.Cluster.Servers {
+		armFailpoint(s, failpoint.RaftLogBeforeStore+"=off")
+		hits += failpointHits(s)[failpoint.RaftLogBeforeStore] - before[s.ID]
+	}
+	e.count("slow_disk_hits", hits)
+	e.stop("slow-disk", fmt.Sprintf("disarmed; %d slow log stores", hits))
+}
+
+// PartitionHolder holds every client link of the agent named holder for
+// d: it can neither renew nor learn anything, while its writes to the
+// fenced resource (not behind a proxy) still arrive.
+func (e *Env) PartitionHolder(holder string, d time.Duration) {
+	e.start("partition-holder", "hold all client links of agent "+holder)
+	e.Net.IsolateClient(holder, proxy.Hold)
+	time.Sleep(d)
+	e.Net.IsolateClient(holder, proxy.Pass)
+	e.stop("partition-holder", "healed "+holder)
+}
+
+func (e *Env) count(name string, n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.Counters == nil {
+		e.Counters = map[string]int{}
+	}
+	e.Counters[name] += n
+}
+
+// Count adds n to a proof counter (for scenarios' own fault functions).
+func (e *Env) Count(name string, n int) { e.count(name, n) }
+
+func armFailpoint(s *testcluster.Server, spec string) error {
+	resp, err := http.Post("http://"+s.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(spec))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	return nil
+}
+
+// failpointHits reads s's hit counters (empty when s does not answer).
+func failpointHits(s *testcluster.Server) map[string]int {
+	var out struct {
+		Hits map[string]int `json:"hits"`
+	}
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + s.HTTPAddr + "/debug/failpoints")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out.Hits
+}
+
+func snapshot(addr string) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
 		return
 	}
-	time.Sleep(500 * time.Millisecond)
-	e.restart(l)
-	e.stop("failpoint-kill", "restarted "+l.ID)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 }

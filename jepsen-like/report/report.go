@@ -2,7 +2,10 @@
 // (verdict per checker, counts, seed, reproduction command), results.json,
 // and timeline.html (inline SVG: one lane per process with its operations
 // coloured ok / fail / unknown, fault windows shaded, the leader per term,
-// agents' belief intervals, the fenced resource's accepts and rejects).
+// agents' belief intervals, the fenced resource's accepts and rejects), and
+// plots.html (inline SVG: latency per operation over time on a log scale,
+// throughput per second, fault windows shaded, and a table of counts and
+// latency percentiles per operation).
 package report
 
 import (
@@ -29,7 +32,7 @@ type Meta struct {
 	Elapsed  time.Duration
 }
 
-// Write writes summary.md, results.json and timeline.html into dir.
+// Write writes summary.md, results.json, timeline.html and plots.html into dir.
 func Write(dir string, m Meta, in checker.Input, rs []checker.Result) error {
 	verdict := "VALID"
 	if !checker.Valid(rs) {
@@ -68,7 +71,7 @@ func Write(dir string, m Meta, in checker.Input, rs []checker.Result) error {
 			fmt.Fprintf(&b, "- %s %s: %s\n", r.Type, r.Fault, r.Info)
 		}
 	}
-	b.WriteString("\nFiles: `history.jsonl` (merged), `nodes/<id>.events` (applied logs), `results.json`, `timeline.html`, `linearizability-<domain>.html`.\n")
+	b.WriteString("\nFiles: `history.jsonl` (merged), `nodes/<id>.events` (applied logs), `results.json`, `timeline.html`, `plots.html` (latency and throughput), `linearizability-<domain>.html`.\n")
 	if err := os.WriteFile(filepath.Join(dir, "summary.md"), []byte(b.String()), 0o644); err != nil {
 		return err
 	}
@@ -81,7 +84,10 @@ func Write(dir string, m Meta, in checker.Input, rs []checker.Result) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), js, 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "timeline.html"), []byte(Timeline(m, in, rs)), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "timeline.html"), []byte(Timeline(m, in, rs)), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "plots.html"), []byte(Plots(m, in, rs)), 0o644)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -131,8 +137,7 @@ func Timeline(m Meta, in checker.Input, rs []checker.Result) string {
 		}
 		return lanes[k]
 	}
-	var faults []span
-	openFault := map[string]int64{}
+	faults := faultSpans(recs, t1)
 	var leaders []span
 	beliefs := map[string][]span{}
 	openBelief := map[string]history.Record{}
@@ -157,13 +162,6 @@ func Timeline(m Meta, in checker.Input, rs []checker.Result) string {
 				label += fmt.Sprintf(" e%d", r.Value.Epoch)
 			}
 			laneOf(inv).spans = append(laneOf(inv).spans, span{inv.Time, r.Time, r.Type, label})
-		case history.KindNemesis:
-			if r.Type == history.NemesisStart {
-				openFault[r.Fault] = r.Time
-			} else if s, ok := openFault[r.Fault]; ok {
-				faults = append(faults, span{s, r.Time, r.Fault, r.Fault})
-				delete(openFault, r.Fault)
-			}
 		case history.KindLeader:
 			if n := len(leaders); n > 0 {
 				leaders[n-1].end = r.Time
@@ -182,9 +180,6 @@ func Timeline(m Meta, in checker.Input, rs []checker.Result) string {
 			fencedMarks = append(fencedMarks, r)
 		}
 	}
-	for f, s := range openFault {
-		faults = append(faults, span{s, t1, f, f + " (never healed)"})
-	}
 	for _, inv := range open {
 		laneOf(inv).spans = append(laneOf(inv).spans, span{inv.Time, t1, history.Info, inv.F + " ?"})
 	}
@@ -192,7 +187,7 @@ func Timeline(m Meta, in checker.Input, rs []checker.Result) string {
 		beliefs[k] = append(beliefs[k], span{b.Time, t1, "belief", fmt.Sprintf("e%d", b.Value.Epoch)})
 	}
 
-	colour := map[string]string{history.OK: "#2e9d4a", history.Fail: "#d9534f", history.Info: "#f0ad4e", "belief": "#5b7bd5"}
+	colour := map[string]string{history.OK: opColour[history.OK], history.Fail: opColour[history.Fail], history.Info: opColour[history.Info], "belief": "#5b7bd5"}
 	var svg strings.Builder
 	y := 30
 	row := func(label string) int {
@@ -241,10 +236,7 @@ func Timeline(m Meta, in checker.Input, rs []checker.Result) string {
 	}
 	h := y + 20
 	var bg strings.Builder
-	for _, f := range faults {
-		fmt.Fprintf(&bg, `<rect x="%.1f" y="14" width="%.1f" height="%d" fill="#ff6b6b" opacity="0.16"/><text x="%.1f" y="12" class="fault">%s</text>`,
-			x(f.start), max(2, x(f.end)-x(f.start)), h-14, x(f.start)+2, html.EscapeString(f.label))
-	}
+	faultShading(&bg, faults, x, 14, h-14, left+width+20)
 	// Time axis.
 	for s := int64(0); s <= (t1-t0)/1e9; s++ {
 		tx := x(t0 + s*1e9)
@@ -269,7 +261,7 @@ body{font:13px sans-serif;margin:12px;color:#222} h1{font-size:18px;margin:0 0 4
 ul{margin:4px 0 8px;padding-left:18px} li.ok{color:#1e6b33} li.bad{color:#b02020} .legend span{display:inline-block;margin-right:14px}
 .sw{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
 </style></head><body>
-<h1>%[1]s — %[2]s</h1><div>seed %[3]d · %[4]s · repro: <code>%[5]s</code></div>
+<h1>%[1]s — %[2]s</h1><div>seed %[3]d · %[4]s · repro: <code>%[5]s</code> · <a href="plots.html">latency and throughput plots</a></div>
 <ul>%[6]s</ul>
 <div class="legend"><span><i class="sw" style="background:#2e9d4a"></i>ok</span><span><i class="sw" style="background:#d9534f"></i>fail</span><span><i class="sw" style="background:#f0ad4e"></i>unknown (info)</span><span><i class="sw" style="background:#5b7bd5"></i>agent belief</span><span><i class="sw" style="background:#ff6b6b;opacity:.4"></i>fault window</span><span>▲ fenced accept ▼ fenced reject</span></div>
 <svg xmlns="http://www.w3.org/2000/svg" width="%[7]d" height="%[8]d">%[9]s%[10]s</svg></body></html>`,

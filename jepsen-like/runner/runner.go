@@ -7,10 +7,12 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,12 +48,18 @@ type Scenario struct {
 	Warmup, Recovery time.Duration
 	// Repro is the one-line command that re-runs it.
 	Repro string
+	// ServerEnv is added to every server's environment (e.g.
+	// AUTHORITYD_TEST_CLOCK_RATE); AgentArgs to every agent's flags.
+	ServerEnv, AgentArgs []string
 }
 
 // Run is a running scenario (what Faults may use).
 type Run struct {
 	Fenced *fenced.Server
 }
+
+// Agent names (also their client names on the network).
+var agentNames = []string{"agent-a", "agent-b"}
 
 // Result of a scenario.
 type Result struct {
@@ -61,6 +69,8 @@ type Result struct {
 	Elapsed  time.Duration
 	Leaders  []history.Record
 	Scenario Scenario
+	// Counters are the faults' proof counters (nemesis.Env.Counters).
+	Counters map[string]int
 }
 
 // Valid reports whether every checker passed.
@@ -105,7 +115,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 		os.RemoveAll(dir)
 	})
 	rng := rand.New(rand.NewPCG(sc.Seed, 0x5eed))
-	cl, net := nemesis.Proxied(t, sc.Nodes)
+	cl, net := nemesis.Proxied(t, sc.Nodes, sc.ServerEnv)
 	bin := testcluster.Binaries(t)
 
 	mainPath := filepath.Join(dir, "history-main.jsonl")
@@ -128,14 +138,14 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	defer fs.Close()
 
 	env := &nemesis.Env{T: t, Cluster: cl, Net: net, H: h, Rng: rng, Log: t.Logf}
-	for i, holder := range []string{"agent-a", "agent-b"} {
-		env.Agents = append(env.Agents, nemesis.StartAgent(t, bin, cl.Endpoints(), FenceDomain, holder, 901+i, fs.URL(), dir))
+	for i, holder := range agentNames {
+		env.Agents = append(env.Agents, nemesis.StartAgent(t, bin, net.ClientEndpoints(holder), FenceDomain, holder, 901+i, fs.URL(), dir, sc.AgentArgs...))
 	}
 	stopLeaders := watchLeaders(cl, h)
 
 	var nodes []workload.Node
-	for _, s := range cl.Servers {
-		nodes = append(nodes, workload.Node{ID: s.ID, Addr: s.GRPCAddr})
+	for i, addr := range net.ClientEndpoints("workload") {
+		nodes = append(nodes, workload.Node{ID: cl.Servers[i].ID, Addr: addr})
 	}
 	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Domains: []workload.Domain{
 		{Name: "lock-a", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
@@ -192,8 +202,8 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	}
 	in.ArmedFailpoints = env.Armed
 	in.FailpointHits = map[string]int{}
-	for _, fp := range env.Armed {
-		for _, s := range env.FaultNodes {
+	for _, fp := range slices.Compact(slices.Sorted(slices.Values(env.Armed))) {
+		for _, s := range cl.Servers {
 			b, _ := os.ReadFile(s.LogPath)
 			in.FailpointHits[fp] += strings.Count(string(b), "failpoint "+fp+": SIGKILL")
 		}
@@ -202,7 +212,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	in.ExpectStaleRejections = sc.ExpectStaleRejections
 	in.RequireHealedOpsPerDomain = true
 	in.VizDir = dir
-	res := &Result{Dir: dir, Input: in, Scenario: sc}
+	res := &Result{Dir: dir, Input: in, Scenario: sc, Counters: env.Counters}
 	res.Results = checker.CheckAll(in)
 	for _, r := range in.History {
 		if r.Kind == history.KindLeader {
@@ -265,6 +275,13 @@ func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
 		}
 	}
 	if _, err := c.AssignInitial(ctx, "db", "n1"); err != nil {
+		t.Fatal(err)
+	}
+	// The watermark the workload's replica reports contain (promotions
+	// are allowed once the holder's lease expired on the leader).
+	errs, err := c.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "db", Epoch: 1, Holder: "n1",
+		Lsn: workload.WatermarkLsn, Hash: workload.WatermarkHash, VisibleCommitId: workload.VisibleCommitID}})
+	if err := errors.Join(append(errs, err)...); err != nil {
 		t.Fatal(err)
 	}
 }

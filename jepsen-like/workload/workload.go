@@ -7,9 +7,13 @@
 //
 // Domains: lock domains take read, acquire (compare-and-set on the epoch
 // last read) and release of the client's own grant; aerodb domains take
-// read and promote (compare-and-set on the epoch last read, a random
-// member as candidate, a unique request id; most are denied for lack of
-// evidence, every decision is a committed record).
+// read and promote (compare-and-set on the epoch last read — or, one time
+// in four, on an older epoch the client saw, as a client with a stale view
+// would — a random member as candidate, a unique request id; every
+// decision is a committed record). A reporter sends every member's replica
+// progress (holding the domain's watermark, at the current epoch) to the
+// leader every 100 ms, so a promotion is allowed whenever the holder's
+// lease has expired on the leader and its compare-and-set holds.
 package workload
 
 import (
@@ -22,12 +26,23 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/jepsen-like/history"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
+
+// The watermark of the aerodb domains (the runner advances it once): every
+// member reports a WAL that contains it.
+const (
+	WatermarkLsn    = 100
+	VisibleCommitID = 7
+)
+
+// WatermarkHash is the chain hash at WatermarkLsn.
+var WatermarkHash = []byte{0xca, 0xfe, 0x01, 0x00}
 
 // Node is one server's gRPC endpoint.
 type Node struct {
@@ -85,6 +100,12 @@ func Start(cfg Config) (*Workload, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
+	for _, d := range cfg.Domains {
+		if d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && len(d.Members) > 0 {
+			w.wg.Add(1)
+			go w.report(ctx, d)
+		}
+	}
 	for di, d := range cfg.Domains {
 		for i := range d.Clients {
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(di*100+i)))
@@ -105,6 +126,38 @@ func (w *Workload) Stop() {
 	}
 }
 
+// report sends every member's progress for d to the leader every 100 ms,
+// for the epoch just read (reports are the leader's soft state and must
+// name the current epoch). Reports are evidence, not operations of the
+// history.
+func (w *Workload) report(ctx context.Context, d Domain) {
+	defer w.wg.Done()
+	var addrs []string
+	for _, n := range w.cfg.Nodes {
+		addrs = append(addrs, n.Addr)
+	}
+	c, err := client.DialConfig(ctx, client.Config{Endpoints: addrs, RequestTimeout: 500 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		if dom, err := c.GetDomain(rctx, d.Name); err == nil {
+			for _, m := range d.Members {
+				c.ReportProgress(rctx, d.Name, &pb.ProgressReport{MemberId: m, Epoch: dom.Epoch,
+					FlushedLsn: WatermarkLsn, FlushedHash: WatermarkHash, WatermarkLsn: WatermarkLsn, HashAtWatermark: WatermarkHash,
+					AppliedCommitId: VisibleCommitID, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 type logical struct {
 	w      *Workload
 	d      Domain
@@ -113,6 +166,7 @@ type logical struct {
 	pid    int
 	node   int
 	lastEp uint64
+	oldEp  uint64 // an epoch seen before lastEp (0: none)
 	held   uint64 // epoch of our last ok acquire (0: none)
 	reqSeq int
 }
@@ -197,7 +251,7 @@ func (c *logical) step() {
 			return
 		}
 		d := resp.GetDomain()
-		c.lastEp = d.GetEpoch()
+		c.saw(d.GetEpoch())
 		c.w.leader.Store(int64(c.node))
 		c.w.OKs.Add(1)
 		rec(history.OK, history.FRead, history.Value{Epoch: d.GetEpoch(), Holder: d.GetHolder()}, "", nil)
@@ -205,11 +259,15 @@ func (c *logical) step() {
 		c.reqSeq++
 		id := fmt.Sprintf("%s-%d", c.holder, c.reqSeq)
 		cand := c.d.Members[c.rng.IntN(len(c.d.Members))]
-		args := history.Value{Holder: cand, ExpectedEpoch: c.lastEp}
+		exp := c.lastEp
+		if c.oldEp != 0 && c.rng.IntN(4) == 0 {
+			exp = c.oldEp // a stale view: must be denied EpochStale
+		}
+		args := history.Value{Holder: cand, ExpectedEpoch: exp}
 		rec(history.Invoke, history.FPromote, args, id, nil)
 		req := &pb.PromotionRequest{RequestId: id, Domain: c.d.Name, Candidate: cand, Reason: "jepsen"}
-		if c.lastEp != 0 {
-			req.ExpectedEpoch = &c.lastEp
+		if exp != 0 {
+			req.ExpectedEpoch = &exp
 		}
 		resp, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: req})
 		if err != nil {
@@ -219,6 +277,7 @@ func (c *logical) step() {
 		res := args
 		if resp.GetRecord().GetDecision().GetAllowed() {
 			res.Outcome, res.Epoch = history.OutcomeAllowed, resp.GetRecord().GetEpochAfter()
+			c.saw(res.Epoch)
 		} else {
 			res.Outcome = history.OutcomeDenied
 		}
@@ -238,7 +297,8 @@ func (c *logical) step() {
 			finish(history.FAcquire, args, "", err, true)
 			return
 		}
-		c.held, c.lastEp = resp.GetEpoch(), resp.GetEpoch()
+		c.held = resp.GetEpoch()
+		c.saw(resp.GetEpoch())
 		c.w.leader.Store(int64(c.node))
 		c.w.OKs.Add(1)
 		args.Epoch = resp.GetEpoch()
@@ -255,5 +315,12 @@ func (c *logical) step() {
 		c.w.leader.Store(int64(c.node))
 		c.w.OKs.Add(1)
 		rec(history.OK, history.FRelease, args, "", nil)
+	}
+}
+
+// saw notes an epoch the client learnt, keeping the one before it.
+func (c *logical) saw(epoch uint64) {
+	if epoch != c.lastEp {
+		c.oldEp, c.lastEp = c.lastEp, epoch
 	}
 }

@@ -1,0 +1,12 @@
+//go:build jepsen_mutants
+
+package validator
+
+import "os"
+
+// skipEpochCAS is a negative-control mutant for the fault-injection harness:
+// with AUTHORITY_MUTANT=no-cas, a promotion's expected epoch is reported but
+// never enforced (promotion without compare-and-set), at pre-validation and
+// at apply alike. Only binaries built with the jepsen_mutants tag contain
+// it; the linearizability checker must catch it.
+var skipEpochCAS = os.Getenv("AUTHORITY_MUTANT") == "no-cas"
