@@ -51,6 +51,13 @@ type Config struct {
 	// DialOptions are appended to the client's own (insecure credentials)
 	// for every connection, e.g. interceptors.
 	DialOptions []grpc.DialOption
+	// PinEndpoints keeps the client on the configured endpoints: it never
+	// dials an address it learnt from Members or a NOT_LEADER hint, and
+	// finds the leader by rotating through its endpoints (a follower
+	// forwards leader-bound unary calls). For clients that reach the
+	// servers through proxies, port forwards or NAT, where the addresses
+	// servers advertise are not reachable (or must not be used).
+	PinEndpoints bool
 }
 
 // Defaults.
@@ -156,7 +163,9 @@ func DialConfig(ctx context.Context, cfg Config) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
-	c.discover(dctx)
+	if !cfg.PinEndpoints {
+		c.discover(dctx)
+	}
 	return c, nil
 }
 
@@ -229,6 +238,9 @@ func (c *Client) discover(ctx context.Context) {
 }
 
 func (c *Client) learnMembers(resp *pb.MembersResponse) {
+	if c.cfg.PinEndpoints {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, s := range resp.GetServers() {
@@ -409,6 +421,9 @@ func (c *Client) noteHeader(h *pb.ResponseHeader) {
 // noteHint records the leader named by a NOT_LEADER error and returns its
 // address.
 func (c *Client) noteHint(err error) string {
+	if c.cfg.PinEndpoints {
+		return ""
+	}
 	var e *Error
 	if !errors.As(mapError(err), &e) || e.Reason != pb.ReasonNotLeader {
 		return ""
@@ -506,7 +521,7 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, stale bool,
 		if err == nil {
 			return unknown, nil
 		}
-		class, hint := classify(err)
+		class, hint := c.classify(err)
 		if ctx.Err() != nil {
 			if class == classFinal && hasReason(err) {
 				return unknown, mapError(err)

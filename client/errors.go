@@ -197,6 +197,16 @@ const (
 	classTransient
 )
 
+// classify is the package classify, without the hint when the client is
+// pinned to its endpoints (a hinted address may be unreachable).
+func (c *Client) classify(err error) (errClass, string) {
+	class, hint := classify(err)
+	if c.cfg.PinEndpoints {
+		hint = ""
+	}
+	return class, hint
+}
+
 // classify sorts an error for the retry loop and returns the NOT_LEADER
 // hint (the leader's gRPC address) when there is one.
 func classify(err error) (errClass, string) {

@@ -578,7 +578,7 @@ func (l *Lease) run() {
 					l.lose(err)
 					return
 				}
-				class, hint := classify(ev.err)
+				class, hint := l.c.classify(ev.err)
 				l.c.noteHint(ev.err)
 				switch {
 				case class == classNotLeader && hint != "" && hint != addr && redirects < maxFreeRedirects:

@@ -263,7 +263,7 @@ func (r *ProgressReporter) run(ctx context.Context) {
 			default:
 				r.setErr(mapError(ev.err))
 				r.c.noteHint(ev.err)
-				_, hint := classify(ev.err)
+				_, hint := r.c.classify(ev.err)
 				reconnectLater(hint)
 			}
 		}

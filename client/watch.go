@@ -143,7 +143,7 @@ func (w *Watcher) run(ctx context.Context) {
 			w.fail(ctx.Err())
 			return
 		}
-		class, hint := classify(err)
+		class, hint := w.c.classify(err)
 		if errors.Is(err, io.EOF) {
 			class = classTransient
 		}

@@ -3,6 +3,7 @@
 package jepsenlike_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -54,4 +55,42 @@ func TestMutantReadsWithoutLeaderVerification(t *testing.T) {
 		t.Fatalf("reads without leader verification were not caught by %s: %s", checker.NameLinearizable, lin.Details)
 	}
 	t.Logf("caught by %s: %s", lin.Name, lin.Details)
+}
+
+// Negative control: promotion without compare-and-set
+// (AUTHORITY_MUTANT=no-cas: the validator reports the expected epoch but
+// never enforces it, at pre-validation and at apply). The workload's
+// clients promote with the epoch they last saw — one time in four an older
+// one — so once a holder's lease expires a stale expectation is allowed,
+// which only the linearizability checker's compare-and-set model can see.
+func TestMutantPromotionWithoutCAS(t *testing.T) {
+	t.Setenv("AUTHORITY_MUTANT", "no-cas") // inherited by every authorityd
+	sc := runner.Scenario{Name: "mutant-no-cas", Seed: 13,
+		Faults: func(e *nemesis.Env, _ *runner.Run) { e.KillRandom(time.Second) }}
+	res := runner.Execute(t, sc)
+	lin := res.Get(checker.NameLinearizable)
+	if lin.Valid {
+		t.Fatalf("promotion without compare-and-set was not caught by %s: %s", checker.NameLinearizable, lin.Details)
+	}
+	if !strings.Contains(lin.Details, "promote(") {
+		t.Fatalf("%s failed, but not on a promotion: %s", checker.NameLinearizable, lin.Details)
+	}
+	t.Logf("caught by %s: %s", lin.Name, lin.Details)
+}
+
+// Negative control: a client margin of zero (the smallest the library
+// accepts, 1 ns) with a fast clock (every server's lease clock at 1.5×
+// real time). A paused holder still believes in its lease until send time
+// + TTL while the service expired it after TTL/1.5 and granted the lock to
+// the other agent: NoOverlappingPrimaries must see the belief outlive the
+// newer grant.
+func TestMutantZeroMarginFastClock(t *testing.T) {
+	sc := runner.Scenario{Name: "mutant-zero-margin-fast-clock", Seed: 14, Faults: pauseHolderMutant,
+		ServerEnv: []string{"AUTHORITYD_TEST_CLOCK_RATE=1.5"}, AgentArgs: []string{"--margin=1ns"}}
+	res := runner.Execute(t, sc)
+	np := res.Get(checker.NameNoOverlap)
+	if np.Valid || np.Counts["overlaps"] < 1 {
+		t.Fatalf("zero margin with a fast clock was not caught by %s: %+v", checker.NameNoOverlap, np)
+	}
+	t.Logf("caught by %s: %s", np.Name, np.Details)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/jepsen-like/nemesis"
 	"github.com/aerodb/authority/jepsen-like/runner"
 )
@@ -29,7 +30,7 @@ func TestSoak(t *testing.T) {
 	end := time.Now().Add(d)
 	first := seed
 	for ; time.Now().Before(end); seed++ {
-		sc := soakScenario(seed)
+		sc := soakScenario(seed, soakGen)
 		ok := t.Run(sc.Name, func(t *testing.T) {
 			t.Setenv("JEPSEN_KEEP", "1")
 			res := runner.Execute(t, sc)
@@ -45,8 +46,15 @@ func TestSoak(t *testing.T) {
 	fmt.Printf("jepsen-soak: no violation in %v, seeds %d..%d\n", d, first, seed-1)
 }
 
-// soakScenario draws 2–4 faults for seed, some overlapping in time.
-func soakScenario(seed uint64) runner.Scenario {
+// soakGen is the current generation of soakScenario's draws. Generation 1
+// (seeds pinned before it changed) drew from the first five fault kinds
+// with real-rate clocks; generation 2 added holder partitions, slow disk,
+// failpoint kills and clock skew.
+const soakGen = 2
+
+// soakScenario draws 2–4 faults for seed, some overlapping in time, as
+// generation gen drew them.
+func soakScenario(seed uint64, gen int) runner.Scenario {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	kinds := []func(e *nemesis.Env, r *runner.Run){
 		func(e *nemesis.Env, _ *runner.Run) { e.PartitionLeader(3 * time.Second) },
@@ -56,6 +64,21 @@ func soakScenario(seed uint64) runner.Scenario {
 		func(e *nemesis.Env, r *runner.Run) {
 			e.PauseHolder(r.Fenced.LastHolder(runner.FenceDomain), 2500*time.Millisecond)
 		},
+		func(e *nemesis.Env, r *runner.Run) {
+			e.PartitionHolder(r.Fenced.LastHolder(runner.FenceDomain), 2500*time.Millisecond)
+		},
+		func(e *nemesis.Env, _ *runner.Run) { e.SlowDisk(30*time.Millisecond, 2*time.Second) },
+		func(e *nemesis.Env, _ *runner.Run) {
+			role := []string{"leader", "follower"}[e.Rng.IntN(2)]
+			points := failpoint.All
+			if role == "follower" {
+				points = followerPoints
+			}
+			e.FailpointBoundaries(role, []string{points[e.Rng.IntN(len(points))]}, 6*time.Second)
+		},
+	}
+	if gen == 1 {
+		kinds = kinds[:5]
 	}
 	n := 2 + rng.IntN(3)
 	picks := make([]int, n)
@@ -63,8 +86,14 @@ func soakScenario(seed uint64) runner.Scenario {
 		picks[i] = rng.IntN(len(kinds))
 	}
 	overlap := rng.IntN(2) == 0
-	return runner.Scenario{Name: fmt.Sprintf("soak-%d", seed), Seed: seed, Nodes: 5,
-		Repro: fmt.Sprintf("JEPSEN_SOAK=1s JEPSEN_SEED=%d go test -race -tags failpoints -count=1 -run TestSoak ./jepsen-like/", seed),
+	// Every server's lease clock runs up to 8 % fast (inside the client
+	// library's TTL/10 margin).
+	rate := "AUTHORITYD_TEST_CLOCK_RATE=1"
+	if gen > 1 {
+		rate = fmt.Sprintf("AUTHORITYD_TEST_CLOCK_RATE=%.3f", 1+0.08*rng.Float64())
+	}
+	return runner.Scenario{Name: fmt.Sprintf("soak-%d", seed), Seed: seed, Nodes: 5, ServerEnv: []string{rate},
+		Repro: fmt.Sprintf("JEPSEN_SOAK=1s JEPSEN_SEED=%d go test -race -tags 'invariants failpoints' -count=1 -run TestSoak ./jepsen-like/", seed),
 		Faults: func(e *nemesis.Env, r *runner.Run) {
 			var wg sync.WaitGroup
 			for i, k := range picks {
@@ -91,17 +120,20 @@ func soakScenario(seed uint64) runner.Scenario {
 // unacquirable after healing — its grant committed while the proposer's
 // context had ended, so the leader's lease table never saw it and the lock
 // could not be observed free again. The table now adopts unseen grants.
-var pinnedSeeds = []uint64{9551963, 834630768}
+var pinnedSeeds = []struct {
+	seed uint64
+	gen  int
+}{{9551963, 1}, {834630768, 1}}
 
 func TestPinnedSoakSeeds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: fault-injection runs skipped")
 	}
-	for _, seed := range pinnedSeeds {
-		sc := soakScenario(seed)
+	for _, p := range pinnedSeeds {
+		sc := soakScenario(p.seed, p.gen)
 		t.Run(sc.Name, func(t *testing.T) {
 			if res := runner.Execute(t, sc); !res.Valid() {
-				t.Errorf("pinned seed %d violates again; reproduce: %s", seed, sc.Repro)
+				t.Errorf("pinned seed %d (generation %d) violates again", p.seed, p.gen)
 			}
 		})
 	}

@@ -49,7 +49,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.WorkDelay <= 0 || cfg.WorkDelay >= cfg.Interval {
 		cfg.WorkDelay = cfg.Interval * 4 / 5
 	}
-	c, err := client.DialConfig(ctx, client.Config{Endpoints: cfg.Endpoints, RequestTimeout: time.Second, MaxRetryDelay: 200 * time.Millisecond})
+	c, err := client.DialConfig(ctx, client.Config{Endpoints: cfg.Endpoints, PinEndpoints: true, RequestTimeout: time.Second, MaxRetryDelay: 200 * time.Millisecond})
 	if err != nil {
 		return err
 	}

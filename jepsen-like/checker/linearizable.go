@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aerodb/authority/jepsen-like/history"
+	"github.com/aerodb/authority/observability"
 	"github.com/anishathalye/porcupine"
 )
 
@@ -267,14 +268,17 @@ type domainOps struct {
 // Attempts sharing a promote request id are one operation (the server
 // decides a request id once): called at the first invoke, returned at the
 // first ok. An unknown promote is resolved by its request id against the
-// nodes' logs when they decided it; otherwise it stays open (+∞, any
-// outcome). Unknown reads and promotes resolved as denied constrain
-// nothing and are dropped.
+// nodes' logs: decided there, or never committed (in no node's log) and
+// dropped. Unknown acquires and releases are resolved against the logs'
+// lease events by holder (see leaseResolver); the rest stay open (+∞, any
+// outcome). Unknown reads, denials and promotes resolved as denied
+// constrain nothing and are dropped.
 func linearizabilityOps(in Input) []domainOps {
 	ops, _ := pairOps(in.History)
 	logs, _ := normalizedLogs(in)
 	dec := decisions(logs)
 	kinds := domainKinds(logs)
+	leases := newLeaseResolver(ops, logs)
 
 	byDomain := map[string]*domainOps{}
 	get := func(d string) *domainOps {
@@ -368,6 +372,17 @@ func linearizabilityOps(in Input) []domainOps {
 			}
 		} else if typ == history.OK {
 			out = linOutput{Outcome: o.Res.Outcome, Epoch: o.Res.Epoch, Holder: o.Res.Holder}
+		} else if typ == history.Info && (o.F == history.FAcquire || o.F == history.FRelease) {
+			switch epoch, r := leases.resolve(o); r {
+			case leaseNeverHappened:
+				d.Counts["unknown_never_committed"]++
+				continue
+			case leaseHappened:
+				d.Counts["resolved_from_logs"]++
+				typ, ret = "resolved", never
+				out = linOutput{Epoch: epoch}
+				meta.Note = "resolved from the logs' lease events"
+			}
 		}
 		if o.F == history.FPromote && typ == history.OK && out.Outcome != history.OutcomeAllowed {
 			// A denial is legal in every state and changes none (the
@@ -628,4 +643,98 @@ func annotations(in Input, domain string) []porcupine.Annotation {
 		}
 	}
 	return out
+}
+
+// leaseResolver resolves unknown acquires and releases against the nodes'
+// lease events. It relies on what the workload guarantees: a logical
+// client takes a new holder name whenever it continues under a new process
+// (after an unknown outcome), so a holder's operations are sequential and
+// an unknown one is its holder's last.
+//
+// For (domain, holder): the grants in the longest node log that no ok
+// acquire returned are the unknown acquires' doing. One unknown acquire and
+// no such grant: it never happened; one such grant: it happened, at that
+// epoch; more unknowns: only "none happened" is certain. A release of
+// (holder, epoch) happened exactly when the log has that release and no ok
+// release returned it.
+type leaseResolver struct {
+	haveLogs  bool
+	grants    map[holderKey][]uint64 // unclaimed grant epochs
+	unknowns  map[holderKey]int      // unknown acquires
+	released  map[holderEpoch]bool   // release events
+	okRelease map[holderEpoch]bool   // ok releases
+}
+
+type holderKey struct{ domain, holder string }
+
+type holderEpoch struct {
+	holderKey
+	epoch uint64
+}
+
+type leaseResolution int
+
+const (
+	leaseOpen leaseResolution = iota
+	leaseNeverHappened
+	leaseHappened
+)
+
+func newLeaseResolver(ops []op, logs map[string][]observability.EventJSON) *leaseResolver {
+	r := &leaseResolver{grants: map[holderKey][]uint64{}, unknowns: map[holderKey]int{},
+		released: map[holderEpoch]bool{}, okRelease: map[holderEpoch]bool{}}
+	longest := ""
+	for n, evs := range logs {
+		if longest == "" || len(evs) > len(logs[longest]) || (len(evs) == len(logs[longest]) && n < longest) {
+			longest = n
+		}
+	}
+	r.haveLogs = longest != ""
+	claimed := map[holderEpoch]bool{}
+	for _, o := range ops {
+		k := holderKey{o.Domain, o.Args.Holder}
+		switch {
+		case o.F == history.FAcquire && o.Type == history.OK:
+			claimed[holderEpoch{k, o.Res.Epoch}] = true
+		case o.F == history.FAcquire && o.Type == history.Info:
+			r.unknowns[k]++
+		case o.F == history.FRelease && o.Type == history.OK:
+			r.okRelease[holderEpoch{k, o.Args.Epoch}] = true
+		}
+	}
+	for _, ev := range logs[longest] {
+		switch {
+		case ev.Type == evLeaseAcquired && isGrant(ev):
+			k := holderKey{ev.Domain, grantHolder(ev)}
+			if e := grantEpoch(ev); !claimed[holderEpoch{k, e}] {
+				r.grants[k] = append(r.grants[k], e)
+			}
+		case ev.Type == evLeaseReleased:
+			r.released[holderEpoch{holderKey{ev.Domain, grantHolder(ev)}, grantEpoch(ev)}] = true
+		}
+	}
+	return r
+}
+
+// resolve returns what the logs say about unknown op o (and the granted
+// epoch of a resolved acquire).
+func (r *leaseResolver) resolve(o op) (uint64, leaseResolution) {
+	if !r.haveLogs {
+		return 0, leaseOpen
+	}
+	k := holderKey{o.Domain, o.Args.Holder}
+	if o.F == history.FRelease {
+		he := holderEpoch{k, o.Args.Epoch}
+		if r.released[he] && !r.okRelease[he] {
+			return 0, leaseHappened
+		}
+		return 0, leaseNeverHappened
+	}
+	switch g := r.grants[k]; {
+	case len(g) == 0:
+		return 0, leaseNeverHappened
+	case len(g) == 1 && r.unknowns[k] == 1:
+		return g[0], leaseHappened
+	}
+	return 0, leaseOpen
 }

@@ -109,7 +109,8 @@ func Start(cfg Config) (*Workload, error) {
 	for di, d := range cfg.Domains {
 		for i := range d.Clients {
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(di*100+i)))
-			c := &logical{w: w, d: d, holder: fmt.Sprintf("w%d-%d", di, i), rng: rng}
+			base := fmt.Sprintf("w%d-%d", di, i)
+			c := &logical{w: w, d: d, base: base, holder: base, rng: rng}
 			w.wg.Add(1)
 			go c.run(ctx)
 		}
@@ -136,7 +137,7 @@ func (w *Workload) report(ctx context.Context, d Domain) {
 	for _, n := range w.cfg.Nodes {
 		addrs = append(addrs, n.Addr)
 	}
-	c, err := client.DialConfig(ctx, client.Config{Endpoints: addrs, RequestTimeout: 500 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
+	c, err := client.DialConfig(ctx, client.Config{Endpoints: addrs, PinEndpoints: true, RequestTimeout: 500 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
 	if err != nil {
 		return
 	}
@@ -161,6 +162,7 @@ func (w *Workload) report(ctx context.Context, d Domain) {
 type logical struct {
 	w      *Workload
 	d      Domain
+	base   string // holder names are base.p<process>
 	holder string
 	rng    *rand.Rand
 	pid    int
@@ -173,7 +175,7 @@ type logical struct {
 
 func (c *logical) run(ctx context.Context) {
 	defer c.w.wg.Done()
-	c.pid = int(c.w.nextPID.Add(1))
+	c.newProcess()
 	c.node = int(c.w.leader.Load())
 	for ctx.Err() == nil {
 		c.step()
@@ -235,7 +237,7 @@ func (c *logical) step() {
 			c.node = (c.node + 1) % len(nodes)
 		}
 		if typ == history.Info {
-			c.pid = int(c.w.nextPID.Add(1)) // continue under a new process
+			c.newProcess()
 		}
 	}
 	p := c.rng.Float64()
@@ -323,4 +325,14 @@ func (c *logical) saw(epoch uint64) {
 	if epoch != c.lastEp {
 		c.oldEp, c.lastEp = c.lastEp, epoch
 	}
+}
+
+// newProcess continues the client under a new process id and a new holder
+// name (holding nothing), so every holder's operations are sequential and an
+// unknown outcome is its holder's last operation: the checker resolves
+// unknown acquires and releases against the logs by holder.
+func (c *logical) newProcess() {
+	c.pid = int(c.w.nextPID.Add(1))
+	c.holder = fmt.Sprintf("%s.p%d", c.base, c.pid)
+	c.held = 0
 }
