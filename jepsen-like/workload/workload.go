@@ -3,7 +3,9 @@
 // operation by a deadline and records invoke / ok / fail / info into the
 // run's history. Clients talk to the servers through raw gRPC stubs (no
 // client-library retries), so a timeout or reset after send is recorded as
-// info (unknown), and the client then continues under a new process id.
+// info (unknown), and the client then continues under a new process id and
+// a new holder name (so the checker can resolve the unknown op by holder
+// against the nodes' logs).
 //
 // Domains: lock domains take read, acquire (compare-and-set on the epoch
 // last read) and release of the client's own grant; aerodb domains take
