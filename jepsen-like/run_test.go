@@ -28,7 +28,7 @@ func scenarios() []runner.Scenario {
 		return nil
 	}
 	return []runner.Scenario{
-		{Name: "partition-leader", Seed: 1, Prove: leaderChanged,
+		{Name: "partition-leader", Seed: 1, Prove: all(leaderChanged, counted("forward_link_accepts", 1)),
 			Faults: func(e *nemesis.Env, _ *runner.Run) { e.PartitionLeader(4 * time.Second) }},
 		{Name: "kill-random", Seed: 2, Prove: func(r *runner.Result) error {
 			if n := r.Get(checker.NameLiveness).Counts["faults"]; n != 2 {

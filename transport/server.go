@@ -32,8 +32,11 @@ type Config struct {
 	Service *promotion.Service
 	// Peers maps raft server ids to their gRPC addresses, for forwarding
 	// and for NOT_LEADER hints.
-	Peers  map[string]string
-	Logger hclog.Logger
+	Peers map[string]string
+	// ForwardRoutes overrides the address dialled to forward to a peer
+	// (id → address), e.g. a per-link proxy; hints keep Peers' addresses.
+	ForwardRoutes map[string]string
+	Logger        hclog.Logger
 	// Dial options for forwarding connections (tests may add interceptors).
 	DialOptions []grpc.DialOption
 }
@@ -43,6 +46,7 @@ type Server struct {
 	node   *cluster.Node
 	svc    *promotion.Service
 	peers  map[string]string
+	routes map[string]string
 	logger hclog.Logger
 	dialOp []grpc.DialOption
 
@@ -57,7 +61,8 @@ func New(cfg Config) *Server {
 		logger = hclog.NewNullLogger()
 	}
 	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cfg.DialOptions...)
-	return &Server{node: cfg.Node, svc: cfg.Service, peers: cfg.Peers, logger: logger, dialOp: dial, conns: map[string]*grpc.ClientConn{}}
+	return &Server{node: cfg.Node, svc: cfg.Service, peers: cfg.Peers, routes: cfg.ForwardRoutes, logger: logger, dialOp: dial,
+		conns: map[string]*grpc.ClientConn{}}
 }
 
 // Register attaches every service to g.
@@ -129,6 +134,9 @@ func (s *Server) leaderConn(ctx context.Context) *grpc.ClientConn {
 	addr := s.addrOf(id)
 	if id == "" || id == s.node.ID() || addr == "" {
 		return nil
+	}
+	if r, ok := s.routes[id]; ok {
+		addr = r
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -38,6 +38,10 @@ type Config struct {
 	// RaftRoutes overrides the address this node dials for a peer's raft
 	// traffic (id → address), e.g. a per-link proxy in fault tests.
 	RaftRoutes map[string]string `yaml:"raft_routes"`
+	// ForwardRoutes overrides the address this node dials to forward API
+	// calls to a peer that leads (id → address), e.g. a per-link proxy in
+	// fault tests. Hints given to clients keep the peer's own address.
+	ForwardRoutes map[string]string `yaml:"forward_routes"`
 	// Raft timing. HeartbeatTimeout is raft's follower timeout (a follower
 	// that hears no leader this long starts an election).
 	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
@@ -117,6 +121,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	bootstrap := fs.Bool("bootstrap", false, "form the cluster from --peer when the data dir is empty")
 	join := fs.String("join", "", "comma-separated gRPC endpoints of a running cluster to join as a voter")
 	routesFlag := fs.String("raft-route", "", "comma-separated id=address: dial this peer's raft traffic at address (e.g. a proxy)")
+	forwardFlag := fs.String("forward-route", "", "comma-separated id=address: forward API calls to this peer at address (e.g. a proxy)")
 	fs.DurationVar(&flagCfg.HeartbeatTimeout, "heartbeat-timeout", 0, "raft follower timeout before an election (default 500ms)")
 	fs.DurationVar(&flagCfg.ElectionTimeout, "election-timeout", 0, "raft candidate timeout (default 500ms)")
 	fs.DurationVar(&flagCfg.LeaderLeaseTimeout, "leader-lease-timeout", 0, "leader steps down without quorum contact this long (default 250ms)")
@@ -160,6 +165,13 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 			return Config{}, err
 		}
 		cfg.RaftRoutes = r
+	}
+	if set["forward-route"] {
+		r, err := parseRoutes(*forwardFlag)
+		if err != nil {
+			return Config{}, fmt.Errorf("forward-route: %w", err)
+		}
+		cfg.ForwardRoutes = r
 	}
 	if set["promotion-disabled"] {
 		cfg.PromotionDisabled = *disabled
@@ -222,6 +234,8 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.Join = splitList(v)
 	case "raft-route":
 		cfg.RaftRoutes, err = parseRoutes(v)
+	case "forward-route":
+		cfg.ForwardRoutes, err = parseRoutes(v)
 	case "promotion-disabled":
 		cfg.PromotionDisabled, err = strconv.ParseBool(v)
 	case "heartbeat-timeout":
@@ -348,10 +362,10 @@ func parseRoutes(v string) (map[string]string, error) {
 	for _, item := range splitList(v) {
 		id, addr, ok := strings.Cut(item, "=")
 		if !ok || id == "" {
-			return nil, fmt.Errorf("raft-route %q: want id=host:port", item)
+			return nil, fmt.Errorf("route %q: want id=host:port", item)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("raft-route %q: %v", item, err)
+			return nil, fmt.Errorf("route %q: %v", item, err)
 		}
 		out[id] = addr
 	}

@@ -133,3 +133,22 @@ func TestConfigSnapshotSettings(t *testing.T) {
 		t.Fatalf("%+v", cfg)
 	}
 }
+
+func TestConfigForwardRoutes(t *testing.T) {
+	cfg, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--forward-route", "s2=127.0.0.1:18002"},
+		env(map[string]string{"AUTHORITYD_RAFT_ROUTE": "s3=127.0.0.1:17003"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ForwardRoutes["s2"] != "127.0.0.1:18002" || len(cfg.ForwardRoutes) != 1 || cfg.RaftRoutes["s3"] != "127.0.0.1:17003" {
+		t.Fatalf("forward %v raft %v", cfg.ForwardRoutes, cfg.RaftRoutes)
+	}
+	cfg, err = loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers}, env(map[string]string{"AUTHORITYD_FORWARD_ROUTE": "s3=127.0.0.1:18003"}))
+	if err != nil || cfg.ForwardRoutes["s3"] != "127.0.0.1:18003" {
+		t.Fatalf("env forward route: %v %v", cfg.ForwardRoutes, err)
+	}
+	if _, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--forward-route", "s2=nohostport"}, env(nil)); err == nil ||
+		!strings.Contains(err.Error(), "forward-route") {
+		t.Fatalf("malformed forward route: %v", err)
+	}
+}

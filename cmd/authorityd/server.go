@@ -80,7 +80,7 @@ func run(ctx context.Context, cfg Config) error {
 	for _, p := range cfg.Peers {
 		peers[p.ID] = p.GRPCAddr
 	}
-	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, Logger: logger.Named("grpc")})
+	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, ForwardRoutes: cfg.ForwardRoutes, Logger: logger.Named("grpc")})
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
 	api.Register(g)
 	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc), ReadHeaderTimeout: 5 * time.Second}

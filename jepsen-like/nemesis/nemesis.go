@@ -30,11 +30,14 @@ import (
 )
 
 // Network is one proxy per directed raft link: Links[i][j] carries server
-// i's raft traffic to server j; and one proxy per client link:
+// i's raft traffic to server j; one per directed forwarding link:
+// Forward[i][j] carries the API calls server i forwards to server j when j
+// leads; and one proxy per client link:
 // Clients[c][j] carries client c's gRPC traffic to server j (the workload
 // and each agent are separate clients, so one of them can be cut off).
 type Network struct {
-	Links map[string]map[string]*proxy.Proxy
+	Links   map[string]map[string]*proxy.Proxy
+	Forward map[string]map[string]*proxy.Proxy
 
 	t       testing.TB
 	servers []*testcluster.Server
@@ -75,32 +78,44 @@ func (n *Network) IsolateClient(client string, mode proxy.Mode) {
 }
 
 // Proxied starts a cluster of n servers, then restarts every server with
-// its raft traffic routed through a proxy per directed link
-// (AUTHORITYD_RAFT_ROUTE), so partitions need no root. serverEnv is added
+// its raft traffic and its forwarded API calls routed through a proxy per
+// directed link (AUTHORITYD_RAFT_ROUTE, AUTHORITYD_FORWARD_ROUTE), so
+// partitions need no root and no server-to-server path bypasses them. serverEnv is added
 // to every server's environment (e.g. a test clock rate).
 func Proxied(t testing.TB, n int, serverEnv []string, extraArgs ...string) (*testcluster.Cluster, *Network) {
 	t.Helper()
 	c := testcluster.StartStablePorts(t, n, extraArgs...)
-	net := &Network{Links: map[string]map[string]*proxy.Proxy{}, t: t, servers: c.Servers, Clients: map[string]map[string]*proxy.Proxy{}}
+	net := &Network{Links: map[string]map[string]*proxy.Proxy{}, Forward: map[string]map[string]*proxy.Proxy{}, t: t, servers: c.Servers,
+		Clients: map[string]map[string]*proxy.Proxy{}}
+	listen := func(name, target string) *proxy.Proxy {
+		p, err := proxy.Listen(name, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
 	if c.Env == nil {
 		c.Env = map[string][]string{}
 	}
 	for _, a := range c.Servers {
 		net.Links[a.ID] = map[string]*proxy.Proxy{}
+		net.Forward[a.ID] = map[string]*proxy.Proxy{}
 		routes := []string{a.ID + "=" + a.RaftAddr}
+		var forward []string
 		for _, b := range c.Servers {
 			if a == b {
 				continue
 			}
-			p, err := proxy.Listen(a.ID+"->"+b.ID, b.RaftAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(p.Close)
+			p := listen(a.ID+"->"+b.ID, b.RaftAddr)
 			net.Links[a.ID][b.ID] = p
 			routes = append(routes, b.ID+"="+p.Addr())
+			f := listen(a.ID+"=>"+b.ID, b.GRPCAddr)
+			net.Forward[a.ID][b.ID] = f
+			forward = append(forward, b.ID+"="+f.Addr())
 		}
-		c.Env[a.ID] = append(c.Env[a.ID], "AUTHORITYD_RAFT_ROUTE="+strings.Join(routes, ","))
+		c.Env[a.ID] = append(c.Env[a.ID], "AUTHORITYD_RAFT_ROUTE="+strings.Join(routes, ","),
+			"AUTHORITYD_FORWARD_ROUTE="+strings.Join(forward, ","))
 		c.Env[a.ID] = append(c.Env[a.ID], serverEnv...)
 	}
 	for _, s := range c.Servers {
@@ -120,20 +135,34 @@ func (n *Network) Isolate(a []string, mode proxy.Mode) {
 	for _, id := range a {
 		in[id] = true
 	}
-	for from, m := range n.Links {
-		for to, p := range m {
-			if in[from] != in[to] {
-				p.SetMode(mode)
+	for _, links := range []map[string]map[string]*proxy.Proxy{n.Links, n.Forward} {
+		for from, m := range links {
+			for to, p := range m {
+				if in[from] != in[to] {
+					p.SetMode(mode)
+				}
 			}
 		}
 	}
+}
+
+// ForwardAccepts counts the connections the forwarding proxies accepted
+// (proof that forwarded calls took the proxied path).
+func (n *Network) ForwardAccepts() int {
+	total := 0
+	for _, m := range n.Forward {
+		for _, p := range m {
+			total += p.AcceptCount()
+		}
+	}
+	return total
 }
 
 // Heal makes every link pass, raft and client links alike.
 func (n *Network) Heal() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, links := range []map[string]map[string]*proxy.Proxy{n.Links, n.Clients} {
+	for _, links := range []map[string]map[string]*proxy.Proxy{n.Links, n.Forward, n.Clients} {
 		for _, m := range links {
 			for _, p := range m {
 				p.SetMode(proxy.Pass)
@@ -410,13 +439,28 @@ func (e *Env) FailpointKillOn(s *testcluster.Server, role, point string, d time.
 	e.FaultNodes = append(e.FaultNodes, s)
 	e.mu.Unlock()
 	e.start("failpoint-kill", fmt.Sprintf("%s=kill on %s %s", point, role, s.ID))
+	stop := make(chan struct{})
 	if point == failpoint.SnapshotBeforePersist {
-		go snapshot(s.GRPCAddr) // it dies inside; the reply never comes
+		// Ask until it dies inside (a server that restarted moments ago
+		// has applied nothing yet: "nothing new to snapshot").
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if snapshot(s.GRPCAddr) != nil {
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+		}()
 	}
 	deadline := time.Now().Add(d)
 	for e.running(s) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	close(stop)
 	if e.running(s) {
 		e.Log("%s still running after %v: the failpoint did not fire", s.ID, d)
 		// Disarm, so the restart does not depend on it.
@@ -432,7 +476,7 @@ func (e *Env) FailpointKillOn(s *testcluster.Server, role, point string, d time.
 
 // FailpointBoundaries kills a server at each point in turn: on the leader
 // (role "leader") or on a follower (role "follower"), restarting it and
-// waiting for a ready leader before the next point.
+// waiting for a ready leader and a second of traffic before the next point.
 func (e *Env) FailpointBoundaries(role string, points []string, perPoint time.Duration) {
 	for _, point := range points {
 		l := e.Leader()
@@ -450,8 +494,12 @@ func (e *Env) FailpointBoundaries(role string, points []string, perPoint time.Du
 			target = fs[e.Rng.IntN(len(fs))]
 		}
 		e.FailpointKillOn(target, role, point, perPoint)
+		// Let the cluster serve again before the next point, so every
+		// boundary is crossed by a working cluster, not one that never
+		// recovered from the previous kill.
+		e.Leader()
+		time.Sleep(time.Second)
 	}
-	e.Leader()
 }
 
 // SlowDisk makes every server sleep delay before each raft log store for
@@ -531,13 +579,14 @@ func failpointHits(s *testcluster.Server) map[string]int {
 	return out.Hits
 }
 
-func snapshot(addr string) {
+func snapshot(addr string) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return
+		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
+	_, err = pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
+	return err
 }

@@ -94,6 +94,13 @@ func (p *Proxy) SetDelay(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// AcceptCount returns how many connections the proxy accepted.
+func (p *Proxy) AcceptCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.Accepts
+}
+
 // Mode returns the current mode.
 func (p *Proxy) Mode() Mode {
 	p.mu.Lock()

@@ -212,6 +212,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	in.ExpectStaleRejections = sc.ExpectStaleRejections
 	in.RequireHealedOpsPerDomain = true
 	in.VizDir = dir
+	env.Count("forward_link_accepts", net.ForwardAccepts())
 	res := &Result{Dir: dir, Input: in, Scenario: sc, Counters: env.Counters}
 	res.Results = checker.CheckAll(in)
 	for _, r := range in.History {
