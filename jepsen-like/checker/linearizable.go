@@ -270,7 +270,8 @@ type domainOps struct {
 // first ok. An unknown promote is resolved by its request id against the
 // nodes' logs: decided there, or never committed (in no node's log) and
 // dropped. Unknown acquires and releases are resolved against the logs'
-// lease events by holder (see leaseResolver); the rest stay open (+∞, any
+// lease events by holder on lock domains (see leaseResolver); the rest
+// stay open (+∞, any
 // outcome). Unknown reads, denials and promotes resolved as denied
 // constrain nothing and are dropped.
 func linearizabilityOps(in Input) []domainOps {
@@ -278,7 +279,7 @@ func linearizabilityOps(in Input) []domainOps {
 	logs, _ := normalizedLogs(in)
 	dec := decisions(logs)
 	kinds := domainKinds(logs)
-	leases := newLeaseResolver(ops, logs)
+	leases := newLeaseResolver(ops, logs, kinds)
 
 	byDomain := map[string]*domainOps{}
 	get := func(d string) *domainOps {
@@ -659,6 +660,7 @@ func annotations(in Input, domain string) []porcupine.Annotation {
 // release returned it.
 type leaseResolver struct {
 	haveLogs  bool
+	kinds     map[string]string
 	grants    map[holderKey][]uint64 // unclaimed grant epochs
 	unknowns  map[holderKey]int      // unknown acquires
 	released  map[holderEpoch]bool   // release events
@@ -680,8 +682,8 @@ const (
 	leaseHappened
 )
 
-func newLeaseResolver(ops []op, logs map[string][]observability.EventJSON) *leaseResolver {
-	r := &leaseResolver{grants: map[holderKey][]uint64{}, unknowns: map[holderKey]int{},
+func newLeaseResolver(ops []op, logs map[string][]observability.EventJSON, kinds map[string]string) *leaseResolver {
+	r := &leaseResolver{kinds: kinds, grants: map[holderKey][]uint64{}, unknowns: map[holderKey]int{},
 		released: map[holderEpoch]bool{}, okRelease: map[holderEpoch]bool{}}
 	longest := ""
 	for n, evs := range logs {
@@ -719,7 +721,9 @@ func newLeaseResolver(ops []op, logs map[string][]observability.EventJSON) *leas
 // resolve returns what the logs say about unknown op o (and the granted
 // epoch of a resolved acquire).
 func (r *leaseResolver) resolve(o op) (uint64, leaseResolution) {
-	if !r.haveLogs {
+	if !r.haveLogs || r.kinds[o.Domain] != kindLock {
+		// (An aerodb domain's holders are its members, whose names are
+		// not per process: their unknown re-acquires stay open.)
 		return 0, leaseOpen
 	}
 	k := holderKey{o.Domain, o.Args.Holder}

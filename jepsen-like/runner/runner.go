@@ -150,7 +150,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Domains: []workload.Domain{
 		{Name: "lock-a", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
 		{Name: "lock-b", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
-		{Name: "db", Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Clients: 3},
+		{Name: "db", Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Clients: 3, Primary: true},
 		{Name: FenceDomain, Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 1, ReadOnly: true},
 	}})
 	if err != nil {

@@ -12,14 +12,18 @@
 // read and promote (compare-and-set on the epoch last read — or, one time
 // in four, on an older epoch the client saw, as a client with a stale view
 // would — a random member as candidate, a unique request id; every
-// decision is a committed record). A reporter sends every member's replica
-// progress (holding the domain's watermark, at the current epoch) to the
-// leader every 100 ms, so a promotion is allowed whenever the holder's
-// lease has expired on the leader and its compare-and-set holds.
+// decision is a committed record). An aerodb domain's Primary client acts
+// as its current holder: it reads (epoch, holder, watermark) and advances
+// the watermark by one lsn at that epoch, fenced by the epoch like a real
+// primary's acknowledgements. A reporter sends every member's replica
+// progress (holding the domain's current watermark, at the current epoch)
+// to the leader every 100 ms, so a promotion is allowed whenever the
+// holder's lease has expired on the leader and its compare-and-set holds.
 package workload
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -61,6 +65,9 @@ type Domain struct {
 	// ReadOnly clients only read (a domain other processes write, e.g.
 	// the agents' lock).
 	ReadOnly bool
+	// Primary adds a client advancing an aerodb domain's watermark as its
+	// current holder.
+	Primary bool
 }
 
 // Config of a workload.
@@ -109,10 +116,14 @@ func Start(cfg Config) (*Workload, error) {
 		}
 	}
 	for di, d := range cfg.Domains {
-		for i := range d.Clients {
+		n := d.Clients
+		if d.Primary {
+			n++
+		}
+		for i := range n {
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(di*100+i)))
 			base := fmt.Sprintf("w%d-%d", di, i)
-			c := &logical{w: w, d: d, base: base, holder: base, rng: rng}
+			c := &logical{w: w, d: d, base: base, holder: base, rng: rng, primary: i == d.Clients}
 			w.wg.Add(1)
 			go c.run(ctx)
 		}
@@ -146,11 +157,12 @@ func (w *Workload) report(ctx context.Context, d Domain) {
 	defer c.Close()
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		if dom, err := c.GetDomain(rctx, d.Name); err == nil {
+		if dom, err := c.GetDomain(rctx, d.Name); err == nil && dom.Watermark != nil {
+			wm := dom.Watermark
 			for _, m := range d.Members {
 				c.ReportProgress(rctx, d.Name, &pb.ProgressReport{MemberId: m, Epoch: dom.Epoch,
-					FlushedLsn: WatermarkLsn, FlushedHash: WatermarkHash, WatermarkLsn: WatermarkLsn, HashAtWatermark: WatermarkHash,
-					AppliedCommitId: VisibleCommitID, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
+					FlushedLsn: wm.Lsn, FlushedHash: wm.Hash, WatermarkLsn: wm.Lsn, HashAtWatermark: wm.Hash,
+					AppliedCommitId: wm.VisibleCommitId, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
 			}
 		}
 		cancel()
@@ -172,7 +184,13 @@ type logical struct {
 	lastEp uint64
 	oldEp  uint64 // an epoch seen before lastEp (0: none)
 	held   uint64 // epoch of our last ok acquire (0: none)
-	reqSeq int
+	// primary: advances the watermark as the holder last read
+	// (lastHolder at lastEp, from lastLsn).
+	primary    bool
+	lastHolder string
+	lastLsn    uint64
+	reacquire  bool // the holder's lease expired: acquire it again first
+	reqSeq     int
 }
 
 func (c *logical) run(ctx context.Context) {
@@ -243,7 +261,7 @@ func (c *logical) step() {
 		}
 	}
 	p := c.rng.Float64()
-	if c.d.ReadOnly {
+	if c.d.ReadOnly || (c.primary && c.lastHolder == "") {
 		p = 0
 	}
 	switch {
@@ -256,9 +274,14 @@ func (c *logical) step() {
 		}
 		d := resp.GetDomain()
 		c.saw(d.GetEpoch())
+		c.lastHolder, c.lastLsn = d.GetHolder(), d.GetWatermark().GetLsn()
 		c.w.leader.Store(int64(c.node))
 		c.w.OKs.Add(1)
 		rec(history.OK, history.FRead, history.Value{Epoch: d.GetEpoch(), Holder: d.GetHolder()}, "", nil)
+	case c.primary && c.reacquire:
+		c.reacquireLease(ctx, conn, rec, finish)
+	case c.primary:
+		c.advance(ctx, conn, rec, finish)
 	case c.d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB:
 		c.reqSeq++
 		id := fmt.Sprintf("%s-%d", c.holder, c.reqSeq)
@@ -337,4 +360,63 @@ func (c *logical) newProcess() {
 	c.pid = int(c.w.nextPID.Add(1))
 	c.holder = fmt.Sprintf("%s.p%d", c.base, c.pid)
 	c.held = 0
+}
+
+// advance moves the watermark one lsn past the last one read, as the holder
+// at the epoch last read (fenced if either changed since).
+func (c *logical) advance(ctx context.Context, conn *grpc.ClientConn, rec func(typ, f string, v history.Value, reqID string, err error),
+	finish func(f string, v history.Value, reqID string, err error, write bool)) {
+	lsn := c.lastLsn + 1
+	args := history.Value{Epoch: c.lastEp, Holder: c.lastHolder, Lsn: lsn}
+	rec(history.Invoke, history.FAdvance, args, "", nil)
+	resp, err := pb.NewWatermarksClient(conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{{
+		Domain: c.d.Name, Epoch: c.lastEp, Holder: c.lastHolder, Lsn: lsn, Hash: ChainHash(c.d.Name, lsn), VisibleCommitId: lsn}}})
+	if err != nil {
+		finish(history.FAdvance, args, "", err, true)
+		return
+	}
+	c.w.leader.Store(int64(c.node))
+	if r := resp.GetResults(); len(r) != 1 || !r[0].GetOk() {
+		// Decided and refused (fenced, behind the watermark): certain.
+		msg := "no result"
+		if len(r) == 1 {
+			msg = r[0].GetErrorReason() + ": " + r[0].GetErrorMessage()
+		}
+		rec(history.Fail, history.FAdvance, args, "", fmt.Errorf("%s", msg))
+		c.reacquire = len(r) == 1 && r[0].GetErrorReason() == pb.ReasonLeaseExpired
+		return
+	}
+	c.lastLsn = lsn
+	c.w.OKs.Add(1)
+	rec(history.OK, history.FAdvance, args, "", nil)
+}
+
+// ChainHash stands in for a WAL chain hash at lsn: the same for every
+// caller (WatermarkHash at WatermarkLsn).
+func ChainHash(domain string, lsn uint64) []byte {
+	if lsn == WatermarkLsn {
+		return WatermarkHash
+	}
+	h := sha256.Sum256(fmt.Appendf(nil, "%s/%d", domain, lsn))
+	return h[:8]
+}
+
+// reacquireLease takes the holder's expired lease back at the same epoch,
+// as a primary whose lease lapsed on the leader does (an aerodb domain
+// only re-grants its current holder; authority moves only by promotion).
+func (c *logical) reacquireLease(ctx context.Context, conn *grpc.ClientConn, rec func(typ, f string, v history.Value, reqID string, err error),
+	finish func(f string, v history.Value, reqID string, err error, write bool)) {
+	exp := c.lastEp
+	args := history.Value{Holder: c.lastHolder, ExpectedEpoch: exp}
+	rec(history.Invoke, history.FAcquire, args, "", nil)
+	resp, err := pb.NewLeasesClient(conn).Acquire(ctx, &pb.AcquireRequest{Domain: c.d.Name, Holder: c.lastHolder, ExpectedEpoch: &exp})
+	c.reacquire = false
+	if err != nil {
+		finish(history.FAcquire, args, "", err, true)
+		return
+	}
+	c.w.leader.Store(int64(c.node))
+	c.w.OKs.Add(1)
+	args.Epoch = resp.GetEpoch()
+	rec(history.OK, history.FAcquire, args, "", nil)
 }
