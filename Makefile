@@ -25,7 +25,7 @@ test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)
 
 # The fault-injection cluster's CI mode (jepsen-like/): every scenario once
-# with a fixed seed, capped by JEPSEN_BUDGET (default 300s; scenarios past
+# with a fixed seed, capped by JEPSEN_BUDGET (default 720s; scenarios past
 # it are skipped, saying so), then the negative controls (mutants behind the
 # jepsen_mutants tag), each of which must be caught by its checker.
 # `make test` also runs the CI mode (go test ./...).
@@ -35,10 +35,11 @@ jepsen:
 
 # Soak: 5 nodes, -race, random overlapping faults, until DURATION has
 # passed or the first violation (prints its seed and a one-line repro).
-# Reports are kept under $$TMPDIR/jepsen-soak-*.
+# Reports are kept under $$TMPDIR/jepsen-soak-*. Run in the package's
+# directory so go test streams the closing line (seed range or violation).
 DURATION ?= 30m
 jepsen-soak:
-	JEPSEN_SOAK=$(DURATION) $(GO) test -tags "invariants failpoints" -race -count=1 -timeout 0 -run TestSoak ./jepsen-like/
+	cd jepsen-like && JEPSEN_SOAK=$(DURATION) $(GO) test -tags "invariants failpoints" -race -count=1 -timeout 0 -run TestSoak .
 
 # Go benchmarks of the hot paths (FSM apply of a promotion attempt and a
 # watermark advance, the validator, lease renewal: ns/op and allocs/op), then

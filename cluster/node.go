@@ -79,6 +79,7 @@ func (n *Node) start() error {
 		}
 		n.transport = t
 	}
+	n.transport = clampCommits(n.transport)
 	logs, err := raft.NewLogCache(512, failpointLogStore{n.store})
 	if err != nil {
 		return err
