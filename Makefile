@@ -35,11 +35,13 @@ jepsen:
 
 # Soak: 5 nodes, -race, random overlapping faults, until DURATION has
 # passed or the first violation (prints its seed and a one-line repro).
-# Reports are kept under $$TMPDIR/jepsen-soak-*. Run in the package's
-# directory so go test streams the closing line (seed range or violation).
+# Reports are kept under $$TMPDIR/jepsen-soak-*; the closing line (seed
+# range, or the violation and its reproduction) is printed from
+# $$TMPDIR/jepsen-soak-last.txt, since go test hides a passing test's output.
 DURATION ?= 30m
 jepsen-soak:
-	cd jepsen-like && JEPSEN_SOAK=$(DURATION) $(GO) test -tags "invariants failpoints" -race -count=1 -timeout 0 -run TestSoak .
+	JEPSEN_SOAK=$(DURATION) $(GO) test -tags "invariants failpoints" -race -count=1 -timeout 0 -run TestSoak ./jepsen-like/; \
+	status=$$?; cat "$${TMPDIR:-/tmp}/jepsen-soak-last.txt" 2>/dev/null; exit $$status
 
 # Go benchmarks of the hot paths (FSM apply of a promotion attempt and a
 # watermark advance, the validator, lease renewal: ns/op and allocs/op), then

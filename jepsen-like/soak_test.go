@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -39,11 +40,21 @@ func TestSoak(t *testing.T) {
 			}
 		})
 		if !ok {
-			fmt.Printf("jepsen-soak: first violation at seed %d (seeds %d..%d run)\nreproduce: %s\n", seed, first, seed, sc.Repro)
+			soakSummary(t, fmt.Sprintf("jepsen-soak: first violation at seed %d (seeds %d..%d run)\nreproduce: %s\n", seed, first, seed, sc.Repro))
 			t.FailNow()
 		}
 	}
-	fmt.Printf("jepsen-soak: no violation in %v, seeds %d..%d\n", d, first, seed-1)
+	soakSummary(t, fmt.Sprintf("jepsen-soak: no violation in %v, seeds %d..%d\n", d, first, seed-1))
+}
+
+// soakSummary prints the closing line and keeps it in
+// $TMPDIR/jepsen-soak-last.txt (make jepsen-soak prints it: go test hides
+// a passing test's output).
+func soakSummary(t *testing.T, line string) {
+	fmt.Print(line)
+	if err := os.WriteFile(filepath.Join(os.TempDir(), "jepsen-soak-last.txt"), []byte(line), 0o644); err != nil {
+		t.Log(err)
+	}
 }
 
 // soakGen is the current generation of soakScenario's draws. Generation 1
