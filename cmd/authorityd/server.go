@@ -88,11 +88,14 @@ func run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	leadCtx, stopLead := context.WithCancel(context.Background())
 	if cfg.EventLog != "" {
-		f, err := os.OpenFile(cfg.EventLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		f, dropped, err := observability.OpenEventLog(cfg.EventLog)
 		if err != nil {
 			stopLead()
 			node.Shutdown()
 			return fmt.Errorf("event log: %w", err)
+		}
+		if dropped > 0 {
+			logger.Warn("event log ended in a torn line (a crash mid-write); cut it off", "path", cfg.EventLog, "bytes", dropped)
 		}
 		defer f.Close()
 		wg.Add(1)
