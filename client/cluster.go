@@ -87,3 +87,14 @@ func (c *Client) AddServer(ctx context.Context, id, raftAddress, grpcAddress str
 	})
 	return resp, err
 }
+
+// RemoveServer removes a server from the raft configuration (operator
+// role). The server refuses when the voters left could not reach a quorum.
+// On ErrOutcomeUnknown, check with Members: removal of an absent server is
+// NOT_FOUND.
+func (c *Client) RemoveServer(ctx context.Context, id string) (*pb.RemoveServerResponse, error) {
+	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.RemoveServerResponse, error) {
+		return pb.NewClusterClient(conn).RemoveServer(ctx, &pb.RemoveServerRequest{Id: id})
+	})
+	return resp, err
+}

@@ -57,6 +57,9 @@ var (
 	ErrLeaseLost = errors.New("authority: lease lost: local deadline passed without a successful renewal")
 	// ErrReleased: the lease ended because its holder released it.
 	ErrReleased = errors.New("authority: lease released")
+	// ErrPermissionDenied: the client's certificate identity may not make
+	// this call (authz table); nothing changed. Final: never retried.
+	ErrPermissionDenied = errors.New("authority: permission denied")
 	// ErrInternal: the server failed in a way it did not classify.
 	ErrInternal = errors.New("authority: internal server error")
 	// ErrClosed: the Client (or the AckGate, Watcher, ProgressReporter) was
@@ -81,6 +84,7 @@ var reasonSentinels = map[string]error{
 	pb.ReasonPromotionDisabled:  ErrPromotionDisabled,
 	pb.ReasonCompacted:          ErrCompacted,
 	pb.ReasonInternal:           ErrInternal,
+	pb.ReasonPermissionDenied:   ErrPermissionDenied,
 }
 
 // reasonCodes gives the gRPC code the server uses for a reason, for errors
@@ -101,6 +105,7 @@ var reasonCodes = map[string]codes.Code{
 	pb.ReasonPromotionDisabled:  codes.FailedPrecondition,
 	pb.ReasonCompacted:          codes.OutOfRange,
 	pb.ReasonInternal:           codes.Internal,
+	pb.ReasonPermissionDenied:   codes.PermissionDenied,
 }
 
 // Error is an error reported by an authority server: its machine-readable
@@ -246,7 +251,7 @@ func classify(err error) (errClass, string) {
 // lostReason reports whether a reason ends a lease for good.
 func lostReason(err error) bool {
 	return errors.Is(err, ErrFenced) || errors.Is(err, ErrLeaseExpired) || errors.Is(err, ErrNoLease) ||
-		errors.Is(err, ErrNotFound)
+		errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermissionDenied)
 }
 
 // DeniedError is returned (with the response) when a promotion attempt is

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/tlsfiles"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -27,6 +28,16 @@ type Config struct {
 	// test can hold or reset to partition exactly one direction of one link.
 	// Peers not listed are dialled at their configured address.
 	RaftRoutes map[string]string
+	// TLS secures raft traffic (mutual TLS 1.3, server identities only);
+	// nil runs it in plaintext (authorityd --insecure).
+	TLS *tlsfiles.Source
+	// ClusterID is presented and checked on every raft connection: a peer
+	// of another cluster is refused. authorityd binds it to the data dir
+	// (BindDataDir).
+	ClusterID string
+	// RejectPeer is told about every refused raft connection (the server
+	// logs it, rate-limited).
+	RejectPeer func(peer string, err error)
 	// FSM is the state machine to drive; nil creates a new one.
 	FSM *fsm.FSM
 	// Hooks observe apply and snapshot durations (metrics); nil for none.

@@ -73,11 +73,12 @@ func (n *Node) start() error {
 		if len(cfg.RaftRoutes) > 0 {
 			tc.ServerAddressProvider = routes(cfg.RaftRoutes)
 		}
-		t, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, nil, tc)
+		layer, err := newStreamLayer(cfg.RaftAddr, cfg.TLS, cfg.ClusterID, cfg.RejectPeer)
 		if err != nil {
 			return fmt.Errorf("cluster: raft transport on %s: %w", cfg.RaftAddr, err)
 		}
-		n.transport = t
+		tc.Stream = layer
+		n.transport = raft.NewNetworkTransportWithConfig(tc)
 	}
 	n.transport = clampCommits(n.transport)
 	logs, err := raft.NewLogCache(512, failpointLogStore{n.store})
@@ -142,6 +143,12 @@ type Peer struct{ ID, Address string }
 
 // ID is this node's raft server id.
 func (n *Node) ID() string { return n.id }
+
+// ClusterID is the id every raft connection presents and checks.
+func (n *Node) ClusterID() string { return n.cfg.ClusterID }
+
+// Secure reports whether raft traffic runs over mutual TLS.
+func (n *Node) Secure() bool { return n.cfg.TLS != nil }
 
 // Address is this node's raft address.
 func (n *Node) Address() string { return string(n.transport.LocalAddr()) }

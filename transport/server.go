@@ -11,8 +11,10 @@ import (
 	"sync"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/promotion"
+	"github.com/aerodb/authority/tlsfiles"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -39,6 +41,11 @@ type Config struct {
 	Logger        hclog.Logger
 	// Dial options for forwarding connections (tests may add interceptors).
 	DialOptions []grpc.DialOption
+	// TLS, when set, secures forwarding connections with this server's
+	// certificate; the leader authorizes the original caller, whose
+	// identity travels in authz.MetaOnBehalfOf with the cluster id. Nil:
+	// plaintext (--insecure).
+	TLS *tlsfiles.Source
 }
 
 // Server implements every authority.v1 service.
@@ -60,7 +67,11 @@ func New(cfg Config) *Server {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cfg.DialOptions...)
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = cfg.TLS.Credentials(false)
+	}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, cfg.DialOptions...)
 	return &Server{node: cfg.Node, svc: cfg.Service, peers: cfg.Peers, routes: cfg.ForwardRoutes, logger: logger, dialOp: dial,
 		conns: map[string]*grpc.ClientConn{}}
 }
@@ -157,8 +168,14 @@ func forwarded(ctx context.Context) bool {
 	return ok && len(md.Get(forwardedKey)) > 0
 }
 
-func forwardCtx(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+// forwardCtx marks a call as forwarded and, with TLS, names whose call it
+// is and this server's cluster (the leader authorizes that identity again).
+func (s *Server) forwardCtx(ctx context.Context) context.Context {
+	kv := []string{forwardedKey, "1"}
+	if id, ok := authz.IdentityFrom(ctx); ok {
+		kv = append(kv, authz.MetaOnBehalfOf, id.String(), authz.MetaClusterID, s.node.ClusterID())
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
 // forward runs a unary call on the leader when this node is not it; ok is
@@ -175,7 +192,7 @@ func forward[Resp any](ctx context.Context, s *Server, call func(context.Context
 		conn.Connect()
 		return resp, true, s.fail(fmt.Errorf("%w: leader %s unreachable from %s", promotion.ErrNotLeader, conn.Target(), s.node.ID()))
 	}
-	resp, err = call(forwardCtx(ctx), conn)
+	resp, err = call(s.forwardCtx(ctx), conn)
 	if err != nil && !hasErrorInfo(err) {
 		// The hop to the leader failed without an answer from it: the write
 		// may or may not have reached the leader and committed.

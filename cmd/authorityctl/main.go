@@ -74,8 +74,13 @@ func newRootCmd(o *options) *cobra.Command {
 		Long: `authorityctl talks to an AeroDB Authority cluster over gRPC.
 
 Global flags have environment variables: --endpoints AUTHORITY_ENDPOINTS,
--o/--output AUTHORITY_OUTPUT, --timeout AUTHORITY_TIMEOUT. A flag on the
-command line wins over its variable.
+-o/--output AUTHORITY_OUTPUT, --timeout AUTHORITY_TIMEOUT, --cacert
+AUTHORITY_CACERT, --cert AUTHORITY_CERT, --key AUTHORITY_KEY, --insecure
+AUTHORITY_INSECURE. A flag on the command line wins over its variable.
+
+Every call runs over mutual TLS: the certificate's identity (operator,
+node/ID, reader, ...) decides what it may do; 'authorityctl certs init DIR'
+writes a local CA and certificates.
 
 Exit codes: 0 ok, 1 error, 2 usage (found before any network call),
 3 promotion denied (also a dry run that would be denied).
@@ -110,6 +115,7 @@ sorted keys.`,
 		newSwitchoverCmd(o),
 		newWatchCmd(o),
 		newNodeCmd(o),
+		newCertsCmd(o),
 	)
 	return root
 }

@@ -14,8 +14,11 @@ import (
 
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/identity"
+	"github.com/aerodb/authority/tlsfiles"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/credentials"
 )
 
 // Global flags and the environment variable behind each. A flag given on the
@@ -24,10 +27,20 @@ const (
 	flagEndpoints = "endpoints"
 	flagOutput    = "output"
 	flagTimeout   = "timeout"
+	flagCACert    = "cacert"
+	flagCert      = "cert"
+	flagKey       = "key"
+	flagInsecure  = "insecure"
+	flagTrust     = "trust-domain"
 
 	envEndpoints = "AUTHORITY_ENDPOINTS"
 	envOutput    = "AUTHORITY_OUTPUT"
 	envTimeout   = "AUTHORITY_TIMEOUT"
+	envCACert    = "AUTHORITY_CACERT"
+	envCert      = "AUTHORITY_CERT"
+	envKey       = "AUTHORITY_KEY"
+	envInsecure  = "AUTHORITY_INSECURE"
+	envTrust     = "AUTHORITY_TRUST_DOMAIN"
 )
 
 // Defaults of the global flags.
@@ -45,6 +58,12 @@ type options struct {
 	// JSON lines otherwise).
 	outputChosen bool
 	timeout      time.Duration
+	// Mutual TLS: the CA bundle servers' certificates must chain to, and
+	// this caller's certificate and key (its identity decides what it may
+	// do). insecure: plaintext, for servers run with --insecure.
+	cacert, cert, key string
+	insecure          bool
+	trustDomain       string
 
 	getenv         func(string) string
 	stdout, stderr io.Writer
@@ -82,6 +101,11 @@ func (o *options) addGlobalFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.endpoints, flagEndpoints, "comma-separated gRPC addresses of authority servers (env "+envEndpoints+")")
 	fs.VarP(&o.output, flagOutput, "o", "output format: json or text (env "+envOutput+")")
 	fs.DurationVar(&o.timeout, flagTimeout, defaultTimeout, "bound on each command's calls, dial included (env "+envTimeout+")")
+	fs.StringVar(&o.cacert, flagCACert, "", "CA bundle (PEM) the servers' certificates must chain to (env "+envCACert+")")
+	fs.StringVar(&o.cert, flagCert, "", "client certificate (PEM); its identity decides what you may do (env "+envCert+")")
+	fs.StringVar(&o.key, flagKey, "", "client private key (PEM) (env "+envKey+")")
+	fs.BoolVar(&o.insecure, flagInsecure, false, "plaintext, for servers run with --insecure (env "+envInsecure+")")
+	fs.StringVar(&o.trustDomain, flagTrust, identity.DefaultTrustDomain, "trust domain of certificate identities (env "+envTrust+")")
 }
 
 // applyEnv fills the global flags not given on the command line from their
@@ -92,6 +116,7 @@ func (o *options) applyEnv(fs *pflag.FlagSet) error {
 	}
 	for _, fe := range [...]struct{ flag, env string }{
 		{flagEndpoints, envEndpoints}, {flagOutput, envOutput}, {flagTimeout, envTimeout},
+		{flagCACert, envCACert}, {flagCert, envCert}, {flagKey, envKey}, {flagInsecure, envInsecure}, {flagTrust, envTrust},
 	} {
 		f := fs.Lookup(fe.flag)
 		v := o.getenv(fe.env)
@@ -110,7 +135,37 @@ func (o *options) applyEnv(fs *pflag.FlagSet) error {
 
 // connect dials the cluster; --timeout bounds the dial and every attempt.
 func (o *options) connect(ctx context.Context) (*client.Client, error) {
-	return o.dial(ctx, client.Config{Endpoints: o.endpoints, DialTimeout: o.timeout, RequestTimeout: o.timeout})
+	cfg := client.Config{Endpoints: o.endpoints, DialTimeout: o.timeout, RequestTimeout: o.timeout}
+	tlsCfg, err := o.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Credentials = tlsCfg
+	return o.dial(ctx, cfg)
+}
+
+// tlsConfig loads the client certificate (nil with --insecure).
+func (o *options) tlsConfig() (credentials.TransportCredentials, error) {
+	given := 0
+	for _, f := range []string{o.cacert, o.cert, o.key} {
+		if f != "" {
+			given++
+		}
+	}
+	switch {
+	case o.insecure && given > 0:
+		return nil, usagef("--%s excludes --%s, --%s and --%s", flagInsecure, flagCACert, flagCert, flagKey)
+	case o.insecure:
+		return nil, nil
+	case given != 3:
+		return nil, usagef("give --%s, --%s and --%s (or %s, %s, %s) to reach the cluster over mutual TLS, or --%s for a server run with --insecure",
+			flagCACert, flagCert, flagKey, envCACert, envCert, envKey, flagInsecure)
+	}
+	src, err := tlsfiles.Load(tlsfiles.Files{CA: o.cacert, Cert: o.cert, Key: o.key}, tlsfiles.Options{TrustDomain: o.trustDomain})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return src.Credentials(true), nil
 }
 
 // withTimeout bounds one command's work by --timeout.

@@ -60,6 +60,29 @@ type Config struct {
 	EventLog  string `yaml:"event_log"`
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
+	// CACert, Cert and Key: the CA bundle peers' certificates must chain
+	// to, and this server's certificate (identity server/<node-id>) and
+	// key. Every listener (gRPC, raft, forwarding, HTTP) uses mutual TLS
+	// 1.3 with them; the files are re-read when they change and on SIGHUP.
+	CACert string `yaml:"cacert"`
+	Cert   string `yaml:"cert"`
+	Key    string `yaml:"key"`
+	// TrustDomain of the SPIFFE-style identities in certificates.
+	TrustDomain string `yaml:"trust_domain"`
+	// Insecure runs every listener in plaintext without authorization;
+	// logged as a warning, shown on the status page and in /metrics.
+	Insecure bool `yaml:"insecure"`
+	// MetricsAddr, when set, serves /metrics, /healthz and /readyz in
+	// plaintext on a separate listener (for scrapers without certificates).
+	MetricsAddr string `yaml:"metrics_addr"`
+	// ClusterToken goes into the cluster id derived at bootstrap (with the
+	// peer list), like etcd's --initial-cluster-token: two clusters
+	// bootstrapped from the same peer list with different tokens differ.
+	ClusterToken string `yaml:"cluster_token"`
+	// ForceNewCluster recovers from a lost quorum: before starting, this
+	// server's configuration is rewritten to itself alone, keeping every
+	// entry of its log (docs/OPERATIONS.md). Use once, then drop the flag.
+	ForceNewCluster bool `yaml:"force_new_cluster"`
 }
 
 // Peer is one voter of the cluster.
@@ -132,6 +155,14 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "trace|debug|info|warn|error (default info)")
 	fs.StringVar(&flagCfg.LogFormat, "log-format", "", "text|json (default text)")
 	fs.StringVar(&flagCfg.EventLog, "event-log", "", "append applied events to this file as JSON lines")
+	fs.StringVar(&flagCfg.CACert, "cacert", "", "CA bundle (PEM) peer certificates must chain to")
+	fs.StringVar(&flagCfg.Cert, "cert", "", "this server's certificate (PEM; identity spiffe://<trust-domain>/server/<node-id>)")
+	fs.StringVar(&flagCfg.Key, "key", "", "this server's private key (PEM)")
+	fs.StringVar(&flagCfg.TrustDomain, "trust-domain", "", "trust domain of certificate identities (default aerodb-authority)")
+	insecureFlag := fs.Bool("insecure", false, "plaintext and no authorization on every listener (logged as a warning)")
+	fs.StringVar(&flagCfg.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz in plaintext on this extra address")
+	fs.StringVar(&flagCfg.ClusterToken, "cluster-token", "", "token mixed into the cluster id at bootstrap (default authority)")
+	forceNew := fs.Bool("force-new-cluster", false, "lost-quorum recovery: restart as a one-server cluster keeping every log entry")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -175,6 +206,12 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	}
 	if set["promotion-disabled"] {
 		cfg.PromotionDisabled = *disabled
+	}
+	if set["insecure"] {
+		cfg.Insecure = *insecureFlag
+	}
+	if set["force-new-cluster"] {
+		cfg.ForceNewCluster = *forceNew
 	}
 	return cfg, cfg.Validate()
 }
@@ -256,6 +293,22 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.LogFormat = v
 	case "event-log":
 		cfg.EventLog = v
+	case "cacert":
+		cfg.CACert = v
+	case "cert":
+		cfg.Cert = v
+	case "key":
+		cfg.Key = v
+	case "trust-domain":
+		cfg.TrustDomain = v
+	case "insecure":
+		cfg.Insecure, err = strconv.ParseBool(v)
+	case "metrics-addr":
+		cfg.MetricsAddr = v
+	case "cluster-token":
+		cfg.ClusterToken = v
+	case "force-new-cluster":
+		cfg.ForceNewCluster, err = strconv.ParseBool(v)
 	}
 	return err
 }
@@ -263,10 +316,12 @@ func applyValue(cfg *Config, name, v string) error {
 func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	str := map[string]*string{"node-id": &cfg.NodeID, "raft-addr": &cfg.RaftAddr, "grpc-addr": &cfg.GRPCAddr,
 		"http-addr": &cfg.HTTPAddr, "data-dir": &cfg.DataDir, "log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat,
-		"event-log": &cfg.EventLog}
+		"event-log": &cfg.EventLog, "cacert": &cfg.CACert, "cert": &cfg.Cert, "key": &cfg.Key,
+		"trust-domain": &cfg.TrustDomain, "metrics-addr": &cfg.MetricsAddr, "cluster-token": &cfg.ClusterToken}
 	src := map[string]string{"node-id": f.NodeID, "raft-addr": f.RaftAddr, "grpc-addr": f.GRPCAddr,
 		"http-addr": f.HTTPAddr, "data-dir": f.DataDir, "log-level": f.LogLevel, "log-format": f.LogFormat,
-		"event-log": f.EventLog}
+		"event-log": f.EventLog, "cacert": f.CACert, "cert": f.Cert, "key": f.Key,
+		"trust-domain": f.TrustDomain, "metrics-addr": f.MetricsAddr, "cluster-token": f.ClusterToken}
 	for name, dst := range str {
 		if set[name] {
 			*dst = src[name]
@@ -306,7 +361,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
 		}
 	}
-	if len(c.Peers) == 0 && len(c.Join) == 0 {
+	if len(c.Peers) == 0 && len(c.Join) == 0 && !c.ForceNewCluster {
 		errs = append(errs, errors.New("give --peer (every voter, this node included) to bootstrap, or --join to join a running cluster"))
 	}
 	if c.Bootstrap && len(c.Join) > 0 {
@@ -337,6 +392,26 @@ func (c Config) Validate() error {
 	}
 	if c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		errs = append(errs, fmt.Errorf("leader-lease-timeout %v must be in (0, heartbeat-timeout %v]", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
+	}
+	tlsFiles := 0
+	for _, f := range []string{c.CACert, c.Cert, c.Key} {
+		if f != "" {
+			tlsFiles++
+		}
+	}
+	switch {
+	case c.Insecure && tlsFiles > 0:
+		errs = append(errs, errors.New("--insecure excludes --cacert, --cert and --key"))
+	case !c.Insecure && tlsFiles != 3:
+		errs = append(errs, errors.New("give --cacert, --cert and --key (mutual TLS on every listener), or --insecure for plaintext without authorization"))
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("metrics-addr %q: %v", c.MetricsAddr, err))
+		}
+	}
+	if c.ForceNewCluster && (c.Bootstrap || len(c.Join) > 0) {
+		errs = append(errs, errors.New("--force-new-cluster recovers an existing data dir: drop --bootstrap and --join"))
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -10,12 +11,16 @@ import (
 	"sync"
 	"time"
 
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/observability"
 	"github.com/aerodb/authority/promotion"
+	"github.com/aerodb/authority/tlsfiles"
 	"github.com/aerodb/authority/transport"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -23,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 type wallClock struct{}
@@ -37,14 +43,31 @@ func run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	state := fsm.New()
 	metrics := observability.NewMetrics(reg, state)
-	node, err := cluster.Open(cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Logger: logger,
-		FSM: state, Hooks: metrics, RaftRoutes: cfg.RaftRoutes,
-		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
-		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
-		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs})
+	src, err := loadTLS(cfg, logger)
 	if err != nil {
 		return err
 	}
+	clusterID, err := clusterIDOf(ctx, cfg, src, logger)
+	if err != nil {
+		return err
+	}
+	rejects := newPeerRejects(logger.Named("tls"))
+	clusterCfg := cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Logger: logger,
+		FSM: state, Hooks: metrics, RaftRoutes: cfg.RaftRoutes, TLS: src, ClusterID: clusterID, RejectPeer: rejects.reject,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
+		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs}
+	if cfg.ForceNewCluster {
+		if err := cluster.ForceNewCluster(clusterCfg); err != nil {
+			return err
+		}
+		logger.Warn("FORCE NEW CLUSTER: the raft configuration is now this server alone; every log entry kept; add servers with --join and restart without --force-new-cluster")
+	}
+	node, err := cluster.Open(clusterCfg)
+	if err != nil {
+		return err
+	}
+	logger.Info("cluster identity", "cluster_id", clusterID, "tls", src != nil)
 	if cfg.Bootstrap {
 		peers := make([]cluster.Peer, len(cfg.Peers))
 		for i, p := range cfg.Peers {
@@ -80,10 +103,36 @@ func run(ctx context.Context, cfg Config) error {
 	for _, p := range cfg.Peers {
 		peers[p.ID] = p.GRPCAddr
 	}
-	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, ForwardRoutes: cfg.ForwardRoutes, Logger: logger.Named("grpc")})
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, ForwardRoutes: cfg.ForwardRoutes, Logger: logger.Named("grpc"), TLS: src})
+	denials := authz.NewReporter(logger.Named("authz"), reg)
+	gate := authz.Config{Insecure: src == nil, TrustDomain: trustDomain(cfg), ClusterID: node.ClusterID, Denied: denials.Denied,
+		Kinds: func(domain string) (pb.DomainKind, bool) {
+			a, ok := node.FSM().AuthorityOf(domain)
+			return a.Kind, ok
+		}}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(8 << 20), grpc.ChainUnaryInterceptor(gate.Unary()), grpc.ChainStreamInterceptor(gate.Stream())}
+	if src != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(src.ServerConfig([]string{"h2"}, nil, rejects.reject))))
+	}
+	g := grpc.NewServer(opts...)
 	api.Register(g)
-	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc), ReadHeaderTimeout: 5 * time.Second}
+	registerSecurityMetrics(reg, src == nil)
+	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc, src == nil), ReadHeaderTimeout: 5 * time.Second}
+	if src != nil {
+		httpSrv.TLSConfig = src.ServerConfig([]string{"http/1.1"}, nil, rejects.reject)
+		httpLis = tls.NewListener(httpLis, httpSrv.TLSConfig)
+	}
+	var metricsSrv *http.Server
+	var metricsLis net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			grpcLis.Close()
+			httpLis.Close()
+			node.Shutdown()
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		metricsSrv = &http.Server{Handler: plainHandler(reg, node), ReadHeaderTimeout: 5 * time.Second}
+	}
 
 	var wg sync.WaitGroup
 	leadCtx, stopLead := context.WithCancel(context.Background())
@@ -104,6 +153,14 @@ func run(ctx context.Context, cfg Config) error {
 			observability.RunSink(leadCtx, node.FSM(), 1, observability.NewJSONLinesSink(f), logger.Named("events"))
 		}()
 	}
+	if src != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); reloadOnSIGHUP(leadCtx, src) }()
+	}
+	if metricsSrv != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); serveLogged(logger, "metrics", metricsSrv.Serve(metricsLis)) }()
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); cluster.RunLeadership(leadCtx, node, svc, logger.Named("leadership")) }()
 	go func() { defer wg.Done(); serveLogged(logger, "grpc", g.Serve(grpcLis)) }()
@@ -111,13 +168,16 @@ func run(ctx context.Context, cfg Config) error {
 	logger.Info("serving", "raft", node.Address(), "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
 	if len(cfg.Join) > 0 {
 		wg.Add(1)
-		go func() { defer wg.Done(); joinCluster(leadCtx, cfg, logger.Named("join")) }()
+		go func() { defer wg.Done(); joinCluster(leadCtx, cfg, src, clusterID, logger.Named("join")) }()
 	}
 
 	<-ctx.Done()
 	logger.Info("shutting down")
 	stopLead() // leadership loop, notary and sinks end first: no new proposals
 	shutdown(g, httpSrv)
+	if metricsSrv != nil {
+		metricsSrv.Close()
+	}
 	api.Close()
 	err = node.Shutdown()
 	wg.Wait()
@@ -156,10 +216,26 @@ func shutdown(g *grpc.Server, h *http.Server) {
 
 // httpHandler serves health, readiness and Prometheus metrics from a
 // registry of this server's own (no global registry).
-func httpHandler(reg *prometheus.Registry, node *cluster.Node, svc *promotion.Service) http.Handler {
+func httpHandler(reg *prometheus.Registry, node *cluster.Node, svc *promotion.Service, insecureMode bool) http.Handler {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerRaftMetrics(reg, node, svc)
 	mux := http.NewServeMux()
+	addHealth(mux, reg, node)
+	// Failpoint admin (test builds only: 404 otherwise; loopback callers only).
+	mux.Handle("/debug/failpoints", failpoint.Handler())
+	mux.Handle("/", newStatusPage(node, svc, insecureMode))
+	return mux
+}
+
+// plainHandler is the optional plaintext listener (--metrics-addr): health,
+// readiness and metrics only, nothing that reveals domain state.
+func plainHandler(reg *prometheus.Registry, node *cluster.Node) http.Handler {
+	mux := http.NewServeMux()
+	addHealth(mux, reg, node)
+	return mux
+}
+
+func addHealth(mux *http.ServeMux, reg *prometheus.Registry, node *cluster.Node) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		leaderID, _ := node.Leader()
@@ -170,10 +246,19 @@ func httpHandler(reg *prometheus.Registry, node *cluster.Node, svc *promotion.Se
 		fmt.Fprintf(w, "ok leader=%s applied_index=%d\n", leaderID, node.FSM().LastIndex())
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	// Failpoint admin (test builds only: 404 otherwise; loopback callers only).
-	mux.Handle("/debug/failpoints", failpoint.Handler())
-	mux.Handle("/", newStatusPage(node, svc))
-	return mux
+}
+
+// registerSecurityMetrics exposes whether the server runs without TLS.
+func registerSecurityMetrics(reg prometheus.Registerer, insecureMode bool) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authority_insecure",
+		Help: "1 when this server runs --insecure: plaintext listeners, no authorization."}, func() float64 { return b2f(insecureMode) }))
+}
+
+func trustDomain(cfg Config) string {
+	if cfg.TrustDomain == "" {
+		return identity.DefaultTrustDomain
+	}
+	return cfg.TrustDomain
 }
 
 func registerRaftMetrics(reg prometheus.Registerer, node *cluster.Node, svc *promotion.Service) {
@@ -205,10 +290,10 @@ func b2f(b bool) float64 {
 // joinCluster asks the cluster at cfg.Join to add this node as a voter,
 // retrying with backoff until it succeeds or ctx ends. Adding a voter that
 // is already in the configuration is a no-op, so this runs on every start.
-func joinCluster(ctx context.Context, cfg Config, logger hclog.Logger) {
+func joinCluster(ctx context.Context, cfg Config, src *tlsfiles.Source, clusterID string, logger hclog.Logger) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := tryJoin(ctx, cfg)
+		err := tryJoin(ctx, cfg, src, clusterID)
 		if err == nil {
 			logger.Info("joined the cluster", "via", cfg.Join)
 			return
@@ -222,10 +307,14 @@ func joinCluster(ctx context.Context, cfg Config, logger hclog.Logger) {
 	}
 }
 
-func tryJoin(ctx context.Context, cfg Config) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+func tryJoin(ctx context.Context, cfg Config, src *tlsfiles.Source, clusterID string) error {
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, cfg.Join...)
+	ccfg := client.Config{Endpoints: cfg.Join, RequestTimeout: 40 * time.Second, DialOptions: []grpc.DialOption{withClusterID(clusterID)}}
+	if src != nil {
+		ccfg.Credentials = src.Credentials(true)
+	}
+	c, err := client.DialConfig(ctx, ccfg)
 	if err != nil {
 		return err
 	}

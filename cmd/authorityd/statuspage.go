@@ -51,17 +51,18 @@ const (
 // statusPage serves GET / (HTML), GET /v1/domains and GET /v1/domains/{name}
 // (JSON).
 type statusPage struct {
-	node *cluster.Node
-	svc  *promotion.Service
-	mux  *http.ServeMux
+	node     *cluster.Node
+	svc      *promotion.Service
+	mux      *http.ServeMux
+	insecure bool // --insecure: shown as a banner
 
 	mu         sync.Mutex // guards the domain count cache
 	countIndex uint64
 	count      int
 }
 
-func newStatusPage(node *cluster.Node, svc *promotion.Service) http.Handler {
-	p := &statusPage{node: node, svc: svc, mux: http.NewServeMux()}
+func newStatusPage(node *cluster.Node, svc *promotion.Service, insecureMode bool) http.Handler {
+	p := &statusPage{node: node, svc: svc, mux: http.NewServeMux(), insecure: insecureMode}
 	p.mux.HandleFunc("GET /{$}", p.serveHTML)
 	p.mux.HandleFunc("GET /v1/domains", p.serveDomainList)
 	p.mux.HandleFunc("GET /v1/domains/{name}", p.serveDomain)
@@ -75,6 +76,8 @@ func (p *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.mux.S
 type statusData struct {
 	Rendered       string
 	NodeID         string
+	ClusterID      string
+	Insecure       bool
 	RaftState      string
 	Term           uint64
 	CommitIndex    uint64
@@ -165,6 +168,8 @@ func (p *statusPage) collect() *statusData {
 	d := &statusData{
 		Rendered:       time.Now().UTC().Format("2006-01-02 15:04:05Z"),
 		NodeID:         p.node.ID(),
+		ClusterID:      p.node.ClusterID(),
+		Insecure:       p.insecure,
 		RaftState:      r.State().String(),
 		Term:           r.CurrentTerm(),
 		CommitIndex:    r.CommitIndex(),

@@ -89,9 +89,11 @@ func (s *Server) proc() (*exec.Cmd, chan struct{}) {
 
 // Cluster is a set of authorityd processes forming one raft cluster.
 type Cluster struct {
-	t       testing.TB
-	bin     string
-	Servers []*Server
+	t        testing.TB
+	httpOnce sync.Once
+	http     *http.Client
+	bin      string
+	Servers  []*Server
 	// ExtraArgs are appended to every server's command line.
 	ExtraArgs []string
 	// Env, per server id, is added to that server's environment at its
@@ -177,6 +179,7 @@ func (c *Cluster) Restart(s *Server) {
 	}
 	args := []string{"--node-id", s.ID, "--data-dir", s.DataDir, "--raft-addr", s.RaftAddr, "--grpc-addr", s.GRPCAddr,
 		"--http-addr", s.HTTPAddr, "--log-level", "debug", "--event-log", s.EventLogPath()}
+	args = append(args, c.serverTLSArgs(s.ID)...)
 	if len(s.join) > 0 {
 		args = append(args, "--join", strings.Join(s.join, ","))
 	} else {
@@ -281,9 +284,9 @@ func tail(b []byte, n int) []byte {
 }
 
 // Readyz fetches a server's /readyz; ok when it answers 200.
-func (s *Server) Readyz(ctx context.Context) (string, bool) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.HTTPAddr+"/readyz", nil)
-	resp, err := http.DefaultClient.Do(req)
+func (c *Cluster) Readyz(ctx context.Context, s *Server) (string, bool) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(s, "/readyz"), nil)
+	resp, err := c.readyClient().Do(req)
 	if err != nil {
 		return err.Error(), false
 	}
@@ -316,7 +319,7 @@ func (c *Cluster) agreedLeader() *Server {
 		if !s.Running() {
 			continue
 		}
-		body, ok := s.Readyz(ctx)
+		body, ok := c.Readyz(ctx, s)
 		if !ok {
 			return nil
 		}
@@ -339,9 +342,16 @@ func (c *Cluster) agreedLeader() *Server {
 // it, so a subtest may restart or wait on a cluster its parent owns (FailNow
 // must be called from the test's own goroutine).
 func (c *Cluster) WithT(t testing.TB) *Cluster {
-	cc := *c
-	cc.t = t
-	return &cc
+	c.readyClient()
+	cc := &Cluster{t: t, http: c.http, bin: c.bin, Servers: c.Servers, ExtraArgs: c.ExtraArgs, Env: c.Env}
+	cc.httpOnce.Do(func() {})
+	return cc
+}
+
+// readyClient is the HTTP client WaitLeader uses (a reader).
+func (c *Cluster) readyClient() *http.Client {
+	c.httpOnce.Do(func() { c.http = c.HTTPClient(Reader) })
+	return c.http
 }
 
 // StartStablePorts is Start (the crash tests named the behaviour first;

@@ -21,6 +21,9 @@ const (
 	ReasonPromotionDisabled  = "PROMOTION_DISABLED"
 	ReasonCompacted          = "COMPACTED"
 	ReasonInternal           = "INTERNAL"
+	// ReasonPermissionDenied: the caller's identity may not make this call
+	// (gRPC PermissionDenied); nothing changed.
+	ReasonPermissionDenied = "PERMISSION_DENIED"
 )
 
 // ErrorInfo metadata keys.

@@ -1955,8 +1955,15 @@ type StatusResponse struct {
 	// This node is the raft leader and has applied every earlier term's
 	// entries (its barrier), so it serves writes, renewals and reads.
 	// Followers are never ready: they forward.
-	Ready         bool   `protobuf:"varint,7,opt,name=ready,proto3" json:"ready,omitempty"`
-	Domains       uint64 `protobuf:"varint,8,opt,name=domains,proto3" json:"domains,omitempty"`
+	Ready   bool   `protobuf:"varint,7,opt,name=ready,proto3" json:"ready,omitempty"`
+	Domains uint64 `protobuf:"varint,8,opt,name=domains,proto3" json:"domains,omitempty"`
+	// The cluster id fixed at bootstrap (servers of another cluster are
+	// refused on every server-to-server connection).
+	ClusterId string `protobuf:"bytes,9,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The server runs without TLS or authorization (--insecure).
+	Insecure bool `protobuf:"varint,10,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// Applied index of this server's state machine.
+	AppliedIndex  uint64 `protobuf:"varint,11,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2043,6 +2050,27 @@ func (x *StatusResponse) GetReady() bool {
 func (x *StatusResponse) GetDomains() uint64 {
 	if x != nil {
 		return x.Domains
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
+}
+
+func (x *StatusResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
 	}
 	return 0
 }
@@ -2163,6 +2191,7 @@ type MembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Servers       []*ServerInfo          `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
+	ClusterId     string                 `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2209,6 +2238,13 @@ func (x *MembersResponse) GetServers() []*ServerInfo {
 		return x.Servers
 	}
 	return nil
+}
+
+func (x *MembersResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type TransferLeadershipRequest struct {
@@ -2508,6 +2544,102 @@ func (x *AddServerResponse) GetServers() []*ServerInfo {
 	return nil
 }
 
+type RemoveServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServerRequest) Reset() {
+	*x = RemoveServerRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServerRequest) ProtoMessage() {}
+
+func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
+func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RemoveServerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Servers       []*ServerInfo          `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServerResponse) Reset() {
+	*x = RemoveServerResponse{}
+	mi := &file_authority_v1_service_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServerResponse) ProtoMessage() {}
+
+func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RemoveServerResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RemoveServerResponse) GetServers() []*ServerInfo {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
 var File_authority_v1_service_proto protoreflect.FileDescriptor
 
 const file_authority_v1_service_proto_rawDesc = "" +
@@ -2645,7 +2777,7 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\rWatchResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12+\n" +
 	"\x06events\x18\x02 \x03(\v2\x13.authority.v1.EventR\x06events\"\x0f\n" +
-	"\rStatusRequest\"\x8f\x02\n" +
+	"\rStatusRequest\"\xef\x02\n" +
 	"\x0eStatusResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1d\n" +
@@ -2657,7 +2789,12 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\n" +
 	"state_hash\x18\x06 \x01(\tR\tstateHash\x12\x14\n" +
 	"\x05ready\x18\a \x01(\bR\x05ready\x12\x18\n" +
-	"\adomains\x18\b \x01(\x04R\adomains\"\x10\n" +
+	"\adomains\x18\b \x01(\x04R\adomains\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\t \x01(\tR\tclusterId\x12\x1a\n" +
+	"\binsecure\x18\n" +
+	" \x01(\bR\binsecure\x12#\n" +
+	"\rapplied_index\x18\v \x01(\x04R\fappliedIndex\"\x10\n" +
 	"\x0eMembersRequest\"\x96\x01\n" +
 	"\n" +
 	"ServerInfo\x12\x0e\n" +
@@ -2665,10 +2802,12 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12\x1a\n" +
 	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"{\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x9a\x01\n" +
 	"\x0fMembersResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x122\n" +
-	"\aservers\x18\x02 \x03(\v2\x18.authority.v1.ServerInfoR\aservers\"+\n" +
+	"\aservers\x18\x02 \x03(\v2\x18.authority.v1.ServerInfoR\aservers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\"+\n" +
 	"\x19TransferLeadershipRequest\x12\x0e\n" +
 	"\x02to\x18\x01 \x01(\tR\x02to\"v\n" +
 	"\x1aTransferLeadershipResponse\x124\n" +
@@ -2683,6 +2822,11 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"}\n" +
 	"\x11AddServerResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x122\n" +
+	"\aservers\x18\x02 \x03(\v2\x18.authority.v1.ServerInfoR\aservers\"%\n" +
+	"\x13RemoveServerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x80\x01\n" +
+	"\x14RemoveServerResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x122\n" +
 	"\aservers\x18\x02 \x03(\v2\x18.authority.v1.ServerInfoR\aservers2\xf5\x03\n" +
 	"\aDomains\x12O\n" +
@@ -2705,9 +2849,10 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\aExplain\x12\x1c.authority.v1.ExplainRequest\x1a\x1d.authority.v1.ExplainResponse\x12F\n" +
 	"\aHistory\x12\x1c.authority.v1.HistoryRequest\x1a\x1d.authority.v1.HistoryResponse2K\n" +
 	"\x05Watch\x12B\n" +
-	"\x05Watch\x12\x1a.authority.v1.WatchRequest\x1a\x1b.authority.v1.WatchResponse0\x012\x98\x03\n" +
+	"\x05Watch\x12\x1a.authority.v1.WatchRequest\x1a\x1b.authority.v1.WatchResponse0\x012\xef\x03\n" +
 	"\aCluster\x12L\n" +
-	"\tAddServer\x12\x1e.authority.v1.AddServerRequest\x1a\x1f.authority.v1.AddServerResponse\x12C\n" +
+	"\tAddServer\x12\x1e.authority.v1.AddServerRequest\x1a\x1f.authority.v1.AddServerResponse\x12U\n" +
+	"\fRemoveServer\x12!.authority.v1.RemoveServerRequest\x1a\".authority.v1.RemoveServerResponse\x12C\n" +
 	"\x06Status\x12\x1b.authority.v1.StatusRequest\x1a\x1c.authority.v1.StatusResponse\x12F\n" +
 	"\aMembers\x12\x1c.authority.v1.MembersRequest\x1a\x1d.authority.v1.MembersResponse\x12g\n" +
 	"\x12TransferLeadership\x12'.authority.v1.TransferLeadershipRequest\x1a(.authority.v1.TransferLeadershipResponse\x12I\n" +
@@ -2725,7 +2870,7 @@ func file_authority_v1_service_proto_rawDescGZIP() []byte {
 	return file_authority_v1_service_proto_rawDescData
 }
 
-var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_authority_v1_service_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -2768,50 +2913,52 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*SnapshotResponse)(nil),           // 38: authority.v1.SnapshotResponse
 	(*AddServerRequest)(nil),           // 39: authority.v1.AddServerRequest
 	(*AddServerResponse)(nil),          // 40: authority.v1.AddServerResponse
-	(DomainKind)(0),                    // 41: authority.v1.DomainKind
-	(*Policy)(nil),                     // 42: authority.v1.Policy
-	(*Domain)(nil),                     // 43: authority.v1.Domain
-	(*Watermark)(nil),                  // 44: authority.v1.Watermark
-	(MemberState)(0),                   // 45: authority.v1.MemberState
-	(*WatermarkAdvance)(nil),           // 46: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 47: authority.v1.ProgressReport
-	(*PromotionRequest)(nil),           // 48: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 49: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 50: authority.v1.Event
+	(*RemoveServerRequest)(nil),        // 41: authority.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 42: authority.v1.RemoveServerResponse
+	(DomainKind)(0),                    // 43: authority.v1.DomainKind
+	(*Policy)(nil),                     // 44: authority.v1.Policy
+	(*Domain)(nil),                     // 45: authority.v1.Domain
+	(*Watermark)(nil),                  // 46: authority.v1.Watermark
+	(MemberState)(0),                   // 47: authority.v1.MemberState
+	(*WatermarkAdvance)(nil),           // 48: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 49: authority.v1.ProgressReport
+	(*PromotionRequest)(nil),           // 50: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 51: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 52: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
-	41, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	42, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	43, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	44, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	43, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	45, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	41, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	44, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	43, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	46, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	42, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	45, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	44, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	47, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 13: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 14: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
-	46, // 15: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	48, // 15: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
 	0,  // 16: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
 	18, // 17: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	47, // 18: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	49, // 18: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
 	0,  // 19: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	44, // 20: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	48, // 21: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	46, // 20: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	50, // 21: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
 	0,  // 22: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	49, // 23: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	51, // 23: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 24: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 25: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	49, // 26: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	51, // 26: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 27: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 28: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	49, // 29: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	51, // 29: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
 	0,  // 30: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	50, // 31: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	52, // 31: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
 	0,  // 32: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 33: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
 	33, // 34: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
@@ -2819,51 +2966,55 @@ var file_authority_v1_service_proto_depIdxs = []int32{
 	0,  // 36: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 37: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
 	33, // 38: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	2,  // 39: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 40: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 41: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 42: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 43: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 44: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	12, // 45: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	14, // 46: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	16, // 47: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	17, // 48: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	20, // 49: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	22, // 50: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	24, // 51: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	26, // 52: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	28, // 53: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	39, // 54: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	30, // 55: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	32, // 56: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	35, // 57: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	37, // 58: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 59: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 60: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 61: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 62: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 63: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 64: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	13, // 65: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	15, // 66: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 67: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	19, // 68: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	21, // 69: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	23, // 70: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	25, // 71: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	27, // 72: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	29, // 73: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	40, // 74: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	31, // 75: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	34, // 76: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	36, // 77: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	38, // 78: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	59, // [59:79] is the sub-list for method output_type
-	39, // [39:59] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	0,  // 39: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	33, // 40: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 41: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 42: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 43: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 44: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 45: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 46: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	12, // 47: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	14, // 48: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	16, // 49: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	17, // 50: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	20, // 51: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	22, // 52: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	24, // 53: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	26, // 54: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	28, // 55: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	39, // 56: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	41, // 57: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	30, // 58: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	32, // 59: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	35, // 60: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	37, // 61: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	4,  // 62: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 63: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 64: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 65: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 66: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 67: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	13, // 68: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	15, // 69: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 70: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	19, // 71: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	21, // 72: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	23, // 73: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	25, // 74: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	27, // 75: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	29, // 76: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	40, // 77: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	42, // 78: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	31, // 79: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	34, // 80: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	36, // 81: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	38, // 82: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	62, // [62:83] is the sub-list for method output_type
+	41, // [41:62] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }
@@ -2881,7 +3032,7 @@ func file_authority_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_service_proto_rawDesc), len(file_authority_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -914,6 +914,7 @@ var Watch_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Cluster_AddServer_FullMethodName          = "/authority.v1.Cluster/AddServer"
+	Cluster_RemoveServer_FullMethodName       = "/authority.v1.Cluster/RemoveServer"
 	Cluster_Status_FullMethodName             = "/authority.v1.Cluster/Status"
 	Cluster_Members_FullMethodName            = "/authority.v1.Cluster/Members"
 	Cluster_TransferLeadership_FullMethodName = "/authority.v1.Cluster/TransferLeadership"
@@ -924,8 +925,13 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ClusterClient interface {
-	// AddServer adds a voter (a node started with --join calls it).
+	// AddServer adds a server: first as a non-voter, then, once it has
+	// caught up with the leader's log, as a voter (a node started with
+	// --join calls it for itself; operators for any server).
 	AddServer(ctx context.Context, in *AddServerRequest, opts ...grpc.CallOption) (*AddServerResponse, error)
+	// RemoveServer removes a server from the raft configuration; refused
+	// when the voters left could not reach a quorum.
+	RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
@@ -944,6 +950,16 @@ func (c *clusterClient) AddServer(ctx context.Context, in *AddServerRequest, opt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddServerResponse)
 	err := c.cc.Invoke(ctx, Cluster_AddServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterClient) RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveServerResponse)
+	err := c.cc.Invoke(ctx, Cluster_RemoveServer_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -994,8 +1010,13 @@ func (c *clusterClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts 
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
 type ClusterServer interface {
-	// AddServer adds a voter (a node started with --join calls it).
+	// AddServer adds a server: first as a non-voter, then, once it has
+	// caught up with the leader's log, as a voter (a node started with
+	// --join calls it for itself; operators for any server).
 	AddServer(context.Context, *AddServerRequest) (*AddServerResponse, error)
+	// RemoveServer removes a server from the raft configuration; refused
+	// when the voters left could not reach a quorum.
+	RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
@@ -1012,6 +1033,9 @@ type UnimplementedClusterServer struct{}
 
 func (UnimplementedClusterServer) AddServer(context.Context, *AddServerRequest) (*AddServerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddServer not implemented")
+}
+func (UnimplementedClusterServer) RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveServer not implemented")
 }
 func (UnimplementedClusterServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
@@ -1060,6 +1084,24 @@ func _Cluster_AddServer_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ClusterServer).AddServer(ctx, req.(*AddServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cluster_RemoveServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).RemoveServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_RemoveServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).RemoveServer(ctx, req.(*RemoveServerRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1146,6 +1188,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AddServer",
 			Handler:    _Cluster_AddServer_Handler,
+		},
+		{
+			MethodName: "RemoveServer",
+			Handler:    _Cluster_RemoveServer_Handler,
 		},
 		{
 			MethodName: "Status",

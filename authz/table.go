@@ -1,0 +1,155 @@
+// Package authz decides which identity (identity package: a role and a
+// name from the client certificate) may call which authority.v1 RPC. The
+// whole policy is one table, Table, keyed by gRPC full method name; one
+// interceptor (Interceptor) applies it to every unary call and to every
+// message of every stream; TestEveryRPCEveryRole walks every RPC of the
+// API against every role.
+//
+// Roles:
+//
+//	server     another authorityd: reads, and AddServer for itself (join)
+//	operator   domains, policies, members, promotions, membership, leader
+//	           transfer, snapshots, and every read
+//	node:<id>  acquire, renew, release, advance watermarks and report
+//	           progress, only as holder/member <id>, on aerodb and lock
+//	           domains; every read
+//	deployer:<runner group>   the same as holder <runner group>, on lock
+//	           domains only; every read
+//	releaser:<controller>     the same as holder <controller>, on release
+//	           domains only; every read
+//	reader     reads, watch, explain, history
+//
+// Operators deliberately cannot act as a holder: renewing a dead primary's
+// lease or releasing another holder's lock is not an administrative act,
+// and an operator who must move authority promotes, which is validated and
+// explained.
+package authz
+
+import (
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/identity"
+)
+
+// Access is the kind of permission an RPC needs.
+type Access int
+
+const (
+	// Read: any authenticated identity.
+	Read Access = iota + 1
+	// Admin: operator only.
+	Admin
+	// ActAsHolder: a node, deployer or releaser acting as itself (every
+	// subject of the request names it as holder/member), on a domain kind
+	// its role may use.
+	ActAsHolder
+	// Membership: operator; a server only for itself (joining).
+	Membership
+)
+
+func (a Access) String() string {
+	switch a {
+	case Read:
+		return "read"
+	case Admin:
+		return "admin"
+	case ActAsHolder:
+		return "act-as-holder"
+	case Membership:
+		return "membership"
+	}
+	return "unknown"
+}
+
+// Subject is who a request acts as, in which domain.
+type Subject struct {
+	Domain string
+	Holder string
+}
+
+// Rule is one RPC's permission. Subjects extracts what an ActAsHolder or
+// Membership request acts on from one request message.
+type Rule struct {
+	Access   Access
+	Subjects func(req any) []Subject
+}
+
+const (
+	svcDomains    = "/authority.v1.Domains/"
+	svcLeases     = "/authority.v1.Leases/"
+	svcWatermarks = "/authority.v1.Watermarks/"
+	svcPromotion  = "/authority.v1.Promotion/"
+	svcWatch      = "/authority.v1.Watch/"
+	svcCluster    = "/authority.v1.Cluster/"
+)
+
+// Table is the authorization policy: every RPC of authority.v1, and
+// nothing else (an RPC not listed is refused).
+var Table = map[string]Rule{
+	svcDomains + "CreateDomain":   {Access: Admin},
+	svcDomains + "GetDomain":      {Access: Read},
+	svcDomains + "ListDomains":    {Access: Read},
+	svcDomains + "UpdatePolicy":   {Access: Admin},
+	svcDomains + "RegisterMember": {Access: Admin},
+	svcDomains + "AssignInitial":  {Access: Admin},
+
+	svcLeases + "Acquire":   {Access: ActAsHolder, Subjects: acquireSubjects},
+	svcLeases + "KeepAlive": {Access: ActAsHolder, Subjects: keepAliveSubjects},
+	svcLeases + "Release":   {Access: ActAsHolder, Subjects: releaseSubjects},
+
+	svcWatermarks + "Advance":        {Access: ActAsHolder, Subjects: advanceSubjects},
+	svcWatermarks + "ReportProgress": {Access: ActAsHolder, Subjects: progressSubjects},
+
+	svcPromotion + "Promote": {Access: Admin},
+	svcPromotion + "Explain": {Access: Read},
+	svcPromotion + "History": {Access: Read},
+
+	svcWatch + "Watch": {Access: Read},
+
+	svcCluster + "AddServer":          {Access: Membership, Subjects: addServerSubjects},
+	svcCluster + "RemoveServer":       {Access: Admin},
+	svcCluster + "Status":             {Access: Read},
+	svcCluster + "Members":            {Access: Read},
+	svcCluster + "TransferLeadership": {Access: Admin},
+	svcCluster + "Snapshot":           {Access: Admin},
+}
+
+func acquireSubjects(req any) []Subject {
+	r, _ := req.(*pb.AcquireRequest)
+	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
+}
+
+func keepAliveSubjects(req any) []Subject {
+	r, _ := req.(*pb.KeepAliveRequest)
+	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
+}
+
+func releaseSubjects(req any) []Subject {
+	r, _ := req.(*pb.ReleaseRequest)
+	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
+}
+
+func advanceSubjects(req any) []Subject {
+	r, _ := req.(*pb.AdvanceRequest)
+	out := make([]Subject, len(r.GetAdvances()))
+	for i, a := range r.GetAdvances() {
+		out[i] = Subject{Domain: a.GetDomain(), Holder: a.GetHolder()}
+	}
+	return out
+}
+
+func progressSubjects(req any) []Subject {
+	r, _ := req.(*pb.ProgressReportRequest)
+	return []Subject{{Domain: r.GetDomain(), Holder: r.GetReport().GetMemberId()}}
+}
+
+func addServerSubjects(req any) []Subject {
+	r, _ := req.(*pb.AddServerRequest)
+	return []Subject{{Holder: r.GetId()}}
+}
+
+// kindsFor is which domain kinds a holder role may act on.
+var kindsFor = map[identity.Role][]pb.DomainKind{
+	identity.Node:     {pb.DomainKind_DOMAIN_KIND_AERODB, pb.DomainKind_DOMAIN_KIND_LOCK},
+	identity.Deployer: {pb.DomainKind_DOMAIN_KIND_LOCK},
+	identity.Releaser: {pb.DomainKind_DOMAIN_KIND_RELEASE},
+}
