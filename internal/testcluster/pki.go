@@ -175,12 +175,15 @@ func joinComma(v []string) string {
 	return out
 }
 
-// serverTLSArgs are the certificate flags of server id (none when
+// serverTLSArgs are the certificate flags of a server (none when
 // insecure).
-func (c *Cluster) serverTLSArgs(id string) []string {
+func (c *Cluster) serverTLSArgs(s *Server) []string {
 	if c.Insecure() {
 		return nil
 	}
-	f := Files(c.t, identity.Identity{Role: identity.Server, Name: id})
+	f := Files(c.t, identity.Identity{Role: identity.Server, Name: s.ID})
+	if s.TLS != nil {
+		f = *s.TLS
+	}
 	return []string{"--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aerodb/authority/tlsfiles"
 )
 
 var (
@@ -74,6 +76,14 @@ type Server struct {
 	DataDir  string
 	LogPath  string
 
+	// Args are added to this server's command line at its next (re)start
+	// (e.g. --force-new-cluster). With NoBootstrap, it starts without
+	// --bootstrap/--peer (a recovered server).
+	Args        []string
+	NoBootstrap bool
+	// TLS overrides the server's certificate files (rotation tests).
+	TLS *tlsfiles.Files
+
 	mu   sync.Mutex // guards cmd and done, which Restart replaces
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -107,12 +117,31 @@ type Cluster struct {
 // process's outgoing connection before the server restarts on it.
 func Start(t testing.TB, n int, extraArgs ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, bin: Binaries(t), ExtraArgs: extraArgs}
+	return StartWith(t, Options{Servers: n, ExtraArgs: extraArgs})
+}
+
+// Options of StartWith.
+type Options struct {
+	Servers   int
+	ExtraArgs []string
+	// TLS, when set, gives a server's certificate files (by server id).
+	TLS func(id string) tlsfiles.Files
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, bin: Binaries(t), ExtraArgs: o.ExtraArgs}
 	root := t.TempDir()
-	for i := range n {
+	for i := range o.Servers {
 		id := fmt.Sprintf("s%d", i+1)
-		c.Servers = append(c.Servers, &Server{ID: id, RaftAddr: stableAddr(t), GRPCAddr: stableAddr(t), HTTPAddr: stableAddr(t),
-			DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log")})
+		s := &Server{ID: id, RaftAddr: stableAddr(t), GRPCAddr: stableAddr(t), HTTPAddr: stableAddr(t),
+			DataDir: filepath.Join(root, id), LogPath: filepath.Join(root, id+".log")}
+		if o.TLS != nil {
+			f := o.TLS(id)
+			s.TLS = &f
+		}
+		c.Servers = append(c.Servers, s)
 	}
 	for _, s := range c.Servers {
 		c.Restart(s)
@@ -179,12 +208,14 @@ func (c *Cluster) Restart(s *Server) {
 	}
 	args := []string{"--node-id", s.ID, "--data-dir", s.DataDir, "--raft-addr", s.RaftAddr, "--grpc-addr", s.GRPCAddr,
 		"--http-addr", s.HTTPAddr, "--log-level", "debug", "--event-log", s.EventLogPath()}
-	args = append(args, c.serverTLSArgs(s.ID)...)
-	if len(s.join) > 0 {
+	args = append(args, c.serverTLSArgs(s)...)
+	switch {
+	case len(s.join) > 0:
 		args = append(args, "--join", strings.Join(s.join, ","))
-	} else {
+	case !s.NoBootstrap:
 		args = append(args, "--bootstrap", "--peer", c.bootstrapPeers())
 	}
+	args = append(args, s.Args...)
 	cmd := exec.Command(filepath.Join(c.bin, "authorityd"), append(args, c.ExtraArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), c.Env[s.ID]...)
