@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"os"
 	"os/signal"
 	"slices"
@@ -198,4 +201,21 @@ func (p *peerRejects) reject(peer string, err error) {
 	p.last[peer] = now
 	p.mu.Unlock()
 	p.logger.Warn("connection refused", "peer", peer, "error", err)
+}
+
+// httpErrorLog routes net/http's own errors to the server's log, except
+// TLS handshake failures: the certificate check already logged those, once
+// per second per peer (a client retrying with a bad certificate must not
+// flood the log).
+func httpErrorLog(logger hclog.Logger) *log.Logger {
+	return log.New(handshakeFilter{w: logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})}, "", 0)
+}
+
+type handshakeFilter struct{ w io.Writer }
+
+func (f handshakeFilter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("TLS handshake error")) {
+		return len(p), nil
+	}
+	return f.w.Write(p)
 }

@@ -117,7 +117,8 @@ func run(ctx context.Context, cfg Config) error {
 	g := grpc.NewServer(opts...)
 	api.Register(g)
 	registerSecurityMetrics(reg, src == nil)
-	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc, src == nil), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc, src == nil), ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: httpErrorLog(logger.Named("http"))}
 	if src != nil {
 		httpSrv.TLSConfig = src.ServerConfig([]string{"http/1.1"}, nil, rejects.reject)
 		httpLis = tls.NewListener(httpLis, httpSrv.TLSConfig)

@@ -20,7 +20,12 @@ import (
 // index and state hash, and returns the hash.
 func converged(t *testing.T, c *testcluster.Cluster) string {
 	t.Helper()
-	cl := c.Dial(testcluster.Reader)
+	return convergedWith(t, c, c.Dial(testcluster.Reader))
+}
+
+// convergedWith is converged, asking through cl.
+func convergedWith(t *testing.T, c *testcluster.Cluster, cl *client.Client) string {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var last []string
 	for time.Now().Before(deadline) {

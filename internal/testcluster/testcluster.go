@@ -124,14 +124,26 @@ func Start(t testing.TB, n int, extraArgs ...string) *Cluster {
 type Options struct {
 	Servers   int
 	ExtraArgs []string
-	// TLS, when set, gives a server's certificate files (by server id).
-	TLS func(id string) tlsfiles.Files
+	// TLS, when set, gives a server's certificate files (by server id);
+	// ReadyTLS then gives the (reader) certificate the harness checks
+	// readiness with (both re-read when they change).
+	TLS      func(id string) tlsfiles.Files
+	ReadyTLS tlsfiles.Files
 }
 
 // StartWith is Start with options.
 func StartWith(t testing.TB, o Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: Binaries(t), ExtraArgs: o.ExtraArgs}
+	if o.TLS != nil {
+		src, err := tlsfiles.Load(o.ReadyTLS, tlsfiles.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.httpOnce.Do(func() {
+			c.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: src.ClientConfig("127.0.0.1")}}
+		})
+	}
 	root := t.TempDir()
 	for i := range o.Servers {
 		id := fmt.Sprintf("s%d", i+1)
@@ -150,6 +162,10 @@ func StartWith(t testing.TB, o Options) *Cluster {
 	c.WaitLeader()
 	return c
 }
+
+// FreeAddr is a free loopback address below the ephemeral port range, for
+// processes a test starts itself.
+func FreeAddr(t testing.TB) string { return stableAddr(t) }
 
 // freeAddr reserves a loopback port by listening on :0 and closing. A
 // race with another process taking it is possible but rare on loopback.
