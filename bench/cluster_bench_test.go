@@ -1,8 +1,16 @@
 // Package bench measures a real 3-process cluster (authorityd on loopback):
 // promotion commit latency, lease renewal throughput and batched watermark
 // throughput. `make bench` runs it with -benchtime=1x: each benchmark sets
-// up its own cluster once and runs a fixed workload, reporting custom
-// metrics (ns/op is not meaningful here).
+// up its clusters once and runs a fixed workload, reporting custom metrics
+// (ns/op is not meaningful here).
+//
+// Every cluster runs mutual TLS (the default) and every call is made with
+// the identity it needs: an operator for administration, node:<holder> for
+// acquire, renew, release, watermark advances and progress reports. The
+// promotion and renewal benchmarks also run the same workload against a
+// second cluster started with --insecure (plaintext, no authorization),
+// interleaved with the TLS one so both see the same machine load, and
+// report both and their ratio: the cost of TLS.
 package bench
 
 import (
@@ -16,31 +24,43 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
-func dial(b *testing.B, c *testcluster.Cluster) *client.Client {
-	b.Helper()
-	cl, err := client.Dial(context.Background(), c.Endpoints()...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cl.Close() })
-	return cl
+// cluster is one 3-server cluster of a benchmark and its operator client.
+type cluster struct {
+	mode string // "tls" or "insecure"
+	c    *testcluster.Cluster
+	op   *client.Client
 }
 
-// leaderConn opens a raw connection to the current leader.
-func leaderConn(b *testing.B, c *testcluster.Cluster, cl *client.Client) *grpc.ClientConn {
+// start starts a cluster with mutual TLS, or plaintext with insecure.
+func start(b *testing.B, insecure bool) *cluster {
 	b.Helper()
-	m, err := cl.Members(context.Background())
+	var args []string
+	mode := "tls"
+	if insecure {
+		args, mode = []string{"--insecure"}, "insecure"
+	}
+	c := testcluster.Start(b, 3, args...)
+	return &cluster{mode: mode, c: c, op: c.Dial(testcluster.Operator)}
+}
+
+// node is a client acting as holder (its node certificate).
+func (k *cluster) node(holder string) *client.Client { return k.c.Dial(testcluster.Node(holder)) }
+
+// leaderConn opens a raw connection to the current leader as id.
+func (k *cluster) leaderConn(b *testing.B, id identity.Identity) *grpc.ClientConn {
+	b.Helper()
+	m, err := k.op.Members(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, s := range m.Servers {
 		if s.Leader {
-			conn, err := grpc.NewClient(s.GrpcAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(s.GrpcAddress, k.c.DialOption(id))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -58,6 +78,8 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 func must(b *testing.B, err error) {
 	b.Helper()
 	if err != nil {
@@ -65,71 +87,122 @@ func must(b *testing.B, err error) {
 	}
 }
 
-// BenchmarkClusterPromotion: commit latency of a promotion (one log entry,
-// validated on the leader and again at apply on every node). Each round the
-// holder releases, the candidate reports, and the timed Promote moves
-// authority to it.
-func BenchmarkClusterPromotion(b *testing.B) {
-	c := testcluster.Start(b, 3)
-	cl := dial(b, c)
-	ctx := context.Background()
-	_, err := cl.CreateDomain(ctx, "bench", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 10_000})
-	must(b, err)
-	for _, m := range []string{"a", "b"} {
-		_, err := cl.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "bench", MemberId: m})
-		must(b, err)
-	}
-	_, err = cl.AssignInitial(ctx, "bench", "a")
-	must(b, err)
-	hash := []byte{1, 2, 3, 4}
-	errs, err := cl.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "bench", Epoch: 1, Holder: "a", Lsn: 10, Hash: hash, VisibleCommitId: 5}})
-	must(b, err)
-	must(b, errs[0])
-	const rounds = 200
-	lat := make([]time.Duration, 0, rounds)
-	holder, epoch := "a", uint64(1)
-	b.ResetTimer()
-	for i := range rounds {
-		cand := map[string]string{"a": "b", "b": "a"}[holder]
-		raw := pb.NewLeasesClient(cl.Conn())
-		_, err := raw.Release(ctx, &pb.ReleaseRequest{Domain: "bench", Holder: holder, Epoch: epoch})
-		must(b, err)
-		_, err = cl.ReportProgress(ctx, "bench", &pb.ProgressReport{MemberId: cand, Epoch: epoch, FlushedLsn: 10, FlushedHash: hash,
-			WatermarkLsn: 10, HashAtWatermark: hash, AppliedCommitId: 5, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
-		must(b, err)
-		exp := epoch
-		start := time.Now()
-		resp, err := cl.Promote(ctx, &pb.PromotionRequest{RequestId: fmt.Sprintf("p%d", i), Domain: "bench", Candidate: cand, ExpectedEpoch: &exp, Reason: "bench"})
-		lat = append(lat, time.Since(start))
-		must(b, err)
-		holder, epoch = cand, resp.Record.EpochAfter
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
-	b.ReportMetric(rounds, "promotions")
+// promoter moves one domain's authority back and forth between members a
+// and b of one cluster.
+type promoter struct {
+	k      *cluster
+	nodes  map[string]*client.Client
+	holder string
+	epoch  uint64
+	n      int
 }
 
-// BenchmarkClusterLeaseRenewals: renewals per second for 1,000 leases held
-// on the leader. Renewals never touch the log; they are pipelined on a few
-// KeepAlive streams, as a client library multiplexing many leases would.
-func BenchmarkClusterLeaseRenewals(b *testing.B) {
-	c := testcluster.Start(b, 3)
-	cl := dial(b, c)
+var promoHash = []byte{1, 2, 3, 4}
+
+func newPromoter(b *testing.B, k *cluster) *promoter {
 	ctx := context.Background()
-	const leases, streams, total = 1000, 8, 400_000
+	_, err := k.op.CreateDomain(ctx, "bench", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 10_000})
+	must(b, err)
+	p := &promoter{k: k, nodes: map[string]*client.Client{}, holder: "a", epoch: 1}
+	for _, m := range []string{"a", "b"} {
+		_, err := k.op.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "bench", MemberId: m})
+		must(b, err)
+		p.nodes[m] = k.node(m)
+	}
+	_, err = k.op.AssignInitial(ctx, "bench", "a")
+	must(b, err)
+	errs, err := p.nodes["a"].AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "bench", Epoch: 1, Holder: "a", Lsn: 10, Hash: promoHash, VisibleCommitId: 5}})
+	must(b, err)
+	must(b, errs[0])
+	return p
+}
+
+// round: the holder releases, the candidate reports, and the operator's
+// timed Promote moves authority to the candidate. It returns the Promote's
+// latency.
+func (p *promoter) round(b *testing.B) time.Duration {
+	ctx := context.Background()
+	cand := map[string]string{"a": "b", "b": "a"}[p.holder]
+	_, err := pb.NewLeasesClient(p.nodes[p.holder].Conn()).Release(ctx, &pb.ReleaseRequest{Domain: "bench", Holder: p.holder, Epoch: p.epoch})
+	must(b, err)
+	_, err = p.nodes[cand].ReportProgress(ctx, "bench", &pb.ProgressReport{MemberId: cand, Epoch: p.epoch, FlushedLsn: 10, FlushedHash: promoHash,
+		WatermarkLsn: 10, HashAtWatermark: promoHash, AppliedCommitId: 5, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
+	must(b, err)
+	exp := p.epoch
+	start := time.Now()
+	resp, err := p.k.op.Promote(ctx, &pb.PromotionRequest{RequestId: fmt.Sprintf("p%d", p.n), Domain: "bench", Candidate: cand, ExpectedEpoch: &exp, Reason: "bench"})
+	lat := time.Since(start)
+	must(b, err)
+	p.holder, p.epoch, p.n = cand, resp.Record.EpochAfter, p.n+1
+	return lat
+}
+
+// BenchmarkClusterPromotion: commit latency of a promotion (one log entry,
+// validated on the leader and again at apply on every node), with mutual
+// TLS and without. Rounds alternate between the two clusters (and which
+// goes first) so machine load falls on both alike.
+func BenchmarkClusterPromotion(b *testing.B) {
+	ks := []*cluster{start(b, false), start(b, true)}
+	ps := []*promoter{newPromoter(b, ks[0]), newPromoter(b, ks[1])}
+	const rounds = 200
+	lat := [2][]time.Duration{}
+	b.ResetTimer()
+	for i := range rounds {
+		for j := range 2 {
+			k := (i + j) % 2
+			lat[k] = append(lat[k], ps[k].round(b))
+		}
+	}
+	b.StopTimer()
+	tls50, tls99 := percentile(lat[0], 0.50), percentile(lat[0], 0.99)
+	in50, in99 := percentile(lat[1], 0.50), percentile(lat[1], 0.99)
+	b.ReportMetric(ms(tls50), "p50-ms")
+	b.ReportMetric(ms(tls99), "p99-ms")
+	b.ReportMetric(ms(in50), "insecure-p50-ms")
+	b.ReportMetric(ms(in99), "insecure-p99-ms")
+	b.ReportMetric(float64(tls50)/float64(in50), "tls/insecure-p50")
+	b.ReportMetric(float64(tls99)/float64(in99), "tls/insecure-p99")
+	b.ReportMetric(rounds, "promotions")
+	b.Logf("promotion commit latency over %d promotions each: TLS p50 %.2f ms p99 %.2f ms; insecure p50 %.2f ms p99 %.2f ms; TLS/insecure p50 ×%.2f p99 ×%.2f",
+		rounds, ms(tls50), ms(tls99), ms(in50), ms(in99), float64(tls50)/float64(in50), float64(tls99)/float64(in99))
+}
+
+// Renewal workload: 1,000 lock domains, held by 8 holders (125 each, so 8
+// node certificates), renewed on one KeepAlive stream per holder.
+const (
+	renewLeases  = 1000
+	renewHolders = 8
+	renewPer     = renewLeases / renewHolders
+)
+
+func renewDomain(i int) string { return fmt.Sprintf("lock-%04d", i) }
+func renewHolder(h int) string { return fmt.Sprintf("h%d", h) }
+
+// renewer is one cluster's renewal workload: a connection to the leader
+// per holder, as that holder.
+type renewer struct {
+	k     *cluster
+	conns []*grpc.ClientConn
+}
+
+func newRenewer(b *testing.B, k *cluster) *renewer {
+	ctx := context.Background()
+	holders := make([]*client.Client, renewHolders)
+	for h := range holders {
+		holders[h] = k.node(renewHolder(h))
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)
-	for i := range leases {
+	for i := range renewLeases {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			name := fmt.Sprintf("lock-%04d", i)
-			_, err := cl.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 60_000})
+			name := renewDomain(i)
+			_, err := k.op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 600_000})
 			if err == nil {
-				_, err = pb.NewLeasesClient(cl.Conn()).Acquire(ctx, &pb.AcquireRequest{Domain: name, Holder: "h"})
+				_, err = pb.NewLeasesClient(holders[i/renewPer].Conn()).Acquire(ctx, &pb.AcquireRequest{Domain: name, Holder: renewHolder(i / renewPer)})
 			}
 			if err != nil {
 				b.Error(err)
@@ -138,38 +211,47 @@ func BenchmarkClusterLeaseRenewals(b *testing.B) {
 	}
 	wg.Wait()
 	if b.Failed() {
-		return
+		b.FailNow()
 	}
-	conn := leaderConn(b, c, cl)
+	r := &renewer{k: k}
+	for h := range renewHolders {
+		r.conns = append(r.conns, k.leaderConn(b, testcluster.Node(renewHolder(h))))
+	}
+	return r
+}
+
+// run sends total renewals (pipelined, total/holders per stream) and
+// returns how many succeeded and the elapsed time.
+func (r *renewer) run(b *testing.B, total int) (int64, time.Duration) {
+	ctx := context.Background()
 	var ok, failed atomic.Int64
-	b.ResetTimer()
+	var wg sync.WaitGroup
 	start := time.Now()
-	for s := range streams {
+	for h := range renewHolders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stream, err := pb.NewLeasesClient(conn).KeepAlive(ctx)
+			stream, err := pb.NewLeasesClient(r.conns[h]).KeepAlive(ctx)
 			if err != nil {
 				b.Error(err)
 				return
 			}
-			n := total / streams
+			n := total / renewHolders
 			go func() {
 				for i := range n {
-					lease := (s*leases/streams + i%(leases/streams))
-					if err := stream.Send(&pb.KeepAliveRequest{Domain: fmt.Sprintf("lock-%04d", lease), Holder: "h", Epoch: 1, Seq: uint64(i)}); err != nil {
+					if err := stream.Send(&pb.KeepAliveRequest{Domain: renewDomain(h*renewPer + i%renewPer), Holder: renewHolder(h), Epoch: 1, Seq: uint64(i)}); err != nil {
 						return
 					}
 				}
 				stream.CloseSend()
 			}()
 			for range n {
-				r, err := stream.Recv()
+				resp, err := stream.Recv()
 				if err != nil {
 					b.Error(err)
 					return
 				}
-				if r.ErrorReason != "" {
+				if resp.ErrorReason != "" {
 					failed.Add(1)
 				} else {
 					ok.Add(1)
@@ -179,31 +261,59 @@ func BenchmarkClusterLeaseRenewals(b *testing.B) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	b.StopTimer()
 	if failed.Load() > 0 {
-		b.Fatalf("%d renewals failed", failed.Load())
+		b.Fatalf("%s: %d renewals failed", r.k.mode, failed.Load())
 	}
-	b.ReportMetric(float64(ok.Load())/elapsed.Seconds(), "renewals/s")
+	return ok.Load(), elapsed
+}
+
+// BenchmarkClusterLeaseRenewals: renewals per second for 1,000 leases held
+// on the leader, with mutual TLS and without. Renewals never touch the log;
+// they are pipelined on a KeepAlive stream per holder, as a client library
+// multiplexing many leases would. The work is split into phases run in the
+// order TLS, insecure, insecure, TLS, … so both see the same machine load.
+func BenchmarkClusterLeaseRenewals(b *testing.B) {
+	ks := []*cluster{start(b, false), start(b, true)}
+	rs := []*renewer{newRenewer(b, ks[0]), newRenewer(b, ks[1])}
+	const total, phases = 400_000, 4 // per cluster
+	var ok [2]int64
+	var elapsed [2]time.Duration
+	b.ResetTimer()
+	for p := range phases {
+		for j := range 2 {
+			k := (p%2 + j) % 2
+			n, d := rs[k].run(b, total/phases)
+			ok[k] += n
+			elapsed[k] += d
+		}
+	}
+	b.StopTimer()
+	tls, in := float64(ok[0])/elapsed[0].Seconds(), float64(ok[1])/elapsed[1].Seconds()
+	b.ReportMetric(tls, "renewals/s")
+	b.ReportMetric(in, "insecure-renewals/s")
+	b.ReportMetric(tls/in, "tls/insecure-renewals")
+	b.Logf("lease renewals, %d leases, %d renewals each: TLS %.0f/s; insecure %.0f/s; TLS/insecure ×%.2f",
+		renewLeases, total, tls, in, tls/in)
 }
 
 // BenchmarkClusterWatermarks: batched watermark advances per second over
 // 100 domains (one Advance call = one log entry carrying 100 advances), with
-// several batches in flight, and the p99 latency of one batch.
+// several batches in flight, and the p99 latency of one batch. The domains'
+// holder p advances them with its node certificate.
 func BenchmarkClusterWatermarks(b *testing.B) {
-	c := testcluster.Start(b, 3)
-	cl := dial(b, c)
+	k := start(b, false)
 	ctx := context.Background()
 	const domains, writers, batchesPerWriter = 100, 8, 150
 	for i := range domains {
 		name := fmt.Sprintf("db-%03d", i)
-		_, err := cl.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 600_000})
+		_, err := k.op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 600_000})
 		must(b, err)
-		_, err = cl.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: name, MemberId: "p"})
+		_, err = k.op.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: name, MemberId: "p"})
 		must(b, err)
-		_, err = cl.AssignInitial(ctx, name, "p")
+		_, err = k.op.AssignInitial(ctx, name, "p")
 		must(b, err)
 	}
-	conn := leaderConn(b, c, cl)
+	conn := k.leaderConn(b, testcluster.Node("p"))
 	var lsn atomic.Uint64
 	lat := make([][]time.Duration, writers)
 	var wg sync.WaitGroup

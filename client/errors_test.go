@@ -40,9 +40,11 @@ func TestErrorMappingEveryReason(t *testing.T) {
 		{pb.ReasonPromotionDisabled, codes.FailedPrecondition, ErrPromotionDisabled},
 		{pb.ReasonCompacted, codes.OutOfRange, ErrCompacted},
 		{pb.ReasonInternal, codes.Internal, ErrInternal},
+		{pb.ReasonPermissionDenied, codes.PermissionDenied, ErrPermissionDenied},
 	}
 	all := []error{ErrNotLeader, ErrOutcomeUnknown, ErrFenced, ErrEpochStale, ErrLeaseExpired, ErrNoLease, ErrNotFound,
-		ErrAlreadyExists, ErrInvalidArgument, ErrFailedPrecondition, ErrConflict, ErrPromotionDisabled, ErrCompacted, ErrInternal}
+		ErrAlreadyExists, ErrInvalidArgument, ErrFailedPrecondition, ErrConflict, ErrPromotionDisabled, ErrCompacted, ErrInternal,
+		ErrPermissionDenied}
 	if len(cases) != len(reasonSentinels) {
 		t.Fatalf("%d cases for %d mapped reasons", len(cases), len(reasonSentinels))
 	}
@@ -113,6 +115,7 @@ func TestClassify(t *testing.T) {
 		{status.Error(codes.DeadlineExceeded, "deadline"), classTransient, ""},
 		{context.DeadlineExceeded, classTransient, ""},
 		{statusWith(codes.FailedPrecondition, pb.ReasonFenced, "f", nil), classFinal, ""},
+		{statusWith(codes.PermissionDenied, pb.ReasonPermissionDenied, "denied", nil), classFinal, ""},
 		{status.Error(codes.Internal, "boom"), classFinal, ""},
 		{reasonError(pb.ReasonNotLeader, "body"), classNotLeader, ""},
 		{reasonError(pb.ReasonFenced, "body"), classFinal, ""},

@@ -9,16 +9,28 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/tlsfiles"
 )
 
 // These examples need a running cluster, so they are compiled but not run
-// (no Output comments).
+// (no Output comments). The certificates are those `authorityctl certs init
+// --nodes primary-1 --deployers runner-a certs` writes: the servers
+// authorize each call by the identity in the client's certificate.
 
-func ExampleDial() {
+func ExampleDialConfig() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Mutual TLS: the CA bundle verifies the servers, the certificate
+	// (reloaded when it changes on disk) is who we are. A reader may read.
+	src, err := tlsfiles.Load(tlsfiles.Files{CA: "certs/ca.crt", Cert: "certs/reader-viewer.crt", Key: "certs/reader-viewer.key"}, tlsfiles.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
 	// Any subset of the servers works: the client finds the leader.
-	c, err := client.Dial(ctx, "127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003")
+	c, err := client.DialConfig(ctx, client.Config{
+		Endpoints:   []string{"127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"},
+		Credentials: src.Credentials(true),
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -36,7 +48,12 @@ func ExampleDial() {
 
 func ExampleClient_Promote() {
 	ctx := context.Background()
-	c, err := client.Dial(ctx, "127.0.0.1:8001")
+	// Promotions are administrative: an operator's certificate.
+	src, err := tlsfiles.Load(tlsfiles.Files{CA: "certs/ca.crt", Cert: "certs/operator-admin.crt", Key: "certs/operator-admin.key"}, tlsfiles.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := client.DialConfig(ctx, client.Config{Endpoints: []string{"127.0.0.1:8001"}, Credentials: src.Credentials(true)})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -65,7 +82,13 @@ func ExampleClient_Promote() {
 
 func ExampleLease() {
 	ctx := context.Background()
-	c, err := client.Dial(ctx, "127.0.0.1:8001")
+	// A holder acts only as itself: runner-a's certificate (a deployer,
+	// which may hold locks) for the lease held by "runner-a".
+	src, err := tlsfiles.Load(tlsfiles.Files{CA: "certs/ca.crt", Cert: "certs/deployer-runner-a.crt", Key: "certs/deployer-runner-a.key"}, tlsfiles.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := client.DialConfig(ctx, client.Config{Endpoints: []string{"127.0.0.1:8001"}, Credentials: src.Credentials(true)})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -95,7 +118,13 @@ func ExampleLease() {
 
 func ExampleAckGate() {
 	ctx := context.Background()
-	c, err := client.Dial(ctx, "127.0.0.1:8001")
+	// The primary keeps its lease and advances the watermark as itself:
+	// the node certificate of "primary-1".
+	src, err := tlsfiles.Load(tlsfiles.Files{CA: "certs/ca.crt", Cert: "certs/node-primary-1.crt", Key: "certs/node-primary-1.key"}, tlsfiles.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := client.DialConfig(ctx, client.Config{Endpoints: []string{"127.0.0.1:8001"}, Credentials: src.Credentials(true)})
 	if err != nil {
 		log.Fatal(err)
 	}

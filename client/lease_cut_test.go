@@ -35,6 +35,17 @@ func (c *cutter) dial(ctx context.Context, addr string) (net.Conn, error) {
 	return conn, err
 }
 
+// dropAll closes every connection made so far but lets the client dial
+// again (a network blip rather than a cut).
+func (c *cutter) dropAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
+}
+
 func (c *cutter) cutAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -52,10 +63,9 @@ func TestProcessCutHolderLosesBeforeAnyoneElseAcquires(t *testing.T) {
 	c := testcluster.Start(t, 3)
 	ctx := timeout(t, 40*time.Second)
 	cut := &cutter{}
-	holder := dial(t, client.Config{Endpoints: c.Endpoints(),
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(cut.dial)}})
-	other := dial(t, client.Config{Endpoints: c.Endpoints()})
-	if _, err := other.CreateDomain(ctx, "deploy", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1500}); err != nil {
+	holder := dial(t, as(c, testcluster.Node("runner-a"), grpc.WithContextDialer(cut.dial)))
+	other := c.Dial(testcluster.Node("runner-b"))
+	if _, err := c.Dial(testcluster.Operator).CreateDomain(ctx, "deploy", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1500}); err != nil {
 		t.Fatal(err)
 	}
 	lease, err := holder.Acquire(ctx, "deploy", "runner-a", client.WithMargin(200*time.Millisecond))

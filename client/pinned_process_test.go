@@ -60,9 +60,10 @@ func TestProcessPinnedEndpoints(t *testing.T) {
 		proxied = append(proxied, p.Addr())
 	}
 	// Control: an unpinned client learns and dials the advertised
-	// addresses, so the recorder can see such a leak.
+	// addresses, so the recorder can see such a leak. It is the operator
+	// (it creates the domain).
 	free := &dialRecorder{}
-	c0 := dial(t, client.Config{Endpoints: proxied, DialOptions: []grpc.DialOption{free.option()}})
+	c0 := dial(t, client.Config{Endpoints: proxied, Credentials: cl.Creds(testcluster.Operator), DialOptions: []grpc.DialOption{free.option()}})
 	ctx := timeout(t, 60*time.Second)
 	if _, err := c0.CreateDomain(ctx, "pinned", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
 		t.Fatal(err)
@@ -71,8 +72,9 @@ func TestProcessPinnedEndpoints(t *testing.T) {
 		t.Fatalf("control: the unpinned client dialled only %v", free.addrs)
 	}
 
+	// The pinned client is h1's node, which holds the lock.
 	rec := &dialRecorder{}
-	c := dial(t, client.Config{Endpoints: proxied, PinEndpoints: true, DialOptions: []grpc.DialOption{rec.option()},
+	c := dial(t, client.Config{Endpoints: proxied, PinEndpoints: true, Credentials: cl.Creds(testcluster.Node("h1")), DialOptions: []grpc.DialOption{rec.option()},
 		RequestTimeout: time.Second, MaxRetryDelay: 100 * time.Millisecond})
 	lease, err := c.Acquire(ctx, "pinned", "h1")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -66,7 +67,16 @@ func timeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// setupDomain creates an aerodb domain with members m1..m3 and m1 as holder.
+// as is the client configuration of identity id on cluster cl (mutual TLS
+// with a certificate of the test CA), with extra dial options.
+func as(cl *testcluster.Cluster, id identity.Identity, opts ...grpc.DialOption) client.Config {
+	cfg := cl.ClientConfig(id)
+	cfg.DialOptions = opts
+	return cfg
+}
+
+// setupDomain creates an aerodb domain with members m1..m3 and m1 as holder
+// (c is an operator's client: every call is an administrative one).
 func setupDomain(t *testing.T, ctx context.Context, c *client.Client, name string, ttlMs uint64) {
 	t.Helper()
 	if _, err := c.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: ttlMs}); err != nil {
@@ -88,13 +98,16 @@ func setupDomain(t *testing.T, ctx context.Context, c *client.Client, name strin
 func TestProcessEndToEnd(t *testing.T) {
 	cl := testcluster.Start(t, 3)
 	var counter rpcCounter
-	c := dial(t, client.Config{Endpoints: cl.Endpoints(), DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(counter.interceptor)}})
+	// The operator administers; each member acts as itself with its node
+	// certificate (m1 holds, m2 and m3 report); reads work for any role.
+	op := cl.Dial(testcluster.Operator)
+	c := dial(t, as(cl, testcluster.Node("m1"), grpc.WithChainUnaryInterceptor(counter.interceptor)))
 	ctx := timeout(t, 60*time.Second)
 
 	domains := []string{"db-0", "db-1", "db-2"}
 	leases := map[string]*client.Lease{}
 	for _, d := range domains {
-		setupDomain(t, ctx, c, d, 1000)
+		setupDomain(t, ctx, op, d, 1000)
 		l, err := c.KeepLease(ctx, d, "m1", 1, time.Second)
 		if err != nil {
 			t.Fatalf("keep %s: %v", d, err)
@@ -155,7 +168,8 @@ func TestProcessEndToEnd(t *testing.T) {
 	}
 
 	// A replica reports; the reply carries the watermark.
-	wm, err := c.ReportProgress(ctx, "db-0", &pb.ProgressReport{MemberId: "m2", Epoch: 1, FlushedLsn: maxLSN["db-0"],
+	m2 := cl.Dial(testcluster.Node("m2"))
+	wm, err := m2.ReportProgress(ctx, "db-0", &pb.ProgressReport{MemberId: "m2", Epoch: 1, FlushedLsn: maxLSN["db-0"],
 		FlushedHash: chainHash("db-0", maxLSN["db-0"]), WatermarkLsn: maxLSN["db-0"], HashAtWatermark: chainHash("db-0", maxLSN["db-0"]),
 		AppliedCommitId: maxLSN["db-0"], ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
 	if err != nil || wm.GetLsn() != maxLSN["db-0"] {
@@ -163,7 +177,7 @@ func TestProcessEndToEnd(t *testing.T) {
 	}
 
 	// The holder's lease is held: a promotion is denied, and explained.
-	resp, err := c.Promote(ctx, &pb.PromotionRequest{RequestId: "p-1", Domain: "db-0", Candidate: "m2", Reason: "test"})
+	resp, err := op.Promote(ctx, &pb.PromotionRequest{RequestId: "p-1", Domain: "db-0", Candidate: "m2", Reason: "test"})
 	var denied *client.DeniedError
 	if !errors.As(err, &denied) || resp == nil {
 		t.Fatalf("Promote: want *DeniedError with a response, got %v %v", resp, err)
@@ -174,14 +188,14 @@ func TestProcessEndToEnd(t *testing.T) {
 	t.Logf("denied as expected: %v", err)
 	rec := resp.GetRecord()
 	// The same id again returns the recorded outcome (idempotent).
-	again, err := c.Promote(ctx, &pb.PromotionRequest{RequestId: "p-1", Domain: "db-0", Candidate: "m2", Reason: "test"})
+	again, err := op.Promote(ctx, &pb.PromotionRequest{RequestId: "p-1", Domain: "db-0", Candidate: "m2", Reason: "test"})
 	if !errors.As(err, &denied) || !again.GetDuplicate() || !proto.Equal(again.GetRecord(), rec) {
 		t.Fatalf("repeat: duplicate=%v err=%v", again.GetDuplicate(), err)
 	}
 
 	// Every server explains it identically, stale or linearizable.
 	for _, s := range cl.Servers {
-		one := dial(t, client.Config{Endpoints: []string{s.GRPCAddr}})
+		one := dial(t, client.Config{Endpoints: []string{s.GRPCAddr}, Credentials: cl.Creds(testcluster.Reader)})
 		waitApplied(t, ctx, one, s.GRPCAddr, rec.GetLogIndex())
 		for _, opts := range [][]client.ReadOption{nil, {client.Stale()}} {
 			got, err := one.Explain(ctx, "db-0", "p-1", opts...)
@@ -234,12 +248,12 @@ func TestProcessEndToEnd(t *testing.T) {
 		t.Fatalf("a fenced gate must stay fenced: %v", err)
 	}
 	// A stale holder's renewal is fenced.
-	if _, err := c.KeepLease(ctx, "db-2", "m2", 1, time.Second); !errors.Is(err, client.ErrFenced) {
+	if _, err := m2.KeepLease(ctx, "db-2", "m2", 1, time.Second); !errors.Is(err, client.ErrFenced) {
 		t.Fatalf("KeepLease of a non-holder: want ErrFenced, got %v", err)
 	}
 
 	// A long-running reporter learns the watermark from the leader.
-	rep := client.NewProgressReporter(c, "db-0", 50*time.Millisecond, func() *pb.ProgressReport {
+	rep := client.NewProgressReporter(cl.Dial(testcluster.Node("m3")), "db-0", 50*time.Millisecond, func() *pb.ProgressReport {
 		return &pb.ProgressReport{MemberId: "m3", Epoch: 1, FlushedLsn: maxLSN["db-0"], FlushedHash: chainHash("db-0", maxLSN["db-0"]),
 			State: pb.ReplicaState_REPLICA_STATE_STREAMING}
 	})
@@ -255,33 +269,35 @@ func TestProcessEndToEnd(t *testing.T) {
 	rep.Close()
 
 	// A lock: acquire, contend, release, re-acquire at the next epoch.
-	if _, err := c.CreateDomain(ctx, "deploy", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
+	if _, err := op.CreateDomain(ctx, "deploy", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	lockA, err := c.Acquire(ctx, "deploy", "runner-a")
+	runnerA, runnerB := cl.Dial(testcluster.Node("runner-a")), cl.Dial(testcluster.Node("runner-b"))
+	lockA, err := runnerA.Acquire(ctx, "deploy", "runner-a")
 	if err != nil || lockA.Epoch() != 1 || lockA.TTL() != time.Second {
 		t.Fatalf("Acquire: %v %v", lockA, err)
 	}
-	if _, err := c.Acquire(ctx, "deploy", "runner-b"); !errors.Is(err, client.ErrFailedPrecondition) {
+	if _, err := runnerB.Acquire(ctx, "deploy", "runner-b"); !errors.Is(err, client.ErrFailedPrecondition) {
 		t.Fatalf("Acquire of a held lock: want ErrFailedPrecondition, got %v", err)
 	}
-	if _, err := c.Acquire(ctx, "deploy", "runner-b", client.WithExpectedEpoch(0)); !errors.Is(err, client.ErrEpochStale) {
+	if _, err := runnerB.Acquire(ctx, "deploy", "runner-b", client.WithExpectedEpoch(0)); !errors.Is(err, client.ErrEpochStale) {
 		t.Fatalf("Acquire with a stale expected epoch: want ErrEpochStale, got %v", err)
 	}
 	if err := lockA.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	lockB, err := c.Acquire(ctx, "deploy", "runner-b", client.WithExpectedEpoch(1))
+	lockB, err := runnerB.Acquire(ctx, "deploy", "runner-b", client.WithExpectedEpoch(1))
 	if err != nil || lockB.Epoch() != 2 {
 		t.Fatalf("Acquire after release: %v %v", lockB, err)
 	}
 	// The old holder is fenced by epoch.
-	if _, err := c.KeepLease(ctx, "deploy", "runner-a", 1, time.Second); !errors.Is(err, client.ErrFenced) {
+	if _, err := runnerA.KeepLease(ctx, "deploy", "runner-a", 1, time.Second); !errors.Is(err, client.ErrFenced) {
 		t.Fatalf("old lock holder: want ErrFenced, got %v", err)
 	}
 
+	reader := cl.Dial(testcluster.Reader)
 	t.Run("watch", func(t *testing.T) {
-		w, err := c.Watch(ctx, 1, "db-0")
+		w, err := reader.Watch(ctx, 1, "db-0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -344,10 +360,11 @@ func waitApplied(t *testing.T, ctx context.Context, c *client.Client, addr strin
 
 func TestProcessLeaderKill(t *testing.T) {
 	cl := testcluster.Start(t, 3)
-	c := dial(t, client.Config{Endpoints: cl.Endpoints()})
+	admin := cl.Dial(testcluster.Operator)
+	c := cl.Dial(testcluster.Node("m1"))
 	ctx := timeout(t, 60*time.Second)
 	const ttl = 5 * time.Second
-	setupDomain(t, ctx, c, "wm", uint64(ttl.Milliseconds()))
+	setupDomain(t, ctx, admin, "wm", uint64(ttl.Milliseconds()))
 	lease, err := c.KeepLease(ctx, "wm", "m1", 1, ttl)
 	if err != nil {
 		t.Fatal(err)
@@ -385,10 +402,10 @@ func TestProcessLeaderKill(t *testing.T) {
 		switch i % 3 {
 		case 0:
 			o.kind, o.name = "create", fmt.Sprintf("k-%03d", i)
-			_, err = c.CreateDomain(octx, o.name, pb.DomainKind_DOMAIN_KIND_LOCK, nil)
+			_, err = admin.CreateDomain(octx, o.name, pb.DomainKind_DOMAIN_KIND_LOCK, nil)
 		case 1:
 			o.kind, o.name = "register", fmt.Sprintf("r-%03d", i)
-			_, err = c.RegisterMember(octx, &pb.RegisterMemberRequest{Domain: "wm", MemberId: o.name, Address: "x:1",
+			_, err = admin.RegisterMember(octx, &pb.RegisterMemberRequest{Domain: "wm", MemberId: o.name, Address: "x:1",
 				State: pb.MemberState_MEMBER_STATE_ACTIVE})
 		case 2:
 			o.kind, o.lsn = "advance", uint64(i)
@@ -423,7 +440,8 @@ func TestProcessLeaderKill(t *testing.T) {
 
 	// Every acknowledged write is in the new leader's state.
 	newLeader := cl.WaitLeader()
-	fresh := dial(t, client.Config{Endpoints: []string{newLeader.GRPCAddr}})
+	// As m1: besides reading, it renews m1's lease below.
+	fresh := dial(t, client.Config{Endpoints: []string{newLeader.GRPCAddr}, Credentials: cl.Creds(testcluster.Node("m1"))})
 	sums, err := fresh.ListDomains(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -505,10 +523,10 @@ func TestProcessLeaderKill(t *testing.T) {
 
 func TestProcessLeaseLossWhenServersDie(t *testing.T) {
 	cl := testcluster.Start(t, 3)
-	c := dial(t, client.Config{Endpoints: cl.Endpoints()})
+	c := cl.Dial(testcluster.Node("m1"))
 	ctx := timeout(t, 30*time.Second)
 	const ttl, margin = time.Second, 100 * time.Millisecond
-	setupDomain(t, ctx, c, "db", uint64(ttl.Milliseconds()))
+	setupDomain(t, ctx, cl.Dial(testcluster.Operator), "db", uint64(ttl.Milliseconds()))
 	lease, err := c.KeepLease(ctx, "db", "m1", 1, ttl, client.WithMargin(margin))
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,11 @@ func process(t *testing.T, id string, args ...string) (*exec.Cmd, string) {
 	return cmd, logPath
 }
 
+func logHas(path, text string) bool {
+	b, _ := os.ReadFile(path)
+	return bytes.Contains(b, []byte(text))
+}
+
 // waitLog waits until a log file contains text.
 func waitLog(t *testing.T, path, text string, within time.Duration) {
 	t.Helper()
@@ -79,7 +84,20 @@ func TestAnotherClusterCannotTakeOverAServer(t *testing.T) {
 		"--http-addr", testcluster.FreeAddr(t), "--bootstrap", "--peer", peers)
 	// The other cluster elects a leader of its own (b1 and b2 are two of
 	// its three voters) and tries to replicate to our server: refused.
-	waitLog(t, target.LogPath, "presents cluster id", 30*time.Second)
+	// Until our server logs the refusal, its state must not move (without
+	// the cluster-id handshake, the other leader overwrites its log here).
+	reader := a.Dial(testcluster.Reader)
+	deadline := time.Now().Add(30 * time.Second)
+	for !logHas(target.LogPath, "presents cluster id") {
+		st, err := reader.Status(ctx, target.GRPCAddr)
+		if err == nil && st.GetStateHash() != before {
+			t.Fatalf("our server %s was taken over: state hash %s → %s, leader %q", target.ID, before, st.GetStateHash(), st.GetHeader().GetLeaderId())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never refused the other cluster", target.ID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	waitLog(t, log1, "belongs to another cluster", 30*time.Second)
 	if after := converged(t, a); after != before {
 		t.Fatalf("our state hash moved: %s → %s", before, after)
