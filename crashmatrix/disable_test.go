@@ -11,7 +11,9 @@ import (
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/failpoint"
+	"github.com/aerodb/authority/internal/testcluster"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -45,7 +47,7 @@ func TestPromotionDisabled(t *testing.T) {
 	}
 	for _, s := range off.r.cl.Servers {
 		for _, p := range []string{failpoint.PromoteReceived, failpoint.PromoteValidating, failpoint.PromoteBeforePropose} {
-			if n := failpointHits(t, s)[p]; n != 0 {
+			if n := off.r.failpointHits(t, s)[p]; n != 0 {
 				t.Fatalf("%s: %s was reached %d times with promotion disabled", s.ID, p, n)
 			}
 		}
@@ -154,47 +156,53 @@ func refuseAll(t *testing.T, r *rig, dom string) {
 	}
 }
 
+// step is one call of the workload, made on server s with no retries:
+// administration as the operator (r.conns), holder actions as
+// node:<holder> (r.as), reads as the operator.
 type step struct {
 	name string
-	do   func(ctx context.Context, r *rig, c *grpc.ClientConn) (proto.Message, error)
+	do   func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error)
 }
 
 var policy = &pb.Policy{LeaseTtlMs: 60000}
 
-func advance(dom, holder string, epoch, lsn uint64) func(context.Context, *rig, *grpc.ClientConn) (proto.Message, error) {
-	return func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewWatermarksClient(c).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
+// advance is node:<holder> advancing holder's watermark.
+func advance(dom, holder string, epoch, lsn uint64) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
+	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewWatermarksClient(r.as(s, testcluster.Node(holder))).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
 			{Domain: dom, Epoch: epoch, Holder: holder, Lsn: lsn, Hash: lsnHash(lsn), VisibleCommitId: lsn}}})
 	}
 }
 
-func create(name string, kind pb.DomainKind, p *pb.Policy) func(context.Context, *rig, *grpc.ClientConn) (proto.Message, error) {
-	return func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewDomainsClient(c).CreateDomain(ctx, &pb.CreateDomainRequest{Name: name, Kind: kind, Policy: p})
+func create(name string, kind pb.DomainKind, p *pb.Policy) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
+	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewDomainsClient(r.conns[s.ID]).CreateDomain(ctx, &pb.CreateDomainRequest{Name: name, Kind: kind, Policy: p})
 	}
 }
 
-func register(dom, m string) func(context.Context, *rig, *grpc.ClientConn) (proto.Message, error) {
-	return func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewDomainsClient(c).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: dom, MemberId: m})
+func register(dom, m string) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
+	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewDomainsClient(r.conns[s.ID]).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: dom, MemberId: m})
 	}
 }
 
-func assign(dom, h string) func(context.Context, *rig, *grpc.ClientConn) (proto.Message, error) {
-	return func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewDomainsClient(c).AssignInitial(ctx, &pb.AssignInitialRequest{Domain: dom, Holder: h})
+func assign(dom, h string) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
+	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewDomainsClient(r.conns[s.ID]).AssignInitial(ctx, &pb.AssignInitialRequest{Domain: dom, Holder: h})
 	}
 }
 
-func acquire(dom, h string) func(context.Context, *rig, *grpc.ClientConn) (proto.Message, error) {
-	return func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewLeasesClient(c).Acquire(ctx, &pb.AcquireRequest{Domain: dom, Holder: h})
+// acquire is node:<h> acquiring as h.
+func acquire(dom, h string) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
+	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewLeasesClient(r.as(s, testcluster.Node(h))).Acquire(ctx, &pb.AcquireRequest{Domain: dom, Holder: h})
 	}
 }
 
-func releaseStep(dom, h string, e uint64) func(context.Context, *rig, *grpc.ClientConn) (proto.Message, error) {
-	return func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewLeasesClient(c).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: h, Epoch: e})
+// releaseStep is node:<h> releasing as h.
+func releaseStep(dom, h string, e uint64) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
+	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewLeasesClient(r.as(s, testcluster.Node(h))).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: h, Epoch: e})
 	}
 }
 
@@ -218,8 +226,8 @@ var part1 = []step{
 	{"advance d.db 120", advance("d.db", "n1", 1, 120)},
 	{"advance d.db 120 again", advance("d.db", "n1", 1, 120)},
 	{"release d.pd", releaseStep("d.pd", "n1", 1)},
-	{"report n2", func(ctx context.Context, r *rig, _ *grpc.ClientConn) (proto.Message, error) {
-		wm, err := r.cli.ReportProgress(ctx, "d.db", &pb.ProgressReport{MemberId: "n2", Epoch: 1, FlushedLsn: 120, FlushedHash: lsnHash(120),
+	{"report n2", func(ctx context.Context, r *rig, _ *testcluster.Server) (proto.Message, error) {
+		wm, err := r.node("n2").ReportProgress(ctx, "d.db", &pb.ProgressReport{MemberId: "n2", Epoch: 1, FlushedLsn: 120, FlushedHash: lsnHash(120),
 			WatermarkLsn: 120, HashAtWatermark: lsnHash(120), AppliedCommitId: 120, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
 		return wm, err
 	}},
@@ -230,8 +238,8 @@ var part2 = []step{
 	{"advance d.db at a stale epoch", advance("d.db", "n1", 2, 130)},
 	{"advance by a non-holder", advance("d.db", "n2", 1, 130)},
 	{"advance an unknown domain", advance("d.none", "n1", 1, 130)},
-	{"update d.db policy", func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewDomainsClient(c).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "d.db", Policy: &pb.Policy{LeaseTtlMs: 30000}})
+	{"update d.db policy", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewDomainsClient(r.conns[s.ID]).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "d.db", Policy: &pb.Policy{LeaseTtlMs: 30000}})
 	}},
 	{"acquire d.lock w1", acquire("d.lock", "w1")},
 	{"acquire d.lock w2 while held", acquire("d.lock", "w2")},
@@ -240,17 +248,17 @@ var part2 = []step{
 	{"release d.lock by a stale epoch", releaseStep("d.lock", "w2", 1)},
 	{"release d.db", releaseStep("d.db", "n1", 1)},
 	{"assign d.db again", assign("d.db", "n2")},
-	{"get d.db", func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewDomainsClient(c).GetDomain(ctx, &pb.GetDomainRequest{Name: "d.db"})
+	{"get d.db", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewDomainsClient(r.conns[s.ID]).GetDomain(ctx, &pb.GetDomainRequest{Name: "d.db"})
 	}},
-	{"list", func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewDomainsClient(c).ListDomains(ctx, &pb.ListDomainsRequest{})
+	{"list", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewDomainsClient(r.conns[s.ID]).ListDomains(ctx, &pb.ListDomainsRequest{})
 	}},
-	{"history d.db", func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewPromotionClient(c).History(ctx, &pb.HistoryRequest{Domain: "d.db", IncludeDenied: true})
+	{"history d.db", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewPromotionClient(r.conns[s.ID]).History(ctx, &pb.HistoryRequest{Domain: "d.db", IncludeDenied: true})
 	}},
-	{"explain a request never made", func(ctx context.Context, _ *rig, c *grpc.ClientConn) (proto.Message, error) {
-		return pb.NewPromotionClient(c).Explain(ctx, &pb.ExplainRequest{Domain: "d.db", RequestId: "never"})
+	{"explain a request never made", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
+		return pb.NewPromotionClient(r.conns[s.ID]).Explain(ctx, &pb.ExplainRequest{Domain: "d.db", RequestId: "never"})
 	}},
 }
 
@@ -263,10 +271,13 @@ func workload(t *testing.T, r *rig, steps []step) []string {
 	for _, s := range steps {
 		leader := r.ready(t)
 		ctx, cancel := ctxT(rpcTimeout)
-		m, err := s.do(ctx, r, r.conns[leader.ID])
+		m, err := s.do(ctx, r, leader)
 		cancel()
 		if err != nil {
 			st, _ := status.FromError(err)
+			if st.Code() == codes.PermissionDenied {
+				t.Fatalf("%s: step %q refused by authorization (wrong identity in the test): %v", r.name, s.name, err)
+			}
 			out = append(out, fmt.Sprintf("%s: error %s %s", s.name, st.Code(), reasonOf(err)))
 			continue
 		}

@@ -20,12 +20,12 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/replay"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/observability"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -44,20 +44,31 @@ var (
 	members = []string{"n1", "n2", "n3"}
 )
 
-// rig is one 3-process cluster plus what the tests learned about it:
-// per-server raw connections (for stale, per-node reads and for raw calls
-// whose retries the test controls), a client, the highest epoch each
-// domain ever showed on a converged node, and the final authority each
-// domain must keep.
+// rig is one 3-process cluster (mutual TLS) plus what the tests learned
+// about it: per-server raw connections as the operator (for stale,
+// per-node reads and for raw calls whose retries the test controls), an
+// operator client for administration, a node:<id> client per member for
+// what only the holder itself may do (watermarks, progress reports,
+// releases), the highest epoch each domain ever showed on a converged
+// node, and the final authority each domain must keep.
 type rig struct {
 	name  string
 	cl    *testcluster.Cluster
-	cli   *client.Client
-	conns map[string]*grpc.ClientConn
+	cli   *client.Client              // operator
+	conns map[string]*grpc.ClientConn // server id → raw connection as the operator
+	nodes map[string]*client.Client   // member id → client as node:<member>
+	http  *http.Client                // operator, for /debug/failpoints
 
-	mu     sync.Mutex
-	high   map[string]uint64    // domain → highest epoch seen
-	expect map[string]authority // domain → authority that must stand
+	mu      sync.Mutex
+	high    map[string]uint64    // domain → highest epoch seen
+	expect  map[string]authority // domain → authority that must stand
+	asConns map[asKey]*grpc.ClientConn
+}
+
+// asKey names a raw connection to one server as one identity.
+type asKey struct {
+	server string
+	id     identity.Identity
 }
 
 // authority is a domain's (epoch, holder, released) as every node must show it.
@@ -74,29 +85,78 @@ func (a authority) String() string {
 func newRig(t *testing.T, name string, args ...string) *rig {
 	t.Helper()
 	cl := testcluster.StartStablePorts(t, 3, args...)
-	r := &rig{name: name, cl: cl, conns: map[string]*grpc.ClientConn{}, high: map[string]uint64{}, expect: map[string]authority{}}
+	r := &rig{name: name, cl: cl, conns: map[string]*grpc.ClientConn{}, nodes: map[string]*client.Client{},
+		http: cl.HTTPClient(testcluster.Operator), high: map[string]uint64{}, expect: map[string]authority{},
+		asConns: map[asKey]*grpc.ClientConn{}}
+	t.Cleanup(func() {
+		for _, c := range r.nodes {
+			c.Close()
+		}
+		if r.cli != nil {
+			r.cli.Close()
+		}
+		for _, c := range r.conns {
+			c.Close()
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range r.asConns {
+			c.Close()
+		}
+	})
 	for _, s := range cl.Servers {
-		conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(s.GRPCAddr, cl.DialOption(testcluster.Operator))
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.conns[s.ID] = conn
 	}
+	r.cli = r.dial(t, testcluster.Operator)
+	for _, m := range members {
+		r.nodes[m] = r.dial(t, testcluster.Node(m))
+	}
+	r.ready(t)
+	return r
+}
+
+// dial connects a client as id (every server's endpoint, 3 s per attempt).
+func (r *rig) dial(t testing.TB, id identity.Identity) *client.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := client.DialConfig(ctx, client.Config{Endpoints: cl.Endpoints(), RequestTimeout: 3 * time.Second})
+	cfg := r.cl.ClientConfig(id)
+	cfg.RequestTimeout = 3 * time.Second
+	cli, err := client.DialConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.cli = cli
-	t.Cleanup(func() {
-		cli.Close()
-		for _, c := range r.conns {
-			c.Close()
-		}
-	})
-	r.ready(t)
-	return r
+	return cli
+}
+
+// node is the client of member m (node:<m>), which alone may act as m.
+func (r *rig) node(m string) *client.Client {
+	c, ok := r.nodes[m]
+	if !ok {
+		panic("crashmatrix: no client for member " + m)
+	}
+	return c
+}
+
+// as is a raw connection to server s as id (for raw holder calls with no
+// retries; the operator's raw connections are r.conns).
+func (r *rig) as(s *testcluster.Server, id identity.Identity) *grpc.ClientConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := asKey{s.ID, id}
+	if c := r.asConns[k]; c != nil {
+		return c
+	}
+	c, err := grpc.NewClient(s.GRPCAddr, r.cl.DialOption(id))
+	if err != nil {
+		panic(err) // only a malformed target fails here
+	}
+	r.asConns[k] = c
+	return c
 }
 
 func ctxT(d time.Duration) (context.Context, context.CancelFunc) {
@@ -241,10 +301,10 @@ func (r *rig) converge(t testing.TB) string {
 // ---- failpoints ----
 
 // arm arms a failpoint spec on a live server through its loopback admin
-// endpoint.
-func arm(t testing.TB, s *testcluster.Server, spec string) {
+// endpoint (HTTPS, as the operator).
+func (r *rig) arm(t testing.TB, s *testcluster.Server, spec string) {
 	t.Helper()
-	resp, err := http.Post("http://"+s.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(spec))
+	resp, err := r.http.Post(r.cl.URL(s, "/debug/failpoints"), "text/plain", strings.NewReader(spec))
 	if err != nil {
 		t.Fatalf("arming %q on %s: %v", spec, s.ID, err)
 	}
@@ -257,20 +317,20 @@ func arm(t testing.TB, s *testcluster.Server, spec string) {
 
 // disarm turns a point off on a server if it is still alive (best effort:
 // used when a case fails before its point fired).
-func disarm(s *testcluster.Server, point string) {
+func (r *rig) disarm(s *testcluster.Server, point string) {
 	if !s.Running() {
 		return
 	}
-	resp, err := http.Post("http://"+s.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(point+"=off"))
+	resp, err := r.http.Post(r.cl.URL(s, "/debug/failpoints"), "text/plain", strings.NewReader(point+"=off"))
 	if err == nil {
 		resp.Body.Close()
 	}
 }
 
 // failpointHits reads a live server's hit counts.
-func failpointHits(t testing.TB, s *testcluster.Server) map[string]int {
+func (r *rig) failpointHits(t testing.TB, s *testcluster.Server) map[string]int {
 	t.Helper()
-	resp, err := http.Get("http://" + s.HTTPAddr + "/debug/failpoints")
+	resp, err := r.http.Get(r.cl.URL(s, "/debug/failpoints"))
 	if err != nil {
 		t.Fatalf("failpoint hits of %s: %v", s.ID, err)
 	}
@@ -295,13 +355,13 @@ func logSize(s *testcluster.Server) int64 {
 // awaitKilledAt waits (bounded) for s to die, and checks that it died by
 // SIGKILL and that its log, after offset, says the point fired. This is
 // the proof that the armed point fired (its hit counter died with it).
-func awaitKilledAt(t testing.TB, s *testcluster.Server, point string, offset int64) {
+func (r *rig) awaitKilledAt(t testing.TB, s *testcluster.Server, point string, offset int64) {
 	t.Helper()
 	deadline := time.Now().Add(deathTimeout)
 	for s.Running() {
 		if time.Now().After(deadline) {
-			hits := failpointHits(t, s)
-			disarm(s, point)
+			hits := r.failpointHits(t, s)
+			r.disarm(s, point)
 			t.Fatalf("failpoint %s armed on %s did not fire within %v (hits %v)", point, s.ID, deathTimeout, hits)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -348,8 +408,9 @@ func reasonOf(err error) string {
 
 // ---- domains and reads ----
 
-// setupDomain creates an aerodb domain with members n1..n3, n1 holding
-// epoch 1 with a watermark at lsn 100, then released by n1 (so no lease
+// setupDomain creates an aerodb domain with members n1..n3 (as the
+// operator), n1 holding epoch 1 with a watermark at lsn 100 (advanced by
+// node:n1), then released by n1 (so no lease
 // timing is involved: a released holder is inactive by the log's account).
 func (r *rig) setupDomain(t testing.TB, dom string, ttl time.Duration, release bool) {
 	t.Helper()
@@ -366,7 +427,7 @@ func (r *rig) setupDomain(t testing.TB, dom string, ttl time.Duration, release b
 	if _, err := r.cli.AssignInitial(ctx, dom, "n1"); err != nil {
 		t.Fatalf("assign %s: %v", dom, err)
 	}
-	errs, err := r.cli.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: dom, Epoch: 1, Holder: "n1", Lsn: 100, Hash: walHash, VisibleCommitId: 7}})
+	errs, err := r.node("n1").AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: dom, Epoch: 1, Holder: "n1", Lsn: 100, Hash: walHash, VisibleCommitId: 7}})
 	if err := errors.Join(append(errs, err)...); err != nil {
 		t.Fatalf("watermark %s: %v", dom, err)
 	}
@@ -378,14 +439,14 @@ func (r *rig) setupDomain(t testing.TB, dom string, ttl time.Duration, release b
 	r.setExpect(dom, want)
 }
 
-// release gives up (holder, epoch) through the log (raw Release, forwarded
-// by any server to the leader).
+// release gives up (holder, epoch) through the log (raw Release as
+// node:<holder>, forwarded by any server to the leader).
 func (r *rig) release(t testing.TB, dom, holder string, epoch uint64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := ctxT(rpcTimeout)
-		_, err := pb.NewLeasesClient(r.cli.Conn()).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: holder, Epoch: epoch})
+		_, err := pb.NewLeasesClient(r.node(holder).Conn()).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: holder, Epoch: epoch})
 		cancel()
 		if err == nil {
 			return
@@ -401,14 +462,15 @@ func (r *rig) release(t testing.TB, dom, holder string, epoch uint64) {
 	}
 }
 
-// report sends a progress report of member for dom to the current leader
-// (reports are leader-local soft state: resend after every leader change).
+// report sends a progress report of member for dom, as node:<member>, to
+// the current leader (reports are leader-local soft state: resend after
+// every leader change).
 // flushed below 100 puts the member behind the watermark.
 func (r *rig) report(t testing.TB, dom, member string, epoch, flushed uint64) {
 	t.Helper()
 	ctx, cancel := ctxT(20 * time.Second)
 	defer cancel()
-	if _, err := r.cli.ReportProgress(ctx, dom, &pb.ProgressReport{MemberId: member, Epoch: epoch, FlushedLsn: flushed, FlushedHash: walHash,
+	if _, err := r.node(member).ReportProgress(ctx, dom, &pb.ProgressReport{MemberId: member, Epoch: epoch, FlushedLsn: flushed, FlushedHash: walHash,
 		WatermarkLsn: 100, HashAtWatermark: walHash, AppliedCommitId: 7, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING}); err != nil {
 		t.Fatalf("report of %s for %s: %v", member, dom, err)
 	}

@@ -43,6 +43,7 @@ func TestKillAllMidTraffic(t *testing.T) {
 	)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	n1 := r.node("n1") // the holder advances its own watermarks
 	for w := range 2 { // two watermark writers, two domains each
 		wg.Add(1)
 		go func() {
@@ -51,7 +52,7 @@ func TestKillAllMidTraffic(t *testing.T) {
 				dom := fmt.Sprintf("w%d", 2*w+int(i%2))
 				lsn := 100 + i
 				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				errs, err := r.cli.AdvanceWatermark(cctx, []*pb.WatermarkAdvance{{Domain: dom, Epoch: 1, Holder: "n1", Lsn: lsn,
+				errs, err := n1.AdvanceWatermark(cctx, []*pb.WatermarkAdvance{{Domain: dom, Epoch: 1, Holder: "n1", Lsn: lsn,
 					Hash: lsnHash(lsn), VisibleCommitId: lsn}})
 				cancel()
 				if errors.Join(append(errs, err)...) == nil {

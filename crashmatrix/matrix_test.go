@@ -137,8 +137,8 @@ func (r *rig) cell(t *testing.T, point, role, outcome string) {
 		}
 		r.converge(t)
 		off = logSize(target)
-		arm(t, target, point+"=kill")
-		t.Cleanup(func() { disarm(target, point) })
+		r.arm(t, target, point+"=kill")
+		t.Cleanup(func() { r.disarm(target, point) })
 		ctx, cancel := ctxT(rpcTimeout)
 		_, serr := r.cli.Snapshot(ctx, target.GRPCAddr)
 		cancel()
@@ -157,20 +157,20 @@ func (r *rig) cell(t *testing.T, point, role, outcome string) {
 				entry = r.followers(leader)[0]
 			}
 			off = logSize(target)
-			arm(t, target, point+"=kill")
-			t.Cleanup(func() { disarm(target, point) })
+			r.arm(t, target, point+"=kill")
+			t.Cleanup(func() { r.disarm(target, point) })
 			resp, err = r.promoteRaw(entry, req)
 			if reasonOf(err) == pb.ReasonNotLeader && target.Running() && try < 3 {
 				// Leadership moved before the request arrived: nothing was
 				// proposed. Disarm and start over with the new leader.
-				disarm(target, point)
+				r.disarm(target, point)
 				t.Logf("leadership moved before the promotion (%v); retrying the cell", err)
 				continue
 			}
 			break
 		}
 	}
-	awaitKilledAt(t, target, point, off)
+	r.awaitKilledAt(t, target, point, off)
 	t.Logf("%s (%s) killed at %s; promotion sent to %s answered %v", target.ID, role, point, nameOf(entry), errOrOK(resp, err))
 
 	// What the caller was told. An acknowledgement (a committed record in a

@@ -81,15 +81,15 @@ func TestSnapshotBoundaries(t *testing.T) {
 				target = r.followers(l)[0]
 			}
 			off := logSize(target)
-			arm(t, target, failpoint.SnapshotBeforePersist+"=kill")
-			t.Cleanup(func() { disarm(target, failpoint.SnapshotBeforePersist) })
+			r.arm(t, target, failpoint.SnapshotBeforePersist+"=kill")
+			t.Cleanup(func() { r.disarm(target, failpoint.SnapshotBeforePersist) })
 			ctx, cancel := ctxT(rpcTimeout)
 			_, err := r.cli.Snapshot(ctx, target.GRPCAddr)
 			cancel()
 			if err == nil {
 				t.Fatalf("%s took a snapshot although it was armed to die first", target.ID)
 			}
-			awaitKilledAt(t, target, failpoint.SnapshotBeforePersist, off)
+			r.awaitKilledAt(t, target, failpoint.SnapshotBeforePersist, off)
 			if role == roleLeader {
 				r.ready(t)
 			}

@@ -20,12 +20,14 @@ import (
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/observability"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 var hash = []byte{0xca, 0xfe, 0x01, 0x00}
 
-func setup(t *testing.T, ctx context.Context, c *client.Client) {
+// setup creates db1 with members n1..n3 and n1 holding epoch 1 (as the
+// operator, cl.Dial(testcluster.Operator)), n1's watermark at lsn 100 (as
+// node:n1) and n2's progress report (as node:n2).
+func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster, c *client.Client) {
 	t.Helper()
 	if _, err := c.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
 		t.Fatal(err)
@@ -38,13 +40,14 @@ func setup(t *testing.T, ctx context.Context, c *client.Client) {
 	if _, err := c.AssignInitial(ctx, "db1", "n1"); err != nil {
 		t.Fatal(err)
 	}
-	errs, err := c.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "db1", Epoch: 1, Holder: "n1", Lsn: 100, Hash: hash, VisibleCommitId: 7}})
+	errs, err := cl.Dial(testcluster.Node("n1")).AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "db1", Epoch: 1, Holder: "n1", Lsn: 100, Hash: hash, VisibleCommitId: 7}})
 	if err := errors.Join(append(errs, err)...); err != nil {
 		t.Fatal(err)
 	}
-	report(t, ctx, c)
+	report(t, ctx, cl.Dial(testcluster.Node("n2")))
 }
 
+// report sends n2's progress report; c is node:n2's client.
 func report(t *testing.T, ctx context.Context, c *client.Client) {
 	t.Helper()
 	if _, err := c.ReportProgress(ctx, "db1", &pb.ProgressReport{MemberId: "n2", Epoch: 1, FlushedLsn: 100, FlushedHash: hash,
@@ -137,9 +140,10 @@ func waitEventLogs(t *testing.T, cl *testcluster.Cluster, index uint64) map[stri
 	}
 }
 
-func scrape(t *testing.T, s *testcluster.Server) string {
+// scrape reads a server's /metrics on its HTTPS port, as a reader.
+func scrape(t *testing.T, cl *testcluster.Cluster, s *testcluster.Server) string {
 	t.Helper()
-	resp, err := http.Get("http://" + s.HTTPAddr + "/metrics")
+	resp, err := cl.HTTPClient(testcluster.Reader).Get(cl.URL(s, "/metrics"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +167,10 @@ func TestProcessObservablePromotions(t *testing.T) {
 	cl := testcluster.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, cl.Endpoints()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	setup(t, ctx, c)
+	c := cl.Dial(testcluster.Operator)
+	setup(t, ctx, cl, c)
 	one := uint64(1)
-	_, err = c.Promote(ctx, &pb.PromotionRequest{RequestId: "early", Domain: "db1", Candidate: "n2", ExpectedEpoch: &one, Reason: "drill"})
+	_, err := c.Promote(ctx, &pb.PromotionRequest{RequestId: "early", Domain: "db1", Candidate: "n2", ExpectedEpoch: &one, Reason: "drill"})
 	var denied *client.DeniedError
 	if !errors.As(err, &denied) || denied.Reason() != "PrimaryStillActive" {
 		t.Fatalf("early promotion: %v", err)
@@ -232,7 +232,7 @@ func TestProcessObservablePromotions(t *testing.T) {
 	}
 
 	// Metrics on the leader that decided both.
-	body := scrape(t, leader(t, ctx, c, cl))
+	body := scrape(t, cl, leader(t, ctx, c, cl))
 	for _, line := range []string{
 		"replication_promotion_requests_total 2",
 		"replication_promotion_success_total 1",
@@ -245,11 +245,14 @@ func TestProcessObservablePromotions(t *testing.T) {
 		wantMetric(t, body, line)
 	}
 
-	// The explanation artifact, from each node, linearizable and stale.
+	// The explanation artifact, from each node, linearizable and stale,
+	// read by a reader.
 	var artifact []byte
 	for _, s := range cl.Servers {
 		for _, stale := range []bool{false, true} {
-			one, err := client.Dial(ctx, s.GRPCAddr)
+			cfg := cl.ClientConfig(testcluster.Reader)
+			cfg.Endpoints = []string{s.GRPCAddr}
+			one, err := client.DialConfig(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -285,20 +288,16 @@ func TestProcessCrashAbort(t *testing.T) {
 	cl := testcluster.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, cl.Endpoints()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	setup(t, ctx, c)
+	c := cl.Dial(testcluster.Operator)
+	setup(t, ctx, cl, c)
 	old := leader(t, ctx, c, cl)
-	arm, err := http.Post("http://"+old.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader("promote/before-propose=kill"))
+	arm, err := cl.HTTPClient(testcluster.Operator).Post(cl.URL(old, "/debug/failpoints"), "text/plain", strings.NewReader("promote/before-propose=kill"))
 	if err != nil || arm.StatusCode != http.StatusOK {
 		t.Fatalf("arming the failpoint: %v %v", arm, err)
 	}
 	arm.Body.Close()
 	// One raw call straight to the leader, no retries: it dies mid-call.
-	conn, err := grpc.NewClient(old.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(old.GRPCAddr, cl.DialOption(testcluster.Operator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +335,7 @@ func TestProcessCrashAbort(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	wantMetric(t, scrape(t, next), "replication_promotion_crash_abort_total 1")
+	wantMetric(t, scrape(t, cl, next), "replication_promotion_crash_abort_total 1")
 	d, err := c.GetDomain(ctx, "db1")
 	if err != nil || d.Epoch != 1 || d.Holder != "n1" || len(d.Pending) != 0 {
 		t.Fatalf("authority after the crash: %v %v", d, err)

@@ -4,7 +4,8 @@
 // only once the authority committed a watermark covering it.
 //
 //	refnode serve --id n1 --domain refdemo --data-dir d/n1 --listen 127.0.0.1:6001 \
-//	    --authority 127.0.0.1:8001 --peers 127.0.0.1:6002,127.0.0.1:6003
+//	    --authority 127.0.0.1:8001 --peers 127.0.0.1:6002,127.0.0.1:6003 \
+//	    --authority-cacert pki/ca.crt --authority-cert pki/node-n1.crt --authority-key pki/node-n1.key
 //	refnode put k1 v1 | refnode get k1 | refnode status
 //	refnode promote [--dry-run]          # promote the most advanced replica
 //	refnode rebuild --from 127.0.0.1:6002 --data-dir d/n1
@@ -12,8 +13,21 @@
 //	refnode verify --acked acked.log     # every acknowledged write is on the primary
 //	refnode demo                         # `make demo`
 //
+// The connections to the authority are mutual TLS: --authority-cacert,
+// --authority-cert and --authority-key name the CA bundle and this
+// command's certificate and key (or --authority-insecure for an authority
+// run with --insecure). A certificate's identity decides what the command
+// may do: `serve --id n1` acts as node:n1 and needs a node/n1 certificate;
+// `promote` needs an operator's; status, put, get, writer and verify only
+// read (any identity). The refnodes' own traffic between each other and
+// with their clients (put, get, WAL shipping, rebuild) is the database's,
+// not the authority's, and is plaintext.
+//
 // Global flags have environment variables: --authority
-// AUTHORITY_ENDPOINTS, --domain REFNODE_DOMAIN. Exit codes: 0 ok, 1 error,
+// AUTHORITY_ENDPOINTS, --authority-cacert AUTHORITY_CACERT,
+// --authority-cert AUTHORITY_CERT, --authority-key AUTHORITY_KEY,
+// --authority-insecure AUTHORITY_INSECURE (the same variables as
+// authorityctl's), --domain REFNODE_DOMAIN. Exit codes: 0 ok, 1 error,
 // 2 usage, 3 a promotion was denied, 4 the node diverged (rebuild it).
 package main
 
@@ -23,6 +37,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,8 +45,10 @@ import (
 	pb "github.com/aerodb/authority/api/authority/v1"
 	rpb "github.com/aerodb/authority/api/refnode/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/tlsfiles"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -57,7 +74,23 @@ func (e *codedError) Unwrap() error { return e.err }
 type options struct {
 	authority string
 	domain    string
+	// The authority's TLS settings: CA bundle, certificate and key
+	// (mutual TLS), or insecure (plaintext).
+	cacert, cert, key string
+	insecure          bool
 }
+
+// Global flags with their environment variables.
+const (
+	flagAuthorityCACert   = "authority-cacert"
+	flagAuthorityCert     = "authority-cert"
+	flagAuthorityKey      = "authority-key"
+	flagAuthorityInsecure = "authority-insecure"
+	envCACert             = "AUTHORITY_CACERT"
+	envCert               = "AUTHORITY_CERT"
+	envKey                = "AUTHORITY_KEY"
+	envInsecure           = "AUTHORITY_INSECURE"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -85,6 +118,25 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&o.authority, "authority", envOr("AUTHORITY_ENDPOINTS", "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"),
 		"authority gRPC endpoints, comma-separated (env AUTHORITY_ENDPOINTS)")
 	root.PersistentFlags().StringVar(&o.domain, "domain", envOr("REFNODE_DOMAIN", "refdemo"), "authority domain (env REFNODE_DOMAIN)")
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.cacert, flagAuthorityCACert, os.Getenv(envCACert),
+		"CA bundle (PEM) the authority servers' certificates must chain to (env "+envCACert+")")
+	pf.StringVar(&o.cert, flagAuthorityCert, os.Getenv(envCert),
+		"client certificate (PEM) for the authority; serve --id ID needs node/ID (env "+envCert+")")
+	pf.StringVar(&o.key, flagAuthorityKey, os.Getenv(envKey), "client private key (PEM) for the authority (env "+envKey+")")
+	pf.BoolVar(&o.insecure, flagAuthorityInsecure, false, "plaintext to an authority run with --insecure (env "+envInsecure+")")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		// A boolean's variable is parsed here, so that a bad value is a
+		// usage error; the flag on the command line wins.
+		if v := os.Getenv(envInsecure); v != "" && !pf.Changed(flagAuthorityInsecure) {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return &codedError{exitUsage, fmt.Errorf("%s=%q: %v", envInsecure, v, err)}
+			}
+			o.insecure = b
+		}
+		return nil
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &codedError{exitUsage, err} })
 	root.AddCommand(newServeCmd(o), newRebuildCmd(o), newPutCmd(o), newGetCmd(o), newStatusCmd(o), newPromoteCmd(o),
 		newWriterCmd(o), newVerifyCmd(o), newDemoCmd(o))
@@ -113,10 +165,43 @@ func (o *options) dial(ctx context.Context) (*client.Client, error) {
 	if len(eps) == 0 {
 		return nil, &codedError{exitUsage, errors.New("--authority is empty")}
 	}
-	return client.DialConfig(ctx, client.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	creds, _, err := o.credentials()
+	if err != nil {
+		return nil, err
+	}
+	return client.DialConfig(ctx, client.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Credentials: creds})
 }
 
-// nodeConn dials a refnode.
+// credentials are the authority connections' credentials and the
+// certificate source they come from (both nil with --authority-insecure).
+// Neither certificates nor --authority-insecure is a usage error, as is
+// both.
+func (o *options) credentials() (credentials.TransportCredentials, *tlsfiles.Source, error) {
+	given := 0
+	for _, f := range []string{o.cacert, o.cert, o.key} {
+		if f != "" {
+			given++
+		}
+	}
+	switch {
+	case o.insecure && given > 0:
+		return nil, nil, &codedError{exitUsage, fmt.Errorf("--%s excludes --%s, --%s and --%s", flagAuthorityInsecure,
+			flagAuthorityCACert, flagAuthorityCert, flagAuthorityKey)}
+	case o.insecure:
+		return nil, nil, nil
+	case given != 3:
+		return nil, nil, &codedError{exitUsage, fmt.Errorf("give --%s, --%s and --%s (or %s, %s, %s) to reach the authority over mutual TLS, or --%s for an authority run with --insecure",
+			flagAuthorityCACert, flagAuthorityCert, flagAuthorityKey, envCACert, envCert, envKey, flagAuthorityInsecure)}
+	}
+	src, err := tlsfiles.Load(tlsfiles.Files{CA: o.cacert, Cert: o.cert, Key: o.key}, tlsfiles.Options{})
+	if err != nil {
+		return nil, nil, &codedError{exitUsage, err}
+	}
+	return src.Credentials(true), src, nil
+}
+
+// nodeConn dials a refnode. Plaintext: refnode-to-refnode and client
+// traffic is the database's own, not an authority listener.
 func nodeConn(addr string) (rpb.RefNodeClient, func(), error) {
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/replication/refnode"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
@@ -24,6 +25,18 @@ func newServeCmd(o *options) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return &codedError{exitUsage, err}
 			}
+			creds, src, err := o.credentials()
+			if err != nil {
+				return err
+			}
+			// The node acts at the authority as node:<its id> (renewing its
+			// lease, advancing watermarks, reporting progress): a certificate
+			// of another identity would be refused on every such call.
+			if want := (identity.Identity{Role: identity.Node, Name: cfg.ID}); src != nil && src.Self() != want {
+				return &codedError{exitUsage, fmt.Errorf("--%s %s is the certificate of %s; node --id %s needs one of %s",
+					flagAuthorityCert, o.cert, src.Self(), cfg.ID, want)}
+			}
+			cfg.Credentials = creds
 			n, err := refnode.Open(cfg)
 			if err == nil {
 				err = n.Run(cmd.Context())
@@ -40,8 +53,8 @@ func newServeCmd(o *options) *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", "", "gRPC listen address")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address registered for this member (default --listen)")
 	f.StringVar(&peers, "peers", "", "other refnodes' addresses, comma-separated (the primary ships to them)")
-	f.StringVar(&cfg.InitialPrimary, "initial-primary", "", "member to assign as the first holder when the domain has none")
-	f.BoolVar(&cfg.CreateDomain, "create-domain", false, "create the domain if it does not exist")
+	f.StringVar(&cfg.InitialPrimary, "initial-primary", "", "member to assign as the first holder when the domain has none (an operator's act: over mutual TLS an operator assigns it beforehand)")
+	f.BoolVar(&cfg.CreateDomain, "create-domain", false, "create the domain if it does not exist (an operator's act: over mutual TLS an operator creates it beforehand)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 10*time.Second, "lease TTL of a created domain")
 	f.DurationVar(&cfg.ReportMaxAge, "report-max-age", 30*time.Second, "report max age of a created domain")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", 100*time.Millisecond, "how often to read the domain")

@@ -13,6 +13,7 @@ import (
 	pb "github.com/aerodb/authority/api/authority/v1"
 	rpb "github.com/aerodb/authority/api/refnode/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/replication"
 )
 
@@ -40,8 +41,7 @@ func BenchmarkAckGate(b *testing.B) {
 		})
 	})
 	b.Run("fsync+gate", func(b *testing.B) {
-		auth, ac := startAuthority(b)
-		_ = auth
+		auth, ac := startAuthority(b) // ac: the operator
 		ctx := context.Background()
 		if _, err := ac.CreateDomain(ctx, "bench", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 5000}); err != nil {
 			b.Fatal(err)
@@ -52,11 +52,12 @@ func BenchmarkAckGate(b *testing.B) {
 		if _, err := ac.AssignInitial(ctx, "bench", "p"); err != nil {
 			b.Fatal(err)
 		}
-		lease, err := ac.KeepLease(ctx, "bench", "p", 1, 0)
+		p := auth.Dial(testcluster.Node("p")) // the holder renews and advances as itself
+		lease, err := p.KeepLease(ctx, "bench", "p", 1, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
-		ag := client.NewAckGate(ac, "bench", "p", 1, client.WithLease(lease))
+		ag := client.NewAckGate(p, "bench", "p", 1, client.WithLease(lease))
 		defer ag.Close()
 		gate := replication.NewGate(ag, replication.Zero, 0)
 		gctx, stop := context.WithCancel(ctx)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/credentials"
 )
 
 // Config of a node. Every field is documented where it is declared;
@@ -24,14 +25,28 @@ type Config struct {
 	Advertise string
 	// Authority lists authority gRPC endpoints.
 	Authority []string
+	// Credentials secure the connections to the authority
+	// (client.Config.Credentials): mutual TLS with a certificate of
+	// identity node:<ID> (the authority lets a node acquire, renew,
+	// release, advance watermarks and report progress only as itself), e.g.
+	// tlsfiles.Source.Credentials(true). Nil is plaintext, for an authority
+	// run with --insecure.
+	Credentials credentials.TransportCredentials
 	// Peers are the other refnodes' addresses; the primary ships its WAL to
 	// them and to every other member's registered address.
 	Peers []string
 	// InitialPrimary names the member to assign as the first holder when
 	// the domain has none (epoch 0); only that node assigns.
+	//
+	// Creating the domain (CreateDomain), registering this node's address
+	// and assigning the first holder are administration: over mutual TLS
+	// only an operator may do them, so a node with a node:<ID> certificate
+	// expects an operator to have done them (Provision) and stops with an
+	// error naming what is missing otherwise. The flags still work against
+	// an --insecure authority.
 	InitialPrimary string
 	// CreateDomain creates the domain when it does not exist, with
-	// LeaseTTL and ReportMaxAge.
+	// LeaseTTL and ReportMaxAge (DomainPolicy).
 	CreateDomain bool
 	LeaseTTL     time.Duration
 	ReportMaxAge time.Duration

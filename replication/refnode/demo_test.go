@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,15 +56,47 @@ func demoOffset(t *testing.T) int {
 	return 0
 }
 
+// exportVars parses the demo's `export K=V ...` line (values unquoted as
+// a shell would; the demo quotes only with '...').
+func exportVars(t *testing.T, out string) []string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "export ")
+		if !ok {
+			continue
+		}
+		var vars []string
+		for _, kv := range strings.Fields(rest) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				t.Fatalf("export line %q: %q is not K=V", line, kv)
+			}
+			vars = append(vars, k+"="+strings.Trim(v, "'"))
+		}
+		return vars
+	}
+	t.Fatalf("the demo printed no export line:\n%s", out)
+	return nil
+}
+
 // Acceptance 5: the steps of docs/DEMO.md, as written, on shifted ports
-// (AUTHORITY_ENDPOINTS points the commands at them) and a 2 s lease.
+// and a 2 s lease: the commands run with the variables of the export line
+// the demo prints (the authority's endpoints and the operator's
+// certificate; the authority runs mutual TLS).
 func TestDemoWalkthrough(t *testing.T) {
 	bin := testcluster.Binaries(t)
 	refnode := filepath.Join(bin, "refnode")
 	dir := filepath.Join(t.TempDir(), ".demo")
 	off := demoOffset(t)
 	endpoints := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", 8001+off, 8002+off, 8003+off)
-	env := append(os.Environ(), "AUTHORITY_ENDPOINTS="+endpoints)
+	// No certificate from the test's own environment reaches the commands:
+	// only what the export line sets.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AUTHORITY_") {
+			env = append(env, kv)
+		}
+	}
 
 	// Step 1: make demo.
 	var out syncBuffer
@@ -89,6 +122,12 @@ func TestDemoWalkthrough(t *testing.T) {
 	eventually(t, 30*time.Second, "acknowledged writes from n1", func() (bool, string) {
 		return strings.Count(out.String(), "from "+n1+" epoch=1") >= 3, ""
 	})
+	// The second terminal runs the export line first.
+	exported := exportVars(t, out.String())
+	if !slices.Contains(exported, "AUTHORITY_ENDPOINTS="+endpoints) {
+		t.Fatalf("export line sets %v, want AUTHORITY_ENDPOINTS=%s", exported, endpoints)
+	}
+	env = append(env, exported...)
 	run := func(args ...string) (string, int) {
 		cmd := exec.Command(refnode, args...)
 		cmd.Env = env
@@ -103,6 +142,14 @@ func TestDemoWalkthrough(t *testing.T) {
 	if s, code := run("status"); code != 0 || !strings.Contains(s, "primary") {
 		t.Fatalf("status (%d):\n%s", code, s)
 	}
+	// Going further, "Identities are enforced": a node certificate cannot
+	// promote, not even the candidate's own.
+	operatorEnv := env
+	env = append(slices.Clone(env), "AUTHORITY_CERT="+filepath.Join(dir, "pki", "node-n2.crt"), "AUTHORITY_KEY="+filepath.Join(dir, "pki", "node-n2.key"))
+	if s, code := run("promote", "--dry-run", "--to", "n2"); code != 1 || !strings.Contains(s, "permission denied: node:n2 may not call") {
+		t.Fatalf("dry run with n2's node certificate (exit %d), want permission denied:\n%s", code, s)
+	}
+	env = operatorEnv
 	// Step 3: kill -9 $(cat .demo/n1.pid).
 	pidText, err := os.ReadFile(filepath.Join(dir, "n1.pid"))
 	if err != nil {

@@ -22,8 +22,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// Process-test harness: real authorityd processes (testcluster) and real
-// refnode processes built with the failpoints tag.
+// Process-test harness: real authorityd processes (testcluster, mutual
+// TLS) and real refnode processes built with the failpoints tag. Each
+// refnode reaches the authority with its own node:<id> certificate; the
+// test acts as the operator (domain setup, promotions, reads). The
+// refnodes' own gRPC (put, get, WAL shipping) is plaintext: it is the
+// database's traffic, not an authority listener.
 
 const testTTL = time.Second
 
@@ -39,7 +43,7 @@ type refCluster struct {
 	t      testing.TB
 	bin    string
 	auth   *testcluster.Cluster
-	ac     *client.Client
+	ac     *client.Client // the operator
 	domain string
 	nodes  []*proc
 }
@@ -53,28 +57,33 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
+// startAuthority starts 3 authority servers and returns them with an
+// operator's client.
 func startAuthority(t testing.TB) (*testcluster.Cluster, *client.Client) {
 	auth := testcluster.Start(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ac, err := client.Dial(ctx, auth.Endpoints()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ac.Close() })
-	return auth, ac
+	return auth, auth.Dial(testcluster.Operator)
 }
 
-// newRefCluster prepares n refnodes n1..nn for domain (n1 the initial
-// primary); env per node id adds to its environment. Nothing starts yet.
+// newRefCluster prepares n refnodes n1..nn for domain: the operator (ac)
+// creates the domain, registers every node at its address and assigns n1
+// as the initial primary (a node's certificate may not); env per node id
+// adds to its environment. No refnode starts yet.
 func newRefCluster(t testing.TB, auth *testcluster.Cluster, ac *client.Client, domain string, n int, env map[string][]string) *refCluster {
 	c := &refCluster{t: t, bin: testcluster.Binaries(t), auth: auth, ac: ac, domain: domain}
 	root := t.TempDir()
+	setup := Setup{Domain: domain, LeaseTTL: testTTL, InitialPrimary: "n1"}
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
-		c.nodes = append(c.nodes, &proc{id: id, addr: freeAddr(t), dir: filepath.Join(root, id), logPath: filepath.Join(root, id+".log"), env: env[id]})
+		p := &proc{id: id, addr: freeAddr(t), dir: filepath.Join(root, id), logPath: filepath.Join(root, id+".log"), env: env[id]}
+		c.nodes = append(c.nodes, p)
+		setup.Members = append(setup.Members, Member{ID: id, Address: p.addr})
 	}
 	t.Cleanup(c.stopAll)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Provision(ctx, ac, setup); err != nil {
+		t.Fatalf("provisioning %s as the operator: %v", domain, err)
+	}
 	return c
 }
 
@@ -109,9 +118,13 @@ func (c *refCluster) start(p *proc) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	// The node's own certificate (node:<id>): it may act at the authority
+	// only as itself.
+	tls := testcluster.Files(c.t, testcluster.Node(p.id))
 	cmd := exec.Command(filepath.Join(c.bin, "refnode"), "serve", "--authority", strings.Join(c.auth.Endpoints(), ","),
+		"--authority-cacert", tls.CA, "--authority-cert", tls.Cert, "--authority-key", tls.Key,
 		"--domain", c.domain, "--id", p.id, "--data-dir", p.dir, "--listen", p.addr, "--peers", strings.Join(peers, ","),
-		"--create-domain", "--initial-primary", "n1", "--lease-ttl", testTTL.String(), "--poll-interval", "50ms", "--log-level", "debug")
+		"--poll-interval", "50ms", "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), p.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -122,6 +135,7 @@ func (c *refCluster) start(p *proc) {
 	p.cmd, p.done = cmd, make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
 	if p.conn == nil {
+		// Plaintext: the refnode's own listener, not the authority's.
 		p.conn, err = grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			c.t.Fatal(err)

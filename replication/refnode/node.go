@@ -151,11 +151,14 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The node's own listener (Put/Get, WAL shipping between refnodes) is
+	// the database's traffic, not an authority listener: plaintext in this
+	// reference node (see peerConn).
 	srv := grpc.NewServer()
 	rpb.RegisterRefNodeServer(srv, &service{n: n})
 	go srv.Serve(lis)
 	defer srv.Stop()
-	ac, err := client.Dial(ctx, n.cfg.Authority...)
+	ac, err := client.DialConfig(ctx, client.Config{Endpoints: n.cfg.Authority, Credentials: n.cfg.Credentials})
 	if err != nil {
 		return fmt.Errorf("dial authority: %w", err)
 	}
@@ -183,15 +186,20 @@ func (n *Node) Run(ctx context.Context) error {
 	return nil
 }
 
-// bootstrap creates the domain (when asked), registers this node as a
-// member with its address, and assigns the first holder (only the node
-// named InitialPrimary, only at epoch 0).
+// bootstrap creates the domain (when asked and it does not exist),
+// registers this node as a member with its address (unless it already is),
+// and assigns the first holder (only the node named InitialPrimary, only
+// at epoch 0). These are administrative calls: over mutual TLS a node's
+// certificate (node:<ID>) may not make them, so each is made only when
+// needed, and a refusal says what an operator must do (see Provision).
 func (n *Node) bootstrap(ctx context.Context) error {
 	if n.cfg.CreateDomain {
-		_, err := n.ac.CreateDomain(ctx, n.cfg.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{
-			LeaseTtlMs: uint64(n.cfg.LeaseTTL.Milliseconds()), ReportMaxAgeMs: uint64(n.cfg.ReportMaxAge.Milliseconds()), MinSyncReplicas: 1})
-		if err != nil && !errors.Is(err, client.ErrAlreadyExists) {
-			return fmt.Errorf("create domain %q: %w", n.cfg.Domain, err)
+		if _, err := n.ac.GetDomain(ctx, n.cfg.Domain); errors.Is(err, client.ErrNotFound) {
+			_, err := n.ac.CreateDomain(ctx, n.cfg.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, DomainPolicy(n.cfg.LeaseTTL, n.cfg.ReportMaxAge))
+			if err != nil && !errors.Is(err, client.ErrAlreadyExists) {
+				return fmt.Errorf("create domain %q: %w", n.cfg.Domain, n.needsOperator(err,
+					fmt.Sprintf("authorityctl domain create %s --kind aerodb", n.cfg.Domain)))
+			}
 		}
 	}
 	d, err := n.readDomain(ctx)
@@ -202,16 +210,26 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		d, err = n.ac.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: n.cfg.Domain, MemberId: n.cfg.ID,
 			Address: n.cfg.Advertise, State: pb.MemberState_MEMBER_STATE_ACTIVE})
 		if err != nil {
-			return fmt.Errorf("register member %q: %w", n.cfg.ID, err)
+			return fmt.Errorf("register member %q at %s: %w", n.cfg.ID, n.cfg.Advertise, n.needsOperator(err,
+				fmt.Sprintf("authorityctl member register %s %s --address %s", n.cfg.Domain, n.cfg.ID, n.cfg.Advertise)))
 		}
 	}
 	if d.GetEpoch() == 0 && n.cfg.InitialPrimary == n.cfg.ID {
 		if _, err := n.ac.AssignInitial(ctx, n.cfg.Domain, n.cfg.ID); err != nil && !errors.Is(err, client.ErrFailedPrecondition) {
-			return fmt.Errorf("assign initial holder: %w", err)
+			return fmt.Errorf("assign initial holder: %w", n.needsOperator(err, fmt.Sprintf("authorityctl assign %s %s", n.cfg.Domain, n.cfg.ID)))
 		}
 		n.log.Info("assigned as the first holder")
 	}
 	return nil
+}
+
+// needsOperator adds, to an administrative call the authority refused for
+// this node's identity, the command an operator runs instead.
+func (n *Node) needsOperator(err error, command string) error {
+	if !errors.Is(err, client.ErrPermissionDenied) {
+		return err
+	}
+	return fmt.Errorf("%w (node:%s may act only as its own holder; an operator runs `%s`)", err, n.cfg.ID, command)
 }
 
 // readDomain reads the domain (linearizable), retrying until it exists
@@ -313,6 +331,11 @@ func (n *Node) waitFlushed(ctx context.Context, lsn uint64) error {
 	}
 }
 
+// peerConn is a connection to another refnode. The refnode-to-refnode
+// replication protocol (WAL shipping, status, rebuild) is the database's
+// own traffic, not an authority listener, and stays plaintext in this
+// reference node: only the connections to the authority (Config.Credentials)
+// are mutual TLS.
 func (n *Node) peerConn(addr string) (*grpc.ClientConn, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -33,6 +33,8 @@ type RebuildReport struct {
 // must not be running. This is the only way a diverged node comes back.
 func Rebuild(ctx context.Context, from, dataDir string) (RebuildReport, error) {
 	var rep RebuildReport
+	// Plaintext: refnode-to-refnode traffic is the database's own, not an
+	// authority listener (see Node.peerConn).
 	conn, err := grpc.NewClient(from, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return rep, err

@@ -1,0 +1,79 @@
+package refnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/client"
+)
+
+// DomainPolicy is the policy of a refnode domain: the lease TTL and report
+// max age given, at least one synchronous replica (the primary
+// acknowledges only what a replica flushed).
+func DomainPolicy(leaseTTL, reportMaxAge time.Duration) *pb.Policy {
+	return &pb.Policy{LeaseTtlMs: uint64(leaseTTL.Milliseconds()), ReportMaxAgeMs: uint64(reportMaxAge.Milliseconds()), MinSyncReplicas: 1}
+}
+
+// Member is a node to register: its member id and the address its
+// refnode listens on (Config.Advertise).
+type Member struct {
+	ID, Address string
+}
+
+// Setup is what an operator prepares before refnodes start over mutual
+// TLS: a node (node:<id>) may act as its own holder but may not create
+// domains, register members or assign a holder.
+type Setup struct {
+	Domain string
+	// LeaseTTL and ReportMaxAge of the domain (defaults 10 s and 30 s,
+	// as for Config).
+	LeaseTTL, ReportMaxAge time.Duration
+	// Members to register, each with its address.
+	Members []Member
+	// InitialPrimary, when set, is assigned as the first holder if the
+	// domain has none yet.
+	InitialPrimary string
+}
+
+// Provision creates the domain (when it does not exist), registers every
+// member at its address and assigns the initial primary (at epoch 0
+// only). It is idempotent: a second run changes nothing. ac must be an
+// operator's client (or any client of an --insecure authority).
+func Provision(ctx context.Context, ac *client.Client, s Setup) error {
+	if s.LeaseTTL == 0 {
+		s.LeaseTTL = 10 * time.Second
+	}
+	if s.ReportMaxAge == 0 {
+		s.ReportMaxAge = 30 * time.Second
+	}
+	if _, err := ac.CreateDomain(ctx, s.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, DomainPolicy(s.LeaseTTL, s.ReportMaxAge)); err != nil &&
+		!errors.Is(err, client.ErrAlreadyExists) {
+		return fmt.Errorf("create domain %q: %w", s.Domain, err)
+	}
+	d, err := ac.GetDomain(ctx, s.Domain)
+	if err != nil {
+		return err
+	}
+	for _, m := range s.Members {
+		if cur := memberOf(d, m.ID); cur != nil && cur.GetAddress() == m.Address {
+			continue
+		}
+		d, err = ac.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: s.Domain, MemberId: m.ID, Address: m.Address,
+			State: pb.MemberState_MEMBER_STATE_ACTIVE})
+		if err != nil {
+			return fmt.Errorf("register member %q of %q: %w", m.ID, s.Domain, err)
+		}
+	}
+	if s.InitialPrimary == "" {
+		return nil
+	}
+	if d.GetEpoch() == 0 {
+		if _, err := ac.AssignInitial(ctx, s.Domain, s.InitialPrimary); err != nil && !errors.Is(err, client.ErrFailedPrecondition) {
+			return fmt.Errorf("assign %q as the first holder of %q: %w", s.InitialPrimary, s.Domain, err)
+		}
+	}
+	return nil
+}
