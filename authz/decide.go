@@ -65,7 +65,7 @@ func Decide(id identity.Identity, method string, req any, kinds KindOf) error {
 		}
 		subjects := rule.Subjects(req)
 		for _, s := range subjects {
-			if s.Holder != id.Name {
+			if s.Holder != id.Name && !(skipKeepAliveIdentity && method == svcLeases+"KeepAlive") {
 				return deny("%s acts only as itself, not as %q in domain %q", id, clip(s.Holder), clip(s.Domain))
 			}
 			if kinds == nil {
@@ -85,4 +85,18 @@ func clip(s string) string {
 		return s[:128] + "…"
 	}
 	return s
+}
+
+// decideOpen authorizes opening a stream: the whole decision for streams
+// whose messages name no subject (Watch), the role alone for streams whose
+// every message is then decided (KeepAlive, ReportProgress).
+func decideOpen(id identity.Identity, method string, kinds KindOf) error {
+	rule, ok := Table[method]
+	if !ok || rule.Subjects == nil {
+		return Decide(id, method, nil, kinds)
+	}
+	if _, holderRole := kindsFor[id.Role]; rule.Access == ActAsHolder && !holderRole {
+		return &Denied{Method: method, Identity: id, Why: "only node, deployer and releaser identities act as holders"}
+	}
+	return nil
 }

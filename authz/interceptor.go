@@ -80,13 +80,8 @@ func (c Config) Stream() grpc.StreamServerInterceptor {
 			return handler(srv, ss)
 		}
 		id, err := c.caller(ss.Context(), info.FullMethod)
-		if err == nil && Table[info.FullMethod].Subjects == nil {
-			err = Decide(id, info.FullMethod, nil, c.Kinds) // no per-message subject
-		} else if err == nil {
-			_, known := Table[info.FullMethod]
-			if !known {
-				err = &Denied{Method: info.FullMethod, Identity: id, Why: "not an authority.v1 method"}
-			}
+		if err == nil {
+			err = decideOpen(id, info.FullMethod, c.Kinds)
 		}
 		if err != nil {
 			return c.refuse(info.FullMethod, id, err)
