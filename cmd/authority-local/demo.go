@@ -14,8 +14,11 @@ import (
 // seedDemo creates domain "orders" (primary n1, replicas n2 and n3, a
 // committed watermark and n2's progress report) and runs a promotion that
 // the validator denies while n1's lease is valid, printing its explanation.
-// On a second run the domain exists: it only shows it.
-func seedDemo(ctx context.Context, c *client.Client) error {
+// The operator administers; n1 advances its watermark and n2 reports its
+// progress with their own identities. On a second run the domain exists:
+// it only shows it.
+func seedDemo(ctx context.Context, cl clients) error {
+	c := cl.operator
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	hash := []byte{0xc0, 0xff, 0xee, 0x64}
@@ -39,11 +42,11 @@ func seedDemo(ctx context.Context, c *client.Client) error {
 	if _, err := c.AssignInitial(ctx, "orders", "n1"); err != nil {
 		return err
 	}
-	errs, err := c.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "orders", Epoch: 1, Holder: "n1", Lsn: 100, Hash: hash, VisibleCommitId: 42}})
+	errs, err := cl.n1.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "orders", Epoch: 1, Holder: "n1", Lsn: 100, Hash: hash, VisibleCommitId: 42}})
 	if err := errors.Join(append(errs, err)...); err != nil {
 		return err
 	}
-	if _, err := c.ReportProgress(ctx, "orders", &pb.ProgressReport{MemberId: "n2", Epoch: 1, FlushedLsn: 100, FlushedHash: hash,
+	if _, err := cl.n2.ReportProgress(ctx, "orders", &pb.ProgressReport{MemberId: "n2", Epoch: 1, FlushedLsn: 100, FlushedHash: hash,
 		WatermarkLsn: 100, HashAtWatermark: hash, AppliedCommitId: 42, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING}); err != nil {
 		return err
 	}

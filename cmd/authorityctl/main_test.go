@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -15,14 +18,21 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
+	"github.com/aerodb/authority/pki"
 	"google.golang.org/protobuf/proto"
 )
 
 var errNoNetwork = errors.New("test: no network")
 
 // testOptions returns options whose dialer records its config and fails,
-// so a command that reaches the network exits 1 having dialed once.
+// so a command that reaches the network exits 1 having dialed once. A nil
+// env is AUTHORITY_INSECURE=true alone (tests of other flags need no
+// certificates); a non-nil env is taken as it is.
 func testOptions(env map[string]string) (o *options, stdout, stderr *bytes.Buffer, dialed *[]client.Config) {
+	if env == nil {
+		env = map[string]string{envInsecure: "true"}
+	}
 	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
 	o = newOptions(func(k string) string { return env[k] }, stdout, stderr)
 	var cfgs []client.Config
@@ -101,6 +111,14 @@ func TestUsageErrorsNeedNoNetwork(t *testing.T) {
 		{"node", "report-progress", "d", "n2", "--epoch", "1", "--flushed-lsn", "1", "--flushed-hash", "0g"},
 		{"node", "report-progress", "d", "n2", "--epoch", "1", "--flushed-lsn", "1", "--flushed-hash", "00", "--wm-lsn", "1"},
 		{"node", "report-progress", "d", "n2", "--epoch", "1", "--flushed-lsn", "1", "--flushed-hash", "00", "--state", "asleep"},
+		{"--insecure=maybe", "domain", "list"},
+		{"certs"},
+		{"certs", "init"},
+		{"certs", "init", "a", "b"},
+		{"member", "add", "s4", "--raft-address", "127.0.0.1:7004"},
+		{"member", "remove"},
+		{"member", "remove", long},
+		{"member", "list", "extra"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			o, stdout, stderr, dialed := testOptions(nil)
@@ -137,7 +155,7 @@ func TestHelpExitsZero(t *testing.T) {
 // TestGlobalFlagsFromEnvironment: every global flag has its variable; a
 // flag on the command line wins.
 func TestGlobalFlagsFromEnvironment(t *testing.T) {
-	env := map[string]string{envEndpoints: "10.0.0.1:7000, 10.0.0.2:7000", envTimeout: "3s", envOutput: "json"}
+	env := map[string]string{envEndpoints: "10.0.0.1:7000, 10.0.0.2:7000", envTimeout: "3s", envOutput: "json", envInsecure: "true"}
 
 	o, _, stderr, dialed := testOptions(env)
 	if code := run(context.Background(), o, []string{"domain", "list"}); code != exitError {
@@ -155,6 +173,9 @@ func TestGlobalFlagsFromEnvironment(t *testing.T) {
 	}
 	if o.output.value != outputJSON {
 		t.Fatalf("output %q, want json from %s", o.output.value, envOutput)
+	}
+	if cfg.Credentials != nil || !o.insecure {
+		t.Fatalf("%s=true: credentials %v, insecure %t; want plaintext", envInsecure, cfg.Credentials, o.insecure)
 	}
 	if !strings.Contains(stderr.String(), errNoNetwork.Error()) {
 		t.Fatalf("stderr %q: want the dial error", stderr)
@@ -315,5 +336,232 @@ func TestReasonFile(t *testing.T) {
 	}
 	if req.Reason != "planned drill" || !generated || req.RequestId != "test-request-id" || !slices.Equal(req.Waivers, []string{"allow-data-loss"}) {
 		t.Fatalf("request %v generated=%t", req, generated)
+	}
+}
+
+// TestCertificateFlagsRequired: without --insecure every command that
+// reaches the cluster needs --cacert, --cert and --key (or their
+// variables); missing, partial, unreadable or combined with --insecure is a
+// usage error (exit 2), found before any dial.
+func TestCertificateFlagsRequired(t *testing.T) {
+	dir := t.TempDir()
+	absent := filepath.Join(dir, "absent.pem")
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"nothing", map[string]string{}, nil, "give --cacert, --cert and --key"},
+		{"only --cert", map[string]string{}, []string{"--cert", absent}, "give --cacert, --cert and --key"},
+		{"--cacert and --cert", map[string]string{}, []string{"--cacert", absent, "--cert", absent}, "give --cacert"},
+		{"only some variables", map[string]string{envCACert: absent, envKey: absent}, nil, "give --cacert"},
+		{"--insecure=false", map[string]string{envInsecure: "true"}, []string{"--insecure=false"}, "give --cacert"},
+		{"--insecure with flags", map[string]string{}, []string{"--insecure", "--cacert", absent, "--cert", absent, "--key", absent}, "--insecure excludes"},
+		{"--insecure with one flag", map[string]string{}, []string{"--insecure", "--key", absent}, "--insecure excludes"},
+		{"AUTHORITY_INSECURE with variables", map[string]string{envInsecure: "true", envCACert: absent, envCert: absent, envKey: absent}, nil, "--insecure excludes"},
+		{"--insecure with a variable", map[string]string{envCert: absent}, []string{"--insecure"}, "--insecure excludes"},
+		{"malformed AUTHORITY_INSECURE", map[string]string{envInsecure: "perhaps"}, nil, envInsecure},
+		{"unreadable files", map[string]string{}, []string{"--cacert", absent, "--cert", absent, "--key", absent}, "absent.pem"},
+	} {
+		for _, cmd := range [][]string{
+			{"domain", "list"},
+			{"cluster", "status"},
+			{"promote", "d", "--to", "n2"},
+			{"node", "lease", "d", "n1"},
+			{"watch"},
+			{"member", "list"},
+		} {
+			args := append(append([]string{}, tc.args...), cmd...)
+			t.Run(tc.name+"/"+strings.Join(cmd, " "), func(t *testing.T) {
+				o, stdout, stderr, dialed := testOptions(tc.env)
+				if code := run(context.Background(), o, args); code != exitUsage {
+					t.Fatalf("%v: exit %d, want %d (usage); stderr:\n%s", args, code, exitUsage, stderr)
+				}
+				if len(*dialed) != 0 {
+					t.Fatalf("%v: dialed %v before rejecting the command line", args, *dialed)
+				}
+				if !strings.HasPrefix(stderr.String(), "error: ") || !strings.Contains(stderr.String(), tc.want) ||
+					!strings.Contains(stderr.String(), "--help") || stdout.Len() != 0 {
+					t.Fatalf("%v: stderr %q, stdout %q; want an error line with %q", args, stderr, stdout, tc.want)
+				}
+			})
+		}
+	}
+	// The message names the flags, their variables and --insecure.
+	o, _, stderr, _ := testOptions(map[string]string{})
+	run(context.Background(), o, []string{"domain", "list"})
+	for _, w := range []string{"--cacert", "--cert", "--key", envCACert, envCert, envKey, "--insecure"} {
+		if !strings.Contains(stderr.String(), w) {
+			t.Errorf("missing-certificate message lacks %s: %q", w, stderr)
+		}
+	}
+}
+
+// TestCertificateFlagsDial: the certificate files, from flags or variables
+// (a flag wins), become the client's TLS credentials; --insecure dials in
+// plaintext.
+func TestCertificateFlagsDial(t *testing.T) {
+	dir := t.TempDir()
+	o, _, stderr, dialed := testOptions(map[string]string{})
+	if code := run(context.Background(), o, []string{"certs", "init", dir}); code != exitOK || len(*dialed) != 0 {
+		t.Fatalf("certs init: exit %d, dialed %d; stderr %s", code, len(*dialed), stderr)
+	}
+	op := identity.Identity{Role: identity.Operator, Name: "admin"}
+	ca, cert, key := filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CertFile(op)), filepath.Join(dir, pki.KeyFile(op))
+	absent := filepath.Join(dir, "absent.pem")
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		args   []string
+		secure bool
+	}{
+		{"flags", map[string]string{}, []string{"--cacert", ca, "--cert", cert, "--key", key}, true},
+		{"variables", map[string]string{envCACert: ca, envCert: cert, envKey: key}, nil, true},
+		{"flags over variables", map[string]string{envCACert: absent, envCert: absent, envKey: absent},
+			[]string{"--cacert", ca, "--cert", cert, "--key", key}, true},
+		{"--insecure", map[string]string{}, []string{"--insecure"}, false},
+		{"AUTHORITY_INSECURE", map[string]string{envInsecure: "1"}, nil, false},
+	} {
+		o, _, stderr, dialed := testOptions(tc.env)
+		if code := run(context.Background(), o, append(tc.args, "domain", "list")); code != exitError {
+			t.Fatalf("%s: exit %d, want %d (the test dialer fails); stderr %s", tc.name, code, exitError, stderr)
+		}
+		if len(*dialed) != 1 {
+			t.Fatalf("%s: dialed %d times, want 1", tc.name, len(*dialed))
+		}
+		creds := (*dialed)[0].Credentials
+		if tc.secure && (creds == nil || creds.Info().SecurityProtocol != "tls") {
+			t.Fatalf("%s: credentials %v, want TLS", tc.name, creds)
+		}
+		if !tc.secure && creds != nil {
+			t.Fatalf("%s: credentials %v, want plaintext", tc.name, creds.Info())
+		}
+	}
+}
+
+// TestCertsInit: `certs init DIR` writes a CA (reused by a second run) and
+// ROLE-NAME.crt/.key per identity whose one URI SAN is the identity, each
+// chaining to ca.crt, and prints the export line of the operator's files.
+func TestCertsInit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	o, stdout, stderr, dialed := testOptions(map[string]string{})
+	if code := run(context.Background(), o, []string{"certs", "init", dir}); code != exitOK {
+		t.Fatalf("exit %d; stderr %s", code, stderr)
+	}
+	if len(*dialed) != 0 {
+		t.Fatal("certs init dialed the cluster")
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, pki.CAKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("ca.key: %v %v, want mode 0600", fi, err)
+	}
+	var want []identity.Identity
+	for _, s := range []string{"server:s1", "server:s2", "server:s3", "operator:admin", "reader:viewer", "node:n1", "node:n2", "node:n3"} {
+		id, err := identity.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	checkLeaves(t, dir, caPEM, identity.DefaultTrustDomain, want)
+	for _, id := range want {
+		if !strings.Contains(stdout.String(), filepath.Join(dir, pki.CertFile(id))) {
+			t.Errorf("stdout does not list %s:\n%s", id, stdout)
+		}
+	}
+	exportLine := fmt.Sprintf("export %s=%s %s=%s %s=%s", envCACert, filepath.Join(dir, "ca.crt"),
+		envCert, filepath.Join(dir, "operator-admin.crt"), envKey, filepath.Join(dir, "operator-admin.key"))
+	if !strings.Contains(stdout.String(), exportLine+"\n") {
+		t.Fatalf("stdout lacks %q:\n%s", exportLine, stdout)
+	}
+
+	// Again, with other names and a trust domain: the CA is reused.
+	o, stdout, stderr, _ = testOptions(map[string]string{})
+	if code := run(context.Background(), o, []string{"--trust-domain", "example.org", "certs", "init", dir, "--servers", "a1",
+		"--nodes", "db-1", "--operators", "ops", "--readers", "ro", "--deployers", "ci", "--releasers", "rel", "--hosts", "auth.internal,10.1.2.3"}); code != exitOK {
+		t.Fatalf("second init: exit %d; stderr %s", code, stderr)
+	}
+	again, err := os.ReadFile(filepath.Join(dir, pki.CACertFile))
+	if err != nil || !bytes.Equal(again, caPEM) {
+		t.Fatalf("second init replaced ca.crt (%v)", err)
+	}
+	checkLeaves(t, dir, caPEM, "example.org", []identity.Identity{
+		{Role: identity.Server, Name: "a1"}, {Role: identity.Node, Name: "db-1"}, {Role: identity.Operator, Name: "ops"},
+		{Role: identity.Reader, Name: "ro"}, {Role: identity.Deployer, Name: "ci"}, {Role: identity.Releaser, Name: "rel"},
+	})
+	srv := readCert(t, filepath.Join(dir, "server-a1.crt"))
+	if !slices.Contains(srv.DNSNames, "auth.internal") || len(srv.IPAddresses) != 1 || srv.IPAddresses[0].String() != "10.1.2.3" {
+		t.Fatalf("--hosts: DNS %v IP %v", srv.DNSNames, srv.IPAddresses)
+	}
+	if !strings.Contains(stdout.String(), envCert+"="+filepath.Join(dir, "operator-ops.crt")) {
+		t.Fatalf("export line does not name the first operator:\n%s", stdout)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node-n1.crt")); err != nil {
+		t.Fatalf("the first run's files should stay: %v", err)
+	}
+
+	// A name that is no identity is refused, nothing written.
+	o, _, stderr, _ = testOptions(map[string]string{})
+	if code := run(context.Background(), o, []string{"certs", "init", dir, "--nodes", "bad/name"}); code == exitOK {
+		t.Fatalf("bad node name accepted; stderr %s", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node-bad")); err == nil {
+		t.Fatal("a file for a bad name was written")
+	}
+}
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		t.Fatalf("%s: not a PEM certificate", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return c
+}
+
+// checkLeaves checks each identity's ROLE-NAME.crt/.key in dir: one URI SAN
+// spiffe://TRUST/ROLE/NAME, a chain to the CA, a key (0600) that matches.
+func checkLeaves(t *testing.T, dir string, caPEM []byte, trust string, ids []identity.Identity) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	for _, id := range ids {
+		certPath, keyPath := filepath.Join(dir, string(id.Role)+"-"+id.Name+".crt"), filepath.Join(dir, string(id.Role)+"-"+id.Name+".key")
+		c := readCert(t, certPath)
+		uri := "spiffe://" + trust + "/" + string(id.Role) + "/" + id.Name
+		if len(c.URIs) != 1 || c.URIs[0].String() != uri {
+			t.Errorf("%s: URI SANs %v, want exactly %s", certPath, c.URIs, uri)
+		}
+		if got, err := identity.FromCertificate(c, trust); err != nil || got != id {
+			t.Errorf("%s: identity %v %v, want %v", certPath, got, err, id)
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("%s does not chain to ca.crt as a client certificate: %v", certPath, err)
+		}
+		if id.Role == identity.Server {
+			if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				t.Errorf("%s is no server certificate: %v", certPath, err)
+			}
+		}
+		if _, err := tls.LoadX509KeyPair(certPath, keyPath); err != nil {
+			t.Errorf("%s and its key: %v", certPath, err)
+		}
+		if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", keyPath, fi, err)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
 )
 
@@ -23,14 +24,18 @@ import (
 
 const processTestBudget = 30 * time.Second
 
-// ctl runs the authorityctl binary against one cluster.
+// ctl runs the authorityctl binary against one cluster as one identity
+// (its certificate files in AUTHORITY_CACERT, AUTHORITY_CERT, AUTHORITY_KEY).
 type ctl struct {
 	t         *testing.T
 	bin       string
+	c         *testcluster.Cluster
+	id        identity.Identity // zero: no certificate variables at all
 	endpoints []string
 	ctx       context.Context // the test's budget
 }
 
+// newCtl runs as the operator.
 func newCtl(t *testing.T, c *testcluster.Cluster) *ctl {
 	t.Helper()
 	if testing.Short() {
@@ -38,16 +43,32 @@ func newCtl(t *testing.T, c *testcluster.Cluster) *ctl {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), processTestBudget)
 	t.Cleanup(cancel)
-	return &ctl{t: t, bin: filepath.Join(testcluster.Binaries(t), "authorityctl"), endpoints: c.Endpoints(), ctx: ctx}
+	return &ctl{t: t, bin: filepath.Join(testcluster.Binaries(t), "authorityctl"), c: c, id: testcluster.Operator,
+		endpoints: c.Endpoints(), ctx: ctx}
+}
+
+// as is the same runner with another identity (the same test budget).
+func (r *ctl) as(id identity.Identity) *ctl {
+	cp := *r
+	cp.id = id
+	return &cp
 }
 
 // env is the process environment: no inherited AUTHORITY_* variables, the
-// cluster's endpoints in AUTHORITY_ENDPOINTS.
+// identity's certificate files (testcluster.CtlEnv), endpoints in
+// AUTHORITY_ENDPOINTS.
 func (r *ctl) env(endpoints []string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "AUTHORITY_") {
 			env = append(env, kv)
+		}
+	}
+	if !r.id.IsZero() {
+		for _, kv := range r.c.CtlEnv(r.id) {
+			if !strings.HasPrefix(kv, envEndpoints+"=") {
+				env = append(env, kv)
+			}
 		}
 	}
 	return append(env, envEndpoints+"="+strings.Join(endpoints, ","))
@@ -283,6 +304,7 @@ func eventIs(name string) func(map[string]any) bool {
 func TestProcessPromotion(t *testing.T) {
 	c := testcluster.Start(t, 3)
 	r := newCtl(t, c)
+	n1, n2, reader := r.as(testcluster.Node("n1")), r.as(testcluster.Node("n2")), r.as(testcluster.Reader)
 	const d = "orders"
 
 	r.want(0, "domain", "create", d, "--kind", "aerodb", "--ttl", "2s")
@@ -294,12 +316,12 @@ func TestProcessPromotion(t *testing.T) {
 		t.Fatalf("assign: %v", got)
 	}
 	// The holder keeps its lease alive, so "held" does not depend on timing.
-	lease := r.start("-o", "json", "node", "lease", d, "n1", "--quiet-renewals", "--release-on-exit=false")
+	lease := n1.start("-o", "json", "node", "lease", d, "n1", "--quiet-renewals", "--release-on-exit=false")
 	lease.next(10*time.Second, eventIs(leaseAcquired))
 
-	r.want(0, "node", "report-progress", d, "n2", "--epoch", "1", "--flushed-lsn", "10", "--flushed-hash", "aa10",
+	n2.want(0, "node", "report-progress", d, "n2", "--epoch", "1", "--flushed-lsn", "10", "--flushed-hash", "aa10",
 		"--wm-lsn", "10", "--wm-hash", "aa10", "--applied", "5", "--read-safe", "--state", "streaming")
-	r.want(0, "node", "advance-watermark", d, "n1", "--epoch", "1", "--lsn", "10", "--hash", "aa10", "--visible", "5")
+	n1.want(0, "node", "advance-watermark", d, "n1", "--epoch", "1", "--lsn", "10", "--hash", "aa10", "--visible", "5")
 
 	dry := decodeJSON(t, r.want(3, "-o", "json", "promote", d, "--to", "n2", "--dry-run").stdout)
 	if path(dry, "explanation", "denial_reason") != "PrimaryStillActive" || dry["committed"] == true {
@@ -344,7 +366,7 @@ func TestProcessPromotion(t *testing.T) {
 			{"-o", "json", "explain", d, "r2"},
 			{"-o", "json", "explain", d, "r2", "--stale"},
 		} {
-			res := r.pollOn([]string{ep}, 10*time.Second, 0, args...) // a stale read may lag the commit
+			res := reader.pollOn([]string{ep}, 10*time.Second, 0, args...) // a stale read may lag the commit
 			if first == "" {
 				first = res.stdout
 			} else if res.stdout != first {
@@ -352,11 +374,11 @@ func TestProcessPromotion(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(r.want(0, "explain", d, "r1").stdout, "DENIED PrimaryStillActive") {
+	if !strings.Contains(reader.want(0, "explain", d, "r1").stdout, "DENIED PrimaryStillActive") {
 		t.Fatal("text explain of r1 lacks the denial")
 	}
 
-	hist := decodeJSON(t, r.want(0, "-o", "json", "history", d, "--denied").stdout)
+	hist := decodeJSON(t, reader.want(0, "-o", "json", "history", d, "--denied").stdout)
 	records, _ := hist["records"].([]any)
 	if len(records) != 2 || path(records[0], "request", "request_id") != "r1" || path(records[1], "request", "request_id") != "r2" {
 		t.Fatalf("history: %v", hist)
@@ -365,7 +387,7 @@ func TestProcessPromotion(t *testing.T) {
 		t.Fatal("text history lacks r2")
 	}
 
-	w := r.start("-o", "json", "watch", "--from", "1")
+	w := reader.start("-o", "json", "watch", "--from", "1")
 	ev := w.next(10*time.Second, func(v map[string]any) bool {
 		return v["type"] == "replication.promotion.transition_completed"
 	})
@@ -397,9 +419,14 @@ func TestProcessPromotion(t *testing.T) {
 func TestProcessLeaseAndSwitchover(t *testing.T) {
 	c := testcluster.Start(t, 3)
 	r := newCtl(t, c)
+	// CI runners hold lock domains as deploy-runner identities; database
+	// nodes act only as themselves.
+	ci1 := r.as(identity.Identity{Role: identity.Deployer, Name: "ci-1"})
+	ci2 := r.as(identity.Identity{Role: identity.Deployer, Name: "ci-2"})
+	n1, n2 := r.as(testcluster.Node("n1")), r.as(testcluster.Node("n2"))
 
 	r.want(0, "domain", "create", "deploy", "--kind", "lock", "--ttl", "2s")
-	l := r.start("-o", "json", "node", "lease", "deploy", "ci-1", "--acquire")
+	l := ci1.start("-o", "json", "node", "lease", "deploy", "ci-1", "--acquire")
 	got := l.next(10*time.Second, eventIs(leaseAcquired))
 	if got["domain"] != "deploy" || got["node"] != "ci-1" || got["epoch"] != float64(1) {
 		t.Fatalf("acquired line: %v", got)
@@ -422,7 +449,7 @@ func TestProcessLeaseAndSwitchover(t *testing.T) {
 	// once another holder could take the lock, the paused one, resumed,
 	// reports lost and exits 1.
 	r.want(0, "domain", "create", "deploy2", "--kind", "lock", "--ttl", "1s")
-	paused := r.start("-o", "json", "node", "lease", "deploy2", "ci-1", "--acquire", "--quiet-renewals")
+	paused := ci1.start("-o", "json", "node", "lease", "deploy2", "ci-1", "--acquire", "--quiet-renewals")
 	paused.next(10*time.Second, eventIs(leaseAcquired))
 	if err := paused.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -431,7 +458,7 @@ func TestProcessLeaseAndSwitchover(t *testing.T) {
 	pace := time.NewTicker(100 * time.Millisecond)
 	defer pace.Stop()
 	for deadline := time.Now().Add(10 * time.Second); taker == nil; <-pace.C {
-		b := r.start("-o", "json", "node", "lease", "deploy2", "ci-2", "--acquire", "--quiet-renewals")
+		b := ci2.start("-o", "json", "node", "lease", "deploy2", "ci-2", "--acquire", "--quiet-renewals")
 		if b.acquiredOrExit(10 * time.Second) {
 			taker = b
 		} else if time.Now().After(deadline) {
@@ -456,11 +483,11 @@ func TestProcessLeaseAndSwitchover(t *testing.T) {
 	r.want(0, "member", "register", d, "n1")
 	r.want(0, "member", "register", d, "n2")
 	r.want(0, "assign", d, "n1")
-	holder := r.start("-o", "json", "node", "lease", d, "n1", "--quiet-renewals")
+	holder := n1.start("-o", "json", "node", "lease", d, "n1", "--quiet-renewals")
 	holder.next(10*time.Second, eventIs(leaseAcquired))
-	r.want(0, "node", "report-progress", d, "n2", "--epoch", "1", "--flushed-lsn", "3", "--flushed-hash", "bb03",
+	n2.want(0, "node", "report-progress", d, "n2", "--epoch", "1", "--flushed-lsn", "3", "--flushed-hash", "bb03",
 		"--wm-lsn", "3", "--wm-hash", "bb03", "--applied", "1", "--read-safe")
-	r.want(0, "node", "advance-watermark", d, "n1", "--epoch", "1", "--lsn", "3", "--hash", "bb03", "--visible", "1")
+	n1.want(0, "node", "advance-watermark", d, "n1", "--epoch", "1", "--lsn", "3", "--hash", "bb03", "--visible", "1")
 
 	// Without a release the wait ends with exit 1 and nothing changed.
 	timedOut := r.want(1, "switchover", d, "--to", "n2", "--wait", "300ms")
@@ -517,6 +544,8 @@ func TestProcessLeaseAndSwitchover(t *testing.T) {
 func TestProcessBadInput(t *testing.T) {
 	c := testcluster.Start(t, 3)
 	r := newCtl(t, c)
+	n1, n2, reader := r.as(testcluster.Node("n1")), r.as(testcluster.Node("n2")), r.as(testcluster.Reader)
+	noCerts := r.as(identity.Identity{})
 	r.want(0, "domain", "create", "good", "--kind", "aerodb", "--ttl", "2s")
 	r.want(0, "member", "register", "good", "n1")
 	before := r.stateHashes()
@@ -526,40 +555,65 @@ func TestProcessBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("x", 129)
+	missingFiles := filepath.Join(t.TempDir(), "absent")
 	for _, tc := range []struct {
 		args   []string
 		code   int
 		stderr string
+		as     *ctl // nil: the operator
 	}{
-		{[]string{"domain", "create", "", "--kind", "lock"}, 2, "empty"},
-		{[]string{"domain", "create", long, "--kind", "lock"}, 2, "longer than 128"},
-		{[]string{"member", "register", "good", long}, 2, "longer than 128"},
-		{[]string{"promote", "good", "--to", ""}, 2, "empty"},
-		{[]string{"domain", "get", "missing"}, 1, "(NOT_FOUND)"},
-		{[]string{"history", "missing"}, 1, "(NOT_FOUND)"},
-		{[]string{"assign", "missing", "n1"}, 1, "(NOT_FOUND)"},
-		{[]string{"member", "register", "missing", "n1"}, 1, "(NOT_FOUND)"},
-		{[]string{"promote", "missing", "--to", "n1", "--request-id", "x1"}, 1, "(NOT_FOUND)"},
-		{[]string{"explain", "good", "never-made"}, 1, "(NOT_FOUND)"},
-		{[]string{"domain", "create", "good", "--kind", "aerodb"}, 1, "(ALREADY_EXISTS)"},
-		{[]string{"domain", "create", "z", "--kind", "lock", "--ttl", "0"}, 2, "must be positive"},
-		{[]string{"domain", "create", "z", "--kind", "lock", "--ttl", "-1s"}, 2, "must be positive"},
-		{[]string{"domain", "update", "good", "--ttl", "0s"}, 2, "must be positive"},
-		{[]string{"domain", "create", "z", "--kind", "table"}, 2, "not one of"},
-		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "1", "--lsn", "1", "--hash", "zz"}, 2, "not hex"},
-		{[]string{"node", "report-progress", "good", "n1", "--epoch", "1", "--flushed-lsn", "1", "--flushed-hash", "0x01"}, 2, "not hex"},
-		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "0", "--lsn", "1", "--hash", "00"}, 2, "epochs start at 1"},
-		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "1", "--lsn", "1", "--hash", "00"}, 1, "(FENCED)"},
-		{[]string{"promote", "good", "--to", "n1", "--waive", "allow-everything", "--reason", "r"}, 2, "not a known waiver"},
-		{[]string{"promote", "good", "--to", "n1", "--request-id", "big", "--reason-file", bigReason}, 1, "(INVALID_ARGUMENT)"},
-		{[]string{"bogus"}, 2, "unknown command"},
-		{[]string{"domain", "get", "good", "--bogus"}, 2, "unknown flag"},
-		{[]string{"-o", "yaml", "domain", "get", "good"}, 2, "not one of"},
+		{[]string{"domain", "create", "", "--kind", "lock"}, 2, "empty", nil},
+		{[]string{"domain", "create", long, "--kind", "lock"}, 2, "longer than 128", nil},
+		{[]string{"member", "register", "good", long}, 2, "longer than 128", nil},
+		{[]string{"promote", "good", "--to", ""}, 2, "empty", nil},
+		{[]string{"domain", "get", "missing"}, 1, "(NOT_FOUND)", nil},
+		{[]string{"history", "missing"}, 1, "(NOT_FOUND)", nil},
+		{[]string{"assign", "missing", "n1"}, 1, "(NOT_FOUND)", nil},
+		{[]string{"member", "register", "missing", "n1"}, 1, "(NOT_FOUND)", nil},
+		{[]string{"promote", "missing", "--to", "n1", "--request-id", "x1"}, 1, "(NOT_FOUND)", nil},
+		{[]string{"explain", "good", "never-made"}, 1, "(NOT_FOUND)", nil},
+		{[]string{"domain", "create", "good", "--kind", "aerodb"}, 1, "(ALREADY_EXISTS)", nil},
+		{[]string{"domain", "create", "z", "--kind", "lock", "--ttl", "0"}, 2, "must be positive", nil},
+		{[]string{"domain", "create", "z", "--kind", "lock", "--ttl", "-1s"}, 2, "must be positive", nil},
+		{[]string{"domain", "update", "good", "--ttl", "0s"}, 2, "must be positive", nil},
+		{[]string{"domain", "create", "z", "--kind", "table"}, 2, "not one of", nil},
+		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "1", "--lsn", "1", "--hash", "zz"}, 2, "not hex", nil},
+		{[]string{"node", "report-progress", "good", "n1", "--epoch", "1", "--flushed-lsn", "1", "--flushed-hash", "0x01"}, 2, "not hex", nil},
+		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "0", "--lsn", "1", "--hash", "00"}, 2, "epochs start at 1", nil},
+		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "1", "--lsn", "1", "--hash", "00"}, 1, "(FENCED)", n1},
+		// Identities: each may do only what its role allows, and nothing
+		// changes when it may not.
+		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "1", "--lsn", "1", "--hash", "00"}, 1, "(PERMISSION_DENIED)", nil},
+		{[]string{"node", "advance-watermark", "good", "n1", "--epoch", "1", "--lsn", "1", "--hash", "00"}, 1, "(PERMISSION_DENIED)", n2},
+		{[]string{"node", "report-progress", "good", "n1", "--epoch", "1", "--flushed-lsn", "1", "--flushed-hash", "00"}, 1, "(PERMISSION_DENIED)", n2},
+		{[]string{"node", "report-progress", "good", "n2", "--epoch", "1", "--flushed-lsn", "1", "--flushed-hash", "00"}, 1, "(PERMISSION_DENIED)", reader},
+		{[]string{"assign", "good", "n1"}, 1, "(PERMISSION_DENIED)", n1},
+		{[]string{"domain", "create", "z", "--kind", "lock"}, 1, "(PERMISSION_DENIED)", reader},
+		{[]string{"member", "register", "good", "n2"}, 1, "(PERMISSION_DENIED)", n2},
+		{[]string{"promote", "good", "--to", "n1", "--request-id", "x2"}, 1, "(PERMISSION_DENIED)", reader},
+		{[]string{"cluster", "snapshot"}, 1, "(PERMISSION_DENIED)", reader},
+		{[]string{"member", "remove", "s3"}, 1, "(PERMISSION_DENIED)", reader},
+		// Certificates: none given is a usage error; so are unreadable
+		// files and --insecure with certificate files.
+		{[]string{"domain", "get", "good"}, 2, "--cacert", noCerts},
+		{[]string{"--cacert", missingFiles, "--cert", missingFiles, "--key", missingFiles, "domain", "get", "good"}, 2, "absent", noCerts},
+		{[]string{"--insecure", "domain", "get", "good"}, 2, "--insecure excludes", nil},
+		// Plaintext gets nothing from a mutual-TLS server.
+		{[]string{"--insecure", "--timeout", "1s", "domain", "get", "good"}, 1, "", noCerts},
+		{[]string{"promote", "good", "--to", "n1", "--waive", "allow-everything", "--reason", "r"}, 2, "not a known waiver", nil},
+		{[]string{"promote", "good", "--to", "n1", "--request-id", "big", "--reason-file", bigReason}, 1, "(INVALID_ARGUMENT)", nil},
+		{[]string{"bogus"}, 2, "unknown command", nil},
+		{[]string{"domain", "get", "good", "--bogus"}, 2, "unknown flag", nil},
+		{[]string{"-o", "yaml", "domain", "get", "good"}, 2, "not one of", nil},
 	} {
-		res := r.run(tc.args...)
+		run := r
+		if tc.as != nil {
+			run = tc.as
+		}
+		res := run.run(tc.args...)
 		if res.code != tc.code || !strings.Contains(res.stderr, tc.stderr) || !strings.HasPrefix(res.stderr, "error: ") {
-			t.Errorf("authorityctl %s: exit %d, stderr %q; want exit %d and %q",
-				strings.Join(tc.args, " "), res.code, truncate(res.stderr), tc.code, tc.stderr)
+			t.Errorf("authorityctl %s (as %s): exit %d, stderr %q; want exit %d and %q",
+				strings.Join(tc.args, " "), run.id, res.code, truncate(res.stderr), tc.code, tc.stderr)
 		}
 		if res.stdout != "" {
 			t.Errorf("authorityctl %s: stdout %q, want nothing", strings.Join(tc.args, " "), truncate(res.stdout))
@@ -567,10 +621,12 @@ func TestProcessBadInput(t *testing.T) {
 	}
 
 	// Maintenance that changes no replicated state.
-	members := r.want(0, "cluster", "members").stdout
-	for _, s := range c.Servers {
-		if !strings.Contains(members, s.ID) || !strings.Contains(members, s.GRPCAddr) {
-			t.Fatalf("cluster members lacks %s:\n%s", s.ID, members)
+	for _, args := range [][]string{{"cluster", "members"}, {"member", "list"}} {
+		members := reader.want(0, args...).stdout
+		for _, s := range c.Servers {
+			if !strings.Contains(members, s.ID) || !strings.Contains(members, s.GRPCAddr) {
+				t.Fatalf("%s lacks %s:\n%s", strings.Join(args, " "), s.ID, members)
+			}
 		}
 	}
 	snap := decodeJSON(t, r.want(0, "-o", "json", "cluster", "snapshot", "--endpoint", r.endpoints[0]).stdout)

@@ -103,17 +103,17 @@ Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs 
 				e := uint64(expectedEpoch)
 				req.ExpectedEpoch = &e
 			}
-			if generated && !dryRun {
-				o.progressf("request id %s (generated): retry with --request-id %s, or run: authorityctl explain %s %s",
-					req.RequestId, req.RequestId, req.Domain, req.RequestId)
-			}
 			ctx, cancel := o.withTimeout(cmd.Context())
 			defer cancel()
 			c, err := o.connect(ctx)
 			if err != nil {
-				return err
+				return err // nothing sent: no request id to retry with
 			}
 			defer closeQuietly(c)
+			if generated && !dryRun {
+				o.progressf("request id %s (generated): retry with --request-id %s, or run: authorityctl explain %s %s",
+					req.RequestId, req.RequestId, req.Domain, req.RequestId)
+			}
 			resp, err := c.Promote(ctx, req)
 			return printPromotion(o, resp, err)
 		}),

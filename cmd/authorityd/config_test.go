@@ -12,6 +12,13 @@ const peers = "s1,127.0.0.1:7001,127.0.0.1:8001;s2,127.0.0.1:7002,127.0.0.1:8002
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
+// tlsArgs are a server's certificate flags (Validate checks that they are
+// given, not the files: loading them is the server's start).
+var tlsArgs = []string{"--cacert", "ca.crt", "--cert", "server-s1.crt", "--key", "server-s1.key"}
+
+// withTLS appends the certificate flags to a command line.
+func withTLS(args ...string) []string { return append(args, tlsArgs...) }
+
 func TestConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "authorityd.yaml")
 	yaml := `node_id: s2
@@ -19,6 +26,9 @@ data_dir: /from/file
 grpc_addr: 127.0.0.1:8002
 heartbeat_timeout: 700ms
 election_timeout: 900ms
+cacert: /etc/authority/ca.crt
+cert: /etc/authority/server-s2.crt
+key: /etc/authority/server-s2.key
 peers:
   - {id: s1, raft_addr: "127.0.0.1:7001", grpc_addr: "127.0.0.1:8001"}
   - {id: s2, raft_addr: "127.0.0.1:7002", grpc_addr: "127.0.0.1:8002"}
@@ -40,13 +50,16 @@ peers:
 	if cfg.NodeID != "s2" || cfg.HeartbeatTimeout != 700*time.Millisecond || len(cfg.Peers) != 2 {
 		t.Errorf("file values lost: %+v", cfg)
 	}
+	if cfg.CACert != "/etc/authority/ca.crt" || cfg.Cert != "/etc/authority/server-s2.crt" || cfg.Key != "/etc/authority/server-s2.key" || cfg.Insecure {
+		t.Errorf("certificate files from the file: %+v", cfg)
+	}
 	if cfg.LogFormat != "json" || cfg.LeaderLeaseTimeout != 250*time.Millisecond {
 		t.Errorf("env/default values: %+v", cfg)
 	}
 }
 
 func TestConfigFlagsAlone(t *testing.T) {
-	cfg, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--bootstrap"}, env(nil))
+	cfg, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--bootstrap"), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,52 +93,52 @@ func TestConfigRejectsBadInput(t *testing.T) {
 		"unknown flag":        {"--frobnicate"},
 		"stray argument":      {"--node-id", "s1", "extra"},
 		"malformed duration":  {"--heartbeat-timeout", "soon"},
-		"node not among peer": {"--node-id", "s7", "--data-dir", "d", "--peer", peers},
+		"node not among peer": withTLS("--node-id", "s7", "--data-dir", "d", "--peer", peers),
 	}
 	for name, args := range cases {
 		if _, err := loadConfig(args, env(nil)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers},
+	if _, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers),
 		env(map[string]string{"AUTHORITYD_BOOTSTRAP": "maybe"})); err == nil || !strings.Contains(err.Error(), "AUTHORITYD_BOOTSTRAP") {
 		t.Errorf("malformed env value: %v", err)
 	}
 }
 
 func TestConfigJoin(t *testing.T) {
-	cfg, err := loadConfig([]string{"--node-id", "s4", "--data-dir", "d", "--join", "127.0.0.1:8001, 127.0.0.1:8002"}, env(nil))
+	cfg, err := loadConfig(withTLS("--node-id", "s4", "--data-dir", "d", "--join", "127.0.0.1:8001, 127.0.0.1:8002"), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.Join) != 2 || cfg.Join[1] != "127.0.0.1:8002" || cfg.Bootstrap {
 		t.Fatalf("%+v", cfg)
 	}
-	if _, err := loadConfig([]string{"--node-id", "s4", "--data-dir", "d", "--join", "127.0.0.1:8001", "--bootstrap"}, env(nil)); err == nil ||
+	if _, err := loadConfig(withTLS("--node-id", "s4", "--data-dir", "d", "--join", "127.0.0.1:8001", "--bootstrap"), env(nil)); err == nil ||
 		!strings.Contains(err.Error(), "exclude each other") {
 		t.Fatalf("join with bootstrap: %v", err)
 	}
-	if _, err := loadConfig([]string{"--node-id", "s4", "--data-dir", "d", "--join", "nonsense"}, env(nil)); err == nil {
+	if _, err := loadConfig(withTLS("--node-id", "s4", "--data-dir", "d", "--join", "nonsense"), env(nil)); err == nil {
 		t.Fatal("malformed join endpoint accepted")
 	}
 }
 
 func TestConfigRaftRoutes(t *testing.T) {
-	cfg, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--raft-route", "s2=127.0.0.1:17002,s3=127.0.0.1:17003"}, env(nil))
+	cfg, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--raft-route", "s2=127.0.0.1:17002,s3=127.0.0.1:17003"), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.RaftRoutes["s3"] != "127.0.0.1:17003" || len(cfg.RaftRoutes) != 2 {
 		t.Fatalf("routes %v", cfg.RaftRoutes)
 	}
-	if _, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--raft-route", "s2"}, env(nil)); err == nil {
+	if _, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--raft-route", "s2"), env(nil)); err == nil {
 		t.Fatal("malformed route accepted")
 	}
 }
 
 func TestConfigSnapshotSettings(t *testing.T) {
-	cfg, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--snapshot-threshold", "16",
-		"--snapshot-interval", "200ms", "--trailing-logs", "4"}, env(nil))
+	cfg, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--snapshot-threshold", "16",
+		"--snapshot-interval", "200ms", "--trailing-logs", "4"), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +148,7 @@ func TestConfigSnapshotSettings(t *testing.T) {
 }
 
 func TestConfigForwardRoutes(t *testing.T) {
-	cfg, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--forward-route", "s2=127.0.0.1:18002"},
+	cfg, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--forward-route", "s2=127.0.0.1:18002"),
 		env(map[string]string{"AUTHORITYD_RAFT_ROUTE": "s3=127.0.0.1:17003"}))
 	if err != nil {
 		t.Fatal(err)
@@ -143,12 +156,119 @@ func TestConfigForwardRoutes(t *testing.T) {
 	if cfg.ForwardRoutes["s2"] != "127.0.0.1:18002" || len(cfg.ForwardRoutes) != 1 || cfg.RaftRoutes["s3"] != "127.0.0.1:17003" {
 		t.Fatalf("forward %v raft %v", cfg.ForwardRoutes, cfg.RaftRoutes)
 	}
-	cfg, err = loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers}, env(map[string]string{"AUTHORITYD_FORWARD_ROUTE": "s3=127.0.0.1:18003"}))
+	cfg, err = loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers), env(map[string]string{"AUTHORITYD_FORWARD_ROUTE": "s3=127.0.0.1:18003"}))
 	if err != nil || cfg.ForwardRoutes["s3"] != "127.0.0.1:18003" {
 		t.Fatalf("env forward route: %v %v", cfg.ForwardRoutes, err)
 	}
-	if _, err := loadConfig([]string{"--node-id", "s1", "--data-dir", "d", "--peer", peers, "--forward-route", "s2=nohostport"}, env(nil)); err == nil ||
+	if _, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--forward-route", "s2=nohostport"), env(nil)); err == nil ||
 		!strings.Contains(err.Error(), "forward-route") {
 		t.Fatalf("malformed forward route: %v", err)
+	}
+}
+
+// Mutual TLS is the default: the three certificate flags together, or
+// --insecure alone; from flags, environment or the file alike.
+func TestConfigSecurity(t *testing.T) {
+	base := []string{"--node-id", "s1", "--data-dir", "d", "--peer", peers}
+	ok := func(name string, args []string, vars map[string]string) Config {
+		t.Helper()
+		cfg, err := loadConfig(args, env(vars))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return cfg
+	}
+	cfg := ok("certificate flags", withTLS(base...), nil)
+	if cfg.Insecure || cfg.CACert != "ca.crt" || cfg.Cert != "server-s1.crt" || cfg.Key != "server-s1.key" {
+		t.Fatalf("certificate flags: %+v", cfg)
+	}
+	cfg = ok("certificate env", base, map[string]string{"AUTHORITYD_CACERT": "/e/ca.crt", "AUTHORITYD_CERT": "/e/s1.crt", "AUTHORITYD_KEY": "/e/s1.key",
+		"AUTHORITYD_TRUST_DOMAIN": "example.org", "AUTHORITYD_CLUSTER_TOKEN": "blue"})
+	if cfg.CACert != "/e/ca.crt" || cfg.Cert != "/e/s1.crt" || cfg.Key != "/e/s1.key" || cfg.TrustDomain != "example.org" || cfg.ClusterToken != "blue" {
+		t.Fatalf("certificate env: %+v", cfg)
+	}
+	if cfg = ok("--insecure", append(base, "--insecure"), nil); !cfg.Insecure {
+		t.Fatal("--insecure not set")
+	}
+	if cfg = ok("AUTHORITYD_INSECURE", base, map[string]string{"AUTHORITYD_INSECURE": "true"}); !cfg.Insecure {
+		t.Fatal("AUTHORITYD_INSECURE=true not applied")
+	}
+	file := filepath.Join(t.TempDir(), "insecure.yaml")
+	if err := os.WriteFile(file, []byte("insecure: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg = ok("insecure in the file", append(base, "--config", file), nil); !cfg.Insecure {
+		t.Fatal("insecure: true in the file not applied")
+	}
+
+	const missing = "give --cacert, --cert and --key"
+	for _, tc := range []struct {
+		name string
+		args []string
+		vars map[string]string
+		want string
+	}{
+		{"no certificates, no --insecure", base, nil, missing},
+		{"only --cert", append(append([]string{}, base...), "--cert", "s1.crt"), nil, missing},
+		{"--cacert and --key", append(append([]string{}, base...), "--cacert", "ca.crt", "--key", "s1.key"), nil, missing},
+		{"only some from env", base, map[string]string{"AUTHORITYD_CACERT": "ca.crt", "AUTHORITYD_CERT": "s1.crt"}, missing},
+		{"--insecure with certificate flags", withTLS(append(base, "--insecure")...), nil, "--insecure excludes --cacert, --cert and --key"},
+		{"--insecure with --cacert", append(append([]string{}, base...), "--insecure", "--cacert", "ca.crt"), nil, "--insecure excludes"},
+		{"AUTHORITYD_INSECURE with certificate flags", withTLS(base...), map[string]string{"AUTHORITYD_INSECURE": "1"}, "--insecure excludes"},
+		{"malformed AUTHORITYD_INSECURE", withTLS(base...), map[string]string{"AUTHORITYD_INSECURE": "perhaps"}, "AUTHORITYD_INSECURE"},
+	} {
+		_, err := loadConfig(tc.args, env(tc.vars))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// --metrics-addr: a host:port, from the flag or the environment.
+func TestConfigMetricsAddr(t *testing.T) {
+	base := withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers)
+	cfg, err := loadConfig(append(base, "--metrics-addr", "127.0.0.1:9101"), env(nil))
+	if err != nil || cfg.MetricsAddr != "127.0.0.1:9101" {
+		t.Fatalf("--metrics-addr: %q %v", cfg.MetricsAddr, err)
+	}
+	cfg, err = loadConfig(base, env(map[string]string{"AUTHORITYD_METRICS_ADDR": ":9102"}))
+	if err != nil || cfg.MetricsAddr != ":9102" {
+		t.Fatalf("AUTHORITYD_METRICS_ADDR: %q %v", cfg.MetricsAddr, err)
+	}
+	if cfg, err = loadConfig(base, env(nil)); err != nil || cfg.MetricsAddr != "" {
+		t.Fatalf("default: %q %v (off unless asked for)", cfg.MetricsAddr, err)
+	}
+	for _, bad := range []string{"nonsense", "127.0.0.1", "9101"} {
+		_, err := loadConfig(append(append([]string{}, base...), "--metrics-addr", bad), env(nil))
+		if err == nil || !strings.Contains(err.Error(), `metrics-addr "`+bad+`"`) {
+			t.Errorf("--metrics-addr %q: %v", bad, err)
+		}
+	}
+}
+
+// --force-new-cluster recovers an existing data dir: it needs no peer list
+// and excludes --bootstrap and --join.
+func TestConfigForceNewCluster(t *testing.T) {
+	cfg, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--force-new-cluster"), env(nil))
+	if err != nil || !cfg.ForceNewCluster {
+		t.Fatalf("--force-new-cluster alone: %+v %v", cfg, err)
+	}
+	cfg, err = loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers), env(map[string]string{"AUTHORITYD_FORCE_NEW_CLUSTER": "true"}))
+	if err != nil || !cfg.ForceNewCluster {
+		t.Fatalf("AUTHORITYD_FORCE_NEW_CLUSTER with the old peer list: %+v %v", cfg, err)
+	}
+	const want = "--force-new-cluster recovers an existing data dir"
+	for name, args := range map[string][]string{
+		"with --bootstrap":      withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--bootstrap", "--force-new-cluster"),
+		"with --join":           withTLS("--node-id", "s1", "--data-dir", "d", "--join", "127.0.0.1:8002", "--force-new-cluster"),
+		"with bootstrap in env": withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--force-new-cluster"),
+	} {
+		vars := map[string]string{}
+		if name == "with bootstrap in env" {
+			vars["AUTHORITYD_BOOTSTRAP"] = "true"
+		}
+		if _, err := loadConfig(args, env(vars)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--force-new-cluster %s: %v", name, err)
+		}
 	}
 }

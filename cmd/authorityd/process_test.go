@@ -19,7 +19,7 @@ func TestGracefulStopAndRestartFromDisk(t *testing.T) {
 	c := testcluster.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := client.Dial(ctx, c.Endpoints()...)
+	cl, err := client.DialConfig(ctx, c.ClientConfig(testcluster.Operator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestGracefulStopAndRestartFromDisk(t *testing.T) {
 		c.Restart(s)
 	}
 	c.WaitLeader()
-	cl, err = client.Dial(ctx, c.Endpoints()...)
+	cl, err = client.DialConfig(ctx, c.ClientConfig(testcluster.Reader))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestJoinAddsAVoter(t *testing.T) {
 	c := testcluster.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	cl, err := client.Dial(ctx, c.Endpoints()...)
+	cl, err := client.DialConfig(ctx, c.ClientConfig(testcluster.Operator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestJoinAddsAVoter(t *testing.T) {
 		return false
 	})
 	waitFor(t, "s4 to hold the replicated state", func() bool {
-		one, err := client.Dial(ctx, s4.GRPCAddr)
+		one, err := client.DialConfig(ctx, client.Config{Endpoints: []string{s4.GRPCAddr}, Credentials: c.Creds(testcluster.Reader)})
 		if err != nil {
 			return false
 		}
@@ -139,7 +139,7 @@ func TestAutomaticSnapshotsSurviveKillAll(t *testing.T) {
 	c := testcluster.Start(t, 3, "--snapshot-threshold", "8", "--snapshot-interval", "100ms", "--trailing-logs", "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	cl, err := client.Dial(ctx, c.Endpoints()...)
+	cl, err := client.DialConfig(ctx, c.ClientConfig(testcluster.Operator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestAutomaticSnapshotsSurviveKillAll(t *testing.T) {
 		c.Restart(s)
 	}
 	c.WaitLeader()
-	cl, err = client.Dial(ctx, c.Endpoints()...)
+	cl, err = client.DialConfig(ctx, c.ClientConfig(testcluster.Reader))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestStatusPageProcess(t *testing.T) {
 	c := testcluster.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cl, err := client.Dial(ctx, c.Endpoints()...)
+	cl, err := client.DialConfig(ctx, c.ClientConfig(testcluster.Operator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,13 +56,14 @@ func TestStatusPageProcess(t *testing.T) {
 			break
 		}
 	}
+	reader := c.HTTPClient(testcluster.Reader)
 	want := []string{"db1", "n1", "PrimaryStillActive", fsm.EventPromotionValidationFailed,
 		`<dd class="mono leader-id">` + leader.ID + `</dd>`, "<details", "<pre>attempt p-1 domain=db1 candidate=n2"}
 	for _, s := range []*testcluster.Server{leader, follower} {
 		// A follower applies asynchronously: poll until it shows the denial.
 		var page string
 		for {
-			code, body := get(t, ctx, "http://"+s.HTTPAddr+"/")
+			code, body := get(t, ctx, reader, c.URL(s, "/"))
 			page = body
 			if code == http.StatusOK && strings.Contains(page, fsm.EventPromotionValidationFailed) {
 				break
@@ -77,6 +78,9 @@ func TestStatusPageProcess(t *testing.T) {
 				t.Errorf("%s page lacks %q", s.ID, w)
 			}
 		}
+		if strings.Contains(page, "INSECURE") {
+			t.Errorf("%s page of a mutual-TLS cluster shows the INSECURE badge", s.ID)
+		}
 		if s == leader && !strings.Contains(page, "s left") {
 			t.Errorf("leader page shows no lease remaining time")
 		}
@@ -84,7 +88,7 @@ func TestStatusPageProcess(t *testing.T) {
 			t.Errorf("follower page should defer lease times to the leader")
 		}
 
-		code, body := get(t, ctx, "http://"+s.HTTPAddr+"/v1/domains/db1")
+		code, body := get(t, ctx, reader, c.URL(s, "/v1/domains/db1"))
 		var dom map[string]any
 		if code != http.StatusOK || json.Unmarshal([]byte(body), &dom) != nil {
 			t.Fatalf("%s /v1/domains/db1: %d %s", s.ID, code, body)
@@ -92,7 +96,7 @@ func TestStatusPageProcess(t *testing.T) {
 		if fmt.Sprint(dom["epoch"]) != "1" || dom["holder"] != "n1" {
 			t.Errorf("%s /v1/domains/db1: epoch %v holder %v", s.ID, dom["epoch"], dom["holder"])
 		}
-		code, body = get(t, ctx, "http://"+s.HTTPAddr+"/v1/domains")
+		code, body = get(t, ctx, reader, c.URL(s, "/v1/domains"))
 		var list struct {
 			Header  map[string]any   `json:"header"`
 			Domains []map[string]any `json:"domains"`
@@ -101,19 +105,21 @@ func TestStatusPageProcess(t *testing.T) {
 			list.Domains[0]["name"] != "db1" || list.Header["served_by"] != s.ID {
 			t.Errorf("%s /v1/domains: %d %s", s.ID, code, body)
 		}
-		if code, _ := get(t, ctx, "http://"+s.HTTPAddr+"/v1/domains/nope"); code != http.StatusNotFound {
+		if code, _ := get(t, ctx, reader, c.URL(s, "/v1/domains/nope")); code != http.StatusNotFound {
 			t.Errorf("%s unknown domain: status %d", s.ID, code)
 		}
-		if code, _ := get(t, ctx, "http://"+s.HTTPAddr+"/no/such/page"); code != http.StatusNotFound {
+		if code, _ := get(t, ctx, reader, c.URL(s, "/no/such/page")); code != http.StatusNotFound {
 			t.Errorf("%s unknown path: status %d", s.ID, code)
 		}
 	}
 }
 
-func get(t *testing.T, ctx context.Context, url string) (int, string) {
+// get fetches url with hc; a transport error is status 0 with the error
+// as the body.
+func get(t *testing.T, ctx context.Context, hc *http.Client, url string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
