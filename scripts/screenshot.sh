@@ -40,6 +40,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The HTTP port needs a client certificate (mutual TLS): curl fetches the
+# page with the reader's certificate and Chromium renders the saved copy
+# (the page is self-contained: inline CSS, no scripts).
+certs="$DATA/certs"
+tlscurl() { curl -fsS --cacert "$certs/ca.crt" --cert "$certs/reader-viewer.crt" --key "$certs/reader-viewer.key" "$@"; }
+
 # The demo is seeded once authority-local prints its Ctrl-C hint.
 for i in $(seq 1 600); do
 	grep -q 'Press Ctrl-C' "$log" && break
@@ -50,20 +56,21 @@ for i in $(seq 1 600); do
 	sleep 0.1
 done
 for i in $(seq 1 100); do
-	curl -fsS -o /dev/null http://127.0.0.1:9001/ && break
-	[ "$i" -eq 100 ] && { echo "screenshot: http://127.0.0.1:9001/ does not answer" >&2; exit 1; }
+	tlscurl -o /dev/null https://127.0.0.1:9001/ && break
+	[ "$i" -eq 100 ] && { echo "screenshot: https://127.0.0.1:9001/ does not answer" >&2; exit 1; }
 	sleep 0.1
 done
 
 # /readyz answers "ok leader=sN applied_index=…"; server sN serves HTTP on 900N.
-url=http://127.0.0.1:9001/
-leader=$(curl -fsS http://127.0.0.1:9001/readyz | sed -n 's/.*leader=s\([0-9]\).*/\1/p')
-[ -n "$leader" ] && url="http://127.0.0.1:900$leader/"
+url=https://127.0.0.1:9001/
+leader=$(tlscurl https://127.0.0.1:9001/readyz | sed -n 's/.*leader=s\([0-9]\).*/\1/p')
+[ -n "$leader" ] && url="https://127.0.0.1:900$leader/"
 echo "screenshot: $url -> $OUT"
+tlscurl -o "$DATA/page.html" "$url"
 
 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 	--disable-background-networking --disable-component-update --disable-sync \
 	--hide-scrollbars --user-data-dir="$profile" --window-size="$SIZE" \
-	--screenshot="$OUT" "$url" >"$DATA/chromium.out" 2>&1 || { cat "$DATA/chromium.out" >&2; exit 1; }
+	--screenshot="$OUT" "file://$(realpath "$DATA")/page.html" >"$DATA/chromium.out" 2>&1 || { cat "$DATA/chromium.out" >&2; exit 1; }
 [ -s "$OUT" ] || { echo "screenshot: $OUT was not written" >&2; cat "$DATA/chromium.out" >&2; exit 1; }
 echo "screenshot: wrote $OUT"
