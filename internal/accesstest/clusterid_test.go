@@ -80,7 +80,7 @@ func TestAnotherClusterCannotTakeOverAServer(t *testing.T) {
 	dir := t.TempDir()
 	_, log1 := process(t, "b1", "--data-dir", filepath.Join(dir, "b1"), "--raft-addr", b1r, "--grpc-addr", b1g,
 		"--http-addr", testcluster.FreeAddr(t), "--bootstrap", "--peer", peers)
-	process(t, "b2", "--data-dir", filepath.Join(dir, "b2"), "--raft-addr", b2r, "--grpc-addr", b2g,
+	_, log2 := process(t, "b2", "--data-dir", filepath.Join(dir, "b2"), "--raft-addr", b2r, "--grpc-addr", b2g,
 		"--http-addr", testcluster.FreeAddr(t), "--bootstrap", "--peer", peers)
 	// The other cluster elects a leader of its own (b1 and b2 are two of
 	// its three voters) and tries to replicate to our server: refused.
@@ -98,7 +98,14 @@ func TestAnotherClusterCannotTakeOverAServer(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitLog(t, log1, "belongs to another cluster", 30*time.Second)
+	// And the other cluster's leader (b1 or b2) sees why.
+	deadline = time.Now().Add(30 * time.Second)
+	for !logHas(log1, "belongs to another cluster") && !logHas(log2, "belongs to another cluster") {
+		if time.Now().After(deadline) {
+			t.Fatal("neither b1 nor b2 logged that our server belongs to another cluster")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if after := converged(t, a); after != before {
 		t.Fatalf("our state hash moved: %s → %s", before, after)
 	}
