@@ -94,3 +94,28 @@ func TestMutantZeroMarginFastClock(t *testing.T) {
 	}
 	t.Logf("caught by %s: %s", np.Name, np.Details)
 }
+
+// Negative control: servers that skip the node-identity check on KeepAlive
+// (AUTHORITY_MUTANT=no-node-identity: a node may renew any holder's lease),
+// under the hostile-renewals scenario: the hostile node keeps the paused
+// holder's lease alive, so nobody else gets the domain, which Liveness's
+// handover bound must catch.
+func TestMutantRenewalWithoutNodeIdentity(t *testing.T) {
+	t.Setenv("AUTHORITY_MUTANT", "no-node-identity") // inherited by every authorityd
+	sc := scenario(t, "hostile-renewals")
+	sc.Name, sc.Prove = "mutant-no-node-identity", nil
+	res := runner.Execute(t, sc)
+	if n := res.Counters[nemesis.HostileAccepted]; n < 1 {
+		t.Fatalf("the mutant accepted no hostile renewal (counters %v)", res.Counters)
+	}
+	live := res.Get(checker.NameLiveness)
+	if live.Valid || !strings.Contains(live.Details, "stopped renewing") {
+		t.Fatalf("renewals by another node were not caught by %s: %+v", checker.NameLiveness, live)
+	}
+	t.Logf("caught by %s: %s", live.Name, live.Details)
+	for _, r := range res.Results {
+		if r.Name != checker.NameLiveness && !r.Valid {
+			t.Errorf("checker %s also failed (the mutant only keeps a lease alive): %s", r.Name, r.Details)
+		}
+	}
+}

@@ -61,7 +61,44 @@ func scenarios() []runner.Scenario {
 		// successor must still never overlap it.
 		{Name: "clock-skew", Seed: 12, ExpectStaleRejections: true, Faults: pauseHolder,
 			ServerEnv: []string{"AUTHORITYD_TEST_CLOCK_RATE=1.08"}, Prove: all(staleRejected, clockSkewed("1.08"))},
+		// A hostile node (a valid node certificate of another name) keeps
+		// renewing the fence domain's lease for its holder while the holder
+		// is paused past its TTL: every renewal must be refused
+		// (PERMISSION_DENIED), so the lease expires and the other agent
+		// takes the domain within TTL + 1.5 s (Liveness's handover bound).
+		// The negative control TestMutantRenewalWithoutNodeIdentity runs
+		// this scenario against servers that skip the check.
+		{Name: "hostile-renewals", Seed: 15, HandoverBound: 2500 * time.Millisecond, Faults: hostileRenewals, Prove: hostileDenied},
 	}
+}
+
+// scenario returns the CI scenario named name.
+func scenario(t *testing.T, name string) runner.Scenario {
+	for _, sc := range scenarios() {
+		if sc.Name == name {
+			return sc
+		}
+	}
+	t.Fatalf("no scenario %q", name)
+	return runner.Scenario{}
+}
+
+// hostileRenewals runs a hostile renewer (node:mallory) over a pause of the
+// fence domain's holder (3.5 s, past its 1 s TTL and the handover bound).
+func hostileRenewals(e *nemesis.Env, r *runner.Run) {
+	stop := e.StartHostileRenewals(runner.FenceDomain, "mallory", 950)
+	time.Sleep(500 * time.Millisecond) // the live holder's lease first
+	e.PauseHolder(r.Fenced.LastHolder(runner.FenceDomain), 3500*time.Millisecond)
+	stop()
+}
+
+// hostileDenied proves the hostile renewals reached the servers and were
+// all refused for the node's identity.
+func hostileDenied(r *runner.Result) error {
+	if r.Counters[nemesis.HostileDenied] < 1 || r.Counters[nemesis.HostileAccepted] != 0 {
+		return fmt.Errorf("want ≥ 1 hostile renewal denied and none accepted (counters %v)", r.Counters)
+	}
+	return nil
 }
 
 // followerPoints are the failpoints that run on followers too (the

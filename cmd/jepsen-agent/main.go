@@ -1,7 +1,9 @@
 // Command jepsen-agent is a lease-holder process of the fault-injection
 // runs (jepsen-like/agent): it holds a lock domain and writes to the fenced
 // resource while its lease is held, recording its history to a file. It
-// stops on SIGTERM/SIGINT.
+// dials the servers with mutual TLS as the identity of --cert (a
+// node:<holder> certificate), or in plaintext with --insecure. It stops on
+// SIGTERM/SIGINT.
 package main
 
 import (
@@ -16,6 +18,8 @@ import (
 
 	"github.com/aerodb/authority/jepsen-like/agent"
 	"github.com/aerodb/authority/jepsen-like/history"
+	"github.com/aerodb/authority/tlsfiles"
+	"google.golang.org/grpc/credentials"
 )
 
 func main() {
@@ -28,7 +32,20 @@ func main() {
 	interval := flag.Duration("interval", 50*time.Millisecond, "between writes")
 	workDelay := flag.Duration("work-delay", 40*time.Millisecond, "between the lease check and the write")
 	margin := flag.Duration("margin", 0, "client lease margin (0: the library's default)")
+	cacert := flag.String("cacert", "", "CA bundle the servers' certificates are checked against")
+	cert := flag.String("cert", "", "this agent's certificate (node/<holder>)")
+	key := flag.String("key", "", "this agent's private key")
+	insecure := flag.Bool("insecure", false, "plaintext, for servers running --insecure")
 	flag.Parse()
+	var creds credentials.TransportCredentials
+	if !*insecure {
+		src, err := tlsfiles.Load(tlsfiles.Files{CA: *cacert, Cert: *cert, Key: *key}, tlsfiles.Options{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "jepsen-agent: --cacert, --cert and --key (or --insecure):", err)
+			os.Exit(2)
+		}
+		creds = src.Credentials(true)
+	}
 	h, err := history.Create(*hist)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -37,7 +54,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	err = agent.Run(ctx, agent.Config{Endpoints: strings.Split(*endpoints, ","), Domain: *domain, Holder: *holder, Process: *process,
-		FencedURL: *fencedURL, History: h, Interval: *interval, WorkDelay: *workDelay, Margin: *margin})
+		FencedURL: *fencedURL, History: h, Interval: *interval, WorkDelay: *workDelay, Margin: *margin, Credentials: creds})
 	if cerr := h.Close(); err == nil {
 		err = cerr
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/jepsen-like/fenced"
 	"github.com/aerodb/authority/jepsen-like/history"
+	"google.golang.org/grpc/credentials"
 )
 
 // Config of an agent.
@@ -39,6 +40,9 @@ type Config struct {
 	// Margin is the client library's lease margin (0: the library's
 	// default). The negative control sets the smallest it accepts, 1 ns.
 	Margin time.Duration
+	// Credentials dial the servers (a node:<Holder> certificate; nil:
+	// plaintext, for --insecure servers).
+	Credentials credentials.TransportCredentials
 }
 
 // Run acquires and writes until ctx ends.
@@ -49,7 +53,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.WorkDelay <= 0 || cfg.WorkDelay >= cfg.Interval {
 		cfg.WorkDelay = cfg.Interval * 4 / 5
 	}
-	c, err := client.DialConfig(ctx, client.Config{Endpoints: cfg.Endpoints, PinEndpoints: true, RequestTimeout: time.Second, MaxRetryDelay: 200 * time.Millisecond})
+	c, err := client.DialConfig(ctx, client.Config{Endpoints: cfg.Endpoints, Credentials: cfg.Credentials, PinEndpoints: true, RequestTimeout: time.Second, MaxRetryDelay: 200 * time.Millisecond})
 	if err != nil {
 		return err
 	}
@@ -68,10 +72,7 @@ func Run(ctx context.Context, cfg Config) error {
 		lease, err := c.Acquire(actx, cfg.Domain, cfg.Holder, opts...)
 		cancel()
 		if err != nil {
-			typ := history.Fail
-			if errors.Is(err, client.ErrOutcomeUnknown) || ctx.Err() != nil {
-				typ = history.Info
-			}
+			typ := acquireOutcome(ctx, err)
 			h.Add(history.Record{Kind: history.KindOp, Type: typ, Process: cfg.Process, F: history.FAcquire, Domain: cfg.Domain,
 				Value: history.Value{Holder: cfg.Holder}, Error: err.Error()})
 			sleep(ctx, 100*time.Millisecond)
@@ -141,6 +142,28 @@ func Run(ctx context.Context, cfg Config) error {
 		sleep(ctx, 2*lease.TTL())
 	}
 	return nil
+}
+
+// acquireOutcome classifies a failed acquire. The library returns an error
+// other than ErrOutcomeUnknown only when the acquire certainly did not take
+// effect — except when the grant committed and confirming it failed: an
+// acquire that took most of the TTL (e.g. across a kill-all) waits for a
+// first renewal, and returns its failure ("first renewal of ...: context
+// deadline exceeded", or why the lease was lost) although the lease was
+// granted. Those errors, an unresolved outcome and the run ending are info;
+// anything else (held by another, not the leader, unreachable) is fail.
+func acquireOutcome(ctx context.Context, err error) string {
+	if ctx.Err() != nil {
+		return history.Info
+	}
+	for _, unknown := range []error{client.ErrOutcomeUnknown, context.DeadlineExceeded, context.Canceled,
+		client.ErrLeaseLost, client.ErrLeaseExpired, client.ErrFenced, client.ErrNoLease, client.ErrNotFound,
+		client.ErrPermissionDenied, client.ErrClosed, client.ErrReleased} {
+		if errors.Is(err, unknown) {
+			return history.Info
+		}
+	}
+	return history.Fail
 }
 
 func write(hc *http.Client, url string, w fenced.Write) (string, string) {

@@ -16,9 +16,10 @@
 //  5. NoOverlappingPrimaries: no holder believes in an epoch after a newer
 //     one was granted and returned, and the fenced resource accepted only
 //     non-decreasing epochs (AU-12);
-//  6. Liveness: the run did something before and after its faults, and every
+//  6. Liveness: the run did something before and after its faults, every
 //     armed failpoint fired (a fault test that injected nothing proves
-//     nothing);
+//     nothing), and, with a handover bound, a holder that stopped renewing
+//     lost its lease to another holder within the bound;
 //  7. IdenticalPrefixes: every node's log is a prefix of the longest one.
 //
 // Every checker returns a Result; none panics on a malformed history (it
@@ -64,6 +65,13 @@ type Input struct {
 	// domain with operations must have at least one ok read and one ok
 	// write (TESTING.md, workload).
 	RequireHealedOpsPerDomain bool
+	// HandoverBound, if set, makes Liveness check every pause-holder fault
+	// longer than it: the paused holder, which held its domain when the
+	// pause began, must have lost the domain to another holder (an agent's
+	// holds, an ok acquire) within HandoverBound of the pause's start — its
+	// lease expired (TTL) and was granted again. At least one such fault
+	// must have been checked.
+	HandoverBound time.Duration
 	// LinearizabilityTimeout bounds porcupine per domain (0: 10 s). A
 	// timeout fails the check.
 	LinearizabilityTimeout time.Duration
@@ -253,9 +261,12 @@ func pairOps(recs []history.Record) (ops []op, problems []string) {
 }
 
 // nemesisWindow is one fault, from start to stop (never if not healed).
+// Domain and Holder are the start record's, when it names them (a paused
+// holder).
 type nemesisWindow struct {
-	Fault, Info string
-	Start, Stop int64
+	Fault, Info    string
+	Domain, Holder string
+	Start, Stop    int64
 }
 
 // nemesisWindows pairs nemesis start/stop records by fault name.
@@ -269,7 +280,7 @@ func nemesisWindows(recs []history.Record) []nemesisWindow {
 		switch r.Type {
 		case history.NemesisStart:
 			open[r.Fault] = len(out)
-			out = append(out, nemesisWindow{Fault: r.Fault, Info: r.Info, Start: r.Time, Stop: never})
+			out = append(out, nemesisWindow{Fault: r.Fault, Info: r.Info, Domain: r.Domain, Holder: r.Value.Holder, Start: r.Time, Stop: never})
 		case history.NemesisStop:
 			if i, ok := open[r.Fault]; ok {
 				out[i].Stop = r.Time

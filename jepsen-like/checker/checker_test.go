@@ -538,6 +538,53 @@ func TestLiveness(t *testing.T) {
 	expectValid(t, Liveness(in), true)
 }
 
+func TestLivenessHandoverBound(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	pause := func(t0, t1 int64, holder string) []history.Record {
+		start := nemesis(t0, history.NemesisStart, "pause-holder")
+		start.Domain, start.Value.Holder = "f", holder
+		return []history.Record{start, nemesis(t1, history.NemesisStop, "pause-holder")}
+	}
+	base := []history.Record{agent(0, history.AgentHolds, "f", "a", 1)}
+	in := Input{HandoverBound: 2500 * time.Millisecond}
+	// b takes the domain 1.2 s into a 3.5 s pause of a: handed over.
+	in.History = concat2(base, pause(1000*ms, 4500*ms, "a"), []history.Record{
+		agent(1000*ms+2000*ms, history.AgentLost, "f", "a", 1), agent(2200*ms, history.AgentHolds, "f", "b", 2)})
+	r := Liveness(in)
+	expectValid(t, r, true)
+	if r.Counts["handovers"] != 1 || r.Counts["max_handover_ms"] != 1200 {
+		t.Errorf("counts %v", r.Counts)
+	}
+	// An ok acquire by another holder counts too.
+	in.History = concat2(base, pause(1000*ms, 4500*ms, "a"), []history.Record{
+		invoke(1500*ms, 7, history.FAcquire, "f", history.Value{Holder: "c"}),
+		complete(1600*ms, 7, history.OK, history.FAcquire, "f", history.Value{Holder: "c", Epoch: 2})})
+	expectValid(t, Liveness(in), true)
+	// Nobody got it until after the pause: someone kept a's lease alive.
+	in.History = concat2(base, pause(1000*ms, 4500*ms, "a"), []history.Record{agent(5600*ms, history.AgentHolds, "f", "b", 2)})
+	r = Liveness(in)
+	expectValid(t, r, false)
+	if !strings.Contains(r.Details, `holder "a" of "f" stopped renewing`) || !strings.Contains(r.Details, `first to "b" 4.6s after`) {
+		t.Errorf("details: %s", r.Details)
+	}
+	// a's own re-acquire is no handover.
+	in.History = concat2(base, pause(1000*ms, 4500*ms, "a"), []history.Record{agent(2000*ms, history.AgentHolds, "f", "a", 1)})
+	expectValid(t, Liveness(in), false)
+	// Nothing to check fails: a pause shorter than the bound, or of a
+	// holder that did not hold the domain.
+	in.History = concat2(base, pause(1000*ms, 2000*ms, "a"))
+	expectValid(t, Liveness(in), false)
+	in.History = concat2(base, pause(1000*ms, 4500*ms, "z"))
+	r = Liveness(in)
+	expectValid(t, r, false)
+	if r.Counts["paused_not_holding"] != 1 {
+		t.Errorf("counts %v", r.Counts)
+	}
+	// Without a bound, none of this is checked.
+	in.HandoverBound = 0
+	expectValid(t, Liveness(in), true)
+}
+
 // ---- 7. identical prefixes ----
 
 func TestIdenticalPrefixes(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aerodb/authority/jepsen-like/history"
 )
@@ -16,7 +17,11 @@ import (
 //   - every fault was healed (a start without a stop fails);
 //   - every armed failpoint was hit at least once;
 //   - with RequireHealedOpsPerDomain, every domain has ≥ 1 ok read and
-//     ≥ 1 ok write invoked after the last heal.
+//     ≥ 1 ok write invoked after the last heal;
+//   - with HandoverBound, a holder paused (stopped renewing) for longer
+//     than the bound lost its domain to another holder within the bound
+//     (its lease expired; nobody kept it alive for it), and at least one
+//     such pause was checked.
 func Liveness(in Input) Result {
 	res := Result{Name: NameLiveness, Valid: true, Counts: map[string]int{}}
 	var problems []string
@@ -78,11 +83,18 @@ func Liveness(in Input) Result {
 		}
 	}
 	res.Counts["armed_failpoints"] = len(armed)
+	if in.HandoverBound > 0 {
+		problems = append(problems, handovers(in, ops, windows, res.Counts)...)
+	}
 	summary := fmt.Sprintf("%d ok ops before the first fault, %d after the last heal (want ≥ %d); %d faults; ops ok/fail/info %d/%d/%d",
 		res.Counts["ok_before_faults"], res.Counts["ok_after_faults"], in.MinOpsAroundFaults, len(windows),
 		res.Counts[history.OK], res.Counts[history.Fail], res.Counts[history.Info])
 	if len(armed) > 0 {
 		summary += "; failpoint hits " + strings.Join(hits, ", ")
+	}
+	if in.HandoverBound > 0 {
+		summary += fmt.Sprintf("; %d of %d paused holders lost their domain within %v (slowest %d ms)",
+			res.Counts["handovers"], res.Counts["paused_holders"], in.HandoverBound, res.Counts["max_handover_ms"])
 	}
 	if len(malformed) > 0 {
 		summary += "; malformed op records (ignored): " + details(malformed, 3)
@@ -143,4 +155,57 @@ func IdenticalPrefixes(in Input) Result {
 		res.Details = fmt.Sprintf("every node's log is a prefix of %s's (events: %s)", longest, strings.Join(lens, ", "))
 	}
 	return res
+}
+
+// handovers checks every pause-holder fault longer than in.HandoverBound
+// whose holder held its domain when the pause began: another holder must
+// have been granted the domain (an agent's holds record, an ok acquire)
+// within the bound of the pause's start. Counts: paused_holders (checked),
+// paused_not_holding (skipped), handovers, max_handover_ms.
+func handovers(in Input, ops []op, windows []nemesisWindow, counts map[string]int) []string {
+	bound := int64(in.HandoverBound)
+	bs := beliefs(in.History)
+	var problems []string
+	for _, w := range windows {
+		if w.Fault != "pause-holder" || w.Domain == "" || w.Holder == "" || w.Stop == never || w.Stop-w.Start <= bound {
+			continue
+		}
+		held := false
+		for _, b := range bs {
+			held = held || b.Domain == w.Domain && b.Holder == w.Holder && b.Start <= w.Start && w.Start < b.End
+		}
+		if !held {
+			counts["paused_not_holding"]++
+			continue
+		}
+		counts["paused_holders"]++
+		first, by := int64(never), ""
+		for _, r := range in.History {
+			if r.Kind == history.KindAgent && r.Type == history.AgentHolds && r.Domain == w.Domain && r.Value.Holder != w.Holder &&
+				r.Time >= w.Start && r.Time < first {
+				first, by = r.Time, r.Value.Holder
+			}
+		}
+		for _, o := range ops {
+			if o.F == history.FAcquire && o.Type == history.OK && o.Domain == w.Domain && o.Args.Holder != w.Holder &&
+				o.Return >= w.Start && o.Return < first {
+				first, by = o.Return, o.Args.Holder
+			}
+		}
+		if first <= w.Start+bound {
+			counts["handovers"]++
+			counts["max_handover_ms"] = max(counts["max_handover_ms"], int((first-w.Start)/int64(time.Millisecond)))
+			continue
+		}
+		next := "none by the end of the run"
+		if first != never {
+			next = fmt.Sprintf("first to %q %v after the pause began", by, time.Duration(first-w.Start).Round(time.Millisecond))
+		}
+		problems = append(problems, fmt.Sprintf("holder %q of %q stopped renewing at %d (paused %v) but kept the domain: no other holder was granted it within %v (%s)",
+			w.Holder, w.Domain, w.Start, time.Duration(w.Stop-w.Start).Round(time.Millisecond), in.HandoverBound, next))
+	}
+	if counts["paused_holders"] == 0 {
+		problems = append(problems, fmt.Sprintf("handover bound %v: no holder was paused for longer while holding its domain (nothing checked)", in.HandoverBound))
+	}
+	return problems
 }

@@ -1,7 +1,10 @@
 // Package nemesis injects the faults of a fault-injection run into a
 // cluster of real authorityd processes whose raft links all pass through
 // per-link proxies (Network), and into lease-holder agent processes. Every
-// fault records a nemesis start and stop in the history.
+// fault records a nemesis start and stop in the history. The cluster runs
+// on mutual TLS: the nemesis reads status as testcluster.Reader, asks for
+// snapshots and arms failpoints (https) as testcluster.Operator, and the
+// hostile renewer dials with a node certificate of its own name.
 package nemesis
 
 import (
@@ -26,7 +29,6 @@ import (
 	"github.com/aerodb/authority/jepsen-like/history"
 	"github.com/aerodb/authority/jepsen-like/proxy"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Network is one proxy per directed raft link: Links[i][j] carries server
@@ -180,7 +182,8 @@ type Agent struct {
 	done                        chan struct{}
 }
 
-// StartAgent launches an agent process.
+// StartAgent launches an agent process. extraArgs carry its TLS flags
+// (AgentTLSArgs) and any others.
 func StartAgent(t testing.TB, bin string, endpoints []string, domain, holder string, process int, fencedURL, dir string, extraArgs ...string) *Agent {
 	t.Helper()
 	a := &Agent{Holder: holder, Domain: domain, Process: process, HistoryPath: filepath.Join(dir, "agent-"+holder+".jsonl")}
@@ -199,6 +202,17 @@ func StartAgent(t testing.TB, bin string, endpoints []string, domain, holder str
 	go func() { a.cmd.Wait(); logf.Close(); close(a.done) }()
 	t.Cleanup(func() { a.Stop() })
 	return a
+}
+
+// AgentTLSArgs are the flags that make an agent dial cl's servers as
+// node:<holder> (--insecure for an insecure cluster).
+func AgentTLSArgs(t testing.TB, cl *testcluster.Cluster, holder string) []string {
+	t.Helper()
+	if cl.Insecure() {
+		return []string{"--insecure"}
+	}
+	f := testcluster.Files(t, testcluster.Node(holder))
+	return []string{"--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
 }
 
 // Pause and Resume send SIGSTOP / SIGCONT.
@@ -244,6 +258,21 @@ type Env struct {
 	// mu serializes process control (testcluster's Server is not safe for
 	// concurrent Kill/Restart/Running), so faults may overlap.
 	mu sync.Mutex
+
+	// The nemesis's own credentials (loaded on first use).
+	credsOnce        sync.Once
+	reader, operator grpc.DialOption
+	https            *http.Client
+}
+
+// creds loads the nemesis's credentials once: reads as testcluster.Reader,
+// snapshots and failpoints as testcluster.Operator.
+func (e *Env) creds() {
+	e.credsOnce.Do(func() {
+		e.reader = e.Cluster.DialOption(testcluster.Reader)
+		e.operator = e.Cluster.DialOption(testcluster.Operator)
+		e.https = e.Cluster.HTTPClient(testcluster.Operator)
+	})
 }
 
 func (e *Env) running(s *testcluster.Server) bool {
@@ -290,7 +319,7 @@ func (e *Env) Leader() *testcluster.Server {
 			if !e.running(s) {
 				continue
 			}
-			st, err := status(s.GRPCAddr)
+			st, err := e.status(s.GRPCAddr)
 			if err == nil && st.GetRaftState() == "Leader" && st.GetReady() {
 				return s
 			}
@@ -300,8 +329,9 @@ func (e *Env) Leader() *testcluster.Server {
 	return nil
 }
 
-func status(addr string) (*pb.StatusResponse, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (e *Env) status(addr string) (*pb.StatusResponse, error) {
+	e.creds()
+	conn, err := grpc.NewClient(addr, e.reader)
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +430,11 @@ func (e *Env) PauseHolder(holder string, d time.Duration) {
 			a = ag
 		}
 	}
-	e.start("pause-holder", "SIGSTOP agent "+a.Holder)
+	// The records name the domain and holder: a holder that stopped
+	// renewing (checker.Input.HandoverBound).
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStart, Fault: "pause-holder", Info: "SIGSTOP agent " + a.Holder,
+		Domain: a.Domain, Value: history.Value{Holder: a.Holder}})
+	e.Log("nemesis start pause-holder: SIGSTOP agent %s", a.Holder)
 	a.Pause()
 	time.Sleep(d)
 	a.Resume()
@@ -423,10 +457,10 @@ func (e *Env) FailpointKill(point string, d time.Duration) {
 // whether the point fired.
 func (e *Env) FailpointKillOn(s *testcluster.Server, role, point string, d time.Duration) bool {
 	// A server restarted by the previous fault may not listen yet.
-	err := armFailpoint(s, point+"=kill")
+	err := e.armFailpoint(s, point+"=kill")
 	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
-		err = armFailpoint(s, point+"=kill")
+		err = e.armFailpoint(s, point+"=kill")
 	}
 	if err != nil {
 		// (An overlapping fault may have taken s down: not this fault's
@@ -450,7 +484,7 @@ func (e *Env) FailpointKillOn(s *testcluster.Server, role, point string, d time.
 					return
 				default:
 				}
-				snapshot(s.GRPCAddr)
+				e.snapshot(s.GRPCAddr)
 				time.Sleep(200 * time.Millisecond)
 			}
 		}()
@@ -463,7 +497,7 @@ func (e *Env) FailpointKillOn(s *testcluster.Server, role, point string, d time.
 	if e.running(s) {
 		e.Log("%s still running after %v: the failpoint did not fire", s.ID, d)
 		// Disarm, so the restart does not depend on it.
-		armFailpoint(s, point+"=off")
+		e.armFailpoint(s, point+"=off")
 		e.stop("failpoint-kill", "not fired")
 		return false
 	}
@@ -508,16 +542,16 @@ func (e *Env) SlowDisk(delay, d time.Duration) {
 	e.start("slow-disk", fmt.Sprintf("raftlog/before-store=sleep(%dms) on every server", delay.Milliseconds()))
 	before := map[string]int{}
 	for _, s := range e.Cluster.Servers {
-		before[s.ID] = failpointHits(s)[failpoint.RaftLogBeforeStore]
-		if err := armFailpoint(s, fmt.Sprintf("%s=sleep(%d)", failpoint.RaftLogBeforeStore, delay.Milliseconds())); err != nil {
+		before[s.ID] = e.failpointHits(s)[failpoint.RaftLogBeforeStore]
+		if err := e.armFailpoint(s, fmt.Sprintf("%s=sleep(%d)", failpoint.RaftLogBeforeStore, delay.Milliseconds())); err != nil {
 			e.Log("slow disk: %s not armed (down?): %v", s.ID, err) // an overlapping fault's doing
 		}
 	}
 	time.Sleep(d)
 	hits := 0
 	for _, s := range e.Cluster.Servers {
-		armFailpoint(s, failpoint.RaftLogBeforeStore+"=off")
-		after := failpointHits(s)[failpoint.RaftLogBeforeStore]
+		e.armFailpoint(s, failpoint.RaftLogBeforeStore+"=off")
+		after := e.failpointHits(s)[failpoint.RaftLogBeforeStore]
 		if after < before[s.ID] {
 			before[s.ID] = 0 // restarted meanwhile: its counters began again
 		}
@@ -550,8 +584,9 @@ func (e *Env) count(name string, n int) {
 // Count adds n to a proof counter (for scenarios' own fault functions).
 func (e *Env) Count(name string, n int) { e.count(name, n) }
 
-func armFailpoint(s *testcluster.Server, spec string) error {
-	resp, err := http.Post("http://"+s.HTTPAddr+"/debug/failpoints", "text/plain", strings.NewReader(spec))
+func (e *Env) armFailpoint(s *testcluster.Server, spec string) error {
+	e.creds()
+	resp, err := e.https.Post(e.Cluster.URL(s, "/debug/failpoints"), "text/plain", strings.NewReader(spec))
 	if err != nil {
 		return err
 	}
@@ -564,12 +599,14 @@ func armFailpoint(s *testcluster.Server, spec string) error {
 }
 
 // failpointHits reads s's hit counters (empty when s does not answer).
-func failpointHits(s *testcluster.Server) map[string]int {
+func (e *Env) failpointHits(s *testcluster.Server) map[string]int {
 	var out struct {
 		Hits map[string]int `json:"hits"`
 	}
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + s.HTTPAddr + "/debug/failpoints")
+	e.creds()
+	c := *e.https
+	c.Timeout = time.Second
+	resp, err := c.Get(e.Cluster.URL(s, "/debug/failpoints"))
 	if err != nil {
 		return nil
 	}
@@ -580,8 +617,9 @@ func failpointHits(s *testcluster.Server) map[string]int {
 
 // snapshot asks the server at addr for a snapshot (best effort: the
 // caller watches the server die, not the reply).
-func snapshot(addr string) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (e *Env) snapshot(addr string) {
+	e.creds()
+	conn, err := grpc.NewClient(addr, e.operator)
 	if err != nil {
 		return
 	}

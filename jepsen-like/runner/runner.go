@@ -3,6 +3,10 @@
 // agent processes writing to a fenced resource, the logical-client
 // workload, the scenario's faults, healing, convergence, then every checker
 // over the merged history and every node's final event log, and the report.
+// Everything runs on mutual TLS (internal/testcluster's test CA): setup as
+// testcluster.Operator, the initial watermark as node:n1, each agent as
+// node:<agent name>, the workload's clients as their holders (workload
+// package), status reads as testcluster.Reader.
 package runner
 
 import (
@@ -19,6 +23,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/jepsen-like/checker"
 	"github.com/aerodb/authority/jepsen-like/fenced"
@@ -27,7 +32,7 @@ import (
 	"github.com/aerodb/authority/jepsen-like/report"
 	"github.com/aerodb/authority/jepsen-like/workload"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 )
 
 // Scenario is one run.
@@ -51,6 +56,10 @@ type Scenario struct {
 	// ServerEnv is added to every server's environment (e.g.
 	// AUTHORITYD_TEST_CLOCK_RATE); AgentArgs to every agent's flags.
 	ServerEnv, AgentArgs []string
+	// HandoverBound, if set, is checker.Input.HandoverBound: a holder
+	// paused longer than it must have lost its domain to another holder
+	// within it.
+	HandoverBound time.Duration
 }
 
 // Run is a running scenario (what Faults may use).
@@ -139,7 +148,8 @@ func Execute(t *testing.T, sc Scenario) *Result {
 
 	env := &nemesis.Env{T: t, Cluster: cl, Net: net, H: h, Rng: rng, Log: t.Logf}
 	for i, holder := range agentNames {
-		env.Agents = append(env.Agents, nemesis.StartAgent(t, bin, net.ClientEndpoints(holder), FenceDomain, holder, 901+i, fs.URL(), dir, sc.AgentArgs...))
+		args := append(nemesis.AgentTLSArgs(t, cl, holder), sc.AgentArgs...)
+		env.Agents = append(env.Agents, nemesis.StartAgent(t, bin, net.ClientEndpoints(holder), FenceDomain, holder, 901+i, fs.URL(), dir, args...))
 	}
 	stopLeaders := watchLeaders(cl, h)
 
@@ -147,12 +157,14 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	for i, addr := range net.ClientEndpoints("workload") {
 		nodes = append(nodes, workload.Node{ID: cl.Servers[i].ID, Addr: addr})
 	}
-	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Domains: []workload.Domain{
-		{Name: "lock-a", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
-		{Name: "lock-b", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
-		{Name: "db", Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Clients: 3, Primary: true},
-		{Name: FenceDomain, Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 1, ReadOnly: true},
-	}})
+	creds := func(id identity.Identity) credentials.TransportCredentials { return cl.Creds(id) }
+	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Creds: creds,
+		Operator: testcluster.Operator, Reader: testcluster.Reader, Domains: []workload.Domain{
+			{Name: "lock-a", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
+			{Name: "lock-b", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
+			{Name: "db", Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Clients: 3, Primary: true},
+			{Name: FenceDomain, Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 1, ReadOnly: true},
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,6 +227,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	in.MinOpsAroundFaults = 20
 	in.ExpectStaleRejections = sc.ExpectStaleRejections
 	in.RequireHealedOpsPerDomain = true
+	in.HandoverBound = sc.HandoverBound
 	in.VizDir = dir
 	env.Count("forward_link_accepts", net.ForwardAccepts())
 	res := &Result{Dir: dir, Input: in, Scenario: sc, Counters: env.Counters}
@@ -256,13 +269,19 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// setup creates the run's domains.
+// setup creates the run's domains (as the operator) and advances the
+// aerodb domain's watermark once (as its holder, node:n1).
 func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
-	c, err := client.Dial(ctx, cl.Endpoints()...)
+	c, err := client.DialConfig(ctx, cl.ClientConfig(testcluster.Operator))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	n1, err := client.DialConfig(ctx, cl.ClientConfig(testcluster.Node("n1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n1.Close()
 	for _, d := range []string{"lock-a", "lock-b"} {
 		if _, err := c.CreateDomain(ctx, d, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 400}); err != nil {
 			t.Fatal(err)
@@ -284,7 +303,7 @@ func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
 	}
 	// The watermark the workload's replica reports contain (promotions
 	// are allowed once the holder's lease expired on the leader).
-	errs, err := c.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "db", Epoch: 1, Holder: "n1",
+	errs, err := n1.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "db", Epoch: 1, Holder: "n1",
 		Lsn: workload.WatermarkLsn, Hash: workload.WatermarkHash, VisibleCommitId: workload.VisibleCommitID}})
 	if err := errors.Join(append(errs, err)...); err != nil {
 		t.Fatal(err)
@@ -296,6 +315,7 @@ func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
 func watchLeaders(cl *testcluster.Cluster, h *history.Writer) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
+	reader := cl.DialOption(testcluster.Reader)
 	go func() {
 		defer close(stopped)
 		var last string
@@ -316,7 +336,7 @@ func watchLeaders(cl *testcluster.Cluster, h *history.Writer) func() {
 			// ask every server, dead ones just fail.)
 			for _, s := range cl.Servers {
 				if conns[s.ID] == nil {
-					c, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+					c, err := grpc.NewClient(s.GRPCAddr, reader)
 					if err != nil {
 						continue
 					}
@@ -344,11 +364,12 @@ func watchLeaders(cl *testcluster.Cluster, h *history.Writer) func() {
 func converge(t *testing.T, cl *testcluster.Cluster) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
+	reader := cl.DialOption(testcluster.Reader)
 	for time.Now().Before(deadline) {
 		var hashes []string
 		ok := true
 		for _, s := range cl.Servers {
-			conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(s.GRPCAddr, reader)
 			if err != nil {
 				ok = false
 				break

@@ -19,6 +19,13 @@
 // progress (holding the domain's current watermark, at the current epoch)
 // to the leader every 100 ms, so a promotion is allowed whenever the
 // holder's lease has expired on the leader and its compare-and-set holds.
+//
+// Identities (Config.Creds gives each its mutual-TLS credentials): a lock
+// client acts, and reads, as node:<its holder name> (a new certificate for
+// every new process); promotion clients are the operator; the primary
+// reads as the reader and advances (or re-acquires) as node:<the holder it
+// read>; the reporter reports each member's progress as node:<member>;
+// read-only clients are the reader.
 package workload
 
 import (
@@ -33,9 +40,11 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/jepsen-like/history"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -78,12 +87,19 @@ type Config struct {
 	Seed      uint64
 	OpTimeout time.Duration // per-op deadline (default 1 s)
 	Rate      time.Duration // pause between a client's ops (default 20 ms)
+	// Creds gives an identity's transport credentials (nil, or a nil
+	// result: plaintext, for --insecure servers).
+	Creds func(identity.Identity) credentials.TransportCredentials
+	// Operator promotes; Reader reads the domains its client does not act
+	// on (defaults operator:jepsen and reader:jepsen).
+	Operator, Reader identity.Identity
 }
 
 // Workload is a running workload.
 type Workload struct {
 	cfg     Config
-	conns   []*grpc.ClientConn
+	mu      sync.Mutex
+	shared  map[identity.Identity][]*grpc.ClientConn // one per node, by identity
 	nextPID atomic.Int64
 	leader  atomic.Int64 // index of the node believed to lead
 	wg      sync.WaitGroup
@@ -99,13 +115,16 @@ func Start(cfg Config) (*Workload, error) {
 	if cfg.Rate <= 0 {
 		cfg.Rate = 20 * time.Millisecond
 	}
-	w := &Workload{cfg: cfg}
-	for _, n := range cfg.Nodes {
-		conn, err := grpc.NewClient(n.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return nil, err
-		}
-		w.conns = append(w.conns, conn)
+	if cfg.Operator.IsZero() {
+		cfg.Operator = identity.Identity{Role: identity.Operator, Name: "jepsen"}
+	}
+	if cfg.Reader.IsZero() {
+		cfg.Reader = identity.Identity{Role: identity.Reader, Name: "jepsen"}
+	}
+	w := &Workload{cfg: cfg, shared: map[identity.Identity][]*grpc.ClientConn{}}
+	// Fail early on credentials that cannot be had.
+	if _, err := w.sharedConns(cfg.Reader); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
@@ -135,31 +154,104 @@ func Start(cfg Config) (*Workload, error) {
 func (w *Workload) Stop() {
 	w.cancel()
 	w.wg.Wait()
-	for _, c := range w.conns {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, cs := range w.shared {
+		closeAll(cs)
+	}
+}
+
+// creds is id's dial option.
+func (w *Workload) creds(id identity.Identity) grpc.DialOption {
+	if w.cfg.Creds != nil {
+		if c := w.cfg.Creds(id); c != nil {
+			return grpc.WithTransportCredentials(c)
+		}
+	}
+	return grpc.WithTransportCredentials(insecure.NewCredentials())
+}
+
+// dial connects to every node as id (connections are made on first use).
+func (w *Workload) dial(id identity.Identity) ([]*grpc.ClientConn, error) {
+	opt := w.creds(id)
+	var out []*grpc.ClientConn
+	for _, n := range w.cfg.Nodes {
+		conn, err := grpc.NewClient(n.Addr, opt)
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		out = append(out, conn)
+	}
+	return out, nil
+}
+
+// sharedConns are the connections of an identity several clients use (the
+// operator, the reader, an aerodb member).
+func (w *Workload) sharedConns(id identity.Identity) ([]*grpc.ClientConn, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if cs, ok := w.shared[id]; ok {
+		return cs, nil
+	}
+	cs, err := w.dial(id)
+	if err != nil {
+		return nil, err
+	}
+	w.shared[id] = cs
+	return cs, nil
+}
+
+func closeAll(cs []*grpc.ClientConn) {
+	for _, c := range cs {
 		c.Close()
 	}
 }
 
+// clientCreds is id's credentials for the client library (nil: plaintext).
+func (w *Workload) clientCreds(id identity.Identity) credentials.TransportCredentials {
+	if w.cfg.Creds == nil {
+		return nil
+	}
+	return w.cfg.Creds(id)
+}
+
 // report sends every member's progress for d to the leader every 100 ms,
 // for the epoch just read (reports are the leader's soft state and must
-// name the current epoch). Reports are evidence, not operations of the
-// history.
+// name the current epoch), each as node:<member>. Reports are evidence,
+// not operations of the history.
 func (w *Workload) report(ctx context.Context, d Domain) {
 	defer w.wg.Done()
 	var addrs []string
 	for _, n := range w.cfg.Nodes {
 		addrs = append(addrs, n.Addr)
 	}
-	c, err := client.DialConfig(ctx, client.Config{Endpoints: addrs, PinEndpoints: true, RequestTimeout: 500 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond})
-	if err != nil {
+	members := map[string]*client.Client{}
+	var reader *client.Client // any member reads
+	for _, m := range d.Members {
+		c, err := client.DialConfig(ctx, client.Config{Endpoints: addrs, PinEndpoints: true, RequestTimeout: 500 * time.Millisecond,
+			MaxRetryDelay: 100 * time.Millisecond, Credentials: w.clientCreds(identity.Identity{Role: identity.Node, Name: m})})
+		if err != nil {
+			continue
+		}
+		defer c.Close()
+		members[m] = c
+		if reader == nil {
+			reader = c
+		}
+	}
+	if reader == nil {
 		return
 	}
-	defer c.Close()
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		if dom, err := c.GetDomain(rctx, d.Name); err == nil && dom.Watermark != nil {
+		if dom, err := reader.GetDomain(rctx, d.Name); err == nil && dom.Watermark != nil {
 			wm := dom.Watermark
 			for _, m := range d.Members {
+				c := members[m]
+				if c == nil {
+					continue
+				}
 				c.ReportProgress(rctx, d.Name, &pb.ProgressReport{MemberId: m, Epoch: dom.Epoch,
 					FlushedLsn: wm.Lsn, FlushedHash: wm.Hash, WatermarkLsn: wm.Lsn, HashAtWatermark: wm.Hash,
 					AppliedCommitId: wm.VisibleCommitId, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
@@ -191,6 +283,9 @@ type logical struct {
 	lastLsn    uint64
 	reacquire  bool // the holder's lease expired: acquire it again first
 	reqSeq     int
+	// own are the connections as node:<holder> (lock clients; replaced
+	// with every new process).
+	own []*grpc.ClientConn
 }
 
 func (c *logical) run(ctx context.Context) {
@@ -201,6 +296,39 @@ func (c *logical) run(ctx context.Context) {
 		c.step()
 		time.Sleep(c.w.cfg.Rate)
 	}
+	closeAll(c.own)
+}
+
+// actor is the identity of the client's reads and of its writes (except
+// the primary's, which act as the holder it read).
+func (c *logical) actor() identity.Identity {
+	switch {
+	case c.d.ReadOnly || c.primary:
+		return c.w.cfg.Reader
+	case c.d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB:
+		return c.w.cfg.Operator
+	}
+	return identity.Identity{Role: identity.Node, Name: c.holder}
+}
+
+// conn is the connection to the current node as id (nil when it cannot be
+// had: the step is skipped).
+func (c *logical) conn(id identity.Identity) *grpc.ClientConn {
+	if id.Role == identity.Node && id.Name == c.holder {
+		if c.own == nil {
+			own, err := c.w.dial(id)
+			if err != nil {
+				return nil
+			}
+			c.own = own
+		}
+		return c.own[c.node]
+	}
+	cs, err := c.w.sharedConns(id)
+	if err != nil {
+		return nil
+	}
+	return cs[c.node]
 }
 
 // outcome classifies an error: fail when nothing happened for sure, info
@@ -210,10 +338,11 @@ func outcome(err error) (typ string, notLeader bool) {
 	if !ok {
 		return history.Info, false
 	}
-	// A dial that failed (ours, or a follower's forward to the leader:
-	// the server reports the latter as OUTCOME_UNKNOWN although nothing
-	// was sent) certainly did not deliver the request.
-	if strings.Contains(st.Message(), "Error while dialing") {
+	// A dial or a TLS handshake that failed (ours, or a follower's forward
+	// to the leader: the server reports the latter as OUTCOME_UNKNOWN
+	// although nothing was sent) certainly did not deliver the request: a
+	// call is sent only on an established connection.
+	if m := st.Message(); strings.Contains(m, "Error while dialing") || strings.Contains(m, "authentication handshake failed") {
 		return history.Fail, true
 	}
 	for _, d := range st.Details() {
@@ -235,7 +364,10 @@ func outcome(err error) (typ string, notLeader bool) {
 func (c *logical) step() {
 	h := c.w.cfg.History
 	nodes := c.w.cfg.Nodes
-	conn := c.w.conns[c.node]
+	conn := c.conn(c.actor())
+	if conn == nil {
+		return
+	}
 	node := nodes[c.node].ID
 	ctx, cancel := context.WithTimeout(context.Background(), c.w.cfg.OpTimeout)
 	defer cancel()
@@ -279,9 +411,13 @@ func (c *logical) step() {
 		c.w.OKs.Add(1)
 		rec(history.OK, history.FRead, history.Value{Epoch: d.GetEpoch(), Holder: d.GetHolder()}, "", nil)
 	case c.primary && c.reacquire:
-		c.reacquireLease(ctx, conn, rec, finish)
+		if conn = c.conn(identity.Identity{Role: identity.Node, Name: c.lastHolder}); conn != nil {
+			c.reacquireLease(ctx, conn, rec, finish)
+		}
 	case c.primary:
-		c.advance(ctx, conn, rec, finish)
+		if conn = c.conn(identity.Identity{Role: identity.Node, Name: c.lastHolder}); conn != nil {
+			c.advance(ctx, conn, rec, finish)
+		}
 	case c.d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB:
 		c.reqSeq++
 		id := fmt.Sprintf("%s-%d", c.holder, c.reqSeq)
@@ -355,8 +491,11 @@ func (c *logical) saw(epoch uint64) {
 // newProcess continues the client under a new process id and a new holder
 // name (holding nothing), so every holder's operations are sequential and an
 // unknown outcome is its holder's last operation: the checker resolves
-// unknown acquires and releases against the logs by holder.
+// unknown acquires and releases against the logs by holder. A lock client
+// then acts as node:<new holder>, over new connections.
 func (c *logical) newProcess() {
+	closeAll(c.own)
+	c.own = nil
 	c.pid = int(c.w.nextPID.Add(1))
 	c.holder = fmt.Sprintf("%s.p%d", c.base, c.pid)
 	c.held = 0
