@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -176,8 +178,10 @@ func withClusterID(id string) grpc.DialOption {
 	})
 }
 
-// peerRejects logs refused server-to-server and HTTP connections at most
-// once per second per peer address.
+// peerRejects logs refused handshakes (gRPC, HTTP, raft) at most once per
+// second per peer host and kind of refusal: a client retrying with a bad
+// certificate comes from a new port each time, so the port is not part of
+// the key, and the kinds are a small fixed set.
 type peerRejects struct {
 	logger hclog.Logger
 	mu     sync.Mutex
@@ -189,16 +193,21 @@ func newPeerRejects(logger hclog.Logger) *peerRejects {
 }
 
 func (p *peerRejects) reject(peer string, err error) {
+	key := peer
+	if host, _, err := net.SplitHostPort(peer); err == nil {
+		key = host
+	}
+	key += "|" + refusalKind(err)
 	now := time.Now()
 	p.mu.Lock()
-	if t, ok := p.last[peer]; ok && now.Sub(t) < time.Second {
+	if t, ok := p.last[key]; ok && now.Sub(t) < time.Second {
 		p.mu.Unlock()
 		return
 	}
 	if len(p.last) > 4096 {
 		p.last = map[string]time.Time{}
 	}
-	p.last[peer] = now
+	p.last[key] = now
 	p.mu.Unlock()
 	p.logger.Warn("connection refused", "peer", peer, "error", err)
 }
@@ -218,4 +227,24 @@ func (f handshakeFilter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return f.w.Write(p)
+}
+
+// refusalKind sorts a refused handshake into a small fixed set.
+func refusalKind(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	switch {
+	case errors.As(err, &unknown):
+		return "unknown-authority"
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("invalid-%d", invalid.Reason)
+	case errors.As(err, &hostname):
+		return "hostname"
+	case errors.Is(err, identity.ErrNoIdentity):
+		return "no-identity"
+	case errors.Is(err, cluster.ErrOtherCluster):
+		return "other-cluster"
+	}
+	return "other"
 }

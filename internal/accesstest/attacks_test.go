@@ -3,6 +3,7 @@ package accesstest
 import (
 	"context"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
+	"github.com/aerodb/authority/pki"
+	"github.com/aerodb/authority/tlsfiles"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -173,4 +176,60 @@ func assertDenialsCounted(t *testing.T, c *testcluster.Cluster) {
 	if !strings.Contains(string(body), `authority_authz_denied_total{method="/authority.v1.Leases/KeepAlive",role="node"}`) {
 		t.Errorf("no KeepAlive denial counted on %s", c.Servers[0].ID)
 	}
+}
+
+// TestBadCertificatesAreRefusedAndLogged: a certificate of another CA, an
+// expired one, and one without an identity are refused at the handshake,
+// each with one clear log line on the server (at most one a second per
+// peer host, however often the client retries).
+func TestBadCertificatesAreRefusedAndLogged(t *testing.T) {
+	c := testcluster.Start(t, 3)
+	s := c.Servers[0]
+	dir := t.TempDir()
+	foreignCA, err := pki.NewCA("foreign CA", time.Hour)
+	mustOK(t, "ca", err)
+	mustOK(t, "write", foreignCA.Write(dir))
+	foreignCert, foreignKey, err := foreignCA.WriteLeaf(dir, pki.LeafOptions{Identity: testcluster.Operator})
+	mustOK(t, "leaf", err)
+	ours := testcluster.Files(t, testcluster.Reader)
+	expiredDir := t.TempDir()
+	expiredCert, expiredKey, err := testcluster.CA(t).WriteLeaf(expiredDir, pki.LeafOptions{Identity: identity.Identity{Role: identity.Operator, Name: "old"},
+		NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	mustOK(t, "expired leaf", err)
+	cases := []struct {
+		name, cert, key, log string
+	}{
+		{"another CA", foreignCert, foreignKey, "certificate signed by unknown authority"},
+		{"expired", expiredCert, expiredKey, "certificate has expired"},
+	}
+	for _, tc := range cases {
+		before := countOf(readFile(s.LogPath), "connection refused")
+		// The client trusts our CA (so it accepts the server) but presents
+		// the bad certificate; it retries several times within a second.
+		src, err := tlsfiles.Load(tlsfiles.Files{CA: ours.CA, Cert: tc.cert, Key: tc.key}, tlsfiles.Options{})
+		if err != nil {
+			// An expired certificate still loads; anything else is a test bug.
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for range 10 {
+			conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(src.Credentials(true)))
+			mustOK(t, "client", err)
+			short, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err = pb.NewDomainsClient(conn).CreateDomain(short, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
+			cancel()
+			conn.Close()
+			if err == nil {
+				t.Fatalf("%s: a call went through", tc.name)
+			}
+		}
+		waitLog(t, s.LogPath, tc.log, 10*time.Second)
+		if n := countOf(readFile(s.LogPath), "connection refused") - before; n < 1 || n > 3 {
+			t.Errorf("%s: %d refusal lines for 10 attempts in about a second, want 1..3", tc.name, n)
+		}
+	}
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
