@@ -60,6 +60,8 @@ type Scenario struct {
 	// paused longer than it must have lost its domain to another holder
 	// within it.
 	HandoverBound time.Duration
+	// StaleOneIn is workload.Config.StaleOneIn (0: the workload's default).
+	StaleOneIn int
 }
 
 // Run is a running scenario (what Faults may use).
@@ -158,7 +160,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 		nodes = append(nodes, workload.Node{ID: cl.Servers[i].ID, Addr: addr})
 	}
 	creds := func(id identity.Identity) credentials.TransportCredentials { return cl.Creds(id) }
-	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Creds: creds,
+	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Creds: creds, StaleOneIn: sc.StaleOneIn,
 		Operator: testcluster.Operator, Reader: testcluster.Reader, Domains: []workload.Domain{
 			{Name: "lock-a", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
 			{Name: "lock-b", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},

@@ -93,6 +93,9 @@ type Config struct {
 	// Operator promotes; Reader reads the domains its client does not act
 	// on (defaults operator:jepsen and reader:jepsen).
 	Operator, Reader identity.Identity
+	// StaleOneIn: a promotion uses an older epoch the client saw (a stale
+	// view, which compare-and-set must deny) once in this many (default 4).
+	StaleOneIn int
 }
 
 // Workload is a running workload.
@@ -109,6 +112,9 @@ type Workload struct {
 
 // Start launches every logical client.
 func Start(cfg Config) (*Workload, error) {
+	if cfg.StaleOneIn <= 0 {
+		cfg.StaleOneIn = 4
+	}
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = time.Second
 	}
@@ -423,7 +429,7 @@ func (c *logical) step() {
 		id := fmt.Sprintf("%s-%d", c.holder, c.reqSeq)
 		cand := c.d.Members[c.rng.IntN(len(c.d.Members))]
 		exp := c.lastEp
-		if c.oldEp != 0 && c.rng.IntN(4) == 0 {
+		if c.oldEp != 0 && c.rng.IntN(c.w.cfg.StaleOneIn) == 0 {
 			exp = c.oldEp // a stale view: must be denied EpochStale
 		}
 		args := history.Value{Holder: cand, ExpectedEpoch: exp}
