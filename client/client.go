@@ -39,6 +39,11 @@ type Config struct {
 	// RequestTimeout bounds each attempt of a call when the caller's context
 	// has no earlier deadline (default 5 s).
 	RequestTimeout time.Duration
+	// CallTimeout bounds a whole call, every retry included, when the
+	// caller's context has no deadline (default 30 s, and at least
+	// RequestTimeout): a call never retries forever. A caller that wants
+	// longer passes a context with its own deadline.
+	CallTimeout time.Duration
 	// MaxRetryDelay caps the retry backoff (default 1 s). Backoff starts at
 	// 25 ms, doubles per retry and is fully jittered from Rand.
 	MaxRetryDelay time.Duration
@@ -72,6 +77,7 @@ type Config struct {
 const (
 	DefaultDialTimeout    = 5 * time.Second
 	DefaultRequestTimeout = 5 * time.Second
+	DefaultCallTimeout    = 30 * time.Second
 	DefaultMaxRetryDelay  = time.Second
 	initialRetryDelay     = 25 * time.Millisecond
 	// maxFreeRedirects bounds NOT_LEADER redirects followed without a
@@ -88,6 +94,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxRetryDelay <= 0 {
 		cfg.MaxRetryDelay = DefaultMaxRetryDelay
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = max(DefaultCallTimeout, cfg.RequestTimeout)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
@@ -514,11 +523,17 @@ const (
 )
 
 // invoke runs one call with leader discovery, redirects and retries until
-// it answers definitively or ctx ends. unknown reports that some attempt may
-// have been applied without the caller learning it (only for writes), so a
-// definitive error afterwards may be the consequence of that earlier attempt.
+// it answers definitively or ctx ends (a ctx without a deadline gets
+// CallTimeout). unknown reports that some attempt may have been applied
+// without the caller learning it (only for writes), so a definitive error
+// afterwards may be the consequence of that earlier attempt.
 func (c *Client) invoke(ctx context.Context, policy retryPolicy, stale bool,
 	call func(context.Context, *grpc.ClientConn) error) (unknown bool, err error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+	}
 	bo := c.newBackoff()
 	redirects := 0
 	var last error
@@ -556,6 +571,13 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, stale bool,
 			} else {
 				c.noteFailure(addr, stale)
 			}
+		case classRetryAfter:
+			// A rate limit: nothing was applied; wait at least what the
+			// server asked.
+			if err := c.sleep(ctx, max(retryDelay(err), bo.delay())); err != nil {
+				return unknown, giveUp(ctx, unknown, last)
+			}
+			continue
 		case classTransient:
 			switch policy {
 			case retryNotLeader:

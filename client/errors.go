@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -200,7 +201,24 @@ const (
 	// broken, attempt deadline, OUTCOME_UNKNOWN): a write may or may not
 	// have been applied.
 	classTransient
+	// classRetryAfter: RESOURCE_EXHAUSTED with a retry delay (a rate
+	// limit): nothing was applied; retry after the delay.
+	classRetryAfter
 )
+
+// retryDelay is the google.rpc.RetryInfo delay of a status error, or 0.
+func retryDelay(err error) time.Duration {
+	st, ok := status.FromError(err)
+	if !ok || st == nil {
+		return 0
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return max(ri.GetRetryDelay().AsDuration(), 0)
+		}
+	}
+	return 0
+}
 
 // classify is the package classify, without the hint when the client is
 // pinned to its endpoints (a hinted address may be unreachable).
@@ -226,6 +244,14 @@ func classify(err error) (errClass, string) {
 		return classFinal, ""
 	}
 	st, info := errorInfo(err)
+	if st != nil && st.Code() == codes.ResourceExhausted {
+		// A rate limit says when to come back; anything else exhausted
+		// (a message over a size limit) fails the same way again: final.
+		if retryDelay(err) > 0 {
+			return classRetryAfter, ""
+		}
+		return classFinal, ""
+	}
 	if info != nil {
 		switch info.GetReason() {
 		case pb.ReasonNotLeader:
@@ -242,7 +268,7 @@ func classify(err error) (errClass, string) {
 		return classFinal, ""
 	}
 	switch st.Code() {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted, codes.ResourceExhausted:
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
 		return classTransient, ""
 	}
 	return classFinal, ""

@@ -29,6 +29,8 @@ type fakeServer struct {
 	createErrs []error // scripted CreateDomain errors, popped per call
 	domain     *pb.Domain
 	gets       int
+	getErrs    []error // scripted GetDomain errors, popped per call
+	getErr     error   // when set, every GetDomain fails with it
 
 	advanceGate chan struct{} // each Advance waits for one token
 	batches     [][]*pb.WatermarkAdvance
@@ -67,6 +69,14 @@ func (f *fakeServer) GetDomain(_ context.Context, req *pb.GetDomainRequest) (*pb
 	defer f.mu.Unlock()
 	f.gets++
 	if err := f.notLeader(); err != nil {
+		return nil, err
+	}
+	if f.getErr != nil {
+		return nil, f.getErr
+	}
+	if len(f.getErrs) > 0 {
+		err := f.getErrs[0]
+		f.getErrs = f.getErrs[1:]
 		return nil, err
 	}
 	if f.domain == nil || f.domain.Name != req.GetName() {

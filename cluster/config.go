@@ -42,6 +42,12 @@ type Config struct {
 	FSM *fsm.FSM
 	// Hooks observe apply and snapshot durations (metrics); nil for none.
 	Hooks Hooks
+	// OnCorruption is called (once) when a log entry read back from
+	// raft.db fails its checksum, before the read returns an error: the
+	// entry is never applied. The server must stop there (raft panics on a
+	// log it cannot read): authorityd logs the one-line *DamageError and
+	// exits with status 3. Nil leaves it to raft.
+	OnCorruption func(error)
 
 	// HeartbeatTimeout is raft's follower timeout: a follower that hears no
 	// leader for this long starts an election (raft's name is misleading).

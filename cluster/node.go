@@ -29,6 +29,7 @@ type Node struct {
 	raft      *raft.Raft
 	fsm       *fsm.FSM
 	store     *raftboltdb.BoltStore
+	logs      *checksumLogStore
 	transport raft.Transport
 	notify    chan bool
 	cfg       Config
@@ -45,15 +46,21 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: data dir: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	path := filepath.Join(cfg.DataDir, "raft.db")
+	store, err := withFaultPanicsStore(path)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+		return nil, err
+	}
+	logs := &checksumLogStore{LogStore: store, path: path, onCorrupt: cfg.OnCorruption}
+	if err := checkDataDir(cfg.DataDir, store, logs); err != nil {
+		store.Close()
+		return nil, err
 	}
 	f := cfg.FSM
 	if f == nil {
 		f = fsm.New()
 	}
-	n := &Node{id: cfg.NodeID, fsm: f, store: store, notify: make(chan bool, 1), cfg: cfg}
+	n := &Node{id: cfg.NodeID, fsm: f, store: store, logs: logs, notify: make(chan bool, 1), cfg: cfg}
 	if err := n.start(); err != nil {
 		store.Close()
 		return nil, err
@@ -81,11 +88,12 @@ func (n *Node) start() error {
 		n.transport = raft.NewNetworkTransportWithConfig(tc)
 	}
 	n.transport = clampCommits(n.transport)
-	logs, err := raft.NewLogCache(512, failpointLogStore{n.store})
+	logs, err := raft.NewLogCache(512, failpointLogStore{n.logs})
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(n.raftConfig(), &raftFSM{f: n.fsm, hooks: cfg.Hooks}, logs, n.store, snaps, n.transport)
+	rf := &raftFSM{f: n.fsm, hooks: cfg.Hooks, path: n.logs.path, onCorrupt: cfg.OnCorruption}
+	r, err := raft.NewRaft(n.raftConfig(), rf, logs, n.store, snaps, n.transport)
 	if err != nil {
 		closeTransport(n.transport)
 		return fmt.Errorf("cluster: start raft: %w", err)
@@ -275,12 +283,17 @@ func closeTransport(t raft.Transport) {
 type raftFSM struct {
 	f     *fsm.FSM
 	hooks Hooks
+	// path and onCorrupt report an entry whose checksum fails right
+	// before apply (checkBeforeApply).
+	path      string
+	onCorrupt func(error)
 }
 
 func (a *raftFSM) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	a.checkBeforeApply(l)
 	promo := failpoint.Enabled && isPromotion(l)
 	if promo {
 		failpoint.Eval(failpoint.FSMBeforeApplyPromote)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/aerodb/authority/fsm"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // ForceNewCluster is the lost-quorum recovery (etcd's --force-new-cluster,
@@ -32,11 +31,15 @@ func ForceNewCluster(cfg Config) error {
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: path})
+	store, err := withFaultPanicsStore(path)
 	if err != nil {
-		return fmt.Errorf("force new cluster: open %s: %w", path, err)
+		return fmt.Errorf("force new cluster: %w", err)
 	}
 	defer store.Close()
+	logs := &checksumLogStore{LogStore: store, path: path, onCorrupt: cfg.OnCorruption}
+	if err := checkDataDir(cfg.DataDir, store, logs); err != nil {
+		return fmt.Errorf("force new cluster: %w", err)
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, cfg.Logger.Named("snapshot"))
 	if err != nil {
 		return err
@@ -53,7 +56,7 @@ func ForceNewCluster(cfg Config) error {
 	rc.NotifyCh = nil
 	_, trans := raft.NewInmemTransport(raft.ServerAddress(cfg.RaftAddr))
 	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(cfg.RaftAddr)}}}
-	if err := raft.RecoverCluster(rc, &raftFSM{f: fsm.New(), hooks: cfg.Hooks}, store, store, snaps, trans, conf); err != nil {
+	if err := raft.RecoverCluster(rc, &raftFSM{f: fsm.New(), hooks: cfg.Hooks}, logs, store, snaps, trans, conf); err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}
 	return nil

@@ -45,6 +45,11 @@ func (c *clusterAPI) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Mem
 }
 
 func (c *clusterAPI) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	var v check
+	v.optName("to", req.GetTo())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, c.Server, func(ctx context.Context, conn *grpc.ClientConn) (*pb.TransferLeadershipResponse, error) {
 		return pb.NewClusterClient(conn).TransferLeadership(ctx, req)
 	}); ok {
@@ -134,11 +139,11 @@ func (c *clusterAPI) AddServer(ctx context.Context, req *pb.AddServerRequest) (*
 			return c.addServerResponse(ctx)
 		}
 		if s.ID != id && s.Address == raftAddr {
-			return nil, c.fail(fmt.Errorf("%w: raft address %s already belongs to server %s", fsm.ErrPrecondition, raftAddr, s.ID))
+			return nil, c.fail(fmt.Errorf("%w: raft address %s already belongs to server %s", fsm.ErrPrecondition, clip(string(raftAddr)), s.ID))
 		}
 	}
 	if _, err := c.probe(ctx, req.GetGrpcAddress()); err != nil {
-		return nil, c.fail(fmt.Errorf("%w: server %s does not answer at %s (nothing changed): %v", fsm.ErrPrecondition, id, req.GetGrpcAddress(), err))
+		return nil, c.fail(fmt.Errorf("%w: server %s does not answer at %s (nothing changed): %v", fsm.ErrPrecondition, id, clip(req.GetGrpcAddress()), err))
 	}
 	if err := c.node.Raft().AddNonvoter(id, raftAddr, 0, timeoutOf(ctx)).Error(); err != nil {
 		return nil, c.fail(fmt.Errorf("add non-voter %s: %w", id, cluster.TranslateError(err)))

@@ -47,6 +47,9 @@ func (d *domains) RegisterMember(ctx context.Context, req *pb.RegisterMemberRequ
 	if err := validateRegister(req); err != nil {
 		return nil, err
 	}
+	if err := memberLimit(d.node.FSM(), req); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 		return pb.NewDomainsClient(c).RegisterMember(ctx, req)
 	}); ok {
@@ -77,11 +80,11 @@ func (d *domains) AssignInitial(ctx context.Context, req *pb.AssignInitialReques
 }
 
 func (d *domains) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.DomainResponse, error) {
-	if err := fsm.ValidateName("domain", req.GetName()); err != nil {
-		return nil, toStatus(err, nil)
+	if err := validateNames("domain", req.GetName()); err != nil {
+		return nil, err
 	}
 	if !req.GetRead().GetStale() && !staleReads {
-		if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
+		if resp, ok, err := forwardRead(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 			return pb.NewDomainsClient(c).GetDomain(ctx, req)
 		}); ok {
 			return resp, err
@@ -105,8 +108,11 @@ func (d *domains) domainResponse(name string) (*pb.DomainResponse, error) {
 const maxListLimit = 10_000
 
 func (d *domains) ListDomains(ctx context.Context, req *pb.ListDomainsRequest) (*pb.ListDomainsResponse, error) {
+	if err := validateList(req); err != nil {
+		return nil, err
+	}
 	if !req.GetRead().GetStale() && !staleReads {
-		if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ListDomainsResponse, error) {
+		if resp, ok, err := forwardRead(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ListDomainsResponse, error) {
 			return pb.NewDomainsClient(c).ListDomains(ctx, req)
 		}); ok {
 			return resp, err
@@ -118,9 +124,6 @@ func (d *domains) ListDomains(ctx context.Context, req *pb.ListDomainsRequest) (
 	limit := int(req.GetLimit())
 	if limit == 0 {
 		limit = 1000
-	}
-	if limit > maxListLimit {
-		return nil, invalid("limit %d exceeds %d", limit, maxListLimit)
 	}
 	summaries, more := d.node.FSM().Summaries(req.GetAfter(), limit)
 	resp := &pb.ListDomainsResponse{Header: d.header(), Domains: summaries}

@@ -17,13 +17,13 @@ type promotionAPI struct {
 // Promote runs a promotion attempt on the leader. A denial is a result, not
 // an error: the response carries the record with Decision.Allowed false.
 func (p *promotionAPI) Promote(ctx context.Context, req *pb.PromoteRequest) (*pb.PromoteResponse, error) {
+	if err := validatePromote(req); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.PromoteResponse, error) {
 		return pb.NewPromotionClient(c).Promote(ctx, req)
 	}); ok {
 		return resp, err
-	}
-	if err := validatePromote(req); err != nil {
-		return nil, err
 	}
 	out, err := p.svc.Promote(ctx, req.GetRequest())
 	if err != nil && !promotion.IsDenied(err) {
@@ -37,8 +37,11 @@ func (p *promotionAPI) Promote(ctx context.Context, req *pb.PromoteRequest) (*pb
 }
 
 func (p *promotionAPI) Explain(ctx context.Context, req *pb.ExplainRequest) (*pb.ExplainResponse, error) {
+	if err := validateNames("domain", req.GetDomain(), "request_id", req.GetRequestId()); err != nil {
+		return nil, err
+	}
 	if !req.GetRead().GetStale() && !staleReads {
-		if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ExplainResponse, error) {
+		if resp, ok, err := forwardRead(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ExplainResponse, error) {
 			return pb.NewPromotionClient(c).Explain(ctx, req)
 		}); ok {
 			return resp, err
@@ -55,8 +58,11 @@ func (p *promotionAPI) Explain(ctx context.Context, req *pb.ExplainRequest) (*pb
 }
 
 func (p *promotionAPI) History(ctx context.Context, req *pb.HistoryRequest) (*pb.HistoryResponse, error) {
+	if err := validateNames("domain", req.GetDomain()); err != nil {
+		return nil, err
+	}
 	if !req.GetRead().GetStale() && !staleReads {
-		if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.HistoryResponse, error) {
+		if resp, ok, err := forwardRead(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.HistoryResponse, error) {
 			return pb.NewPromotionClient(c).History(ctx, req)
 		}); ok {
 			return resp, err

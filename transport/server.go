@@ -7,6 +7,7 @@ package transport
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -178,9 +180,21 @@ func (s *Server) forwardCtx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
-// forward runs a unary call on the leader when this node is not it; ok is
+// forward runs a unary write on the leader when this node is not it; ok is
 // false when the caller must serve the request locally.
 func forward[Resp any](ctx context.Context, s *Server, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, ok bool, err error) {
+	return forwardAs(ctx, s, false, call)
+}
+
+// forwardRead is forward for a read: a read that fails on the way to the
+// leader changed nothing, so it is NOT_LEADER (the client tries again,
+// elsewhere), or RESOURCE_EXHAUSTED when a message exceeded a size limit
+// (final: retrying cannot help) — never OUTCOME_UNKNOWN.
+func forwardRead[Resp any](ctx context.Context, s *Server, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, ok bool, err error) {
+	return forwardAs(ctx, s, true, call)
+}
+
+func forwardAs[Resp any](ctx context.Context, s *Server, read bool, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, ok bool, err error) {
 	conn := s.leaderConn(ctx)
 	if conn == nil {
 		return resp, false, nil
@@ -193,6 +207,12 @@ func forward[Resp any](ctx context.Context, s *Server, call func(context.Context
 		return resp, true, s.fail(fmt.Errorf("%w: leader %s unreachable from %s", promotion.ErrNotLeader, conn.Target(), s.node.ID()))
 	}
 	resp, err = call(s.forwardCtx(ctx), conn)
+	if err != nil && !hasErrorInfo(err) && read {
+		if status.Code(err) == codes.ResourceExhausted {
+			return resp, true, status.Error(codes.ResourceExhausted, clip("forwarding a read to the leader: "+status.Convert(err).Message()))
+		}
+		return resp, true, s.fail(fmt.Errorf("%w: forwarding a read to the leader failed (nothing changed): %s", promotion.ErrNotLeader, clip(err.Error())))
+	}
 	if err != nil && !hasErrorInfo(err) {
 		// The hop to the leader failed without an answer from it: the write
 		// may or may not have reached the leader and committed.
@@ -221,6 +241,10 @@ func (s *Server) linearizable(ctx context.Context) error {
 		return s.fail(promotion.ErrNotLeader)
 	}
 	if err := s.node.VerifyLeader(ctx); err != nil {
+		if errors.Is(err, promotion.ErrIndeterminate) || ctx.Err() != nil {
+			// A read changes nothing: its outcome is never unknown.
+			err = fmt.Errorf("%w: leadership not confirmed: %v", promotion.ErrNotLeader, err)
+		}
 		return s.fail(err)
 	}
 	return nil

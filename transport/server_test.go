@@ -32,6 +32,7 @@ type apiNode struct {
 	svc  *promotion.Service
 	addr string
 	conn *grpc.ClientConn
+	api  *Server
 }
 
 // startAPI starts n servers forming one cluster and returns them once a
@@ -89,7 +90,7 @@ func startAPI(t *testing.T, n int) []*apiNode {
 			<-done
 			node.Shutdown()
 		})
-		nodes = append(nodes, &apiNode{node: node, svc: svc, addr: lis[i].Addr().String(), conn: conn})
+		nodes = append(nodes, &apiNode{node: node, svc: svc, addr: lis[i].Addr().String(), conn: conn, api: api})
 		boot = append(boot, cluster.Peer{ID: id, Address: id})
 	}
 	if err := nodes[0].node.Bootstrap(boot); err != nil {

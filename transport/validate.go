@@ -10,7 +10,7 @@ import (
 )
 
 // Bounds on free-form request fields. Anything larger is refused before it
-// can reach the log.
+// can reach the log (see also limits.go).
 const (
 	MaxReasonBytes  = 1024
 	MaxAddressBytes = 256
@@ -20,33 +20,47 @@ const (
 )
 
 // check collects every problem of one request (errors.Join), each naming
-// the field and the value, so a caller fixes them all at once.
+// the field and the limit, so a caller fixes them all at once. Values are
+// quoted clipped (at most MaxQuotedBytes of input each), and at most
+// maxReportedProblems problems are listed.
 type check struct{ errs []error }
 
 func (c *check) name(field, v string) {
+	if len(v) > MaxNameBytes {
+		// Not passed on: fsm.ValidateName would scan all of it.
+		c.add("%s is %d bytes, longer than %d", field, len(v), MaxNameBytes)
+		return
+	}
 	if err := fsm.ValidateName(field, v); err != nil {
 		c.errs = append(c.errs, err)
 	}
 }
 
+// optName checks a name that may be empty.
+func (c *check) optName(field, v string) {
+	if v != "" {
+		c.name(field, v)
+	}
+}
+
 func (c *check) maxLen(field, v string, n int) {
 	if len(v) > n {
-		c.errs = append(c.errs, fmt.Errorf("%w: %s is %d bytes, more than %d", fsm.ErrInvalid, field, len(v), n))
+		c.add("%s is %d bytes, more than %d", field, len(v), n)
 	}
 }
 
 func (c *check) epoch(field string, v uint64) {
 	if v == 0 {
-		c.errs = append(c.errs, fmt.Errorf("%w: %s is 0; epochs start at 1", fsm.ErrInvalid, field))
+		c.add("%s is 0; epochs start at 1", field)
 	}
 }
 
 func (c *check) hash(field string, h []byte, lsn uint64) {
 	switch {
 	case len(h) > MaxHashBytes:
-		c.errs = append(c.errs, fmt.Errorf("%w: %s is %d bytes, more than %d", fsm.ErrInvalid, field, len(h), MaxHashBytes))
+		c.add("%s is %d bytes, more than %d", field, len(h), MaxHashBytes)
 	case lsn > 0 && len(h) == 0:
-		c.errs = append(c.errs, fmt.Errorf("%w: %s is empty at lsn %d; a position needs its chain hash", fsm.ErrInvalid, field, lsn))
+		c.add("%s is empty at lsn %d; a position needs its chain hash", field, lsn)
 	}
 }
 
@@ -54,9 +68,18 @@ func (c *check) policy(p *pb.Policy) {
 	if p == nil {
 		return // defaults
 	}
-	if p.LeaseTtlMs == 0 {
-		c.errs = append(c.errs, fmt.Errorf("%w: policy.lease_ttl_ms is 0; give a TTL in [%d, %d] ms or omit the policy",
-			fsm.ErrInvalid, fsm.MinLeaseTTLms, fsm.MaxLeaseTTLms))
+	c.enum("policy.mode", int32(p.GetMode()), promotionMode)
+	switch ttl := p.GetLeaseTtlMs(); {
+	case ttl == 0:
+		c.add("policy.lease_ttl_ms is 0; give a TTL in [%d, %d] ms or omit the policy", fsm.MinLeaseTTLms, fsm.MaxLeaseTTLms)
+	case ttl < fsm.MinLeaseTTLms || ttl > fsm.MaxLeaseTTLms:
+		c.add("policy.lease_ttl_ms %d is outside [%d, %d]", ttl, fsm.MinLeaseTTLms, fsm.MaxLeaseTTLms)
+	}
+	if a := p.GetReportMaxAgeMs(); a > fsm.MaxReportAgeMs {
+		c.add("policy.report_max_age_ms %d is outside [1, %d] (0: the default)", a, fsm.MaxReportAgeMs)
+	}
+	if n := p.GetMinSyncReplicas(); n > MaxMembersPerDomain {
+		c.add("policy.min_sync_replicas %d is more than the members per domain limit of %d", n, MaxMembersPerDomain)
 	}
 }
 
@@ -64,7 +87,12 @@ func (c *check) err() error {
 	if len(c.errs) == 0 {
 		return nil
 	}
-	return toStatus(errors.Join(c.errs...), nil)
+	errs := c.errs
+	if len(errs) > maxReportedProblems {
+		more := len(errs) - maxReportedProblems
+		errs = append(errs[:maxReportedProblems:maxReportedProblems], fmt.Errorf("and %d more problems", more))
+	}
+	return toStatus(errors.Join(errs...), nil)
 }
 
 func validateCreate(r *pb.CreateDomainRequest) error {
@@ -73,7 +101,7 @@ func validateCreate(r *pb.CreateDomainRequest) error {
 	switch r.GetKind() {
 	case pb.DomainKind_DOMAIN_KIND_AERODB, pb.DomainKind_DOMAIN_KIND_LOCK, pb.DomainKind_DOMAIN_KIND_RELEASE:
 	default:
-		c.errs = append(c.errs, fmt.Errorf("%w: domain kind %v: want aerodb, lock or release", fsm.ErrInvalid, r.GetKind()))
+		c.add("domain kind %v: want aerodb, lock or release", r.GetKind())
 	}
 	c.policy(r.GetPolicy())
 	return c.err()
@@ -83,7 +111,7 @@ func validateUpdate(r *pb.UpdatePolicyRequest) error {
 	var c check
 	c.name("domain", r.GetName())
 	if r.GetPolicy() == nil {
-		c.errs = append(c.errs, fmt.Errorf("%w: policy is missing", fsm.ErrInvalid))
+		c.add("policy is missing")
 	}
 	c.policy(r.GetPolicy())
 	return c.err()
@@ -94,7 +122,28 @@ func validateRegister(r *pb.RegisterMemberRequest) error {
 	c.name("domain", r.GetDomain())
 	c.name("member id", r.GetMemberId())
 	c.maxLen("address", r.GetAddress(), MaxAddressBytes)
+	c.enum("state", int32(r.GetState()), memberStates)
 	return c.err()
+}
+
+// memberLimit refuses a new member of a domain that already has
+// MaxMembersPerDomain members, judged on this node's applied state (the
+// leader's when it serves the call). Updating an existing member is always
+// allowed.
+func memberLimit(f *fsm.FSM, r *pb.RegisterMemberRequest) error {
+	d, ok := f.Domain(r.GetDomain())
+	if !ok {
+		return nil // NOT_FOUND comes from the service
+	}
+	for _, m := range d.GetMembers() {
+		if m.GetId() == r.GetMemberId() {
+			return nil
+		}
+	}
+	if n := len(d.GetMembers()); n >= MaxMembersPerDomain {
+		return invalid("domain %q has %d members, the members per domain limit is %d", r.GetDomain(), n, MaxMembersPerDomain)
+	}
+	return nil
 }
 
 func validateHolder(domain, holder string) error {
@@ -112,10 +161,40 @@ func validateFenced(domain, holder string, epoch uint64) error {
 	return c.err()
 }
 
+// validateNames checks required names (pairs of field, value).
+func validateNames(kv ...string) error {
+	var c check
+	for i := 0; i+1 < len(kv); i += 2 {
+		c.name(kv[i], kv[i+1])
+	}
+	return c.err()
+}
+
+func validateList(r *pb.ListDomainsRequest) error {
+	var c check
+	c.maxLen("after", r.GetAfter(), MaxNameBytes)
+	if r.GetLimit() > maxListLimit {
+		c.add("limit %d exceeds %d", r.GetLimit(), maxListLimit)
+	}
+	return c.err()
+}
+
+func validateWatch(r *pb.WatchRequest) error {
+	var c check
+	if c.count("domains", len(r.GetDomains()), MaxWatchDomains) {
+		for i, d := range r.GetDomains() {
+			c.name(fmt.Sprintf("domains[%d]", i), d)
+		}
+	}
+	return c.err()
+}
+
 func validateAdvance(r *pb.AdvanceRequest) error {
 	var c check
-	if n := len(r.GetAdvances()); n == 0 || n > fsm.MaxWatermarkBatch {
-		c.errs = append(c.errs, fmt.Errorf("%w: %d advances in one call (want 1..%d)", fsm.ErrInvalid, n, fsm.MaxWatermarkBatch))
+	n := len(r.GetAdvances())
+	if n == 0 || n > MaxAdvancesPerRequest {
+		c.add("%d advances in one call (want 1..%d, the advances per request limit)", n, MaxAdvancesPerRequest)
+		return c.err()
 	}
 	for i, a := range r.GetAdvances() {
 		c.name(fmt.Sprintf("advances[%d].domain", i), a.GetDomain())
@@ -131,7 +210,7 @@ func validateReport(r *pb.ProgressReportRequest) error {
 	c.name("domain", r.GetDomain())
 	rep := r.GetReport()
 	if rep == nil {
-		c.errs = append(c.errs, fmt.Errorf("%w: report is missing", fsm.ErrInvalid))
+		c.add("report is missing")
 		return c.err()
 	}
 	c.name("report.member_id", rep.GetMemberId())
@@ -139,6 +218,7 @@ func validateReport(r *pb.ProgressReportRequest) error {
 	if len(rep.GetHashAtWatermark()) > MaxHashBytes {
 		c.hash("report.hash_at_watermark", rep.GetHashAtWatermark(), 0)
 	}
+	c.enum("report.state", int32(rep.GetState()), replicaStates)
 	return c.err()
 }
 
@@ -146,21 +226,31 @@ func validatePromote(r *pb.PromoteRequest) error {
 	var c check
 	q := r.GetRequest()
 	if q == nil {
-		c.errs = append(c.errs, fmt.Errorf("%w: request is missing", fsm.ErrInvalid))
+		c.add("request is missing")
 		return c.err()
 	}
 	c.name("request_id", q.GetRequestId())
 	c.name("domain", q.GetDomain())
 	c.name("candidate", q.GetCandidate())
 	c.maxLen("reason", q.GetReason(), MaxReasonBytes)
-	known := validator.KnownWaivers()
-	for _, w := range q.GetWaivers() {
-		ok := false
-		for _, k := range known {
-			ok = ok || w == k
-		}
-		if !ok {
-			c.errs = append(c.errs, fmt.Errorf("%w: unknown waiver %q (known: %v)", fsm.ErrInvalid, w, known))
+	c.enum("initiated_by", int32(q.GetInitiatedBy()), initiators)
+	if c.count("waivers", len(q.GetWaivers()), MaxWaivers) {
+		known := validator.KnownWaivers()
+		seen := map[string]bool{}
+		for i, w := range q.GetWaivers() {
+			ok := false
+			for _, k := range known {
+				ok = ok || w == k
+			}
+			switch {
+			case !ok && len(w) > MaxNameBytes:
+				c.add("waivers[%d] is %d bytes, not a known waiver (known: %v)", i, len(w), known)
+			case !ok:
+				c.add("unknown waiver %s at waivers[%d] (known: %v)", quote(w), i, known)
+			case seen[w]:
+				c.add("waiver %q named twice (waivers[%d]); name each waiver once", w, i)
+			}
+			seen[w] = true
 		}
 	}
 	if q.ExpectedEpoch != nil && q.GetExpectedEpoch() == 0 {

@@ -25,6 +25,9 @@ const (
 // retained events fails with COMPACTED (OutOfRange): re-read the state and
 // watch from its applied index.
 func (w *watch) Watch(req *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.WatchResponse]) error {
+	if err := validateWatch(req); err != nil {
+		return err
+	}
 	f := w.node.FSM()
 	from := req.GetFromIndex()
 	if from == 0 {

@@ -551,7 +551,7 @@ func TestProcessBadInput(t *testing.T) {
 	before := r.stateHashes()
 
 	bigReason := filepath.Join(t.TempDir(), "reason")
-	if err := os.WriteFile(bigReason, bytes.Repeat([]byte("r"), 4<<20), 0o644); err != nil {
+	if err := os.WriteFile(bigReason, bytes.Repeat([]byte("r"), 2<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("x", 129)

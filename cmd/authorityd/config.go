@@ -83,6 +83,125 @@ type Config struct {
 	// server's configuration is rewritten to itself alone, keeping every
 	// entry of its log (docs/OPERATIONS.md). Use once, then drop the flag.
 	ForceNewCluster bool `yaml:"force_new_cluster"`
+	// Limits on the resources one client can hold (docs/LIMITS.md).
+	Limits Limits `yaml:",inline"`
+}
+
+// Limits bound what clients can make a server hold: message sizes, streams,
+// connections, idle time. Each has a flag (and AUTHORITYD_* variable).
+type Limits struct {
+	// GRPCMaxRecvBytes bounds one received gRPC message.
+	GRPCMaxRecvBytes int `yaml:"grpc_max_recv_bytes"`
+	// GRPCMaxStreams bounds the concurrent streams (calls) of one gRPC
+	// connection.
+	GRPCMaxStreams int `yaml:"grpc_max_streams"`
+	// GRPCMaxConnections caps open gRPC connections; more wait in the
+	// listen backlog until one closes.
+	GRPCMaxConnections int `yaml:"grpc_max_connections"`
+	// GRPCHandshakeTimeout bounds a new connection's TLS and HTTP/2
+	// handshake.
+	GRPCHandshakeTimeout time.Duration `yaml:"grpc_handshake_timeout"`
+	// GRPCKeepaliveMinTime is the shortest interval between a client's
+	// pings the server tolerates (shorter: the connection is closed);
+	// pings without an active stream are permitted.
+	GRPCKeepaliveMinTime time.Duration `yaml:"grpc_keepalive_min_time"`
+	// GRPCKeepaliveTime and GRPCKeepaliveTimeout: the server pings a
+	// connection silent this long and closes it when the ping is not
+	// answered in time (dead clients' streams are freed).
+	GRPCKeepaliveTime    time.Duration `yaml:"grpc_keepalive_time"`
+	GRPCKeepaliveTimeout time.Duration `yaml:"grpc_keepalive_timeout"`
+	// GRPCMaxConnectionIdle closes a connection without calls this long.
+	GRPCMaxConnectionIdle time.Duration `yaml:"grpc_max_connection_idle"`
+	// HTTP server (status page, /healthz, /readyz, /metrics, /v1).
+	HTTPReadHeaderTimeout time.Duration `yaml:"http_read_header_timeout"`
+	HTTPReadTimeout       time.Duration `yaml:"http_read_timeout"`
+	HTTPIdleTimeout       time.Duration `yaml:"http_idle_timeout"`
+	HTTPMaxHeaderBytes    int           `yaml:"http_max_header_bytes"`
+	// HTTPMaxConnections caps open HTTP connections (per HTTP listener).
+	HTTPMaxConnections int `yaml:"http_max_connections"`
+}
+
+func defaultLimits() Limits {
+	return Limits{
+		GRPCMaxRecvBytes: 4 << 20, GRPCMaxStreams: 128, GRPCMaxConnections: 1024, GRPCHandshakeTimeout: 10 * time.Second,
+		GRPCKeepaliveMinTime: 10 * time.Second, GRPCKeepaliveTime: time.Minute, GRPCKeepaliveTimeout: 20 * time.Second,
+		GRPCMaxConnectionIdle: 15 * time.Minute,
+		HTTPReadHeaderTimeout: 5 * time.Second, HTTPReadTimeout: 10 * time.Second, HTTPIdleTimeout: time.Minute,
+		HTTPMaxHeaderBytes: 16 << 10, HTTPMaxConnections: 256,
+	}
+}
+
+// limitFlag is one limit's flag: a duration or an integer in Limits, with
+// its lower and upper bound (Validate).
+type limitFlag struct {
+	name, usage string
+	dur         func(*Limits) *time.Duration
+	num         func(*Limits) *int
+	lo, hi      int64
+}
+
+var limitFlags = []limitFlag{
+	{name: "grpc-max-recv-bytes", usage: "largest gRPC message received, bytes (default 4194304)",
+		num: func(l *Limits) *int { return &l.GRPCMaxRecvBytes }, lo: 64 << 10, hi: 64 << 20},
+	{name: "grpc-max-streams", usage: "concurrent streams per gRPC connection (default 128)",
+		num: func(l *Limits) *int { return &l.GRPCMaxStreams }, lo: 1, hi: 1 << 20},
+	{name: "grpc-max-connections", usage: "open gRPC connections; more wait in the backlog (default 1024)",
+		num: func(l *Limits) *int { return &l.GRPCMaxConnections }, lo: 1, hi: 1 << 20},
+	{name: "grpc-handshake-timeout", usage: "bound on a new gRPC connection's handshake (default 10s)",
+		dur: func(l *Limits) *time.Duration { return &l.GRPCHandshakeTimeout }, lo: int64(10 * time.Millisecond), hi: int64(10 * time.Minute)},
+	{name: "grpc-keepalive-min-time", usage: "shortest client ping interval tolerated (default 10s)",
+		dur: func(l *Limits) *time.Duration { return &l.GRPCKeepaliveMinTime }, lo: int64(time.Millisecond), hi: int64(time.Hour)},
+	{name: "grpc-keepalive-time", usage: "ping a gRPC connection silent this long (default 1m)",
+		dur: func(l *Limits) *time.Duration { return &l.GRPCKeepaliveTime }, lo: int64(time.Second), hi: int64(24 * time.Hour)},
+	{name: "grpc-keepalive-timeout", usage: "close a gRPC connection whose ping is unanswered this long (default 20s)",
+		dur: func(l *Limits) *time.Duration { return &l.GRPCKeepaliveTimeout }, lo: int64(time.Millisecond), hi: int64(time.Hour)},
+	{name: "grpc-max-connection-idle", usage: "close a gRPC connection without calls this long (default 15m)",
+		dur: func(l *Limits) *time.Duration { return &l.GRPCMaxConnectionIdle }, lo: int64(time.Second), hi: int64(30 * 24 * time.Hour)},
+	{name: "http-read-header-timeout", usage: "HTTP: time to read a request's headers (default 5s)",
+		dur: func(l *Limits) *time.Duration { return &l.HTTPReadHeaderTimeout }, lo: int64(time.Millisecond), hi: int64(10 * time.Minute)},
+	{name: "http-read-timeout", usage: "HTTP: time to read a whole request (default 10s)",
+		dur: func(l *Limits) *time.Duration { return &l.HTTPReadTimeout }, lo: int64(time.Millisecond), hi: int64(10 * time.Minute)},
+	{name: "http-idle-timeout", usage: "HTTP: close a keep-alive connection idle this long (default 1m)",
+		dur: func(l *Limits) *time.Duration { return &l.HTTPIdleTimeout }, lo: int64(time.Millisecond), hi: int64(24 * time.Hour)},
+	{name: "http-max-header-bytes", usage: "HTTP: largest request header, bytes (default 16384)",
+		num: func(l *Limits) *int { return &l.HTTPMaxHeaderBytes }, lo: 1 << 10, hi: 1 << 20},
+	{name: "http-max-connections", usage: "open HTTP connections per HTTP listener; more wait in the backlog (default 256)",
+		num: func(l *Limits) *int { return &l.HTTPMaxConnections }, lo: 1, hi: 1 << 20},
+}
+
+func (f limitFlag) set(l *Limits, v string) error {
+	if f.dur != nil {
+		d, err := time.ParseDuration(v)
+		*f.dur(l) = d
+		return err
+	}
+	n, err := strconv.Atoi(v)
+	*f.num(l) = n
+	return err
+}
+
+func (f limitFlag) value(l *Limits) int64 {
+	if f.dur != nil {
+		return int64(*f.dur(l))
+	}
+	return int64(*f.num(l))
+}
+
+func (f limitFlag) format(v int64) string {
+	if f.dur != nil {
+		return time.Duration(v).String()
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func (l Limits) validate() []error {
+	var errs []error
+	for _, f := range limitFlags {
+		if v := f.value(&l); v < f.lo || v > f.hi {
+			errs = append(errs, fmt.Errorf("%s %s: want %s..%s", f.name, f.format(v), f.format(f.lo), f.format(f.hi)))
+		}
+	}
+	return errs
 }
 
 // Peer is one voter of the cluster.
@@ -97,7 +216,7 @@ func defaults() Config {
 		RaftAddr: "127.0.0.1:7001", GRPCAddr: "127.0.0.1:8001", HTTPAddr: "127.0.0.1:9001",
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond, SnapshotThreshold: 8192,
-		LogLevel: "info", LogFormat: "text",
+		LogLevel: "info", LogFormat: "text", Limits: defaultLimits(),
 	}
 }
 
@@ -163,6 +282,13 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.StringVar(&flagCfg.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz in plaintext on this extra address")
 	fs.StringVar(&flagCfg.ClusterToken, "cluster-token", "", "token mixed into the cluster id at bootstrap (default authority)")
 	forceNew := fs.Bool("force-new-cluster", false, "lost-quorum recovery: restart as a one-server cluster keeping every log entry")
+	for _, f := range limitFlags {
+		if f.dur != nil {
+			fs.DurationVar(f.dur(&flagCfg.Limits), f.name, 0, f.usage)
+		} else {
+			fs.IntVar(f.num(&flagCfg.Limits), f.name, 0, f.usage)
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -309,6 +435,12 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.ClusterToken = v
 	case "force-new-cluster":
 		cfg.ForceNewCluster, err = strconv.ParseBool(v)
+	default:
+		for _, f := range limitFlags {
+			if f.name == name {
+				err = f.set(&cfg.Limits, v)
+			}
+		}
 	}
 	return err
 }
@@ -344,6 +476,16 @@ func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	}
 	if set["trailing-logs"] {
 		cfg.TrailingLogs = f.TrailingLogs
+	}
+	for _, lf := range limitFlags {
+		if !set[lf.name] {
+			continue
+		}
+		if lf.dur != nil {
+			*lf.dur(&cfg.Limits) = *lf.dur(&f.Limits)
+		} else {
+			*lf.num(&cfg.Limits) = *lf.num(&f.Limits)
+		}
 	}
 }
 
@@ -413,6 +555,7 @@ func (c Config) Validate() error {
 	if c.ForceNewCluster && (c.Bootstrap || len(c.Join) > 0) {
 		errs = append(errs, errors.New("--force-new-cluster recovers an existing data dir: drop --bootstrap and --join"))
 	}
+	errs = append(errs, c.Limits.validate()...)
 	switch c.LogFormat {
 	case "text", "json":
 	default:

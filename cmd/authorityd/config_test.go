@@ -272,3 +272,49 @@ func TestConfigForceNewCluster(t *testing.T) {
 		}
 	}
 }
+
+// Every resource limit has a default, a flag, an AUTHORITYD_* variable and
+// a YAML key, and Validate refuses values outside its bounds, naming them.
+func TestConfigLimits(t *testing.T) {
+	cfg, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits != defaultLimits() || cfg.Limits.GRPCMaxRecvBytes != 4<<20 || cfg.Limits.HTTPMaxConnections != 256 {
+		t.Fatalf("defaults: %+v", cfg.Limits)
+	}
+	file := filepath.Join(t.TempDir(), "authorityd.yaml")
+	if err := os.WriteFile(file, []byte("grpc_max_streams: 7\nhttp_idle_timeout: 3s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = loadConfig(withTLS("--config", file, "--node-id", "s1", "--data-dir", "d", "--peer", peers,
+		"--grpc-max-recv-bytes", "1048576", "--http-max-connections", "64", "--grpc-keepalive-min-time", "30s"),
+		env(map[string]string{"AUTHORITYD_HTTP_READ_HEADER_TIMEOUT": "2s", "AUTHORITYD_GRPC_MAX_CONNECTIONS": "99",
+			"AUTHORITYD_HTTP_MAX_CONNECTIONS": "1000"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Limits
+	if l.GRPCMaxRecvBytes != 1<<20 || l.HTTPMaxConnections != 64 || l.GRPCKeepaliveMinTime != 30*time.Second ||
+		l.HTTPReadHeaderTimeout != 2*time.Second || l.GRPCMaxConnections != 99 || l.GRPCMaxStreams != 7 || l.HTTPIdleTimeout != 3*time.Second {
+		t.Fatalf("flag > env > file: %+v", l)
+	}
+	if len(limitFlags) != 13 {
+		t.Fatalf("%d limit flags; docs/LIMITS.md lists 13", len(limitFlags))
+	}
+	_, err = loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--grpc-max-recv-bytes", "100",
+		"--grpc-max-streams", "0", "--http-max-header-bytes", "99999999", "--http-read-timeout", "0s"), env(nil))
+	if err == nil {
+		t.Fatal("absurd limits accepted")
+	}
+	for _, want := range []string{"grpc-max-recv-bytes 100: want 65536..67108864", "grpc-max-streams 0: want 1..1048576",
+		"http-max-header-bytes 99999999: want 1024..1048576", "http-read-timeout 0s: want 1ms..10m0s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	if _, err := loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers), env(map[string]string{"AUTHORITYD_GRPC_MAX_STREAMS": "many"})); err == nil ||
+		!strings.Contains(err.Error(), "AUTHORITYD_GRPC_MAX_STREAMS") {
+		t.Fatalf("bad env value: %v", err)
+	}
+}

@@ -27,8 +27,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 type wallClock struct{}
@@ -56,7 +58,13 @@ func run(ctx context.Context, cfg Config) error {
 		FSM: state, Hooks: metrics, RaftRoutes: cfg.RaftRoutes, TLS: src, ClusterID: clusterID, RejectPeer: rejects.reject,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
-		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs}
+		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs,
+		// A log entry failing its checksum is never applied: one line naming
+		// the index, the file and what to do, then exit (not a panic).
+		OnCorruption: func(err error) {
+			fmt.Fprintln(os.Stderr, "authorityd:", err)
+			os.Exit(3)
+		}}
 	if cfg.ForceNewCluster {
 		if err := cluster.ForceNewCluster(clusterCfg); err != nil {
 			return err
@@ -110,15 +118,19 @@ func run(ctx context.Context, cfg Config) error {
 			a, ok := node.FSM().AuthorityOf(domain)
 			return a.Kind, ok
 		}}
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(8 << 20), grpc.ChainUnaryInterceptor(gate.Unary()), grpc.ChainStreamInterceptor(gate.Stream())}
+	lim := cfg.Limits
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(gate.Unary()), grpc.ChainStreamInterceptor(gate.Stream())}
+	opts = append(opts, grpcLimits(lim)...)
+	grpcLis = netutil.LimitListener(grpcLis, lim.GRPCMaxConnections)
 	if src != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(src.ServerConfig([]string{"h2"}, nil, rejects.reject))))
 	}
 	g := grpc.NewServer(opts...)
 	api.Register(g)
 	registerSecurityMetrics(reg, src == nil)
-	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc, src == nil), ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog: httpErrorLog(logger.Named("http"))}
+	httpSrv := &http.Server{Handler: httpHandler(reg, node, svc, src == nil), ErrorLog: httpErrorLog(logger.Named("http"))}
+	httpLimits(httpSrv, lim)
+	httpLis = netutil.LimitListener(httpLis, lim.HTTPMaxConnections)
 	if src != nil {
 		httpSrv.TLSConfig = src.ServerConfig([]string{"http/1.1"}, nil, rejects.reject)
 		httpLis = tls.NewListener(httpLis, httpSrv.TLSConfig)
@@ -132,7 +144,9 @@ func run(ctx context.Context, cfg Config) error {
 			node.Shutdown()
 			return fmt.Errorf("metrics listen: %w", err)
 		}
-		metricsSrv = &http.Server{Handler: plainHandler(reg, node), ReadHeaderTimeout: 5 * time.Second}
+		metricsSrv = &http.Server{Handler: plainHandler(reg, node)}
+		httpLimits(metricsSrv, lim)
+		metricsLis = netutil.LimitListener(metricsLis, lim.HTTPMaxConnections)
 	}
 
 	var wg sync.WaitGroup
@@ -183,6 +197,24 @@ func run(ctx context.Context, cfg Config) error {
 	err = node.Shutdown()
 	wg.Wait()
 	return err
+}
+
+// grpcLimits are the gRPC server's resource limits (docs/LIMITS.md).
+func grpcLimits(l Limits) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(l.GRPCMaxRecvBytes),
+		grpc.MaxConcurrentStreams(uint32(l.GRPCMaxStreams)),
+		grpc.ConnectionTimeout(l.GRPCHandshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.GRPCKeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: l.GRPCMaxConnectionIdle,
+			Time: l.GRPCKeepaliveTime, Timeout: l.GRPCKeepaliveTimeout}),
+	}
+}
+
+// httpLimits sets an HTTP server's timeouts and header bound.
+func httpLimits(s *http.Server, l Limits) {
+	s.ReadHeaderTimeout, s.ReadTimeout, s.IdleTimeout = l.HTTPReadHeaderTimeout, l.HTTPReadTimeout, l.HTTPIdleTimeout
+	s.MaxHeaderBytes = l.HTTPMaxHeaderBytes
 }
 
 func serveLogged(logger hclog.Logger, what string, err error) {
