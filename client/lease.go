@@ -17,6 +17,7 @@ type LeaseOption func(*leaseOptions)
 type leaseOptions struct {
 	margin, interval time.Duration
 	expectedEpoch    *uint64
+	wait             bool
 }
 
 // WithMargin sets how long before the service's expiry the holder stops
@@ -34,6 +35,21 @@ func WithRenewInterval(d time.Duration) LeaseOption { return func(o *leaseOption
 func WithExpectedEpoch(epoch uint64) LeaseOption {
 	return func(o *leaseOptions) { o.expectedEpoch = &epoch }
 }
+
+// WithWait makes Acquire wait for a lock held by another holder instead of
+// failing at once with ErrFailedPrecondition: the leader blocks the call,
+// writing nothing to the log, until the lock is released or its holder's
+// lease expires on the leader, then proposes the acquire once (contention
+// costs one log entry per grant). The context's deadline bounds the wait
+// (Config.CallTimeout when it has none), not Config.RequestTimeout: shortly
+// before that deadline the leader answers ErrFailedPrecondition, and nothing
+// was proposed. When leadership changes, the wait ends with NOT_LEADER on
+// the old leader and the retry loop re-issues it to the new one, within the
+// same deadline. A follower forwards a waiting Acquire to the leader with
+// the caller's deadline. At most 64 callers wait per lock on the leader
+// (one more: ErrFailedPrecondition at once). On an aerodb domain it does not
+// wait (authority there moves by promotion). Ignored by KeepLease.
+func WithWait() LeaseOption { return func(o *leaseOptions) { o.wait = true } }
 
 func leaseOpts(ttl time.Duration, opts []LeaseOption) (leaseOptions, error) {
 	var o leaseOptions
@@ -219,8 +235,12 @@ func (l *Lease) start() error {
 
 // Acquire takes a lease through the log (a free or expired lock, or an
 // aerodb holder re-acquiring its own expired lease) and keeps it alive. The
-// first local deadline is the send time of the Acquire request + TTL −
+// first local deadline is the send time of the granted Acquire attempt + TTL −
 // margin; the first renewal is sent at once.
+//
+// Without WithWait, a lock whose holder's lease is valid on the leader is
+// refused at once with ErrFailedPrecondition (the leader writes nothing);
+// with it, Acquire waits for the lock within ctx's deadline.
 //
 // Outcome: the call is retried across leader changes. If an attempt's
 // outcome was unknown and a later attempt fails, the domain is read back:
@@ -234,7 +254,12 @@ func (c *Client) Acquire(ctx context.Context, domain, holder string, opts ...Lea
 	for _, f := range opts {
 		f(&o)
 	}
-	req := &pb.AcquireRequest{Domain: domain, Holder: holder, ExpectedEpoch: o.expectedEpoch}
+	req := &pb.AcquireRequest{Domain: domain, Holder: holder, ExpectedEpoch: o.expectedEpoch, Wait: o.wait}
+	if _, ok := ctx.Deadline(); o.wait && !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+	}
 	// Read the domain first: if the outcome turns out unknown, only a grant
 	// newer than this one can be ours (the holder may still hold an older
 	// grant whose lease the leader has not yet seen expire).
@@ -243,13 +268,25 @@ func (c *Client) Acquire(ctx context.Context, domain, holder string, opts ...Lea
 		return nil, err
 	}
 	sent := c.cfg.Clock.Now()
-	resp, unknown, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LeaseResponse, error) {
-		return pb.NewLeasesClient(conn).Acquire(ctx, req)
+	var lastSent time.Time
+	resp, unknown, err := unary(ctx, c, retryIdempotent, false, func(actx context.Context, conn *grpc.ClientConn) (*pb.LeaseResponse, error) {
+		if o.wait {
+			// The caller's deadline bounds a wait, not RequestTimeout: the
+			// leader answers definitively shortly before it.
+			actx = ctx
+		}
+		lastSent = c.cfg.Clock.Now()
+		return pb.NewLeasesClient(conn).Acquire(actx, req)
 	})
 	var epoch, ttlMs uint64
 	switch {
 	case err == nil:
 		epoch, ttlMs = resp.GetEpoch(), resp.GetTtlMs()
+		// The answering attempt made the grant the leader's lease runs
+		// from (an earlier attempt's grant would have refused this one on
+		// a lock, and an aerodb re-acquire grants afresh): its send time
+		// precedes that grant, even after a long wait.
+		sent = lastSent
 	case unknown && !errors.Is(err, ErrOutcomeUnknown):
 		d, gerr := c.GetDomain(ctx, domain)
 		if gerr != nil {

@@ -55,6 +55,9 @@ type Service struct {
 	// notes is the current term's notary (nil while a follower); read
 	// without s.mu from the lease table's expiry callback.
 	notes atomic.Pointer[notary]
+	// waits holds the current term's Acquire(wait) calls (nil while a
+	// follower).
+	waits atomic.Pointer[waitRoom]
 }
 
 // NewService wires a service; it starts as a follower.
@@ -119,10 +122,12 @@ func (s *Service) BecomeLeader(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopNotary()
+	s.waits.Swap(nil).close()
 	s.leases.Promote(grants)
 	s.reports.reset()
 	s.ready, s.term = true, term
 	s.startNotary()
+	s.waits.Store(newWaitRoom(s.clock))
 	s.logger.Info("serving as leader", "term", term, "leases", len(grants))
 	return nil
 }
@@ -134,6 +139,7 @@ func (s *Service) StepDown() {
 	defer s.mu.Unlock()
 	s.ready = false
 	s.stopNotary()
+	s.waits.Swap(nil).close() // waiters answer ErrNotLeader
 	s.leases.Demote()
 	s.reports.reset()
 }

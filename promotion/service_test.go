@@ -27,9 +27,15 @@ type fakeLog struct {
 	failAttempts error
 	// commitThenLose: the next proposal commits but reports ErrIndeterminate.
 	commitThenLose bool
+	// beforeAcquire, when set, runs before an Acquire entry is appended
+	// (a proposal in flight, as seen by concurrent callers).
+	beforeAcquire func()
 }
 
 func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	if _, ok := cmd.Body.(*pb.Command_Acquire); ok && l.beforeAcquire != nil {
+		l.beforeAcquire()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.fail != nil {

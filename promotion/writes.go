@@ -90,16 +90,47 @@ func (s *Service) AssignInitial(ctx context.Context, domain, holder string) (*fs
 
 // Acquire takes a free or expired lock (or re-acquires an aerodb holder's
 // own expired lease). The leader's lease observation goes into the entry.
+//
+// A refusal the leader can make alone costs no entry: while its lease table
+// holds the current holder's lease as valid, an acquire by anyone else (of
+// a lock or release domain: by anyone) is refused before proposing, with
+// the error the FSM would give at apply. This only ever refuses; whatever
+// is proposed is validated again by the FSM (safety does not depend on the
+// shortcut).
 func (s *Service) Acquire(ctx context.Context, domain, holder string, expectedEpoch *uint64) (*fsm.Result, error) {
 	if err := s.checkReady(); err != nil {
 		return nil, err
 	}
-	before, _ := s.fsm.AuthorityOf(domain)
-	s.syncLease(before)
-	obs, err := s.leases.Observe(domain)
+	before, obs, held, _, err := s.checkAcquire(domain, holder, expectedEpoch)
 	if err != nil {
 		return nil, err
 	}
+	if held != nil {
+		return nil, held
+	}
+	return s.proposeAcquire(ctx, before, obs, holder, expectedEpoch)
+}
+
+// checkAcquire reads the domain as applied here, brings the lease table in
+// line with it and observes the lease; held is the refusal the leader can
+// make alone (heldRefusal).
+func (s *Service) checkAcquire(domain, holder string, expectedEpoch *uint64) (before fsm.Authority, obs Observation, held error, waitable bool, err error) {
+	before, ok := s.fsm.AuthorityOf(domain)
+	if !ok {
+		return before, obs, nil, false, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
+	}
+	s.syncLease(before)
+	if obs, err = s.leases.Observe(domain); err != nil {
+		return before, obs, nil, false, err
+	}
+	held, waitable = heldRefusal(before, holder, expectedEpoch, obs)
+	return before, obs, held, waitable, nil
+}
+
+// proposeAcquire proposes an acquire carrying the leader's observation and
+// starts the lease of a committed grant.
+func (s *Service) proposeAcquire(ctx context.Context, before fsm.Authority, obs Observation, holder string, expectedEpoch *uint64) (*fsm.Result, error) {
+	domain := before.Domain
 	res, err := s.apply(ctx, domain, &pb.Command{Body: &pb.Command_Acquire{Acquire: &pb.Acquire{
 		Domain: domain, Holder: holder, ExpectedEpoch: expectedEpoch,
 		Lease: &pb.LeaseObservation{Holder: obs.Holder, Epoch: obs.Epoch, State: leaseState(obs.Status),
@@ -118,6 +149,9 @@ func (s *Service) Release(ctx context.Context, domain, holder string, epoch uint
 	if err == nil {
 		s.leases.Release(domain, epoch)
 	}
+	// Waiters re-check whatever the outcome (an unknown one may have
+	// committed); they find the release in the applied state.
+	s.waits.Load().signal(domain)
 	s.fencedIf(err, domain, "release")
 	return res, err
 }

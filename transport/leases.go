@@ -24,7 +24,13 @@ func (l *leases) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.Lease
 	}); ok {
 		return resp, err
 	}
-	res, err := l.svc.Acquire(ctx, req.GetDomain(), req.GetHolder(), req.ExpectedEpoch)
+	// A follower forwards a waiting Acquire with the caller's context, so
+	// the caller's deadline bounds the wait on the leader too.
+	acquire := l.svc.Acquire
+	if req.GetWait() {
+		acquire = l.svc.AcquireWait
+	}
+	res, err := acquire(ctx, req.GetDomain(), req.GetHolder(), req.ExpectedEpoch)
 	if err != nil {
 		return nil, l.fail(err)
 	}

@@ -248,3 +248,32 @@ func refusalKind(err error) string {
 	}
 	return "other"
 }
+
+// joinedPeers asks the running cluster (cfg.Join) for every server's gRPC
+// address, best effort: a server started with --join has no static peer
+// list, and servers that formed the cluster by bootstrap are not in the
+// replicated server directory, so without this it could neither forward
+// to such a leader nor probe such a voter before a membership change.
+func joinedPeers(ctx context.Context, cfg Config, src *tlsfiles.Source) map[string]string {
+	out := map[string]string{}
+	for _, ep := range cfg.Join {
+		conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(serverCreds(src, true)))
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		m, err := pb.NewClusterClient(conn).Members(cctx, &pb.MembersRequest{})
+		cancel()
+		conn.Close()
+		if err != nil {
+			continue
+		}
+		for _, s := range m.GetServers() {
+			if s.GetGrpcAddress() != "" {
+				out[s.GetId()] = s.GetGrpcAddress()
+			}
+		}
+		return out
+	}
+	return out
+}

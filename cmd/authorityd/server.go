@@ -108,6 +108,9 @@ func run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	peers := map[string]string{}
+	if len(cfg.Join) > 0 {
+		peers = joinedPeers(ctx, cfg, src)
+	}
 	for _, p := range cfg.Peers {
 		peers[p.ID] = p.GRPCAddr
 	}

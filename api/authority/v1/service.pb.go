@@ -790,6 +790,14 @@ type AcquireRequest struct {
 	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
 	Holder        string                 `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
 	ExpectedEpoch *uint64                `protobuf:"varint,3,opt,name=expected_epoch,json=expectedEpoch,proto3,oneof" json:"expected_epoch,omitempty"`
+	// Wait for the lock: while another holder's lease is valid on the leader,
+	// the leader blocks the call (writing nothing) until the lock is released
+	// or that lease expires, then proposes the acquire once. The call's
+	// deadline bounds the wait: shortly before it the leader answers
+	// FAILED_PRECONDITION (nothing proposed). A leadership change ends the
+	// wait with NOT_LEADER. Without wait, a lock held by a valid lease is
+	// refused at once, also without writing to the log.
+	Wait          bool `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -843,6 +851,13 @@ func (x *AcquireRequest) GetExpectedEpoch() uint64 {
 		return *x.ExpectedEpoch
 	}
 	return 0
+}
+
+func (x *AcquireRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
 }
 
 type LeaseResponse struct {
@@ -2697,11 +2712,12 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x1b\n" +
-	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"\x7f\n" +
+	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"\x93\x01\n" +
 	"\x0eAcquireRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12*\n" +
-	"\x0eexpected_epoch\x18\x03 \x01(\x04H\x00R\rexpectedEpoch\x88\x01\x01B\x11\n" +
+	"\x0eexpected_epoch\x18\x03 \x01(\x04H\x00R\rexpectedEpoch\x88\x01\x01\x12\x12\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04waitB\x11\n" +
 	"\x0f_expected_epoch\"\xbf\x01\n" +
 	"\rLeaseResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x16\n" +
