@@ -203,7 +203,7 @@ func TestBadCertificatesAreRefusedAndLogged(t *testing.T) {
 		{"expired", expiredCert, expiredKey, "certificate has expired"},
 	}
 	for _, tc := range cases {
-		before := countOf(readFile(s.LogPath), "connection refused")
+		before := strings.Count(readFile(s.LogPath), "connection refused")
 		// The client trusts our CA (so it accepts the server) but presents
 		// the bad certificate; it retries several times within a second.
 		src, err := tlsfiles.Load(tlsfiles.Files{CA: ours.CA, Cert: tc.cert, Key: tc.key}, tlsfiles.Options{})
@@ -223,7 +223,7 @@ func TestBadCertificatesAreRefusedAndLogged(t *testing.T) {
 			}
 		}
 		waitLog(t, s.LogPath, tc.log, 10*time.Second)
-		if n := countOf(readFile(s.LogPath), "connection refused") - before; n < 1 || n > 3 {
+		if n := strings.Count(readFile(s.LogPath), "connection refused") - before; n < 1 || n > 3 {
 			t.Errorf("%s: %d refusal lines for 10 attempts in about a second, want 1..3", tc.name, n)
 		}
 	}

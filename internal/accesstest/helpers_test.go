@@ -2,12 +2,10 @@ package accesstest
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -26,37 +24,7 @@ func converged(t *testing.T, c *testcluster.Cluster) string {
 // convergedWith is converged, asking through cl.
 func convergedWith(t *testing.T, c *testcluster.Cluster, cl *client.Client) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var last []string
-	for time.Now().Before(deadline) {
-		last = last[:0]
-		hash, index, same := "", uint64(0), true
-		for _, s := range c.Servers {
-			if !s.Running() {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			st, err := cl.Status(ctx, s.GRPCAddr)
-			cancel()
-			if err != nil {
-				same = false
-				last = append(last, s.ID+": "+err.Error())
-				break
-			}
-			last = append(last, s.ID+": "+st.GetStateHash()[:12])
-			if hash == "" {
-				hash, index = st.GetStateHash(), st.GetAppliedIndex()
-			} else if st.GetStateHash() != hash || st.GetAppliedIndex() != index {
-				same = false
-			}
-		}
-		if same && hash != "" {
-			return hash
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("servers did not converge: %v", last)
-	return ""
+	return c.WithT(t).WaitConverged(cl, 20*time.Second)
 }
 
 // stub connects the generated stubs to one server as id.
@@ -88,15 +56,9 @@ func wantDenied(t *testing.T, what string, err error) {
 	}
 }
 
-func leaderOf(t *testing.T, c *testcluster.Cluster) *testcluster.Server { return c.WaitLeader() }
-
 func mustOK(t *testing.T, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
 }
-
-func isPermissionDenied(err error) bool { return errors.Is(err, client.ErrPermissionDenied) }
-
-var _ = pb.DomainKind_DOMAIN_KIND_AERODB

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -240,34 +241,10 @@ func waitCount(t *testing.T, path, text string, n int) {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(path)
-		if countOf(string(b), text) >= n {
+		if strings.Count(string(b), text) >= n {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s: fewer than %d %q", filepath.Base(path), n, text)
-}
-
-func countOf(s, sub string) int {
-	n := 0
-	for i := 0; ; {
-		j := indexFrom(s, sub, i)
-		if j < 0 {
-			return n
-		}
-		n++
-		i = j + len(sub)
-	}
-}
-
-func indexFrom(s, sub string, from int) int {
-	if from >= len(s) {
-		return -1
-	}
-	for i := from; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }

@@ -243,41 +243,9 @@ func createDomain(t *testing.T, op *client.Client, name string) {
 	}
 }
 
-// converged waits until every running server reports the same applied
-// index and state hash, and returns the hash.
 func converged(t *testing.T, c *testcluster.Cluster, cl *client.Client) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last []string
-	for time.Now().Before(deadline) {
-		last = last[:0]
-		hash, index, same := "", uint64(0), true
-		for _, s := range c.Servers {
-			if !s.Running() {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			st, err := cl.Status(ctx, s.GRPCAddr)
-			cancel()
-			if err != nil {
-				same = false
-				last = append(last, s.ID+": "+err.Error())
-				break
-			}
-			last = append(last, fmt.Sprintf("%s: %d %s", s.ID, st.GetAppliedIndex(), st.GetStateHash()[:12]))
-			if hash == "" {
-				hash, index = st.GetStateHash(), st.GetAppliedIndex()
-			} else if st.GetStateHash() != hash || st.GetAppliedIndex() != index {
-				same = false
-			}
-		}
-		if same && hash != "" {
-			return hash
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("servers did not converge: %v", last)
-	return ""
+	return c.WithT(t).WaitConverged(cl, 30*time.Second)
 }
 
 // exitedOrAnswers polls until s has exited (true) or answers Status

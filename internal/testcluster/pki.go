@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -186,4 +187,41 @@ func (c *Cluster) serverTLSArgs(s *Server) []string {
 		f = *s.TLS
 	}
 	return []string{"--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
+}
+
+// WaitConverged waits (up to within) until every running server reports
+// the same applied index and state hash through cl, and returns the hash.
+func (c *Cluster) WaitConverged(cl *client.Client, within time.Duration) string {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	var last []string
+	for time.Now().Before(deadline) {
+		last = last[:0]
+		hash, index, same := "", uint64(0), true
+		for _, s := range c.Servers {
+			if !s.Running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := cl.Status(ctx, s.GRPCAddr)
+			cancel()
+			if err != nil {
+				same = false
+				last = append(last, s.ID+": "+err.Error())
+				break
+			}
+			last = append(last, fmt.Sprintf("%s: %d %.12s", s.ID, st.GetAppliedIndex(), st.GetStateHash()))
+			if hash == "" {
+				hash, index = st.GetStateHash(), st.GetAppliedIndex()
+			} else if st.GetStateHash() != hash || st.GetAppliedIndex() != index {
+				same = false
+			}
+		}
+		if same && hash != "" {
+			return hash
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("servers did not converge: %v", last)
+	return ""
 }
