@@ -457,8 +457,15 @@ func (e *Env) FailpointKill(point string, d time.Duration) {
 // whether the point fired.
 func (e *Env) FailpointKillOn(s *testcluster.Server, role, point string, d time.Duration) bool {
 	// A server restarted by the previous fault may not listen yet.
+	hitsBefore := killLines(s, point)
 	err := e.armFailpoint(s, point+"=kill")
 	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
+		if !e.running(s) && killLines(s, point) > hitsBefore {
+			// Armed, and it fired before the answer to the arming request
+			// got back: the request failed, the fault happened.
+			err = nil
+			break
+		}
 		time.Sleep(50 * time.Millisecond)
 		err = e.armFailpoint(s, point+"=kill")
 	}
@@ -583,6 +590,12 @@ func (e *Env) count(name string, n int) {
 
 // Count adds n to a proof counter (for scenarios' own fault functions).
 func (e *Env) Count(name string, n int) { e.count(name, n) }
+
+// killLines counts the lines in s's log saying point killed it.
+func killLines(s *testcluster.Server, point string) int {
+	b, _ := os.ReadFile(s.LogPath)
+	return strings.Count(string(b), "failpoint "+point+": SIGKILL")
+}
 
 func (e *Env) armFailpoint(s *testcluster.Server, spec string) error {
 	e.creds()
