@@ -51,12 +51,41 @@ func (c *Client) Explain(ctx context.Context, domain, requestID string, opts ...
 }
 
 // History returns the domain's allowed attempts (and, with includeDenied,
-// the denied ones still in the ring) in log order.
+// the denied ones still in the ring) in log order, reading every page. A
+// domain's history only grows, so pages read one after the other are
+// consistent: each starts after the last record of the one before.
 func (c *Client) History(ctx context.Context, domain string, includeDenied bool, opts ...ReadOption) ([]*pb.AttemptRecord, error) {
+	var out []*pb.AttemptRecord
+	for after := uint64(0); ; {
+		page, err := c.HistoryPage(ctx, HistoryQuery{Domain: domain, IncludeDenied: includeDenied, After: after}, opts...)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, page.GetRecords()...)
+		if !page.GetMore() {
+			return out, nil
+		}
+		after = page.GetNextAfterIndex()
+	}
+}
+
+// HistoryQuery selects one page of a domain's attempts.
+type HistoryQuery struct {
+	Domain        string
+	IncludeDenied bool
+	// After: only attempts with a log index above it (0: from the start).
+	After uint64
+	// Limit: at most this many records (0: the server's default page).
+	Limit uint32
+}
+
+// HistoryPage reads one page of a domain's attempts; when the response says
+// More, the next page starts after NextAfterIndex.
+func (c *Client) HistoryPage(ctx context.Context, q HistoryQuery, opts ...ReadOption) (*pb.HistoryResponse, error) {
 	o := readOpts(opts)
-	req := &pb.HistoryRequest{Domain: domain, Read: o.proto(), IncludeDenied: includeDenied}
+	req := &pb.HistoryRequest{Domain: q.Domain, Read: o.proto(), IncludeDenied: q.IncludeDenied, AfterIndex: q.After, Limit: q.Limit}
 	resp, _, err := unary(ctx, c, retryRead, o.stale, func(ctx context.Context, conn *grpc.ClientConn) (*pb.HistoryResponse, error) {
 		return pb.NewPromotionClient(conn).History(ctx, req)
 	})
-	return resp.GetRecords(), err
+	return resp, err
 }

@@ -260,8 +260,8 @@ func TestThreeNodePromotionSurvivesRestart(t *testing.T) {
 	before, _ := l.node.FSM().Domain("db1")
 	for i, m := range c.members {
 		dom, _ := m.node.FSM().Domain("db1")
-		if dom.Epoch != 2 || dom.Holder != "n2" || len(dom.Allowed) != 1 {
-			t.Fatalf("%s: epoch %d holder %s allowed %d", nodeID(i), dom.Epoch, dom.Holder, len(dom.Allowed))
+		if dom.Epoch != 2 || dom.Holder != "n2" || dom.AllowedCount != 1 {
+			t.Fatalf("%s: epoch %d holder %s allowed %d", nodeID(i), dom.Epoch, dom.Holder, dom.AllowedCount)
 		}
 	}
 

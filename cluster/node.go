@@ -309,11 +309,11 @@ func (a *raftFSM) Apply(l *raft.Log) interface{} {
 
 func (a *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	start := time.Now()
-	b, err := a.f.Snapshot()
+	c, err := a.f.Capture()
 	if err != nil {
 		return nil, err
 	}
-	return &fsmSnapshot{data: b, start: start, hooks: a.hooks}, nil
+	return &fsmSnapshot{capture: c, start: start, hooks: a.hooks}, nil
 }
 
 func (a *raftFSM) Restore(rc io.ReadCloser) error {
@@ -321,10 +321,11 @@ func (a *raftFSM) Restore(rc io.ReadCloser) error {
 	return a.f.Restore(rc)
 }
 
+// fsmSnapshot writes a point-in-time capture while entries keep applying.
 type fsmSnapshot struct {
-	data  []byte
-	start time.Time
-	hooks Hooks
+	capture *fsm.Capture
+	start   time.Time
+	hooks   Hooks
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
@@ -332,7 +333,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		sink.Cancel()
 		return err
 	}
-	if _, err := sink.Write(s.data); err != nil {
+	if _, err := s.capture.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return err
 	}

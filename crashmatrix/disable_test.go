@@ -51,7 +51,7 @@ func TestPromotionDisabled(t *testing.T) {
 				t.Fatalf("%s: %s was reached %d times with promotion disabled", s.ID, p, n)
 			}
 		}
-		if d := off.r.nodeDomain(t, s, "d.db"); len(d.Pending) != 0 || len(d.Allowed)+len(d.Denied) != 0 {
+		if d := off.r.nodeDomain(t, s, "d.db"); len(d.Pending) != 0 || d.AllowedCount+d.DeniedCount != 0 {
 			t.Fatalf("%s: a refused promotion left a trace: %v", s.ID, d)
 		}
 	}

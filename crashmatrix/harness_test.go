@@ -495,6 +495,27 @@ func (r *rig) nodeDomain(t testing.TB, s *testcluster.Server, dom string) *pb.Do
 	return resp.Domain
 }
 
+// nodeHistory reads every attempt record of a domain (allowed and kept
+// denied ones, all pages) from one server's applied state.
+func (r *rig) nodeHistory(t testing.TB, s *testcluster.Server, dom string) []*pb.AttemptRecord {
+	t.Helper()
+	var out []*pb.AttemptRecord
+	for after := uint64(0); ; {
+		ctx, cancel := ctxT(rpcTimeout)
+		resp, err := pb.NewPromotionClient(r.conns[s.ID]).History(ctx, &pb.HistoryRequest{Domain: dom, IncludeDenied: true,
+			AfterIndex: after, Read: &pb.ReadOptions{Stale: true}})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: stale history of %s: %v", s.ID, dom, err)
+		}
+		out = append(out, resp.Records...)
+		if !resp.More {
+			return out
+		}
+		after = resp.NextAfterIndex
+	}
+}
+
 // nodeExplain reads one attempt record from one server's applied state.
 func (r *rig) nodeExplain(s *testcluster.Server, dom, id string) (*pb.AttemptRecord, error) {
 	ctx, cancel := ctxT(rpcTimeout)
@@ -737,8 +758,7 @@ func (r *rig) nodeRecords(t testing.TB, s *testcluster.Server) []*pb.AttemptReco
 	}
 	sort.Strings(doms)
 	for _, dom := range doms {
-		d := r.nodeDomain(t, s, dom)
-		for _, rec := range append(append([]*pb.AttemptRecord{}, d.Allowed...), d.Denied...) {
+		for _, rec := range r.nodeHistory(t, s, dom) {
 			ex, err := r.nodeExplain(s, dom, rec.GetRequest().GetRequestId())
 			if err != nil {
 				t.Fatalf("%s: explain %s/%s: %v", s.ID, dom, rec.GetRequest().GetRequestId(), err)

@@ -556,10 +556,12 @@ func TestPromotionAllowed(t *testing.T) {
 		t.Fatalf("decision lists %d checks, want all 10", len(rec.Decision.Checks))
 	}
 	d := h.domain("db1")
-	if d.Epoch != 2 || d.Holder != "n2" || d.Released || d.EpochIndex != h.index || len(d.Allowed) != 1 || len(d.Denied) != 0 {
+	allowed, denied := attemptsOf(h.f, "db1")
+	if d.Epoch != 2 || d.Holder != "n2" || d.Released || d.EpochIndex != h.index || len(allowed) != 1 || len(denied) != 0 ||
+		d.AllowedCount != 1 || d.DeniedCount != 0 {
 		t.Fatalf("domain after promotion: %s", DescribeDomain(d))
 	}
-	if !proto.Equal(d.Allowed[0], rec) {
+	if !proto.Equal(allowed[0], rec) {
 		t.Fatalf("stored record differs from the result")
 	}
 	if got, ok := h.f.Attempt("db1", "req-1"); !ok || !proto.Equal(got, rec) {
@@ -574,8 +576,8 @@ func TestPromotionAllowed(t *testing.T) {
 	if mustHash(t, h.f) != before {
 		t.Fatal("the recorded attempt aliases the command or the result")
 	}
-	if !strings.Contains(DescribeAttempt(d.Allowed[0]), "ALLOWED") {
-		t.Fatalf("explanation:\n%s", DescribeAttempt(d.Allowed[0]))
+	if allowed, _ := attemptsOf(h.f, "db1"); !strings.Contains(DescribeAttempt(allowed[0]), "ALLOWED") {
+		t.Fatalf("explanation:\n%s", DescribeAttempt(allowed[0]))
 	}
 }
 
@@ -593,12 +595,13 @@ func TestPromotionDenied(t *testing.T) {
 		t.Fatalf("denied attempt moved authority: %v", rec)
 	}
 	d := h.domain("db1")
+	allowed, denied := attemptsOf(h.f, "db1")
 	if d.Epoch != before.Epoch || d.Holder != before.Holder || d.EpochIndex != before.EpochIndex ||
-		len(d.Allowed) != 0 || len(d.Denied) != 1 || d.UpdatedIndex != h.index {
+		len(allowed) != 0 || len(denied) != 1 || d.UpdatedIndex != h.index || d.DeniedCount != 1 {
 		t.Fatalf("domain after denial: %s", DescribeDomain(d))
 	}
-	if !strings.Contains(DescribeAttempt(d.Denied[0]), "DENIED PrimaryStillActive") {
-		t.Fatalf("explanation:\n%s", DescribeAttempt(d.Denied[0]))
+	if !strings.Contains(DescribeAttempt(denied[0]), "DENIED PrimaryStillActive") {
+		t.Fatalf("explanation:\n%s", DescribeAttempt(denied[0]))
 	}
 }
 
@@ -652,11 +655,11 @@ func TestPromotionDeniedRingBounded(t *testing.T) {
 			t.Fatalf("attempt %d: %v", i, res.Attempt.Decision)
 		}
 	}
-	d := h.domain("db1")
-	if len(d.Denied) != DeniedHistory {
-		t.Fatalf("denied ring holds %d, want %d", len(d.Denied), DeniedHistory)
+	_, denied := attemptsOf(h.f, "db1")
+	if len(denied) != DeniedHistory || h.domain("db1").DeniedCount != DeniedHistory+3 {
+		t.Fatalf("denied ring holds %d, want %d", len(denied), DeniedHistory)
 	}
-	if got := d.Denied[0].Request.RequestId; got != "deny-003" {
+	if got := denied[0].Request.RequestId; got != "deny-003" {
 		t.Fatalf("oldest kept %q, want deny-003", got)
 	}
 	for i := range 3 {
@@ -679,8 +682,8 @@ func TestPromotionDeniedRingBounded(t *testing.T) {
 	for i := range DeniedHistory + 1 {
 		h.ok(deny(100 + i))
 	}
-	if d := h.domain("db1"); len(d.Allowed) != 1 || len(d.Denied) != DeniedHistory {
-		t.Fatalf("allowed %d denied %d", len(d.Allowed), len(d.Denied))
+	if allowed, denied := attemptsOf(h.f, "db1"); len(allowed) != 1 || len(denied) != DeniedHistory {
+		t.Fatalf("allowed %d denied %d", len(allowed), len(denied))
 	}
 	if res := h.unchanged(attemptCmd(attempt)); !res.Duplicate || !res.Attempt.Decision.Allowed {
 		t.Fatal("allowed request forgotten")
@@ -729,7 +732,7 @@ func TestPromotionSplitBrain(t *testing.T) {
 				t.Fatalf("allowed: first %t second %t, want exactly the first", r2.Attempt.Decision.Allowed, r3.Attempt.Decision.Allowed)
 			}
 			d := h.domain("db1")
-			if d.Epoch != 2 || d.Holder != "n2" || len(d.Allowed) != 1 || len(d.Denied) != 1 {
+			if allowed, denied := attemptsOf(h.f, "db1"); d.Epoch != 2 || d.Holder != "n2" || len(allowed) != 1 || len(denied) != 1 {
 				t.Fatalf("after the race: %s", DescribeDomain(d))
 			}
 			dec := r3.Attempt.Decision

@@ -27,7 +27,7 @@ func DescribeDomain(d *pb.Domain) string {
 	if w := d.Work; w != nil {
 		fmt.Fprintf(&b, "  work status=%s epoch=%d id=%s\n", strings.TrimPrefix(w.Status.String(), "LOCK_STATUS_"), w.Epoch, orNone(w.WorkId))
 	}
-	fmt.Fprintf(&b, "  attempts allowed=%d denied=%d\n", len(d.Allowed), len(d.Denied))
+	fmt.Fprintf(&b, "  attempts allowed=%d denied=%d\n", d.AllowedCount, d.DeniedCount)
 	return b.String()
 }
 

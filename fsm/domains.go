@@ -14,6 +14,7 @@ func (f *FSM) lookup(name string) (*pb.Domain, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: domain %q", ErrNotFound, name)
 	}
+	f.touch(name) // the caller may change it: its digest is redone after the entry
 	return d, nil
 }
 
@@ -44,6 +45,7 @@ func applyCreateDomain(f *FSM, e entry) *Result {
 		d.Work = &pb.WorkState{Status: pb.LockStatus_LOCK_STATUS_FREE}
 	}
 	f.domains[c.Name] = d
+	f.touch(c.Name)
 	f.emit(e, EventDomainCreated, d, "kind", kindName(d.Kind), "mode", modeName(d.Policy.Mode),
 		"lease_ttl_ms", u(d.Policy.LeaseTtlMs), "promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled))
 	return done(d)

@@ -17,25 +17,30 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// DeniedHistory bounds the per-domain ring of denied attempts. Allowed
-// attempts are kept forever (AU-2: records are permanent).
-const DeniedHistory = 64
-
 // FSM holds the replicated state. Apply is called from one goroutine (raft's
 // FSM goroutine); reads may come from any goroutine, hence the lock.
 type FSM struct {
 	mu        sync.RWMutex
 	domains   map[string]*pb.Domain
+	histories map[string]*history // attempt history per domain
 	requests  requestIndex
 	lastIndex uint64
 	servers   map[string]string // raft server id → gRPC address
 	events    eventLog
 	checker   invariantChecker
+
+	// State hash upkeep (statehash.go): the sum of every record's digest,
+	// each domain's current digest, and the domains the entry being
+	// applied may have changed.
+	digest        digestSum
+	domainDigests map[string][32]byte
+	touched       []string
 }
 
 // New returns an empty state machine.
 func New() *FSM {
-	return &FSM{domains: map[string]*pb.Domain{}, requests: requestIndex{}, servers: map[string]string{}}
+	return &FSM{domains: map[string]*pb.Domain{}, histories: map[string]*history{}, requests: requestIndex{},
+		servers: map[string]string{}, domainDigests: map[string][32]byte{}}
 }
 
 // Apply decodes one log entry and applies it. A malformed entry changes
@@ -63,6 +68,7 @@ func (f *FSM) ApplyCommand(index, term uint64, cmd *pb.Command) *Result {
 	}
 	f.events.beginEntry()
 	res := apply(f, entry{index: index, term: term, cmd: cmd})
+	f.rehashTouched()
 	res.Index = index
 	f.lastIndex = max(f.lastIndex, index)
 	f.events.wake(f.events.seq > 0)
@@ -203,44 +209,11 @@ func authorityOf(d *pb.Domain) Authority {
 func (f *FSM) Attempt(domain, requestID string) (*pb.AttemptRecord, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	rec, ok := f.requests.get(domain, requestID)
+	s, ok := f.requests.get(domain, requestID)
 	if !ok {
 		return nil, false
 	}
-	return proto.Clone(rec).(*pb.AttemptRecord), true
-}
-
-// requestIndex maps (domain, request id) to the recorded attempt. It is
-// derived state: rebuilt from the domains on restore, never snapshotted.
-type requestIndex map[string]map[string]*pb.AttemptRecord
-
-func (r requestIndex) get(domain, id string) (*pb.AttemptRecord, bool) {
-	rec, ok := r[domain][id]
-	return rec, ok
-}
-
-func (r requestIndex) put(domain string, rec *pb.AttemptRecord) {
-	m := r[domain]
-	if m == nil {
-		m = map[string]*pb.AttemptRecord{}
-		r[domain] = m
-	}
-	m[rec.GetRequest().GetRequestId()] = rec
-}
-
-func (r requestIndex) drop(domain, id string) { delete(r[domain], id) }
-
-func buildRequestIndex(domains map[string]*pb.Domain) requestIndex {
-	r := requestIndex{}
-	for name, d := range domains {
-		for _, rec := range d.Allowed {
-			r.put(name, rec)
-		}
-		for _, rec := range d.Denied {
-			r.put(name, rec)
-		}
-	}
-	return r
+	return s.record(), true
 }
 
 // Watermark returns a copy of a domain's watermark (nil when unknown).

@@ -32,15 +32,16 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 	if err != nil {
 		return failed(e.index, err)
 	}
-	if rec, ok := f.requests.get(d.Name, req.RequestId); ok {
+	if s, ok := f.requests.get(d.Name, req.RequestId); ok {
+		rec := s.record()
 		if !SameRequest(rec.Request, req) {
 			return failed(e.index, fmt.Errorf("%w: request id %q was used for another request (candidate %q)",
 				ErrConflict, req.RequestId, rec.GetRequest().GetCandidate()))
 		}
-		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord), Duplicate: true}
+		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: rec, Duplicate: true}
 	}
 	rec := &pb.AttemptRecord{
-		Request:         proto.Clone(req).(*pb.PromotionRequest),
+		Request:         req,
 		Decision:        validator.Evaluate(validator.Input{Domain: d, Attempt: a}),
 		LogIndex:        e.index,
 		Term:            e.term,
@@ -54,17 +55,11 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 	rec = proto.Clone(rec).(*pb.AttemptRecord) // own every field: the entry is the caller's
 	if rec.Decision.Allowed {
 		grant(d, req.Candidate, e.index)
-		d.Allowed = append(d.Allowed, rec)
 	} else {
 		d.UpdatedIndex = e.index
-		d.Denied = append(d.Denied, rec)
-		if len(d.Denied) > DeniedHistory {
-			f.requests.drop(d.Name, d.Denied[0].GetRequest().GetRequestId())
-			d.Denied = d.Denied[1:]
-		}
 	}
 	rec.EpochAfter, rec.HolderAfter = d.Epoch, d.Holder
-	f.requests.put(d.Name, rec)
+	f.store(d, rec)
 	f.emitAttempt(e, d, rec, takePending(d, req.RequestId) != nil)
 	return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord)}
 }
@@ -123,8 +118,8 @@ func applyPromotionIntent(f *FSM, e entry) *Result {
 	if err != nil {
 		return failed(e.index, err)
 	}
-	if rec, ok := f.requests.get(d.Name, req.RequestId); ok {
-		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: proto.Clone(rec).(*pb.AttemptRecord), Duplicate: true}
+	if s, ok := f.requests.get(d.Name, req.RequestId); ok {
+		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: s.record(), Duplicate: true}
 	}
 	if pendingIndex(d, req.RequestId) >= 0 {
 		return done(d)

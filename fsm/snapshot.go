@@ -2,12 +2,14 @@ package fsm
 
 import (
 	"bufio"
-	"crypto/sha256"
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"google.golang.org/protobuf/proto"
@@ -18,21 +20,25 @@ import (
 //
 //	magic "AUTHSNAP" | record* | trailer
 //	record  = type byte | uvarint length | protobuf bytes
-//	records = one header (SnapshotHeader), then one domain per name, sorted,
-//	          then the server directory (ServerDirectory), then the retained
-//	          event log (EventLog)
+//	records = one header (SnapshotHeader), then per domain, sorted by name,
+//	          its record followed by its attempt records (AttemptRecord,
+//	          allowed and kept denied ones merged in log order), then the
+//	          server directory (ServerDirectory), then the retained event
+//	          log (EventLog)
 //	trailer = type byte 0xFF | CRC-32C (Castagnoli) of every byte before it
 //
 // Marshalling is deterministic, so equal states give equal bytes on every
-// replica; StateHash hashes exactly these bytes.
+// replica. Version 1 (before attempts had records of their own) kept the
+// history inside each domain record; Restore still reads it.
 const (
 	snapshotMagic   = "AUTHSNAP"
-	snapshotVersion = 1
+	snapshotVersion = 2
 
 	recHeader  byte = 1
 	recDomain  byte = 2
 	recEvents  byte = 3
 	recServers byte = 4
+	recAttempt byte = 5
 	recTrailer byte = 0xFF
 
 	// maxRecord bounds one record so a corrupt length cannot allocate
@@ -48,85 +54,151 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 var marshal = proto.MarshalOptions{Deterministic: true}
 
-// Snapshot serialises the whole state. It is called on raft's FSM goroutine
-// (no Apply runs concurrently), so the bytes are one consistent point.
-func (f *FSM) Snapshot() ([]byte, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.encode()
+// Capture is a point-in-time view of the state, taken under the FSM's lock
+// and written out later without it, while entries keep applying: the
+// domain records, directory and events are encoded at capture, the
+// attempts are shared (stored attempts are immutable and their lists only
+// grow at the end or drop from the front).
+type Capture struct {
+	header   []byte
+	domains  []capturedDomain
+	servers  []byte
+	events   []byte
+	attempts uint64
 }
 
-func (f *FSM) encode() ([]byte, error) { return f.encodeAt(f.lastIndex, true) }
+type capturedDomain struct {
+	raw             []byte
+	allowed, denied []*storedAttempt
+}
 
-func (f *FSM) encodeAt(lastIndex uint64, withEvents bool) ([]byte, error) {
+// Capture takes a point-in-time view for WriteTo. raft calls FSM.Snapshot
+// on its FSM goroutine, so no Apply runs while it is taken.
+func (f *FSM) Capture() (*Capture, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	names := f.sortedNames()
-	buf := []byte(snapshotMagic)
-	hdr := &pb.SnapshotHeader{Version: snapshotVersion, LastIndex: lastIndex, DomainCount: uint64(len(names))}
+	c := &Capture{domains: make([]capturedDomain, len(names))}
 	var err error
-	if buf, err = appendRecord(buf, recHeader, hdr); err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		if buf, err = appendRecord(buf, recDomain, f.domains[n]); err != nil {
-			return nil, err
+	for i, n := range names {
+		cd := &c.domains[i]
+		if cd.raw, err = marshal.Marshal(f.domains[n]); err != nil {
+			return nil, fmt.Errorf("snapshot: marshal domain %q: %w", n, err)
+		}
+		if h := f.histories[n]; h != nil {
+			cd.allowed, cd.denied = h.allowed, h.denied
+			c.attempts += uint64(len(h.allowed) + len(h.denied))
 		}
 	}
-	if buf, err = appendRecord(buf, recServers, f.serverDirectory()); err != nil {
+	hdr := &pb.SnapshotHeader{Version: snapshotVersion, LastIndex: f.lastIndex, DomainCount: uint64(len(names)), AttemptCount: c.attempts}
+	if c.header, err = marshal.Marshal(hdr); err != nil {
 		return nil, err
 	}
-	if withEvents {
-		evs := &pb.EventLog{Events: f.events.events, DroppedThrough: f.events.droppedThrough}
-		if buf, err = appendRecord(buf, recEvents, evs); err != nil {
-			return nil, err
+	if c.servers, err = marshal.Marshal(f.serverDirectory()); err != nil {
+		return nil, err
+	}
+	evs := &pb.EventLog{Events: f.events.events, DroppedThrough: f.events.droppedThrough}
+	if c.events, err = marshal.Marshal(evs); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// WriteTo streams the captured state in snapshot format.
+func (c *Capture) WriteTo(w io.Writer) (int64, error) {
+	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 256<<10)}
+	sw.write([]byte(snapshotMagic))
+	sw.record(recHeader, c.header)
+	for _, d := range c.domains {
+		sw.record(recDomain, d.raw)
+		allowed, denied := d.allowed, d.denied
+		for len(allowed)+len(denied) > 0 {
+			if len(denied) == 0 || len(allowed) > 0 && allowed[0].index < denied[0].index {
+				sw.record(recAttempt, allowed[0].raw)
+				allowed = allowed[1:]
+			} else {
+				sw.record(recAttempt, denied[0].raw)
+				denied = denied[1:]
+			}
 		}
 	}
-	buf = append(buf, recTrailer)
-	return binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, crcTable)), nil
+	sw.record(recServers, c.servers)
+	sw.record(recEvents, c.events)
+	sw.write([]byte{recTrailer})
+	sw.write(binary.BigEndian.AppendUint32(nil, sw.crc))
+	if sw.err == nil {
+		sw.err = sw.w.Flush()
+	}
+	return sw.n, sw.err
 }
 
-func appendRecord(buf []byte, typ byte, m proto.Message) ([]byte, error) {
-	body, err := marshal.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: marshal %T: %w", m, err)
-	}
-	buf = append(buf, typ)
-	buf = binary.AppendUvarint(buf, uint64(len(body)))
-	return append(buf, body...), nil
+// snapshotWriter checksums and counts what it writes; the first error
+// sticks.
+type snapshotWriter struct {
+	w      *bufio.Writer
+	crc    uint32
+	n      int64
+	err    error
+	lenBuf [binary.MaxVarintLen64 + 1]byte
 }
 
-// StateHash is the SHA-256 of the authority state in snapshot encoding —
-// every domain record and the server directory — without the applied index
-// and without the event log: equal on two replicas iff their authority
-// state is byte-identical. An entry that was rejected, or that only wrote
-// an event (a leader's note), leaves it unchanged. (The event log is
-// compared on its own: it is in the snapshot bytes and each node's
-// --event-log.)
-func (f *FSM) StateHash() ([32]byte, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	b, err := f.encodeAt(0, false)
-	if err != nil {
-		return [32]byte{}, err
+func (s *snapshotWriter) write(b []byte) {
+	if s.err != nil {
+		return
 	}
-	return sha256.Sum256(b), nil
+	s.crc = crc32.Update(s.crc, crcTable, b)
+	var n int
+	n, s.err = s.w.Write(b)
+	s.n += int64(n)
+}
+
+func (s *snapshotWriter) record(typ byte, body []byte) {
+	s.lenBuf[0] = typ
+	n := binary.PutUvarint(s.lenBuf[1:], uint64(len(body)))
+	s.write(s.lenBuf[:1+n])
+	s.write(body)
+}
+
+// Snapshot serialises the whole state into memory (tests, tools; the
+// cluster streams a Capture instead).
+func (f *FSM) Snapshot() ([]byte, error) {
+	c, err := f.Capture()
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if _, err := c.WriteTo(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // Restore replaces the state with a snapshot. The new state is built aside
 // and swapped in only when the whole snapshot, checksum included, is valid.
 func (f *FSM) Restore(r io.Reader) error {
-	domains, servers, events, last, err := decode(bufio.NewReader(r))
+	st, err := decode(bufio.NewReaderSize(r, 256<<10))
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.domains, f.lastIndex = domains, last
+	f.domains, f.lastIndex = st.domains, st.lastIndex
 	f.servers = map[string]string{}
-	for _, s := range servers.Servers {
+	for _, s := range st.servers.Servers {
 		f.servers[s.Id] = s.GrpcAddress
 	}
-	f.requests = buildRequestIndex(domains)
-	f.events.events, f.events.droppedThrough = events.Events, events.DroppedThrough
+	f.histories, f.requests = map[string]*history{}, requestIndex{}
+	for _, a := range st.attempts {
+		f.keep(a.domain, a.stored)
+	}
+	for _, h := range f.histories {
+		if n := len(h.allowed); n > 0 {
+			h.lastAllowed = h.allowed[n-1].record()
+		}
+	}
+	f.recomputeDigests()
+	f.touched = f.touched[:0]
+	f.events.events, f.events.droppedThrough = st.events.Events, st.events.DroppedThrough
 	f.events.wake(true) // watchers re-read from the restored log
 	f.checker.reset(f)
 	return nil
@@ -156,66 +228,147 @@ func (c *crcReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func decode(r *bufio.Reader) (map[string]*pb.Domain, *pb.ServerDirectory, *pb.EventLog, uint64, error) {
+// restored is a decoded snapshot, not yet swapped in.
+type restored struct {
+	domains   map[string]*pb.Domain
+	attempts  []restoredAttempt // per domain in log order, domains sorted
+	servers   *pb.ServerDirectory
+	events    *pb.EventLog
+	lastIndex uint64
+}
+
+type restoredAttempt struct {
+	domain string
+	stored *storedAttempt
+}
+
+func decode(r *bufio.Reader) (*restored, error) {
 	cr := &crcReader{r: r}
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
-		return nil, nil, nil, 0, corrupt("missing %q magic", snapshotMagic)
+		return nil, corrupt("missing %q magic", snapshotMagic)
 	}
 	var hdr pb.SnapshotHeader
-	if err := readRecord(cr, recHeader, &hdr); err != nil {
-		return nil, nil, nil, 0, err
+	if _, err := readRecord(cr, recHeader, &hdr); err != nil {
+		return nil, err
 	}
-	if hdr.Version != snapshotVersion {
-		return nil, nil, nil, 0, corrupt("version %d, this build reads %d", hdr.Version, snapshotVersion)
+	if hdr.Version != 1 && hdr.Version != snapshotVersion {
+		return nil, corrupt("version %d, this build reads 1 and %d", hdr.Version, snapshotVersion)
 	}
-	domains := make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)) // trust no count before the checksum
+	st := &restored{domains: make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)), lastIndex: hdr.LastIndex} // trust no count before the checksum
 	prev := ""
 	for i := uint64(0); i < hdr.DomainCount; i++ {
 		d := &pb.Domain{}
-		if err := readRecord(cr, recDomain, d); err != nil {
-			return nil, nil, nil, 0, err
+		if _, err := readRecord(cr, recDomain, d); err != nil {
+			return nil, err
 		}
 		if i > 0 && d.Name <= prev {
-			return nil, nil, nil, 0, corrupt("domain %q out of order after %q", d.Name, prev)
+			return nil, corrupt("domain %q out of order after %q", d.Name, prev)
 		}
 		prev = d.Name
-		domains[d.Name] = d
+		st.domains[d.Name] = d
+		var err error
+		if hdr.Version == 1 {
+			err = st.migrate(d)
+		} else {
+			err = st.readAttempts(cr, d)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	servers := &pb.ServerDirectory{}
-	if err := readRecord(cr, recServers, servers); err != nil {
-		return nil, nil, nil, 0, err
+	if hdr.Version == snapshotVersion && uint64(len(st.attempts)) != hdr.AttemptCount {
+		return nil, corrupt("%d attempt records, the header says %d", len(st.attempts), hdr.AttemptCount)
 	}
-	events := &pb.EventLog{}
-	if err := readRecord(cr, recEvents, events); err != nil {
-		return nil, nil, nil, 0, err
+	st.servers, st.events = &pb.ServerDirectory{}, &pb.EventLog{}
+	if _, err := readRecord(cr, recServers, st.servers); err != nil {
+		return nil, err
+	}
+	if _, err := readRecord(cr, recEvents, st.events); err != nil {
+		return nil, err
 	}
 	if err := readTrailer(cr); err != nil {
-		return nil, nil, nil, 0, err
+		return nil, err
 	}
-	return domains, servers, events, hdr.LastIndex, nil
+	return st, nil
 }
 
-func readRecord(cr *crcReader, want byte, m proto.Message) error {
+// readAttempts reads the attempt records that follow a domain's record.
+func (st *restored) readAttempts(cr *crcReader, d *pb.Domain) error {
+	for {
+		typ, err := cr.r.Peek(1)
+		if err != nil || typ[0] != recAttempt {
+			return nil // the next record's reader reports a truncation
+		}
+		rec := &pb.AttemptRecord{}
+		raw, err := readRecord(cr, recAttempt, rec)
+		if err != nil {
+			return err
+		}
+		if err := st.add(d, rec, raw); err != nil {
+			return err
+		}
+	}
+}
+
+// add checks one attempt record against its domain and the records before
+// it, and keeps it.
+func (st *restored) add(d *pb.Domain, rec *pb.AttemptRecord, raw []byte) error {
+	req := rec.GetRequest()
+	if req.GetDomain() != d.Name {
+		return corrupt("attempt at index %d names domain %q inside domain %q", rec.LogIndex, req.GetDomain(), d.Name)
+	}
+	if req.GetRequestId() == "" {
+		return corrupt("attempt at index %d of domain %q has no request id", rec.LogIndex, d.Name)
+	}
+	if n := len(st.attempts); n > 0 && st.attempts[n-1].domain == d.Name && st.attempts[n-1].stored.index >= rec.LogIndex {
+		return corrupt("attempt at index %d of domain %q out of log order", rec.LogIndex, d.Name)
+	}
+	st.attempts = append(st.attempts, restoredAttempt{domain: d.Name, stored: &storedAttempt{
+		index: rec.LogIndex, requestID: req.GetRequestId(), allowed: rec.GetDecision().GetAllowed(), raw: raw}})
+	return nil
+}
+
+// migrate moves a version-1 domain record's history to attempt records.
+func (st *restored) migrate(d *pb.Domain) error {
+	recs := append(slices.Clone(d.LegacyAllowed), d.LegacyDenied...)
+	slices.SortStableFunc(recs, func(a, b *pb.AttemptRecord) int { return cmp.Compare(a.LogIndex, b.LogIndex) })
+	d.AllowedCount, d.DeniedCount = uint64(len(d.LegacyAllowed)), uint64(len(d.LegacyDenied))
+	d.LegacyAllowed, d.LegacyDenied = nil, nil
+	for _, rec := range recs {
+		raw, err := marshal.Marshal(rec)
+		if err != nil {
+			return corrupt("attempt at index %d: %v", rec.LogIndex, err)
+		}
+		if err := st.add(d, rec, raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readRecord reads one record of the wanted type into m and returns its
+// body bytes.
+func readRecord(cr *crcReader, want byte, m proto.Message) ([]byte, error) {
 	typ, err := cr.ReadByte()
 	if err != nil {
-		return corrupt("truncated before a record of type %d", want)
+		return nil, corrupt("truncated before a record of type %d", want)
 	}
 	if typ != want {
-		return corrupt("record type %d, expected %d", typ, want)
+		return nil, corrupt("record type %d, expected %d", typ, want)
 	}
 	n, err := binary.ReadUvarint(cr)
 	if err != nil || n > maxRecord {
-		return corrupt("bad record length")
+		return nil, corrupt("bad record length")
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(cr, body); err != nil {
-		return corrupt("truncated record of type %d", typ)
+		return nil, corrupt("truncated record of type %d", typ)
 	}
 	if err := proto.Unmarshal(body, m); err != nil {
-		return corrupt("record of type %d: %v", typ, err)
+		return nil, corrupt("record of type %d: %v", typ, err)
 	}
-	return nil
+	return body, nil
 }
 
 func readTrailer(cr *crcReader) error {

@@ -109,16 +109,27 @@ func TestSnapshotHeader(t *testing.T) {
 	if hdr.Version != snapshotVersion || hdr.LastIndex != f.LastIndex() || hdr.DomainCount != uint64(len(f.DomainNames())) {
 		t.Fatalf("header %v", &hdr)
 	}
-	if len(recs) != 3+len(f.DomainNames()) {
-		t.Fatalf("%d records", len(recs))
+	if len(recs) != 3+len(f.DomainNames())+int(hdr.AttemptCount) || hdr.AttemptCount != 2 {
+		t.Fatalf("%d records, %d attempts", len(recs), hdr.AttemptCount)
 	}
 	if last := recs[len(recs)-1]; last.typ != recEvents {
 		t.Fatalf("last record type %d, want the event log", last.typ)
 	}
-	for i, name := range f.DomainNames() {
+	// Each domain's record, then its attempts in log order.
+	i := 1
+	for _, name := range f.DomainNames() {
 		var d pb.Domain
-		if recs[1+i].typ != recDomain || proto.Unmarshal(recs[1+i].body, &d) != nil || d.Name != name {
-			t.Fatalf("record %d: type %d domain %q, want %q", 1+i, recs[1+i].typ, d.Name, name)
+		if recs[i].typ != recDomain || proto.Unmarshal(recs[i].body, &d) != nil || d.Name != name {
+			t.Fatalf("record %d: type %d domain %q, want %q", i, recs[i].typ, d.Name, name)
+		}
+		i++
+		var prev uint64
+		for ; recs[i].typ == recAttempt; i++ {
+			var a pb.AttemptRecord
+			if proto.Unmarshal(recs[i].body, &a) != nil || a.Request.GetDomain() != name || a.LogIndex <= prev {
+				t.Fatalf("record %d: attempt %v inside domain %q after index %d", i, &a, name, prev)
+			}
+			prev = a.LogIndex
 		}
 	}
 }

@@ -57,7 +57,7 @@ func (f *FSM) advanceWatermark(e entry, adv *pb.WatermarkAdvance) error {
 	if wm := d.Watermark; wm != nil {
 		lsnFloor, visibleFloor := true, true
 		if wm.Epoch < adv.Epoch {
-			lsnFloor, visibleFloor = floors(d)
+			lsnFloor, visibleFloor = f.floors(d)
 		}
 		if err := monotonic(wm, adv, lsnFloor, visibleFloor); err != nil {
 			return fmt.Errorf("domain %q: %w", d.Name, err)
@@ -84,22 +84,25 @@ func monotonic(wm *pb.Watermark, adv *pb.WatermarkAdvance, lsnFloor, visibleFloo
 
 // floors reports which watermark floors carry over into the current epoch:
 // both, unless the promotion that granted it applied a waiver.
-func floors(d *pb.Domain) (lsnFloor, visibleFloor bool) {
+func (f *FSM) floors(d *pb.Domain) (lsnFloor, visibleFloor bool) {
 	lsnFloor, visibleFloor = true, true
-	for i := len(d.Allowed) - 1; i >= 0; i-- {
-		rec := d.Allowed[i]
-		if rec.EpochAfter != d.Epoch {
-			continue
+	var rec *pb.AttemptRecord
+	if h := f.histories[d.Name]; h != nil {
+		rec = h.lastAllowed
+	}
+	// Only a promotion grants an aerodb domain an epoch after the first,
+	// so the newest allowed attempt is the one that granted the current
+	// epoch, if any did.
+	if rec == nil || rec.EpochAfter != d.Epoch {
+		return lsnFloor, visibleFloor
+	}
+	for _, w := range rec.GetDecision().GetWaiversApplied() {
+		switch w {
+		case validator.WaiverAllowDataLoss:
+			lsnFloor = false
+		case validator.WaiverAllowVisibilityRegression:
+			visibleFloor = false
 		}
-		for _, w := range rec.GetDecision().GetWaiversApplied() {
-			switch w {
-			case validator.WaiverAllowDataLoss:
-				lsnFloor = false
-			case validator.WaiverAllowVisibilityRegression:
-				visibleFloor = false
-			}
-		}
-		break
 	}
 	return lsnFloor, visibleFloor
 }

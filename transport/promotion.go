@@ -61,6 +61,9 @@ func (p *promotionAPI) History(ctx context.Context, req *pb.HistoryRequest) (*pb
 	if err := validateNames("domain", req.GetDomain()); err != nil {
 		return nil, err
 	}
+	if req.GetLimit() > fsm.MaxHistoryPage {
+		return nil, errorf(fsm.ErrInvalid, "history page of %d records: at most %d (page with after_index)", req.GetLimit(), fsm.MaxHistoryPage)
+	}
 	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forwardRead(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.HistoryResponse, error) {
 			return pb.NewPromotionClient(c).History(ctx, req)
@@ -71,28 +74,9 @@ func (p *promotionAPI) History(ctx context.Context, req *pb.HistoryRequest) (*pb
 			return nil, err
 		}
 	}
-	d, ok := p.node.FSM().Domain(req.GetDomain())
+	page, ok := p.node.FSM().History(req.GetDomain(), req.GetAfterIndex(), int(req.GetLimit()), req.GetIncludeDenied())
 	if !ok {
 		return nil, p.fail(errorf(fsm.ErrNotFound, "domain %q", req.GetDomain()))
 	}
-	return &pb.HistoryResponse{Header: p.header(), Records: mergeByIndex(d.Allowed, d.Denied, req.GetIncludeDenied())}, nil
-}
-
-// mergeByIndex merges the allowed and denied records (each in log order).
-func mergeByIndex(allowed, denied []*pb.AttemptRecord, withDenied bool) []*pb.AttemptRecord {
-	if !withDenied {
-		return allowed
-	}
-	out := make([]*pb.AttemptRecord, 0, len(allowed)+len(denied))
-	i, j := 0, 0
-	for i < len(allowed) || j < len(denied) {
-		if j == len(denied) || i < len(allowed) && allowed[i].LogIndex < denied[j].LogIndex {
-			out = append(out, allowed[i])
-			i++
-		} else {
-			out = append(out, denied[j])
-			j++
-		}
-	}
-	return out
+	return &pb.HistoryResponse{Header: p.header(), Records: page.Records, More: page.More, NextAfterIndex: page.Next}, nil
 }

@@ -173,7 +173,11 @@ form is byte-identical from every server.`,
 }
 
 func newHistoryCmd(o *options) *cobra.Command {
-	var stale, denied bool
+	var (
+		stale, denied bool
+		after         uint64
+		limit         uint32
+	)
 	cmd := &cobra.Command{
 		Use:   "history DOMAIN",
 		Short: "List a domain's promotion attempts in log order",
@@ -189,7 +193,17 @@ func newHistoryCmd(o *options) *cobra.Command {
 				return err
 			}
 			defer closeQuietly(c)
-			rs, err := c.History(ctx, args[0], denied, readOpts(stale)...)
+			var rs []*pb.AttemptRecord
+			if after == 0 && limit == 0 {
+				rs, err = c.History(ctx, args[0], denied, readOpts(stale)...)
+			} else {
+				var page *pb.HistoryResponse
+				page, err = c.HistoryPage(ctx, client.HistoryQuery{Domain: args[0], IncludeDenied: denied, After: after, Limit: limit}, readOpts(stale)...)
+				rs = page.GetRecords()
+				if err == nil && page.GetMore() {
+					defer fmt.Fprintf(cmd.ErrOrStderr(), "more: --after %d\n", page.GetNextAfterIndex())
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -197,6 +211,8 @@ func newHistoryCmd(o *options) *cobra.Command {
 		}),
 	}
 	cmd.Flags().BoolVar(&denied, "denied", false, "include the denied attempts still kept (a bounded ring)")
+	cmd.Flags().Uint64Var(&after, "after", 0, "one page: attempts with a log index above this")
+	cmd.Flags().Uint32Var(&limit, "limit", 0, "one page of at most this many attempts (server default 100, at most 1000)")
 	addStaleFlag(cmd, &stale)
 	return cmd
 }

@@ -246,8 +246,7 @@ func collectDomains(f *fsm.FSM, limit int, observe func(string) (promotion.Obser
 		}
 		if dom, ok := f.Domain(s.Name); ok {
 			row.Pending = len(dom.Pending)
-			recs = append(recs, dom.Allowed...)
-			recs = append(recs, dom.Denied...)
+			recs = append(recs, f.NewestAttempts(s.Name, statusMaxAttempts)...)
 			// Keep only the newest few as we go, so memory stays bounded.
 			if len(recs) > 4*statusMaxAttempts {
 				recs = newestAttempts(recs, statusMaxAttempts)

@@ -140,16 +140,21 @@ func restoreSnapshot(dataDir string, f *fsm.FSM, first uint64) (uint64, error) {
 }
 
 // Records lists every attempt record stored in f: per domain (sorted by
-// name), the allowed records then the denied ones, each in log order.
+// name), allowed and kept denied ones in log order.
 func Records(f *fsm.FSM) []*pb.AttemptRecord {
 	var out []*pb.AttemptRecord
 	for _, name := range f.DomainNames() {
-		d, ok := f.Domain(name)
-		if !ok {
-			continue
+		for after := uint64(0); ; {
+			page, ok := f.History(name, after, fsm.MaxHistoryPage, true)
+			if !ok {
+				break
+			}
+			out = append(out, page.Records...)
+			if !page.More {
+				break
+			}
+			after = page.Next
 		}
-		out = append(out, d.GetAllowed()...)
-		out = append(out, d.GetDenied()...)
 	}
 	return out
 }

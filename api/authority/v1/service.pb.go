@@ -1707,6 +1707,10 @@ type HistoryRequest struct {
 	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
 	Read          *ReadOptions           `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
 	IncludeDenied bool                   `protobuf:"varint,3,opt,name=include_denied,json=includeDenied,proto3" json:"include_denied,omitempty"`
+	// Paging: records with a log index above after_index, at most limit of
+	// them (0: the server's default page; more than its maximum is refused).
+	AfterIndex    uint64 `protobuf:"varint,4,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	Limit         uint32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1762,13 +1766,30 @@ func (x *HistoryRequest) GetIncludeDenied() bool {
 	return false
 }
 
+func (x *HistoryRequest) GetAfterIndex() uint64 {
+	if x != nil {
+		return x.AfterIndex
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type HistoryResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	// Allowed and (optionally) denied attempts in log order.
-	Records       []*AttemptRecord `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Records []*AttemptRecord `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// More records follow: ask again with after_index = next_after_index.
+	More           bool   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	NextAfterIndex uint64 `protobuf:"varint,4,opt,name=next_after_index,json=nextAfterIndex,proto3" json:"next_after_index,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HistoryResponse) Reset() {
@@ -1813,6 +1834,20 @@ func (x *HistoryResponse) GetRecords() []*AttemptRecord {
 		return x.Records
 	}
 	return nil
+}
+
+func (x *HistoryResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *HistoryResponse) GetNextAfterIndex() uint64 {
+	if x != nil {
+		return x.NextAfterIndex
+	}
+	return 0
 }
 
 type WatchRequest struct {
@@ -2778,14 +2813,19 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x04read\x18\x03 \x01(\v2\x19.authority.v1.ReadOptionsR\x04read\"|\n" +
 	"\x0fExplainResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x123\n" +
-	"\x06record\x18\x02 \x01(\v2\x1b.authority.v1.AttemptRecordR\x06record\"~\n" +
+	"\x06record\x18\x02 \x01(\v2\x1b.authority.v1.AttemptRecordR\x06record\"\xb5\x01\n" +
 	"\x0eHistoryRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x04read\x18\x02 \x01(\v2\x19.authority.v1.ReadOptionsR\x04read\x12%\n" +
-	"\x0einclude_denied\x18\x03 \x01(\bR\rincludeDenied\"~\n" +
+	"\x0einclude_denied\x18\x03 \x01(\bR\rincludeDenied\x12\x1f\n" +
+	"\vafter_index\x18\x04 \x01(\x04R\n" +
+	"afterIndex\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\rR\x05limit\"\xbc\x01\n" +
 	"\x0fHistoryResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x125\n" +
-	"\arecords\x18\x02 \x03(\v2\x1b.authority.v1.AttemptRecordR\arecords\"G\n" +
+	"\arecords\x18\x02 \x03(\v2\x1b.authority.v1.AttemptRecordR\arecords\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12(\n" +
+	"\x10next_after_index\x18\x04 \x01(\x04R\x0enextAfterIndex\"G\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x18\n" +

@@ -1393,18 +1393,23 @@ type Domain struct {
 	Members []*Member `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// Absent until the holder first advanced it: unknown watermark.
 	Watermark *Watermark `protobuf:"bytes,8,opt,name=watermark,proto3" json:"watermark,omitempty"`
-	// Allowed attempts, permanent, in log order.
-	Allowed []*AttemptRecord `protobuf:"bytes,9,rep,name=allowed,proto3" json:"allowed,omitempty"`
-	// Denied attempts, a bounded ring (oldest dropped), in log order.
-	Denied       []*AttemptRecord `protobuf:"bytes,10,rep,name=denied,proto3" json:"denied,omitempty"`
-	CreatedIndex uint64           `protobuf:"varint,11,opt,name=created_index,json=createdIndex,proto3" json:"created_index,omitempty"`
-	UpdatedIndex uint64           `protobuf:"varint,12,opt,name=updated_index,json=updatedIndex,proto3" json:"updated_index,omitempty"`
-	Work         *WorkState       `protobuf:"bytes,13,opt,name=work,proto3" json:"work,omitempty"`
+	// Only in version-1 snapshots, which kept the attempt history inside the
+	// domain record; a restore moves them to the history (version 2 writes
+	// attempt records of their own). Never set in a live state.
+	LegacyAllowed []*AttemptRecord `protobuf:"bytes,9,rep,name=legacy_allowed,json=legacyAllowed,proto3" json:"legacy_allowed,omitempty"`
+	LegacyDenied  []*AttemptRecord `protobuf:"bytes,10,rep,name=legacy_denied,json=legacyDenied,proto3" json:"legacy_denied,omitempty"`
+	CreatedIndex  uint64           `protobuf:"varint,11,opt,name=created_index,json=createdIndex,proto3" json:"created_index,omitempty"`
+	UpdatedIndex  uint64           `protobuf:"varint,12,opt,name=updated_index,json=updatedIndex,proto3" json:"updated_index,omitempty"`
+	Work          *WorkState       `protobuf:"bytes,13,opt,name=work,proto3" json:"work,omitempty"`
 	// Log index of the entry that granted the current epoch.
 	EpochIndex uint64 `protobuf:"varint,14,opt,name=epoch_index,json=epochIndex,proto3" json:"epoch_index,omitempty"`
 	// Requested attempts not yet decided (PromotionIntent without its
 	// PromotionAttempt), in log order; bounded.
-	Pending       []*PendingIntent `protobuf:"bytes,15,rep,name=pending,proto3" json:"pending,omitempty"`
+	Pending []*PendingIntent `protobuf:"bytes,15,rep,name=pending,proto3" json:"pending,omitempty"`
+	// Attempts recorded over the domain's life: allowed ones are all kept;
+	// denied ones beyond the history's bound are counted but dropped.
+	AllowedCount  uint64 `protobuf:"varint,16,opt,name=allowed_count,json=allowedCount,proto3" json:"allowed_count,omitempty"`
+	DeniedCount   uint64 `protobuf:"varint,17,opt,name=denied_count,json=deniedCount,proto3" json:"denied_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1495,16 +1500,16 @@ func (x *Domain) GetWatermark() *Watermark {
 	return nil
 }
 
-func (x *Domain) GetAllowed() []*AttemptRecord {
+func (x *Domain) GetLegacyAllowed() []*AttemptRecord {
 	if x != nil {
-		return x.Allowed
+		return x.LegacyAllowed
 	}
 	return nil
 }
 
-func (x *Domain) GetDenied() []*AttemptRecord {
+func (x *Domain) GetLegacyDenied() []*AttemptRecord {
 	if x != nil {
-		return x.Denied
+		return x.LegacyDenied
 	}
 	return nil
 }
@@ -1542,6 +1547,20 @@ func (x *Domain) GetPending() []*PendingIntent {
 		return x.Pending
 	}
 	return nil
+}
+
+func (x *Domain) GetAllowedCount() uint64 {
+	if x != nil {
+		return x.AllowedCount
+	}
+	return 0
+}
+
+func (x *Domain) GetDeniedCount() uint64 {
+	if x != nil {
+		return x.DeniedCount
+	}
+	return 0
 }
 
 type PendingIntent struct {
@@ -1703,10 +1722,12 @@ func (x *ServerAddress) GetGrpcAddress() string {
 
 // Snapshot header; the snapshot body is a sequence of typed records.
 type SnapshotHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	LastIndex     uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	DomainCount   uint64                 `protobuf:"varint,3,opt,name=domain_count,json=domainCount,proto3" json:"domain_count,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Version     uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	LastIndex   uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	DomainCount uint64                 `protobuf:"varint,3,opt,name=domain_count,json=domainCount,proto3" json:"domain_count,omitempty"`
+	// Attempt records that follow the domain records (version 2).
+	AttemptCount  uint64 `protobuf:"varint,4,opt,name=attempt_count,json=attemptCount,proto3" json:"attempt_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1758,6 +1779,13 @@ func (x *SnapshotHeader) GetLastIndex() uint64 {
 func (x *SnapshotHeader) GetDomainCount() uint64 {
 	if x != nil {
 		return x.DomainCount
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAttemptCount() uint64 {
+	if x != nil {
+		return x.AttemptCount
 	}
 	return 0
 }
@@ -1852,7 +1880,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.authority.v1.LockStatusR\x06status\x12\x17\n" +
 	"\awork_id\x18\x02 \x01(\tR\x06workId\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xe4\x04\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xc6\x05\n" +
 	"\x06Domain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.authority.v1.DomainKindR\x04kind\x12,\n" +
@@ -1861,16 +1889,18 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x06holder\x18\x05 \x01(\tR\x06holder\x12\x1a\n" +
 	"\breleased\x18\x06 \x01(\bR\breleased\x12.\n" +
 	"\amembers\x18\a \x03(\v2\x14.authority.v1.MemberR\amembers\x125\n" +
-	"\twatermark\x18\b \x01(\v2\x17.authority.v1.WatermarkR\twatermark\x125\n" +
-	"\aallowed\x18\t \x03(\v2\x1b.authority.v1.AttemptRecordR\aallowed\x123\n" +
-	"\x06denied\x18\n" +
-	" \x03(\v2\x1b.authority.v1.AttemptRecordR\x06denied\x12#\n" +
+	"\twatermark\x18\b \x01(\v2\x17.authority.v1.WatermarkR\twatermark\x12B\n" +
+	"\x0elegacy_allowed\x18\t \x03(\v2\x1b.authority.v1.AttemptRecordR\rlegacyAllowed\x12@\n" +
+	"\rlegacy_denied\x18\n" +
+	" \x03(\v2\x1b.authority.v1.AttemptRecordR\flegacyDenied\x12#\n" +
 	"\rcreated_index\x18\v \x01(\x04R\fcreatedIndex\x12#\n" +
 	"\rupdated_index\x18\f \x01(\x04R\fupdatedIndex\x12+\n" +
 	"\x04work\x18\r \x01(\v2\x17.authority.v1.WorkStateR\x04work\x12\x1f\n" +
 	"\vepoch_index\x18\x0e \x01(\x04R\n" +
 	"epochIndex\x125\n" +
-	"\apending\x18\x0f \x03(\v2\x1b.authority.v1.PendingIntentR\apending\"b\n" +
+	"\apending\x18\x0f \x03(\v2\x1b.authority.v1.PendingIntentR\apending\x12#\n" +
+	"\rallowed_count\x18\x10 \x01(\x04R\fallowedCount\x12!\n" +
+	"\fdenied_count\x18\x11 \x01(\x04R\vdeniedCount\"b\n" +
 	"\rPendingIntent\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1c\n" +
@@ -1880,12 +1910,13 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\aservers\x18\x01 \x03(\v2\x1b.authority.v1.ServerAddressR\aservers\"B\n" +
 	"\rServerAddress\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
-	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\"l\n" +
+	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\"\x91\x01\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12!\n" +
-	"\fdomain_count\x18\x03 \x01(\x04R\vdomainCount*p\n" +
+	"\fdomain_count\x18\x03 \x01(\x04R\vdomainCount\x12#\n" +
+	"\rattempt_count\x18\x04 \x01(\x04R\fattemptCount*p\n" +
 	"\n" +
 	"DomainKind\x12\x1b\n" +
 	"\x17DOMAIN_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1982,8 +2013,8 @@ var file_authority_v1_state_proto_depIdxs = []int32{
 	7,  // 13: authority.v1.Domain.policy:type_name -> authority.v1.Policy
 	8,  // 14: authority.v1.Domain.members:type_name -> authority.v1.Member
 	9,  // 15: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
-	16, // 16: authority.v1.Domain.allowed:type_name -> authority.v1.AttemptRecord
-	16, // 17: authority.v1.Domain.denied:type_name -> authority.v1.AttemptRecord
+	16, // 16: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
+	16, // 17: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
 	17, // 18: authority.v1.Domain.work:type_name -> authority.v1.WorkState
 	19, // 19: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
 	21, // 20: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
