@@ -67,6 +67,11 @@ func applyUpdatePolicy(f *FSM, e entry) *Result {
 	return done(d)
 }
 
+// MaxMembersPerDomain bounds the members of one domain. The API edge
+// refuses a registration past it on its applied state; this check at apply
+// holds the bound against registrations that were in flight together.
+const MaxMembersPerDomain = 256
+
 // applyRegisterMember adds a member or updates its address, priority and
 // state. Members are never removed: a decommissioned member stays on record.
 func applyRegisterMember(f *FSM, e entry) *Result {
@@ -92,6 +97,9 @@ func applyRegisterMember(f *FSM, e entry) *Result {
 		}
 		m.Address, m.Priority, m.State = c.Address, c.Priority, state
 	} else {
+		if len(d.Members) >= MaxMembersPerDomain {
+			return failed(e.index, fmt.Errorf("%w: domain %q has %d members, the members per domain limit is %d", ErrInvalid, d.Name, len(d.Members), MaxMembersPerDomain))
+		}
 		m := &pb.Member{Id: c.MemberId, Address: c.Address, Priority: c.Priority, State: state,
 			RegisteredEpoch: d.Epoch, RegisteredIndex: e.index}
 		d.Members = slices.Insert(d.Members, i, m)

@@ -288,3 +288,19 @@ func mustMarshal(t testing.TB, m proto.Message) []byte {
 	}
 	return b
 }
+
+// TestMemberLimitAtApply: registrations that passed the edge together
+// cannot take a domain past MaxMembersPerDomain; updating an existing
+// member stays possible.
+func TestMemberLimitAtApply(t *testing.T) {
+	h := newHarness(t)
+	h.ok(createDB("big"))
+	for i := range MaxMembersPerDomain {
+		h.ok(registerCmd("big", fmt.Sprintf("m%03d", i)))
+	}
+	h.fails(registerCmd("big", "one-too-many"), ErrInvalid)
+	h.ok(registerCmd("big", "m000"))
+	if n := len(h.domain("big").Members); n != MaxMembersPerDomain {
+		t.Fatalf("%d members", n)
+	}
+}

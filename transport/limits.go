@@ -24,7 +24,7 @@ const (
 	// never removed (a decommissioned one stays on record), so the bound
 	// leaves room for years of replaced replicas; a domain record stays
 	// under about 100 KB of members even with maximal ids and addresses.
-	MaxMembersPerDomain = 256
+	MaxMembersPerDomain = fsm.MaxMembersPerDomain
 	// MaxAdvancesPerRequest bounds the watermark advances of one Advance
 	// call (below the FSM's own bound on one entry, fsm.MaxWatermarkBatch).
 	MaxAdvancesPerRequest = 1000
