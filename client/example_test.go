@@ -104,8 +104,16 @@ func ExampleLease() {
 	go func() {
 		defer close(work)
 		// Do the work under lease.Context(): it is cancelled at loss.
-		// Stamp every fenced write with lease.Epoch().
-		<-lease.Context().Done()
+		// Before every side effect, check the lease at that moment (it
+		// reads the clock, so a pause past the deadline is caught), and
+		// stamp the write with lease.Epoch() so that the resource refuses
+		// it if a pause lands between the check and the write.
+		for step := range 3 {
+			if err := lease.Check(); err != nil {
+				return
+			}
+			fmt.Println("deploy step", step, "at epoch", lease.Epoch())
+		}
 	}()
 	select {
 	case <-lease.Lost():

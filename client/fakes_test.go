@@ -39,6 +39,14 @@ func (f *fakeClock) NewTimer(d time.Duration) Timer {
 	return t
 }
 
+// Jump moves time forward by d without firing any timer: a process paused
+// (SIGSTOP) and resumed before its timers have run.
+func (f *fakeClock) Jump(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
 // Advance moves time forward by d and fires every due timer.
 func (f *fakeClock) Advance(d time.Duration) {
 	f.mu.Lock()

@@ -375,17 +375,77 @@ func (l *Lease) Epoch() uint64 { return l.epoch }
 // TTL granted per renewal.
 func (l *Lease) TTL() time.Duration { return l.ttl }
 
-// Context is cancelled when the lease is lost; context.Cause gives Err().
-func (l *Lease) Context() context.Context { return l.ctx }
+// Check reports whether the lease is held at this moment: nil while it was
+// not lost and the clock is before the local deadline, else why not. It
+// reads the monotonic clock at the call, so a holder that was paused (a
+// SIGSTOP, a long GC, a suspended VM) past its deadline learns it here even
+// before the lease's own timer has run: the lease is then lost (ErrLeaseLost)
+// and Lost, Context and Err agree from that moment. Call it immediately
+// before every side effect that needs authority, and fence the side effect
+// by Epoch at the resource too: a pause between the check and the effect
+// can still land the effect after the deadline, and only the resource can
+// refuse it then.
+func (l *Lease) Check() error { return l.expireIfDue() }
 
-// Lost is closed when the lease is lost (exactly once).
-func (l *Lease) Lost() <-chan struct{} { return l.lost }
+// Valid is Check() == nil.
+func (l *Lease) Valid() bool { return l.Check() == nil }
 
-// Err is nil while the lease is held, then why it was lost.
-func (l *Lease) Err() error {
+// expireIfDue loses the lease when the clock is at or past its deadline,
+// and returns Err.
+func (l *Lease) expireIfDue() error {
+	l.mu.Lock()
+	err := l.err
+	due := err == nil && l.st.expired(l.clock.Now())
+	l.mu.Unlock()
+	if !due {
+		return err
+	}
+	l.lose(ErrLeaseLost)
+	l.stopRun() // a lost lease never renews again
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err
+}
+
+// Context is cancelled when the lease is lost; context.Cause gives Err().
+// Its Err and Done check the deadline against the clock when called (as
+// Check does). Contexts derived from it are cancelled by the lease's timer,
+// which may run late after a pause: check the lease itself before acting.
+func (l *Lease) Context() context.Context { return leaseContext{l.ctx, l} }
+
+// Lost is closed when the lease is lost (exactly once). Calling it checks
+// the deadline against the clock, as Check does.
+func (l *Lease) Lost() <-chan struct{} {
+	l.expireIfDue()
+	return l.lost
+}
+
+// Err is nil while the lease is held, then why it was lost. It checks the
+// deadline against the clock, as Check does.
+func (l *Lease) Err() error {
+	if err := l.expireIfDue(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// leaseContext is the lease's context with Err and Done that first check
+// the deadline against the clock.
+type leaseContext struct {
+	context.Context
+	l *Lease
+}
+
+func (c leaseContext) Done() <-chan struct{} {
+	c.l.expireIfDue()
+	return c.Context.Done()
+}
+
+func (c leaseContext) Err() error {
+	c.l.expireIfDue()
+	return c.Context.Err()
 }
 
 // Deadline is the current local deadline: send time of the last successful

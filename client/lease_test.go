@@ -161,6 +161,59 @@ func TestLeaseLostExactlyOnceAtDeadline(t *testing.T) {
 	recvWithin(t, l.done, "goroutine end")
 }
 
+// TestLeaseCheckReadsTheClock: a holder resumed past its deadline before
+// the lease's timer has run is told so by Check, Valid, Lost, Context and
+// Err at once, and the lease stops renewing. Without the clock read at the
+// call, every one of them would still say "held".
+func TestLeaseCheckReadsTheClock(t *testing.T) {
+	l, clock, ss, handled := startFakeLease(t)
+	s := recvWithin(t, ss.opened, "stream")
+	recvWithin(t, s.sent, "first renewal")
+	s.recv <- recvItem{resp: &pb.KeepAliveResponse{Seq: 1, Epoch: 7, RemainingMs: 1000}}
+	recvWithin(t, handled, "response handled")
+	if err := l.Check(); err != nil || !l.Valid() {
+		t.Fatalf("Check = %v while held", err)
+	}
+	clock.Jump(l.Deadline().Sub(clock.Now()) - time.Nanosecond)
+	if err := l.Check(); err != nil || l.Context().Err() != nil {
+		t.Fatalf("one nanosecond before the deadline: Check = %v, context %v", err, l.Context().Err())
+	}
+	clock.Jump(time.Nanosecond) // at the deadline; no timer has fired
+	if l.Valid() {
+		t.Fatal("Valid at the deadline")
+	}
+	if !errors.Is(l.Check(), ErrLeaseLost) || !errors.Is(l.Err(), ErrLeaseLost) {
+		t.Fatalf("Check = %v, Err = %v; want ErrLeaseLost", l.Check(), l.Err())
+	}
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("Lost() still open past the deadline")
+	}
+	if l.Context().Err() == nil || !errors.Is(context.Cause(l.Context()), ErrLeaseLost) {
+		t.Fatalf("context err %v cause %v", l.Context().Err(), context.Cause(l.Context()))
+	}
+	recvWithin(t, l.done, "goroutine end: a lost lease never renews")
+}
+
+// TestLeaseContextDoneReadsTheClock: the first thing a holder often looks
+// at is ctx.Done() in a select; it too sees a deadline passed during a
+// pause.
+func TestLeaseContextDoneReadsTheClock(t *testing.T) {
+	l, clock, ss, handled := startFakeLease(t)
+	s := recvWithin(t, ss.opened, "stream")
+	recvWithin(t, s.sent, "first renewal")
+	s.recv <- recvItem{resp: &pb.KeepAliveResponse{Seq: 1, Epoch: 7, RemainingMs: 1000}}
+	recvWithin(t, handled, "response handled")
+	ctx := l.Context()
+	clock.Jump(5 * time.Second)
+	select {
+	case <-ctx.Done():
+	default:
+		t.Fatal("ctx.Done() open past the deadline")
+	}
+}
+
 func TestLeaseFencedResponseLosesAtOnce(t *testing.T) {
 	l, clock, ss, handled := startFakeLease(t)
 	s := recvWithin(t, ss.opened, "stream")

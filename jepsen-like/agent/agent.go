@@ -105,8 +105,8 @@ func Run(ctx context.Context, cfg Config) error {
 				break hold
 			default:
 			}
-			if !time.Now().Before(lease.Deadline()) {
-				why = "local deadline passed"
+			if err := lease.Check(); err != nil { // reads the clock: a pause past the deadline ends it here
+				why = fmt.Sprint(err)
 				break hold
 			}
 			// The lease was checked: prepare the write, then send it.
