@@ -193,3 +193,28 @@ func TestEveryRPCHasARateKind(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkBucketTake: the cost the write limit adds to a write (one
+// identity; and 10,000 identities cycling through a table bounded at
+// 1,000, every call an eviction).
+func BenchmarkBucketTake(b *testing.B) {
+	b.Run("one identity", func(b *testing.B) {
+		t := newBuckets(1e9, 1<<30, 1000)
+		now := t0
+		for b.Loop() {
+			t.take("node:h1", now)
+		}
+	})
+	b.Run("evicting", func(b *testing.B) {
+		t := newBuckets(1e9, 1<<30, 1000)
+		keys := make([]string, 10_000)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("node:h%d", i)
+		}
+		i := 0
+		for b.Loop() {
+			t.take(keys[i%len(keys)], t0)
+			i++
+		}
+	})
+}
