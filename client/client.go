@@ -573,8 +573,16 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, stale bool,
 			}
 		case classRetryAfter:
 			// A rate limit: nothing was applied; wait at least what the
-			// server asked.
-			if err := c.sleep(ctx, max(retryDelay(err), bo.delay())); err != nil {
+			// server asked. When that outlasts the caller's deadline (or
+			// CallTimeout), the answer is the refusal itself, now.
+			wait := max(retryDelay(err), bo.delay())
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+				if unknown {
+					return unknown, fmt.Errorf("%w: %w", ErrOutcomeUnknown, last)
+				}
+				return unknown, last
+			}
+			if err := c.sleep(ctx, wait); err != nil {
 				return unknown, giveUp(ctx, unknown, last)
 			}
 			continue

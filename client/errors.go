@@ -61,6 +61,11 @@ var (
 	// ErrPermissionDenied: the client's certificate identity may not make
 	// this call (authz table); nothing changed. Final: never retried.
 	ErrPermissionDenied = errors.New("authority: permission denied")
+	// ErrRateLimited: a rate or stream limit of the server refused the
+	// call (RESOURCE_EXHAUSTED with reason RATE_LIMITED); nothing was
+	// proposed. The client retries it itself after the server's delay, so
+	// callers see it only when that delay would outlast their deadline.
+	ErrRateLimited = errors.New("authority: rate limited")
 	// ErrInternal: the server failed in a way it did not classify.
 	ErrInternal = errors.New("authority: internal server error")
 	// ErrClosed: the Client (or the AckGate, Watcher, ProgressReporter) was
@@ -86,7 +91,12 @@ var reasonSentinels = map[string]error{
 	pb.ReasonCompacted:          ErrCompacted,
 	pb.ReasonInternal:           ErrInternal,
 	pb.ReasonPermissionDenied:   ErrPermissionDenied,
+	reasonRateLimited:           ErrRateLimited,
 }
+
+// reasonRateLimited is the reason of a rate or stream limit's refusal
+// (transport.ReasonRateLimited; the client links no server package).
+const reasonRateLimited = "RATE_LIMITED"
 
 // reasonCodes gives the gRPC code the server uses for a reason, for errors
 // that arrive in a message body (keep-alive, per-advance and progress
@@ -107,6 +117,7 @@ var reasonCodes = map[string]codes.Code{
 	pb.ReasonCompacted:          codes.OutOfRange,
 	pb.ReasonInternal:           codes.Internal,
 	pb.ReasonPermissionDenied:   codes.PermissionDenied,
+	reasonRateLimited:           codes.ResourceExhausted,
 }
 
 // Error is an error reported by an authority server: its machine-readable

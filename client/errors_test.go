@@ -41,10 +41,11 @@ func TestErrorMappingEveryReason(t *testing.T) {
 		{pb.ReasonCompacted, codes.OutOfRange, ErrCompacted},
 		{pb.ReasonInternal, codes.Internal, ErrInternal},
 		{pb.ReasonPermissionDenied, codes.PermissionDenied, ErrPermissionDenied},
+		{reasonRateLimited, codes.ResourceExhausted, ErrRateLimited},
 	}
 	all := []error{ErrNotLeader, ErrOutcomeUnknown, ErrFenced, ErrEpochStale, ErrLeaseExpired, ErrNoLease, ErrNotFound,
 		ErrAlreadyExists, ErrInvalidArgument, ErrFailedPrecondition, ErrConflict, ErrPromotionDisabled, ErrCompacted, ErrInternal,
-		ErrPermissionDenied}
+		ErrPermissionDenied, ErrRateLimited}
 	if len(cases) != len(reasonSentinels) {
 		t.Fatalf("%d cases for %d mapped reasons", len(cases), len(reasonSentinels))
 	}

@@ -89,6 +89,29 @@ func TestResourceExhaustedRetries(t *testing.T) {
 	}
 }
 
+// A rate limit whose delay outlasts the caller's deadline is answered at
+// once with the refusal (ErrRateLimited, RESOURCE_EXHAUSTED), after one
+// attempt: waiting could only end in DeadlineExceeded.
+func TestRateLimitBeyondDeadlineIsFinal(t *testing.T) {
+	s := startFake(t)
+	s.domain = &pb.Domain{Name: "d", Epoch: 2}
+	c := fakeClient(t, s.addr)
+	s.mu.Lock()
+	s.getErrs = []error{exhausted(time.Hour, true)}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.GetDomain(ctx, "d")
+	if !errors.Is(err, ErrRateLimited) || status.Code(err) != codes.ResourceExhausted || ctx.Err() != nil {
+		t.Fatalf("want the rate limit before the deadline, got %v (ctx %v)", err, ctx.Err())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gets != 1 {
+		t.Fatalf("%d attempts, want 1", s.gets)
+	}
+}
+
 // A call whose context has no deadline ends after CallTimeout, however
 // often it could retry.
 func TestCallWithoutDeadlineIsBounded(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/aerodb/authority/promotion"
 	"github.com/aerodb/authority/tlsfiles"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -48,6 +49,10 @@ type Config struct {
 	// identity travels in authz.MetaOnBehalfOf with the cluster id. Nil:
 	// plaintext (--insecure).
 	TLS *tlsfiles.Source
+	// Limits are the rate and stream limits (ratelimit.go); the zero value
+	// turns them off. Metrics, when set, registers their counter.
+	Limits  RateLimits
+	Metrics prometheus.Registerer
 }
 
 // Server implements every authority.v1 service.
@@ -58,6 +63,7 @@ type Server struct {
 	routes map[string]string
 	logger hclog.Logger
 	dialOp []grpc.DialOption
+	limits *limiter
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -75,15 +81,16 @@ func New(cfg Config) *Server {
 	}
 	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, cfg.DialOptions...)
 	return &Server{node: cfg.Node, svc: cfg.Service, peers: cfg.Peers, routes: cfg.ForwardRoutes, logger: logger, dialOp: dial,
-		conns: map[string]*grpc.ClientConn{}}
+		limits: newLimiter(cfg.Limits, cfg.Metrics), conns: map[string]*grpc.ClientConn{}}
 }
 
-// Register attaches every service to g.
+// Register attaches every service to g. The gRPC server must chain
+// UnaryInterceptor and StreamInterceptor after authz's (rate limits).
 func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterDomainsServer(g, &domains{Server: s})
 	pb.RegisterLeasesServer(g, &leases{Server: s})
 	pb.RegisterWatermarksServer(g, &watermarks{Server: s})
-	pb.RegisterPromotionServer(g, &promotionAPI{Server: s})
+	pb.RegisterPromotionServer(g, limitedPromotion{PromotionServer: &promotionAPI{Server: s}, s: s})
 	pb.RegisterWatchServer(g, &watch{Server: s})
 	pb.RegisterClusterServer(g, &clusterAPI{Server: s})
 }

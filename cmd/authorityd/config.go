@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aerodb/authority/transport"
 	"gopkg.in/yaml.v3"
 )
 
@@ -119,6 +120,26 @@ type Limits struct {
 	HTTPMaxHeaderBytes    int           `yaml:"http_max_header_bytes"`
 	// HTTPMaxConnections caps open HTTP connections (per HTTP listener).
 	HTTPMaxConnections int `yaml:"http_max_connections"`
+	// WriteRatePerIdentity and WriteBurstPerIdentity: a token bucket of
+	// writes per caller identity, on the leader (0 rate: off).
+	WriteRatePerIdentity  int `yaml:"write_rate_per_identity"`
+	WriteBurstPerIdentity int `yaml:"write_burst_per_identity"`
+	// GRPCMaxStreamsPerIdentity caps one identity's concurrent streams on
+	// a server, over all its connections (0: off).
+	GRPCMaxStreamsPerIdentity int `yaml:"grpc_max_streams_per_identity"`
+	// PromoteDeniedRatePerDomain and PromoteDeniedBurstPerDomain: a token
+	// bucket of denied promotions per domain, on the leader (0 rate: off).
+	PromoteDeniedRatePerDomain  int `yaml:"promote_denied_rate_per_domain"`
+	PromoteDeniedBurstPerDomain int `yaml:"promote_denied_burst_per_domain"`
+}
+
+// rateLimits are the transport's rate and stream limits.
+func (l Limits) rateLimits() transport.RateLimits {
+	r := transport.DefaultRateLimits()
+	r.WritesPerSecond, r.WriteBurst = float64(l.WriteRatePerIdentity), l.WriteBurstPerIdentity
+	r.StreamsPerIdentity = l.GRPCMaxStreamsPerIdentity
+	r.PromoteDeniedPerSecond, r.PromoteDeniedBurst = float64(l.PromoteDeniedRatePerDomain), l.PromoteDeniedBurstPerDomain
+	return r
 }
 
 func defaultLimits() Limits {
@@ -128,6 +149,9 @@ func defaultLimits() Limits {
 		GRPCMaxConnectionIdle: 15 * time.Minute,
 		HTTPReadHeaderTimeout: 5 * time.Second, HTTPReadTimeout: 10 * time.Second, HTTPIdleTimeout: time.Minute,
 		HTTPMaxHeaderBytes: 16 << 10, HTTPMaxConnections: 256,
+		WriteRatePerIdentity: transport.DefaultWritesPerSecond, WriteBurstPerIdentity: transport.DefaultWriteBurst,
+		GRPCMaxStreamsPerIdentity:  transport.DefaultStreamsPerIdentity,
+		PromoteDeniedRatePerDomain: transport.DefaultPromoteDeniedPerSecond, PromoteDeniedBurstPerDomain: transport.DefaultPromoteDeniedBurst,
 	}
 }
 
@@ -167,6 +191,16 @@ var limitFlags = []limitFlag{
 		num: func(l *Limits) *int { return &l.HTTPMaxHeaderBytes }, lo: 1 << 10, hi: 1 << 20},
 	{name: "http-max-connections", usage: "open HTTP connections per HTTP listener; more wait in the backlog (default 256)",
 		num: func(l *Limits) *int { return &l.HTTPMaxConnections }, lo: 1, hi: 1 << 20},
+	{name: "write-rate-per-identity", usage: "writes per second per caller identity, on the leader; 0: unlimited (default 1000)",
+		num: func(l *Limits) *int { return &l.WriteRatePerIdentity }, lo: 0, hi: 1 << 20},
+	{name: "write-burst-per-identity", usage: "writes one identity may make at once above its rate (default 2000)",
+		num: func(l *Limits) *int { return &l.WriteBurstPerIdentity }, lo: 1, hi: 1 << 24},
+	{name: "grpc-max-streams-per-identity", usage: "concurrent streams per caller identity on a server, all connections; 0: unlimited (default 128)",
+		num: func(l *Limits) *int { return &l.GRPCMaxStreamsPerIdentity }, lo: 0, hi: 1 << 20},
+	{name: "promote-denied-rate-per-domain", usage: "denied promotions per second per domain, on the leader; 0: unlimited (default 100)",
+		num: func(l *Limits) *int { return &l.PromoteDeniedRatePerDomain }, lo: 0, hi: 1 << 20},
+	{name: "promote-denied-burst-per-domain", usage: "denied promotions one domain may collect at once above its rate (default 200)",
+		num: func(l *Limits) *int { return &l.PromoteDeniedBurstPerDomain }, lo: 1, hi: 1 << 24},
 }
 
 func (f limitFlag) set(l *Limits, v string) error {

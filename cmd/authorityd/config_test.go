@@ -299,8 +299,8 @@ func TestConfigLimits(t *testing.T) {
 		l.HTTPReadHeaderTimeout != 2*time.Second || l.GRPCMaxConnections != 99 || l.GRPCMaxStreams != 7 || l.HTTPIdleTimeout != 3*time.Second {
 		t.Fatalf("flag > env > file: %+v", l)
 	}
-	if len(limitFlags) != 13 {
-		t.Fatalf("%d limit flags; docs/LIMITS.md lists 13", len(limitFlags))
+	if len(limitFlags) != 18 {
+		t.Fatalf("%d limit flags; docs/LIMITS.md lists 18", len(limitFlags))
 	}
 	_, err = loadConfig(withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--grpc-max-recv-bytes", "100",
 		"--grpc-max-streams", "0", "--http-max-header-bytes", "99999999", "--http-read-timeout", "0s"), env(nil))

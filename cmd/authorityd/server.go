@@ -114,7 +114,8 @@ func run(ctx context.Context, cfg Config) error {
 	for _, p := range cfg.Peers {
 		peers[p.ID] = p.GRPCAddr
 	}
-	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, ForwardRoutes: cfg.ForwardRoutes, Logger: logger.Named("grpc"), TLS: src})
+	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, ForwardRoutes: cfg.ForwardRoutes, Logger: logger.Named("grpc"), TLS: src,
+		Limits: cfg.Limits.rateLimits(), Metrics: reg})
 	denials := authz.NewReporter(logger.Named("authz"), reg)
 	gate := authz.Config{Insecure: src == nil, TrustDomain: trustDomain(cfg), ClusterID: node.ClusterID, Denied: denials.Denied,
 		Kinds: func(domain string) (pb.DomainKind, bool) {
@@ -122,7 +123,10 @@ func run(ctx context.Context, cfg Config) error {
 			return a.Kind, ok
 		}}
 	lim := cfg.Limits
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(gate.Unary()), grpc.ChainStreamInterceptor(gate.Stream())}
+	// Authorization first (it puts the caller's identity in the context),
+	// then the per-identity rate and stream limits.
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(gate.Unary(), api.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(gate.Stream(), api.StreamInterceptor())}
 	opts = append(opts, grpcLimits(lim)...)
 	grpcLis = netutil.LimitListener(grpcLis, lim.GRPCMaxConnections)
 	if src != nil {
