@@ -15,6 +15,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
+	"github.com/aerodb/authority/validator"
 	"google.golang.org/grpc"
 )
 
@@ -128,16 +130,24 @@ func (p *promoter) round(b *testing.B) time.Duration {
 	cand := map[string]string{"a": "b", "b": "a"}[p.holder]
 	_, err := pb.NewLeasesClient(p.nodes[p.holder].Conn()).Release(ctx, &pb.ReleaseRequest{Domain: p.domain, Holder: p.holder, Epoch: p.epoch})
 	must(b, err)
-	_, err = p.nodes[cand].ReportProgress(ctx, p.domain, &pb.ProgressReport{MemberId: cand, Epoch: p.epoch, FlushedLsn: 10, FlushedHash: promoHash,
-		WatermarkLsn: 10, HashAtWatermark: promoHash, AppliedCommitId: 5, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
-	must(b, err)
-	exp := p.epoch
-	start := time.Now()
-	resp, err := p.k.op.Promote(ctx, &pb.PromotionRequest{RequestId: fmt.Sprintf("p%d", p.n), Domain: p.domain, Candidate: cand, ExpectedEpoch: &exp, Reason: "bench"})
-	lat := time.Since(start)
-	must(b, err)
-	p.holder, p.epoch, p.n = cand, resp.Record.EpochAfter, p.n+1
-	return lat
+	for try := 0; ; try++ {
+		_, err = p.nodes[cand].ReportProgress(ctx, p.domain, &pb.ProgressReport{MemberId: cand, Epoch: p.epoch, FlushedLsn: 10, FlushedHash: promoHash,
+			WatermarkLsn: 10, HashAtWatermark: promoHash, AppliedCommitId: 5, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING})
+		must(b, err)
+		exp := p.epoch
+		start := time.Now()
+		resp, err := p.k.op.Promote(ctx, &pb.PromotionRequest{RequestId: fmt.Sprintf("p%d-%d", p.n, try), Domain: p.domain, Candidate: cand, ExpectedEpoch: &exp, Reason: "bench"})
+		lat := time.Since(start)
+		var denied *client.DeniedError
+		if errors.As(err, &denied) && denied.Reason() == validator.ReasonMetadataMissing && try < 3 {
+			// Progress reports live in the leader's memory: a leader change
+			// between the report and the promotion loses it. Report again.
+			continue
+		}
+		must(b, err)
+		p.holder, p.epoch, p.n = cand, resp.Record.EpochAfter, p.n+1
+		return lat
+	}
 }
 
 // BenchmarkClusterPromotion: commit latency of a promotion (one log entry,
