@@ -188,16 +188,18 @@ func (f *FSM) Restore(r io.Reader) error {
 		f.servers[s.Id] = s.GrpcAddress
 	}
 	f.histories, f.requests = map[string]*history{}, requestIndex{}
+	f.digest, f.domainDigests, f.touched = digestSum{}, make(map[string][32]byte, len(f.domains)), f.touched[:0]
 	for _, a := range st.attempts {
-		f.keep(a.domain, a.stored)
+		f.keep(a.domain, a.stored) // adds each attempt's digest
 	}
 	for _, h := range f.histories {
 		if n := len(h.allowed); n > 0 {
 			h.lastAllowed = h.allowed[n-1].record()
 		}
 	}
-	f.recomputeDigests()
-	f.touched = f.touched[:0]
+	for name := range f.domains {
+		f.rehash(name)
+	}
 	f.events.events, f.events.droppedThrough = st.events.Events, st.events.DroppedThrough
 	f.events.wake(true) // watchers re-read from the restored log
 	f.checker.reset(f)
