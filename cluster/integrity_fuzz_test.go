@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -39,20 +38,20 @@ func FuzzLogEntry(f *testing.F) {
 		data := l.Data
 		// The entry intact, then bursts at the fields' boundaries: the
 		// first byte, the end of the data, the checksum field, the last byte.
-		f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(0), uint32(0), uint32(0))
+		f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(0), []byte(nil), uint32(0))
 		for _, pos := range []int{0, bytes.Index(e, []byte("Data")), bytes.Index(e, []byte("Extensions")) - 2,
 			bytes.Index(e, []byte("Extensions")) + len("Extensions") + 2, len(e) - 1} {
 			if pos < 0 {
 				continue
 			}
-			f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(pos), uint32(0x01000000), uint32(0))
-			f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(pos), uint32(0xff00ff00), uint32(0))
+			f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(pos), []byte{0x01}, uint32(0))
+			f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(pos), []byte{0xff, 0x00, 0xff, 0x00}, uint32(0))
 		}
-		f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(0), uint32(0), uint32(len(e)/2))
-		f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(0), uint32(0), uint32(1))
+		f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(0), []byte(nil), uint32(len(e)/2))
+		f.Add(l.Index, l.Term, uint8(l.Type), at, data, uint32(0), []byte(nil), uint32(1))
 	}
 
-	f.Fuzz(func(t *testing.T, index, term uint64, typ uint8, at int64, data []byte, pos, burst, cut uint32) {
+	f.Fuzz(func(t *testing.T, index, term uint64, typ uint8, at int64, data []byte, pos uint32, burst []byte, cut uint32) {
 		orig := raft.Log{Index: index, Term: term, Type: raft.LogType(typ), Data: data, AppendedAt: time.Unix(0, at).UTC()}
 		mem := &rawLogStore{raw: map[uint64][]byte{}}
 		var reported int
@@ -63,14 +62,13 @@ func FuzzLogEntry(f *testing.F) {
 			t.Fatal(err)
 		}
 		stored := mem.raw[index]
-		// One burst: burst's 32 bits XORed into the 4 bytes from pos (cut
-		// at the end of the value); then the value cut to cut bytes.
-		if len(stored) > 0 && burst != 0 {
-			var m [4]byte
-			binary.BigEndian.PutUint32(m[:], burst)
+		// One burst: the first 4 bytes of burst XORed into the bytes from
+		// pos (a burst of at most 32 bits, which CRC-32C always detects);
+		// then the value cut to cut bytes.
+		if len(stored) > 0 {
 			p := int(pos % uint32(len(stored)))
-			for i := 0; i < 4 && p+i < len(stored); i++ {
-				stored[p+i] ^= m[i]
+			for i := 0; i < 4 && i < len(burst) && p+i < len(stored); i++ {
+				stored[p+i] ^= burst[i]
 			}
 		}
 		if cut != 0 && int(cut) < len(stored) {
