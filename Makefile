@@ -17,12 +17,47 @@ build:
 # Unit, property, script and in-process cluster tests, with the FSM's
 # invariant assertions compiled in (build tag `invariants`) and the race
 # detector on.
-test: lint check-rules
+test: lint check-rules fuzz
 	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/...
 
 test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)
+
+# Fuzzing (docs/INTEGRITY.md#fuzzing): each target in FUZZ_TARGETS
+# (package:Target) for FUZZTIME, one at a time (go fuzzes one target per
+# invocation), with 2 workers, then its executions per second over the
+# fuzzing phase (after the seed corpus' baseline). Minimisation is capped
+# at 100 runs per input so that it does not eat the time budget. A failing
+# input is printed and written to the package's testdata/fuzz/<Target>/;
+# every target runs even after a failure, then make fails. Logs:
+# $(BIN)/fuzz-<Target>.txt. `make test` runs this.
+FUZZTIME     ?= 30s
+FUZZ_TARGETS := ./fsm:FuzzApply ./fsm:FuzzRestore ./cluster:FuzzLogEntry
+# Reads go's "fuzz: elapsed: 6s, ... now fuzzing" and its last
+# "fuzz: elapsed: 30s, execs: N (R/sec)" line: N over the fuzzing phase.
+FUZZ_RATE    = function secs(d,  t, n, u) { t = 0; \
+	  while (match(d, /^[0-9]+[hms]/)) { n = substr(d, 1, RLENGTH - 1) + 0; u = substr(d, RLENGTH, 1); \
+	    t += (u == "h" ? 3600 : u == "m" ? 60 : 1) * n; d = substr(d, RLENGTH + 1) } return t } \
+	/now fuzzing/ { start = secs($$3) } / execs: / { end = secs($$3); execs = $$5 } \
+	/Failing input written to/ { failed = " FAILED, input in " $$NF } \
+	END { if (execs == "") { print "no fuzzing phase" (failed == "" ? " (see the log)" : failed); exit } \
+	  d = end - start; if (d <= 0) d = 1; printf "%d execs in %ds of fuzzing = %d execs/s%s\n", execs, d, execs / d, failed }
+
+.PHONY: fuzz
+fuzz:
+	@mkdir -p $(BIN); failed=""; summary=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; log=$(BIN)/fuzz-$$name.txt; \
+	  echo "fuzz: $$name ($$pkg) for $(FUZZTIME)"; \
+	  { $(GO) test -tags "invariants failpoints" -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) \
+	      -fuzzminimizetime 100x -parallel 2 $$pkg; echo $$? >$$log.rc; } 2>&1 | tee $$log; \
+	  rate=$$(awk '$(FUZZ_RATE)' $$log); \
+	  echo "fuzz: $$name: $$rate"; summary="$$summary$$name: $$rate\n"; \
+	  [ "$$(cat $$log.rc)" = 0 ] || failed="$$failed $$name"; rm -f $$log.rc; \
+	done; \
+	printf "fuzz summary (FUZZTIME=$(FUZZTIME), 2 workers):\n$$summary"; \
+	if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed (failing inputs: testdata/fuzz/ in the package)"; exit 1; fi
 
 # The fault-injection cluster's CI mode (jepsen-like/): every scenario once
 # with a fixed seed, capped by JEPSEN_BUDGET (default 720s; scenarios past
