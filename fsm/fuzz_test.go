@@ -92,8 +92,8 @@ func buildFuzzStates(tb testing.TB) ([]fuzzState, error) {
 	return out, nil
 }
 
-// restored is a fresh FSM restored from snap (a seed state).
-func restored(t testing.TB, snap []byte) *FSM {
+// restoredFSM is a fresh FSM restored from snap (a seed state).
+func restoredFSM(t testing.TB, snap []byte) *FSM {
 	t.Helper()
 	f := New()
 	if err := f.Restore(bytes.NewReader(snap)); err != nil {
@@ -219,7 +219,7 @@ func FuzzApply(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, base uint8, term uint64, e1, e2 []byte) {
 		s := states[int(base)%len(states)]
-		a, b := restored(t, s.snap), restored(t, s.snap)
+		a, b := restoredFSM(t, s.snap), restoredFSM(t, s.snap)
 		index := a.LastIndex() + 1
 		applyBoth(t, a, b, index, term, e1)
 		mid, err := a.Snapshot()
@@ -422,7 +422,7 @@ func FuzzRestore(f *testing.F) {
 		if fix {
 			data = withValidTrailer(data)
 		}
-		target := restored(t, populated)
+		target := restoredFSM(t, populated)
 		target.ApplyCommand(target.LastIndex()+1, 1, createLock("keep"))
 		before, last := mustHash(t, target), target.LastIndex()
 		if err := target.Restore(bytes.NewReader(data)); err != nil {
