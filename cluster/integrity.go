@@ -11,6 +11,7 @@ import (
 	"hash/crc64"
 	"hash/fnv"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -93,14 +94,22 @@ func seal(l *raft.Log) []byte {
 	return b
 }
 
-// verifyEntry checks an entry read from disk for index idx; it returns the
-// fault, or "" when the entry is sound (or predates checksums).
-func verifyEntry(idx uint64, l *raft.Log) string {
+// verifyEntry checks an entry for index idx; it returns the fault, or ""
+// when the entry is sound. An entry without a checksum is accepted only
+// below legacyBelow: written before this data dir's entries carried
+// checksums (read from disk), or carried in memory (before apply). At or
+// above it, a missing checksum is damage: raft-boltdb skips unknown msgpack
+// keys, so one damaged byte in the "Extensions" key drops the checksum
+// field along with whatever else the damage changed.
+func verifyEntry(idx uint64, l *raft.Log, legacyBelow uint64) string {
 	if l.Index != idx {
 		return fmt.Sprintf("stored under index %d but carries index %d", idx, l.Index)
 	}
 	if len(l.Extensions) == 0 {
-		return "" // written before entries carried checksums: accepted unverified
+		if idx < legacyBelow {
+			return "" // written before entries carried checksums: accepted unverified
+		}
+		return fmt.Sprintf("checksum missing (entries from index %d on carry one)", legacyBelow)
 	}
 	if len(l.Extensions) != sealLen || l.Extensions[0] != sealVersion {
 		return fmt.Sprintf("checksum field of %d bytes (version %d), not a checksum this build writes", len(l.Extensions), firstByte(l.Extensions))
@@ -129,6 +138,9 @@ type checksumLogStore struct {
 	path      string
 	onCorrupt func(error)
 	once      sync.Once
+	// legacyBelow: entries below this index may lack a checksum (written
+	// by a build before checksums). Zero: every entry must carry one.
+	legacyBelow uint64
 }
 
 func (s *checksumLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
@@ -161,7 +173,7 @@ func (s *checksumLogStore) getVerified(idx uint64, l *raft.Log) error {
 		}
 		return damaged(s.path, idx, "unreadable: %v", err)
 	}
-	if fault := verifyEntry(idx, l); fault != "" {
+	if fault := verifyEntry(idx, l, s.legacyBelow); fault != "" {
 		*l = raft.Log{}
 		return damaged(s.path, idx, "%s", fault)
 	}
@@ -174,7 +186,9 @@ func (s *checksumLogStore) getVerified(idx uint64, l *raft.Log) error {
 // with, or none). raft cannot skip an entry, so a mismatch stops the
 // server: OnCorruption (authorityd exits), and a panic if it returns.
 func (a *raftFSM) checkBeforeApply(l *raft.Log) {
-	fault := verifyEntry(l.Index, l)
+	// In memory an entry may lack a checksum (raft's cache and the
+	// leader's in-flight batch hold the caller's unsealed copies).
+	fault := verifyEntry(l.Index, l, math.MaxUint64)
 	if fault == "" {
 		return
 	}
@@ -294,6 +308,9 @@ func checkDataDir(dataDir string, store *raftboltdb.BoltStore, logs *checksumLog
 	path := filepath.Join(dataDir, "raft.db")
 	return withFaultPanics(func() (err error) {
 		defer guard(path, &err)
+		if logs.legacyBelow, err = sealedFrom(path, store); err != nil {
+			return err
+		}
 		first, last, err := scanLog(path, store, logs)
 		if err != nil {
 			return err
@@ -304,6 +321,46 @@ func checkDataDir(dataDir string, store *raftboltdb.BoltStore, logs *checksumLog
 		}
 		return checkStable(path, store, first, last, snaps)
 	})
+}
+
+// sealedFromKey is the stable-store key holding the first log index whose
+// entries carry checksums in this data dir.
+var sealedFromKey = []byte("authority-sealed-from")
+
+// sealedFrom reads the first index whose entries must carry a checksum. A
+// data dir without the key gets it now: the index of its first sealed
+// entry, or the next index when none is sealed (a new data dir: 1). Every
+// build since has sealed every entry it stored, in log order.
+func sealedFrom(path string, store *raftboltdb.BoltStore) (uint64, error) {
+	last, err := store.LastIndex()
+	if err != nil {
+		return 0, damaged(path, 0, "last index unreadable: %v", err)
+	}
+	v, err := store.GetUint64(sealedFromKey)
+	switch {
+	case err == nil && v >= 1 && v <= last+1:
+		return v, nil
+	case err == nil:
+		return 0, damaged(path, 0, "stable key %s is %d, outside 1..%d (the last index + 1)", sealedFromKey, v, last+1)
+	case !errors.Is(err, raftboltdb.ErrKeyNotFound):
+		return 0, damaged(path, 0, "stable key %s unreadable: %v", sealedFromKey, err)
+	}
+	first, err := store.FirstIndex()
+	if err != nil {
+		return 0, damaged(path, 0, "first index unreadable: %v", err)
+	}
+	from := last + 1
+	var l raft.Log
+	for i := first; i != 0 && i <= last; i++ {
+		if store.GetLog(i, &l) == nil && len(l.Extensions) > 0 {
+			from = i
+			break
+		}
+	}
+	if err := store.SetUint64(sealedFromKey, from); err != nil {
+		return 0, fmt.Errorf("cluster: %s: record %s: %w", path, sealedFromKey, err)
+	}
+	return from, nil
 }
 
 // scanLog verifies every entry FirstIndex..LastIndex.

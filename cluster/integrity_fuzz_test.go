@@ -92,18 +92,11 @@ func FuzzLogEntry(f *testing.F) {
 			}
 			return
 		}
-		if len(got.Extensions) == 0 && unsealedAccepted {
-			// KNOWN GAP: the damage removed the seal itself (e.g. a burst
-			// over the "Extensions" key), so the entry reads as one written
-			// before checksums existed and is accepted unverified, even if
-			// the same burst changed its data. See docs/INTEGRITY.md#fuzzing.
-			return
-		}
 		if got.Index != orig.Index || got.Term != orig.Term || got.Type != orig.Type || !bytes.Equal(got.Data, orig.Data) {
 			t.Fatalf("damaged entry accepted: stored %x\ngot  index=%d term=%d type=%d data=%x ext=%x\nwant index=%d term=%d type=%d data=%x",
 				stored, got.Index, got.Term, got.Type, got.Data, got.Extensions, orig.Index, orig.Term, orig.Type, orig.Data)
 		}
-		if fault := verifyEntry(index, &got); fault != "" {
+		if fault := verifyEntry(index, &got, 0); fault != "" {
 			t.Fatalf("GetLog returned an entry the apply check refuses: %s", fault)
 		}
 		if reported != 0 {
@@ -111,13 +104,6 @@ func FuzzLogEntry(f *testing.F) {
 		}
 	})
 }
-
-// unsealedAccepted records the known gap: verifyEntry accepts an entry with
-// empty Extensions as written before checksums existed, so damage that
-// removes the seal is not detected. Set it to false once integrity.go
-// refuses unsealed entries in a sealed log; FuzzLogEntry then requires the
-// original bytes in that case too.
-const unsealedAccepted = true
 
 // rbEncode and rbDecode are raft-boltdb v2's encodeMsgPack (with the old
 // time format: openStore leaves Options.MsgpackUseNewTimeFormat false) and
@@ -237,7 +223,7 @@ func realStoredEntries(tb testing.TB) [][]byte {
 		if err := rbDecode(raw, &l); err != nil {
 			tb.Fatal(err)
 		}
-		if len(l.Extensions) != sealLen || verifyEntry(logs[i].Index, &l) != "" {
+		if len(l.Extensions) != sealLen || verifyEntry(logs[i].Index, &l, 0) != "" {
 			tb.Fatalf("entry %d stored without a valid seal", logs[i].Index)
 		}
 		if !bytes.Equal(rbEncode(&l), raw) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,47 @@ import (
 
 // Every entry is stored sealed; a changed byte of data is refused on read
 // (and reported once); an entry stored before checksums existed is read.
+// TestSealedFrom: a new data dir requires a checksum on every entry; one
+// whose log starts with entries of an earlier build requires them from its
+// first sealed entry; the value is kept, and a damaged value is refused.
+func TestSealedFrom(t *testing.T) {
+	open := func(t *testing.T) (*raftboltdb.BoltStore, string) {
+		path := filepath.Join(t.TempDir(), "raft.db")
+		store, err := raftboltdb.New(raftboltdb.Options{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		return store, path
+	}
+	store, path := open(t)
+	if v, err := sealedFrom(path, store); err != nil || v != 1 {
+		t.Fatalf("new data dir: %d, %v", v, err)
+	}
+	store, path = open(t)
+	for i := uint64(1); i <= 2; i++ {
+		if err := store.StoreLog(&raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte("old")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := &checksumLogStore{LogStore: store, path: path}
+	if err := cs.StoreLog(&raft.Log{Index: 3, Term: 1, Type: raft.LogCommand, Data: []byte("new")}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := sealedFrom(path, store); err != nil || v != 3 {
+		t.Fatalf("upgraded data dir: %d, %v", v, err)
+	}
+	if v, err := store.GetUint64(sealedFromKey); err != nil || v != 3 {
+		t.Fatalf("kept value: %d, %v", v, err)
+	}
+	if err := store.SetUint64(sealedFromKey, 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sealedFrom(path, store); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("damaged value: %v", err)
+	}
+}
+
 func TestChecksumLogStore(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "raft.db")
 	store, err := raftboltdb.New(raftboltdb.Options{Path: path})
@@ -39,10 +81,19 @@ func TestChecksumLogStore(t *testing.T) {
 	if in[0].Extensions != nil {
 		t.Fatal("StoreLogs modified the caller's entry")
 	}
-	// Written by an earlier build: no checksum, accepted.
+	// An entry without a checksum at or above legacyBelow is damage (the
+	// damage may have removed the checksum field itself)...
 	if err := store.StoreLog(&raft.Log{Index: 3, Term: 1, Type: raft.LogCommand, Data: []byte("legacy")}); err != nil {
 		t.Fatal(err)
 	}
+	var l3 raft.Log
+	if err := cs.GetLog(3, &l3); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "checksum missing") {
+		t.Fatalf("unsealed entry in a sealed log: %v", err)
+	}
+	reported = nil
+	cs.once = sync.Once{}
+	// ...below it, it was written by an earlier build: accepted.
+	cs.legacyBelow = 4
 	for i := uint64(1); i <= 3; i++ {
 		var l raft.Log
 		if err := cs.GetLog(i, &l); err != nil {
