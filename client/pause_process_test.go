@@ -170,11 +170,6 @@ func runPauser(t *testing.T, cl *testcluster.Cluster, domain, holder string, run
 		t.Error(err)
 		return pauseResult{}
 	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGCONT)
-		stdin.Close()
-		cmd.Wait()
-	}()
 	events := make(chan string, 1024)
 	go func() {
 		defer close(events)
@@ -182,6 +177,15 @@ func runPauser(t *testing.T, cl *testcluster.Cluster, domain, holder string, run
 		for sc.Scan() {
 			events <- sc.Text()
 		}
+	}()
+	defer func() {
+		// The holder may be blocked writing to a full pipe: kill it, and
+		// drain what it wrote until the pipe closes.
+		stdin.Close()
+		cmd.Process.Kill()
+		for range events {
+		}
+		cmd.Wait()
 	}()
 	var res pauseResult
 	held := false

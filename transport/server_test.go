@@ -64,8 +64,11 @@ func startAPI(t *testing.T, n int) []*apiNode {
 	for i := range n {
 		id := fmt.Sprintf("s%d", i+1)
 		node, err := cluster.Open(cluster.Config{NodeID: id, DataDir: filepath.Join(dir, id), Transport: trans[i],
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-			LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond})
+			// Timeouts long enough that a leader starved of CPU by a
+			// loaded test machine (-race, packages in parallel) keeps its
+			// term: these tests are about the API, not about elections.
+			HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
+			LeaderLeaseTimeout: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -184,7 +184,7 @@ func testWriteLimit(t *testing.T, c *testcluster.Cluster) {
 	}
 	// Through a follower: forwarded, charged on the leader to the flooder,
 	// refused with the leader's answer (never OUTCOME_UNKNOWN).
-	n, err = createUntilRefused(t, ctx, stub(t, c, follower.GRPCAddr, flooder), "flood-via")
+	n, err = createUntilRefused(t, ctx, stub(t, c, follower.GRPCAddr, flooder), "floodvia")
 	created += n
 	rateLimited(t, "flooder through a follower", err, "--write-rate-per-identity")
 
@@ -196,7 +196,7 @@ func testWriteLimit(t *testing.T, c *testcluster.Cluster) {
 		}
 	}
 	reader := c.Dial(testcluster.Reader)
-	if got := domainsWith(t, ctx, reader, "flood") + domainsWith(t, ctx, reader, "flood-via"); got != created {
+	if got := domainsWith(t, ctx, reader, "flood") + domainsWith(t, ctx, reader, "floodvia"); got != created {
 		t.Fatalf("%d flood domains in the state, %d writes accepted", got, created)
 	}
 	if got := domainsWith(t, ctx, reader, "honest"); got != writeBurst {
