@@ -3,20 +3,20 @@
 // mutual TLS, one shared cluster, and one row per attack, run one after
 // another (TestHostileLoad; -rows=LETTERS runs some of them):
 //
-//	0. no attack: the reference for the honest renewals' latency;
-//	a. every repeated field of every RPC request (waivers, watermark
-//	   advances, watch domains) with 10,000 entries (refused by count) and
-//	   with more than the largest message (refused by size), 8 callers;
-//	b. 1 MiB in every string and bytes field of every RPC of the
-//	   authorization table (authz.Table), one field at a time, to the
-//	   leader and to a follower: INVALID_ARGUMENT or RESOURCE_EXHAUSTED
-//	   (PERMISSION_DENIED for a holder that is not the caller) with a
-//	   message of at most 1 KiB that quotes at most 128 bytes of input;
-//	d. 20,000 idle TCP connections to the leader's HTTP listener, spread
-//	   over as many attacker processes as the hard RLIMIT_NOFILE needs;
-//	e. one operator creating domains from 32 goroutines as fast as it can;
-//	c. 1,000 KeepAlive streams of one node identity that send renewals
-//	   and never read (run last: the leader keeps the heap it grows).
+//  0. no attack: the reference for the honest renewals' latency;
+//     a. every repeated field of every RPC request (waivers, watermark
+//     advances, watch domains) with 10,000 entries (refused by count) and
+//     with more than the largest message (refused by size), 8 callers;
+//     b. 1 MiB in every string and bytes field of every RPC of the
+//     authorization table (authz.Table), one field at a time, to the
+//     leader and to a follower: INVALID_ARGUMENT or RESOURCE_EXHAUSTED
+//     (PERMISSION_DENIED for a holder that is not the caller) with a
+//     message of at most 1 KiB that quotes at most 128 bytes of input;
+//     d. 20,000 idle TCP connections to the leader's HTTP listener, spread
+//     over as many attacker processes as the hard RLIMIT_NOFILE needs;
+//     e. one operator creating domains from 32 goroutines as fast as it can;
+//     c. 1,000 KeepAlive streams of one node identity that send renewals
+//     and never read (run last: the leader keeps the heap it grows).
 //
 // The attackers of rows c and d are separate processes (./attacker, built
 // without the race detector, under nice 19): clients on other machines,
