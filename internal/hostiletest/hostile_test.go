@@ -320,9 +320,10 @@ func rowBigStrings(t *testing.T, e *env) string {
 		return conns[k]
 	}
 	var writes, noText []string
-	n, longest := 0, 0
+	n, longest, nFields := 0, 0, 0
 	for _, r := range all {
 		fields := textFields(r.desc.Input(), nil)
+		nFields += len(fields)
 		if r.write() {
 			writes = append(writes, r.method)
 			if len(fields) == 0 {
@@ -356,8 +357,8 @@ func rowBigStrings(t *testing.T, e *env) string {
 	if len(writes) < 10 {
 		t.Fatalf("only %d write RPCs in authz.Table: %v", len(writes), writes)
 	}
-	return fmt.Sprintf("%d write RPCs (%d with no text field: %v), %d requests with 1 MiB in one field, all refused, longest refusal %d bytes",
-		len(writes), len(noText), noText, n, longest)
+	return fmt.Sprintf("%d RPCs, %d of them writes (%d with no text field: %v); %d text fields; %d requests with 1 MiB in one field, all refused, longest refusal %d bytes",
+		len(all), len(writes), len(noText), noText, nFields, n, longest)
 }
 
 // rowKeepAlive: 1,000 KeepAlive streams of node:attacker, 100 on each of
