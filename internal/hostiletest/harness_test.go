@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -300,10 +299,6 @@ func dialStub(t *testing.T, c *testcluster.Cluster, addr string, id identity.Ide
 	t.Cleanup(func() { conn.Close() })
 	return conn
 }
-
-// drain reads r to its end (a child process's stdin: the parent closing it
-// ends the child).
-func drain(r io.Reader) { io.Copy(io.Discard, r) }
 
 // cpuTime is a process's user+system CPU time, with its waited-for
 // children's ("self" for this process).
