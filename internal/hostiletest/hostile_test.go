@@ -462,8 +462,79 @@ func rowFlood(t *testing.T, e *env) string {
 	if len(accepted) == 0 {
 		t.Errorf("no creation was accepted")
 	}
-	return fmt.Sprintf("%d workers, %d attempts, %d accepted (%.0f/s), refused %v, unknown outcome %d (%d of them applied)",
-		workers, next.Load(), len(accepted), float64(len(accepted))/elapsed.Seconds(), refused, len(unknown), maybe)
+	members := floodMembers(t, e, stub, workers)
+	return fmt.Sprintf("%d workers, %d attempts, %d accepted (%.0f/s), refused %v, unknown outcome %d (%d of them applied); %s",
+		workers, next.Load(), len(accepted), float64(len(accepted))/elapsed.Seconds(), refused, len(unknown), maybe, members)
+}
+
+// floodMembers: the same operator registers 1,000 members in one domain
+// from the same workers. The members per domain limit (256) refuses the
+// rest; registrations in flight together may pass it together (it is
+// checked on the applied state), so at most workers−1 more. The domain
+// holds exactly the acknowledged members.
+func floodMembers(t *testing.T, e *env, stub pb.DomainsClient, workers int) string {
+	const total = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := e.op.CreateDomain(ctx, "flood-members.example", pb.DomainKind_DOMAIN_KIND_AERODB, nil); err != nil {
+		t.Fatalf("create flood-members.example: %v", err)
+	}
+	var (
+		mu       sync.Mutex
+		accepted = map[string]bool{}
+		unknown  = map[string]bool{}
+		refused  = map[codes.Code]int{}
+		next     atomic.Int64
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= total; i = next.Add(1) {
+				id := fmt.Sprintf("m%04d", i)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := stub.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "flood-members.example", MemberId: id,
+					Address: "127.0.0.1:1", State: pb.MemberState_MEMBER_STATE_ACTIVE})
+				cancel()
+				mu.Lock()
+				switch code := status.Code(err); {
+				case err == nil:
+					accepted[id] = true
+				case code == codes.DeadlineExceeded || code == codes.Unavailable || code == codes.Canceled || code == codes.Unknown:
+					unknown[id] = true
+				default:
+					refused[code]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	e.c.WithT(t).WaitConverged(e.rd, 30*time.Second)
+	d, err := e.rd.GetDomain(ctx, "flood-members.example")
+	if err != nil {
+		t.Fatalf("get flood-members.example: %v", err)
+	}
+	have := map[string]bool{}
+	for _, m := range d.GetMembers() {
+		have[m.GetId()] = true
+		if !accepted[m.GetId()] && !unknown[m.GetId()] {
+			t.Errorf("member %s is registered but was never acknowledged", m.GetId())
+		}
+	}
+	for id := range accepted {
+		if !have[id] {
+			t.Errorf("acknowledged member %s is missing", id)
+		}
+	}
+	if n := len(have); n < 256 || n > 256+workers-1 {
+		t.Errorf("%d members registered, want 256 (at most %d with registrations in flight together)", n, 256+workers-1)
+	}
+	return fmt.Sprintf("members: %d registrations in %v, %d accepted, %d in the domain (limit 256), refused %v, unknown outcome %d",
+		total, elapsed.Round(time.Millisecond), len(accepted), len(have), refused, len(unknown))
 }
 
 func listDomains(t *testing.T, rd *client.Client) map[string]bool {
