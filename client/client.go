@@ -483,13 +483,18 @@ func (c *Client) randomID() string {
 type backoff struct {
 	c    *Client
 	next time.Duration
+	cap  time.Duration // 0: MaxRetryDelay
 }
 
 func (c *Client) newBackoff() *backoff { return &backoff{c: c, next: initialRetryDelay} }
 
 func (b *backoff) delay() time.Duration {
 	d := b.c.jitter(b.next)
-	b.next = min(2*b.next, b.c.cfg.MaxRetryDelay)
+	limit := b.c.cfg.MaxRetryDelay
+	if b.cap > 0 {
+		limit = min(limit, b.cap)
+	}
+	b.next = min(2*b.next, limit)
 	return d
 }
 

@@ -163,6 +163,27 @@ type keepAliveStream interface {
 	Recv() (*pb.KeepAliveResponse, error)
 }
 
+// leaseRetryCap bounds the backoff between a lease's reconnection attempts.
+const leaseRetryCap = 100 * time.Millisecond
+
+// MinLeaseTTL is the shortest lease TTL that survives a raft leader change
+// with the default margin (TTL/10) and renewal interval (TTL/3), for
+// servers run with these raft timeouts. A holder renews last at most one
+// interval before the leader dies and loses the lease one margin before
+// its TTL runs out, so it tolerates 0.57 × TTL without a successful
+// renewal. A leader change takes up to two heartbeat timeouts to notice
+// (raft's follower timeout is randomised in [1, 2] × heartbeat), about an
+// election timeout to elect, then the new leader's barrier and the
+// client's reconnection (at most leaseRetryCap apart); one second covers
+// the last two on a loaded machine. At authorityd's defaults (500 ms and
+// 500 ms) it is 4.4 s; measured renewal gaps after a leader kill were
+// 0.64–1.57 s (internal/failovertest).
+func MinLeaseTTL(heartbeatTimeout, electionTimeout time.Duration) time.Duration {
+	gap := 2*heartbeatTimeout + electionTimeout + time.Second
+	ttl := time.Duration(float64(gap) / (1 - 1.0/10 - 1.0/3))
+	return ttl.Round(100 * time.Millisecond)
+}
+
 // Lease is authority held by one holder over one domain at one epoch, kept
 // alive by renewals on a KeepAlive stream to the leader. Its one goroutine
 // (started by Acquire/KeepLease, ended by loss, Release or Client.Close)
@@ -557,6 +578,11 @@ func (l *Lease) run() {
 		redirects  int
 	)
 	bo := l.c.newBackoff()
+	// A lease cannot wait out a long backoff: during a leader change every
+	// server answers NOT_LEADER until the new leader is ready, and the
+	// first renewal after that must come within the lease's slack. Retry
+	// at least every leaseRetryCap (a renewal is a few hundred bytes).
+	bo.cap = leaseRetryCap
 	renewT := l.clock.NewTimer(l.interval)
 	defer func() {
 		renewT.Stop()
