@@ -167,6 +167,9 @@ func TestAutomaticPolicyPromotesWithoutAnOperator(t *testing.T) {
 	// dwell time: the policy skips, nothing is promoted.
 	epoch.Store(2)
 	waitFor(t, 4*ttl, "the policy's dwell skip after n3's lease expired", func() bool {
+		if d, err := op.GetDomain(ctx, "db"); err == nil && d.Epoch != 2 {
+			t.Fatalf("promoted again within the dwell: %s@%d", d.Holder, d.Epoch)
+		}
 		return policyCount(t, c, "skipped", "dwell") > 0
 	})
 	d, err = op.GetDomain(ctx, "db")
