@@ -476,3 +476,17 @@ func TestPolicyObservesExpiryAtTheDeadline(t *testing.T) {
 		t.Fatalf("expiries observed: %v", expired)
 	}
 }
+
+// AU-14: with promotion disabled for the domain the policy writes nothing.
+func TestPolicyDisabledDomainWritesNothing(t *testing.T) {
+	r := newPolicyRig(t, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC)
+	r.ok(r.svc.UpdatePolicy(r.ctx, "db1", &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_AUTOMATIC,
+		LeaseTtlMs: uint64(testTTL.Milliseconds()), PromotionDisabled: true}))
+	r.q.drain()
+	r.send(good("n2", 1, 120))
+	entries := r.log.count()
+	r.step(testTTL)
+	if h, _ := r.holder(); h != "n1" || r.log.count() != entries || r.obs.count(PolicySkipped+"/"+SkipDisabled) != 1 {
+		t.Fatalf("disabled: holder %s, %d new entries, results %v", h, r.log.count()-entries, r.obs.results)
+	}
+}
