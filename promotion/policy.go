@@ -375,6 +375,10 @@ func (t *policyTerm) consider(name string, st *policyDomain) {
 		t.mu.Unlock()
 	}
 	t.mu.Lock()
+	if t.closed || t.s.policy.Load() != t { // leadership moved on meanwhile
+		t.mu.Unlock()
+		return
+	}
 	st.notBefore = now.Add(st.backoff)
 	st.backoff = min(2*st.backoff, t.cfg.BackoffMax)
 	st.retry = nil
