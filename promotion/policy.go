@@ -386,15 +386,15 @@ func (t *policyTerm) consider(name string, st *policyDomain) {
 	t.s.logger.Info("policy: submitting promotion", "domain", name, "request_id", req.RequestId,
 		"candidate", req.Candidate, "epoch", d.Epoch, "holder", d.Holder)
 	ctx, cancel := context.WithTimeout(t.ctx, policyPromoteTimeout)
-	out, err := t.s.Promote(ctx, req)
+	_, err = t.s.Promote(ctx, req)
 	cancel()
 	t.mu.Lock()
 	rearm := false
 	var denial *DeniedError
 	switch {
 	case err == nil:
+		// The grant's hook re-arms the timer at the new holder's lease.
 		t.s.obs.PolicyAttempt(PolicyAllowed, "")
-		_ = out // the grant's hook re-arms the timer for the new holder
 	case errors.As(err, &denial):
 		t.s.obs.PolicyAttempt(PolicyDenied, denial.Reason)
 		st.awaitingReport, st.reportsAtDenial = true, st.reports
