@@ -490,3 +490,32 @@ func TestPolicyDisabledDomainWritesNothing(t *testing.T) {
 		t.Fatalf("disabled: holder %s, %d new entries, results %v", h, r.log.count()-entries, r.obs.results)
 	}
 }
+
+// Renewals never touch the timer: it fires at the old expiry, finds the
+// lease renewed and re-arms at the new one; a holder that keeps renewing
+// is never replaced, and the first expiry after it stops is acted on.
+func TestPolicyTimerFollowsRenewals(t *testing.T) {
+	r := newPolicyRig(t, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC)
+	r.send(good("n2", 1, 120))
+	for range 20 {
+		r.step(testTTL / 2)
+		if _, err := r.svc.Renew("db1", "n1", 1); err != nil {
+			t.Fatal(err)
+		}
+		r.send(good("n2", 1, 120))
+		if r.timers() != 1 {
+			t.Fatalf("%d timers, want 1", r.timers())
+		}
+	}
+	if h, _ := r.holder(); h != "n1" || len(r.policyAttempts()) != 0 || len(r.obs.results) != 0 {
+		t.Fatalf("while renewing: holder %s, results %v", h, r.obs.results)
+	}
+	r.step(testTTL - time.Millisecond)
+	if h, _ := r.holder(); h != "n1" {
+		t.Fatalf("promoted %s before the expiry", h)
+	}
+	r.step(time.Millisecond)
+	if h, _ := r.holder(); h != "n2" {
+		t.Fatalf("holder %s after the expiry, want n2", h)
+	}
+}
