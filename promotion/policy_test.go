@@ -519,3 +519,31 @@ func TestPolicyTimerFollowsRenewals(t *testing.T) {
 		t.Fatalf("holder %s after the expiry, want n2", h)
 	}
 }
+
+// A new leader never reuses a request id its predecessor's policy used
+// (the same id with another candidate would be a conflict, the same one a
+// duplicate): it takes the first number not recorded.
+func TestPolicyNewLeaderTakesAFreshRequestID(t *testing.T) {
+	r := newPolicyRig(t, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC)
+	bad := good("n2", 1, 120)
+	bad.ReadSafe = false
+	r.send(bad)
+	r.step(testTTL)
+	if recs := r.policyAttempts(); len(recs) != 1 || recs[0].Request.RequestId != "policy-1-1" || recs[0].Decision.Allowed {
+		t.Fatalf("attempts = %v", recs)
+	}
+	r.svc.StepDown()
+	r.log.mu.Lock()
+	r.log.term = 2
+	r.log.mu.Unlock()
+	if err := r.svc.BecomeLeader(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.q.drain()
+	r.send(good("n3", 1, 120))
+	r.step(testTTL) // n1's lease, reset to a full TTL by the new leader, expires
+	recs := r.policyAttempts()
+	if len(recs) != 2 || recs[1].Request.RequestId != "policy-1-2" || !recs[1].Decision.Allowed || recs[1].Request.Candidate != "n3" {
+		t.Fatalf("attempts = %v", recs)
+	}
+}
