@@ -67,15 +67,15 @@ func policyCount(t *testing.T, c *testcluster.Cluster, result, reason string) in
 	return n
 }
 
-// TestAutomaticPolicyPromotesWithoutAnOperator: the holder stops renewing;
-// the leader's policy promotes the best replica (n3: as advanced as n2,
-// higher priority) on its own, initiated by POLICY; the new holder's lease
-// then expires within the dwell time and nothing is promoted again.
-func TestAutomaticPolicyPromotesWithoutAnOperator(t *testing.T) {
-	c := testcluster.Start(t, 3, "--policy-dwell=1h")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	op := c.Dial(testcluster.Operator)
+// domain sets up the automatic aerodb domain "db" (TTL 2 s) with members
+// n1 (the holder, keeping its lease through its own client, which it
+// returns, and having advanced the watermark to lsn 10), n2 and n3
+// (priority 5), both reporting every 100 ms that they hold the watermark,
+// at the epoch in the returned variable; it returns once both reports
+// reached the leader.
+func domain(ctx context.Context, t *testing.T, c *testcluster.Cluster) (op, n1 *client.Client, lease *client.Lease, epoch *atomic.Uint64) {
+	t.Helper()
+	op = c.Dial(testcluster.Operator)
 	_, err := op.CreateDomain(ctx, "db", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_AUTOMATIC,
 		LeaseTtlMs: uint64(ttl.Milliseconds()), ReportMaxAgeMs: 30000, MinSyncReplicas: 1})
 	mustOK(t, "create", err)
@@ -90,8 +90,8 @@ func TestAutomaticPolicyPromotesWithoutAnOperator(t *testing.T) {
 	mustOK(t, "assign", err)
 
 	// The holder n1 keeps its lease and advances the watermark.
-	n1 := c.Dial(testcluster.Node("n1"))
-	lease, err := n1.KeepLease(ctx, "db", "n1", 1, ttl)
+	n1 = c.Dial(testcluster.Node("n1"))
+	lease, err = n1.KeepLease(ctx, "db", "n1", 1, ttl)
 	mustOK(t, "n1 keeps its lease", err)
 	errs, err := n1.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "db", Epoch: 1, Holder: "n1", Lsn: 10, Hash: h10, VisibleCommitId: 5}})
 	mustOK(t, "advance", err)
@@ -99,7 +99,7 @@ func TestAutomaticPolicyPromotesWithoutAnOperator(t *testing.T) {
 
 	// The replicas report that they hold the watermark, at the epoch they
 	// follow.
-	var epoch atomic.Uint64
+	epoch = new(atomic.Uint64)
 	epoch.Store(1)
 	var reporters []*client.ProgressReporter
 	for _, id := range []string{"n2", "n3"} {
@@ -121,6 +121,18 @@ func TestAutomaticPolicyPromotesWithoutAnOperator(t *testing.T) {
 		}
 		return true
 	})
+	return op, n1, lease, epoch
+}
+
+// TestAutomaticPolicyPromotesWithoutAnOperator: the holder stops renewing;
+// the leader's policy promotes the best replica (n3: as advanced as n2,
+// higher priority) on its own, initiated by POLICY; the new holder's lease
+// then expires within the dwell time and nothing is promoted again.
+func TestAutomaticPolicyPromotesWithoutAnOperator(t *testing.T) {
+	c := testcluster.Start(t, 3, "--policy-dwell=1h")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	op, n1, lease, epoch := domain(ctx, t, c)
 	// The holder still holds: nothing happens while it renews.
 	if d, err := op.GetDomain(ctx, "db"); err != nil || d.Epoch != 1 || d.Holder != "n1" {
 		t.Fatalf("before: %v %v", d, err)
@@ -178,5 +190,36 @@ func TestAutomaticPolicyPromotesWithoutAnOperator(t *testing.T) {
 	mustOK(t, "history", err)
 	if d.Epoch != 2 || d.Holder != "n3" || len(hist) != 1 {
 		t.Fatalf("within the dwell: %s@%d, %d attempts", d.Holder, d.Epoch, len(hist))
+	}
+}
+
+// TestAutomaticPolicyAcrossALeaderKill: the holder stops and the raft
+// leader is killed (kill -9) before the lease could expire. The old
+// leader's policy is gone with it; the new leader resets the lease to a
+// full TTL, the replicas' reports reach it again, and its own policy
+// promotes exactly once, with its own lease observation.
+func TestAutomaticPolicyAcrossALeaderKill(t *testing.T) {
+	c := testcluster.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	op, n1, _, _ := domain(ctx, t, c)
+	old := c.WaitLeader()
+	n1.Close()
+	c.Kill(old)
+	killed := time.Now()
+	waitFor(t, 30*time.Second, "a replica promoted by the new leader's policy", func() bool {
+		d, err := op.GetDomain(ctx, "db")
+		return err == nil && d.Epoch == 2
+	})
+	t.Logf("holder stop + leader kill → promotion observed: %v (TTL %v)", time.Since(killed).Round(time.Millisecond), ttl)
+	hist, err := op.History(ctx, "db", true)
+	mustOK(t, "history", err)
+	if len(hist) != 1 {
+		t.Fatalf("%d attempts, want 1: %v", len(hist), hist)
+	}
+	rec := hist[0]
+	if rec.Request.GetInitiatedBy() != pb.Initiator_INITIATOR_POLICY || !rec.Decision.GetAllowed() || rec.HolderAfter != "n3" ||
+		rec.Lease.GetLeaderId() == old.ID || rec.Lease.GetLeaderId() == "" {
+		t.Fatalf("record = %v (killed leader %s)", rec, old.ID)
 	}
 }
