@@ -2,6 +2,7 @@ package promotion
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -546,4 +547,51 @@ func TestPolicyNewLeaderTakesAFreshRequestID(t *testing.T) {
 	if len(recs) != 2 || recs[1].Request.RequestId != "policy-1-2" || !recs[1].Decision.Allowed || recs[1].Request.Candidate != "n3" {
 		t.Fatalf("attempts = %v", recs)
 	}
+}
+
+// Acceptance (issue 13, item 5) on the fake clock: holders that pause
+// (stop renewing) after a random while, over and over, with every other
+// member reporting fresh progress all along, cause at most one promotion
+// per dwell period.
+func TestPolicyFlappingHoldersAtMostOnePromotionPerDwell(t *testing.T) {
+	const seed = 20261204
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	r := newPolicyRig(t, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC)
+	tick := 100 * time.Millisecond
+	pauseAt := r.clock.Now().Add(time.Duration(rng.IntN(30)) * tick)
+	for range 3000 { // 300 s
+		holder, epoch := r.holder()
+		now := r.clock.Now()
+		if now.Before(pauseAt) {
+			if _, err := r.svc.Renew("db1", holder, epoch); err != nil {
+				t.Fatalf("renewal of %s@%d: %v", holder, epoch, err)
+			}
+		}
+		for _, m := range []string{"n1", "n2", "n3"} {
+			if m != holder {
+				r.send(good(m, epoch, 120))
+			}
+		}
+		r.step(tick)
+		if _, e := r.holder(); e != epoch {
+			// A new holder: it renews for a random while, then pauses.
+			pauseAt = r.clock.Now().Add(time.Duration(rng.IntN(30)) * tick)
+		}
+	}
+	var allowed []int64
+	for _, rec := range r.policyAttempts() {
+		if rec.Decision.Allowed {
+			allowed = append(allowed, rec.StampedUnixMs)
+		}
+	}
+	if len(allowed) < 5 {
+		t.Fatalf("only %d promotions in 300 s: the test does not flap", len(allowed))
+	}
+	for i := 1; i < len(allowed); i++ {
+		if gap := time.Duration(allowed[i]-allowed[i-1]) * time.Millisecond; gap < testDwell {
+			t.Fatalf("promotions %d and %d only %v apart (dwell %v)", i-1, i, gap, testDwell)
+		}
+	}
+	t.Logf("%d promotions in 300 s", len(allowed))
 }
