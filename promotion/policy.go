@@ -161,8 +161,8 @@ func automatic(d *pb.Domain) bool {
 // by BecomeLeader once the term serves; leases were just reset to a full TTL).
 func (t *policyTerm) start() {
 	for _, a := range t.s.fsm.Authorities() {
-		if a.Kind != pb.DomainKind_DOMAIN_KIND_AERODB {
-			continue
+		if a.Kind != pb.DomainKind_DOMAIN_KIND_AERODB || a.Holder == "" || a.Released {
+			continue // no lease to watch; a grant refreshes the domain
 		}
 		t.refresh(a.Domain)
 	}
