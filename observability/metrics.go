@@ -37,6 +37,7 @@ type Metrics struct {
 	batchSize    prometheus.Histogram
 	apply        prometheus.Histogram
 	snapshot     prometheus.Histogram
+	policy       *prometheus.CounterVec
 }
 
 var _ promotion.Observer = (*Metrics)(nil)
@@ -71,9 +72,12 @@ func NewMetrics(reg prometheus.Registerer, f *fsm.FSM) *Metrics {
 			Help: "FSM apply time of one log entry on this node.", Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)}),
 		snapshot: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "authority_snapshot_duration_seconds",
 			Help: "Time to capture and persist one FSM snapshot on this node.", Buckets: prometheus.ExponentialBuckets(1e-3, 4, 8)}),
+		policy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authority_policy_attempts_total",
+			Help: "Automatic-policy evaluations of an expired lease on this leader, by result (allowed, denied, skipped, error) and reason (denial reason, skip reason or error class)."},
+			[]string{"result", "reason"}),
 	}
 	reg.MustRegister(m.requests, m.success, m.denied, m.crashAbort, m.validation, m.epochChanges, m.renewals,
-		m.expiries, m.fenced, m.advances, m.batchSize, m.apply, m.snapshot)
+		m.expiries, m.fenced, m.advances, m.batchSize, m.apply, m.snapshot, m.policy)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "replication_promotion_in_progress",
 		Help: "Promotion requests recorded but not yet decided (all domains)."},
 		func() float64 { return float64(len(f.PendingIntents())) }))
@@ -100,6 +104,9 @@ func (m *Metrics) Fenced(kind string)          { m.fenced.WithLabelValues(kind).
 func (m *Metrics) Requested(string)            { m.requests.Inc() }
 func (m *Metrics) CrashAborted(string, string) { m.crashAbort.Inc() }
 func (m *Metrics) EpochChanged(string)         { m.epochChanges.Inc() }
+func (m *Metrics) PolicyAttempt(result, reason string) {
+	m.policy.WithLabelValues(result, reason).Inc()
+}
 func (m *Metrics) Applied(d time.Duration)     { m.apply.Observe(d.Seconds()) }
 func (m *Metrics) Snapshotted(d time.Duration) { m.snapshot.Observe(d.Seconds()) }
 func (m *Metrics) WatermarkBatch(n int) {

@@ -32,6 +32,10 @@ type Observer interface {
 	CrashAborted(domain, requestID string)
 	// EpochChanged: a committed grant moved a domain to a new epoch.
 	EpochChanged(domain string)
+	// PolicyAttempt: one evaluation of the automatic policy on an expired
+	// lease, by result (allowed, denied, skipped, error) and reason (a
+	// denial reason, a skip reason or an error class; "" when allowed).
+	PolicyAttempt(result, reason string)
 }
 
 type noopObserver struct{}
@@ -44,3 +48,4 @@ func (noopObserver) WatermarkBatch(int)                             {}
 func (noopObserver) Requested(string)                               {}
 func (noopObserver) CrashAborted(string, string)                    {}
 func (noopObserver) EpochChanged(string)                            {}
+func (noopObserver) PolicyAttempt(string, string)                   {}

@@ -28,6 +28,8 @@ type Config struct {
 	// Observer sees every decision, renewal and fencing rejection after the
 	// fact (metrics); nil means none.
 	Observer Observer
+	// Policy tunes the automatic promotion policy (zero: defaults).
+	Policy PolicyConfig
 }
 
 // Service is the leader side of AeroDB Authority: it turns requests into log
@@ -58,6 +60,13 @@ type Service struct {
 	// waits holds the current term's Acquire(wait) calls (nil while a
 	// follower).
 	waits atomic.Pointer[waitRoom]
+	// policy is the current term's automatic promotion policy (nil while a
+	// follower).
+	policy    atomic.Pointer[policyTerm]
+	policyCfg PolicyConfig
+	// policyRun runs a policy evaluation off the caller's goroutine (nil:
+	// go f(); tests queue and drain).
+	policyRun func(func())
 }
 
 // NewService wires a service; it starts as a follower.
@@ -80,6 +89,7 @@ func NewService(cfg Config) *Service {
 		reports:           newReportTable(),
 		obs:               obs,
 		promotionDisabled: cfg.PromotionDisabled,
+		policyCfg:         cfg.Policy.withDefaults(),
 	}
 	leases.onExpire = s.leaseExpired
 	return s
@@ -120,14 +130,18 @@ func (s *Service) BecomeLeader(ctx context.Context) error {
 		}
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.stopNotary()
 	s.waits.Swap(nil).close()
+	s.policy.Swap(nil).close()
 	s.leases.Promote(grants)
 	s.reports.reset()
 	s.ready, s.term = true, term
 	s.startNotary()
 	s.waits.Store(newWaitRoom(s.clock))
+	policy := s.newPolicyTerm()
+	s.policy.Store(policy)
+	s.mu.Unlock()
+	policy.start() // a timer per automatic domain, at its lease's expiry
 	s.logger.Info("serving as leader", "term", term, "leases", len(grants))
 	return nil
 }
@@ -140,6 +154,7 @@ func (s *Service) StepDown() {
 	s.ready = false
 	s.stopNotary()
 	s.waits.Swap(nil).close() // waiters answer ErrNotLeader
+	s.policy.Swap(nil).close()
 	s.leases.Demote()
 	s.reports.reset()
 }

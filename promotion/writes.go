@@ -69,8 +69,10 @@ func (s *Service) CreateDomain(ctx context.Context, name string, kind pb.DomainK
 
 // UpdatePolicy replaces a domain's policy (defaults filled in).
 func (s *Service) UpdatePolicy(ctx context.Context, name string, p *pb.Policy) (*fsm.Result, error) {
-	return s.apply(ctx, name, &pb.Command{Body: &pb.Command_UpdateDomainPolicy{UpdateDomainPolicy: &pb.UpdateDomainPolicy{
+	res, err := s.apply(ctx, name, &pb.Command{Body: &pb.Command_UpdateDomainPolicy{UpdateDomainPolicy: &pb.UpdateDomainPolicy{
 		Name: name, Policy: WithDefaults(p)}}})
+	s.policy.Load().refresh(name) // the mode may have changed (whatever the outcome)
+	return res, err
 }
 
 // RegisterMember adds or updates a member of a domain.
@@ -186,6 +188,9 @@ func (s *Service) granted(domain, holder string, epoch uint64, newEpoch bool) {
 	}
 	if err := s.leases.Grant(Grant{Domain: domain, Holder: holder, Epoch: epoch, TTL: ms(a.TTLms)}); err != nil {
 		s.logger.Warn("lease grant after commit", "domain", domain, "epoch", epoch, "error", err)
+	}
+	if a.Kind == pb.DomainKind_DOMAIN_KIND_AERODB {
+		s.policy.Load().refresh(domain) // an automatic domain's timer follows the new lease
 	}
 }
 
@@ -316,6 +321,7 @@ func (s *Service) ReportProgress(domain string, r *pb.ProgressReport) (*pb.Water
 		return nil, err
 	}
 	s.reports.put(domain, r, s.clock.Now())
+	s.policy.Load().reported(domain) // new facts for an automatic domain (AU-8)
 	return wm, nil
 }
 

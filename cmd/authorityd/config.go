@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aerodb/authority/promotion"
 	"github.com/aerodb/authority/transport"
 	"gopkg.in/yaml.v3"
 )
@@ -55,6 +56,13 @@ type Config struct {
 	TrailingLogs     uint64        `yaml:"trailing_logs"`
 	// PromotionDisabled refuses every promotion on this server (AU-14).
 	PromotionDisabled bool `yaml:"promotion_disabled"`
+	// The automatic promotion policy (domains in PROMOTION_MODE_AUTOMATIC,
+	// on the leader): no policy promotion of a domain within PolicyDwell of
+	// its last promotion; PolicyBackoffMin doubling to PolicyBackoffMax
+	// between two policy attempts of one domain and epoch.
+	PolicyDwell      time.Duration `yaml:"policy_dwell"`
+	PolicyBackoffMin time.Duration `yaml:"policy_backoff_min"`
+	PolicyBackoffMax time.Duration `yaml:"policy_backoff_max"`
 	// EventLog, when set, appends every applied event to this file as JSON
 	// lines (at least once: after a restart, replayed entries are written
 	// again; deduplicate by index and seq).
@@ -251,6 +259,8 @@ func defaults() Config {
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond, SnapshotThreshold: 8192,
 		LogLevel: "info", LogFormat: "text", Limits: defaultLimits(),
+		PolicyDwell: promotion.DefaultPolicyDwell, PolicyBackoffMin: promotion.DefaultPolicyBackoffMin,
+		PolicyBackoffMax: promotion.DefaultPolicyBackoffMax,
 	}
 }
 
@@ -305,6 +315,9 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.DurationVar(&flagCfg.SnapshotInterval, "snapshot-interval", 0, "how often raft checks the snapshot threshold (default 120s)")
 	fs.Uint64Var(&flagCfg.TrailingLogs, "trailing-logs", 0, "log entries kept behind a snapshot (default 10240)")
 	disabled := fs.Bool("promotion-disabled", false, "refuse every promotion on this server")
+	fs.DurationVar(&flagCfg.PolicyDwell, "policy-dwell", 0, "automatic policy: no policy promotion of a domain this soon after its last promotion (default 10s)")
+	fs.DurationVar(&flagCfg.PolicyBackoffMin, "policy-backoff-min", 0, "automatic policy: first wait between two attempts of one domain, doubling (default 500ms)")
+	fs.DurationVar(&flagCfg.PolicyBackoffMax, "policy-backoff-max", 0, "automatic policy: longest wait between two attempts of one domain (default 30s)")
 	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "trace|debug|info|warn|error (default info)")
 	fs.StringVar(&flagCfg.LogFormat, "log-format", "", "text|json (default text)")
 	fs.StringVar(&flagCfg.EventLog, "event-log", "", "append applied events to this file as JSON lines")
@@ -447,6 +460,12 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.SnapshotInterval, err = time.ParseDuration(v)
 	case "trailing-logs":
 		cfg.TrailingLogs, err = strconv.ParseUint(v, 10, 64)
+	case "policy-dwell":
+		cfg.PolicyDwell, err = time.ParseDuration(v)
+	case "policy-backoff-min":
+		cfg.PolicyBackoffMin, err = time.ParseDuration(v)
+	case "policy-backoff-max":
+		cfg.PolicyBackoffMax, err = time.ParseDuration(v)
 	case "log-level":
 		cfg.LogLevel = v
 	case "log-format":
@@ -510,6 +529,15 @@ func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	}
 	if set["trailing-logs"] {
 		cfg.TrailingLogs = f.TrailingLogs
+	}
+	if set["policy-dwell"] {
+		cfg.PolicyDwell = f.PolicyDwell
+	}
+	if set["policy-backoff-min"] {
+		cfg.PolicyBackoffMin = f.PolicyBackoffMin
+	}
+	if set["policy-backoff-max"] {
+		cfg.PolicyBackoffMax = f.PolicyBackoffMax
 	}
 	for _, lf := range limitFlags {
 		if !set[lf.name] {
@@ -588,6 +616,12 @@ func (c Config) Validate() error {
 	}
 	if c.ForceNewCluster && (c.Bootstrap || len(c.Join) > 0) {
 		errs = append(errs, errors.New("--force-new-cluster recovers an existing data dir: drop --bootstrap and --join"))
+	}
+	if c.PolicyDwell < time.Millisecond || c.PolicyDwell > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("policy-dwell %v: want 1ms..24h", c.PolicyDwell))
+	}
+	if c.PolicyBackoffMin < time.Millisecond || c.PolicyBackoffMax < c.PolicyBackoffMin || c.PolicyBackoffMax > time.Hour {
+		errs = append(errs, fmt.Errorf("policy-backoff-min %v and policy-backoff-max %v: want 1ms ≤ min ≤ max ≤ 1h", c.PolicyBackoffMin, c.PolicyBackoffMax))
 	}
 	errs = append(errs, c.Limits.validate()...)
 	switch c.LogFormat {

@@ -318,3 +318,26 @@ func TestConfigLimits(t *testing.T) {
 		t.Fatalf("bad env value: %v", err)
 	}
 }
+
+func TestConfigPolicySettings(t *testing.T) {
+	base := withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers)
+	cfg, err := loadConfig(base, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PolicyDwell != 10*time.Second || cfg.PolicyBackoffMin != 500*time.Millisecond || cfg.PolicyBackoffMax != 30*time.Second {
+		t.Fatalf("defaults %v %v %v", cfg.PolicyDwell, cfg.PolicyBackoffMin, cfg.PolicyBackoffMax)
+	}
+	cfg, err = loadConfig(append(base, "--policy-dwell", "1m", "--policy-backoff-max", "5s"),
+		env(map[string]string{"AUTHORITYD_POLICY_BACKOFF_MIN": "100ms", "AUTHORITYD_POLICY_DWELL": "2s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PolicyDwell != time.Minute || cfg.PolicyBackoffMin != 100*time.Millisecond || cfg.PolicyBackoffMax != 5*time.Second {
+		t.Fatalf("flags/env %v %v %v", cfg.PolicyDwell, cfg.PolicyBackoffMin, cfg.PolicyBackoffMax)
+	}
+	if _, err := loadConfig(append(base, "--policy-backoff-min", "2s", "--policy-backoff-max", "1s"), env(nil)); err == nil ||
+		!strings.Contains(err.Error(), "policy-backoff-min") {
+		t.Fatalf("min > max accepted: %v", err)
+	}
+}

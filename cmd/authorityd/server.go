@@ -95,7 +95,8 @@ func run(ctx context.Context, cfg Config) error {
 		logger.Warn(clockNote)
 	}
 	svc := promotion.NewService(promotion.Config{Log: node, FSM: node.FSM(), Clock: clock,
-		PromotionDisabled: cfg.PromotionDisabled, Logger: logger.Named("promotion"), Observer: metrics})
+		PromotionDisabled: cfg.PromotionDisabled, Logger: logger.Named("promotion"), Observer: metrics,
+		Policy: promotion.PolicyConfig{Dwell: cfg.PolicyDwell, BackoffMin: cfg.PolicyBackoffMin, BackoffMax: cfg.PolicyBackoffMax}})
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		node.Shutdown()
