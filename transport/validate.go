@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/fsm"
@@ -222,6 +223,10 @@ func validateReport(r *pb.ProgressReportRequest) error {
 	return c.err()
 }
 
+// PolicyRequestPrefix starts the request ids of the automatic policy's
+// promotion attempts (promotion.policyRequestID).
+const PolicyRequestPrefix = "policy-"
+
 func validatePromote(r *pb.PromoteRequest) error {
 	var c check
 	q := r.GetRequest()
@@ -234,6 +239,14 @@ func validatePromote(r *pb.PromoteRequest) error {
 	c.name("candidate", q.GetCandidate())
 	c.maxLen("reason", q.GetReason(), MaxReasonBytes)
 	c.enum("initiated_by", int32(q.GetInitiatedBy()), initiators)
+	// The automatic policy runs inside the leader; no caller may speak for
+	// it, nor take the request ids it uses.
+	if q.GetInitiatedBy() == pb.Initiator_INITIATOR_POLICY {
+		c.add("initiated_by POLICY is reserved for the leader's automatic policy")
+	}
+	if strings.HasPrefix(q.GetRequestId(), PolicyRequestPrefix) {
+		c.add("request_id %s: the prefix %q is reserved for the leader's automatic policy", quote(q.GetRequestId()), PolicyRequestPrefix)
+	}
 	if c.count("waivers", len(q.GetWaivers()), MaxWaivers) {
 		known := validator.KnownWaivers()
 		seen := map[string]bool{}
