@@ -127,14 +127,16 @@ func refuseAll(t *testing.T, r *rig, dom string) {
 		name string
 		conn *grpc.ClientConn
 		mod  func(*pb.PromotionRequest)
+		want string // the refusal's reason (PROMOTION_DISABLED unless set)
 	}{
-		{"promote on the leader", r.conns[leader.ID], func(*pb.PromotionRequest) {}},
-		{"promote through a follower", r.conns[follower.ID], func(*pb.PromotionRequest) {}},
-		{"dry run", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.DryRun = true }},
-		{"dry run through a follower", r.conns[follower.ID], func(q *pb.PromotionRequest) { q.DryRun = true }},
-		{"switchover", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.InitiatedBy = pb.Initiator_INITIATOR_SWITCHOVER }},
-		{"policy-initiated", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.InitiatedBy = pb.Initiator_INITIATOR_POLICY }},
-		{"with waivers", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.Waivers = []string{"allow-data-loss"} }},
+		{"promote on the leader", r.conns[leader.ID], func(*pb.PromotionRequest) {}, ""},
+		{"promote through a follower", r.conns[follower.ID], func(*pb.PromotionRequest) {}, ""},
+		{"dry run", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.DryRun = true }, ""},
+		{"dry run through a follower", r.conns[follower.ID], func(q *pb.PromotionRequest) { q.DryRun = true }, ""},
+		{"switchover", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.InitiatedBy = pb.Initiator_INITIATOR_SWITCHOVER }, ""},
+		// No caller may speak for the automatic policy: refused at the edge.
+		{"policy-initiated", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.InitiatedBy = pb.Initiator_INITIATOR_POLICY }, pb.ReasonInvalidArgument},
+		{"with waivers", r.conns[leader.ID], func(q *pb.PromotionRequest) { q.Waivers = []string{"allow-data-loss"} }, ""},
 	}
 	for i, p := range paths {
 		req := proto.Clone(base).(*pb.PromotionRequest)
@@ -143,8 +145,12 @@ func refuseAll(t *testing.T, r *rig, dom string) {
 		ctx, cancel := ctxT(rpcTimeout)
 		resp, err := pb.NewPromotionClient(p.conn).Promote(ctx, &pb.PromoteRequest{Request: req})
 		cancel()
-		if reasonOf(err) != pb.ReasonPromotionDisabled {
-			t.Fatalf("%s with promotion disabled: %v, want PROMOTION_DISABLED", p.name, errOrOK(resp, err))
+		want := p.want
+		if want == "" {
+			want = pb.ReasonPromotionDisabled
+		}
+		if reasonOf(err) != want {
+			t.Fatalf("%s with promotion disabled: %v, want %s", p.name, errOrOK(resp, err), want)
 		}
 	}
 	ctx, cancel := ctxT(rpcTimeout)
