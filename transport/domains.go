@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/fsm"
@@ -17,6 +18,9 @@ func (d *domains) CreateDomain(ctx context.Context, req *pb.CreateDomainRequest)
 	if err := validateCreate(req); err != nil {
 		return nil, err
 	}
+	if err := d.leaseTTLFloor(req.GetPolicy()); err != nil {
+		return nil, err
+	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
 		return pb.NewDomainsClient(c).CreateDomain(ctx, req)
 	}); ok {
@@ -30,6 +34,9 @@ func (d *domains) CreateDomain(ctx context.Context, req *pb.CreateDomainRequest)
 
 func (d *domains) UpdatePolicy(ctx context.Context, req *pb.UpdatePolicyRequest) (*pb.DomainResponse, error) {
 	if err := validateUpdate(req); err != nil {
+		return nil, err
+	}
+	if err := d.leaseTTLFloor(req.GetPolicy()); err != nil {
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
@@ -132,3 +139,18 @@ func (d *domains) ListDomains(ctx context.Context, req *pb.ListDomainsRequest) (
 	}
 	return resp, nil
 }
+
+// leaseTTLFloor refuses a lease TTL shorter than this server's minimum: a
+// lease that short cannot survive a raft leader change (client.MinLeaseTTL).
+// A policy without one gets the default TTL, which is longer.
+func (s *Server) leaseTTLFloor(p *pb.Policy) error {
+	ttl := time.Duration(p.GetLeaseTtlMs()) * time.Millisecond
+	if s.minTTL <= 0 || p == nil || ttl >= s.minTTL {
+		return nil
+	}
+	return invalid("policy.lease_ttl_ms %d is below this cluster's minimum lease TTL of %v: a shorter lease cannot survive a raft leader change (%s; %s)",
+		p.GetLeaseTtlMs(), s.minTTL, s.ttlWhy, FlagMinLeaseTTL)
+}
+
+// FlagMinLeaseTTL is authorityd's flag for Config.MinLeaseTTL.
+const FlagMinLeaseTTL = "--min-lease-ttl"

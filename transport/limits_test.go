@@ -171,6 +171,13 @@ func TestInputLimits(t *testing.T) {
 			promote("policy-1-2", func(*pb.PromotionRequest) {}), `prefix "policy-" is reserved`},
 		{"domain name bytes", create(strings.Repeat("d", MaxNameBytes), aero, nil),
 			create(strings.Repeat("d", MaxNameBytes+1), aero, nil), "domain is 129 bytes, longer than 128"},
+		{"history page", func() error {
+			_, err := promo.History(ctx, &pb.HistoryRequest{Domain: "db1", Limit: 1000})
+			return err
+		}, func() error {
+			_, err := promo.History(ctx, &pb.HistoryRequest{Domain: "db1", Limit: 1001})
+			return err
+		}, "history page of 1001 records: at most 1000"},
 		{"domain kind enum", create("k3", pb.DomainKind_DOMAIN_KIND_RELEASE, nil), create("k4", 4, nil), "domain kind 4"},
 		{"promotion mode enum", create("pm2", aero, policy(&pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_AUTOMATIC})),
 			create("pm3", aero, policy(&pb.Policy{Mode: 3})), "policy.mode 3 is not a known value"},

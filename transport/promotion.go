@@ -62,7 +62,7 @@ func (p *promotionAPI) History(ctx context.Context, req *pb.HistoryRequest) (*pb
 		return nil, err
 	}
 	if req.GetLimit() > fsm.MaxHistoryPage {
-		return nil, errorf(fsm.ErrInvalid, "history page of %d records: at most %d (page with after_index)", req.GetLimit(), fsm.MaxHistoryPage)
+		return nil, invalid("history page of %d records: at most %d (page with after_index)", req.GetLimit(), fsm.MaxHistoryPage)
 	}
 	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forwardRead(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.HistoryResponse, error) {

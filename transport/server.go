@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/authz"
@@ -53,6 +54,10 @@ type Config struct {
 	// turns them off. Metrics, when set, registers their counter.
 	Limits  RateLimits
 	Metrics prometheus.Registerer
+	// MinLeaseTTL refuses a policy whose lease TTL is shorter (0: no
+	// bound); MinLeaseTTLWhy says what it was derived from.
+	MinLeaseTTL    time.Duration
+	MinLeaseTTLWhy string
 }
 
 // Server implements every authority.v1 service.
@@ -64,6 +69,8 @@ type Server struct {
 	logger hclog.Logger
 	dialOp []grpc.DialOption
 	limits *limiter
+	minTTL time.Duration
+	ttlWhy string
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -81,7 +88,7 @@ func New(cfg Config) *Server {
 	}
 	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, cfg.DialOptions...)
 	return &Server{node: cfg.Node, svc: cfg.Service, peers: cfg.Peers, routes: cfg.ForwardRoutes, logger: logger, dialOp: dial,
-		limits: newLimiter(cfg.Limits, cfg.Metrics), conns: map[string]*grpc.ClientConn{}}
+		limits: newLimiter(cfg.Limits, cfg.Metrics), conns: map[string]*grpc.ClientConn{}, minTTL: cfg.MinLeaseTTL, ttlWhy: cfg.MinLeaseTTLWhy}
 }
 
 // Register attaches every service to g. The gRPC server must chain

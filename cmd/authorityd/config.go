@@ -63,6 +63,10 @@ type Config struct {
 	PolicyDwell      time.Duration `yaml:"policy_dwell"`
 	PolicyBackoffMin time.Duration `yaml:"policy_backoff_min"`
 	PolicyBackoffMax time.Duration `yaml:"policy_backoff_max"`
+	// MinLeaseTTL refuses domain policies with a shorter lease TTL. Zero:
+	// the shortest TTL that survives a leader change at this server's raft
+	// timeouts (client.MinLeaseTTL).
+	MinLeaseTTL time.Duration `yaml:"min_lease_ttl"`
 	// EventLog, when set, appends every applied event to this file as JSON
 	// lines (at least once: after a restart, replayed entries are written
 	// again; deduplicate by index and seq).
@@ -315,6 +319,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.DurationVar(&flagCfg.SnapshotInterval, "snapshot-interval", 0, "how often raft checks the snapshot threshold (default 120s)")
 	fs.Uint64Var(&flagCfg.TrailingLogs, "trailing-logs", 0, "log entries kept behind a snapshot (default 10240)")
 	disabled := fs.Bool("promotion-disabled", false, "refuse every promotion on this server")
+	fs.DurationVar(&flagCfg.MinLeaseTTL, "min-lease-ttl", 0, "refuse domain policies with a shorter lease TTL (default: the shortest that survives a leader change at these raft timeouts, 4.4s at the defaults)")
 	fs.DurationVar(&flagCfg.PolicyDwell, "policy-dwell", 0, "automatic policy: no policy promotion of a domain this soon after its last promotion (default 10s)")
 	fs.DurationVar(&flagCfg.PolicyBackoffMin, "policy-backoff-min", 0, "automatic policy: first wait between two attempts of one domain, doubling (default 500ms)")
 	fs.DurationVar(&flagCfg.PolicyBackoffMax, "policy-backoff-max", 0, "automatic policy: longest wait between two attempts of one domain (default 30s)")
@@ -460,6 +465,8 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.SnapshotInterval, err = time.ParseDuration(v)
 	case "trailing-logs":
 		cfg.TrailingLogs, err = strconv.ParseUint(v, 10, 64)
+	case "min-lease-ttl":
+		cfg.MinLeaseTTL, err = time.ParseDuration(v)
 	case "policy-dwell":
 		cfg.PolicyDwell, err = time.ParseDuration(v)
 	case "policy-backoff-min":
@@ -529,6 +536,9 @@ func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	}
 	if set["trailing-logs"] {
 		cfg.TrailingLogs = f.TrailingLogs
+	}
+	if set["min-lease-ttl"] {
+		cfg.MinLeaseTTL = f.MinLeaseTTL
 	}
 	if set["policy-dwell"] {
 		cfg.PolicyDwell = f.PolicyDwell
@@ -616,6 +626,9 @@ func (c Config) Validate() error {
 	}
 	if c.ForceNewCluster && (c.Bootstrap || len(c.Join) > 0) {
 		errs = append(errs, errors.New("--force-new-cluster recovers an existing data dir: drop --bootstrap and --join"))
+	}
+	if c.MinLeaseTTL < 0 || c.MinLeaseTTL > time.Hour {
+		errs = append(errs, fmt.Errorf("min-lease-ttl %v: want 0 (derived from the raft timeouts) up to 1h", c.MinLeaseTTL))
 	}
 	if c.PolicyDwell < time.Millisecond || c.PolicyDwell > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("policy-dwell %v: want 1ms..24h", c.PolicyDwell))

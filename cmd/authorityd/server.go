@@ -116,7 +116,7 @@ func run(ctx context.Context, cfg Config) error {
 		peers[p.ID] = p.GRPCAddr
 	}
 	api := transport.New(transport.Config{Node: node, Service: svc, Peers: peers, ForwardRoutes: cfg.ForwardRoutes, Logger: logger.Named("grpc"), TLS: src,
-		Limits: cfg.Limits.rateLimits(), Metrics: reg})
+		Limits: cfg.Limits.rateLimits(), Metrics: reg, MinLeaseTTL: minLeaseTTL(cfg), MinLeaseTTLWhy: minLeaseTTLWhy(cfg)})
 	denials := authz.NewReporter(logger.Named("authz"), reg)
 	gate := authz.Config{Insecure: src == nil, TrustDomain: trustDomain(cfg), ClusterID: node.ClusterID, Denied: denials.Denied,
 		Kinds: func(domain string) (pb.DomainKind, bool) {
@@ -362,4 +362,20 @@ func tryJoin(ctx context.Context, cfg Config, src *tlsfiles.Source, clusterID st
 	defer c.Close()
 	_, err = c.AddServer(ctx, cfg.NodeID, cfg.RaftAddr, cfg.GRPCAddr)
 	return err
+}
+
+// minLeaseTTL is the configured minimum lease TTL, or the one derived from
+// the raft timeouts.
+func minLeaseTTL(cfg Config) time.Duration {
+	if cfg.MinLeaseTTL > 0 {
+		return cfg.MinLeaseTTL
+	}
+	return client.MinLeaseTTL(cfg.HeartbeatTimeout, cfg.ElectionTimeout)
+}
+
+func minLeaseTTLWhy(cfg Config) string {
+	if cfg.MinLeaseTTL > 0 {
+		return "set by --min-lease-ttl"
+	}
+	return fmt.Sprintf("derived from raft heartbeat timeout %v and election timeout %v", cfg.HeartbeatTimeout, cfg.ElectionTimeout)
 }

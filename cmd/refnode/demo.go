@@ -127,6 +127,14 @@ func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl t
 		args := []string{"--node-id", id, "--data-dir", filepath.Join(data, id),
 			"--raft-addr", addr(7000+i, offset), "--grpc-addr", addr(8000+i, offset), "--http-addr", addr(9000+i, offset),
 			"--bootstrap", "--peer", strings.Join(peers, ";"), "--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
+		if min := client.MinLeaseTTL(500*time.Millisecond, 500*time.Millisecond); ttl < min {
+			// A demo may ask for a lease shorter than survives a leader
+			// change; the servers would refuse it unless told otherwise.
+			args = append(args, "--min-lease-ttl", ttl.String())
+			if i == 1 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: --lease-ttl %v is below the %v a lease needs to survive a raft leader change\n", ttl, min)
+			}
+		}
 		if err := start(id, filepath.Join(bin, "authorityd"), args, false); err != nil {
 			return fmt.Errorf("%w (did `make build` run?)", err)
 		}

@@ -4,6 +4,8 @@ package failovertest
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -31,14 +33,23 @@ const (
 func TestLeaseSurvivesLeaderKills(t *testing.T) {
 	ttl := client.MinLeaseTTL(500*time.Millisecond, 500*time.Millisecond)
 	margin, interval := ttl/10, ttl/3
-	cl := testcluster.Start(t, 3)
+	cl := testcluster.Start(t, 3, "--min-lease-ttl", "0") // the minimum derived from the raft timeouts
 	op := cl.Dial(testcluster.Operator)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// Below the minimum, the API refuses and says why.
+	_, err := op.CreateDomain(ctx, "too-short", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: uint64((ttl - time.Millisecond) / time.Millisecond)})
+	if !errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), "minimum lease TTL of "+ttl.String()) ||
+		!strings.Contains(err.Error(), "heartbeat timeout 500ms") {
+		t.Fatalf("a TTL below the minimum: %v", err)
+	}
 	if _, err := op.CreateDomain(ctx, "survivor", pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: uint64(ttl / time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	holder := cl.Dial(testcluster.Node("keeper"))
+	if _, err := op.UpdatePolicy(ctx, "survivor", &pb.Policy{LeaseTtlMs: 1000}); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("UpdatePolicy to a TTL below the minimum: %v", err)
+	}
 	lease, err := holder.Acquire(ctx, "survivor", "keeper")
 	if err != nil {
 		t.Fatal(err)

@@ -223,7 +223,10 @@ func (c *Cluster) Restart(s *Server) {
 		c.t.Fatal(err)
 	}
 	args := []string{"--node-id", s.ID, "--data-dir", s.DataDir, "--raft-addr", s.RaftAddr, "--grpc-addr", s.GRPCAddr,
-		"--http-addr", s.HTTPAddr, "--log-level", "debug", "--event-log", s.EventLogPath()}
+		"--http-addr", s.HTTPAddr, "--log-level", "debug", "--event-log", s.EventLogPath(),
+		// Tests use leases shorter than survive a leader change on purpose
+		// (a test of that passes --min-lease-ttl 0 to get the derived one).
+		"--min-lease-ttl", "100ms"}
 	args = append(args, c.serverTLSArgs(s)...)
 	switch {
 	case len(s.join) > 0:
