@@ -69,9 +69,15 @@ func startAuthority(t testing.TB) (*testcluster.Cluster, *client.Client) {
 // as the initial primary (a node's certificate may not); env per node id
 // adds to its environment. No refnode starts yet.
 func newRefCluster(t testing.TB, auth *testcluster.Cluster, ac *client.Client, domain string, n int, env map[string][]string) *refCluster {
+	return newRefClusterWith(t, auth, ac, Setup{Domain: domain, LeaseTTL: testTTL, InitialPrimary: "n1"}, n, env)
+}
+
+// newRefClusterWith provisions setup's domain (its Members are filled in)
+// for n refnode processes, not started yet.
+func newRefClusterWith(t testing.TB, auth *testcluster.Cluster, ac *client.Client, setup Setup, n int, env map[string][]string) *refCluster {
+	domain := setup.Domain
 	c := &refCluster{t: t, bin: testcluster.Binaries(t), auth: auth, ac: ac, domain: domain}
 	root := t.TempDir()
-	setup := Setup{Domain: domain, LeaseTTL: testTTL, InitialPrimary: "n1"}
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
 		p := &proc{id: id, addr: freeAddr(t), dir: filepath.Join(root, id), logPath: filepath.Join(root, id+".log"), env: env[id]}

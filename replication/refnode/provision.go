@@ -36,6 +36,10 @@ type Setup struct {
 	// InitialPrimary, when set, is assigned as the first holder if the
 	// domain has none yet.
 	InitialPrimary string
+	// Automatic creates the domain in PROMOTION_MODE_AUTOMATIC: the
+	// authority's leader promotes the best replica when the primary's
+	// lease expires.
+	Automatic bool
 }
 
 // Provision creates the domain (when it does not exist), registers every
@@ -49,7 +53,11 @@ func Provision(ctx context.Context, ac *client.Client, s Setup) error {
 	if s.ReportMaxAge == 0 {
 		s.ReportMaxAge = 30 * time.Second
 	}
-	if _, err := ac.CreateDomain(ctx, s.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, DomainPolicy(s.LeaseTTL, s.ReportMaxAge)); err != nil &&
+	policy := DomainPolicy(s.LeaseTTL, s.ReportMaxAge)
+	if s.Automatic {
+		policy.Mode = pb.PromotionMode_PROMOTION_MODE_AUTOMATIC
+	}
+	if _, err := ac.CreateDomain(ctx, s.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, policy); err != nil &&
 		!errors.Is(err, client.ErrAlreadyExists) {
 		return fmt.Errorf("create domain %q: %w", s.Domain, err)
 	}
