@@ -92,8 +92,8 @@ func (c *testCluster) start(i int, tr raft.Transport) {
 	c.t.Helper()
 	n, err := Open(Config{
 		NodeID: nodeID(i), DataDir: c.dirs[i], Transport: tr,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, // a starved leader keeps its term on a loaded machine
+		LeaderLeaseTimeout: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 	})
 	if err != nil {
 		c.t.Fatal(err)

@@ -144,8 +144,8 @@ func TestChecksumLogStore(t *testing.T) {
 func singleNode(t *testing.T, dir string) (*Node, error) {
 	_, tr := raft.NewInmemTransport("s1")
 	return Open(Config{NodeID: "s1", DataDir: dir, Transport: tr,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, // a starved leader keeps its term on a loaded machine
+		LeaderLeaseTimeout: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		TrailingLogs: 2, SnapshotThreshold: 1 << 20, SnapshotInterval: time.Hour})
 }
 
@@ -407,8 +407,8 @@ func TestRunningNodeReportsCorruption(t *testing.T) {
 	_, tr := raft.NewInmemTransport("s1")
 	reported := make(chan error, 4)
 	n, err := Open(Config{NodeID: "s1", DataDir: dir, Transport: tr,
-		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, // a starved leader keeps its term on a loaded machine
+		LeaderLeaseTimeout: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		OnCorruption: func(err error) { reported <- err }})
 	if err != nil {
 		t.Fatal(err)
