@@ -5,8 +5,8 @@ package failovertest
 import (
 	"context"
 	"errors"
-	"strings"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
