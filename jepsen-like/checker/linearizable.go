@@ -276,6 +276,7 @@ type domainOps struct {
 // constrain nothing and are dropped.
 func linearizabilityOps(in Input) []domainOps {
 	ops, _ := pairOps(in.History)
+	ops = append(ops, policyOps(in.History)...)
 	logs, _ := normalizedLogs(in)
 	dec := decisions(logs)
 	kinds := domainKinds(logs)
@@ -741,4 +742,27 @@ func (r *leaseResolver) resolve(o op) (uint64, leaseResolution) {
 		return g[0], leaseHappened
 	}
 	return 0, leaseOpen
+}
+
+// policySlack is how much earlier than its leader stamp a policy
+// promotion's call is placed (the stamp is mapped from the wall clock onto
+// the monotonic one; an earlier call only widens the search).
+const policySlack = 100 * time.Millisecond
+
+// policyOps models the automatic policy's allowed promotions (KindPolicy
+// records) as promote operations of their own lanes: called at the
+// record's stamp, outcome unknown to the history, so they are resolved from
+// the nodes' logs like any unknown promotion and may linearize anywhere
+// after the call (the policy is not a client; nobody waited for a reply).
+func policyOps(recs []history.Record) []op {
+	var out []op
+	for _, r := range recs {
+		if r.Kind != history.KindPolicy || r.Value.Outcome != history.OutcomeAllowed || r.RequestID == "" {
+			continue
+		}
+		out = append(out, op{Process: -1000 - len(out), F: history.FPromote, Domain: r.Domain, RequestID: r.RequestID,
+			Type: history.Info, Args: history.Value{Holder: r.Value.Holder, ExpectedEpoch: r.Value.ExpectedEpoch},
+			Call: r.Time - int64(policySlack), Return: never})
+	}
+	return out
 }
