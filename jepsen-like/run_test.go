@@ -84,12 +84,16 @@ func scenarios() []runner.Scenario {
 
 // flapAutoHolder stalls the automatic domain's primary for 5 s (one fault
 // window).
-func flapAutoHolder(e *nemesis.Env, r *runner.Run) {
+func flapAutoHolder(e *nemesis.Env, r *runner.Run) { stallAutoHolder(e, r, 5*time.Second) }
+
+// stallAutoHolder stops the automatic domain's primary (its holder: no
+// reads, advances or re-acquires) for d, recorded as a fault window.
+func stallAutoHolder(e *nemesis.Env, r *runner.Run, d time.Duration) {
 	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStart, Fault: "stall-auto-holder",
 		Info: "the primary of " + runner.AutoDomain + " stops (no renewals)", Domain: runner.AutoDomain})
 	e.Log("nemesis start stall-auto-holder")
-	r.Workload.StallPrimary(runner.AutoDomain, 5*time.Second)
-	time.Sleep(5 * time.Second)
+	r.Workload.StallPrimary(runner.AutoDomain, d)
+	time.Sleep(d)
 	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStop, Fault: "stall-auto-holder",
 		Info: "the primary of " + runner.AutoDomain + " resumes", Domain: runner.AutoDomain})
 	e.Count("holder_stalls", 1)
