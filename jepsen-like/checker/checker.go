@@ -22,7 +22,7 @@
 //     lost its lease to another holder within the bound;
 //  7. IdenticalPrefixes: every node's log is a prefix of the longest one;
 //  8. PolicyAntiFlapping: the automatic policy's promotions respect the
-//     dwell and backoff and are all allowed by the validator with every
+//     dwell and are all allowed by the validator with every
 //     check (AU-8).
 //
 // Every checker returns a Result; none panics on a malformed history (it
@@ -75,9 +75,11 @@ type Input struct {
 	// lease expired (TTL) and was granted again. At least one such fault
 	// must have been checked.
 	HandoverBound time.Duration
-	// PolicyDwell and PolicyBackoffMin are the servers' automatic-policy
-	// settings PolicyAntiFlapping checks (0: that part is not checked).
-	PolicyDwell, PolicyBackoffMin time.Duration
+	// PolicyDwell is the servers' automatic-policy dwell PolicyAntiFlapping
+	// checks (0: not checked); PolicyClockSlack how far two servers' clocks
+	// may differ (a skewed test clock), allowed between promotions of
+	// different terms.
+	PolicyDwell, PolicyClockSlack time.Duration
 	// LinearizabilityTimeout bounds porcupine per domain (0: 10 s). A
 	// timeout fails the check.
 	LinearizabilityTimeout time.Duration

@@ -27,9 +27,11 @@ var validatorChecks = []string{
 // automatic domains (KindPolicy records, from each domain's History):
 //
 //   - no policy promotion of a domain within PolicyDwell of the domain's
-//     previous promotion (whoever made it), by the records' leader stamps;
-//   - no two policy attempts of one domain and epoch, in one raft term,
-//     within PolicyBackoffMin of each other;
+//     previous promotion (whoever made it), by the records' leader stamps
+//     (the policy measures the dwell from the previous record's stamp with
+//     its own clock and stamps its attempt later, so in one term — one
+//     leader, one clock — the stamps are exact; across terms two leaders'
+//     clocks may differ by up to PolicyClockSlack, which is allowed);
 //   - every promotion the policy made is a record the validator allowed
 //     with every check present and satisfied, none waived (the policy
 //     never bypasses the validator), and is in the nodes' logs.
@@ -50,8 +52,7 @@ func PolicyAntiFlapping(in Input) Result {
 	for _, domain := range slices.Sorted(mapKeys(byDomain)) {
 		recs := byDomain[domain]
 		slices.SortStableFunc(recs, func(a, b history.Record) int { return cmp.Compare(a.Stamped, b.Stamped) })
-		var last *history.Record                      // the previous promotion
-		lastAttempt := map[[2]uint64]history.Record{} // (epoch before, term) -> last policy attempt
+		var last *history.Record // the previous promotion
 		for i := range recs {
 			r := &recs[i]
 			policy := r.Info == initiatorPolicy
@@ -59,14 +60,6 @@ func PolicyAntiFlapping(in Input) Result {
 			promoted := r.Value.Epoch > r.Value.ExpectedEpoch && r.Value.ExpectedEpoch != 0
 			if policy {
 				res.Counts["policy_attempts"]++
-				k := [2]uint64{r.Value.ExpectedEpoch, r.Value.Term}
-				if p, ok := lastAttempt[k]; ok && p.RequestID != r.RequestID && in.PolicyBackoffMin > 0 {
-					if gap := time.Duration(r.Stamped-p.Stamped) * time.Millisecond; gap < in.PolicyBackoffMin {
-						problems = append(problems, fmt.Sprintf("domain %q: policy attempts %s and %s of epoch %d in term %d %v apart, under the backoff %v",
-							domain, p.RequestID, r.RequestID, r.Value.ExpectedEpoch, r.Value.Term, gap, in.PolicyBackoffMin))
-					}
-				}
-				lastAttempt[k] = *r
 			}
 			if !allowed && !promoted {
 				continue
@@ -101,7 +94,11 @@ func PolicyAntiFlapping(in Input) Result {
 				if minGap < 0 || gap < minGap {
 					minGap = gap
 				}
-				if in.PolicyDwell > 0 && gap < in.PolicyDwell {
+				bound := in.PolicyDwell
+				if last.Value.Term != r.Value.Term {
+					bound -= in.PolicyClockSlack
+				}
+				if in.PolicyDwell > 0 && gap < bound {
 					res.Counts["within_dwell"]++
 					problems = append(problems, fmt.Sprintf("domain %q: policy promotion %s (epoch %d→%d) %v after the previous promotion %s, within the dwell %v",
 						domain, r.RequestID, r.Value.ExpectedEpoch, r.Value.Epoch, gap, last.RequestID, in.PolicyDwell))

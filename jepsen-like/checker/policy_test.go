@@ -23,7 +23,7 @@ func policyRec(ms int64, id string, before, after uint64, cand string, allowed b
 func TestPolicyAntiFlapping(t *testing.T) {
 	all := validatorChecks
 	in := func(recs ...history.Record) Input {
-		return Input{History: recs, PolicyDwell: 2 * time.Second, PolicyBackoffMin: 200 * time.Millisecond}
+		return Input{History: recs, PolicyDwell: 2 * time.Second}
 	}
 	// Spaced by the dwell, every check: valid. A denial between them
 	// (same epoch, past the backoff) changes nothing.
@@ -52,12 +52,14 @@ func TestPolicyAntiFlapping(t *testing.T) {
 	if !strings.Contains(r.Details, "old_holder_inactive") {
 		t.Errorf("want the missing check named: %s", r.Details)
 	}
-	// Two attempts of one epoch in one term under the backoff (in another
-	// term the new leader starts afresh).
-	expectValid(t, PolicyAntiFlapping(in(policyRec(1000, "policy-1-1", 1, 1, "n2", false, 2, nil),
-		policyRec(1100, "policy-1-2", 1, 1, "n2", false, 2, nil))), false)
-	expectValid(t, PolicyAntiFlapping(in(policyRec(1000, "policy-1-1", 1, 1, "n2", false, 2, nil),
-		policyRec(1100, "policy-1-2", 1, 1, "n2", false, 3, nil))), true)
+	// Across terms (two leaders' clocks) the clock slack is allowed, in
+	// one term it is not.
+	skew := in(policyRec(1000, "policy-1-1", 1, 2, "n2", true, 2, all), policyRec(2500, "policy-2-1", 2, 3, "n3", true, 3, all))
+	expectValid(t, PolicyAntiFlapping(skew), false)
+	skew.PolicyClockSlack = 600 * time.Millisecond
+	expectValid(t, PolicyAntiFlapping(skew), true)
+	skew.History[1].Value.Term = 2
+	expectValid(t, PolicyAntiFlapping(skew), false)
 	// A policy promotion the nodes' logs do not show as allowed.
 	denied := logs3(concat([]observability.EventJSON{grantEv(1, "a", 1, "n1")}, promotionEvs(2, "a", 1, "n1", "n2", "policy-1-1", false)))
 	g := in(policyRec(1000, "policy-1-1", 1, 2, "n2", true, 2, all))

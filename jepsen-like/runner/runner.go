@@ -13,10 +13,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -252,7 +254,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	in.ExpectStaleRejections = sc.ExpectStaleRejections
 	in.RequireHealedOpsPerDomain = true
 	in.HandoverBound = sc.HandoverBound
-	in.PolicyDwell, in.PolicyBackoffMin = PolicyDwell, PolicyBackoffMin
+	in.PolicyDwell, in.PolicyClockSlack = PolicyDwell, clockSlack(sc.ServerEnv, time.Since(began))
 	in.VizDir = dir
 	env.Count("forward_link_accepts", net.ForwardAccepts())
 	res := &Result{Dir: dir, Input: in, Scenario: sc, Counters: env.Counters}
@@ -373,6 +375,21 @@ func recordPolicy(t *testing.T, cl *testcluster.Cluster, h *history.Writer) {
 			Value: history.Value{ExpectedEpoch: r.GetEpochBefore(), Epoch: r.GetEpochAfter(), Holder: r.GetRequest().GetCandidate(),
 				Outcome: outcome, Term: r.GetTerm()}})
 	}
+}
+
+// clockSlack bounds how far two servers' clocks can differ after a run of
+// length d with AUTHORITYD_TEST_CLOCK_RATE=r in env: each runs ahead of
+// real time by at most (r−1)·d (plus 10 ms of stamp rounding).
+func clockSlack(env []string, d time.Duration) time.Duration {
+	slack := 10 * time.Millisecond
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "AUTHORITYD_TEST_CLOCK_RATE="); ok {
+			if r, err := strconv.ParseFloat(v, 64); err == nil && r != 1 {
+				slack += time.Duration(math.Abs(r-1) * float64(d))
+			}
+		}
+	}
+	return slack
 }
 
 // PolicyPromotions counts the run's allowed policy promotions.
