@@ -123,3 +123,25 @@ func TestMutantRenewalWithoutNodeIdentity(t *testing.T) {
 		}
 	}
 }
+
+// Negative control: an automatic policy that ignores the dwell and the
+// backoff (AUTHORITY_MUTANT=policy-no-dwell), under flap-auto-holder (the
+// automatic domain's holder hangs twice for 3 s): each new holder's lease
+// expires TTL after its promotion and the mutant promotes again at once,
+// which policy-anti-flapping must catch (promotions within the dwell).
+func TestMutantPolicyIgnoresDwell(t *testing.T) {
+	t.Setenv("AUTHORITY_MUTANT", "policy-no-dwell") // inherited by every authorityd
+	sc := scenario(t, "flap-auto-holder")
+	sc.Name, sc.Prove = "mutant-policy-no-dwell", nil
+	res := runner.Execute(t, sc)
+	pf := res.Get(checker.NamePolicyAntiFlapping)
+	if pf.Valid || pf.Counts["within_dwell"] < 1 {
+		t.Fatalf("a policy ignoring dwell and backoff was not caught by %s: %+v", checker.NamePolicyAntiFlapping, pf)
+	}
+	t.Logf("caught by %s (%d policy promotions, %d within the dwell): %s", pf.Name, pf.Counts["policy_promotions"], pf.Counts["within_dwell"], pf.Details)
+	for _, r := range res.Results {
+		if r.Name != checker.NamePolicyAntiFlapping && !r.Valid {
+			t.Errorf("checker %s also failed (the mutant only ignores dwell and backoff): %s", r.Name, r.Details)
+		}
+	}
+}

@@ -1,5 +1,5 @@
 // CI mode of the fault-injection cluster: every scenario once with a fixed
-// seed, all seven checkers, and a proof that each fault happened. The whole
+// seed, all eight checkers, and a proof that each fault happened. The whole
 // mode is capped by JEPSEN_BUDGET (default 720s): scenarios that would
 // start after the budget is spent are skipped, saying so.
 package jepsenlike_test
@@ -15,6 +15,7 @@ import (
 	"github.com/aerodb/authority/failpoint"
 
 	"github.com/aerodb/authority/jepsen-like/checker"
+	"github.com/aerodb/authority/jepsen-like/history"
 	"github.com/aerodb/authority/jepsen-like/nemesis"
 	"github.com/aerodb/authority/jepsen-like/runner"
 )
@@ -69,6 +70,53 @@ func scenarios() []runner.Scenario {
 		// The negative control TestMutantRenewalWithoutNodeIdentity runs
 		// this scenario against servers that skip the check.
 		{Name: "hostile-renewals", Seed: 15, HandoverBound: 2500 * time.Millisecond, Faults: hostileRenewals, Prove: hostileDenied},
+		// The automatic domain's holder (the workload's primary) hangs for
+		// 5 s: its lease (TTL 500 ms) expires on the leader, the policy
+		// promotes a replica, whose lease expires TTL later too, and again
+		// — the dwell (2 s) must hold each next promotion back
+		// (policy-anti-flapping), and be what held it (a gap under dwell
+		// + 1 s). The negative control
+		// TestMutantPolicyIgnoresDwell runs this scenario against servers
+		// whose policy ignores dwell and backoff.
+		{Name: "flap-auto-holder", Seed: 16, Faults: flapAutoHolder, Prove: all(counted("holder_stalls", 1), policyPromoted(2), dwellBound)},
+	}
+}
+
+// flapAutoHolder stalls the automatic domain's primary for 5 s (one fault
+// window).
+func flapAutoHolder(e *nemesis.Env, r *runner.Run) { stallAutoHolder(e, r, 5*time.Second) }
+
+// stallAutoHolder stops the automatic domain's primary (its holder: no
+// reads, advances or re-acquires) for d, recorded as a fault window.
+func stallAutoHolder(e *nemesis.Env, r *runner.Run, d time.Duration) {
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStart, Fault: "stall-auto-holder",
+		Info: "the primary of " + runner.AutoDomain + " stops (no renewals)", Domain: runner.AutoDomain})
+	e.Log("nemesis start stall-auto-holder")
+	r.Workload.StallPrimary(runner.AutoDomain, d)
+	time.Sleep(d)
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStop, Fault: "stall-auto-holder",
+		Info: "the primary of " + runner.AutoDomain + " resumes", Domain: runner.AutoDomain})
+	e.Count("holder_stalls", 1)
+}
+
+// dwellBound proves the dwell was what spaced two policy promotions: the
+// closest pair is less than dwell + 1 s apart (the holder kept losing its
+// lease, so without the dwell the policy would have promoted sooner).
+func dwellBound(r *runner.Result) error {
+	pf := r.Get(checker.NamePolicyAntiFlapping)
+	if gap, ok := pf.Counts["min_gap_ms"]; !ok || time.Duration(gap)*time.Millisecond >= runner.PolicyDwell+time.Second {
+		return fmt.Errorf("no two policy promotions within dwell + 1 s (%s)", pf.Details)
+	}
+	return nil
+}
+
+// policyPromoted proves the automatic policy promoted at least min times.
+func policyPromoted(min int) func(r *runner.Result) error {
+	return func(r *runner.Result) error {
+		if n := r.PolicyPromotions(); n < min {
+			return fmt.Errorf("%d policy promotions, want ≥ %d (%s)", n, min, r.Get(checker.NamePolicyAntiFlapping).Details)
+		}
+		return nil
 	}
 }
 
@@ -217,7 +265,8 @@ func TestJepsen(t *testing.T) {
 				t.Skipf("JEPSEN_BUDGET %v: %v spent, not starting %s (estimated %v); raise JEPSEN_BUDGET to run it", budget(), spent.Round(time.Second), sc.Name, perScenario)
 			}
 			res := runner.Execute(t, sc)
-			t.Logf("%s: %v, %d history records", sc.Name, res.Elapsed.Round(time.Millisecond), len(res.Input.History))
+			t.Logf("%s: %v, %d history records, %d policy promotions of %s", sc.Name, res.Elapsed.Round(time.Millisecond), len(res.Input.History),
+				res.PolicyPromotions(), runner.AutoDomain)
 			for _, r := range res.Results {
 				if !r.Valid {
 					t.Errorf("checker %s INVALID: %s", r.Name, r.Details)

@@ -60,8 +60,10 @@ func soakSummary(t *testing.T, line string) {
 // soakGen is the current generation of soakScenario's draws. Generation 1
 // (seeds pinned before it changed) drew from the first five fault kinds
 // with real-rate clocks; generation 2 added holder partitions, slow disk,
-// failpoint kills and clock skew.
-const soakGen = 2
+// failpoint kills and clock skew; generation 3 added stalls of the
+// automatic domain's holder (every generation's runs include the automatic
+// domain and its checker: that is the runner's setup, not a draw).
+const soakGen = 3
 
 // soakScenario draws 2–4 faults for seed, some overlapping in time, as
 // generation gen drew them.
@@ -87,9 +89,13 @@ func soakScenario(seed uint64, gen int) runner.Scenario {
 			}
 			e.FailpointBoundaries(role, []string{points[e.Rng.IntN(len(points))]}, 6*time.Second)
 		},
+		func(e *nemesis.Env, r *runner.Run) { stallAutoHolder(e, r, 3*time.Second) },
 	}
-	if gen == 1 {
+	switch gen {
+	case 1:
 		kinds = kinds[:5]
+	case 2:
+		kinds = kinds[:8]
 	}
 	n := 2 + rng.IntN(3)
 	picks := make([]int, n)

@@ -330,7 +330,7 @@ func (t *policyTerm) consider(name string, st *policyDomain) {
 		t.skipped(name, SkipDisabled) // AU-14: no promotion path, no entry
 		return
 	}
-	if until := t.dwellUntil(d, now); now.Before(until) {
+	if until := t.dwellUntil(d, now); now.Before(until) && !policyIgnoresAntiFlapping {
 		t.skipped(name, SkipDwell)
 		t.arm(name, st, until)
 		return
@@ -343,7 +343,7 @@ func (t *policyTerm) consider(name string, st *policyDomain) {
 	notBefore, waiting := st.notBefore, st.awaitingReport && st.reports == st.reportsAtDenial
 	req := st.retry
 	t.mu.Unlock()
-	if now.Before(notBefore) {
+	if now.Before(notBefore) && !policyIgnoresAntiFlapping {
 		t.skipped(name, SkipBackoff)
 		t.arm(name, st, notBefore)
 		return

@@ -2,7 +2,7 @@
 // Authority's guarantees. It reads a run's history (client operations,
 // nemesis windows, lease-holder agent beliefs, fenced-resource
 // accepts/rejects, applied states read after restarts) and every node's
-// final applied event log, and runs seven checkers (TESTING.md,
+// final applied event log, and runs eight checkers (TESTING.md,
 // "Checkers"):
 //
 //  1. Linearizable: per domain, with porcupine;
@@ -20,7 +20,10 @@
 //     armed failpoint fired (a fault test that injected nothing proves
 //     nothing), and, with a handover bound, a holder that stopped renewing
 //     lost its lease to another holder within the bound;
-//  7. IdenticalPrefixes: every node's log is a prefix of the longest one.
+//  7. IdenticalPrefixes: every node's log is a prefix of the longest one;
+//  8. PolicyAntiFlapping: the automatic policy's promotions respect the
+//     dwell and are all allowed by the validator with every
+//     check (AU-8).
 //
 // Every checker returns a Result; none panics on a malformed history (it
 // reports it).
@@ -72,6 +75,11 @@ type Input struct {
 	// lease expired (TTL) and was granted again. At least one such fault
 	// must have been checked.
 	HandoverBound time.Duration
+	// PolicyDwell is the servers' automatic-policy dwell PolicyAntiFlapping
+	// checks (0: not checked); PolicyClockSlack how far two servers' clocks
+	// may differ (a skewed test clock), allowed between promotions of
+	// different terms.
+	PolicyDwell, PolicyClockSlack time.Duration
 	// LinearizabilityTimeout bounds porcupine per domain (0: 10 s). A
 	// timeout fails the check.
 	LinearizabilityTimeout time.Duration
@@ -97,9 +105,11 @@ const (
 	NameNoOverlap         = "no-overlapping-primaries"
 	NameLiveness          = "liveness"
 	NameIdenticalPrefixes = "identical-prefixes"
+	// NamePolicyAntiFlapping is the eighth: PolicyAntiFlapping.
+	NamePolicyAntiFlapping = "policy-anti-flapping"
 )
 
-// CheckAll runs all seven checkers in a fixed order.
+// CheckAll runs all eight checkers in a fixed order.
 func CheckAll(in Input) []Result {
 	return []Result{
 		Linearizable(in),
@@ -109,6 +119,7 @@ func CheckAll(in Input) []Result {
 		NoOverlappingPrimaries(in),
 		Liveness(in),
 		IdenticalPrefixes(in),
+		PolicyAntiFlapping(in),
 	}
 }
 

@@ -3,6 +3,7 @@ package checker
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -276,6 +277,7 @@ type domainOps struct {
 // constrain nothing and are dropped.
 func linearizabilityOps(in Input) []domainOps {
 	ops, _ := pairOps(in.History)
+	ops = append(ops, policyOps(ops, in.History)...)
 	logs, _ := normalizedLogs(in)
 	dec := decisions(logs)
 	kinds := domainKinds(logs)
@@ -741,4 +743,57 @@ func (r *leaseResolver) resolve(o op) (uint64, leaseResolution) {
 		return g[0], leaseHappened
 	}
 	return 0, leaseOpen
+}
+
+// policyOps models the automatic policy's allowed promotions (KindPolicy
+// records) as promote operations of their own lanes. The policy is not a
+// client and nobody waited for a reply, so the operation's interval comes
+// from the clients' observations of the domain, not from the records'
+// leader stamps (a skewed server clock would misplace them): it is invoked
+// no earlier than the last ok operation that saw the epoch it expects (or
+// an older one) was invoked, and returns no later than the first ok
+// operation that saw its epoch (or a newer one) returned (never, if none
+// did). Both bounds are sound, so the model only widens.
+func policyOps(ops []op, recs []history.Record) []op {
+	observed := func(o op) uint64 {
+		if o.Type != history.OK {
+			return 0
+		}
+		switch o.F {
+		case history.FRead, history.FAcquire:
+			return o.Res.Epoch
+		case history.FPromote:
+			if o.Res.Outcome == history.OutcomeAllowed {
+				return o.Res.Epoch
+			}
+		}
+		return 0
+	}
+	var out []op
+	for _, r := range recs {
+		if r.Kind != history.KindPolicy || r.Value.Outcome != history.OutcomeAllowed || r.RequestID == "" || r.Value.Epoch == 0 {
+			continue
+		}
+		call, ret := int64(math.MinInt64), int64(never)
+		for _, o := range ops {
+			e := observed(o)
+			if o.Domain != r.Domain || e == 0 {
+				continue
+			}
+			if e <= r.Value.ExpectedEpoch {
+				call = max(call, o.Call)
+			}
+			if e >= r.Value.Epoch {
+				ret = min(ret, o.Return)
+			}
+		}
+		if call == math.MinInt64 {
+			call = 0
+		}
+		call = min(call, ret)
+		out = append(out, op{Process: -1000 - len(out), F: history.FPromote, Domain: r.Domain, RequestID: r.RequestID,
+			Type: history.OK, Args: history.Value{Holder: r.Value.Holder, ExpectedEpoch: r.Value.ExpectedEpoch},
+			Res: history.Value{Outcome: history.OutcomeAllowed, Epoch: r.Value.Epoch}, Call: call, Return: ret})
+	}
+	return out
 }

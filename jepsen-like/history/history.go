@@ -26,6 +26,13 @@ const (
 	KindFenced  = "fenced"  // the fenced resource accepted or rejected a write
 	KindApplied = "applied" // one node's applied authority state for a domain, read after the run
 	KindLeader  = "leader"  // a server observed as leader of a term
+	// KindPolicy is a decided promotion attempt of an automatic domain,
+	// read from the domain's History after the run (not a client
+	// operation: the leader's policy made it). Time is the leader's stamp
+	// mapped onto the monotonic clock; RequestID, Stamped, Checks, Info
+	// (the initiator) and Value (ExpectedEpoch: epoch before, Epoch and
+	// Holder: after, Outcome, Term) come from the record.
+	KindPolicy = "policy"
 )
 
 // Op types (Jepsen's): invoke, then exactly one of ok (it happened), fail
@@ -77,6 +84,10 @@ type Record struct {
 	// Nemesis: the fault's name and details.
 	Fault string `json:"fault,omitempty"`
 	Info  string `json:"info,omitempty"`
+	// Policy: the record's leader-stamped wall clock (Unix ms) and the
+	// validator checks it passed (satisfied, not waived).
+	Stamped int64    `json:"stamped_unix_ms,omitempty"`
+	Checks  []string `json:"checks,omitempty"`
 }
 
 // Value carries an op's arguments and results.

@@ -13,10 +13,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +68,8 @@ type Scenario struct {
 
 // Run is a running scenario (what Faults may use).
 type Run struct {
-	Fenced *fenced.Server
+	Fenced   *fenced.Server
+	Workload *workload.Workload
 }
 
 // Agent names (also their client names on the network).
@@ -100,6 +103,25 @@ func (r *Result) Get(name string) checker.Result {
 // FenceDomain is the lock domain the agents hold.
 const FenceDomain = "fence"
 
+// AutoDomain is the aerodb domain in automatic promotion mode: the
+// workload's primary client is its holder (stalled, or cut off by the
+// faults, its lease expires and the leader's policy promotes a replica);
+// the policy's decided attempts are read from its History after the run
+// into the history (KindPolicy).
+const AutoDomain = "auto"
+
+// The servers' automatic-policy settings of every run (short, so the
+// policy promotes several times per run; PolicyAntiFlapping checks them).
+const (
+	PolicyDwell      = 2 * time.Second
+	PolicyBackoffMin = 200 * time.Millisecond
+	PolicyBackoffMax = 2 * time.Second
+)
+
+// policyEnv sets them (a scenario's ServerEnv comes after and may override).
+var policyEnv = []string{"AUTHORITYD_POLICY_DWELL=" + PolicyDwell.String(),
+	"AUTHORITYD_POLICY_BACKOFF_MIN=" + PolicyBackoffMin.String(), "AUTHORITYD_POLICY_BACKOFF_MAX=" + PolicyBackoffMax.String()}
+
 // Execute runs the scenario. The report goes to a temp dir, kept (and its
 // path logged) when t fails or JEPSEN_KEEP is set.
 func Execute(t *testing.T, sc Scenario) *Result {
@@ -126,7 +148,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 		os.RemoveAll(dir)
 	})
 	rng := rand.New(rand.NewPCG(sc.Seed, 0x5eed))
-	cl, net := nemesis.Proxied(t, sc.Nodes, sc.ServerEnv)
+	cl, net := nemesis.Proxied(t, sc.Nodes, append(slices.Clone(policyEnv), sc.ServerEnv...))
 	bin := testcluster.Binaries(t)
 
 	mainPath := filepath.Join(dir, "history-main.jsonl")
@@ -166,13 +188,14 @@ func Execute(t *testing.T, sc Scenario) *Result {
 			{Name: "lock-b", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
 			{Name: "db", Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Clients: 3, Primary: true},
 			{Name: FenceDomain, Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 1, ReadOnly: true},
+			{Name: AutoDomain, Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Primary: true},
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(sc.Warmup)
 	if sc.Faults != nil {
-		sc.Faults(env, &Run{Fenced: fs})
+		sc.Faults(env, &Run{Fenced: fs, Workload: wl})
 	}
 	// Every server runs again, then recovery traffic.
 	env.RestartAll()
@@ -184,6 +207,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	stopLeaders()
 	converge(t, cl)
 	waitEventLogs(cl)
+	recordPolicy(t, cl, h)
 	for _, s := range cl.Servers {
 		cl.Kill(s)
 	}
@@ -230,6 +254,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	in.ExpectStaleRejections = sc.ExpectStaleRejections
 	in.RequireHealedOpsPerDomain = true
 	in.HandoverBound = sc.HandoverBound
+	in.PolicyDwell, in.PolicyClockSlack = PolicyDwell, clockSlack(sc.ServerEnv, time.Since(began))
 	in.VizDir = dir
 	env.Count("forward_link_accepts", net.ForwardAccepts())
 	res := &Result{Dir: dir, Input: in, Scenario: sc, Counters: env.Counters}
@@ -292,24 +317,84 @@ func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
 	if _, err := c.CreateDomain(ctx, FenceDomain, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateDomain(ctx, "db", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 500}); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range []string{"n1", "n2", "n3"} {
-		if _, err := c.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "db", MemberId: m}); err != nil {
+	for _, db := range []struct {
+		name string
+		mode pb.PromotionMode
+	}{{"db", pb.PromotionMode_PROMOTION_MODE_MANUAL}, {AutoDomain, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC}} {
+		if _, err := c.CreateDomain(ctx, db.name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 500, Mode: db.mode}); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{"n1", "n2", "n3"} {
+			if _, err := c.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: db.name, MemberId: m}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.AssignInitial(ctx, db.name, "n1"); err != nil {
+			t.Fatal(err)
+		}
+		// The watermark the workload's replica reports contain (promotions
+		// are allowed once the holder's lease expired on the leader).
+		errs, err := n1.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: db.name, Epoch: 1, Holder: "n1",
+			Lsn: workload.WatermarkLsn, Hash: workload.WatermarkHash, VisibleCommitId: workload.VisibleCommitID}})
+		if err := errors.Join(append(errs, err)...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := c.AssignInitial(ctx, "db", "n1"); err != nil {
+}
+
+// recordPolicy reads the automatic domain's decided attempts (its History,
+// denials included) and adds each as a KindPolicy record, stamped on the
+// monotonic clock at the leader's wall-clock stamp.
+func recordPolicy(t *testing.T, cl *testcluster.Cluster, h *history.Writer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.DialConfig(ctx, cl.ClientConfig(testcluster.Reader))
+	if err != nil {
 		t.Fatal(err)
 	}
-	// The watermark the workload's replica reports contain (promotions
-	// are allowed once the holder's lease expired on the leader).
-	errs, err := n1.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: "db", Epoch: 1, Holder: "n1",
-		Lsn: workload.WatermarkLsn, Hash: workload.WatermarkHash, VisibleCommitId: workload.VisibleCommitID}})
-	if err := errors.Join(append(errs, err)...); err != nil {
-		t.Fatal(err)
+	defer c.Close()
+	recs, err := c.History(ctx, AutoDomain, true)
+	if err != nil {
+		t.Fatalf("history of %s: %v", AutoDomain, err)
 	}
+	offset := time.Now().UnixNano() - history.Now() // wall - monotonic
+	for _, r := range recs {
+		var checks []string
+		for _, ch := range r.GetDecision().GetChecks() {
+			if ch.GetSatisfied() && ch.GetWaivedBy() == "" {
+				checks = append(checks, ch.GetName())
+			}
+		}
+		outcome := history.OutcomeDenied
+		if r.GetDecision().GetAllowed() {
+			outcome = history.OutcomeAllowed
+		}
+		h.Add(history.Record{Kind: history.KindPolicy, Time: r.GetStampedUnixMs()*int64(time.Millisecond) - offset, Domain: AutoDomain,
+			RequestID: r.GetRequest().GetRequestId(), Info: r.GetRequest().GetInitiatedBy().String(), Stamped: r.GetStampedUnixMs(), Checks: checks,
+			Value: history.Value{ExpectedEpoch: r.GetEpochBefore(), Epoch: r.GetEpochAfter(), Holder: r.GetRequest().GetCandidate(),
+				Outcome: outcome, Term: r.GetTerm()}})
+	}
+}
+
+// clockSlack bounds how far two servers' clocks can differ after a run of
+// length d with AUTHORITYD_TEST_CLOCK_RATE=r in env: each runs ahead of
+// real time by at most (r−1)·d (plus 10 ms of stamp rounding).
+func clockSlack(env []string, d time.Duration) time.Duration {
+	slack := 10 * time.Millisecond
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "AUTHORITYD_TEST_CLOCK_RATE="); ok {
+			if r, err := strconv.ParseFloat(v, 64); err == nil && r != 1 {
+				slack += time.Duration(math.Abs(r-1) * float64(d))
+			}
+		}
+	}
+	return slack
+}
+
+// PolicyPromotions counts the run's allowed policy promotions.
+func (r *Result) PolicyPromotions() int {
+	return r.Get(checker.NamePolicyAntiFlapping).Counts["policy_promotions"]
 }
 
 // watchLeaders records a KindLeader record whenever the ready leader (or

@@ -108,6 +108,18 @@ type Workload struct {
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 	OKs     atomic.Int64
+	// stalled: a Primary domain's client does nothing until this
+	// (UnixNano; StallPrimary).
+	stalled map[string]*atomic.Int64
+}
+
+// StallPrimary makes the domain's Primary client (its holder) do nothing
+// for d — no reads, no advances, no renewals — as a primary that hangs
+// would: its lease expires on the leader. Unknown domains are ignored.
+func (w *Workload) StallPrimary(domain string, d time.Duration) {
+	if s := w.stalled[domain]; s != nil {
+		s.Store(time.Now().Add(d).UnixNano())
+	}
 }
 
 // Start launches every logical client.
@@ -127,7 +139,12 @@ func Start(cfg Config) (*Workload, error) {
 	if cfg.Reader.IsZero() {
 		cfg.Reader = identity.Identity{Role: identity.Reader, Name: "jepsen"}
 	}
-	w := &Workload{cfg: cfg, shared: map[identity.Identity][]*grpc.ClientConn{}}
+	w := &Workload{cfg: cfg, shared: map[identity.Identity][]*grpc.ClientConn{}, stalled: map[string]*atomic.Int64{}}
+	for _, d := range cfg.Domains {
+		if d.Primary {
+			w.stalled[d.Name] = new(atomic.Int64)
+		}
+	}
 	// Fail early on credentials that cannot be had.
 	if _, err := w.sharedConns(cfg.Reader); err != nil {
 		return nil, err
@@ -368,6 +385,9 @@ func outcome(err error) (typ string, notLeader bool) {
 }
 
 func (c *logical) step() {
+	if c.primary && time.Now().UnixNano() < c.w.stalled[c.d.Name].Load() {
+		return
+	}
 	h := c.w.cfg.History
 	nodes := c.w.cfg.Nodes
 	conn := c.conn(c.actor())
