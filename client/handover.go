@@ -25,6 +25,17 @@ func (l *Lease) HandoverCandidate() string {
 	return l.candidate
 }
 
+// HandoverDeadline is when the handover request lapses, on this process's
+// clock, measured from the send time of the renewal that carried it (so
+// no later than on the leader, given clock rates within the lease
+// margin): a holder must not release for the handover after it,
+// because the operator has given up. Zero before a request arrived.
+func (l *Lease) HandoverDeadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.handoverBy
+}
+
 // RequestHandover asks the holder of domain at epoch to hand over to
 // candidate, standing for timeout (operator only). The holder learns it on
 // its next renewal. A zero timeout clears a standing request. It is

@@ -227,7 +227,8 @@ type Lease struct {
 	// request (planned switchover); candidate names who takes over.
 	handover     chan struct{}
 	handoverOnce sync.Once
-	candidate    string // guarded by mu
+	candidate    string    // guarded by mu
+	handoverBy   time.Time // guarded by mu: when the request lapses (local clock)
 }
 
 func (c *Client) newLease(domain, holder string, epoch uint64, ttl time.Duration, o leaseOptions) *Lease {
@@ -740,10 +741,14 @@ func (l *Lease) handle(resp *pb.KeepAliveResponse) (lostErr error, renewed, keep
 		if _, known := l.st.pending[resp.GetSeq()]; !known {
 			return nil, false, true // a late or duplicate answer: harmless
 		}
+		sent := l.st.pending[resp.GetSeq()]
 		moved := l.st.success(resp.GetSeq(), time.Duration(resp.GetRemainingMs())*time.Millisecond)
 		if h := resp.GetHandover(); h != nil && h.GetCandidate() != "" {
 			l.handoverOnce.Do(func() {
 				l.candidate = h.GetCandidate()
+				// From the send time, as the lease's own deadline: earlier
+				// than the leader's view of the request's deadline.
+				l.handoverBy = sent.Add(time.Duration(h.GetRemainingMs()) * time.Millisecond)
 				close(l.handover)
 			})
 		}
