@@ -62,7 +62,9 @@ func (n *Node) handOver(ctx context.Context, d *pb.Domain, ps *primaryState) err
 		err = errors.New("failpoint: handover release skipped")
 	}
 	if err == nil {
-		rctx, cancel := context.WithDeadline(ctx, by)
+		// Not under ctx: it derives from the lease's context, which the
+		// release itself ends.
+		rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), by)
 		err = ps.lease.Release(rctx)
 		cancel()
 		if err == nil {
