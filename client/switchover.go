@@ -135,11 +135,16 @@ func (c *Client) Switchover(ctx context.Context, s Switchover) (*pb.PromoteRespo
 	// run is allowed), then commit.
 	dry := proto.Clone(req).(*pb.PromotionRequest)
 	dry.DryRun = true
+	last := ""
 	for {
 		_, err := c.Promote(wctx, dry)
 		var denied *DeniedError
 		if err == nil || errors.As(err, &denied) && !transientDenials[denied.Reason()] {
 			break // allowed, or denied for good: the real attempt records it
+		}
+		if denied != nil && denied.Reason() != last {
+			last = denied.Reason()
+			progress("switchover: %s not promotable yet (%s); waiting for its report of the final watermark", cand, last)
 		}
 		select {
 		case <-time.After(poll):

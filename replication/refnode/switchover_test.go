@@ -134,13 +134,15 @@ func oneSwitchover(t *testing.T, rc *refCluster, after time.Duration) time.Durat
 	defer scancel()
 	resp, err := rc.ac.Switchover(sctx, client.Switchover{
 		Request: &pb.PromotionRequest{Domain: rc.domain, Candidate: n2.id, Reason: "test: planned switchover"},
-		Timeout: 10 * time.Second, Poll: 10 * time.Millisecond})
+		Timeout: 10 * time.Second, Poll: 10 * time.Millisecond,
+		Progress: func(f string, a ...any) { t.Logf("%s "+f, append([]any{time.Now().Format("15:04:05.000")}, a...)...) }})
 	if err != nil {
 		if b, rerr := os.ReadFile(n1.logPath); rerr == nil {
 			t.Logf("---- n1 log (first 6 KiB) ----\n%s", b[:min(len(b), 6144)])
 		}
 		t.Fatalf("switchover: %v (%v)", err, resp.GetRecord().GetDecision())
 	}
+	t.Logf("%s switchover returned", time.Now().Format("15:04:05.000"))
 	if rec := resp.GetRecord(); rec.GetEpochAfter() != 2 || rec.GetHolderAfter() != n2.id ||
 		rec.GetRequest().GetInitiatedBy() != pb.Initiator_INITIATOR_SWITCHOVER || rec.GetRequest().GetExpectedEpoch() != 1 {
 		t.Fatalf("switchover record: %v", rec)
@@ -178,6 +180,7 @@ func oneSwitchover(t *testing.T, rc *refCluster, after time.Duration) time.Durat
 	rc.waitRole(n1, RoleReplica, 2) // the old holder follows the new one
 	checkAcked(t, n2, acks)
 	gap := firstNew.Sub(lastOld)
+	t.Logf("last old ack %s, first new ack %s", lastOld.Format("15:04:05.000"), firstNew.Format("15:04:05.000"))
 	t.Logf("%d writes acknowledged by n1, %d by n2, %d refused/failed; write gap %v", old, len(acks)-old, fw.log.fails, gap.Round(time.Millisecond))
 	return gap
 }
