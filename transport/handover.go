@@ -20,17 +20,19 @@ func (p *promotionAPI) RequestHandover(ctx context.Context, req *pb.RequestHando
 	if err := validateNames("domain", req.GetDomain()); err != nil {
 		return nil, err
 	}
+	if req.GetTimeoutMs() > uint64(maxHandoverTimeout.Milliseconds()) {
+		return nil, status.Errorf(codes.InvalidArgument, "timeout_ms: at most %d (%v)", maxHandoverTimeout.Milliseconds(), maxHandoverTimeout)
+	}
 	d := time.Duration(req.GetTimeoutMs()) * time.Millisecond
-	if d > 0 {
+	if d > 0 || req.GetCandidate() != "" {
 		if err := validateNames("candidate", req.GetCandidate()); err != nil {
 			return nil, err
 		}
+	}
+	if d > 0 {
 		if req.GetEpoch() == 0 {
 			return nil, status.Error(codes.InvalidArgument, "epoch: required")
 		}
-	}
-	if d > maxHandoverTimeout {
-		return nil, status.Errorf(codes.InvalidArgument, "timeout_ms: at most %v", maxHandoverTimeout)
 	}
 	if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.RequestHandoverResponse, error) {
 		return pb.NewPromotionClient(c).RequestHandover(ctx, req)
