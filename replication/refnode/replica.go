@@ -41,7 +41,13 @@ func (n *Node) runReplica(ctx context.Context, d *pb.Domain) error {
 	n.log.Info("replica", "epoch", d.GetEpoch(), "holder", d.GetHolder(), "last", n.wal.Flushed().String())
 	go n.verifyAgainstHolder(rctx, d)
 
-	t := time.NewTicker(n.cfg.PollInterval)
+	poll := n.cfg.PollInterval
+	if d.GetReleased() {
+		// The holder released (a planned switchover): a promotion is
+		// imminent, and the candidate should notice it at once.
+		poll = min(poll, 10*time.Millisecond)
+	}
+	t := time.NewTicker(poll)
 	defer t.Stop()
 	var reportedWM uint64
 	for {
