@@ -102,6 +102,8 @@ var Table = map[string]Rule{
 	svcPromotion + "Promote": {Access: Admin},
 	svcPromotion + "Explain": {Access: Read},
 	svcPromotion + "History": {Access: Read},
+	// RequestHandover is an operator's planned switchover: operator only.
+	svcPromotion + "RequestHandover": {Access: Admin},
 
 	svcWatch + "Watch": {Access: Read},
 

@@ -31,9 +31,10 @@ var expected = map[string][]identity.Role{
 	"Watermarks/Advance":        {identity.Node, identity.Deployer, identity.Releaser},
 	"Watermarks/ReportProgress": {identity.Node, identity.Deployer, identity.Releaser},
 
-	"Promotion/Promote": {identity.Operator},
-	"Promotion/Explain": identity.Roles,
-	"Promotion/History": identity.Roles,
+	"Promotion/Promote":         {identity.Operator},
+	"Promotion/RequestHandover": {identity.Operator},
+	"Promotion/Explain":         identity.Roles,
+	"Promotion/History":         identity.Roles,
 
 	"Watch/Watch": identity.Roles,
 

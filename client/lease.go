@@ -222,13 +222,21 @@ type Lease struct {
 	open func(ctx context.Context, addr string) (keepAliveStream, error)
 	// observe, when set (tests), sees every handled response.
 	observe func(*pb.KeepAliveResponse)
+
+	// handover is closed at the first renewal that carries a handover
+	// request (planned switchover); candidate names who takes over.
+	handover     chan struct{}
+	handoverOnce sync.Once
+	candidate    string    // guarded by mu
+	handoverBy   time.Time // guarded by mu: when the request lapses (local clock)
 }
 
 func (c *Client) newLease(domain, holder string, epoch uint64, ttl time.Duration, o leaseOptions) *Lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{c: c, clock: c.cfg.Clock, domain: domain, holder: holder, epoch: epoch, ttl: ttl,
 		margin: o.margin, interval: o.interval, ctx: ctx, cancel: cancel, lost: make(chan struct{}),
-		st: newLeaseState(ttl, o.margin), first: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+		st: newLeaseState(ttl, o.margin), first: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		handover: make(chan struct{})}
 	l.open = func(ctx context.Context, addr string) (keepAliveStream, error) {
 		conn, err := c.conn(addr)
 		if err != nil {
@@ -733,7 +741,17 @@ func (l *Lease) handle(resp *pb.KeepAliveResponse) (lostErr error, renewed, keep
 		if _, known := l.st.pending[resp.GetSeq()]; !known {
 			return nil, false, true // a late or duplicate answer: harmless
 		}
+		sent := l.st.pending[resp.GetSeq()]
 		moved := l.st.success(resp.GetSeq(), time.Duration(resp.GetRemainingMs())*time.Millisecond)
+		if h := resp.GetHandover(); h != nil && h.GetCandidate() != "" {
+			l.handoverOnce.Do(func() {
+				l.candidate = h.GetCandidate()
+				// From the send time, as the lease's own deadline: earlier
+				// than the leader's view of the request's deadline.
+				l.handoverBy = sent.Add(time.Duration(h.GetRemainingMs()) * time.Millisecond)
+				close(l.handover)
+			})
+		}
 		return nil, moved, true
 	}
 	l.st.failed(resp.GetSeq())

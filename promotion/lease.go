@@ -71,6 +71,11 @@ type lease struct {
 	released bool
 	// reported: the expiry was already reported to onExpire.
 	reported bool
+	// handover: an operator asked this holder to hand over to candidate
+	// until handoverUntil (planned switchover). Leader-local, like the
+	// expiry: a new grant (new lease struct) or a leader change drops it.
+	candidate     string
+	handoverUntil time.Time
 }
 
 // expired uses !Before so a renewal arriving exactly at the deadline fails:

@@ -82,6 +82,7 @@ func (l *leases) KeepAlive(stream grpc.BidiStreamingServer[pb.KeepAliveRequest, 
 			resp.ErrorMessage = err.Error()
 		} else {
 			resp.RemainingMs = uint64(remaining.Milliseconds())
+			resp.Handover = l.handoverFor(req.GetDomain(), req.GetEpoch())
 		}
 		resp.Header = l.header()
 		if err := stream.Send(resp); err != nil {

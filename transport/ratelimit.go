@@ -133,6 +133,9 @@ var rpcKinds = map[string]rpcKind{
 	"/authority.v1.Promotion/Promote": rpcWrite,
 	"/authority.v1.Promotion/Explain": rpcRead,
 	"/authority.v1.Promotion/History": rpcRead,
+	// RequestHandover changes only the leader's lease table; forwarded
+	// there like a write and charged as one.
+	"/authority.v1.Promotion/RequestHandover": rpcWrite,
 
 	"/authority.v1.Watch/Watch": rpcStream,
 

@@ -219,22 +219,39 @@ func newHistoryCmd(o *options) *cobra.Command {
 
 func newSwitchoverCmd(o *options) *cobra.Command {
 	var (
-		pf   promoteFlags
-		wait positiveDuration = positiveDuration(30 * time.Second)
+		pf      promoteFlags
+		best    bool
+		timeout positiveDuration = positiveDuration(30 * time.Second)
 	)
 	cmd := &cobra.Command{
-		Use:   "switchover DOMAIN --to CANDIDATE",
-		Short: "Planned handover: wait for the holder to release, then promote at that epoch",
-		Long: `A planned handover. The current holder must release its authority as part of
-its drain (e.g. 'node lease' ending with SIGTERM releases). switchover waits
-up to --wait for the domain to show released, then promotes CANDIDATE with
-expected epoch = the epoch it saw, so nothing else can have happened in
-between. Progress goes to stderr, the result to stdout.
+		Use:   "switchover DOMAIN --to CANDIDATE | --best [--timeout D]",
+		Short: "Planned handover: ask the holder to drain and release, then promote at that epoch",
+		Long: `A planned handover. The holder is asked through its lease stream to stop
+accepting writes, drain, advance its final watermark and release (refnode
+does; a holder that ignores the request may release by itself, e.g.
+'node lease' ending with SIGTERM). switchover waits up to --timeout for the
+domain to show released, then for the candidate to report the final
+watermark, and promotes CANDIDATE with expected epoch = the epoch it saw, so
+nothing else can have happened in between. --best picks the candidate: the
+first other active member, by priority (highest) then id, whose dry run is
+not denied for a lasting reason. Progress goes to stderr, the result to
+stdout.
 
-Exit 1 when the holder did not release within --wait (nothing was changed),
-or the epoch moved meanwhile; exit 3 when the promotion was denied.`,
+Exit 1 when the holder did not release within --timeout (the request is
+withdrawn, nothing was changed, the holder keeps its authority), or the
+epoch moved meanwhile; exit 3 when the promotion was denied.`,
 		Args: exactArgs("DOMAIN"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if best {
+				if err := checkNames("domain", args[0]); err != nil {
+					return err
+				}
+				cand, err := bestCandidate(cmd.Context(), o, args[0])
+				if err != nil {
+					return err
+				}
+				pf.candidate = cand
+			}
 			req, generated, err := pf.request(o, args[0], nil)
 			if err != nil {
 				return err
@@ -243,15 +260,21 @@ or the epoch moved meanwhile; exit 3 when the promotion was denied.`,
 			if req.Reason == "" {
 				req.Reason = "planned switchover"
 			}
-			return switchover(cmd.Context(), o, req, generated, time.Duration(wait))
+			return switchover(cmd.Context(), o, req, generated, time.Duration(timeout))
 		}),
 	}
 	pf.add(cmd)
-	cmd.Flags().Var(&wait, "wait", "how long to wait for the holder to release")
+	delete(cmd.Flags().Lookup("to").Annotations, cobra.BashCompOneRequiredFlag)
+	cmd.Flags().BoolVar(&best, "best", false, "pick the candidate (see above)")
+	cmd.Flags().Var(&timeout, "timeout", "how long the holder has to drain and release, and the candidate to catch up")
+	cmd.Flags().Var(&timeout, "wait", "the same as --timeout")
+	cmd.MarkFlagsOneRequired("to", "best")
+	cmd.MarkFlagsMutuallyExclusive("to", "best")
+	cmd.MarkFlagsMutuallyExclusive("timeout", "wait")
 	return cmd
 }
 
-func switchover(ctx context.Context, o *options, req *pb.PromotionRequest, generated bool, wait time.Duration) error {
+func switchover(ctx context.Context, o *options, req *pb.PromotionRequest, generated bool, timeout time.Duration) error {
 	dctx, cancel := o.withTimeout(ctx)
 	defer cancel()
 	c, err := o.connect(dctx)
@@ -259,39 +282,12 @@ func switchover(ctx context.Context, o *options, req *pb.PromotionRequest, gener
 		return err
 	}
 	defer closeQuietly(c)
-	d, err := c.GetDomain(dctx, req.Domain)
-	if err != nil {
-		return err
-	}
-	epoch, holder := d.GetEpoch(), d.GetHolder()
-	switch {
-	case holder == "":
-		return fmt.Errorf("domain %q has no holder: use 'assign' for its first holder", req.Domain)
-	case holder == req.Candidate && !d.GetReleased():
-		return fmt.Errorf("%q already holds domain %q at epoch %d", holder, req.Domain, epoch)
-	}
-	if !d.GetReleased() {
-		o.progressf("switchover: domain %s epoch %d holder %s: waiting up to %v for %s to release",
-			req.Domain, epoch, holder, wait, holder)
-		d, err = awaitRelease(ctx, o, c, req.Domain, epoch, wait)
-		if err != nil {
-			return err
-		}
-	}
-	if d.GetEpoch() != epoch {
-		return fmt.Errorf("switchover: domain %q moved from epoch %d to %d (holder %s) while waiting; nothing was promoted",
-			req.Domain, epoch, d.GetEpoch(), d.GetHolder())
-	}
-	req.ExpectedEpoch = &epoch
-	o.progressf("switchover: %s released domain %s at epoch %d; promoting %s (request id %s, expected epoch %d)",
-		holder, req.Domain, epoch, req.Candidate, req.RequestId, epoch)
 	if generated {
-		o.progressf("request id %s (generated): retry with 'promote %s --to %s --request-id %s --expected-epoch %d'",
-			req.RequestId, req.Domain, req.Candidate, req.RequestId, epoch)
+		o.progressf("request id %s (generated): after a failure retry the promotion with 'promote %s --to %s --request-id %s --expected-epoch EPOCH'",
+			req.RequestId, req.Domain, req.Candidate, req.RequestId)
 	}
-	pctx, pcancel := o.withTimeout(ctx)
-	defer pcancel()
-	resp, err := c.Promote(pctx, req)
+	resp, err := c.Switchover(ctx, client.Switchover{Request: req, Timeout: timeout, Poll: min(o.pollInterval, 20*time.Millisecond),
+		Progress: o.progressf})
 	if perr := printPromotion(o, resp, err); perr != nil {
 		return perr
 	}
@@ -300,34 +296,50 @@ func switchover(ctx context.Context, o *options, req *pb.PromotionRequest, gener
 	return nil
 }
 
-// awaitRelease polls the domain until it shows released or its epoch moves,
-// bounded by wait.
-func awaitRelease(ctx context.Context, o *options, c *client.Client, domain string, epoch uint64, wait time.Duration) (*pb.Domain, error) {
-	wctx, cancel := context.WithTimeout(ctx, wait)
+// bestCandidate picks, among the domain's other active members (priority
+// highest first, then id), the first whose dry-run promotion is allowed or
+// denied only for a reason the handover clears (the holder still active,
+// a report older than the final watermark).
+func bestCandidate(ctx context.Context, o *options, domain string) (string, error) {
+	dctx, cancel := o.withTimeout(ctx)
 	defer cancel()
-	tick := time.NewTicker(o.pollInterval)
-	defer tick.Stop()
-	var last *pb.Domain
-	for {
-		d, err := c.GetDomain(wctx, domain)
-		if err == nil {
-			last = d
-			if d.GetReleased() || d.GetEpoch() != epoch {
-				return d, nil
-			}
+	c, err := o.connect(dctx)
+	if err != nil {
+		return "", err
+	}
+	defer closeQuietly(c)
+	d, err := c.GetDomain(dctx, domain)
+	if err != nil {
+		return "", err
+	}
+	ms := slices.Clone(d.GetMembers())
+	slices.SortFunc(ms, func(a, b *pb.Member) int {
+		if a.GetPriority() != b.GetPriority() {
+			return int(b.GetPriority()) - int(a.GetPriority())
 		}
-		select {
-		case <-tick.C:
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if last == nil {
-				return nil, fmt.Errorf("switchover: reading domain %q: %w", domain, err)
-			}
-			return nil, fmt.Errorf("switchover: holder %s did not release domain %q within %v (epoch %d); "+
-				"the holder must release (drain) first; nothing was changed. If the holder is gone, "+
-				"wait for its lease to expire and use 'promote'", last.GetHolder(), domain, wait, epoch)
+		return strings.Compare(a.GetId(), b.GetId())
+	})
+	epoch := d.GetEpoch()
+	var why []string
+	for _, m := range ms {
+		if m.GetId() == d.GetHolder() || m.GetState() != pb.MemberState_MEMBER_STATE_ACTIVE {
+			continue
+		}
+		_, err := c.Promote(dctx, &pb.PromotionRequest{Domain: domain, Candidate: m.GetId(), ExpectedEpoch: &epoch, DryRun: true,
+			Reason: "switchover --best", InitiatedBy: pb.Initiator_INITIATOR_SWITCHOVER})
+		var denied *client.DeniedError
+		switch {
+		case err == nil || errors.As(err, &denied) && switchoverTransient[denied.Reason()]:
+			o.progressf("switchover --best: %s", m.GetId())
+			return m.GetId(), nil
+		case denied != nil:
+			why = append(why, m.GetId()+": "+denied.Reason())
+		default:
+			return "", err
 		}
 	}
+	return "", fmt.Errorf("switchover --best: no eligible candidate in domain %q (%s)", domain, strings.Join(why, "; "))
 }
+
+// switchoverTransient: denials a completed handover clears.
+var switchoverTransient = map[string]bool{"PrimaryStillActive": true, "StaleReport": true, "MetadataMissing": true}

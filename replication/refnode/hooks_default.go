@@ -4,7 +4,8 @@ package refnode
 
 // testHooks are test seams; production builds have none.
 type testHooks struct {
-	holdApply bool
+	holdApply         bool
+	handoverNoRelease bool
 }
 
 func loadTestHooks() testHooks { return testHooks{} }

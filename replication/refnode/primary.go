@@ -27,6 +27,16 @@ type primaryState struct {
 	lease   *client.Lease
 	gate    *replication.Gate
 	tracker *replication.SyncTracker
+	acks    ackWatch
+
+	// Planned switchover (see handover.go), guarded by Node.mu: while
+	// draining no new write is accepted; inflight counts writes accepted
+	// and not yet answered.
+	draining     bool
+	handoverTo   string
+	handoverAddr string
+	inflight     int
+	idle         chan struct{} // closed when inflight drops to zero, if set
 }
 
 // runPrimary acts as the holder at d's epoch until the lease is lost, the
@@ -57,7 +67,7 @@ func (n *Node) runPrimary(ctx context.Context, d *pb.Domain) error {
 	ag := client.NewAckGate(n.ac, n.cfg.Domain, n.cfg.ID, epoch, client.WithLease(lease))
 	defer ag.Close()
 	ps := &primaryState{epoch: epoch, lease: lease, gate: replication.NewGate(ag, durable, wm.GetVisibleCommitId()),
-		tracker: replication.NewSyncTracker(int(d.GetPolicy().GetMinSyncReplicas()))}
+		tracker: replication.NewSyncTracker(int(d.GetPolicy().GetMinSyncReplicas())), acks: newAckWatch()}
 	ps.tracker.Local(n.wal.Flushed().LSN)
 
 	n.mu.Lock()
@@ -80,7 +90,7 @@ func (n *Node) runPrimary(ctx context.Context, d *pb.Domain) error {
 	}
 	n.offer(ps) // replicas may already hold more than the watermark
 
-	why := n.watchWhilePrimary(pctx, d, gateDone)
+	why := n.watchWhilePrimary(pctx, d, ps, gateDone)
 	n.log.Warn("stepping down", "epoch", epoch, "why", why)
 	n.mu.Lock()
 	n.role, n.primary = RoleSteppingDown, nil
@@ -92,11 +102,19 @@ func (n *Node) runPrimary(ctx context.Context, d *pb.Domain) error {
 }
 
 // watchWhilePrimary returns why the primary role must end.
-func (n *Node) watchWhilePrimary(ctx context.Context, d *pb.Domain, gateDone <-chan error) error {
+func (n *Node) watchWhilePrimary(ctx context.Context, d *pb.Domain, ps *primaryState, gateDone <-chan error) error {
 	t := time.NewTicker(n.cfg.PollInterval)
 	defer t.Stop()
+	handover := ps.lease.HandoverRequested()
 	for {
 		select {
+		case <-handover:
+			handover = nil // one attempt per lease: a failed drain resumes and keeps the lease
+			if err := n.handOver(ctx, d, ps); err != nil {
+				n.log.Warn("handover abandoned; still the primary", "epoch", ps.epoch, "error", err)
+				continue
+			}
+			return fmt.Errorf("handed over to %s", ps.handoverTo)
 		case <-ctx.Done():
 			if err := context.Cause(ctx); err != nil {
 				return err
@@ -155,6 +173,12 @@ func (n *Node) put(ctx context.Context, key, value []byte) (*rpb.PutResponse, er
 		n.mu.Unlock()
 		return nil, statusError(codes.Unavailable, ReasonFenced, err.Error(), nil)
 	}
+	if ps.draining {
+		n.mu.Unlock()
+		return nil, ps.handingOverError(n.cfg.ID)
+	}
+	ps.inflight++
+	defer n.answered(ps)
 	commit := max(n.lastCommit, n.store.Applied()) + 1
 	rec := NewRecord(n.wal.Last(), ps.epoch, commit, key, value)
 	if err := n.wal.Append(rec); err != nil {
@@ -270,6 +294,7 @@ func (n *Node) shipOnce(ctx context.Context, ps *primaryState, addr string) erro
 		return statusError(codes.FailedPrecondition, ReasonDiverged, errReplicaDiverged.Error(), nil)
 	}
 	ps.tracker.Ack(addr, pos.LSN)
+	ps.acks.note(addr, pos.LSN)
 	n.offer(ps)
 	next := pos.LSN + 1
 	for {
@@ -293,6 +318,7 @@ func (n *Node) shipOnce(ctx context.Context, ps *primaryState, addr string) erro
 			return fmt.Errorf("replica %s acknowledged %s, want lsn %d on our history", addr, got, want)
 		}
 		ps.tracker.Ack(addr, got.LSN)
+		ps.acks.note(addr, got.LSN)
 		n.offer(ps)
 		next = got.LSN + 1
 	}

@@ -41,8 +41,15 @@ func (n *Node) runReplica(ctx context.Context, d *pb.Domain) error {
 	n.log.Info("replica", "epoch", d.GetEpoch(), "holder", d.GetHolder(), "last", n.wal.Flushed().String())
 	go n.verifyAgainstHolder(rctx, d)
 
-	t := time.NewTicker(n.cfg.PollInterval)
+	poll := n.cfg.PollInterval
+	if d.GetReleased() {
+		// The holder released (a planned switchover): a promotion is
+		// imminent, and the candidate should notice it at once.
+		poll = min(poll, 10*time.Millisecond)
+	}
+	t := time.NewTicker(poll)
 	defer t.Stop()
+	var reportedWM uint64
 	for {
 		select {
 		case <-rctx.Done():
@@ -63,6 +70,16 @@ func (n *Node) runReplica(ctx context.Context, d *pb.Domain) error {
 		}
 		n.observeDomain(d2)
 		rep.NoteWatermark(d2.GetWatermark())
+		// A new watermark is reported at once rather than at the next
+		// interval: the first report fetches it (the leader's reply),
+		// the next names our hash at it — what a promotion (a planned
+		// switchover's, right after the holder's final advance) needs.
+		if wm := d2.GetWatermark().GetLsn(); wm > reportedWM {
+			if rep.Watermark().GetLsn() >= wm {
+				reportedWM = wm
+			}
+			rep.Report()
+		}
 		if d2.GetEpoch() != d.GetEpoch() || d2.GetHolder() != d.GetHolder() || d2.GetReleased() != d.GetReleased() {
 			return nil
 		}

@@ -1022,8 +1022,12 @@ type KeepAliveResponse struct {
 	// Remaining TTL granted from the server's receipt of the request.
 	RemainingMs uint64 `protobuf:"varint,5,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
 	// Empty on success; otherwise FENCED, LEASE_EXPIRED, NOT_LEADER, ...
-	ErrorReason   string `protobuf:"bytes,6,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
-	ErrorMessage  string `protobuf:"bytes,7,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorReason  string `protobuf:"bytes,6,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage string `protobuf:"bytes,7,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// Set while an operator asks this holder to hand over (planned
+	// switchover): stop accepting writes, drain, advance the final
+	// watermark and release. Leader-local, never in the log.
+	Handover      *HandoverRequest `protobuf:"bytes,8,opt,name=handover,proto3" json:"handover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1111,67 @@ func (x *KeepAliveResponse) GetErrorMessage() string {
 	return ""
 }
 
+func (x *KeepAliveResponse) GetHandover() *HandoverRequest {
+	if x != nil {
+		return x.Handover
+	}
+	return nil
+}
+
+// HandoverRequest asks a holder to hand its authority over to candidate.
+type HandoverRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Candidate string                 `protobuf:"bytes,1,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	// How long the request still stands; after it the holder keeps going.
+	RemainingMs   uint64 `protobuf:"varint,2,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverRequest) Reset() {
+	*x = HandoverRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverRequest) ProtoMessage() {}
+
+func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
+func (*HandoverRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HandoverRequest) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *HandoverRequest) GetRemainingMs() uint64 {
+	if x != nil {
+		return x.RemainingMs
+	}
+	return 0
+}
+
 type ReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
@@ -1118,7 +1183,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1195,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1208,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReleaseRequest) GetDomain() string {
@@ -1176,7 +1241,7 @@ type AdvanceRequest struct {
 
 func (x *AdvanceRequest) Reset() {
 	*x = AdvanceRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1253,7 @@ func (x *AdvanceRequest) String() string {
 func (*AdvanceRequest) ProtoMessage() {}
 
 func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1266,7 @@ func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceRequest.ProtoReflect.Descriptor instead.
 func (*AdvanceRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AdvanceRequest) GetAdvances() []*WatermarkAdvance {
@@ -1223,7 +1288,7 @@ type AdvanceResult struct {
 
 func (x *AdvanceResult) Reset() {
 	*x = AdvanceResult{}
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1300,7 @@ func (x *AdvanceResult) String() string {
 func (*AdvanceResult) ProtoMessage() {}
 
 func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1313,7 @@ func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResult.ProtoReflect.Descriptor instead.
 func (*AdvanceResult) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AdvanceResult) GetDomain() string {
@@ -1291,7 +1356,7 @@ type AdvanceResponse struct {
 
 func (x *AdvanceResponse) Reset() {
 	*x = AdvanceResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1368,7 @@ func (x *AdvanceResponse) String() string {
 func (*AdvanceResponse) ProtoMessage() {}
 
 func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1381,7 @@ func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResponse.ProtoReflect.Descriptor instead.
 func (*AdvanceResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AdvanceResponse) GetHeader() *ResponseHeader {
@@ -1350,7 +1415,7 @@ type ProgressReportRequest struct {
 
 func (x *ProgressReportRequest) Reset() {
 	*x = ProgressReportRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1427,7 @@ func (x *ProgressReportRequest) String() string {
 func (*ProgressReportRequest) ProtoMessage() {}
 
 func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1440,7 @@ func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportRequest.ProtoReflect.Descriptor instead.
 func (*ProgressReportRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProgressReportRequest) GetDomain() string {
@@ -1406,7 +1471,7 @@ type ProgressReportResponse struct {
 
 func (x *ProgressReportResponse) Reset() {
 	*x = ProgressReportResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1483,7 @@ func (x *ProgressReportResponse) String() string {
 func (*ProgressReportResponse) ProtoMessage() {}
 
 func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1496,7 @@ func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportResponse.ProtoReflect.Descriptor instead.
 func (*ProgressReportResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ProgressReportResponse) GetHeader() *ResponseHeader {
@@ -1469,6 +1534,135 @@ func (x *ProgressReportResponse) GetErrorMessage() string {
 	return ""
 }
 
+type RequestHandoverRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// The holder's epoch as the caller saw it; refused when it moved.
+	Epoch         uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Candidate     string `protobuf:"bytes,3,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	TimeoutMs     uint64 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestHandoverRequest) Reset() {
+	*x = RequestHandoverRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestHandoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestHandoverRequest) ProtoMessage() {}
+
+func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestHandoverRequest.ProtoReflect.Descriptor instead.
+func (*RequestHandoverRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RequestHandoverRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *RequestHandoverRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RequestHandoverRequest) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *RequestHandoverRequest) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type RequestHandoverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Holder        string                 `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestHandoverResponse) Reset() {
+	*x = RequestHandoverResponse{}
+	mi := &file_authority_v1_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestHandoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestHandoverResponse) ProtoMessage() {}
+
+func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestHandoverResponse.ProtoReflect.Descriptor instead.
+func (*RequestHandoverResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RequestHandoverResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RequestHandoverResponse) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *RequestHandoverResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type PromoteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Request       *PromotionRequest      `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
@@ -1478,7 +1672,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1684,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1697,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PromoteRequest) GetRequest() *PromotionRequest {
@@ -1527,7 +1721,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1733,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1746,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PromoteResponse) GetHeader() *ResponseHeader {
@@ -1601,7 +1795,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1807,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1820,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExplainRequest) GetDomain() string {
@@ -1660,7 +1854,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1866,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1879,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ExplainResponse) GetHeader() *ResponseHeader {
@@ -1717,7 +1911,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1923,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1936,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HistoryRequest) GetDomain() string {
@@ -1794,7 +1988,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +2000,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +2013,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HistoryResponse) GetHeader() *ResponseHeader {
@@ -1862,7 +2056,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2068,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2081,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -1914,7 +2108,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2120,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2133,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -1964,7 +2158,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2170,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2183,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
 }
 
 type StatusResponse struct {
@@ -2020,7 +2214,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2226,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2239,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2133,7 +2327,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2339,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2352,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
 }
 
 type ServerInfo struct {
@@ -2174,7 +2368,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2380,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2393,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ServerInfo) GetId() string {
@@ -2248,7 +2442,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2260,7 +2454,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2273,7 +2467,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2307,7 +2501,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2513,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2526,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -2352,7 +2546,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2558,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2571,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -2402,7 +2596,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2608,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2621,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 type SnapshotResponse struct {
@@ -2440,7 +2634,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2646,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2659,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -2493,7 +2687,7 @@ type AddServerRequest struct {
 
 func (x *AddServerRequest) Reset() {
 	*x = AddServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2699,7 @@ func (x *AddServerRequest) String() string {
 func (*AddServerRequest) ProtoMessage() {}
 
 func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2712,7 @@ func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
 func (*AddServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AddServerRequest) GetId() string {
@@ -2552,7 +2746,7 @@ type AddServerResponse struct {
 
 func (x *AddServerResponse) Reset() {
 	*x = AddServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +2758,7 @@ func (x *AddServerResponse) String() string {
 func (*AddServerResponse) ProtoMessage() {}
 
 func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +2771,7 @@ func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
 func (*AddServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AddServerResponse) GetHeader() *ResponseHeader {
@@ -2603,7 +2797,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2615,7 +2809,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2628,7 +2822,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -2648,7 +2842,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2660,7 +2854,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2673,7 +2867,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveServerResponse) GetHeader() *ResponseHeader {
@@ -2765,7 +2959,7 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xf4\x01\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xaf\x02\n" +
 	"\x11KeepAliveResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x14\n" +
@@ -2773,7 +2967,11 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12!\n" +
 	"\fremaining_ms\x18\x05 \x01(\x04R\vremainingMs\x12!\n" +
 	"\ferror_reason\x18\x06 \x01(\tR\verrorReason\x12#\n" +
-	"\rerror_message\x18\a \x01(\tR\ferrorMessage\"V\n" +
+	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x129\n" +
+	"\bhandover\x18\b \x01(\v2\x1d.authority.v1.HandoverRequestR\bhandover\"R\n" +
+	"\x0fHandoverRequest\x12\x1c\n" +
+	"\tcandidate\x18\x01 \x01(\tR\tcandidate\x12!\n" +
+	"\fremaining_ms\x18\x02 \x01(\x04R\vremainingMs\"V\n" +
 	"\x0eReleaseRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
@@ -2797,7 +2995,17 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x125\n" +
 	"\twatermark\x18\x03 \x01(\v2\x17.authority.v1.WatermarkR\twatermark\x12!\n" +
 	"\ferror_reason\x18\x04 \x01(\tR\verrorReason\x12#\n" +
-	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\"J\n" +
+	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\"\x83\x01\n" +
+	"\x16RequestHandoverRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tcandidate\x18\x03 \x01(\tR\tcandidate\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x04 \x01(\x04R\ttimeoutMs\"}\n" +
+	"\x17RequestHandoverResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"J\n" +
 	"\x0ePromoteRequest\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.authority.v1.PromotionRequestR\arequest\"\xd6\x01\n" +
 	"\x0fPromoteResponse\x124\n" +
@@ -2899,11 +3107,12 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\n" +
 	"Watermarks\x12F\n" +
 	"\aAdvance\x12\x1c.authority.v1.AdvanceRequest\x1a\x1d.authority.v1.AdvanceResponse\x12_\n" +
-	"\x0eReportProgress\x12#.authority.v1.ProgressReportRequest\x1a$.authority.v1.ProgressReportResponse(\x010\x012\xe3\x01\n" +
+	"\x0eReportProgress\x12#.authority.v1.ProgressReportRequest\x1a$.authority.v1.ProgressReportResponse(\x010\x012\xc3\x02\n" +
 	"\tPromotion\x12F\n" +
 	"\aPromote\x12\x1c.authority.v1.PromoteRequest\x1a\x1d.authority.v1.PromoteResponse\x12F\n" +
 	"\aExplain\x12\x1c.authority.v1.ExplainRequest\x1a\x1d.authority.v1.ExplainResponse\x12F\n" +
-	"\aHistory\x12\x1c.authority.v1.HistoryRequest\x1a\x1d.authority.v1.HistoryResponse2K\n" +
+	"\aHistory\x12\x1c.authority.v1.HistoryRequest\x1a\x1d.authority.v1.HistoryResponse\x12^\n" +
+	"\x0fRequestHandover\x12$.authority.v1.RequestHandoverRequest\x1a%.authority.v1.RequestHandoverResponse2K\n" +
 	"\x05Watch\x12B\n" +
 	"\x05Watch\x12\x1a.authority.v1.WatchRequest\x1a\x1b.authority.v1.WatchResponse0\x012\xef\x03\n" +
 	"\aCluster\x12L\n" +
@@ -2926,7 +3135,7 @@ func file_authority_v1_service_proto_rawDescGZIP() []byte {
 	return file_authority_v1_service_proto_rawDescData
 }
 
-var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_authority_v1_service_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -2944,133 +3153,140 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*LeaseResponse)(nil),              // 13: authority.v1.LeaseResponse
 	(*KeepAliveRequest)(nil),           // 14: authority.v1.KeepAliveRequest
 	(*KeepAliveResponse)(nil),          // 15: authority.v1.KeepAliveResponse
-	(*ReleaseRequest)(nil),             // 16: authority.v1.ReleaseRequest
-	(*AdvanceRequest)(nil),             // 17: authority.v1.AdvanceRequest
-	(*AdvanceResult)(nil),              // 18: authority.v1.AdvanceResult
-	(*AdvanceResponse)(nil),            // 19: authority.v1.AdvanceResponse
-	(*ProgressReportRequest)(nil),      // 20: authority.v1.ProgressReportRequest
-	(*ProgressReportResponse)(nil),     // 21: authority.v1.ProgressReportResponse
-	(*PromoteRequest)(nil),             // 22: authority.v1.PromoteRequest
-	(*PromoteResponse)(nil),            // 23: authority.v1.PromoteResponse
-	(*ExplainRequest)(nil),             // 24: authority.v1.ExplainRequest
-	(*ExplainResponse)(nil),            // 25: authority.v1.ExplainResponse
-	(*HistoryRequest)(nil),             // 26: authority.v1.HistoryRequest
-	(*HistoryResponse)(nil),            // 27: authority.v1.HistoryResponse
-	(*WatchRequest)(nil),               // 28: authority.v1.WatchRequest
-	(*WatchResponse)(nil),              // 29: authority.v1.WatchResponse
-	(*StatusRequest)(nil),              // 30: authority.v1.StatusRequest
-	(*StatusResponse)(nil),             // 31: authority.v1.StatusResponse
-	(*MembersRequest)(nil),             // 32: authority.v1.MembersRequest
-	(*ServerInfo)(nil),                 // 33: authority.v1.ServerInfo
-	(*MembersResponse)(nil),            // 34: authority.v1.MembersResponse
-	(*TransferLeadershipRequest)(nil),  // 35: authority.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 36: authority.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 37: authority.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 38: authority.v1.SnapshotResponse
-	(*AddServerRequest)(nil),           // 39: authority.v1.AddServerRequest
-	(*AddServerResponse)(nil),          // 40: authority.v1.AddServerResponse
-	(*RemoveServerRequest)(nil),        // 41: authority.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 42: authority.v1.RemoveServerResponse
-	(DomainKind)(0),                    // 43: authority.v1.DomainKind
-	(*Policy)(nil),                     // 44: authority.v1.Policy
-	(*Domain)(nil),                     // 45: authority.v1.Domain
-	(*Watermark)(nil),                  // 46: authority.v1.Watermark
-	(MemberState)(0),                   // 47: authority.v1.MemberState
-	(*WatermarkAdvance)(nil),           // 48: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 49: authority.v1.ProgressReport
-	(*PromotionRequest)(nil),           // 50: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 51: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 52: authority.v1.Event
+	(*HandoverRequest)(nil),            // 16: authority.v1.HandoverRequest
+	(*ReleaseRequest)(nil),             // 17: authority.v1.ReleaseRequest
+	(*AdvanceRequest)(nil),             // 18: authority.v1.AdvanceRequest
+	(*AdvanceResult)(nil),              // 19: authority.v1.AdvanceResult
+	(*AdvanceResponse)(nil),            // 20: authority.v1.AdvanceResponse
+	(*ProgressReportRequest)(nil),      // 21: authority.v1.ProgressReportRequest
+	(*ProgressReportResponse)(nil),     // 22: authority.v1.ProgressReportResponse
+	(*RequestHandoverRequest)(nil),     // 23: authority.v1.RequestHandoverRequest
+	(*RequestHandoverResponse)(nil),    // 24: authority.v1.RequestHandoverResponse
+	(*PromoteRequest)(nil),             // 25: authority.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 26: authority.v1.PromoteResponse
+	(*ExplainRequest)(nil),             // 27: authority.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 28: authority.v1.ExplainResponse
+	(*HistoryRequest)(nil),             // 29: authority.v1.HistoryRequest
+	(*HistoryResponse)(nil),            // 30: authority.v1.HistoryResponse
+	(*WatchRequest)(nil),               // 31: authority.v1.WatchRequest
+	(*WatchResponse)(nil),              // 32: authority.v1.WatchResponse
+	(*StatusRequest)(nil),              // 33: authority.v1.StatusRequest
+	(*StatusResponse)(nil),             // 34: authority.v1.StatusResponse
+	(*MembersRequest)(nil),             // 35: authority.v1.MembersRequest
+	(*ServerInfo)(nil),                 // 36: authority.v1.ServerInfo
+	(*MembersResponse)(nil),            // 37: authority.v1.MembersResponse
+	(*TransferLeadershipRequest)(nil),  // 38: authority.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 39: authority.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 40: authority.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 41: authority.v1.SnapshotResponse
+	(*AddServerRequest)(nil),           // 42: authority.v1.AddServerRequest
+	(*AddServerResponse)(nil),          // 43: authority.v1.AddServerResponse
+	(*RemoveServerRequest)(nil),        // 44: authority.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 45: authority.v1.RemoveServerResponse
+	(DomainKind)(0),                    // 46: authority.v1.DomainKind
+	(*Policy)(nil),                     // 47: authority.v1.Policy
+	(*Domain)(nil),                     // 48: authority.v1.Domain
+	(*Watermark)(nil),                  // 49: authority.v1.Watermark
+	(MemberState)(0),                   // 50: authority.v1.MemberState
+	(*WatermarkAdvance)(nil),           // 51: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 52: authority.v1.ProgressReport
+	(*PromotionRequest)(nil),           // 53: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 54: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 55: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
-	43, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	44, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	46, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	47, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	45, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	48, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	43, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	46, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	46, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	49, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	44, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	47, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	47, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	50, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 13: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 14: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
-	48, // 15: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
-	0,  // 16: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
-	18, // 17: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	49, // 18: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
-	0,  // 19: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	46, // 20: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	50, // 21: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
-	0,  // 22: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	51, // 23: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 24: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 25: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	51, // 26: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 27: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 28: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	51, // 29: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
-	0,  // 30: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	52, // 31: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
-	0,  // 32: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 33: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
-	33, // 34: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 35: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 36: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 37: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
-	33, // 38: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 39: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
-	33, // 40: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
-	2,  // 41: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 42: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 43: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 44: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 45: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 46: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	12, // 47: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	14, // 48: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	16, // 49: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	17, // 50: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	20, // 51: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	22, // 52: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	24, // 53: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	26, // 54: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	28, // 55: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	39, // 56: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	41, // 57: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
-	30, // 58: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	32, // 59: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	35, // 60: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	37, // 61: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 62: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 63: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 64: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 65: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 66: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 67: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	13, // 68: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	15, // 69: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 70: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	19, // 71: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	21, // 72: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	23, // 73: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	25, // 74: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	27, // 75: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	29, // 76: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	40, // 77: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	42, // 78: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
-	31, // 79: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	34, // 80: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	36, // 81: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	38, // 82: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	62, // [62:83] is the sub-list for method output_type
-	41, // [41:62] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	16, // 15: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
+	51, // 16: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	0,  // 17: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
+	19, // 18: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
+	52, // 19: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	0,  // 20: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
+	49, // 21: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	0,  // 22: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
+	53, // 23: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	0,  // 24: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
+	54, // 25: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 26: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 27: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
+	54, // 28: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 29: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 30: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
+	54, // 31: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	0,  // 32: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
+	55, // 33: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	0,  // 34: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 35: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
+	36, // 36: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 37: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 38: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 39: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	36, // 40: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 41: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	36, // 42: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 43: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 44: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 45: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 46: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 47: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 48: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	12, // 49: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	14, // 50: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	17, // 51: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	18, // 52: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	21, // 53: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	25, // 54: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	27, // 55: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	29, // 56: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	23, // 57: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
+	31, // 58: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	42, // 59: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	44, // 60: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	33, // 61: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	35, // 62: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	38, // 63: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	40, // 64: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	4,  // 65: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 66: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 67: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 68: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 69: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 70: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	13, // 71: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	15, // 72: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 73: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	20, // 74: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	22, // 75: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	26, // 76: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	28, // 77: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	30, // 78: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	24, // 79: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
+	32, // 80: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	43, // 81: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	45, // 82: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	34, // 83: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	37, // 84: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	39, // 85: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	41, // 86: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	65, // [65:87] is the sub-list for method output_type
+	43, // [43:65] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }
@@ -3088,7 +3304,7 @@ func file_authority_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_service_proto_rawDesc), len(file_authority_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

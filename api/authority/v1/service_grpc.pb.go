@@ -630,9 +630,10 @@ var Watermarks_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Promotion_Promote_FullMethodName = "/authority.v1.Promotion/Promote"
-	Promotion_Explain_FullMethodName = "/authority.v1.Promotion/Explain"
-	Promotion_History_FullMethodName = "/authority.v1.Promotion/History"
+	Promotion_Promote_FullMethodName         = "/authority.v1.Promotion/Promote"
+	Promotion_Explain_FullMethodName         = "/authority.v1.Promotion/Explain"
+	Promotion_History_FullMethodName         = "/authority.v1.Promotion/History"
+	Promotion_RequestHandover_FullMethodName = "/authority.v1.Promotion/RequestHandover"
 )
 
 // PromotionClient is the client API for Promotion service.
@@ -642,6 +643,10 @@ type PromotionClient interface {
 	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// RequestHandover asks the holder of domain at epoch (through its
+	// KeepAlive stream) to drain and release for candidate, until timeout.
+	// A zero timeout clears the request. Leader-local: nothing is logged.
+	RequestHandover(ctx context.Context, in *RequestHandoverRequest, opts ...grpc.CallOption) (*RequestHandoverResponse, error)
 }
 
 type promotionClient struct {
@@ -682,6 +687,16 @@ func (c *promotionClient) History(ctx context.Context, in *HistoryRequest, opts 
 	return out, nil
 }
 
+func (c *promotionClient) RequestHandover(ctx context.Context, in *RequestHandoverRequest, opts ...grpc.CallOption) (*RequestHandoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequestHandoverResponse)
+	err := c.cc.Invoke(ctx, Promotion_RequestHandover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PromotionServer is the server API for Promotion service.
 // All implementations must embed UnimplementedPromotionServer
 // for forward compatibility.
@@ -689,6 +704,10 @@ type PromotionServer interface {
 	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// RequestHandover asks the holder of domain at epoch (through its
+	// KeepAlive stream) to drain and release for candidate, until timeout.
+	// A zero timeout clears the request. Leader-local: nothing is logged.
+	RequestHandover(context.Context, *RequestHandoverRequest) (*RequestHandoverResponse, error)
 	mustEmbedUnimplementedPromotionServer()
 }
 
@@ -707,6 +726,9 @@ func (UnimplementedPromotionServer) Explain(context.Context, *ExplainRequest) (*
 }
 func (UnimplementedPromotionServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedPromotionServer) RequestHandover(context.Context, *RequestHandoverRequest) (*RequestHandoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequestHandover not implemented")
 }
 func (UnimplementedPromotionServer) mustEmbedUnimplementedPromotionServer() {}
 func (UnimplementedPromotionServer) testEmbeddedByValue()                   {}
@@ -783,6 +805,24 @@ func _Promotion_History_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Promotion_RequestHandover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestHandoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PromotionServer).RequestHandover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Promotion_RequestHandover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PromotionServer).RequestHandover(ctx, req.(*RequestHandoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Promotion_ServiceDesc is the grpc.ServiceDesc for Promotion service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -801,6 +841,10 @@ var Promotion_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "History",
 			Handler:    _Promotion_History_Handler,
+		},
+		{
+			MethodName: "RequestHandover",
+			Handler:    _Promotion_RequestHandover_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
