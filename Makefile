@@ -123,7 +123,7 @@ run: build
 # writer printing every acknowledged write; state under ./.demo (wiped at
 # start). Ctrl-C stops it.
 demo: build
-	$(BIN)/refnode demo --bin $(BIN) --data .demo
+	$(BIN)/refnode demo --bin $(BIN) --data .demo $(DEMO_ARGS)
 
 # Render the status page of the demo cluster to docs/status-page.png with
 # headless Chromium (Debian: chromium). Not part of CI.

@@ -33,12 +33,13 @@ func newDemoCmd(o *options) *cobra.Command {
 	var bin, data string
 	var offset int
 	var ttl time.Duration
+	var auto bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "`make demo`: 3 authority servers (mutual TLS), 3 refnodes and a writer printing acknowledged writes (see docs/DEMO.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd, o, bin, data, offset, ttl)
+			return runDemo(cmd, o, bin, data, offset, ttl, auto)
 		},
 	}
 	f := cmd.Flags()
@@ -46,12 +47,13 @@ func newDemoCmd(o *options) *cobra.Command {
 	f.StringVar(&data, "data", ".demo", "demo directory (wiped at start): data, logs, pid files, acked.log, certificates (pki/)")
 	f.IntVar(&offset, "port-offset", 0, "add this to every port (authority 7001-7003/8001-8003/9001-9003, refnodes 6001-6003)")
 	f.DurationVar(&ttl, "lease-ttl", 10*time.Second, "lease TTL of the demo domain")
+	f.BoolVar(&auto, "auto", false, "create the demo domain in automatic mode: the authority promotes the best replica when the primary's lease expires")
 	return cmd
 }
 
 func addr(port, offset int) string { return "127.0.0.1:" + strconv.Itoa(port+offset) }
 
-func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl time.Duration) error {
+func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl time.Duration, auto bool) error {
 	ctx := cmd.Context()
 	self, err := os.Executable()
 	if err != nil {
@@ -144,7 +146,7 @@ func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl t
 	// The operator prepares the domain: a node's certificate may act only
 	// as its own holder, not create domains, register members or assign.
 	operator := files(identity.Identity{Role: identity.Operator, Name: "admin"})
-	setup := refnode.Setup{Domain: o.domain, LeaseTTL: ttl, InitialPrimary: "n1"}
+	setup := refnode.Setup{Domain: o.domain, LeaseTTL: ttl, InitialPrimary: "n1", Automatic: auto}
 	for i, id := range nodeIDs {
 		setup.Members = append(setup.Members, refnode.Member{ID: id, Address: nodes[i]})
 	}
