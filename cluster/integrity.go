@@ -135,12 +135,24 @@ func firstByte(b []byte) byte {
 // is expected to stop there (authorityd logs one line and exits 3).
 type checksumLogStore struct {
 	raft.LogStore
+	// raw reads an entry's stored bytes (see rawlog.go): GetLog decodes
+	// them itself instead of through raft-boltdb's GetLog.
+	raw       rawReader
 	path      string
 	onCorrupt func(error)
 	once      sync.Once
 	// legacyBelow: entries below this index may lack a checksum (written
 	// by a build before checksums). Zero: every entry must carry one.
 	legacyBelow uint64
+}
+
+// newChecksumLogStore wraps the raft.db a BoltStore has open.
+func newChecksumLogStore(store *raftboltdb.BoltStore, path string, onCorrupt func(error)) (*checksumLogStore, error) {
+	raw, err := boltRawReader(store)
+	if err != nil {
+		return nil, err
+	}
+	return &checksumLogStore{LogStore: store, raw: raw, path: path, onCorrupt: onCorrupt}, nil
 }
 
 func (s *checksumLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
@@ -166,16 +178,29 @@ func (s *checksumLogStore) GetLog(idx uint64, l *raft.Log) error {
 }
 
 func (s *checksumLogStore) getVerified(idx uint64, l *raft.Log) error {
-	*l = raft.Log{}
-	if err := s.LogStore.GetLog(idx, l); err != nil {
-		if errors.Is(err, raft.ErrLogNotFound) {
-			return err
-		}
-		return damaged(s.path, idx, "unreadable: %v", err)
+	if err := s.getUnverified(idx, l); err != nil {
+		return err
 	}
 	if fault := verifyEntry(idx, l, s.legacyBelow); fault != "" {
 		*l = raft.Log{}
 		return damaged(s.path, idx, "%s", fault)
+	}
+	return nil
+}
+
+// getUnverified reads and decodes entry idx without checking its seal.
+func (s *checksumLogStore) getUnverified(idx uint64, l *raft.Log) error {
+	*l = raft.Log{}
+	raw, err := s.raw(idx)
+	if errors.Is(err, raft.ErrLogNotFound) {
+		return err
+	}
+	if err == nil {
+		err = decodeEntry(raw, l)
+	}
+	if err != nil {
+		*l = raft.Log{}
+		return damaged(s.path, idx, "unreadable: %v", err)
 	}
 	return nil
 }
@@ -308,7 +333,7 @@ func checkDataDir(dataDir string, store *raftboltdb.BoltStore, logs *checksumLog
 	path := filepath.Join(dataDir, "raft.db")
 	return withFaultPanics(func() (err error) {
 		defer guard(path, &err)
-		if logs.legacyBelow, err = sealedFrom(path, store); err != nil {
+		if logs.legacyBelow, err = sealedFrom(path, store, logs); err != nil {
 			return err
 		}
 		first, last, err := scanLog(path, store, logs)
@@ -319,7 +344,7 @@ func checkDataDir(dataDir string, store *raftboltdb.BoltStore, logs *checksumLog
 		if err != nil {
 			return err
 		}
-		return checkStable(path, store, first, last, snaps)
+		return checkStable(path, store, logs, first, last, snaps)
 	})
 }
 
@@ -331,7 +356,7 @@ var sealedFromKey = []byte("authority-sealed-from")
 // data dir without the key gets it now: the index of its first sealed
 // entry, or the next index when none is sealed (a new data dir: 1). Every
 // build since has sealed every entry it stored, in log order.
-func sealedFrom(path string, store *raftboltdb.BoltStore) (uint64, error) {
+func sealedFrom(path string, store *raftboltdb.BoltStore, logs *checksumLogStore) (uint64, error) {
 	last, err := store.LastIndex()
 	if err != nil {
 		return 0, damaged(path, 0, "last index unreadable: %v", err)
@@ -352,7 +377,7 @@ func sealedFrom(path string, store *raftboltdb.BoltStore) (uint64, error) {
 	from := last + 1
 	var l raft.Log
 	for i := first; i != 0 && i <= last; i++ {
-		if store.GetLog(i, &l) == nil && len(l.Extensions) > 0 {
+		if logs.getUnverified(i, &l) == nil && len(l.Extensions) > 0 {
 			from = i
 			break
 		}
@@ -520,7 +545,7 @@ func readSnapshotHeader(path string, crc []byte) (*pb.SnapshotHeader, error) {
 // checkStable refuses a stable store that lost its term while the data dir
 // still has a log or snapshots: raft would start at term 0 with no vote
 // and could vote twice in a term it already voted in.
-func checkStable(path string, store *raftboltdb.BoltStore, first, last uint64, snaps []snapshotInfo) error {
+func checkStable(path string, store *raftboltdb.BoltStore, logs *checksumLogStore, first, last uint64, snaps []snapshotInfo) error {
 	if first != 0 && first > 1 {
 		covered := false
 		for _, s := range snaps {
@@ -548,7 +573,7 @@ func checkStable(path string, store *raftboltdb.BoltStore, first, last uint64, s
 	}
 	if last != 0 {
 		var l raft.Log
-		if err := store.GetLog(last, &l); err == nil {
+		if err := logs.getUnverified(last, &l); err == nil {
 			maxTerm = max(maxTerm, l.Term)
 		}
 	}

@@ -56,7 +56,7 @@ func FuzzLogEntry(f *testing.F) {
 		mem := &rawLogStore{raw: map[uint64][]byte{}}
 		var reported int
 		const path = "/fuzz/raft.db"
-		cs := &checksumLogStore{LogStore: mem, path: path, onCorrupt: func(error) { reported++ }}
+		cs := &checksumLogStore{LogStore: mem, raw: mem.get, path: path, onCorrupt: func(error) { reported++ }}
 		in := orig
 		if err := cs.StoreLogs([]*raft.Log{&in}); err != nil {
 			t.Fatal(err)
@@ -144,11 +144,19 @@ func (s *rawLogStore) StoreLogs(logs []*raft.Log) error {
 }
 
 func (s *rawLogStore) GetLog(idx uint64, l *raft.Log) error {
-	b, ok := s.raw[idx]
-	if !ok {
-		return raft.ErrLogNotFound
+	b, err := s.get(idx)
+	if err != nil {
+		return err
 	}
 	return rbDecode(b, l)
+}
+
+func (s *rawLogStore) get(idx uint64) ([]byte, error) {
+	b, ok := s.raw[idx]
+	if !ok {
+		return nil, raft.ErrLogNotFound
+	}
+	return bytes.Clone(b), nil
 }
 
 // realStoredEntries writes entries as a server does — a configuration
@@ -162,7 +170,7 @@ func realStoredEntries(tb testing.TB) [][]byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cs := &checksumLogStore{LogStore: store, path: path}
+	cs := mustChecksumLogStore(tb, store, path, nil)
 	conf := raft.EncodeConfiguration(raft.Configuration{Servers: []raft.Server{
 		{Suffrage: raft.Voter, ID: "s1", Address: "127.0.0.1:7001"},
 		{Suffrage: raft.Voter, ID: "s2", Address: "127.0.0.1:7002"},

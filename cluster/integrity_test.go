@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +37,7 @@ func TestSealedFrom(t *testing.T) {
 		return store, path
 	}
 	store, path := open(t)
-	if v, err := sealedFrom(path, store); err != nil || v != 1 {
+	if v, err := sealedFrom(path, store, mustChecksumLogStore(t, store, path, nil)); err != nil || v != 1 {
 		t.Fatalf("new data dir: %d, %v", v, err)
 	}
 	store, path = open(t)
@@ -44,11 +46,11 @@ func TestSealedFrom(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cs := &checksumLogStore{LogStore: store, path: path}
+	cs := mustChecksumLogStore(t, store, path, nil)
 	if err := cs.StoreLog(&raft.Log{Index: 3, Term: 1, Type: raft.LogCommand, Data: []byte("new")}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := sealedFrom(path, store); err != nil || v != 3 {
+	if v, err := sealedFrom(path, store, cs); err != nil || v != 3 {
 		t.Fatalf("upgraded data dir: %d, %v", v, err)
 	}
 	if v, err := store.GetUint64(sealedFromKey); err != nil || v != 3 {
@@ -57,7 +59,7 @@ func TestSealedFrom(t *testing.T) {
 	if err := store.SetUint64(sealedFromKey, 1<<40); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sealedFrom(path, store); !errors.Is(err, ErrDamaged) {
+	if _, err := sealedFrom(path, store, cs); !errors.Is(err, ErrDamaged) {
 		t.Fatalf("damaged value: %v", err)
 	}
 }
@@ -70,7 +72,7 @@ func TestChecksumLogStore(t *testing.T) {
 	}
 	defer store.Close()
 	var reported []error
-	cs := &checksumLogStore{LogStore: store, path: path, onCorrupt: func(err error) { reported = append(reported, err) }}
+	cs := mustChecksumLogStore(t, store, path, func(err error) { reported = append(reported, err) })
 	in := []*raft.Log{
 		{Index: 1, Term: 1, Type: raft.LogCommand, Data: []byte("alpha")},
 		{Index: 2, Term: 1, Type: raft.LogCommand, Data: []byte("bravo")},
@@ -463,5 +465,117 @@ func TestApplyRefusesDamagedEntry(t *testing.T) {
 	}()
 	if !errors.Is(reported, ErrDamaged) || !strings.Contains(reported.Error(), "log entry 7") || f.LastIndex() != 0 {
 		t.Fatalf("reported %v, fsm at %d", reported, f.LastIndex())
+	}
+}
+
+func mustChecksumLogStore(t testing.TB, store *raftboltdb.BoltStore, path string, onCorrupt func(error)) *checksumLogStore {
+	t.Helper()
+	cs, err := newChecksumLogStore(store, path, onCorrupt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// TestBoltHandleMatchesLibrary: the bbolt handle read out of raft-boltdb's
+// BoltStore is the database it writes to (an upgrade that moves the field
+// fails here, not on a server).
+func TestBoltHandleMatchesLibrary(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "raft.db")
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	db, err := boltHandle(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.Path() != path {
+		t.Fatalf("handle on %q, store on %q", db.Path(), path)
+	}
+	want := &raft.Log{Index: 7, Term: 3, Type: raft.LogCommand, Data: []byte("seven"), AppendedAt: time.Unix(1_800_000_000, 5).UTC()}
+	if err := store.StoreLog(want); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := boltRawReader(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := raw(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, lib raft.Log
+	if err := decodeEntry(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.GetLog(7, &lib); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, lib) {
+		t.Fatalf("raw decode %+v, raft-boltdb %+v", got, lib)
+	}
+	if _, err := raw(8); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("missing entry: %v", err)
+	}
+}
+
+// TestDamagedLengthAllocatesLittle: every stored entry damaged at every
+// byte — the byte set to 0xff or with a bit flipped, or overwritten with a
+// msgpack header announcing 32-bit length (bin32, str32, array32, map32,
+// ext32) followed by 0xff: the largest lengths a damaged byte or two can
+// produce — is read back as a DamageError or as the entry itself, and no
+// read allocates more than 1 MiB. raft-boltdb's own decoder allocates up to
+// 4 GiB for such a length (FuzzLogEntry found it: a damaged AppendedAt
+// header took 17 s to read).
+func TestDamagedLengthAllocatesLittle(t *testing.T) {
+	entries := realStoredEntries(t)
+	mem := &rawLogStore{raw: map[uint64][]byte{}}
+	cs := &checksumLogStore{LogStore: mem, raw: mem.get, path: "raft.db", onCorrupt: func(error) {}}
+	damages := []func(b []byte, pos int){
+		func(b []byte, pos int) { b[pos] = 0xff },
+		func(b []byte, pos int) { b[pos] ^= 0x80 },
+		func(b []byte, pos int) { b[pos] ^= 0x01 },
+	}
+	for _, header := range []byte{0xc6, 0xdb, 0xdd, 0xdf, 0xc9} {
+		damages = append(damages, func(b []byte, pos int) {
+			b[pos] = header
+			if pos+1 < len(b) {
+				b[pos+1] = 0xff
+			}
+		})
+	}
+	var worst uint64
+	var before, after runtime.MemStats
+	reads := 0
+	for _, e := range entries {
+		var orig raft.Log
+		if err := rbDecode(e, &orig); err != nil {
+			t.Fatal(err)
+		}
+		for pos := range e {
+			for _, damage := range damages {
+				damaged := bytes.Clone(e)
+				damage(damaged, pos)
+				mem.raw[orig.Index] = damaged
+				runtime.ReadMemStats(&before)
+				var got raft.Log
+				err := cs.getVerified(orig.Index, &got)
+				runtime.ReadMemStats(&after)
+				reads++
+				worst = max(worst, after.TotalAlloc-before.TotalAlloc)
+				if err == nil && (got.Term != orig.Term || !bytes.Equal(got.Data, orig.Data)) {
+					t.Fatalf("entry %d byte %d: damaged entry accepted", orig.Index, pos)
+				}
+				if err != nil && !errors.Is(err, ErrDamaged) {
+					t.Fatalf("entry %d byte %d: %v", orig.Index, pos, err)
+				}
+			}
+		}
+	}
+	t.Logf("%d damaged reads, largest allocation of one read %d bytes", reads, worst)
+	if worst > 1<<20 {
+		t.Fatalf("a damaged entry cost %d bytes to read (bound 1 MiB)", worst)
 	}
 }

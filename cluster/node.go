@@ -51,7 +51,11 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	logs := &checksumLogStore{LogStore: store, path: path, onCorrupt: cfg.OnCorruption}
+	logs, err := newChecksumLogStore(store, path, cfg.OnCorruption)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	if err := checkDataDir(cfg.DataDir, store, logs); err != nil {
 		store.Close()
 		return nil, err

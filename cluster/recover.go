@@ -36,7 +36,11 @@ func ForceNewCluster(cfg Config) error {
 		return fmt.Errorf("force new cluster: %w", err)
 	}
 	defer store.Close()
-	logs := &checksumLogStore{LogStore: store, path: path, onCorrupt: cfg.OnCorruption}
+	logs, err := newChecksumLogStore(store, path, cfg.OnCorruption)
+	if err != nil {
+		store.Close()
+		return err
+	}
 	if err := checkDataDir(cfg.DataDir, store, logs); err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}

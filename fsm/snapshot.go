@@ -363,10 +363,13 @@ func readRecord(cr *crcReader, want byte, m proto.Message) ([]byte, error) {
 	if err != nil || n > maxRecord {
 		return nil, corrupt("bad record length")
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(cr, body); err != nil {
+	// Grow with the bytes actually present: a damaged length near
+	// maxRecord in a short stream costs what the stream holds, not n.
+	var buf bytes.Buffer
+	if got, err := buf.ReadFrom(io.LimitReader(cr, int64(n))); err != nil || uint64(got) != n {
 		return nil, corrupt("truncated record of type %d", typ)
 	}
+	body := buf.Bytes()
 	if err := proto.Unmarshal(body, m); err != nil {
 		return nil, corrupt("record of type %d: %v", typ, err)
 	}
