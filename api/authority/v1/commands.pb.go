@@ -46,6 +46,7 @@ type Command struct {
 	//	*Command_PromotionAbort
 	//	*Command_RegisterServer
 	//	*Command_Note
+	//	*Command_PreparePromotion
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -235,6 +236,15 @@ func (x *Command) GetNote() *Note {
 	return nil
 }
 
+func (x *Command) GetPreparePromotion() *PreparePromotion {
+	if x != nil {
+		if x, ok := x.Body.(*Command_PreparePromotion); ok {
+			return x.PreparePromotion
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -295,6 +305,10 @@ type Command_Note struct {
 	Note *Note `protobuf:"bytes,23,opt,name=note,proto3,oneof"`
 }
 
+type Command_PreparePromotion struct {
+	PreparePromotion *PreparePromotion `protobuf:"bytes,24,opt,name=prepare_promotion,json=preparePromotion,proto3,oneof"`
+}
+
 func (*Command_CreateDomain) isCommand_Body() {}
 
 func (*Command_UpdateDomainPolicy) isCommand_Body() {}
@@ -322,6 +336,8 @@ func (*Command_PromotionAbort) isCommand_Body() {}
 func (*Command_RegisterServer) isCommand_Body() {}
 
 func (*Command_Note) isCommand_Body() {}
+
+func (*Command_PreparePromotion) isCommand_Body() {}
 
 // Records a raft server's gRPC address (servers that joined after
 // bootstrap), so every node can forward to it and hint clients.
@@ -951,8 +967,11 @@ type PromotionAttempt struct {
 	// Absent when the leader had no report from the candidate.
 	CandidateReport *ProgressReport `protobuf:"bytes,3,opt,name=candidate_report,json=candidateReport,proto3" json:"candidate_report,omitempty"`
 	ReportAgeMs     uint64          `protobuf:"varint,4,opt,name=report_age_ms,json=reportAgeMs,proto3" json:"report_age_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// replica-quorum: the fenced reports the leader held for the domain's
+	// synchronous set (and the candidate), sorted by member id.
+	FenceReports  []*ProgressReport `protobuf:"bytes,5,rep,name=fence_reports,json=fenceReports,proto3" json:"fence_reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PromotionAttempt) Reset() {
@@ -1013,6 +1032,85 @@ func (x *PromotionAttempt) GetReportAgeMs() uint64 {
 	return 0
 }
 
+func (x *PromotionAttempt) GetFenceReports() []*ProgressReport {
+	if x != nil {
+		return x.FenceReports
+	}
+	return nil
+}
+
+// replica-quorum: fence the synchronous replicas of a domain at epoch + 1
+// before deciding a promotion (docs/DURABILITY.md). Committing it changes
+// no holder: it records the fence the replicas obey.
+type PreparePromotion struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Domain    string                 `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
+	Candidate string                 `protobuf:"bytes,3,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	// The epoch the caller saw; refused when it moved.
+	ExpectedEpoch uint64 `protobuf:"varint,4,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreparePromotion) Reset() {
+	*x = PreparePromotion{}
+	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreparePromotion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreparePromotion) ProtoMessage() {}
+
+func (x *PreparePromotion) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreparePromotion.ProtoReflect.Descriptor instead.
+func (*PreparePromotion) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PreparePromotion) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PreparePromotion) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *PreparePromotion) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *PreparePromotion) GetExpectedEpoch() uint64 {
+	if x != nil {
+		return x.ExpectedEpoch
+	}
+	return 0
+}
+
 // Finish the work of a lock / release domain's current epoch.
 type Complete struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1027,7 +1125,7 @@ type Complete struct {
 
 func (x *Complete) Reset() {
 	*x = Complete{}
-	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	mi := &file_authority_v1_commands_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1137,7 @@ func (x *Complete) String() string {
 func (*Complete) ProtoMessage() {}
 
 func (x *Complete) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[12]
+	mi := &file_authority_v1_commands_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1150,7 @@ func (x *Complete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Complete.ProtoReflect.Descriptor instead.
 func (*Complete) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Complete) GetDomain() string {
@@ -1103,7 +1201,7 @@ type Abort struct {
 
 func (x *Abort) Reset() {
 	*x = Abort{}
-	mi := &file_authority_v1_commands_proto_msgTypes[13]
+	mi := &file_authority_v1_commands_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1213,7 @@ func (x *Abort) String() string {
 func (*Abort) ProtoMessage() {}
 
 func (x *Abort) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[13]
+	mi := &file_authority_v1_commands_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1226,7 @@ func (x *Abort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Abort.ProtoReflect.Descriptor instead.
 func (*Abort) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Abort) GetDomain() string {
@@ -1179,7 +1277,7 @@ type PromotionIntent struct {
 
 func (x *PromotionIntent) Reset() {
 	*x = PromotionIntent{}
-	mi := &file_authority_v1_commands_proto_msgTypes[14]
+	mi := &file_authority_v1_commands_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1289,7 @@ func (x *PromotionIntent) String() string {
 func (*PromotionIntent) ProtoMessage() {}
 
 func (x *PromotionIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[14]
+	mi := &file_authority_v1_commands_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1302,7 @@ func (x *PromotionIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromotionIntent.ProtoReflect.Descriptor instead.
 func (*PromotionIntent) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{14}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PromotionIntent) GetRequest() *PromotionRequest {
@@ -1228,7 +1326,7 @@ type PromotionAbort struct {
 
 func (x *PromotionAbort) Reset() {
 	*x = PromotionAbort{}
-	mi := &file_authority_v1_commands_proto_msgTypes[15]
+	mi := &file_authority_v1_commands_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1338,7 @@ func (x *PromotionAbort) String() string {
 func (*PromotionAbort) ProtoMessage() {}
 
 func (x *PromotionAbort) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[15]
+	mi := &file_authority_v1_commands_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1351,7 @@ func (x *PromotionAbort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromotionAbort.ProtoReflect.Descriptor instead.
 func (*PromotionAbort) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{15}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PromotionAbort) GetDomain() string {
@@ -1281,7 +1379,7 @@ var File_authority_v1_commands_proto protoreflect.FileDescriptor
 
 const file_authority_v1_commands_proto_rawDesc = "" +
 	"\n" +
-	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\x80\b\n" +
+	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\xcf\b\n" +
 	"\aCommand\x12&\n" +
 	"\x0fstamped_unix_ms\x18\x01 \x01(\x03R\rstampedUnixMs\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1a\n" +
@@ -1300,7 +1398,8 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x10promotion_intent\x18\x14 \x01(\v2\x1d.authority.v1.PromotionIntentH\x00R\x0fpromotionIntent\x12G\n" +
 	"\x0fpromotion_abort\x18\x15 \x01(\v2\x1c.authority.v1.PromotionAbortH\x00R\x0epromotionAbort\x12G\n" +
 	"\x0fregister_server\x18\x16 \x01(\v2\x1c.authority.v1.RegisterServerH\x00R\x0eregisterServer\x12(\n" +
-	"\x04note\x18\x17 \x01(\v2\x12.authority.v1.NoteH\x00R\x04noteB\x06\n" +
+	"\x04note\x18\x17 \x01(\v2\x12.authority.v1.NoteH\x00R\x04note\x12M\n" +
+	"\x11prepare_promotion\x18\x18 \x01(\v2\x1e.authority.v1.PreparePromotionH\x00R\x10preparePromotionB\x06\n" +
 	"\x04body\"C\n" +
 	"\x0eRegisterServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
@@ -1343,12 +1442,19 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x04hash\x18\x05 \x01(\fR\x04hash\x12*\n" +
 	"\x11visible_commit_id\x18\x06 \x01(\x04R\x0fvisibleCommitId\"N\n" +
 	"\x10AdvanceWatermark\x12:\n" +
-	"\badvances\x18\x01 \x03(\v2\x1e.authority.v1.WatermarkAdvanceR\badvances\"\xef\x01\n" +
+	"\badvances\x18\x01 \x03(\v2\x1e.authority.v1.WatermarkAdvanceR\badvances\"\xb2\x02\n" +
 	"\x10PromotionAttempt\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.authority.v1.PromotionRequestR\arequest\x124\n" +
 	"\x05lease\x18\x02 \x01(\v2\x1e.authority.v1.LeaseObservationR\x05lease\x12G\n" +
 	"\x10candidate_report\x18\x03 \x01(\v2\x1c.authority.v1.ProgressReportR\x0fcandidateReport\x12\"\n" +
-	"\rreport_age_ms\x18\x04 \x01(\x04R\vreportAgeMs\"\x81\x01\n" +
+	"\rreport_age_ms\x18\x04 \x01(\x04R\vreportAgeMs\x12A\n" +
+	"\rfence_reports\x18\x05 \x03(\v2\x1c.authority.v1.ProgressReportR\ffenceReports\"\x8e\x01\n" +
+	"\x10PreparePromotion\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x1c\n" +
+	"\tcandidate\x18\x03 \x01(\tR\tcandidate\x12%\n" +
+	"\x0eexpected_epoch\x18\x04 \x01(\x04R\rexpectedEpoch\"\x81\x01\n" +
 	"\bComplete\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
@@ -1381,7 +1487,7 @@ func file_authority_v1_commands_proto_rawDescGZIP() []byte {
 	return file_authority_v1_commands_proto_rawDescData
 }
 
-var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_authority_v1_commands_proto_goTypes = []any{
 	(*Command)(nil),            // 0: authority.v1.Command
 	(*RegisterServer)(nil),     // 1: authority.v1.RegisterServer
@@ -1395,17 +1501,18 @@ var file_authority_v1_commands_proto_goTypes = []any{
 	(*WatermarkAdvance)(nil),   // 9: authority.v1.WatermarkAdvance
 	(*AdvanceWatermark)(nil),   // 10: authority.v1.AdvanceWatermark
 	(*PromotionAttempt)(nil),   // 11: authority.v1.PromotionAttempt
-	(*Complete)(nil),           // 12: authority.v1.Complete
-	(*Abort)(nil),              // 13: authority.v1.Abort
-	(*PromotionIntent)(nil),    // 14: authority.v1.PromotionIntent
-	(*PromotionAbort)(nil),     // 15: authority.v1.PromotionAbort
-	(*Observed)(nil),           // 16: authority.v1.Observed
-	(DomainKind)(0),            // 17: authority.v1.DomainKind
-	(*Policy)(nil),             // 18: authority.v1.Policy
-	(MemberState)(0),           // 19: authority.v1.MemberState
-	(*LeaseObservation)(nil),   // 20: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil),   // 21: authority.v1.PromotionRequest
-	(*ProgressReport)(nil),     // 22: authority.v1.ProgressReport
+	(*PreparePromotion)(nil),   // 12: authority.v1.PreparePromotion
+	(*Complete)(nil),           // 13: authority.v1.Complete
+	(*Abort)(nil),              // 14: authority.v1.Abort
+	(*PromotionIntent)(nil),    // 15: authority.v1.PromotionIntent
+	(*PromotionAbort)(nil),     // 16: authority.v1.PromotionAbort
+	(*Observed)(nil),           // 17: authority.v1.Observed
+	(DomainKind)(0),            // 18: authority.v1.DomainKind
+	(*Policy)(nil),             // 19: authority.v1.Policy
+	(MemberState)(0),           // 20: authority.v1.MemberState
+	(*LeaseObservation)(nil),   // 21: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil),   // 22: authority.v1.PromotionRequest
+	(*ProgressReport)(nil),     // 23: authority.v1.ProgressReport
 }
 var file_authority_v1_commands_proto_depIdxs = []int32{
 	3,  // 0: authority.v1.Command.create_domain:type_name -> authority.v1.CreateDomain
@@ -1416,28 +1523,30 @@ var file_authority_v1_commands_proto_depIdxs = []int32{
 	8,  // 5: authority.v1.Command.release:type_name -> authority.v1.Release
 	10, // 6: authority.v1.Command.advance_watermark:type_name -> authority.v1.AdvanceWatermark
 	11, // 7: authority.v1.Command.promotion_attempt:type_name -> authority.v1.PromotionAttempt
-	12, // 8: authority.v1.Command.complete:type_name -> authority.v1.Complete
-	13, // 9: authority.v1.Command.abort:type_name -> authority.v1.Abort
-	14, // 10: authority.v1.Command.promotion_intent:type_name -> authority.v1.PromotionIntent
-	15, // 11: authority.v1.Command.promotion_abort:type_name -> authority.v1.PromotionAbort
+	13, // 8: authority.v1.Command.complete:type_name -> authority.v1.Complete
+	14, // 9: authority.v1.Command.abort:type_name -> authority.v1.Abort
+	15, // 10: authority.v1.Command.promotion_intent:type_name -> authority.v1.PromotionIntent
+	16, // 11: authority.v1.Command.promotion_abort:type_name -> authority.v1.PromotionAbort
 	1,  // 12: authority.v1.Command.register_server:type_name -> authority.v1.RegisterServer
 	2,  // 13: authority.v1.Command.note:type_name -> authority.v1.Note
-	16, // 14: authority.v1.Note.fields:type_name -> authority.v1.Observed
-	17, // 15: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
-	18, // 16: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
-	18, // 17: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
-	19, // 18: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
-	20, // 19: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
-	9,  // 20: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
-	21, // 21: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
-	20, // 22: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
-	22, // 23: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
-	21, // 24: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	12, // 14: authority.v1.Command.prepare_promotion:type_name -> authority.v1.PreparePromotion
+	17, // 15: authority.v1.Note.fields:type_name -> authority.v1.Observed
+	18, // 16: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
+	19, // 17: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
+	19, // 18: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
+	20, // 19: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
+	21, // 20: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
+	9,  // 21: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
+	22, // 22: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
+	21, // 23: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
+	23, // 24: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
+	23, // 25: authority.v1.PromotionAttempt.fence_reports:type_name -> authority.v1.ProgressReport
+	22, // 26: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_commands_proto_init() }
@@ -1461,6 +1570,7 @@ func file_authority_v1_commands_proto_init() {
 		(*Command_PromotionAbort)(nil),
 		(*Command_RegisterServer)(nil),
 		(*Command_Note)(nil),
+		(*Command_PreparePromotion)(nil),
 	}
 	file_authority_v1_commands_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
@@ -1469,7 +1579,7 @@ func file_authority_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_commands_proto_rawDesc), len(file_authority_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

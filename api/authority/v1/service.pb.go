@@ -1462,9 +1462,14 @@ type ProgressReportResponse struct {
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Domain string                 `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
 	// The domain's current watermark: report your hash at its lsn next time.
-	Watermark     *Watermark `protobuf:"bytes,3,opt,name=watermark,proto3" json:"watermark,omitempty"`
-	ErrorReason   string     `protobuf:"bytes,4,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
-	ErrorMessage  string     `protobuf:"bytes,5,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	Watermark    *Watermark `protobuf:"bytes,3,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	ErrorReason  string     `protobuf:"bytes,4,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage string     `protobuf:"bytes,5,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// replica-quorum: the domain's pending fence (stop accepting WAL below
+	// fence.epoch, then report fenced_epoch), and lsns whose chain hashes
+	// the next report should carry.
+	Fence         *Fence   `protobuf:"bytes,6,opt,name=fence,proto3" json:"fence,omitempty"`
+	ChainLsns     []uint64 `protobuf:"varint,7,rep,packed,name=chain_lsns,json=chainLsns,proto3" json:"chain_lsns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1532,6 +1537,20 @@ func (x *ProgressReportResponse) GetErrorMessage() string {
 		return x.ErrorMessage
 	}
 	return ""
+}
+
+func (x *ProgressReportResponse) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
+func (x *ProgressReportResponse) GetChainLsns() []uint64 {
+	if x != nil {
+		return x.ChainLsns
+	}
+	return nil
 }
 
 type RequestHandoverRequest struct {
@@ -2989,13 +3008,16 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\tlog_index\x18\x03 \x01(\x04R\blogIndex\"e\n" +
 	"\x15ProgressReportRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x124\n" +
-	"\x06report\x18\x02 \x01(\v2\x1c.authority.v1.ProgressReportR\x06report\"\xe5\x01\n" +
+	"\x06report\x18\x02 \x01(\v2\x1c.authority.v1.ProgressReportR\x06report\"\xaf\x02\n" +
 	"\x16ProgressReportResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x125\n" +
 	"\twatermark\x18\x03 \x01(\v2\x17.authority.v1.WatermarkR\twatermark\x12!\n" +
 	"\ferror_reason\x18\x04 \x01(\tR\verrorReason\x12#\n" +
-	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\"\x83\x01\n" +
+	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\x12)\n" +
+	"\x05fence\x18\x06 \x01(\v2\x13.authority.v1.FenceR\x05fence\x12\x1d\n" +
+	"\n" +
+	"chain_lsns\x18\a \x03(\x04R\tchainLsns\"\x83\x01\n" +
 	"\x16RequestHandoverRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1c\n" +
@@ -3190,9 +3212,10 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(MemberState)(0),                   // 50: authority.v1.MemberState
 	(*WatermarkAdvance)(nil),           // 51: authority.v1.WatermarkAdvance
 	(*ProgressReport)(nil),             // 52: authority.v1.ProgressReport
-	(*PromotionRequest)(nil),           // 53: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 54: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 55: authority.v1.Event
+	(*Fence)(nil),                      // 53: authority.v1.Fence
+	(*PromotionRequest)(nil),           // 54: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 55: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 56: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
 	46, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
@@ -3217,76 +3240,77 @@ var file_authority_v1_service_proto_depIdxs = []int32{
 	52, // 19: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
 	0,  // 20: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
 	49, // 21: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	0,  // 22: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
-	53, // 23: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
-	0,  // 24: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	54, // 25: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 26: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 27: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	54, // 28: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 29: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 30: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	54, // 31: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
-	0,  // 32: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	55, // 33: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
-	0,  // 34: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 35: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
-	36, // 36: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 37: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 38: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 39: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
-	36, // 40: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 41: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
-	36, // 42: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
-	2,  // 43: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 44: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 45: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 46: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 47: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 48: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	12, // 49: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	14, // 50: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	17, // 51: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	18, // 52: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	21, // 53: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	25, // 54: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	27, // 55: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	29, // 56: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	23, // 57: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
-	31, // 58: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	42, // 59: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	44, // 60: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
-	33, // 61: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	35, // 62: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	38, // 63: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	40, // 64: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 65: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 66: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 67: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 68: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 69: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 70: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	13, // 71: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	15, // 72: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 73: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	20, // 74: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	22, // 75: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	26, // 76: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	28, // 77: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	30, // 78: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	24, // 79: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
-	32, // 80: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	43, // 81: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	45, // 82: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
-	34, // 83: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	37, // 84: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	39, // 85: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	41, // 86: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	65, // [65:87] is the sub-list for method output_type
-	43, // [43:65] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	53, // 22: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
+	0,  // 23: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
+	54, // 24: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	0,  // 25: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
+	55, // 26: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 27: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 28: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
+	55, // 29: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 30: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 31: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
+	55, // 32: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	0,  // 33: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
+	56, // 34: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	0,  // 35: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 36: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
+	36, // 37: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 38: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 39: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 40: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	36, // 41: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 42: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	36, // 43: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 44: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 45: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 46: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 47: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 48: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 49: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	12, // 50: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	14, // 51: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	17, // 52: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	18, // 53: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	21, // 54: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	25, // 55: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	27, // 56: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	29, // 57: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	23, // 58: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
+	31, // 59: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	42, // 60: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	44, // 61: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	33, // 62: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	35, // 63: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	38, // 64: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	40, // 65: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	4,  // 66: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 67: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 68: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 69: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 70: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 71: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	13, // 72: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	15, // 73: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 74: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	20, // 75: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	22, // 76: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	26, // 77: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	28, // 78: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	30, // 79: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	24, // 80: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
+	32, // 81: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	43, // 82: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	45, // 83: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	34, // 84: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	37, // 85: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	39, // 86: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	41, // 87: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	66, // [66:88] is the sub-list for method output_type
+	44, // [44:66] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }

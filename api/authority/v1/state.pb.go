@@ -133,6 +133,62 @@ func (PromotionMode) EnumDescriptor() ([]byte, []int) {
 	return file_authority_v1_state_proto_rawDescGZIP(), []int{1}
 }
 
+type Durability int32
+
+const (
+	// Authority-gated (the default until replica-quorum is).
+	Durability_DURABILITY_UNSPECIFIED Durability = 0
+	// A write is acknowledged once the authority committed a watermark
+	// covering it (AU-4 as first stated): nothing depends on replicas.
+	Durability_DURABILITY_AUTHORITY_GATED Durability = 1
+	// A write is acknowledged once flushed locally and by min_sync_replicas
+	// (K) replicas of the holder's epoch; a promotion first fences the
+	// replicas (PreparePromotion) and needs fenced final positions from at
+	// least N - K + 1 of the N synchronous replicas.
+	Durability_DURABILITY_REPLICA_QUORUM Durability = 2
+)
+
+// Enum value maps for Durability.
+var (
+	Durability_name = map[int32]string{
+		0: "DURABILITY_UNSPECIFIED",
+		1: "DURABILITY_AUTHORITY_GATED",
+		2: "DURABILITY_REPLICA_QUORUM",
+	}
+	Durability_value = map[string]int32{
+		"DURABILITY_UNSPECIFIED":     0,
+		"DURABILITY_AUTHORITY_GATED": 1,
+		"DURABILITY_REPLICA_QUORUM":  2,
+	}
+)
+
+func (x Durability) Enum() *Durability {
+	p := new(Durability)
+	*p = x
+	return p
+}
+
+func (x Durability) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Durability) Descriptor() protoreflect.EnumDescriptor {
+	return file_authority_v1_state_proto_enumTypes[2].Descriptor()
+}
+
+func (Durability) Type() protoreflect.EnumType {
+	return &file_authority_v1_state_proto_enumTypes[2]
+}
+
+func (x Durability) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Durability.Descriptor instead.
+func (Durability) EnumDescriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
 type MemberState int32
 
 const (
@@ -167,11 +223,11 @@ func (x MemberState) String() string {
 }
 
 func (MemberState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[2].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[3].Descriptor()
 }
 
 func (MemberState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[2]
+	return &file_authority_v1_state_proto_enumTypes[3]
 }
 
 func (x MemberState) Number() protoreflect.EnumNumber {
@@ -180,7 +236,7 @@ func (x MemberState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberState.Descriptor instead.
 func (MemberState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
 }
 
 type ReplicaState int32
@@ -222,11 +278,11 @@ func (x ReplicaState) String() string {
 }
 
 func (ReplicaState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[3].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[4].Descriptor()
 }
 
 func (ReplicaState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[3]
+	return &file_authority_v1_state_proto_enumTypes[4]
 }
 
 func (x ReplicaState) Number() protoreflect.EnumNumber {
@@ -235,7 +291,7 @@ func (x ReplicaState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReplicaState.Descriptor instead.
 func (ReplicaState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 type LeaseState int32
@@ -281,11 +337,11 @@ func (x LeaseState) String() string {
 }
 
 func (LeaseState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[4].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[5].Descriptor()
 }
 
 func (LeaseState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[4]
+	return &file_authority_v1_state_proto_enumTypes[5]
 }
 
 func (x LeaseState) Number() protoreflect.EnumNumber {
@@ -294,7 +350,7 @@ func (x LeaseState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LeaseState.Descriptor instead.
 func (LeaseState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 type Initiator int32
@@ -333,11 +389,11 @@ func (x Initiator) String() string {
 }
 
 func (Initiator) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[5].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[6].Descriptor()
 }
 
 func (Initiator) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[5]
+	return &file_authority_v1_state_proto_enumTypes[6]
 }
 
 func (x Initiator) Number() protoreflect.EnumNumber {
@@ -346,7 +402,7 @@ func (x Initiator) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Initiator.Descriptor instead.
 func (Initiator) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 type LockStatus int32
@@ -388,11 +444,11 @@ func (x LockStatus) String() string {
 }
 
 func (LockStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[6].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[7].Descriptor()
 }
 
 func (LockStatus) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[6]
+	return &file_authority_v1_state_proto_enumTypes[7]
 }
 
 func (x LockStatus) Number() protoreflect.EnumNumber {
@@ -401,7 +457,7 @@ func (x LockStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LockStatus.Descriptor instead.
 func (LockStatus) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 type Policy struct {
@@ -418,8 +474,14 @@ type Policy struct {
 	// Replicas that must have flushed a position before the holder may advance
 	// the watermark to it (enforced by the client library, recorded here).
 	MinSyncReplicas uint32 `protobuf:"varint,5,opt,name=min_sync_replicas,json=minSyncReplicas,proto3" json:"min_sync_replicas,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How an aerodb holder makes a write durable before acknowledging it
+	// (docs/DURABILITY.md). Unspecified: authority-gated.
+	Durability Durability `protobuf:"varint,6,opt,name=durability,proto3,enum=authority.v1.Durability" json:"durability,omitempty"`
+	// replica-quorum: the holder advances the watermark at most once per
+	// this interval (it is progress, not the acknowledgement path); 0 = 1000.
+	WatermarkIntervalMs uint64 `protobuf:"varint,7,opt,name=watermark_interval_ms,json=watermarkIntervalMs,proto3" json:"watermark_interval_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -483,6 +545,20 @@ func (x *Policy) GetReportMaxAgeMs() uint64 {
 func (x *Policy) GetMinSyncReplicas() uint32 {
 	if x != nil {
 		return x.MinSyncReplicas
+	}
+	return 0
+}
+
+func (x *Policy) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
+}
+
+func (x *Policy) GetWatermarkIntervalMs() uint64 {
+	if x != nil {
+		return x.WatermarkIntervalMs
 	}
 	return 0
 }
@@ -661,8 +737,17 @@ type ProgressReport struct {
 	AppliedCommitId uint64       `protobuf:"varint,7,opt,name=applied_commit_id,json=appliedCommitId,proto3" json:"applied_commit_id,omitempty"`
 	ReadSafe        bool         `protobuf:"varint,8,opt,name=read_safe,json=readSafe,proto3" json:"read_safe,omitempty"`
 	State           ReplicaState `protobuf:"varint,9,opt,name=state,proto3,enum=authority.v1.ReplicaState" json:"state,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// replica-quorum: the highest epoch this replica is fenced at (it accepts
+	// no WAL of a lower epoch); its flushed position is final for the epochs
+	// below.
+	FencedEpoch uint64 `protobuf:"varint,10,opt,name=fenced_epoch,json=fencedEpoch,proto3" json:"fenced_epoch,omitempty"`
+	// Its chain hash at lsns the leader asked for (other fenced replicas'
+	// positions), so a decision can check their histories agree.
+	Chain []*ChainPoint `protobuf:"bytes,11,rep,name=chain,proto3" json:"chain,omitempty"`
+	// Epoch of the last record it flushed (positions compare by this, then lsn).
+	FlushedEpoch  uint64 `protobuf:"varint,12,opt,name=flushed_epoch,json=flushedEpoch,proto3" json:"flushed_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProgressReport) Reset() {
@@ -758,6 +843,79 @@ func (x *ProgressReport) GetState() ReplicaState {
 	return ReplicaState_REPLICA_STATE_UNSPECIFIED
 }
 
+func (x *ProgressReport) GetFencedEpoch() uint64 {
+	if x != nil {
+		return x.FencedEpoch
+	}
+	return 0
+}
+
+func (x *ProgressReport) GetChain() []*ChainPoint {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *ProgressReport) GetFlushedEpoch() uint64 {
+	if x != nil {
+		return x.FlushedEpoch
+	}
+	return 0
+}
+
+type ChainPoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChainPoint) Reset() {
+	*x = ChainPoint{}
+	mi := &file_authority_v1_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChainPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChainPoint) ProtoMessage() {}
+
+func (x *ChainPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChainPoint.ProtoReflect.Descriptor instead.
+func (*ChainPoint) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ChainPoint) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *ChainPoint) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
 // What the leader saw of the holder's lease when it proposed an entry. Apply
 // uses this recorded observation, never a clock (AU-9).
 type LeaseObservation struct {
@@ -774,7 +932,7 @@ type LeaseObservation struct {
 
 func (x *LeaseObservation) Reset() {
 	*x = LeaseObservation{}
-	mi := &file_authority_v1_state_proto_msgTypes[4]
+	mi := &file_authority_v1_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +944,7 @@ func (x *LeaseObservation) String() string {
 func (*LeaseObservation) ProtoMessage() {}
 
 func (x *LeaseObservation) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[4]
+	mi := &file_authority_v1_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +957,7 @@ func (x *LeaseObservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseObservation.ProtoReflect.Descriptor instead.
 func (*LeaseObservation) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LeaseObservation) GetHolder() string {
@@ -863,7 +1021,7 @@ type PromotionRequest struct {
 
 func (x *PromotionRequest) Reset() {
 	*x = PromotionRequest{}
-	mi := &file_authority_v1_state_proto_msgTypes[5]
+	mi := &file_authority_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1033,7 @@ func (x *PromotionRequest) String() string {
 func (*PromotionRequest) ProtoMessage() {}
 
 func (x *PromotionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[5]
+	mi := &file_authority_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1046,7 @@ func (x *PromotionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromotionRequest.ProtoReflect.Descriptor instead.
 func (*PromotionRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PromotionRequest) GetRequestId() string {
@@ -968,7 +1126,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_authority_v1_state_proto_msgTypes[6]
+	mi := &file_authority_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1138,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[6]
+	mi := &file_authority_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1151,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Check) GetName() string {
@@ -1055,7 +1213,7 @@ type Observed struct {
 
 func (x *Observed) Reset() {
 	*x = Observed{}
-	mi := &file_authority_v1_state_proto_msgTypes[7]
+	mi := &file_authority_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1225,7 @@ func (x *Observed) String() string {
 func (*Observed) ProtoMessage() {}
 
 func (x *Observed) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[7]
+	mi := &file_authority_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1238,7 @@ func (x *Observed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observed.ProtoReflect.Descriptor instead.
 func (*Observed) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Observed) GetKey() string {
@@ -1112,7 +1270,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_authority_v1_state_proto_msgTypes[8]
+	mi := &file_authority_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1282,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[8]
+	mi := &file_authority_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1295,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Decision) GetAllowed() bool {
@@ -1198,7 +1356,7 @@ type AttemptRecord struct {
 
 func (x *AttemptRecord) Reset() {
 	*x = AttemptRecord{}
-	mi := &file_authority_v1_state_proto_msgTypes[9]
+	mi := &file_authority_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1368,7 @@ func (x *AttemptRecord) String() string {
 func (*AttemptRecord) ProtoMessage() {}
 
 func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[9]
+	mi := &file_authority_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1381,7 @@ func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptRecord.ProtoReflect.Descriptor instead.
 func (*AttemptRecord) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AttemptRecord) GetRequest() *PromotionRequest {
@@ -1323,7 +1481,7 @@ type WorkState struct {
 
 func (x *WorkState) Reset() {
 	*x = WorkState{}
-	mi := &file_authority_v1_state_proto_msgTypes[10]
+	mi := &file_authority_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1493,7 @@ func (x *WorkState) String() string {
 func (*WorkState) ProtoMessage() {}
 
 func (x *WorkState) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[10]
+	mi := &file_authority_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1506,7 @@ func (x *WorkState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkState.ProtoReflect.Descriptor instead.
 func (*WorkState) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WorkState) GetStatus() LockStatus {
@@ -1408,15 +1566,20 @@ type Domain struct {
 	Pending []*PendingIntent `protobuf:"bytes,15,rep,name=pending,proto3" json:"pending,omitempty"`
 	// Attempts recorded over the domain's life: allowed ones are all kept;
 	// denied ones beyond the history's bound are counted but dropped.
-	AllowedCount  uint64 `protobuf:"varint,16,opt,name=allowed_count,json=allowedCount,proto3" json:"allowed_count,omitempty"`
-	DeniedCount   uint64 `protobuf:"varint,17,opt,name=denied_count,json=deniedCount,proto3" json:"denied_count,omitempty"`
+	AllowedCount uint64 `protobuf:"varint,16,opt,name=allowed_count,json=allowedCount,proto3" json:"allowed_count,omitempty"`
+	DeniedCount  uint64 `protobuf:"varint,17,opt,name=denied_count,json=deniedCount,proto3" json:"denied_count,omitempty"`
+	// replica-quorum: a committed PreparePromotion fenced the replicas at
+	// this epoch (always epoch + 1); 0 when no prepare is pending. Replicas
+	// that see it stop accepting WAL of lower epochs and report their final
+	// positions marked fenced at it. Cleared when an epoch is granted.
+	Fence         *Fence `protobuf:"bytes,18,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Domain) Reset() {
 	*x = Domain{}
-	mi := &file_authority_v1_state_proto_msgTypes[11]
+	mi := &file_authority_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1591,7 @@ func (x *Domain) String() string {
 func (*Domain) ProtoMessage() {}
 
 func (x *Domain) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[11]
+	mi := &file_authority_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1604,7 @@ func (x *Domain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Domain.ProtoReflect.Descriptor instead.
 func (*Domain) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Domain) GetName() string {
@@ -1563,6 +1726,108 @@ func (x *Domain) GetDeniedCount() uint64 {
 	return 0
 }
 
+func (x *Domain) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
+type Fence struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Epoch     uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Candidate string                 `protobuf:"bytes,3,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	// Log index and leader-stamped time of the PreparePromotion entry.
+	Index         uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	StampedUnixMs int64  `protobuf:"varint,5,opt,name=stamped_unix_ms,json=stampedUnixMs,proto3" json:"stamped_unix_ms,omitempty"`
+	// The synchronous set when the fence was prepared (active members but
+	// the holder, sorted) and K: the decision needs N - K + 1 of them.
+	SyncSet       []string `protobuf:"bytes,6,rep,name=sync_set,json=syncSet,proto3" json:"sync_set,omitempty"`
+	QuorumAcks    uint32   `protobuf:"varint,7,opt,name=quorum_acks,json=quorumAcks,proto3" json:"quorum_acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fence) Reset() {
+	*x = Fence{}
+	mi := &file_authority_v1_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fence) ProtoMessage() {}
+
+func (x *Fence) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fence.ProtoReflect.Descriptor instead.
+func (*Fence) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Fence) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Fence) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Fence) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *Fence) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Fence) GetStampedUnixMs() int64 {
+	if x != nil {
+		return x.StampedUnixMs
+	}
+	return 0
+}
+
+func (x *Fence) GetSyncSet() []string {
+	if x != nil {
+		return x.SyncSet
+	}
+	return nil
+}
+
+func (x *Fence) GetQuorumAcks() uint32 {
+	if x != nil {
+		return x.QuorumAcks
+	}
+	return 0
+}
+
 type PendingIntent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1574,7 +1839,7 @@ type PendingIntent struct {
 
 func (x *PendingIntent) Reset() {
 	*x = PendingIntent{}
-	mi := &file_authority_v1_state_proto_msgTypes[12]
+	mi := &file_authority_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1851,7 @@ func (x *PendingIntent) String() string {
 func (*PendingIntent) ProtoMessage() {}
 
 func (x *PendingIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[12]
+	mi := &file_authority_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1864,7 @@ func (x *PendingIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingIntent.ProtoReflect.Descriptor instead.
 func (*PendingIntent) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PendingIntent) GetRequestId() string {
@@ -1633,7 +1898,7 @@ type ServerDirectory struct {
 
 func (x *ServerDirectory) Reset() {
 	*x = ServerDirectory{}
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1910,7 @@ func (x *ServerDirectory) String() string {
 func (*ServerDirectory) ProtoMessage() {}
 
 func (x *ServerDirectory) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1923,7 @@ func (x *ServerDirectory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerDirectory.ProtoReflect.Descriptor instead.
 func (*ServerDirectory) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServerDirectory) GetServers() []*ServerAddress {
@@ -1678,7 +1943,7 @@ type ServerAddress struct {
 
 func (x *ServerAddress) Reset() {
 	*x = ServerAddress{}
-	mi := &file_authority_v1_state_proto_msgTypes[14]
+	mi := &file_authority_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1955,7 @@ func (x *ServerAddress) String() string {
 func (*ServerAddress) ProtoMessage() {}
 
 func (x *ServerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[14]
+	mi := &file_authority_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1968,7 @@ func (x *ServerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerAddress.ProtoReflect.Descriptor instead.
 func (*ServerAddress) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServerAddress) GetId() string {
@@ -1734,7 +1999,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_authority_v1_state_proto_msgTypes[15]
+	mi := &file_authority_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2011,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[15]
+	mi := &file_authority_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2024,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -1794,14 +2059,18 @@ var File_authority_v1_state_proto protoreflect.FileDescriptor
 
 const file_authority_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x18authority/v1/state.proto\x12\fauthority.v1\"\xe1\x01\n" +
+	"\x18authority/v1/state.proto\x12\fauthority.v1\"\xcf\x02\n" +
 	"\x06Policy\x12/\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1b.authority.v1.PromotionModeR\x04mode\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x04R\n" +
 	"leaseTtlMs\x12-\n" +
 	"\x12promotion_disabled\x18\x03 \x01(\bR\x11promotionDisabled\x12)\n" +
 	"\x11report_max_age_ms\x18\x04 \x01(\x04R\x0ereportMaxAgeMs\x12*\n" +
-	"\x11min_sync_replicas\x18\x05 \x01(\rR\x0fminSyncReplicas\"\xd5\x01\n" +
+	"\x11min_sync_replicas\x18\x05 \x01(\rR\x0fminSyncReplicas\x128\n" +
+	"\n" +
+	"durability\x18\x06 \x01(\x0e2\x18.authority.v1.DurabilityR\n" +
+	"durability\x122\n" +
+	"\x15watermark_interval_ms\x18\a \x01(\x04R\x13watermarkIntervalMs\"\xd5\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -1813,7 +2082,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
 	"\x03lsn\x18\x02 \x01(\x04R\x03lsn\x12\x12\n" +
 	"\x04hash\x18\x03 \x01(\fR\x04hash\x12*\n" +
-	"\x11visible_commit_id\x18\x04 \x01(\x04R\x0fvisibleCommitId\"\xd3\x02\n" +
+	"\x11visible_commit_id\x18\x04 \x01(\x04R\x0fvisibleCommitId\"\xcb\x03\n" +
 	"\x0eProgressReport\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
@@ -1824,7 +2093,15 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x11hash_at_watermark\x18\x06 \x01(\fR\x0fhashAtWatermark\x12*\n" +
 	"\x11applied_commit_id\x18\a \x01(\x04R\x0fappliedCommitId\x12\x1b\n" +
 	"\tread_safe\x18\b \x01(\bR\breadSafe\x120\n" +
-	"\x05state\x18\t \x01(\x0e2\x1a.authority.v1.ReplicaStateR\x05state\"\xd1\x01\n" +
+	"\x05state\x18\t \x01(\x0e2\x1a.authority.v1.ReplicaStateR\x05state\x12!\n" +
+	"\ffenced_epoch\x18\n" +
+	" \x01(\x04R\vfencedEpoch\x12.\n" +
+	"\x05chain\x18\v \x03(\v2\x18.authority.v1.ChainPointR\x05chain\x12#\n" +
+	"\rflushed_epoch\x18\f \x01(\x04R\fflushedEpoch\"2\n" +
+	"\n" +
+	"ChainPoint\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xd1\x01\n" +
 	"\x10LeaseObservation\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12.\n" +
@@ -1880,7 +2157,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.authority.v1.LockStatusR\x06status\x12\x17\n" +
 	"\awork_id\x18\x02 \x01(\tR\x06workId\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xc6\x05\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xf1\x05\n" +
 	"\x06Domain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.authority.v1.DomainKindR\x04kind\x12,\n" +
@@ -1900,7 +2177,18 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"epochIndex\x125\n" +
 	"\apending\x18\x0f \x03(\v2\x1b.authority.v1.PendingIntentR\apending\x12#\n" +
 	"\rallowed_count\x18\x10 \x01(\x04R\fallowedCount\x12!\n" +
-	"\fdenied_count\x18\x11 \x01(\x04R\vdeniedCount\"b\n" +
+	"\fdenied_count\x18\x11 \x01(\x04R\vdeniedCount\x12)\n" +
+	"\x05fence\x18\x12 \x01(\v2\x13.authority.v1.FenceR\x05fence\"\xd4\x01\n" +
+	"\x05Fence\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x1c\n" +
+	"\tcandidate\x18\x03 \x01(\tR\tcandidate\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\x12&\n" +
+	"\x0fstamped_unix_ms\x18\x05 \x01(\x03R\rstampedUnixMs\x12\x19\n" +
+	"\bsync_set\x18\x06 \x03(\tR\asyncSet\x12\x1f\n" +
+	"\vquorum_acks\x18\a \x01(\rR\n" +
+	"quorumAcks\"b\n" +
 	"\rPendingIntent\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1c\n" +
@@ -1926,7 +2214,12 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\rPromotionMode\x12\x1e\n" +
 	"\x1aPROMOTION_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROMOTION_MODE_MANUAL\x10\x01\x12\x1c\n" +
-	"\x18PROMOTION_MODE_AUTOMATIC\x10\x02*e\n" +
+	"\x18PROMOTION_MODE_AUTOMATIC\x10\x02*g\n" +
+	"\n" +
+	"Durability\x12\x1a\n" +
+	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aDURABILITY_AUTHORITY_GATED\x10\x01\x12\x1d\n" +
+	"\x19DURABILITY_REPLICA_QUORUM\x10\x02*e\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_ACTIVE\x10\x01\x12\x1f\n" +
@@ -1969,60 +2262,66 @@ func file_authority_v1_state_proto_rawDescGZIP() []byte {
 	return file_authority_v1_state_proto_rawDescData
 }
 
-var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_authority_v1_state_proto_goTypes = []any{
 	(DomainKind)(0),          // 0: authority.v1.DomainKind
 	(PromotionMode)(0),       // 1: authority.v1.PromotionMode
-	(MemberState)(0),         // 2: authority.v1.MemberState
-	(ReplicaState)(0),        // 3: authority.v1.ReplicaState
-	(LeaseState)(0),          // 4: authority.v1.LeaseState
-	(Initiator)(0),           // 5: authority.v1.Initiator
-	(LockStatus)(0),          // 6: authority.v1.LockStatus
-	(*Policy)(nil),           // 7: authority.v1.Policy
-	(*Member)(nil),           // 8: authority.v1.Member
-	(*Watermark)(nil),        // 9: authority.v1.Watermark
-	(*ProgressReport)(nil),   // 10: authority.v1.ProgressReport
-	(*LeaseObservation)(nil), // 11: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil), // 12: authority.v1.PromotionRequest
-	(*Check)(nil),            // 13: authority.v1.Check
-	(*Observed)(nil),         // 14: authority.v1.Observed
-	(*Decision)(nil),         // 15: authority.v1.Decision
-	(*AttemptRecord)(nil),    // 16: authority.v1.AttemptRecord
-	(*WorkState)(nil),        // 17: authority.v1.WorkState
-	(*Domain)(nil),           // 18: authority.v1.Domain
-	(*PendingIntent)(nil),    // 19: authority.v1.PendingIntent
-	(*ServerDirectory)(nil),  // 20: authority.v1.ServerDirectory
-	(*ServerAddress)(nil),    // 21: authority.v1.ServerAddress
-	(*SnapshotHeader)(nil),   // 22: authority.v1.SnapshotHeader
+	(Durability)(0),          // 2: authority.v1.Durability
+	(MemberState)(0),         // 3: authority.v1.MemberState
+	(ReplicaState)(0),        // 4: authority.v1.ReplicaState
+	(LeaseState)(0),          // 5: authority.v1.LeaseState
+	(Initiator)(0),           // 6: authority.v1.Initiator
+	(LockStatus)(0),          // 7: authority.v1.LockStatus
+	(*Policy)(nil),           // 8: authority.v1.Policy
+	(*Member)(nil),           // 9: authority.v1.Member
+	(*Watermark)(nil),        // 10: authority.v1.Watermark
+	(*ProgressReport)(nil),   // 11: authority.v1.ProgressReport
+	(*ChainPoint)(nil),       // 12: authority.v1.ChainPoint
+	(*LeaseObservation)(nil), // 13: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil), // 14: authority.v1.PromotionRequest
+	(*Check)(nil),            // 15: authority.v1.Check
+	(*Observed)(nil),         // 16: authority.v1.Observed
+	(*Decision)(nil),         // 17: authority.v1.Decision
+	(*AttemptRecord)(nil),    // 18: authority.v1.AttemptRecord
+	(*WorkState)(nil),        // 19: authority.v1.WorkState
+	(*Domain)(nil),           // 20: authority.v1.Domain
+	(*Fence)(nil),            // 21: authority.v1.Fence
+	(*PendingIntent)(nil),    // 22: authority.v1.PendingIntent
+	(*ServerDirectory)(nil),  // 23: authority.v1.ServerDirectory
+	(*ServerAddress)(nil),    // 24: authority.v1.ServerAddress
+	(*SnapshotHeader)(nil),   // 25: authority.v1.SnapshotHeader
 }
 var file_authority_v1_state_proto_depIdxs = []int32{
 	1,  // 0: authority.v1.Policy.mode:type_name -> authority.v1.PromotionMode
-	2,  // 1: authority.v1.Member.state:type_name -> authority.v1.MemberState
-	3,  // 2: authority.v1.ProgressReport.state:type_name -> authority.v1.ReplicaState
-	4,  // 3: authority.v1.LeaseObservation.state:type_name -> authority.v1.LeaseState
-	5,  // 4: authority.v1.PromotionRequest.initiated_by:type_name -> authority.v1.Initiator
-	14, // 5: authority.v1.Check.observed:type_name -> authority.v1.Observed
-	13, // 6: authority.v1.Decision.checks:type_name -> authority.v1.Check
-	12, // 7: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
-	15, // 8: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
-	11, // 9: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
-	10, // 10: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
-	6,  // 11: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
-	0,  // 12: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
-	7,  // 13: authority.v1.Domain.policy:type_name -> authority.v1.Policy
-	8,  // 14: authority.v1.Domain.members:type_name -> authority.v1.Member
-	9,  // 15: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
-	16, // 16: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
-	16, // 17: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
-	17, // 18: authority.v1.Domain.work:type_name -> authority.v1.WorkState
-	19, // 19: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
-	21, // 20: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	2,  // 1: authority.v1.Policy.durability:type_name -> authority.v1.Durability
+	3,  // 2: authority.v1.Member.state:type_name -> authority.v1.MemberState
+	4,  // 3: authority.v1.ProgressReport.state:type_name -> authority.v1.ReplicaState
+	12, // 4: authority.v1.ProgressReport.chain:type_name -> authority.v1.ChainPoint
+	5,  // 5: authority.v1.LeaseObservation.state:type_name -> authority.v1.LeaseState
+	6,  // 6: authority.v1.PromotionRequest.initiated_by:type_name -> authority.v1.Initiator
+	16, // 7: authority.v1.Check.observed:type_name -> authority.v1.Observed
+	15, // 8: authority.v1.Decision.checks:type_name -> authority.v1.Check
+	14, // 9: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
+	17, // 10: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
+	13, // 11: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
+	11, // 12: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
+	7,  // 13: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
+	0,  // 14: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
+	8,  // 15: authority.v1.Domain.policy:type_name -> authority.v1.Policy
+	9,  // 16: authority.v1.Domain.members:type_name -> authority.v1.Member
+	10, // 17: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
+	18, // 18: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
+	18, // 19: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
+	19, // 20: authority.v1.Domain.work:type_name -> authority.v1.WorkState
+	22, // 21: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
+	21, // 22: authority.v1.Domain.fence:type_name -> authority.v1.Fence
+	24, // 23: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_state_proto_init() }
@@ -2030,14 +2329,14 @@ func file_authority_v1_state_proto_init() {
 	if File_authority_v1_state_proto != nil {
 		return
 	}
-	file_authority_v1_state_proto_msgTypes[5].OneofWrappers = []any{}
+	file_authority_v1_state_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_state_proto_rawDesc), len(file_authority_v1_state_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   16,
+			NumEnums:      8,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
