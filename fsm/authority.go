@@ -14,6 +14,7 @@ func grant(d *pb.Domain, holder string, index uint64) {
 	d.Released = false
 	d.EpochIndex = index
 	d.UpdatedIndex = index
+	d.Fence = nil // a prepared fence is for the epoch just granted, or older
 	if d.Work != nil {
 		d.Work = &pb.WorkState{Status: pb.LockStatus_LOCK_STATUS_HELD, Epoch: d.Epoch}
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,6 +95,8 @@ func (e *ddEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		return e.handleLeaderChange(t, d)
 	case "promote":
 		return e.handlePromote(t, d)
+	case "prepare":
+		return e.handlePrepare(t, d)
 	case "explain":
 		return e.handleExplain(t, d)
 	case "show":
@@ -102,7 +105,7 @@ func (e *ddEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		return e.handleHash(t, d)
 	}
 	d.Fatalf(t, "unknown command %q (want domain, policy, member, assign, acquire, release, complete, abort, "+
-		"watermark, report, lease, leader-change, promote, explain, show or hash)", d.Cmd)
+		"watermark, report, lease, leader-change, promote, prepare, explain, show or hash)", d.Cmd)
 	return ""
 }
 
@@ -152,11 +155,13 @@ func (e *ddEnv) handlePolicy(t *testing.T, d *datadriven.TestData) string {
 // ddPolicy reads the policy arguments shared by domain and policy.
 func ddPolicy(a *ddArgs) *pb.Policy {
 	return &pb.Policy{
-		Mode:              pb.PromotionMode(ddEnum(a, "mode", pb.PromotionMode_value, "PROMOTION_MODE_", "manual")),
-		LeaseTtlMs:        a.u64Or("ttl", 10_000),
-		PromotionDisabled: a.flag("disabled"),
-		ReportMaxAgeMs:    a.u64Or("max-age", 30_000),
-		MinSyncReplicas:   uint32(a.u64Or("min-sync", 1)),
+		Mode:                pb.PromotionMode(ddEnum(a, "mode", pb.PromotionMode_value, "PROMOTION_MODE_", "manual")),
+		LeaseTtlMs:          a.u64Or("ttl", 10_000),
+		PromotionDisabled:   a.flag("disabled"),
+		ReportMaxAgeMs:      a.u64Or("max-age", 30_000),
+		MinSyncReplicas:     uint32(a.u64Or("min-sync", 1)),
+		Durability:          pb.Durability(ddEnum(a, "durability", pb.Durability_value, "DURABILITY_", "unspecified")),
+		WatermarkIntervalMs: a.u64Or("wm-interval", 0),
 	}
 }
 
@@ -301,6 +306,15 @@ func (e *ddEnv) handleReport(t *testing.T, d *datadriven.TestData) string {
 		AppliedCommitId: a.u64("applied"),
 		ReadSafe:        a.boolOr("read-safe", true),
 		State:           pb.ReplicaState(ddEnum(a, "state", pb.ReplicaState_value, "REPLICA_STATE_", "streaming")),
+		FencedEpoch:     a.u64Or("fenced", 0),
+		FlushedEpoch:    a.u64Or("flushed-epoch", 0),
+	}
+	for _, p := range a.list("chain") {
+		lsn, word, ok := strings.Cut(p, ":")
+		if !ok {
+			d.Fatalf(t, "report: chain point %q is not lsn:hash", p)
+		}
+		r.Chain = append(r.Chain, &pb.ChainPoint{Lsn: a.parseU64("chain", lsn), Hash: ddHash(word)})
 	}
 	age := a.u64Or("age", 0)
 	a.done()
@@ -308,9 +322,13 @@ func (e *ddEnv) handleReport(t *testing.T, d *datadriven.TestData) string {
 		e.reports[domain] = map[string]ddReport{}
 	}
 	e.reports[domain][r.MemberId] = ddReport{report: r, ageMs: age}
-	return fmt.Sprintf("stored report %s/%s epoch=%d flushed=%d@%s wm=%d@%s applied=%d read_safe=%t state=%s age_ms=%d\n",
+	out := fmt.Sprintf("stored report %s/%s epoch=%d flushed=%d@%s wm=%d@%s applied=%d read_safe=%t state=%s age_ms=%d\n",
 		domain, r.MemberId, r.Epoch, r.FlushedLsn, ddHex(r.FlushedHash), r.WatermarkLsn, ddHex(r.HashAtWatermark),
 		r.AppliedCommitId, r.ReadSafe, strings.TrimPrefix(r.State.String(), "REPLICA_STATE_"), age)
+	if r.FencedEpoch > 0 {
+		out += "  fenced " + fsm.DescribeFencedReport(r) + "\n"
+	}
+	return out
 }
 
 // handleLease stores the leader's observation of a domain's holder lease.
@@ -372,6 +390,11 @@ func (e *ddEnv) handlePromote(t *testing.T, d *datadriven.TestData) string {
 		attempt.CandidateReport = proto.Clone(r.report).(*pb.ProgressReport)
 		attempt.ReportAgeMs = r.ageMs
 	}
+	for _, m := range slices.Sorted(maps.Keys(e.reports[req.Domain])) {
+		if r := e.reports[req.Domain][m].report; r.FencedEpoch > 0 {
+			attempt.FenceReports = append(attempt.FenceReports, proto.Clone(r).(*pb.ProgressReport))
+		}
+	}
 	if req.DryRun {
 		dom, ok := e.fsm.Domain(req.Domain)
 		if !ok {
@@ -388,6 +411,14 @@ func (e *ddEnv) handlePromote(t *testing.T, d *datadriven.TestData) string {
 		out = fmt.Sprintf("duplicate at index %d: recorded outcome returned, nothing applied\n", e.index) + out
 	}
 	return out
+}
+
+// handlePrepare applies a PreparePromotion (replica-quorum fence).
+func (e *ddEnv) handlePrepare(t *testing.T, d *datadriven.TestData) string {
+	a := newDDArgs(t, d, d.CmdArgs)
+	c := &pb.PreparePromotion{RequestId: a.str("id"), Domain: a.str("domain"), Candidate: a.str("candidate"), ExpectedEpoch: a.u64("expected")}
+	a.done()
+	return ddOutcome(e.apply(&pb.Command{Body: &pb.Command_PreparePromotion{PreparePromotion: c}}))
 }
 
 func (e *ddEnv) handleExplain(t *testing.T, d *datadriven.TestData) string {

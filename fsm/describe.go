@@ -19,7 +19,15 @@ func DescribeDomain(d *pb.Domain) string {
 	fmt.Fprintf(&b, "  policy mode=%s lease_ttl_ms=%d promotion_disabled=%t report_max_age_ms=%d min_sync_replicas=%d\n",
 		strings.TrimPrefix(p.GetMode().String(), "PROMOTION_MODE_"), p.GetLeaseTtlMs(), p.GetPromotionDisabled(),
 		p.GetReportMaxAgeMs(), p.GetMinSyncReplicas())
+	if ReplicaQuorum(p) {
+		fmt.Fprintf(&b, "  durability replica-quorum quorum_acks=%d watermark_interval_ms=%d\n", p.GetMinSyncReplicas(), p.GetWatermarkIntervalMs())
+	}
 	fmt.Fprintf(&b, "  watermark %s\n", DescribeWatermark(d.Watermark))
+	if fc := d.GetFence(); fc != nil {
+		fmt.Fprintf(&b, "  fence epoch=%d candidate=%s sync_set=%s quorum_acks=%d needed=%d request_id=%s index=%d\n",
+			fc.Epoch, orNone(fc.Candidate), orNone(strings.Join(fc.SyncSet, ",")), fc.QuorumAcks, validator.FenceQuorum(fc),
+			fc.RequestId, fc.Index)
+	}
 	for _, m := range d.Members {
 		fmt.Fprintf(&b, "  member %s state=%s priority=%d registered_epoch=%d\n",
 			m.Id, strings.TrimPrefix(m.State.String(), "MEMBER_STATE_"), m.Priority, m.RegisteredEpoch)
@@ -61,8 +69,28 @@ func DescribeAttempt(r *pb.AttemptRecord) string {
 	fmt.Fprintf(&b, "  request expected_epoch=%s reason=%q waivers=%s initiated_by=%s\n",
 		expected, q.GetReason(), orNone(strings.Join(q.GetWaivers(), ",")),
 		strings.TrimPrefix(q.GetInitiatedBy().String(), "INITIATOR_"))
+	for _, f := range r.GetFenceReports() {
+		fmt.Fprintf(&b, "  fence_report %s\n", DescribeFencedReport(f))
+	}
 	b.WriteString(validator.Describe(r.GetDecision()))
 	return b.String()
+}
+
+// DescribeFencedReport renders a replica's fenced final position.
+func DescribeFencedReport(f *pb.ProgressReport) string {
+	chain := make([]string, len(f.GetChain()))
+	for i, c := range f.GetChain() {
+		chain[i] = fmt.Sprintf("%d@%s", c.GetLsn(), hexOrNone(c.GetHash()))
+	}
+	return fmt.Sprintf("member=%s fenced_epoch=%d flushed=%d/%d@%s chain=%s", f.GetMemberId(), f.GetFencedEpoch(),
+		f.GetFlushedEpoch(), f.GetFlushedLsn(), hexOrNone(f.GetFlushedHash()), orNone(strings.Join(chain, ",")))
+}
+
+func hexOrNone(b []byte) string {
+	if len(b) == 0 {
+		return "none"
+	}
+	return hex.EncodeToString(b)
 }
 
 func kindName(k pb.DomainKind) string {

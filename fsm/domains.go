@@ -31,6 +31,9 @@ func applyCreateDomain(f *FSM, e entry) *Result {
 	if err := ValidatePolicy(c.Policy); err != nil {
 		return failed(e.index, err)
 	}
+	if ReplicaQuorum(c.Policy) && c.Kind != pb.DomainKind_DOMAIN_KIND_AERODB {
+		return failed(e.index, fmt.Errorf("%w: replica-quorum durability is for aerodb domains, not %v", ErrInvalid, c.Kind))
+	}
 	if _, ok := f.domains[c.Name]; ok {
 		return failed(e.index, fmt.Errorf("%w: domain %q", ErrExists, c.Name))
 	}
@@ -60,11 +63,41 @@ func applyUpdatePolicy(f *FSM, e entry) *Result {
 	if err := ValidatePolicy(c.Policy); err != nil {
 		return failed(e.index, err)
 	}
+	if err := durabilityChange(d, c.Policy); err != nil {
+		return failed(e.index, err)
+	}
 	d.Policy = proto.Clone(c.Policy).(*pb.Policy)
 	d.UpdatedIndex = e.index
 	f.emit(e, EventDomainUpdated, d, "mode", modeName(d.Policy.Mode), "lease_ttl_ms", u(d.Policy.LeaseTtlMs),
 		"promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled), "report_max_age_ms", u(d.Policy.ReportMaxAgeMs))
 	return done(d)
+}
+
+// durabilityChange refuses the policy changes that would let a promotion
+// miss a write the holder already acknowledged under replica-quorum: while
+// a holder holds, leaving replica-quorum (the gated checks read only the
+// watermark, which lags acknowledgements) or raising K (writes acknowledged
+// by fewer replicas would escape an N - K + 1 fence) waits for a new epoch
+// or a release. Lowering K only makes the fence larger; entering
+// replica-quorum is safe (every gated acknowledgement is under the
+// watermark).
+func durabilityChange(d *pb.Domain, next *pb.Policy) error {
+	cur := d.GetPolicy()
+	if d.GetKind() != pb.DomainKind_DOMAIN_KIND_AERODB && ReplicaQuorum(next) {
+		return fmt.Errorf("%w: replica-quorum durability is for aerodb domains, not %v", ErrInvalid, d.GetKind())
+	}
+	if !ReplicaQuorum(cur) || d.GetHolder() == "" || d.GetReleased() {
+		return nil
+	}
+	switch {
+	case !ReplicaQuorum(next):
+		return fmt.Errorf("%w: domain %q leaves replica-quorum durability while %q holds epoch %d; release or promote first",
+			ErrPrecondition, d.GetName(), d.GetHolder(), d.GetEpoch())
+	case next.GetMinSyncReplicas() > cur.GetMinSyncReplicas():
+		return fmt.Errorf("%w: domain %q raises min_sync_replicas from %d to %d while %q holds epoch %d; release or promote first",
+			ErrPrecondition, d.GetName(), cur.GetMinSyncReplicas(), next.GetMinSyncReplicas(), d.GetHolder(), d.GetEpoch())
+	}
+	return nil
 }
 
 // MaxMembersPerDomain bounds the members of one domain. The API edge

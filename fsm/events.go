@@ -30,6 +30,7 @@ const (
 	EventWatermarkAdvanced = "authority.watermark.advanced"
 	EventWorkCompleted     = "authority.work.completed"
 	EventWorkAborted       = "authority.work.aborted"
+	EventFencePrepared     = "authority.fence.prepared"
 )
 
 // EventRetention is how many events the FSM keeps for Watch at least (up to

@@ -57,7 +57,30 @@ func ValidatePolicy(p *pb.Policy) error {
 	if p.ReportMaxAgeMs == 0 || p.ReportMaxAgeMs > MaxReportAgeMs {
 		errs = append(errs, fmt.Errorf("%w: policy.report_max_age_ms %d is outside [1, %d]", ErrInvalid, p.ReportMaxAgeMs, MaxReportAgeMs))
 	}
+	switch p.Durability {
+	case pb.Durability_DURABILITY_UNSPECIFIED, pb.Durability_DURABILITY_AUTHORITY_GATED:
+	case pb.Durability_DURABILITY_REPLICA_QUORUM:
+		// K = 0 would acknowledge on the primary's flush alone: no set of
+		// replicas could then be shown to hold every acknowledged write.
+		if p.MinSyncReplicas == 0 {
+			errs = append(errs, fmt.Errorf("%w: policy.min_sync_replicas is 0; replica-quorum needs K >= 1", ErrInvalid))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("%w: policy.durability %v is not authority-gated or replica-quorum", ErrInvalid, p.Durability))
+	}
+	if p.WatermarkIntervalMs > MaxWatermarkIntervalMs {
+		errs = append(errs, fmt.Errorf("%w: policy.watermark_interval_ms %d is above %d", ErrInvalid, p.WatermarkIntervalMs, MaxWatermarkIntervalMs))
+	}
 	return errors.Join(errs...)
+}
+
+// MaxWatermarkIntervalMs bounds a replica-quorum holder's watermark
+// interval: the watermark is still what promotions and monitoring read.
+const MaxWatermarkIntervalMs = 60_000
+
+// ReplicaQuorum reports whether a policy is in replica-quorum durability.
+func ReplicaQuorum(p *pb.Policy) bool {
+	return p.GetDurability() == pb.Durability_DURABILITY_REPLICA_QUORUM
 }
 
 func validKind(k pb.DomainKind) bool {

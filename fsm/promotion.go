@@ -51,6 +51,8 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 		CandidateReport: a.CandidateReport,
 		ReportAgeMs:     a.ReportAgeMs,
 		StampedUnixMs:   e.cmd.StampedUnixMs,
+		FenceReports:    a.FenceReports,
+		Fence:           d.Fence,
 	}
 	rec = proto.Clone(rec).(*pb.AttemptRecord) // own every field: the entry is the caller's
 	if rec.Decision.Allowed {

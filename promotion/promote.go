@@ -95,8 +95,15 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 	if err := failpoint.Eval(failpoint.PromoteReceived); err != nil {
 		return nil, err
 	}
+	if d, ok := s.fsm.Domain(req.Domain); ok && fsm.ReplicaQuorum(d.GetPolicy()) && d.GetKind() == pb.DomainKind_DOMAIN_KIND_AERODB {
+		// The fence is a real one: from here the old holder can
+		// acknowledge nothing, whatever the decision (docs/DURABILITY.md).
+		if err := s.prepareFence(ctx, req, d); err != nil {
+			return nil, err
+		}
+	}
 	must(lc.To(PromotionValidating))
-	attempt, rec, took, err := s.evaluate(req)
+	attempt, rec, took, err := s.evaluate(req, false)
 	if err != nil {
 		return nil, err // only when leadership was lost mid-request
 	}
@@ -172,7 +179,7 @@ func (s *Service) dryRun(req *pb.PromotionRequest) (*Outcome, error) {
 	if out, err := s.admit(req); out != nil || err != nil {
 		return out, err
 	}
-	_, rec, took, err := s.evaluate(req)
+	_, rec, took, err := s.evaluate(req, true)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +206,11 @@ func (s *Service) decided(out *Outcome, took time.Duration) {
 // evaluate gathers the leader's evidence (its lease observation and the
 // candidate's latest report with its age) into an attempt entry and decides
 // it against the current state, exactly as apply will.
-func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.AttemptRecord, time.Duration, error) {
+//
+// For a replica-quorum domain the entry also carries the fenced reports
+// the leader holds; a dry run with no fence prepared yet shows the fence a
+// prepare would record, with the replicas' current positions as if final.
+func (s *Service) evaluate(req *pb.PromotionRequest, dryRun bool) (*pb.PromotionAttempt, *pb.AttemptRecord, time.Duration, error) {
 	d, ok := s.fsm.Domain(req.Domain)
 	if !ok {
 		return nil, nil, 0, fmt.Errorf("%w: domain %q", fsm.ErrNotFound, req.Domain)
@@ -220,6 +231,13 @@ func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.
 	if rep, age, ok := s.reports.get(req.Domain, req.Candidate, s.clock.Now()); ok {
 		attempt.CandidateReport, attempt.ReportAgeMs = rep, uint64(age.Milliseconds())
 	}
+	if fsm.ReplicaQuorum(d.GetPolicy()) {
+		if fc := pending(d); fc != nil {
+			attempt.FenceReports = s.fencedReports(req.Domain, fc)
+		} else if dryRun {
+			s.prospective(d, attempt)
+		}
+	}
 	start := s.clock.Now()
 	if err := failpoint.Eval(failpoint.PromoteValidating); err != nil {
 		return nil, nil, 0, err
@@ -230,6 +248,7 @@ func (s *Service) evaluate(req *pb.PromotionRequest) (*pb.PromotionAttempt, *pb.
 		Request: req, Decision: decision,
 		EpochBefore: d.Epoch, EpochAfter: d.Epoch, HolderBefore: d.Holder, HolderAfter: d.Holder,
 		Lease: attempt.Lease, CandidateReport: attempt.CandidateReport, ReportAgeMs: attempt.ReportAgeMs,
+		FenceReports: attempt.FenceReports, Fence: d.Fence,
 	}
 	if rec.Decision.Allowed { // what the entry would do: shown by dry runs
 		rec.EpochAfter, rec.HolderAfter = d.Epoch+1, req.Candidate

@@ -1,6 +1,7 @@
 package promotion
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 type reportTable struct {
 	mu      sync.Mutex
 	reports map[string]map[string]receivedReport // domain → member → report
+	// changed is closed and replaced on every put: a replica-quorum
+	// promotion waits on it for fenced reports.
+	changed chan struct{}
 }
 
 type receivedReport struct {
@@ -23,7 +27,31 @@ type receivedReport struct {
 }
 
 func newReportTable() *reportTable {
-	return &reportTable{reports: map[string]map[string]receivedReport{}}
+	return &reportTable{reports: map[string]map[string]receivedReport{}, changed: make(chan struct{})}
+}
+
+// changes returns a channel closed at the next put.
+func (t *reportTable) changes() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changed
+}
+
+// all returns copies of every member's latest report for domain, sorted by
+// member id.
+func (t *reportTable) all(domain string) []*pb.ProgressReport {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ids := make([]string, 0, len(t.reports[domain]))
+	for id := range t.reports[domain] {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([]*pb.ProgressReport, len(ids))
+	for i, id := range ids {
+		out[i] = proto.Clone(t.reports[domain][id].report).(*pb.ProgressReport)
+	}
+	return out
 }
 
 func (t *reportTable) put(domain string, r *pb.ProgressReport, at time.Time) {
@@ -35,6 +63,8 @@ func (t *reportTable) put(domain string, r *pb.ProgressReport, at time.Time) {
 		t.reports[domain] = m
 	}
 	m[r.MemberId] = receivedReport{report: proto.Clone(r).(*pb.ProgressReport), at: at}
+	close(t.changed)
+	t.changed = make(chan struct{})
 }
 
 // get returns a copy of the member's latest report and its age at now.

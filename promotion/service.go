@@ -30,6 +30,9 @@ type Config struct {
 	Observer Observer
 	// Policy tunes the automatic promotion policy (zero: defaults).
 	Policy PolicyConfig
+	// FenceWait bounds a replica-quorum promotion's wait for fenced
+	// reports (zero: DefaultFenceWait).
+	FenceWait time.Duration
 }
 
 // Service is the leader side of AeroDB Authority: it turns requests into log
@@ -64,6 +67,7 @@ type Service struct {
 	// follower).
 	policy    atomic.Pointer[policyTerm]
 	policyCfg PolicyConfig
+	fenceWait time.Duration
 	// policyRun runs a policy evaluation off the caller's goroutine (nil:
 	// go f(); tests queue and drain).
 	policyRun func(func())
@@ -90,6 +94,7 @@ func NewService(cfg Config) *Service {
 		obs:               obs,
 		promotionDisabled: cfg.PromotionDisabled,
 		policyCfg:         cfg.Policy.withDefaults(),
+		fenceWait:         cfg.FenceWait,
 	}
 	leases.onExpire = s.leaseExpired
 	return s

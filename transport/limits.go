@@ -76,6 +76,7 @@ func (c *check) count(field string, n, limit int) bool {
 var (
 	memberStates  = pb.MemberState_name
 	promotionMode = pb.PromotionMode_name
+	durabilities  = pb.Durability_name
 	replicaStates = pb.ReplicaState_name
 	initiators    = pb.Initiator_name
 )

@@ -70,6 +70,10 @@ func (c *check) policy(p *pb.Policy) {
 		return // defaults
 	}
 	c.enum("policy.mode", int32(p.GetMode()), promotionMode)
+	c.enum("policy.durability", int32(p.GetDurability()), durabilities)
+	if iv := p.GetWatermarkIntervalMs(); iv > fsm.MaxWatermarkIntervalMs {
+		c.add("policy.watermark_interval_ms %d is above %d", iv, fsm.MaxWatermarkIntervalMs)
+	}
 	switch ttl := p.GetLeaseTtlMs(); {
 	case ttl == 0:
 		c.add("policy.lease_ttl_ms is 0; give a TTL in [%d, %d] ms or omit the policy", fsm.MinLeaseTTLms, fsm.MaxLeaseTTLms)
@@ -220,8 +224,19 @@ func validateReport(r *pb.ProgressReportRequest) error {
 		c.hash("report.hash_at_watermark", rep.GetHashAtWatermark(), 0)
 	}
 	c.enum("report.state", int32(rep.GetState()), replicaStates)
+	if n := len(rep.GetChain()); n > MaxChainPoints {
+		c.add("report.chain has %d points, more than %d", n, MaxChainPoints)
+	} else {
+		for i, p := range rep.GetChain() {
+			c.hash(fmt.Sprintf("report.chain[%d].hash", i), p.GetHash(), p.GetLsn())
+		}
+	}
 	return c.err()
 }
+
+// MaxChainPoints bounds the chain hashes one progress report carries: one
+// per fenced replica of the domain at most.
+const MaxChainPoints = MaxMembersPerDomain
 
 // PolicyRequestPrefix starts the request ids of the automatic policy's
 // promotion attempts (promotion.policyRequestID).

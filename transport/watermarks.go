@@ -70,6 +70,9 @@ func (w *watermarks) ReportProgress(stream grpc.BidiStreamingServer[pb.ProgressR
 			resp.ErrorMessage = err.Error()
 		}
 		resp.Watermark, resp.Header = wm, w.header()
+		if err == nil {
+			resp.Fence, resp.ChainLsns = w.svc.FenceFor(req.GetDomain())
+		}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}

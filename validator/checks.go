@@ -99,7 +99,9 @@ func checkCandidateEligible(in Input) *pb.Check {
 	switch {
 	case m == nil:
 		return deny(c, ReasonInvalidRequest, fmt.Sprintf("Candidate %q is not a registered member of domain %q.", cand, in.Domain.GetName()))
-	case cand == holder && !in.Domain.GetReleased():
+	case cand == holder && !in.Domain.GetReleased() && pendingFence(in.Domain) == nil:
+		// With a fence pending the holder can acknowledge nothing more and
+		// may be promoted again, through the same checks.
 		return deny(c, ReasonInvalidRequest, fmt.Sprintf("Candidate %q already holds domain %q at epoch %d.", cand, in.Domain.GetName(), in.Domain.GetEpoch()))
 	case m.GetState() != pb.MemberState_MEMBER_STATE_ACTIVE:
 		return deny(c, ReasonReplicaNotActive, fmt.Sprintf("Candidate %q is in member state %s, not MEMBER_STATE_ACTIVE.", cand, m.GetState()))

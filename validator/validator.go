@@ -42,7 +42,8 @@ const (
 // listed in waivable, and nothing ever waives fencing or missing evidence.
 const (
 	// WaiverAllowDataLoss waives the candidate_contains_watermark and
-	// history_prefix checks (AU-4/AU-5).
+	// history_prefix checks (AU-4/AU-5), and for replica-quorum domains
+	// candidate_most_advanced and fence_chains_agree. Never quorum_fenced.
 	WaiverAllowDataLoss = "allow-data-loss"
 	// WaiverAllowVisibilityRegression waives the mvcc_visibility check (AU-6).
 	WaiverAllowVisibilityRegression = "allow-visibility-regression"
@@ -79,6 +80,8 @@ var waivable = [...]struct{ check, reason, waiver string }{
 	{CheckCandidateContainsWatermark, ReasonReplicaBehindWal, WaiverAllowDataLoss},
 	{CheckHistoryPrefix, ReasonHistoryDivergence, WaiverAllowDataLoss},
 	{CheckMvccVisibility, ReasonMvccVisibilityViolation, WaiverAllowVisibilityRegression},
+	{CheckCandidateMostAdvanced, ReasonCandidateBehindQuorum, WaiverAllowDataLoss},
+	{CheckFenceChainsAgree, ReasonHistoryDivergence, WaiverAllowDataLoss},
 }
 
 // checkFunc evaluates one rule. It must only read its input.
@@ -102,9 +105,14 @@ var order = [...]checkFunc{
 // Evaluate runs every check in the fixed order and returns the decision.
 // It never mutates in and never panics on absent optional evidence.
 func Evaluate(in Input) *pb.Decision {
-	d := &pb.Decision{Checks: make([]*pb.Check, 0, len(order))}
+	d := &pb.Decision{Checks: make([]*pb.Check, 0, len(order)+len(quorumOrder))}
 	for _, run := range order {
 		d.Checks = append(d.Checks, run(in))
+	}
+	if replicaQuorum(in.Domain) {
+		for _, run := range quorumOrder {
+			d.Checks = append(d.Checks, run(in))
+		}
 	}
 	// A malformed request's waivers waive nothing: a waiver only counts when
 	// it is known, unrepeated and justified by a reason (AU-13).

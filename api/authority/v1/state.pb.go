@@ -1350,6 +1350,10 @@ type AttemptRecord struct {
 	ReportAgeMs     uint64            `protobuf:"varint,11,opt,name=report_age_ms,json=reportAgeMs,proto3" json:"report_age_ms,omitempty"`
 	// Leader wall-clock stamp, for audit only.
 	StampedUnixMs int64 `protobuf:"varint,12,opt,name=stamped_unix_ms,json=stampedUnixMs,proto3" json:"stamped_unix_ms,omitempty"`
+	// replica-quorum: the fenced reports the decision read.
+	FenceReports []*ProgressReport `protobuf:"bytes,13,rep,name=fence_reports,json=fenceReports,proto3" json:"fence_reports,omitempty"`
+	// replica-quorum: the fence the decision was taken under.
+	Fence         *Fence `protobuf:"bytes,14,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1466,6 +1470,20 @@ func (x *AttemptRecord) GetStampedUnixMs() int64 {
 		return x.StampedUnixMs
 	}
 	return 0
+}
+
+func (x *AttemptRecord) GetFenceReports() []*ProgressReport {
+	if x != nil {
+		return x.FenceReports
+	}
+	return nil
+}
+
+func (x *AttemptRecord) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
 }
 
 // Kind-specific state of lock (deploy) and release domains.
@@ -2137,7 +2155,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\rdenial_reason\x18\x02 \x01(\tR\fdenialReason\x12)\n" +
 	"\x10failed_invariant\x18\x03 \x01(\tR\x0ffailedInvariant\x12+\n" +
 	"\x06checks\x18\x04 \x03(\v2\x13.authority.v1.CheckR\x06checks\x12'\n" +
-	"\x0fwaivers_applied\x18\x05 \x03(\tR\x0ewaiversApplied\"\x85\x04\n" +
+	"\x0fwaivers_applied\x18\x05 \x03(\tR\x0ewaiversApplied\"\xf3\x04\n" +
 	"\rAttemptRecord\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.authority.v1.PromotionRequestR\arequest\x122\n" +
 	"\bdecision\x18\x02 \x01(\v2\x16.authority.v1.DecisionR\bdecision\x12\x1b\n" +
@@ -2152,7 +2170,9 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x10candidate_report\x18\n" +
 	" \x01(\v2\x1c.authority.v1.ProgressReportR\x0fcandidateReport\x12\"\n" +
 	"\rreport_age_ms\x18\v \x01(\x04R\vreportAgeMs\x12&\n" +
-	"\x0fstamped_unix_ms\x18\f \x01(\x03R\rstampedUnixMs\"\x84\x01\n" +
+	"\x0fstamped_unix_ms\x18\f \x01(\x03R\rstampedUnixMs\x12A\n" +
+	"\rfence_reports\x18\r \x03(\v2\x1c.authority.v1.ProgressReportR\ffenceReports\x12)\n" +
+	"\x05fence\x18\x0e \x01(\v2\x13.authority.v1.FenceR\x05fence\"\x84\x01\n" +
 	"\tWorkState\x120\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.authority.v1.LockStatusR\x06status\x12\x17\n" +
 	"\awork_id\x18\x02 \x01(\tR\x06workId\x12\x16\n" +
@@ -2306,22 +2326,24 @@ var file_authority_v1_state_proto_depIdxs = []int32{
 	17, // 10: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
 	13, // 11: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
 	11, // 12: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
-	7,  // 13: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
-	0,  // 14: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
-	8,  // 15: authority.v1.Domain.policy:type_name -> authority.v1.Policy
-	9,  // 16: authority.v1.Domain.members:type_name -> authority.v1.Member
-	10, // 17: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
-	18, // 18: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
-	18, // 19: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
-	19, // 20: authority.v1.Domain.work:type_name -> authority.v1.WorkState
-	22, // 21: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
-	21, // 22: authority.v1.Domain.fence:type_name -> authority.v1.Fence
-	24, // 23: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	11, // 13: authority.v1.AttemptRecord.fence_reports:type_name -> authority.v1.ProgressReport
+	21, // 14: authority.v1.AttemptRecord.fence:type_name -> authority.v1.Fence
+	7,  // 15: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
+	0,  // 16: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
+	8,  // 17: authority.v1.Domain.policy:type_name -> authority.v1.Policy
+	9,  // 18: authority.v1.Domain.members:type_name -> authority.v1.Member
+	10, // 19: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
+	18, // 20: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
+	18, // 21: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
+	19, // 22: authority.v1.Domain.work:type_name -> authority.v1.WorkState
+	22, // 23: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
+	21, // 24: authority.v1.Domain.fence:type_name -> authority.v1.Fence
+	24, // 25: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_state_proto_init() }
