@@ -30,6 +30,8 @@ type fakeLog struct {
 	// beforeAcquire, when set, runs before an Acquire entry is appended
 	// (a proposal in flight, as seen by concurrent callers).
 	beforeAcquire func()
+	// applied, when set, receives every command after it applied.
+	applied chan *pb.Command
 }
 
 func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, error) {
@@ -61,7 +63,11 @@ func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, erro
 	if err != nil {
 		return nil, err
 	}
-	return l.fsm.Apply(l.index, l.term, b), nil
+	res := l.fsm.Apply(l.index, l.term, b)
+	if l.applied != nil {
+		l.applied <- cmd
+	}
+	return res, nil
 }
 
 func (l *fakeLog) Barrier(context.Context) error      { return nil }
