@@ -39,6 +39,14 @@ type policyFlags struct {
 	promotionDisabled bool
 	reportMaxAge      positiveDuration
 	minSync           uint32
+	durability        enumValue
+	watermarkInterval time.Duration
+}
+
+// durabilities maps --durability to the policy's enum.
+var durabilities = map[string]pb.Durability{
+	"authority-gated": pb.Durability_DURABILITY_AUTHORITY_GATED,
+	"replica-quorum":  pb.Durability_DURABILITY_REPLICA_QUORUM,
 }
 
 func (f *policyFlags) add(cmd *cobra.Command) {
@@ -49,7 +57,10 @@ func (f *policyFlags) add(cmd *cobra.Command) {
 	fs.BoolVar(&f.automatic, "automatic", false, "let policy promote on its own")
 	fs.BoolVar(&f.promotionDisabled, "promotion-disabled", false, "disable promotion (--promotion-disabled=false enables it)")
 	fs.Var(&f.reportMaxAge, "report-max-age", "a candidate's progress report older than this is stale evidence")
-	fs.Uint32Var(&f.minSync, "min-sync", defaultMinSync, "replicas that must have flushed a position before the watermark may reach it")
+	fs.Uint32Var(&f.minSync, "min-sync", defaultMinSync, "K: replicas that must have flushed a write before it is acknowledged (replica-quorum) or the watermark may reach it")
+	f.durability = enumValue{allowed: []string{"authority-gated", "replica-quorum"}, value: "authority-gated"}
+	fs.Var(&f.durability, "durability", "aerodb domains: authority-gated (acknowledge after the watermark commits) or replica-quorum (after K replicas flushed; docs/DURABILITY.md)")
+	fs.DurationVar(&f.watermarkInterval, "watermark-interval", 0, "replica-quorum: the holder advances the watermark at most once per interval (0: 1s)")
 	cmd.MarkFlagsMutuallyExclusive("manual", "automatic")
 }
 
@@ -75,10 +86,16 @@ func (f *policyFlags) overlay(fs *pflag.FlagSet, p *pb.Policy, all bool) {
 	if set("min-sync") {
 		p.MinSyncReplicas = f.minSync
 	}
+	if set("durability") {
+		p.Durability = durabilities[f.durability.value]
+	}
+	if set("watermark-interval") {
+		p.WatermarkIntervalMs = uint64(f.watermarkInterval.Milliseconds())
+	}
 }
 
 // policyFlagNames are the flags add registers.
-var policyFlagNames = [...]string{"ttl", "manual", "automatic", "promotion-disabled", "report-max-age", "min-sync"}
+var policyFlagNames = [...]string{"ttl", "manual", "automatic", "promotion-disabled", "report-max-age", "min-sync", "durability", "watermark-interval"}
 
 // anyGiven reports whether a policy flag was given on the command line.
 func (f *policyFlags) anyGiven(fs *pflag.FlagSet) bool {
