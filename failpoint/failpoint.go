@@ -28,11 +28,19 @@ const (
 	FSMAfterApplyPromote  = "fsm/after-apply-promotion"
 	PromoteAfterCommit    = "promote/after-commit-before-reply" // committed and applied, reply not yet sent
 	SnapshotBeforePersist = "snapshot/before-persist"
+	// PromoteAfterPrepare: a replica-quorum promotion's fence is committed,
+	// its decision not yet proposed (docs/DURABILITY.md).
+	PromoteAfterPrepare = "promote/after-prepare"
 )
 
 // All lists every point (documentation, admin endpoint, tests).
 var All = []string{PromoteReceived, PromoteValidating, PromoteBeforePropose, RaftLogBeforeStore, RaftLogAfterStore,
 	FSMBeforeApplyPromote, FSMAfterApplyPromote, PromoteAfterCommit, SnapshotBeforePersist}
+
+// Quorum lists the points only replica-quorum promotions reach; the crash
+// matrix over All runs on authority-gated domains, which never reach them
+// (crashmatrix/quorum_test.go covers them).
+var Quorum = []string{PromoteAfterPrepare}
 
 // ErrInjected is returned by Eval for the `error` action.
 var ErrInjected = errors.New("failpoint: injected error")

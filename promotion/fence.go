@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/validator"
 	"google.golang.org/protobuf/proto"
@@ -37,6 +38,9 @@ func (s *Service) prepareFence(ctx context.Context, req *pb.PromotionRequest, d 
 		if res.Err != nil {
 			return res.Err
 		}
+	}
+	if err := failpoint.Eval(failpoint.PromoteAfterPrepare); err != nil {
+		return err
 	}
 	d, ok := s.fsm.Domain(req.GetDomain())
 	if !ok {
