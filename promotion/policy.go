@@ -13,6 +13,7 @@ import (
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/validator"
+	"google.golang.org/protobuf/proto"
 )
 
 // The automatic promotion policy (DESIGN §7, AU-8 [P6-F3]) runs on the
@@ -517,6 +518,16 @@ func (t *policyTerm) wouldAllow(d *pb.Domain, obs Observation, candidate string,
 	}
 	if rep, age, ok := t.s.reports.get(d.Name, candidate, now); ok {
 		attempt.CandidateReport, attempt.ReportAgeMs = rep, uint64(age.Milliseconds())
+	}
+	if fsm.ReplicaQuorum(d.GetPolicy()) {
+		// Rank on the fenced positions once a fence is pending (a denied
+		// attempt leaves one), else on the positions as if final.
+		d = proto.Clone(d).(*pb.Domain)
+		if fc := pending(d); fc != nil {
+			attempt.FenceReports = t.s.fencedReports(d.Name, fc)
+		} else {
+			t.s.prospective(d, attempt)
+		}
 	}
 	return validator.Evaluate(validator.Input{Domain: d, Attempt: attempt}).GetAllowed()
 }
