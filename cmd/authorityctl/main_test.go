@@ -339,6 +339,24 @@ func TestReasonFile(t *testing.T) {
 	}
 }
 
+// TestReasonFileBounded: a --reason-file that never ends (/dev/zero) or is
+// larger than 1 MiB is a usage error, read no further than the bound (the
+// CLI grew to 23.8 GB reading /dev/zero before this bound).
+func TestReasonFileBounded(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("r"), maxReasonFile+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, _, _, _ := testOptions(nil)
+	for _, path := range []string{"/dev/zero", big} {
+		pf := promoteFlags{candidate: "n2", reasonFile: path}
+		_, _, err := pf.request(o, "orders", nil)
+		if err == nil || exitCodeOf(err) != exitUsage || !strings.Contains(err.Error(), "longer than 1048576 bytes") {
+			t.Fatalf("--reason-file %s: %v, want a usage error naming the bound", path, err)
+		}
+	}
+}
+
 // TestCertificateFlagsRequired: without --insecure every command that
 // reaches the cluster needs --cacert, --cert and --key (or their
 // variables); missing, partial, unreadable or combined with --insecure is a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -50,7 +51,7 @@ func (f *promoteFlags) request(o *options, domain string, waivers []string) (req
 	}
 	reason := f.reason
 	if f.reasonFile != "" {
-		b, err := os.ReadFile(f.reasonFile)
+		b, err := readBounded(f.reasonFile, maxReasonFile)
 		if err != nil {
 			return nil, false, usagef("--reason-file: %v", err)
 		}
@@ -70,6 +71,29 @@ func (f *promoteFlags) request(o *options, domain string, waivers []string) (req
 	}
 	return &pb.PromotionRequest{RequestId: id, Domain: domain, Candidate: f.candidate, Reason: reason,
 		Waivers: waivers, InitiatedBy: pb.Initiator_INITIATOR_OPERATOR}, generated, nil
+}
+
+// maxReasonFile bounds what --reason-file reads: far above the server's
+// reason limit (which refuses, naming it), far below what could exhaust
+// the CLI's memory (a device such as /dev/zero never ends).
+const maxReasonFile = 1 << 20
+
+// readBounded reads path, refusing one longer than limit bytes without
+// reading past limit + 1.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is longer than %d bytes", path, limit)
+	}
+	return b, nil
 }
 
 func newPromoteCmd(o *options) *cobra.Command {

@@ -37,6 +37,22 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
+// minOps is the liveness checker's minimum of ok operations before the
+// first fault and after the last heal; liveWait bounds the wait for them.
+const (
+	minOps   = 20
+	liveWait = 30 * time.Second
+)
+
+// awaitOKs returns once the workload completed want ok operations, or
+// after bound.
+func awaitOKs(wl *workload.Workload, want int64, bound time.Duration) {
+	deadline := time.Now().Add(bound)
+	for wl.OKs.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Scenario is one run.
 type Scenario struct {
 	Name  string
@@ -194,12 +210,19 @@ func Execute(t *testing.T, sc Scenario) *Result {
 		t.Fatal(err)
 	}
 	time.Sleep(sc.Warmup)
+	// The liveness checker wants minOps ok operations before the first
+	// fault and after the last heal: on a loaded machine the warm-up alone
+	// may not give them, so wait for them (bounded; a cluster that is not
+	// live by then fails the checker as before).
+	awaitOKs(wl, minOps, liveWait)
 	if sc.Faults != nil {
 		sc.Faults(env, &Run{Fenced: fs, Workload: wl})
 	}
 	// Every server runs again, then recovery traffic.
 	env.RestartAll()
+	healed := wl.OKs.Load()
 	time.Sleep(sc.Recovery)
+	awaitOKs(wl, healed+minOps, liveWait)
 	wl.Stop()
 	for _, a := range env.Agents {
 		a.Stop()
@@ -250,7 +273,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 			in.FailpointHits[fp] += strings.Count(string(b), "failpoint "+fp+": SIGKILL")
 		}
 	}
-	in.MinOpsAroundFaults = 20
+	in.MinOpsAroundFaults = minOps
 	in.ExpectStaleRejections = sc.ExpectStaleRejections
 	in.RequireHealedOpsPerDomain = true
 	in.HandoverBound = sc.HandoverBound
