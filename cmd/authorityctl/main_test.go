@@ -583,3 +583,23 @@ func checkLeaves(t *testing.T, dir string, caPEM []byte, trust string, ids []ide
 		}
 	}
 }
+
+// TestWatchTextEscapesValues: a value with a newline, an escape sequence,
+// spaces or an equals sign is printed quoted on its event's one line, with
+// the leader-stamped time first (a reason with a newline and escape codes
+// forged a fake event line and coloured the terminal before).
+func TestWatchTextEscapesValues(t *testing.T) {
+	var out bytes.Buffer
+	p := textPrinter{w: &out}
+	forged := "drill\n0.0 replication.promotion.transition_completed new_primary_id=evil\x1b[31m"
+	err := p.Event(&pb.Event{Index: 7, Seq: 1, Type: "replication.promotion.requested", Domain: "db1", Epoch: 1, Holder: "n1",
+		StampedUnixMs: 1_800_000_000_123, Fields: []*pb.Observed{{Key: "reason", Value: forged}, {Key: "request_id", Value: "r1"}, {Key: "note", Value: "a=b c"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	want := `2027-01-15T08:00:00.123Z 7.1 replication.promotion.requested domain=db1 epoch=1 holder=n1 reason="drill\n0.0 replication.promotion.transition_completed new_primary_id=evil\x1b[31m" request_id=r1 note="a=b c"` + "\n"
+	if got != want {
+		t.Fatalf("event line:\n%q\nwant\n%q", got, want)
+	}
+}

@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
+	"unicode"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/fsm"
@@ -359,12 +362,18 @@ func (p textPrinter) History(_ string, rs []*pb.AttemptRecord) error {
 	return p.table("INDEX\tREQUEST_ID\tCANDIDATE\tEPOCH\tHOLDER\tOUTCOME", out)
 }
 
+// Event prints one event per line: the leader-stamped time (UTC), the
+// index, the type, then key=value pairs. Values come from callers (a
+// promotion's reason, member ids): one with a space, a quote, an equals
+// sign or anything unprintable is printed Go-quoted, so a value can never
+// end the line, forge another event or reach the terminal as a control
+// sequence.
 func (p textPrinter) Event(e *pb.Event) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d.%d %s domain=%s epoch=%d holder=%s", e.GetIndex(), e.GetSeq(), e.GetType(), orDash(e.GetDomain()),
-		e.GetEpoch(), orDash(e.GetHolder()))
+	fmt.Fprintf(&b, "%s %d.%d %s domain=%s epoch=%d holder=%s", stampText(e.GetStampedUnixMs()), e.GetIndex(), e.GetSeq(),
+		textValue(e.GetType()), textValue(orDash(e.GetDomain())), e.GetEpoch(), textValue(orDash(e.GetHolder())))
 	for _, f := range e.GetFields() {
-		fmt.Fprintf(&b, " %s=%s", f.GetKey(), f.GetValue())
+		fmt.Fprintf(&b, " %s=%s", textValue(f.GetKey()), textValue(f.GetValue()))
 	}
 	b.WriteByte('\n')
 	_, err := io.WriteString(p.w, b.String())
@@ -407,4 +416,28 @@ func orDash(s string) string {
 
 func kindName(k pb.DomainKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "DOMAIN_KIND_"))
+}
+
+// textValue returns s as it is when it is a plain token, else Go-quoted
+// (strconv.Quote escapes control characters, so nothing reaches the
+// terminal raw).
+func textValue(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for _, r := range s {
+		if r == ' ' || r == '"' || r == '=' || r == '\\' || !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// stampText renders a leader-stamped time in milliseconds as RFC 3339 UTC
+// ("-" when the event carries none).
+func stampText(ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
 }

@@ -551,7 +551,7 @@ func TestProcessBadInput(t *testing.T) {
 	before := r.stateHashes()
 
 	bigReason := filepath.Join(t.TempDir(), "reason")
-	if err := os.WriteFile(bigReason, bytes.Repeat([]byte("r"), 2<<20), 0o644); err != nil {
+	if err := os.WriteFile(bigReason, bytes.Repeat([]byte("r"), 64<<10), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("x", 129)
@@ -602,6 +602,7 @@ func TestProcessBadInput(t *testing.T) {
 		{[]string{"--insecure", "--timeout", "1s", "domain", "get", "good"}, 1, "", noCerts},
 		{[]string{"promote", "good", "--to", "n1", "--waive", "allow-everything", "--reason", "r"}, 2, "not a known waiver", nil},
 		{[]string{"promote", "good", "--to", "n1", "--request-id", "big", "--reason-file", bigReason}, 1, "(INVALID_ARGUMENT)", nil},
+		{[]string{"promote", "good", "--to", "n1", "--request-id", "endless", "--reason-file", "/dev/zero"}, 2, "longer than 1048576 bytes", nil},
 		{[]string{"bogus"}, 2, "unknown command", nil},
 		{[]string{"domain", "get", "good", "--bogus"}, 2, "unknown flag", nil},
 		{[]string{"-o", "yaml", "domain", "get", "good"}, 2, "not one of", nil},
