@@ -27,6 +27,12 @@ func (c *invariantChecker) afterApply(f *FSM) {
 			panic(fmt.Sprintf("invariant AU-1: domain %q epoch went back from %d to %d", name, c.last[name], d.Epoch))
 		}
 		c.last[name] = d.Epoch
+		// A fence is only ever for the next epoch: granting an epoch clears
+		// it (a leftover fence would let a later promotion decide on
+		// reports fenced for an epoch already granted).
+		if fc := d.GetFence(); fc != nil && fc.GetEpoch() != d.Epoch+1 {
+			panic(fmt.Sprintf("invariant AU-4: domain %q at epoch %d keeps a fence for epoch %d", name, d.Epoch, fc.GetEpoch()))
+		}
 		if d.Epoch == 0 {
 			continue
 		}

@@ -37,6 +37,11 @@ type modelDomain struct {
 	recorded      map[string]*pb.PromotionRequest
 	holderOfEpoch map[uint64]string
 	requests      map[string]bool // every request id ever recorded
+	// Replica-quorum durability and its K.
+	quorum bool
+	k      uint32
+	// A PreparePromotion fenced the replicas for epoch + 1.
+	fenced bool
 }
 
 type model map[string]*modelDomain
@@ -45,7 +50,21 @@ var modelName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
 func modelPolicyOK(p *pb.Policy) bool {
 	return p != nil && (p.Mode == pb.PromotionMode_PROMOTION_MODE_MANUAL || p.Mode == pb.PromotionMode_PROMOTION_MODE_AUTOMATIC) &&
-		p.LeaseTtlMs >= 100 && p.LeaseTtlMs <= 3_600_000 && p.ReportMaxAgeMs >= 1 && p.ReportMaxAgeMs <= 3_600_000
+		p.LeaseTtlMs >= 100 && p.LeaseTtlMs <= 3_600_000 && p.ReportMaxAgeMs >= 1 && p.ReportMaxAgeMs <= 3_600_000 &&
+		p.Durability >= 0 && p.Durability <= 2 && (p.Durability != 2 || p.MinSyncReplicas >= 1) && p.WatermarkIntervalMs <= 60_000
+}
+
+// modelPolicyChangeOK: replica-quorum is for aerodb domains; while a holder
+// holds, a replica-quorum domain may neither leave it nor raise K.
+func (d *modelDomain) modelPolicyChangeOK(p *pb.Policy) bool {
+	quorum := p.Durability == 2
+	if quorum && d.kind != pb.DomainKind_DOMAIN_KIND_AERODB {
+		return false
+	}
+	if !d.quorum || d.epoch == 0 || d.released {
+		return true
+	}
+	return quorum && p.MinSyncReplicas <= d.k
 }
 
 func (d *modelDomain) stampOK(holder string, epoch uint64) bool {
@@ -55,6 +74,7 @@ func (d *modelDomain) stampOK(holder string, epoch uint64) bool {
 func (d *modelDomain) grant(holder string) {
 	d.epoch++
 	d.holder, d.released, d.workHeld = holder, false, d.kind != pb.DomainKind_DOMAIN_KIND_AERODB
+	d.fenced = false
 }
 
 // step applies cmd to the model given the FSM's result and returns a
@@ -70,13 +90,28 @@ func (m model) step(cmd *pb.Command, res *Result) string {
 	switch b := cmd.GetBody().(type) {
 	case *pb.Command_CreateDomain:
 		c := b.CreateDomain
-		ok := modelName.MatchString(c.Name) && c.Kind >= 1 && c.Kind <= 3 && modelPolicyOK(c.Policy) && m[c.Name] == nil
+		ok := modelName.MatchString(c.Name) && c.Kind >= 1 && c.Kind <= 3 && modelPolicyOK(c.Policy) && m[c.Name] == nil &&
+			(c.Policy.Durability != 2 || c.Kind == pb.DomainKind_DOMAIN_KIND_AERODB)
 		if ok {
-			m[c.Name] = &modelDomain{kind: c.Kind, members: map[string]bool{}, holderOfEpoch: map[uint64]string{}, requests: map[string]bool{}}
+			m[c.Name] = &modelDomain{kind: c.Kind, members: map[string]bool{}, holderOfEpoch: map[uint64]string{}, requests: map[string]bool{},
+				quorum: c.Policy.Durability == 2, k: c.Policy.MinSyncReplicas}
 		}
 		return predict(ok)
 	case *pb.Command_UpdateDomainPolicy:
-		return predict(m[b.UpdateDomainPolicy.Name] != nil && modelPolicyOK(b.UpdateDomainPolicy.Policy))
+		d, p := m[b.UpdateDomainPolicy.Name], b.UpdateDomainPolicy.Policy
+		ok := d != nil && modelPolicyOK(p) && d.modelPolicyChangeOK(p)
+		if ok {
+			d.quorum, d.k = p.Durability == 2, p.MinSyncReplicas
+		}
+		return predict(ok)
+	case *pb.Command_PreparePromotion:
+		d, c := m[b.PreparePromotion.Domain], b.PreparePromotion
+		ok := d != nil && modelName.MatchString(c.RequestId) && d.kind == pb.DomainKind_DOMAIN_KIND_AERODB && d.quorum &&
+			c.ExpectedEpoch == d.epoch && d.members[c.Candidate]
+		if ok {
+			d.fenced = true
+		}
+		return predict(ok)
 	case *pb.Command_RegisterMember:
 		d, c := m[b.RegisterMember.Domain], b.RegisterMember
 		decommission := c.State == pb.MemberState_MEMBER_STATE_DECOMMISSIONED
@@ -210,7 +245,9 @@ func (m model) promote(a *pb.PromotionAttempt, res *Result) string {
 		return "promotion allowed on a non-aerodb domain"
 	case req.ExpectedEpoch != nil && *req.ExpectedEpoch != d.epoch:
 		return "promotion allowed against a stale expected epoch"
-	case req.Candidate == d.holder && !d.released:
+	case req.Candidate == d.holder && !d.released && !d.fenced:
+		// (With a fence pending the holder can acknowledge nothing and may
+		// be promoted again.)
 		return "promotion allowed to the current holder"
 	case !d.members[req.Candidate]:
 		return "promotion allowed to an unregistered candidate"

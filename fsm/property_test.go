@@ -172,6 +172,9 @@ func (g *gen) policy() *pb.Policy {
 	if g.chance(0.3) {
 		p.ReportMaxAgeMs = 1000
 	}
+	if g.chance(0.3) {
+		p.Durability, p.MinSyncReplicas = pb.Durability_DURABILITY_REPLICA_QUORUM, uint32(g.r.IntN(3))
+	}
 	if g.chance(0.1) {
 		switch g.r.IntN(4) {
 		case 0:
@@ -248,11 +251,57 @@ func (g *gen) command() *pb.Command {
 		return g.release()
 	case x < 60:
 		return g.advance()
-	case x < 93:
+	case x < 90:
 		return g.promote()
+	case x < 95:
+		return g.prepare()
 	default:
 		return g.finish()
 	}
+}
+
+// prepare fences a domain's replicas for its next epoch (a replica-quorum
+// domain most of the time; the others refuse it).
+func (g *gen) prepare() *pb.Command {
+	d := g.state(g.aerodbName())
+	cand := pick(g, genMembers)
+	if g.chance(0.7) && len(d.Members) > 0 {
+		cand = pick(g, d.Members).Id
+	}
+	g.next++
+	epoch := d.Epoch
+	if g.chance(0.1) {
+		epoch++
+	}
+	return &pb.Command{Body: &pb.Command_PreparePromotion{PreparePromotion: &pb.PreparePromotion{
+		RequestId: fmt.Sprintf("prep-%d", g.next), Domain: d.Name, Candidate: cand, ExpectedEpoch: epoch}}}
+}
+
+// fenceReports are fenced final positions of some members, mostly at the
+// domain's pending fence, sometimes at another epoch, with chain points.
+func (g *gen) fenceReports(d *pb.Domain) []*pb.ProgressReport {
+	var out []*pb.ProgressReport
+	for _, m := range d.GetMembers() {
+		if g.chance(0.25) {
+			continue
+		}
+		r := g.report(d, m.GetId())
+		if r == nil {
+			continue
+		}
+		r.FencedEpoch, r.FlushedEpoch = d.Epoch+1, d.Epoch
+		if g.chance(0.1) {
+			r.FencedEpoch = d.Epoch
+		}
+		for range d.GetMembers() {
+			if g.chance(0.5) {
+				lsn := d.GetWatermark().GetLsn() + uint64(g.r.IntN(10))
+				r.Chain = append(r.Chain, &pb.ChainPoint{Lsn: lsn, Hash: chainHash(d.Name, lsn)})
+			}
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func (g *gen) create() *pb.Command {
@@ -409,6 +458,9 @@ func (g *gen) promote() *pb.Command {
 	}
 	a := &pb.PromotionAttempt{Request: req, Lease: g.observation(d), CandidateReport: g.report(d, cand),
 		ReportAgeMs: uint64(g.r.IntN(1500))}
+	if ReplicaQuorum(d.GetPolicy()) || g.chance(0.05) {
+		a.FenceReports = g.fenceReports(d)
+	}
 	if g.chance(0.01) {
 		a.Request = nil
 	}
