@@ -213,6 +213,7 @@ func TestSnapshotCarriesEveryDomainField(t *testing.T) {
 			recs = append(recs, rec)
 		}
 		d.LegacyAllowed, d.LegacyDenied = nil, nil
+		d.Fence.Epoch = d.Epoch + 1 // the only fence a state can hold (invariants.go)
 		f.domains[name] = d
 	}
 	f.lastIndex = 77
