@@ -118,8 +118,12 @@ func (n *Node) runPrimary(ctx context.Context, d *pb.Domain) error {
 func (n *Node) newPrimaryState(d *pb.Domain, lease holderLease, dur replication.Durability, durable replication.Position,
 	visible uint64) *primaryState {
 	pol := d.GetPolicy()
+	k := int(pol.GetMinSyncReplicas())
+	if mutant == "ack-k-minus-1" {
+		k-- // negative control only (mutant_on.go)
+	}
 	ps := &primaryState{epoch: d.GetEpoch(), lease: lease, mode: pol.GetDurability(),
-		tracker: replication.NewSyncTracker(int(pol.GetMinSyncReplicas())), acks: newAckWatch()}
+		tracker: replication.NewSyncTracker(k), acks: newAckWatch()}
 	if ps.mode == pb.Durability_DURABILITY_UNSPECIFIED {
 		ps.mode = pb.Durability_DURABILITY_AUTHORITY_GATED
 	}

@@ -253,72 +253,99 @@ func TestReplicaFenceRefusesOlderEpochWAL(t *testing.T) {
 // N=2 synchronous replicas are fenced, no write is acknowledged, though
 // with K=2 the unfenced replica still flushes it.
 func TestFencedReplicasStarveOldPrimary(t *testing.T) {
-	for _, tc := range []struct {
-		k      uint32
-		fenced []int // indexes of the replicas fenced (N−K+1 of them)
-	}{{k: 1, fenced: []int{0, 1}}, {k: 2, fenced: []int{1}}} {
+	for _, tc := range starveCases {
 		t.Run(fmt.Sprintf("K=%d", tc.k), func(t *testing.T) {
-			g := startQuorumGroup(t, tc.k)
-			ctx := context.Background()
-			before, err := g.put(ctx, "before")
-			if err != nil {
-				t.Fatal(err)
+			out := starveOldPrimary(t, tc.k, tc.fenced)
+			if out.acknowledged || out.fencedFlushed {
+				t.Fatalf("%s", out)
 			}
-			rejects := make([]uint64, len(g.replicas))
-			for _, i := range tc.fenced {
-				if err := g.replicas[i].raiseFence(&pb.Fence{Epoch: 2, Candidate: "n2"}); err != nil {
-					t.Fatal(err)
-				}
-				rejects[i] = g.replicas[i].status().FencedRejections
-			}
-			pctx, cancel := context.WithCancel(ctx)
-			result := make(chan error, 1)
-			go func() { _, err := g.put(pctx, "after"); result <- err }()
-			lsn := before.Lsn + 1
-			poll(t, "the write appended", func() bool { return g.primary.wal.Flushed().LSN >= lsn })
-			for _, i := range tc.fenced {
-				// It refuses the epoch-1 wal (or, broken, flushes it).
-				poll(t, fmt.Sprintf("replica %d refusing epoch-1 wal", i), func() bool {
-					return g.replicas[i].status().FencedRejections > rejects[i] || g.replicas[i].wal.Flushed().LSN >= lsn
-				})
-			}
-			for i, addr := range g.addrs {
-				if !contains(tc.fenced, i) {
-					// The unfenced replica flushed it and the primary heard.
-					if err := g.ps.acks.wait(ctx, addr, lsn); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			g.primary.offer(g.ps)
-			if d, _ := g.ps.gate.Durable(); d.LSN >= lsn {
-				t.Fatalf("lsn %d acknowledged with %d of %d replicas fenced (K=%d)", lsn, len(tc.fenced), len(g.replicas), tc.k)
-			}
-			for _, i := range tc.fenced {
-				if got := g.replicas[i].wal.Flushed().LSN; got >= lsn {
-					t.Fatalf("fenced replica %d flushed lsn %d of the old epoch", i, got)
-				}
-			}
-			select {
-			case err := <-result:
-				t.Fatalf("the write was answered while fenced: %v", err)
-			default:
-			}
-			cancel()
-			if err := <-result; err == nil || !strings.Contains(status.Convert(err).Message(), "not acknowledged") {
-				t.Fatalf("the write: %v, want not acknowledged", err)
-			}
+			t.Logf("not acknowledged: %s", out)
 		})
 	}
 }
 
-func contains(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
+var starveCases = []struct {
+	k      uint32
+	fenced []int // indexes of the replicas fenced (N−K+1 of them)
+}{{k: 1, fenced: []int{0, 1}}, {k: 2, fenced: []int{1}}}
+
+// starveOutcome is what an old primary's write after the fence got.
+type starveOutcome struct {
+	k             uint32
+	lsn           uint64
+	acknowledged  bool // the primary's ack path covered it (or answered the Put)
+	fencedFlushed bool // a fenced replica flushed it
+	detail        string
+}
+
+func (o starveOutcome) String() string {
+	return fmt.Sprintf("K=%d lsn %d: acknowledged=%v, flushed by a fenced replica=%v; %s", o.k, o.lsn, o.acknowledged, o.fencedFlushed, o.detail)
+}
+
+// starveOldPrimary acknowledges one write on a replica-quorum group, fences
+// the replicas named by fenced at epoch 2, writes once more on the old
+// primary and reports what became of that write once every fenced replica
+// refused (or flushed) it and the unfenced ones flushed it.
+func starveOldPrimary(t *testing.T, k uint32, fenced []int) starveOutcome {
+	g := startQuorumGroup(t, k)
+	ctx := context.Background()
+	before, err := g.put(ctx, "before")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejects := make([]uint64, len(g.replicas))
+	for _, i := range fenced {
+		if err := g.replicas[i].raiseFence(&pb.Fence{Epoch: 2, Candidate: "n2"}); err != nil {
+			t.Fatal(err)
+		}
+		rejects[i] = g.replicas[i].status().FencedRejections
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() { _, err := g.put(pctx, "after"); result <- err }()
+	out := starveOutcome{k: k, lsn: before.Lsn + 1}
+	poll(t, "the write appended", func() bool { return g.primary.wal.Flushed().LSN >= out.lsn })
+	for _, i := range fenced {
+		// It refuses the epoch-1 wal (or, broken, flushes it).
+		poll(t, fmt.Sprintf("replica %d refusing epoch-1 wal", i), func() bool {
+			return g.replicas[i].status().FencedRejections > rejects[i] || g.replicas[i].wal.Flushed().LSN >= out.lsn
+		})
+	}
+	for i, addr := range g.addrs {
+		if slices.Contains(fenced, i) {
+			if got := g.replicas[i].wal.Flushed().LSN; got >= out.lsn {
+				out.fencedFlushed = true
+				out.detail += fmt.Sprintf("fenced replica %d flushed lsn %d of the old epoch; ", i, got)
+				if err := g.ps.acks.wait(ctx, addr, out.lsn); err != nil { // its ack is on the way
+					t.Fatal(err)
+				}
+			}
+		} else if err := g.ps.acks.wait(ctx, addr, out.lsn); err != nil {
+			// The unfenced replica flushed it and the primary heard.
+			t.Fatal(err)
 		}
 	}
-	return false
+	g.primary.offer(g.ps)
+	if d, _ := g.ps.gate.Durable(); d.LSN >= out.lsn {
+		out.acknowledged = true
+		out.detail += fmt.Sprintf("acknowledged with %d of %d replicas fenced; ", len(fenced), len(g.replicas))
+	}
+	select {
+	case err := <-result:
+		out.acknowledged = out.acknowledged || err == nil
+		out.detail += fmt.Sprintf("the Put was answered while fenced: %v; ", err)
+		return out
+	default:
+	}
+	cancel()
+	if err := <-result; err == nil || !strings.Contains(status.Convert(err).Message(), "not acknowledged") {
+		out.acknowledged = out.acknowledged || err == nil
+		out.detail += fmt.Sprintf("the Put: %v, want not acknowledged; ", err)
+	} else {
+		out.detail += "the Put: " + status.Convert(err).Message()
+	}
+	return out
 }
 
 // Replica-quorum, process level: kill -9 of the primary at seeded random

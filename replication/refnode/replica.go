@@ -205,7 +205,7 @@ func (n *Node) acceptStream(ctx context.Context, h *rpb.ShipHello) (*inboundStre
 	case n.role == RoleDiverged:
 		return nil, nil, statusError(codes.FailedPrecondition, ReasonDiverged, n.divergedReason, nil)
 	}
-	if err := n.fence.Admit(h.GetEpoch()); err != nil {
+	if err := n.fence.Admit(h.GetEpoch()); err != nil && mutant != "accept-fenced-wal" {
 		n.fencedRejects++
 		n.log.Warn("rejected a ship stream from an older epoch", "primary", h.GetPrimaryId(), "epoch", h.GetEpoch(), "fence", n.fence.Highest())
 		return nil, nil, statusError(codes.FailedPrecondition, ReasonFenced, fmt.Sprintf("%s is fenced at epoch %d: refusing a ship stream of epoch %d from %s (%v)",
@@ -243,7 +243,7 @@ func (n *Node) applyBatch(in *inboundStream, frames [][]byte) (*rpb.ShipResponse
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	// The fence first: a stream a fence ended is refused as fenced.
-	if err := n.fence.Check(in.epoch); err != nil {
+	if err := n.fence.Check(in.epoch); err != nil && mutant != "accept-fenced-wal" {
 		n.fencedRejects++
 		n.log.Warn("rejected wal from an older epoch", "primary", in.primary, "epoch", in.epoch, "fence", n.fence.Highest())
 		return nil, statusError(codes.FailedPrecondition, ReasonFenced, fmt.Sprintf("%s is fenced at epoch %d: refusing wal of epoch %d from %s (%v)",
