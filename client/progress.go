@@ -56,6 +56,7 @@ type ProgressReporter struct {
 	domain   string
 	interval time.Duration
 	source   func() *pb.ProgressReport
+	onResp   func(*pb.ProgressReportResponse)
 
 	mu  sync.Mutex
 	wm  *pb.Watermark
@@ -75,6 +76,12 @@ func NewProgressReporter(c *Client, domain string, interval time.Duration, sourc
 	return &ProgressReporter{c: c, domain: domain, interval: interval, source: source,
 		now: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
+
+// OnResponse sets f, called from the reporter's goroutine with every reply
+// of the leader that carries no error, before the next report is built
+// (replica-quorum: the reply names the domain's fence and the chain lsns the
+// next report must carry). Call it before Start.
+func (r *ProgressReporter) OnResponse(f func(*pb.ProgressReportResponse)) { r.onResp = f }
 
 // Start starts the reporter's goroutine; it stops when ctx ends or on Close.
 // Calling Start again does nothing.
@@ -259,6 +266,9 @@ func (r *ProgressReporter) run(ctx context.Context) {
 					reconnectLater("")
 				} else if err == nil {
 					bo.reset()
+				}
+				if err == nil && r.onResp != nil {
+					r.onResp(ev.resp)
 				}
 			default:
 				r.setErr(mapError(ev.err))

@@ -1,7 +1,9 @@
 // Package replication is what an AeroDB node needs to use the authority
 // correctly (DESIGN §6): WAL positions with chain hashes, the ack gate (a
 // primary acknowledges a write, and makes a commit visible, only once the
-// authority committed a watermark covering it), the synchronous-replica
+// authority committed a watermark covering it; in replica-quorum mode the
+// QuorumGate instead acknowledges once K synchronous replicas flushed and
+// advances the watermark lazily), the synchronous-replica
 // tracker that decides how far the watermark may go, the progress report a
 // replica sends, and the fence guard that rejects anything stamped with an
 // epoch below the highest seen.

@@ -163,3 +163,7 @@ func (g *Gate) Err() error {
 	defer g.mu.Unlock()
 	return g.err
 }
+
+// WaitWatermark is Wait: every acknowledged position of a Gate is
+// covered by a committed watermark (the node's ack path interface).
+func (g *Gate) WaitWatermark(ctx context.Context, lsn uint64) error { return g.Wait(ctx, lsn) }

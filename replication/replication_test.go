@@ -256,17 +256,17 @@ func TestBuildReport(t *testing.T) {
 		return pos[lsn].Hash, true
 	}
 	p := ReplicaProgress{Member: "n2", Epoch: 3, Flushed: pos[10], AppliedCommitID: 10, ReadSafe: true, State: pb.ReplicaState_REPLICA_STATE_STREAMING}
-	r := BuildReport(p, &pb.Watermark{Lsn: 7}, hashAt)
+	r := BuildReport(p, &pb.Watermark{Lsn: 7}, nil, hashAt)
 	if r.WatermarkLsn != 7 || !bytes.Equal(r.HashAtWatermark, pos[7].Hash) || r.FlushedLsn != 10 || !bytes.Equal(r.FlushedHash, pos[10].Hash) ||
 		r.Epoch != 3 || r.MemberId != "n2" || r.AppliedCommitId != 10 || !r.ReadSafe {
 		t.Fatalf("report %v", r)
 	}
 	// Behind the watermark: name its lsn, carry no hash.
-	behind := BuildReport(p, &pb.Watermark{Lsn: 15}, hashAt)
+	behind := BuildReport(p, &pb.Watermark{Lsn: 15}, nil, hashAt)
 	if behind.WatermarkLsn != 15 || len(behind.HashAtWatermark) != 0 {
 		t.Fatalf("behind: %v", behind)
 	}
-	if none := BuildReport(p, nil, hashAt); none.WatermarkLsn != 0 || none.HashAtWatermark != nil {
+	if none := BuildReport(p, nil, nil, hashAt); none.WatermarkLsn != 0 || none.HashAtWatermark != nil {
 		t.Fatalf("unknown watermark: %v", none)
 	}
 }

@@ -50,6 +50,12 @@ type Config struct {
 	CreateDomain bool
 	LeaseTTL     time.Duration
 	ReportMaxAge time.Duration
+	// ReplicaQuorum (with CreateDomain) creates the domain in
+	// DURABILITY_REPLICA_QUORUM (see Setup.ReplicaQuorum), with
+	// WatermarkInterval (0: the authority's default, 1 s). The mode a node
+	// follows is always the domain's policy, read at each role start.
+	ReplicaQuorum     bool
+	WatermarkInterval time.Duration
 	// PollInterval is how often the node reads the domain to follow the
 	// holder and the epoch (default 100 ms).
 	PollInterval time.Duration
@@ -103,6 +109,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL < 0 || c.CreateDomain && c.LeaseTTL > 0 && c.LeaseTTL < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--lease-ttl %v must be at least 100ms", c.LeaseTTL))
+	}
+	if c.WatermarkInterval < 0 || c.WatermarkInterval > 0 && c.WatermarkInterval < time.Millisecond {
+		errs = append(errs, fmt.Errorf("--watermark-interval %v must be at least 1ms (0: the default)", c.WatermarkInterval))
 	}
 	if c.PollInterval < 0 || c.ReportInterval < 0 {
 		errs = append(errs, errors.New("--poll-interval and --report-interval must not be negative"))

@@ -98,7 +98,7 @@ func (n *Node) drain(ctx context.Context, ps *primaryState, addr string, final u
 	dctx, cancel := context.WithDeadline(ctx, by)
 	defer cancel()
 	if final > 0 {
-		if err := ps.gate.Wait(dctx, final); err != nil {
+		if err := ps.gate.WaitWatermark(dctx, final); err != nil {
 			return fmt.Errorf("watermark to lsn %d: %w", final, err)
 		}
 		if err := ps.acks.wait(dctx, addr, final); err != nil {

@@ -347,6 +347,7 @@ type ack struct {
 	key, value string
 	epoch      uint64
 	commitID   uint64
+	lsn        uint64
 	sent, at   time.Time
 	node       string
 }
@@ -393,7 +394,7 @@ func runWriters(ctx context.Context, p *proc, k int, prefix string, log *ackLog)
 					}
 					continue
 				}
-				log.add(ack{key: key, value: val, epoch: r.Epoch, commitID: r.CommitId, sent: sent, at: time.Now(), node: p.id})
+				log.add(ack{key: key, value: val, epoch: r.Epoch, commitID: r.CommitId, lsn: r.Lsn, sent: sent, at: time.Now(), node: p.id})
 			}
 		}()
 	}

@@ -6,6 +6,8 @@ package refnode
 type testHooks struct {
 	holdApply         bool
 	handoverNoRelease bool
+	// benchNoAuthorityWait: see hooks_failpoints.go.
+	benchNoAuthorityWait bool
 }
 
 func loadTestHooks() testHooks { return testHooks{} }

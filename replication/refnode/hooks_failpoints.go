@@ -13,12 +13,20 @@ import "os"
 //	REFNODE_TEST_HANDOVER_NO_RELEASE=1
 //	                           a primary asked to hand over drains but
 //	                           never releases (it resumes writes).
+//	REFNODE_BENCH_NO_AUTHORITY_WAIT=1
+//	                           NOT SAFE, benchmarks only: the primary
+//	                           acknowledges once K replicas flushed and
+//	                           never advances the watermark, whatever the
+//	                           domain's durability (BenchmarkAckGate's
+//	                           no-authority baseline).
 type testHooks struct {
-	holdApply         bool
-	handoverNoRelease bool
+	holdApply            bool
+	handoverNoRelease    bool
+	benchNoAuthorityWait bool
 }
 
 func loadTestHooks() testHooks {
 	return testHooks{holdApply: os.Getenv("REFNODE_TEST_HOLD_APPLY") == "1",
-		handoverNoRelease: os.Getenv("REFNODE_TEST_HANDOVER_NO_RELEASE") == "1"}
+		handoverNoRelease:    os.Getenv("REFNODE_TEST_HANDOVER_NO_RELEASE") == "1",
+		benchNoAuthorityWait: os.Getenv("REFNODE_BENCH_NO_AUTHORITY_WAIT") == "1"}
 }

@@ -61,6 +61,7 @@ type Node struct {
 	lastCommit     uint64 // highest commit id in the WAL
 	appliedLSN     uint64 // records up to here are applied to the store
 	knownVisible   uint64 // replica read bound (the watermark's visible commit id)
+	domainEpoch    uint64 // highest domain epoch read from the authority
 	fencedRejects  uint64
 	divergedReason string
 	diverged       chan struct{}
@@ -174,7 +175,14 @@ func (n *Node) Run(ctx context.Context) error {
 			break
 		}
 		n.observeDomain(d)
-		if d.GetHolder() == n.cfg.ID && !d.GetReleased() {
+		if f := d.GetFence(); f.GetEpoch() > d.GetEpoch() {
+			// replica-quorum: a promotion was prepared; every node stops
+			// accepting WAL below it, the holder included.
+			if err := n.raiseFence(f); err != nil {
+				n.log.Error("fence", "error", err)
+			}
+		}
+		if d.GetHolder() == n.cfg.ID && !d.GetReleased() && n.fence.Highest() <= d.GetEpoch() {
 			err = n.runPrimary(ctx, d)
 		} else {
 			err = n.runReplica(ctx, d)
@@ -195,7 +203,11 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) bootstrap(ctx context.Context) error {
 	if n.cfg.CreateDomain {
 		if _, err := n.ac.GetDomain(ctx, n.cfg.Domain); errors.Is(err, client.ErrNotFound) {
-			_, err := n.ac.CreateDomain(ctx, n.cfg.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, DomainPolicy(n.cfg.LeaseTTL, n.cfg.ReportMaxAge))
+			policy := DomainPolicy(n.cfg.LeaseTTL, n.cfg.ReportMaxAge)
+			if n.cfg.ReplicaQuorum {
+				SetReplicaQuorum(policy, 1, n.cfg.WatermarkInterval)
+			}
+			_, err := n.ac.CreateDomain(ctx, n.cfg.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, policy)
 			if err != nil && !errors.Is(err, client.ErrAlreadyExists) {
 				return fmt.Errorf("create domain %q: %w", n.cfg.Domain, n.needsOperator(err,
 					fmt.Sprintf("authorityctl domain create %s --kind aerodb", n.cfg.Domain)))
@@ -259,6 +271,7 @@ func (n *Node) observeDomain(d *pb.Domain) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.domainEpoch = max(n.domainEpoch, d.GetEpoch())
 	n.holder = d.GetHolder()
 	n.holderAddr = memberOf(d, d.GetHolder()).GetAddress()
 	if wm := d.GetWatermark(); wm != nil {
@@ -370,8 +383,14 @@ func (n *Node) status() *rpb.StatusResponse {
 		Detail: n.divergedReason}
 	switch n.role {
 	case RolePrimary:
-		d, vis := n.primary.gate.Durable()
+		ps := n.primary
+		d, vis := ps.gate.Durable()
 		st.DurableLsn, st.VisibleCommitId, st.ReadSafe = d.LSN, vis, true
+		st.Durability, st.WatermarkLsn = durabilityName(ps.mode), d.LSN
+		if q, ok := ps.gate.(*replication.QuorumGate); ok {
+			wm, _ := q.Watermark()
+			st.WatermarkLsn = wm.LSN
+		}
 	case RoleReplica:
 		st.VisibleCommitId = min(applied, n.knownVisible)
 		st.ReadSafe = applied >= n.flushedCommitLocked()
@@ -392,4 +411,12 @@ func posProto(p replication.Position) *rpb.Position {
 
 func posOf(p *rpb.Position) replication.Position {
 	return replication.Position{Epoch: p.GetEpoch(), LSN: p.GetLsn(), Hash: p.GetHash()}
+}
+
+// durabilityName is the mode as the Status and the flags spell it.
+func durabilityName(d pb.Durability) string {
+	if d == pb.Durability_DURABILITY_REPLICA_QUORUM {
+		return "replica-quorum"
+	}
+	return "authority-gated"
 }

@@ -21,13 +21,46 @@ const maxShipBatch = 512
 // errSteppedDown fails writes still waiting when the primary role ends.
 var errSteppedDown = errors.New("refnode: primary stepped down")
 
+// ackPath is how a primary acknowledges writes: a replication.Gate
+// (authority-gated: a committed watermark covers the write) or a
+// replication.QuorumGate (replica-quorum: flushed locally and by K
+// synchronous replicas of the epoch; the watermark follows lazily).
+type ackPath interface {
+	Offer(p replication.Position, visible uint64)
+	Run(ctx context.Context) error
+	Stop(err error)
+	Wait(ctx context.Context, lsn uint64) error
+	WaitWatermark(ctx context.Context, lsn uint64) error
+	Durable() (replication.Position, uint64)
+	Visible() uint64
+	Err() error
+}
+
+// holderLease is what the primary uses of its lease (*client.Lease).
+type holderLease interface {
+	Err() error
+	Deadline() time.Time
+	Context() context.Context
+	HandoverRequested() <-chan struct{}
+	HandoverCandidate() string
+	HandoverDeadline() time.Time
+	Release(ctx context.Context) error
+}
+
 // primaryState is the node's state while it is the holder at one epoch.
 type primaryState struct {
 	epoch   uint64
-	lease   *client.Lease
-	gate    *replication.Gate
+	lease   holderLease
+	gate    ackPath
 	tracker *replication.SyncTracker
 	acks    ackWatch
+	// mode is the domain's durability when the role started (unspecified
+	// reads as authority-gated).
+	mode pb.Durability
+	// syncAddrs (replica-quorum) are the addresses of the synchronous set,
+	// the domain's active members other than the holder: only their
+	// acknowledgements count towards K. Nil: every ship target counts.
+	syncAddrs map[string]bool
 
 	// Planned switchover (see handover.go), guarded by Node.mu: while
 	// draining no new write is accepted; inflight counts writes accepted
@@ -66,10 +99,64 @@ func (n *Node) runPrimary(ctx context.Context, d *pb.Domain) error {
 	defer cancel()
 	ag := client.NewAckGate(n.ac, n.cfg.Domain, n.cfg.ID, epoch, client.WithLease(lease))
 	defer ag.Close()
-	ps := &primaryState{epoch: epoch, lease: lease, gate: replication.NewGate(ag, durable, wm.GetVisibleCommitId()),
-		tracker: replication.NewSyncTracker(int(d.GetPolicy().GetMinSyncReplicas())), acks: newAckWatch()}
-	ps.tracker.Local(n.wal.Flushed().LSN)
+	ps := n.newPrimaryState(d, lease, ag, durable, wm.GetVisibleCommitId())
+	gateDone, wg := n.startPrimary(pctx, ps, n.shipTargets(d))
+	n.log.Info("primary", "epoch", epoch, "durability", ps.mode.String(), "min_sync_replicas", d.GetPolicy().GetMinSyncReplicas(),
+		"last", n.wal.Flushed().String(), "watermark", durable.String(), "next_commit_id", n.store.Applied()+1)
 
+	why := n.watchWhilePrimary(pctx, d, ps, gateDone)
+	n.stopPrimary(ps, why)
+	cancel()
+	wg.Wait()
+	return nil
+}
+
+// newPrimaryState prepares the holder's state at d's epoch: the ack path
+// of the domain's durability mode over dur (the authority's watermark),
+// starting from the committed watermark durable (visible commit id
+// visible).
+func (n *Node) newPrimaryState(d *pb.Domain, lease holderLease, dur replication.Durability, durable replication.Position,
+	visible uint64) *primaryState {
+	pol := d.GetPolicy()
+	k := int(pol.GetMinSyncReplicas())
+	if mutant == "ack-k-minus-1" {
+		k-- // negative control only (mutant_on.go)
+	}
+	ps := &primaryState{epoch: d.GetEpoch(), lease: lease, mode: pol.GetDurability(),
+		tracker: replication.NewSyncTracker(k), acks: newAckWatch()}
+	if ps.mode == pb.Durability_DURABILITY_UNSPECIFIED {
+		ps.mode = pb.Durability_DURABILITY_AUTHORITY_GATED
+	}
+	interval := time.Duration(pol.GetWatermarkIntervalMs()) * time.Millisecond
+	switch {
+	case n.hooks.benchNoAuthorityWait:
+		// The benchmark's no-authority baseline (failpoints builds only):
+		// acknowledged once K replicas flushed, no watermark at all.
+		n.log.Warn("TEST HOOK: acknowledging without the authority (no watermark): benchmark baseline only")
+		ps.gate = replication.NewQuorumGate(nil, durable, visible, interval)
+	case ps.mode == pb.Durability_DURABILITY_REPLICA_QUORUM:
+		ps.gate = replication.NewQuorumGate(dur, durable, visible, interval)
+		ps.syncAddrs = map[string]bool{}
+		for _, m := range d.GetMembers() {
+			if m.GetId() != n.cfg.ID && m.GetState() == pb.MemberState_MEMBER_STATE_ACTIVE && m.GetAddress() != "" {
+				ps.syncAddrs[m.GetAddress()] = true
+			}
+		}
+		if k := max(int(pol.GetMinSyncReplicas()), 1); k > len(ps.syncAddrs) {
+			n.log.Error("replica-quorum: fewer synchronous replicas than min_sync_replicas: nothing can be acknowledged",
+				"sync_set", len(ps.syncAddrs), "min_sync_replicas", k)
+		}
+	default:
+		ps.gate = replication.NewGate(dur, durable, visible)
+	}
+	ps.tracker.Local(n.wal.Flushed().LSN)
+	return ps
+}
+
+// startPrimary makes ps the node's role and starts its goroutines under
+// ctx: the ack path's Run (its result goes to gateDone) and one shipper per
+// target; wg waits for them (cancel ctx first).
+func (n *Node) startPrimary(ctx context.Context, ps *primaryState, targets []string) (<-chan error, *sync.WaitGroup) {
 	n.mu.Lock()
 	n.applyHeldLocked()
 	n.role, n.primary = RolePrimary, ps
@@ -77,28 +164,25 @@ func (n *Node) runPrimary(ctx context.Context, d *pb.Domain) error {
 		n.inbound.cancel()
 	}
 	n.mu.Unlock()
-	n.log.Info("primary", "epoch", epoch, "last", n.wal.Flushed().String(), "watermark", durable.String(),
-		"next_commit_id", n.store.Applied()+1)
-
 	var wg sync.WaitGroup
 	gateDone := make(chan error, 1)
 	wg.Add(1)
-	go func() { defer wg.Done(); gateDone <- ps.gate.Run(pctx) }()
-	for _, addr := range n.shipTargets(d) {
+	go func() { defer wg.Done(); gateDone <- ps.gate.Run(ctx) }()
+	for _, addr := range targets {
 		wg.Add(1)
-		go func() { defer wg.Done(); n.shipLoop(pctx, ps, addr) }()
+		go func() { defer wg.Done(); n.shipLoop(ctx, ps, addr) }()
 	}
 	n.offer(ps) // replicas may already hold more than the watermark
+	return gateDone, &wg
+}
 
-	why := n.watchWhilePrimary(pctx, d, ps, gateDone)
-	n.log.Warn("stepping down", "epoch", epoch, "why", why)
+// stopPrimary ends the primary role: nothing is acknowledged after it.
+func (n *Node) stopPrimary(ps *primaryState, why error) {
+	n.log.Warn("stepping down", "epoch", ps.epoch, "why", why)
 	n.mu.Lock()
 	n.role, n.primary = RoleSteppingDown, nil
 	n.mu.Unlock()
 	ps.gate.Stop(fmt.Errorf("%w: %v", errSteppedDown, why))
-	cancel()
-	wg.Wait()
-	return nil
 }
 
 // watchWhilePrimary returns why the primary role must end.
@@ -134,6 +218,14 @@ func (n *Node) watchWhilePrimary(ctx context.Context, d *pb.Domain, ps *primaryS
 		if d2.GetEpoch() != d.GetEpoch() || d2.GetHolder() != n.cfg.ID || d2.GetReleased() {
 			return fmt.Errorf("domain moved to epoch %d holder %q", d2.GetEpoch(), d2.GetHolder())
 		}
+		if f := d2.GetFence(); f.GetEpoch() > ps.epoch {
+			// A replica-quorum promotion was prepared: the replicas stop
+			// accepting our WAL, so nothing more could be acknowledged.
+			if err := n.raiseFence(f); err != nil {
+				n.log.Error("fence", "error", err)
+			}
+			return fmt.Errorf("a promotion to %q was prepared: fenced at epoch %d", f.GetCandidate(), f.GetEpoch())
+		}
 	}
 }
 
@@ -159,9 +251,11 @@ func (n *Node) shipTargets(d *pb.Domain) []string {
 }
 
 // put is the primary's write path: append (chained, next commit id) →
-// group fsync → ship (the shippers wake) → wait for a committed watermark
-// covering it → acknowledge. The commit becomes visible to reads at the
-// same moment (the gate's visible commit id).
+// group fsync → ship (the shippers wake) → wait on the ack path → acknowledge.
+// Authority-gated: a committed watermark covers it. Replica-quorum: K
+// synchronous replicas of our epoch flushed it (and the lease still
+// holds); the watermark follows lazily. The commit becomes visible to
+// reads at the same moment (the ack path's visible commit id).
 func (n *Node) put(ctx context.Context, key, value []byte) (*rpb.PutResponse, error) {
 	n.mu.Lock()
 	ps := n.primary
@@ -202,6 +296,14 @@ func (n *Node) put(ctx context.Context, key, value []byte) (*rpb.PutResponse, er
 			return nil, statusError(codes.DeadlineExceeded, ReasonUnavailable, "not acknowledged: "+err.Error(), nil)
 		}
 		return nil, statusError(codes.Unavailable, ReasonFenced, "not acknowledged: "+err.Error(), nil)
+	}
+	if ps.mode == pb.Durability_DURABILITY_REPLICA_QUORUM {
+		// The authority was not asked: acknowledge only while the lease
+		// holds (a primary paused past it stops here; the replicas'
+		// fence is what makes this safe, the lease keeps reads fresh).
+		if err := ps.leaseOK(); err != nil {
+			return nil, statusError(codes.Unavailable, ReasonFenced, "not acknowledged: "+err.Error(), nil)
+		}
 	}
 	return &rpb.PutResponse{Epoch: ps.epoch, Lsn: rec.Lsn, CommitId: commit}, nil
 }
@@ -293,8 +395,7 @@ func (n *Node) shipOnce(ctx context.Context, ps *primaryState, addr string) erro
 		_, _ = st.Recv()
 		return statusError(codes.FailedPrecondition, ReasonDiverged, errReplicaDiverged.Error(), nil)
 	}
-	ps.tracker.Ack(addr, pos.LSN)
-	ps.acks.note(addr, pos.LSN)
+	ps.ack(addr, pos.LSN)
 	n.offer(ps)
 	next := pos.LSN + 1
 	for {
@@ -317,11 +418,19 @@ func (n *Node) shipOnce(ctx context.Context, ps *primaryState, addr string) erro
 		if want := next + uint64(len(frames)) - 1; got.LSN != want || !n.onOurHistory(got) {
 			return fmt.Errorf("replica %s acknowledged %s, want lsn %d on our history", addr, got, want)
 		}
-		ps.tracker.Ack(addr, got.LSN)
-		ps.acks.note(addr, got.LSN)
+		ps.ack(addr, got.LSN)
 		n.offer(ps)
 		next = got.LSN + 1
 	}
+}
+
+// ack records that the replica at addr flushed lsn (verified on our
+// history): it counts towards K when it is in the synchronous set.
+func (ps *primaryState) ack(addr string, lsn uint64) {
+	if ps.syncAddrs == nil || ps.syncAddrs[addr] {
+		ps.tracker.Ack(addr, lsn)
+	}
+	ps.acks.note(addr, lsn)
 }
 
 // onOurHistory: our flushed WAL has the same record at p.

@@ -276,8 +276,19 @@ func TestPromotionDeniedForUnsafeReplicas(t *testing.T) {
 // resumed after the promotion, cannot acknowledge a single write, and
 // replicas reject WAL stamped with its epoch.
 func TestPausedOldPrimaryIsFenced(t *testing.T) {
+	pausedOldPrimary(t, Setup{Domain: "paused", LeaseTTL: testTTL, InitialPrimary: "n1"})
+}
+
+// The same in replica-quorum mode: the old primary acknowledges without
+// the authority, so what stops it is the lease and, above all, its
+// replicas' fence.
+func TestReplicaQuorumPausedOldPrimaryIsFenced(t *testing.T) {
+	pausedOldPrimary(t, Setup{Domain: "paused-rq", LeaseTTL: testTTL, InitialPrimary: "n1", ReplicaQuorum: true, MinSyncReplicas: 1})
+}
+
+func pausedOldPrimary(t *testing.T, setup Setup) {
 	auth, ac := startAuthority(t)
-	rc := newRefCluster(t, auth, ac, "paused", 3, nil)
+	rc := newRefClusterWith(t, auth, ac, setup, 3, nil)
 	rc.startAll()
 	n1 := rc.node("n1")
 	rc.waitRole(n1, RolePrimary, 1)

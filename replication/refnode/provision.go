@@ -17,6 +17,15 @@ func DomainPolicy(leaseTTL, reportMaxAge time.Duration) *pb.Policy {
 	return &pb.Policy{LeaseTtlMs: uint64(leaseTTL.Milliseconds()), ReportMaxAgeMs: uint64(reportMaxAge.Milliseconds()), MinSyncReplicas: 1}
 }
 
+// SetReplicaQuorum puts policy in DURABILITY_REPLICA_QUORUM with k
+// synchronous replicas (0: 1) and the watermark interval (0: the
+// authority's default).
+func SetReplicaQuorum(policy *pb.Policy, k uint32, interval time.Duration) {
+	policy.Durability = pb.Durability_DURABILITY_REPLICA_QUORUM
+	policy.MinSyncReplicas = max(k, 1)
+	policy.WatermarkIntervalMs = uint64(interval.Milliseconds())
+}
+
 // Member is a node to register: its member id and the address its
 // refnode listens on (Config.Advertise).
 type Member struct {
@@ -40,6 +49,14 @@ type Setup struct {
 	// authority's leader promotes the best replica when the primary's
 	// lease expires.
 	Automatic bool
+	// ReplicaQuorum creates the domain in DURABILITY_REPLICA_QUORUM: the
+	// primary acknowledges once K (MinSyncReplicas, default 1)
+	// synchronous replicas of its epoch flushed a write, and advances the
+	// watermark lazily, at most once per WatermarkInterval (0: the
+	// authority's default, 1 s). Otherwise authority-gated.
+	ReplicaQuorum     bool
+	MinSyncReplicas   uint32
+	WatermarkInterval time.Duration
 }
 
 // Provision creates the domain (when it does not exist), registers every
@@ -56,6 +73,9 @@ func Provision(ctx context.Context, ac *client.Client, s Setup) error {
 	policy := DomainPolicy(s.LeaseTTL, s.ReportMaxAge)
 	if s.Automatic {
 		policy.Mode = pb.PromotionMode_PROMOTION_MODE_AUTOMATIC
+	}
+	if s.ReplicaQuorum {
+		SetReplicaQuorum(policy, s.MinSyncReplicas, s.WatermarkInterval)
 	}
 	if _, err := ac.CreateDomain(ctx, s.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, policy); err != nil &&
 		!errors.Is(err, client.ErrAlreadyExists) {

@@ -28,6 +28,7 @@ func (n *Node) runReplica(ctx context.Context, d *pb.Domain) error {
 	defer cancel()
 	rep := replication.NewReporter(n.ac, n.cfg.Domain, n.cfg.ReportInterval, n.progress, n.wal.HashAt)
 	rep.NoteWatermark(d.GetWatermark())
+	rep.OnFence(n.raiseFence) // a leader's reply names a prepared fence: raise it, then report
 	n.mu.Lock()
 	n.role, n.reporter = RoleReplica, rep
 	n.mu.Unlock()
@@ -49,7 +50,7 @@ func (n *Node) runReplica(ctx context.Context, d *pb.Domain) error {
 	}
 	t := time.NewTicker(poll)
 	defer t.Stop()
-	var reportedWM uint64
+	var reportedWM, fencedReported uint64
 	for {
 		select {
 		case <-rctx.Done():
@@ -70,6 +71,16 @@ func (n *Node) runReplica(ctx context.Context, d *pb.Domain) error {
 		}
 		n.observeDomain(d2)
 		rep.NoteWatermark(d2.GetWatermark())
+		if f := d2.GetFence(); f.GetEpoch() > fencedReported {
+			// The domain record shows a prepared promotion: fence first,
+			// then report the final position at once.
+			if err := n.raiseFence(f); err != nil {
+				n.log.Error("fence", "error", err)
+			} else {
+				fencedReported = f.GetEpoch()
+				rep.Report()
+			}
+		}
 		// A new watermark is reported at once rather than at the next
 		// interval: the first report fetches it (the leader's reply),
 		// the next names our hash at it — what a promotion (a planned
@@ -140,8 +151,47 @@ func (n *Node) progress() replication.ReplicaProgress {
 	if n.role == RoleDiverged {
 		state = pb.ReplicaState_REPLICA_STATE_DIVERGED
 	}
-	return replication.ReplicaProgress{Member: n.cfg.ID, Epoch: n.fence.Highest(), Flushed: flushed,
-		AppliedCommitID: applied, ReadSafe: n.appliedLSN >= flushed.LSN && n.role == RoleReplica, State: state}
+	// Epoch is that of the WAL we follow (the domain's, or a newer
+	// primary's stream); the fence may be above it once a promotion was
+	// prepared (replica-quorum), and the report says so in FencedEpoch.
+	epoch := n.domainEpoch
+	if n.inbound != nil {
+		epoch = max(epoch, n.inbound.epoch)
+	}
+	if epoch == 0 {
+		epoch = n.fence.Highest()
+	}
+	return replication.ReplicaProgress{Member: n.cfg.ID, Epoch: epoch, Flushed: flushed,
+		AppliedCommitID: applied, ReadSafe: n.appliedLSN >= flushed.LSN && n.role == RoleReplica, State: state,
+		FencedEpoch: n.fence.Highest()}
+}
+
+// raiseFence obeys a replica-quorum fence (a committed PreparePromotion):
+// it durably raises the fence guard to f's epoch (persisted and fsynced
+// before it takes effect), under the node's lock so no shipped batch is
+// half applied, and ends a ship stream of a lower epoch. From its return
+// on, the node accepts no WAL below the fence: its flushed position is
+// final for the older epochs, and the old primary can collect no
+// acknowledgement from it. Idempotent.
+func (n *Node) raiseFence(f *pb.Fence) error {
+	e := f.GetEpoch()
+	if e == 0 {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	raised, err := n.fence.Observe(e)
+	if err != nil {
+		return err
+	}
+	if in := n.inbound; in != nil && in.epoch < e {
+		in.cancel()
+	}
+	if raised {
+		n.log.Warn("fenced by a prepared promotion: refusing wal below the fence", "fence_epoch", e,
+			"candidate", f.GetCandidate(), "final", n.wal.Flushed().String())
+	}
+	return nil
 }
 
 // acceptStream admits a primary's hello: the fence (epoch ≥ the highest
@@ -155,10 +205,11 @@ func (n *Node) acceptStream(ctx context.Context, h *rpb.ShipHello) (*inboundStre
 	case n.role == RoleDiverged:
 		return nil, nil, statusError(codes.FailedPrecondition, ReasonDiverged, n.divergedReason, nil)
 	}
-	if err := n.fence.Admit(h.GetEpoch()); err != nil {
+	if err := n.fence.Admit(h.GetEpoch()); err != nil && mutant != "accept-fenced-wal" {
 		n.fencedRejects++
 		n.log.Warn("rejected a ship stream from an older epoch", "primary", h.GetPrimaryId(), "epoch", h.GetEpoch(), "fence", n.fence.Highest())
-		return nil, nil, statusError(codes.FailedPrecondition, ReasonFenced, err.Error(), nil)
+		return nil, nil, statusError(codes.FailedPrecondition, ReasonFenced, fmt.Sprintf("%s is fenced at epoch %d: refusing a ship stream of epoch %d from %s (%v)",
+			n.cfg.ID, n.fence.Highest(), h.GetEpoch(), h.GetPrimaryId(), err), nil)
 	}
 	if n.role != RoleReplica {
 		return nil, nil, statusError(codes.FailedPrecondition, ReasonNotReplica, fmt.Sprintf("%s is %s", n.cfg.ID, n.role), nil)
@@ -191,13 +242,15 @@ func (n *Node) positionLocked() *rpb.ShipResponse {
 func (n *Node) applyBatch(in *inboundStream, frames [][]byte) (*rpb.ShipResponse, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.inbound != in || in.ctx.Err() != nil {
-		return nil, statusError(codes.Aborted, ReasonSuperseded, "a newer ship stream replaced this one", nil)
-	}
-	if err := n.fence.Check(in.epoch); err != nil {
+	// The fence first: a stream a fence ended is refused as fenced.
+	if err := n.fence.Check(in.epoch); err != nil && mutant != "accept-fenced-wal" {
 		n.fencedRejects++
 		n.log.Warn("rejected wal from an older epoch", "primary", in.primary, "epoch", in.epoch, "fence", n.fence.Highest())
-		return nil, statusError(codes.FailedPrecondition, ReasonFenced, err.Error(), nil)
+		return nil, statusError(codes.FailedPrecondition, ReasonFenced, fmt.Sprintf("%s is fenced at epoch %d: refusing wal of epoch %d from %s (%v)",
+			n.cfg.ID, n.fence.Highest(), in.epoch, in.primary, err), nil)
+	}
+	if n.inbound != in || in.ctx.Err() != nil {
+		return nil, statusError(codes.Aborted, ReasonSuperseded, "a newer ship stream replaced this one", nil)
 	}
 	if n.role != RoleReplica {
 		return nil, statusError(codes.FailedPrecondition, ReasonNotReplica, fmt.Sprintf("%s is %s", n.cfg.ID, n.role), nil)

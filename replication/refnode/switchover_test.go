@@ -239,3 +239,21 @@ func TestSwitchoverTimeoutLeavesHolderInCharge(t *testing.T) {
 	}
 	checkAcked(t, n1, fw.log.all())
 }
+
+// The same planned switchover on replica-quorum domains (3 runs): the
+// draining holder asks for its final watermark at once (not at the next
+// interval), so the candidate's promotion finds it.
+func TestReplicaQuorumSwitchoverUnderLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(switchoverSeed(t), 20))
+	auth, ac := startAuthority(t)
+	for run := 1; run <= 3; run++ {
+		after := time.Duration(100+rng.IntN(400)) * time.Millisecond
+		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
+			setup := Setup{Domain: fmt.Sprintf("rq-switch-%d", run), LeaseTTL: testTTL, InitialPrimary: "n1",
+				ReplicaQuorum: true, MinSyncReplicas: 1, WatermarkInterval: 5 * time.Second}
+			rc := newRefClusterWith(t, auth.WithT(t), ac, setup, 3, nil)
+			gap := oneSwitchover(t, rc, after)
+			t.Logf("write gap %v", gap.Round(time.Millisecond))
+		})
+	}
+}

@@ -485,15 +485,22 @@ type StatusResponse struct {
 	AppliedCommitId uint64    `protobuf:"varint,6,opt,name=applied_commit_id,json=appliedCommitId,proto3" json:"applied_commit_id,omitempty"`
 	// Read bound: the highest commit id covered by a committed watermark.
 	VisibleCommitId uint64 `protobuf:"varint,7,opt,name=visible_commit_id,json=visibleCommitId,proto3" json:"visible_commit_id,omitempty"`
-	// Primary: highest lsn covered by a committed watermark.
+	// Primary: highest acknowledged lsn (authority-gated: covered by a
+	// committed watermark; replica-quorum: flushed locally and by K
+	// synchronous replicas of its epoch).
 	DurableLsn uint64 `protobuf:"varint,8,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
 	ReadSafe   bool   `protobuf:"varint,9,opt,name=read_safe,json=readSafe,proto3" json:"read_safe,omitempty"`
 	// Ship messages rejected for carrying an epoch below the fence.
 	FencedRejections uint64 `protobuf:"varint,10,opt,name=fenced_rejections,json=fencedRejections,proto3" json:"fenced_rejections,omitempty"`
 	Holder           string `protobuf:"bytes,11,opt,name=holder,proto3" json:"holder,omitempty"`
 	Detail           string `protobuf:"bytes,12,opt,name=detail,proto3" json:"detail,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Primary: the domain's durability mode (authority-gated, replica-quorum)
+	// and the highest watermark it committed (replica-quorum: lazily, at
+	// most once per the policy's watermark interval).
+	Durability    string `protobuf:"bytes,13,opt,name=durability,proto3" json:"durability,omitempty"`
+	WatermarkLsn  uint64 `protobuf:"varint,14,opt,name=watermark_lsn,json=watermarkLsn,proto3" json:"watermark_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -608,6 +615,20 @@ func (x *StatusResponse) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetDurability() string {
+	if x != nil {
+		return x.Durability
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetWatermarkLsn() uint64 {
+	if x != nil {
+		return x.WatermarkLsn
+	}
+	return 0
 }
 
 type HashAtRequest struct {
@@ -1178,7 +1199,7 @@ const file_refnode_v1_refnode_proto_rawDesc = "" +
 	"read_bound\x18\x04 \x01(\x04R\treadBound\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04role\x18\x06 \x01(\tR\x04role\"\x0f\n" +
-	"\rStatusRequest\"\xff\x02\n" +
+	"\rStatusRequest\"\xc4\x03\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x12\n" +
@@ -1193,7 +1214,11 @@ const file_refnode_v1_refnode_proto_rawDesc = "" +
 	"\x11fenced_rejections\x18\n" +
 	" \x01(\x04R\x10fencedRejections\x12\x16\n" +
 	"\x06holder\x18\v \x01(\tR\x06holder\x12\x16\n" +
-	"\x06detail\x18\f \x01(\tR\x06detail\"!\n" +
+	"\x06detail\x18\f \x01(\tR\x06detail\x12\x1e\n" +
+	"\n" +
+	"durability\x18\r \x01(\tR\n" +
+	"durability\x12#\n" +
+	"\rwatermark_lsn\x18\x0e \x01(\x04R\fwatermarkLsn\"!\n" +
 	"\rHashAtRequest\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"~\n" +
 	"\x0eHashAtResponse\x12\x18\n" +

@@ -39,8 +39,10 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type RefNodeClient interface {
 	// Put writes on the primary and returns once the write is acknowledged:
-	// durable locally, flushed by the synchronous replicas and covered by a
-	// watermark the authority committed. An error means "not acknowledged":
+	// durable locally, flushed by the synchronous replicas and, in
+	// authority-gated mode, covered by a watermark the authority committed
+	// (replica-quorum: flushed by K synchronous replicas of the primary's
+	// epoch, no authority round trip). An error means "not acknowledged":
 	// the write may or may not survive a failover.
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
 	// Get reads the newest version with commit id ≤ the read bound.
@@ -141,8 +143,10 @@ type RefNode_ShipClient = grpc.BidiStreamingClient[ShipRequest, ShipResponse]
 // for forward compatibility.
 type RefNodeServer interface {
 	// Put writes on the primary and returns once the write is acknowledged:
-	// durable locally, flushed by the synchronous replicas and covered by a
-	// watermark the authority committed. An error means "not acknowledged":
+	// durable locally, flushed by the synchronous replicas and, in
+	// authority-gated mode, covered by a watermark the authority committed
+	// (replica-quorum: flushed by K synchronous replicas of the primary's
+	// epoch, no authority round trip). An error means "not acknowledged":
 	// the write may or may not survive a failover.
 	Put(context.Context, *PutRequest) (*PutResponse, error)
 	// Get reads the newest version with commit id ≤ the read bound.
