@@ -327,8 +327,8 @@ func (c *refCluster) settledDenial(cand string, epoch uint64) (string, *pb.Attem
 }
 
 // promote runs an operator promotion: wait until a dry run allows it, then
-// commit it with expected_epoch.
-func (c *refCluster) promote(cand *proc, epoch uint64) {
+// commit it with expected_epoch. It returns the committed record.
+func (c *refCluster) promote(cand *proc, epoch uint64) *pb.AttemptRecord {
 	c.t.Helper()
 	if reason, rec := c.settledDenial(cand.id, epoch); reason != "" {
 		c.t.Fatalf("promotion of %s denied: %s\n%v", cand.id, reason, rec.GetDecision())
@@ -340,6 +340,7 @@ func (c *refCluster) promote(cand *proc, epoch uint64) {
 	if err != nil || resp.GetRecord().GetEpochAfter() != epoch+1 {
 		c.t.Fatalf("promote %s: %v %v", cand.id, resp.GetRecord().GetDecision(), err)
 	}
+	return resp.GetRecord()
 }
 
 // ack is one acknowledged write.

@@ -349,9 +349,9 @@ func starveOldPrimary(t *testing.T, k uint32, fenced []int) starveOutcome {
 }
 
 // Replica-quorum, process level: kill -9 of the primary at seeded random
-// moments under 8 writers; the most advanced replica is promoted (today
-// through the operator promotion; with the server's replica-quorum
-// promotion, through its prepare and fenced reports); every acknowledged
+// moments under 8 writers; the most advanced replica is promoted through
+// the server's replica-quorum promotion (prepare, fenced reports, the
+// quorum checks); every acknowledged
 // write is on the new primary once it made its history visible. The
 // watermark entries of the domain stay bounded by its interval.
 func TestReplicaQuorumKillPrimaryNoAcknowledgedWriteLost(t *testing.T) {
@@ -390,7 +390,12 @@ func TestReplicaQuorumKillPrimaryNoAcknowledgedWriteLost(t *testing.T) {
 			acks := log.all()
 			t.Logf("%d writes acknowledged before kill -9 at %v (%d failed)", len(acks), killAfter, log.fails)
 			best := rc.mostAdvanced(n1)
-			rc.promote(best, 1)
+			rec := rc.promote(best, 1)
+			// Decided through the fence: the synchronous replicas n2 and n3
+			// (N = 2, K = 1: both) reported fenced final positions.
+			if fc := rec.GetFence(); fc.GetEpoch() != 2 || len(rec.GetFenceReports()) < 2 {
+				t.Fatalf("promotion not decided on fenced reports: fence %v, %d reports\n%v", fc, len(rec.GetFenceReports()), rec.GetDecision())
+			}
 			rc.waitRole(best, RolePrimary, 2)
 			// The watermark followed lazily: n1's entries (epoch 1) are at
 			// least an interval apart (leader stamps, millisecond
