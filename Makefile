@@ -16,10 +16,11 @@ build:
 
 # Unit, property, script and in-process cluster tests, with the FSM's
 # invariant assertions compiled in (build tag `invariants`) and the race
-# detector on.
+# detector on; then the negative controls (mutants behind the jepsen_mutants
+# tag) of the jepsen-like checkers and of the replica-quorum refnode.
 test: lint check-rules fuzz
 	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
-	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/...
+	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/... ./replication/refnode/
 
 test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)

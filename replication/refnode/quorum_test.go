@@ -354,11 +354,14 @@ func starveOldPrimary(t *testing.T, k uint32, fenced []int) starveOutcome {
 // quorum checks); every acknowledged
 // write is on the new primary once it made its history visible. The
 // watermark entries of the domain stay bounded by its interval.
+// quorumKillRuns: kill -9 moments per run of the test (issue 20, acceptance 2).
+const quorumKillRuns = 20
+
 func TestReplicaQuorumKillPrimaryNoAcknowledgedWriteLost(t *testing.T) {
 	rng := rand.New(rand.NewPCG(switchoverSeed(t), 20)) // fixed seed (printed), REFNODE_TEST_SEED overrides
 	auth, ac := startAuthority(t)
 	const interval = 300 * time.Millisecond
-	for run := 1; run <= 3; run++ {
+	for run := 1; run <= quorumKillRuns; run++ {
 		killAfter := time.Duration(150+rng.IntN(1200)) * time.Millisecond
 		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
 			setup := Setup{Domain: fmt.Sprintf("rq-kill-%d", run), LeaseTTL: testTTL, InitialPrimary: "n1",
