@@ -33,13 +33,14 @@ func newDemoCmd(o *options) *cobra.Command {
 	var bin, data string
 	var offset int
 	var ttl time.Duration
-	var auto bool
+	var auto, quorum bool
+	var wmInterval time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "`make demo`: 3 authority servers (mutual TLS), 3 refnodes and a writer printing acknowledged writes (see docs/DEMO.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd, o, bin, data, offset, ttl, auto)
+			return runDemo(cmd, o, bin, data, offset, ttl, demoMode{auto: auto, quorum: quorum, wmInterval: wmInterval})
 		},
 	}
 	f := cmd.Flags()
@@ -48,12 +49,27 @@ func newDemoCmd(o *options) *cobra.Command {
 	f.IntVar(&offset, "port-offset", 0, "add this to every port (authority 7001-7003/8001-8003/9001-9003, refnodes 6001-6003)")
 	f.DurationVar(&ttl, "lease-ttl", 10*time.Second, "lease TTL of the demo domain")
 	f.BoolVar(&auto, "auto", false, "create the demo domain in automatic mode: the authority promotes the best replica when the primary's lease expires")
+	f.BoolVar(&quorum, "replica-quorum", false, "create the demo domain in replica-quorum durability: the primary acknowledges once 1 replica flushed, with no authority round per write (docs/DURABILITY.md)")
+	f.DurationVar(&wmInterval, "watermark-interval", 0, "replica-quorum: the primary advances the watermark at most once per interval (0: 1s)")
 	return cmd
+}
+
+// demoMode is how the demo domain is created.
+type demoMode struct {
+	auto, quorum bool
+	wmInterval   time.Duration
+}
+
+func (m demoMode) durability() string {
+	if m.quorum {
+		return "replica-quorum (acknowledged once 1 replica flushed)"
+	}
+	return "authority-gated (acknowledged once the authority committed the watermark)"
 }
 
 func addr(port, offset int) string { return "127.0.0.1:" + strconv.Itoa(port+offset) }
 
-func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl time.Duration, auto bool) error {
+func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl time.Duration, mode demoMode) error {
 	ctx := cmd.Context()
 	self, err := os.Executable()
 	if err != nil {
@@ -146,7 +162,8 @@ func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl t
 	// The operator prepares the domain: a node's certificate may act only
 	// as its own holder, not create domains, register members or assign.
 	operator := files(identity.Identity{Role: identity.Operator, Name: "admin"})
-	setup := refnode.Setup{Domain: o.domain, LeaseTTL: ttl, InitialPrimary: "n1", Automatic: auto}
+	setup := refnode.Setup{Domain: o.domain, LeaseTTL: ttl, InitialPrimary: "n1", Automatic: mode.auto,
+		ReplicaQuorum: mode.quorum, MinSyncReplicas: 1, WatermarkInterval: mode.wmInterval}
 	for i, id := range nodeIDs {
 		setup.Members = append(setup.Members, refnode.Member{ID: id, Address: nodes[i]})
 	}
@@ -173,6 +190,7 @@ func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl t
 	fmt.Fprintf(cmd.OutOrStdout(), `AeroDB reference nodes on loopback (demo dir %s, logs there):
   authority  %s   (mutual TLS; certificates in %s)
   refnodes   n1 %s (primary, epoch 1), n2 %s, n3 %s — domain %q, lease TTL %v
+  durability %s
 The writer below writes one key every 300 ms to whoever is primary and prints
 every acknowledged write (recorded in %s). Next steps: docs/DEMO.md;
 in the other terminal, first run this line (bin/refnode and bin/authorityctl
@@ -182,7 +200,7 @@ then talk to the demo as its operator):
 
 Press Ctrl-C to stop everything.
 
-`, data, auth, pkiDir, nodes[0], nodes[1], nodes[2], o.domain, ttl, filepath.Join(data, "acked.log"),
+`, data, auth, pkiDir, nodes[0], nodes[1], nodes[2], o.domain, ttl, mode.durability(), filepath.Join(data, "acked.log"),
 		exportLine(auth, operator))
 	// The writer only reads the domain (to find the primary): a reader.
 	writerArgs := []string{"writer", "--authority", auth, "--domain", o.domain, "--acked", filepath.Join(data, "acked.log"), "--interval", "300ms"}
