@@ -23,7 +23,14 @@ import (
 // DefaultFenceWait bounds how long a replica-quorum promotion waits for
 // fenced reports after its prepare committed; the decision is then taken on
 // what arrived (too few reports deny with QuorumNotFenced and the numbers).
-const DefaultFenceWait = 5 * time.Second
+// Replicas report at once when they see the fence, so this is a bound for
+// the absent, not a pause for the present.
+const DefaultFenceWait = 3 * time.Second
+
+// fenceDecisionReserve is kept from the caller's deadline for committing
+// the decision after the wait: a wait that used the whole deadline would
+// leave the caller with an unknown outcome (and a retry that waits again).
+const fenceDecisionReserve = time.Second
 
 // prepareFence commits the fence for req's domain at epoch + 1 unless one
 // is pending, then waits for the reports the decision needs (or the bound,
@@ -55,6 +62,9 @@ func (s *Service) prepareFence(ctx context.Context, req *pb.PromotionRequest, d 
 	wait := s.fenceWait
 	if wait <= 0 {
 		wait = DefaultFenceWait
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, max(time.Until(dl)-fenceDecisionReserve, 0))
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()

@@ -10,3 +10,9 @@ import "os"
 // at apply alike. Only binaries built with the jepsen_mutants tag contain
 // it; the linearizability checker must catch it.
 var skipEpochCAS = os.Getenv("AUTHORITY_MUTANT") == "no-cas"
+
+// fenceQuorumShort is the replica-quorum negative control: with
+// AUTHORITY_MUTANT=fence-n-minus-k, FenceQuorum asks for N - K fenced
+// reports instead of N - K + 1 (replication/refnode's mutant test shows it
+// loses acknowledged writes).
+var fenceQuorumShort = os.Getenv("AUTHORITY_MUTANT") == "fence-n-minus-k"

@@ -56,6 +56,9 @@ func FenceQuorum(fc *pb.Fence) int {
 	if k == 0 || n == 0 {
 		return n + 1
 	}
+	if fenceQuorumShort {
+		return max(n-k, 1)
+	}
 	return max(n-k+1, 1)
 }
 

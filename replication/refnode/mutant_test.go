@@ -45,3 +45,16 @@ func TestMutantReplicaAcceptsFencedWAL(t *testing.T) {
 		})
 	}
 }
+
+// The server asking for N - K fenced reports instead of N - K + 1
+// (validator mutant fence-n-minus-k, compiled into authorityd by
+// testcluster for a jepsen_mutants test binary): the candidate that missed
+// the acknowledged writes is promoted, and they are lost.
+func TestMutantFenceQuorumNMinusK(t *testing.T) {
+	t.Setenv("AUTHORITY_MUTANT", "fence-n-minus-k")
+	out := fenceShortScenario(t)
+	if !out.allowed || out.n2Last >= out.maxAcked {
+		t.Fatalf("the mutant was not caught: allowed=%t reason=%s, n2 at lsn %d, acknowledged up to %d", out.allowed, out.reason, out.n2Last, out.maxAcked)
+	}
+	t.Logf("caught: n2 promoted on %d fenced report(s) at lsn %d; writes acknowledged up to lsn %d are lost", out.fenceCount, out.n2Last, out.maxAcked)
+}

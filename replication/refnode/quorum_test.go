@@ -18,6 +18,7 @@ import (
 	rpb "github.com/aerodb/authority/api/refnode/v1"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/replication"
+	"github.com/aerodb/authority/validator"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -494,4 +495,100 @@ func (ww *watermarkWatch) epoch1() ([]int64, []uint64) {
 	ww.mu.Lock()
 	defer ww.mu.Unlock()
 	return slices.Clone(ww.stamps), slices.Clone(ww.lsns)
+}
+
+// fenceShortOutcome is what fenceShortScenario saw.
+type fenceShortOutcome struct {
+	acked      int    // writes acknowledged by n1 (through n3 alone)
+	maxAcked   uint64 // the highest acknowledged lsn
+	n2Last     uint64 // n2's last lsn when it was the candidate
+	allowed    bool   // the promotion of n2 was allowed
+	reason     string // else its denial reason
+	fenceCount int    // fenced reports in the decision
+}
+
+// fenceShortScenario: K = 1, S = {n2, n3}. n2 goes down after a few
+// writes, and n1 acknowledges more through n3 alone (the watermark, on a
+// one-minute interval, stays below n2); then n1 and n3 die and n2 comes
+// back. n2 is fenced and reports; n3 never can. A promotion of n2 must be
+// refused: only one of the N - K + 1 = 2 fenced reports exists, and the
+// acknowledged writes are on n3 only.
+func fenceShortScenario(t *testing.T) fenceShortOutcome {
+	auth, ac := startAuthority(t)
+	setup := Setup{Domain: "rq-short", LeaseTTL: testTTL, InitialPrimary: "n1", ReplicaQuorum: true, MinSyncReplicas: 1,
+		WatermarkInterval: time.Minute} // the watermark stays behind: only the fence can tell
+	rc := newRefClusterWith(t, auth.WithT(t), ac, setup, 3, nil)
+	rc.startAll()
+	n1, n2, n3 := rc.node("n1"), rc.node("n2"), rc.node("n3")
+	rc.waitRole(n1, RolePrimary, 1)
+	rc.waitRole(n2, RoleReplica, 1)
+	rc.waitRole(n3, RoleReplica, 1)
+	ctx, stop := context.WithCancel(context.Background())
+	var log ackLog
+	wg := runWriters(ctx, n1, 4, rc.domain, &log)
+	// n2 first holds a few writes (at or above the watermark, whose one
+	// advance so far came with the first write), then goes down.
+	eventually(t, 20*time.Second, "n2 to hold 5 writes", func() (bool, string) {
+		s, err := rc.status(n2)
+		if err != nil {
+			return false, err.Error()
+		}
+		return s.GetLast().GetLsn() >= 5, fmt.Sprintf("n2 at lsn %d", s.GetLast().GetLsn())
+	})
+	rc.kill(n2)
+	before := len(log.all())
+	eventually(t, 20*time.Second, "20 more writes acknowledged through n3", func() (bool, string) {
+		n := len(log.all()) - before
+		return n >= 20, fmt.Sprintf("%d acknowledged since n2 went down", n)
+	})
+	rc.kill(n1)
+	stop()
+	wg.Wait()
+	rc.kill(n3)
+	var out fenceShortOutcome
+	for _, a := range log.all() {
+		out.acked++
+		out.maxAcked = max(out.maxAcked, a.lsn)
+	}
+	rc.start(n2)
+	st := rc.waitRole(n2, RoleReplica, 1)
+	out.n2Last = st.GetLast().GetLsn()
+	// Promote n2 once n1's lease has expired (earlier attempts are denied
+	// PrimaryStillActive before anything is fenced... or after: the fence
+	// is kept and reused).
+	epoch := uint64(1)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		pctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		resp, err := ac.Promote(pctx, &pb.PromotionRequest{Domain: rc.domain, Candidate: "n2", ExpectedEpoch: &epoch,
+			Reason: "n1 and n3 gone", InitiatedBy: pb.Initiator_INITIATOR_OPERATOR})
+		cancel()
+		rec := resp.GetRecord()
+		var denied *client.DeniedError
+		switch {
+		case err == nil:
+			out.allowed, out.fenceCount = true, len(rec.GetFenceReports())
+			return out
+		case errors.As(err, &denied) && denied.Reason() != validator.ReasonPrimaryStillActive:
+			out.reason, out.fenceCount = denied.Reason(), len(denied.Record.GetFenceReports())
+			return out
+		case time.Now().After(deadline):
+			t.Fatalf("promotion of n2 still %v after 60 s", err)
+		}
+	}
+}
+
+// TestQuorumPromotionNeedsNMinusKPlus1Fenced: the promotion of a replica
+// that missed acknowledged writes is refused with QuorumNotFenced while
+// only N - K fenced reports can exist (the mutant that accepts N - K loses
+// the acknowledged writes: mutant_test.go).
+func TestQuorumPromotionNeedsNMinusKPlus1Fenced(t *testing.T) {
+	out := fenceShortScenario(t)
+	t.Logf("%d writes acknowledged up to lsn %d; candidate n2 at lsn %d; allowed=%t reason=%s fenced reports=%d",
+		out.acked, out.maxAcked, out.n2Last, out.allowed, out.reason, out.fenceCount)
+	if out.n2Last >= out.maxAcked {
+		t.Fatalf("the scenario did not arise: n2 at lsn %d holds every acknowledged write (up to %d)", out.n2Last, out.maxAcked)
+	}
+	if out.allowed || out.reason != validator.ReasonQuorumNotFenced {
+		t.Fatalf("promotion of n2 without n3's fenced report: allowed=%t reason=%q, want QuorumNotFenced", out.allowed, out.reason)
+	}
 }
