@@ -43,7 +43,9 @@ func TestCrashBetweenPrepareAndDecision(t *testing.T) {
 	req := request(dom)
 
 	leader := r.ready(t)
-	r.report(t, dom, "n2", 1, 100)
+	for _, m := range members { // reporting: the dry run allows, so the leader fences
+		r.report(t, dom, m, 1, 100)
+	}
 	off := logSize(leader)
 	r.arm(t, leader, failpoint.PromoteAfterPrepare+"=kill")
 	t.Cleanup(func() { r.disarm(leader, failpoint.PromoteAfterPrepare) })

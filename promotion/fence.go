@@ -83,6 +83,13 @@ func (s *Service) prepareFence(ctx context.Context, req *pb.PromotionRequest, d 
 	}
 }
 
+// wouldAllowProspectively is the dry run of req (no fence yet): the checks
+// on the replicas' current positions as if final.
+func (s *Service) wouldAllowProspectively(req *pb.PromotionRequest) bool {
+	_, rec, _, err := s.evaluate(req, true)
+	return err == nil && rec.GetDecision().GetAllowed()
+}
+
 // pending is the domain's fence if it is for the next epoch.
 func pending(d *pb.Domain) *pb.Fence {
 	if fc := d.GetFence(); fc != nil && fc.GetEpoch() == d.GetEpoch()+1 {

@@ -65,6 +65,7 @@ func isPrepare(c *pb.Command) bool { return c.GetPreparePromotion() != nil }
 func TestPromoteReplicaQuorumWaitsForFencedReports(t *testing.T) {
 	r := newQuorumRig(t, time.Hour) // the reports, not the bound, end the wait
 	r.report("n2", 1, 120, []byte{0x12}, 50)
+	r.report("n3", 1, 110, []byte{0x11}, 50) // the dry run allows: the fence is prepared
 	r.clock.Advance(testTTL)
 	r.log.applied = make(chan *pb.Command, 16)
 	done := r.promoteAsync(req("q1", "n2", 1))
@@ -103,6 +104,7 @@ func TestPromoteReplicaQuorumWaitsForFencedReports(t *testing.T) {
 func TestPromoteReplicaQuorumDeniedKeepsFence(t *testing.T) {
 	r := newQuorumRig(t, 20*time.Millisecond)
 	r.report("n2", 1, 120, []byte{0x12}, 50)
+	r.report("n3", 1, 100, h100, 50) // reporting, so the dry run allows; it never reports fenced
 	r.clock.Advance(testTTL)
 	r.fencedReport("n2", 120, []byte{0x12}) // fenced early (a replica may)
 	_, err := r.svc.Promote(r.ctx, req("q1", "n2", 1))
@@ -143,5 +145,18 @@ func TestDryRunReplicaQuorumFencesNothing(t *testing.T) {
 	}
 	if fc := out.Record.GetFence(); fc.GetEpoch() != 2 || len(out.Record.FenceReports) != 2 {
 		t.Fatalf("dry run record fence %v, reports %d", fc, len(out.Record.FenceReports))
+	}
+}
+
+// A promotion its dry run denies fences nothing: a premature attempt (the
+// holder's lease still valid) must not stop a healthy primary.
+func TestPrematurePromotionFencesNothing(t *testing.T) {
+	r := newQuorumRig(t, 50*time.Millisecond)
+	r.report("n2", 1, 120, []byte{0x12}, 50)
+	r.report("n3", 1, 110, []byte{0x11}, 50)
+	_, err := r.svc.Promote(r.ctx, req("early", "n2", 1)) // n1's lease is valid
+	wantDenied(t, err, validator.ReasonPrimaryStillActive)
+	if d, _ := r.svc.fsm.Domain("db1"); d.GetFence() != nil {
+		t.Fatalf("a denied premature attempt fenced the replicas: %v", d.GetFence())
 	}
 }

@@ -98,8 +98,14 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 	if d, ok := s.fsm.Domain(req.Domain); ok && fsm.ReplicaQuorum(d.GetPolicy()) && d.GetKind() == pb.DomainKind_DOMAIN_KIND_AERODB {
 		// The fence is a real one: from here the old holder can
 		// acknowledge nothing, whatever the decision (docs/DURABILITY.md).
-		if err := s.prepareFence(ctx, req, d); err != nil {
-			return nil, err
+		// So fence only an attempt its dry run allows on the replicas'
+		// current positions: a premature promotion (the holder's lease
+		// still valid, a stale expected epoch, a candidate behind) is
+		// denied without stopping a healthy primary.
+		if pending(d) != nil || s.wouldAllowProspectively(req) {
+			if err := s.prepareFence(ctx, req, d); err != nil {
+				return nil, err
+			}
 		}
 	}
 	must(lc.To(PromotionValidating))
