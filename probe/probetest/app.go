@@ -29,6 +29,7 @@ type App struct {
 	sessions map[string]bool
 	seq      int
 	broken   bool
+	reject   bool
 	logins   int
 	requests int
 }
@@ -76,6 +77,14 @@ func (a *App) SetBroken(b bool) {
 	a.broken = b
 }
 
+// SetRejectTokens makes every authenticated endpoint answer 401, even
+// right after a login.
+func (a *App) SetRejectTokens(b bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reject = b
+}
+
 // Logins counts successful logins.
 func (a *App) Logins() int {
 	a.mu.Lock()
@@ -117,7 +126,7 @@ func (a *App) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		a.mu.Lock()
-		ok := a.tokens[tok]
+		ok := a.tokens[tok] && !a.reject
 		a.mu.Unlock()
 		if !ok {
 			http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
