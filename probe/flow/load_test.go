@@ -15,7 +15,7 @@ func examples(t *testing.T, names ...string) []string {
 }
 
 func TestExamplesAreValid(t *testing.T) {
-	for _, set := range [][]string{{"environments.yaml", "sample-app.yaml"}, {"authority.yaml"}} {
+	for _, set := range [][]string{{"sample-app/environments.yaml", "sample-app/flows.yaml"}, {"authority/flows.yaml"}} {
 		cfg, ds := LoadFiles(examples(t, set...)...)
 		if len(ds) > 0 {
 			t.Fatalf("%v:\n%v", set, ds)
@@ -24,7 +24,7 @@ func TestExamplesAreValid(t *testing.T) {
 			t.Fatalf("%v: no flows", set)
 		}
 	}
-	cfg, _ := LoadFiles(examples(t, "environments.yaml", "sample-app.yaml")...)
+	cfg, _ := LoadFiles(examples(t, "sample-app/environments.yaml", "sample-app/flows.yaml")...)
 	b := cfg.Flow("browse")
 	if b.Schedule.Every.D().Seconds() != 30 || b.Verdict.MinSamples != 3 || len(b.Steps) != 2 {
 		t.Fatalf("browse decoded wrong: %+v", b)
@@ -35,7 +35,7 @@ func TestExamplesAreValid(t *testing.T) {
 	if cfg.Limits.MaxBodyBytes != DefaultMaxBodyBytes || cfg.Limits.StepTimeout.D() != DefaultStepTimeout {
 		t.Fatalf("default limits not applied: %+v", cfg.Limits)
 	}
-	if b.Steps[0].AssertPos[1].Line == 0 || !strings.HasSuffix(b.Steps[0].AssertPos[1].File, "sample-app.yaml") {
+	if b.Steps[0].AssertPos[1].Line == 0 || !strings.HasSuffix(b.Steps[0].AssertPos[1].File, "flows.yaml") {
 		t.Fatalf("assertion position not recorded: %v", b.Steps[0].AssertPos)
 	}
 }

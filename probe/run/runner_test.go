@@ -30,8 +30,8 @@ func newFixture(t *testing.T) *fixture {
 	fx := &fixture{clk: clock.NewFake(t0)}
 	fx.app = probetest.Start(fx.clk, 12*time.Millisecond)
 	t.Cleanup(fx.app.Close)
-	dir := filepath.Join("..", "..", "deploy", "probes")
-	cfg, ds := flow.LoadFiles(filepath.Join(dir, "environments.yaml"), filepath.Join(dir, "sample-app.yaml"))
+	dir := filepath.Join("..", "..", "deploy", "probes", "sample-app")
+	cfg, ds := flow.LoadFiles(filepath.Join(dir, "environments.yaml"), filepath.Join(dir, "flows.yaml"))
 	if len(ds) > 0 {
 		t.Fatal(ds)
 	}
