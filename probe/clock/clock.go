@@ -135,3 +135,12 @@ func (t *fakeTimer) Stop() bool {
 	t.fired = true
 	return true
 }
+
+// Set moves the time to t (forward only) and fires due timers.
+func (f *Fake) Set(t time.Time) {
+	d := t.Sub(f.Now())
+	if d < 0 {
+		panic("clock.Fake.Set: time moves backwards")
+	}
+	f.Advance(d)
+}
