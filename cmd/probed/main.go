@@ -36,9 +36,14 @@ func main() {
 // Main runs the command and returns its exit status: 0 success, 1 failed
 // probe or invalid files, 2 usage error.
 func Main(args []string, stdout, stderr io.Writer) int {
+	return MainContext(context.Background(), args, stdout, stderr)
+}
+
+// MainContext is Main with a context (serve stops when it ends).
+func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	var ee exitError
 	switch {
 	case err == nil:
