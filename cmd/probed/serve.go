@@ -156,4 +156,3 @@ func verifyCmd(stdout, stderr io.Writer) *cobra.Command {
 	_ = c.MarkFlagRequired("key")
 	return c
 }
-
