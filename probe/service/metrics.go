@@ -17,6 +17,7 @@ type metrics struct {
 	scheduled   *prometheus.CounterVec
 	setups      *prometheus.CounterVec
 	verdicts    *prometheus.CounterVec
+	lateness    prometheus.Histogram
 }
 
 func newMetrics(s *Service) *metrics {
@@ -37,12 +38,15 @@ func newMetrics(s *Service) *metrics {
 			Help: "Scheduled runs by timing: on_time, late (started after the tolerance), skipped (never started)."}, []string{"flow", "timing"}),
 		setups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "probe_setup_logins_total",
 			Help: "Setup (login) executions by kind: login, refresh (after a 401), error."}, []string{"setup", "kind"}),
+		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "probe_schedule_lateness_seconds",
+			Help:    "How long after its due time each scheduled run started.",
+			Buckets: []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}}),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "probe_verdicts_total",
 			Help: "Verdicts answered, by outcome."}, []string{"flow", "verdict"}),
 	}
 	// Every series carries the environment.
 	r := prometheus.WrapRegistererWith(prometheus.Labels{"env": s.env}, s.reg)
-	r.MustRegister(m.success, m.stepSuccess, m.duration, m.flowHist, m.runs, m.lastRun, m.scheduled, m.setups, m.verdicts,
+	r.MustRegister(m.success, m.stepSuccess, m.duration, m.flowHist, m.runs, m.lastRun, m.scheduled, m.setups, m.verdicts, m.lateness,
 		&sloCollector{s: s}, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "probe_event_write_errors_total",
 			Help: "JSON-lines events that could not be written."}, func() float64 { return float64(s.evErrors.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "probe_scheduler_up",

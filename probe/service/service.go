@@ -228,6 +228,7 @@ func (s *Service) dispatch(ctx context.Context, now time.Time, sync bool) {
 			continue
 		}
 		late := now.Sub(tick)
+		s.m.lateness.Observe(late.Seconds())
 		timing := "on_time"
 		if late > s.tolerance(e.every) {
 			timing = "late"
@@ -263,6 +264,13 @@ func (s *Service) execute(ctx context.Context, e *entry, tick time.Time, late ti
 	}
 	defer func() { <-s.sem }()
 	res := s.runner.Run(ctx, e.flow, tick)
+	if ctx.Err() != nil {
+		// Shutting down: a run cut short by our own cancellation says
+		// nothing about the target and must not spend its error budget.
+		s.event(map[string]any{"time": s.clock.Now(), "type": "run_aborted", "flow": e.flow.Name, "env": s.env,
+			"run_id": res.RunID, "reason": "service stopping"})
+		return
+	}
 	s.Record(res, late)
 }
 

@@ -84,6 +84,12 @@ func TestSoak(t *testing.T) {
 	}
 	fmt.Fprintf(&report, "scheduled %d, on time %d (%.5f), late %.0f, skipped %.0f; runs %d; app requests %d, logins %d\n",
 		snap.Total, snap.Good, ratio, late, skipped, events.runs.Load(), app.Requests(), app.Logins())
+	fmt.Fprintf(&report, "lateness of run starts (cumulative):")
+	for _, b := range latenessBuckets(t, svc) {
+		fmt.Fprintf(&report, " <=%gs %.5f", b.le, b.frac)
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(&report, "\nload average at end: %s", load)
 	fmt.Fprintf(&report, "rss %.1f MiB at 1m, %.1f MiB at end; goroutines %d..%d after 1m\n", warm.rss, last.rss, minG, maxG)
 	t.Log("\n" + report.String())
 	os.WriteFile(filepath.Join(os.TempDir(), "probe-soak-last.txt"), []byte(report.String()), 0o644)
@@ -112,4 +118,24 @@ func rssMiB() float64 {
 		}
 	}
 	return 0
+}
+
+type bucket struct{ le, frac float64 }
+
+func latenessBuckets(t *testing.T, svc *Service) []bucket {
+	mfs, err := svc.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []bucket
+	for _, mf := range mfs {
+		if mf.GetName() != "probe_schedule_lateness_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		for _, b := range h.GetBucket() {
+			out = append(out, bucket{b.GetUpperBound(), float64(b.GetCumulativeCount()) / float64(h.GetSampleCount())})
+		}
+	}
+	return out
 }
