@@ -97,6 +97,10 @@ func Load(srcs ...Source) (*Config, Diags) {
 			continue
 		}
 		for name, e := range f.Environments {
+			if e == nil {
+				diags = append(diags, Diag{Pos{File: src.Name}, fmt.Sprintf("environment %q is empty", name)})
+				continue
+			}
 			if prev, ok := cfg.Environments[name]; ok {
 				diags = append(diags, Diag{e.Pos, fmt.Sprintf("environment %q already defined at %s", name, prev.Pos)})
 				continue
@@ -104,6 +108,10 @@ func Load(srcs ...Source) (*Config, Diags) {
 			cfg.Environments[name] = e
 		}
 		for name, s := range f.Setups {
+			if s == nil {
+				diags = append(diags, Diag{Pos{File: src.Name}, fmt.Sprintf("setup %q is empty", name)})
+				continue
+			}
 			if prev, ok := cfg.Setups[name]; ok {
 				diags = append(diags, Diag{s.Pos, fmt.Sprintf("setup %q already defined at %s", name, prev.Pos)})
 				continue
@@ -111,8 +119,20 @@ func Load(srcs ...Source) (*Config, Diags) {
 			s.Name = name
 			cfg.Setups[name] = s
 		}
-		cfg.Flows = append(cfg.Flows, f.Flows...)
-		cfg.SLOs = append(cfg.SLOs, f.SLOs...)
+		for i, fl := range f.Flows {
+			if fl == nil {
+				diags = append(diags, Diag{Pos{File: src.Name}, fmt.Sprintf("flows[%d] is empty", i)})
+				continue
+			}
+			cfg.Flows = append(cfg.Flows, fl)
+		}
+		for i, sl := range f.SLOs {
+			if sl == nil {
+				diags = append(diags, Diag{Pos{File: src.Name}, fmt.Sprintf("slos[%d] is empty", i)})
+				continue
+			}
+			cfg.SLOs = append(cfg.SLOs, sl)
+		}
 		if f.Limits != nil {
 			if limitsSet {
 				diags = append(diags, Diag{Pos{File: src.Name}, "limits: defined in more than one file"})

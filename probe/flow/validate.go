@@ -91,7 +91,6 @@ func validate(cfg *Config) Diags {
 		}
 	}
 	setupExports := map[string]map[string]bool{}
-	setupSecrets := map[string]map[string]bool{}
 	for _, name := range sortedKeys(cfg.Setups) {
 		s := cfg.Setups[name]
 		if s == nil {
@@ -105,7 +104,7 @@ func validate(cfg *Config) Diags {
 			envs = envNames
 		}
 		sc := &scope{cfg: cfg, envs: envs, vars: map[string]bool{}}
-		extracted, secret := validateSteps(cfg, "setup "+name, s.Steps, sc, add)
+		extracted, _ := validateSteps(cfg, "setup "+name, s.Pos, s.Steps, sc, add)
 		if len(s.Steps) == 0 {
 			add(s.Pos, "setup %q has no steps", name)
 		}
@@ -117,7 +116,6 @@ func validate(cfg *Config) Diags {
 			exp[x] = true
 		}
 		setupExports[name] = exp
-		setupSecrets[name] = secret
 		if s.Cache.TTL == 0 && s.Cache.ExpiresInVar == "" {
 			add(s.Pos, "setup %q: cache needs ttl or expires_in_var (how long the login stays valid)", name)
 		}
@@ -189,7 +187,7 @@ func validate(cfg *Config) Diags {
 		if len(f.Steps) > cfg.Limits.MaxSteps {
 			add(f.Pos, "%s has %d steps, more than limits.max_steps (%d)", what, len(f.Steps), cfg.Limits.MaxSteps)
 		}
-		validateSteps(cfg, what, f.Steps, sc, add)
+		validateSteps(cfg, what, f.Pos, f.Steps, sc, add)
 	}
 
 	sloNames := map[string]bool{}
@@ -308,7 +306,7 @@ func (sc *scope) check(ref string) string {
 	return fmt.Sprintf("variable %q is not defined in environment %s", ref, strings.Join(missing, ", "))
 }
 
-func validateSteps(cfg *Config, what string, steps []*Step, sc *scope, add func(Pos, string, ...any)) (extracted, secret map[string]bool) {
+func validateSteps(cfg *Config, what string, owner Pos, steps []*Step, sc *scope, add func(Pos, string, ...any)) (extracted, secret map[string]bool) {
 	extracted, secret = map[string]bool{}, map[string]bool{}
 	names := map[string]bool{}
 	checkTpl := func(p Pos, field, s string) {
@@ -325,6 +323,7 @@ func validateSteps(cfg *Config, what string, steps []*Step, sc *scope, add func(
 	}
 	for i, s := range steps {
 		if s == nil {
+			add(owner, "%s: steps[%d] is empty", what, i)
 			continue
 		}
 		sw := fmt.Sprintf("%s step %d", what, i+1)
@@ -367,8 +366,9 @@ func validateSteps(cfg *Config, what string, steps []*Step, sc *scope, add func(
 		}
 		// Extractions of this step are visible to its own assertions.
 		stepVars := map[string]bool{}
-		for _, x := range s.Extract {
+		for j, x := range s.Extract {
 			if x == nil {
+				add(s.Pos, "%s: extract[%d] is empty", sw, j)
 				continue
 			}
 			n := 0
