@@ -274,6 +274,10 @@ func TestSchedulerLoop(t *testing.T) {
 				n--
 			}
 		}
+		// A run's event is written just before its goroutine marks the
+		// flow idle; wait for that too, or the next tick would find the
+		// flow still running and skip it.
+		fx.svc.wg.Wait()
 	}
 	fx.clk.WaitTimers(1) // first dispatch at t0 done, timer armed
 	waitRuns(3)          // browse, cart, health at t0
