@@ -115,11 +115,8 @@ lint:
 # Validate the Prometheus alerting rules with promtool (Debian: the
 # `prometheus` package) when it is installed; skip with a notice otherwise.
 check-rules:
-	@if command -v promtool >/dev/null 2>&1; then \
-	  promtool check rules deploy/observability/prometheus-rules.yml; \
-	else \
-	  echo "promtool not installed; skipping rule check"; \
-	fi
+	@command -v promtool >/dev/null 2>&1 || { echo "promtool not installed (Debian: apt-get install prometheus; .ci/run does)"; exit 1; }
+	promtool check rules deploy/observability/prometheus-rules.yml
 
 # A local 3-node cluster (three authorityd processes on 127.0.0.1, data
 # under ./.data) with a seeded demo domain; Ctrl-C stops it cleanly.
