@@ -85,3 +85,13 @@ func TestClientsLinkNoServerPackage(t *testing.T) {
 	}
 	forbid(t, "identity", func(d string) bool { return strings.HasPrefix(d, module+"/") && d != module+"/identity" })
 }
+
+// The probe service is a client of nothing but its targets: probe/... and
+// cmd/probed link no other package of this module.
+func TestProbeLinksOnlyItself(t *testing.T) {
+	for _, pkg := range []string{"probe/service", "probe/run", "probe/flow", "probe/slo", "probe/verdict", "cmd/probed"} {
+		forbid(t, pkg, func(d string) bool {
+			return strings.HasPrefix(d, module+"/") && !strings.HasPrefix(d, module+"/probe/") && d != module+"/cmd/probed"
+		})
+	}
+}
