@@ -117,6 +117,9 @@ func (s *Service) fenceComplete(d *pb.Domain, fc *pb.Fence, candidate string) bo
 		return false
 	}
 	for _, r := range reps {
+		if !slices.Contains(fc.GetSyncSet(), r.GetMemberId()) {
+			continue // the validator compares the synchronous set only (and the candidate)
+		}
 		if r.GetFlushedEpoch() == cand.GetFlushedEpoch() && r.GetFlushedLsn() != cand.GetFlushedLsn() && r.GetFlushedLsn() > 0 &&
 			!slices.ContainsFunc(cand.GetChain(), func(p *pb.ChainPoint) bool { return p.GetLsn() == r.GetFlushedLsn() }) {
 			return false

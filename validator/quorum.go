@@ -148,6 +148,15 @@ func mostAdvanced(rs []*pb.ProgressReport) *pb.ProgressReport {
 	return best
 }
 
+// comparedMembers are the members whose fenced positions the candidate is
+// compared with: the synchronous set and the candidate itself. The old
+// holder's own report (when it is not the candidate) is left out: what it
+// holds beyond the synchronous replicas was never flushed by K of them, so
+// never acknowledged, and it must not block every promotion.
+func comparedMembers(in Input, fc *pb.Fence) []string {
+	return append(slices.Clone(fc.GetSyncSet()), in.Attempt.GetRequest().GetCandidate())
+}
+
 // candidateFenced returns the candidate's own fenced report (the candidate
 // may be outside the synchronous set: a released or former holder).
 func candidateFenced(in Input, fc *pb.Fence) *pb.ProgressReport {
@@ -164,7 +173,7 @@ func candidateFenced(in Input, fc *pb.Fence) *pb.ProgressReport {
 // fenced replica flushed beyond it (AU-4 [P6-S1]).
 func checkCandidateMostAdvanced(in Input) *pb.Check {
 	fc := pendingFence(in.Domain)
-	all := fencedReports(in.Attempt, fc, nil)
+	all := fencedReports(in.Attempt, fc, comparedMembers(in, fc))
 	cand := candidateFenced(in, fc)
 	best := mostAdvanced(all)
 	c := newCheck(CheckCandidateMostAdvanced, "AU-4 [P6-S1]",
@@ -199,7 +208,7 @@ func checkFenceChainsAgree(in Input) *pb.Check {
 	fc := pendingFence(in.Domain)
 	cand := candidateFenced(in, fc)
 	var agreed, missing, diverged, superseded []string
-	for _, r := range fencedReports(in.Attempt, fc, nil) {
+	for _, r := range fencedReports(in.Attempt, fc, comparedMembers(in, fc)) {
 		if cand == nil || r.GetMemberId() == cand.GetMemberId() || r.GetFlushedLsn() == 0 {
 			continue
 		}
