@@ -99,6 +99,20 @@ func stallAutoHolder(e *nemesis.Env, r *runner.Run, d time.Duration) {
 	e.Count("holder_stalls", 1)
 }
 
+// cutOffDBPrimary cuts the replica-quorum domain's primary off from the
+// authority for d (it still writes to its replicas; its lease lapses, a
+// promotion may complete meanwhile), recorded as a fault window.
+func cutOffDBPrimary(e *nemesis.Env, r *runner.Run, d time.Duration) {
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStart, Fault: "cut-off-db-primary",
+		Info: "the primary of " + runner.QuorumDomain + " reaches its replicas, not the authority", Domain: runner.QuorumDomain})
+	e.Log("nemesis start cut-off-db-primary")
+	r.Workload.CutOffDBPrimary(runner.QuorumDomain, d)
+	time.Sleep(d)
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStop, Fault: "cut-off-db-primary",
+		Info: "the primary of " + runner.QuorumDomain + " reaches the authority again", Domain: runner.QuorumDomain})
+	e.Count("db_primary_cutoffs", 1)
+}
+
 // dwellBound proves the dwell was what spaced two policy promotions: the
 // closest pair is less than dwell + 1 s apart (the holder kept losing its
 // lease, so without the dwell the policy would have promoted sooner).

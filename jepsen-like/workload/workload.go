@@ -77,6 +77,14 @@ type Domain struct {
 	// Primary adds a client advancing an aerodb domain's watermark as its
 	// current holder.
 	Primary bool
+	// Quorum (K > 0) makes the domain replica-quorum: its database is
+	// simulated (quorum.go) — a primary acknowledging writes K replicas
+	// hold, and a reporter carrying fences — instead of Primary and the
+	// watermark reporter.
+	Quorum int
+	// PromoteEvery, if set, spaces each promotion client's promotions by at
+	// least this much (it reads in between).
+	PromoteEvery time.Duration
 }
 
 // Config of a workload.
@@ -96,6 +104,9 @@ type Config struct {
 	// StaleOneIn: a promotion uses an older epoch the client saw (a stale
 	// view, which compare-and-set must deny) once in this many (default 4).
 	StaleOneIn int
+	// DBMutant names a negative control of the simulated database (only
+	// with the jepsen_mutants build tag; "" none).
+	DBMutant string
 }
 
 // Workload is a running workload.
@@ -111,6 +122,8 @@ type Workload struct {
 	// stalled: a Primary domain's client does nothing until this
 	// (UnixNano; StallPrimary).
 	stalled map[string]*atomic.Int64
+	// quorum are the replica-quorum domains' simulated databases.
+	quorum map[string]*quorumDB
 }
 
 // StallPrimary makes the domain's Primary client (its holder) do nothing
@@ -139,7 +152,12 @@ func Start(cfg Config) (*Workload, error) {
 	if cfg.Reader.IsZero() {
 		cfg.Reader = identity.Identity{Role: identity.Reader, Name: "jepsen"}
 	}
-	w := &Workload{cfg: cfg, shared: map[identity.Identity][]*grpc.ClientConn{}, stalled: map[string]*atomic.Int64{}}
+	mutant, ok := dbMutants[cfg.DBMutant]
+	if !ok && cfg.DBMutant != "" {
+		return nil, fmt.Errorf("workload: no database mutant %q in this build (build tag jepsen_mutants)", cfg.DBMutant)
+	}
+	w := &Workload{cfg: cfg, shared: map[identity.Identity][]*grpc.ClientConn{}, stalled: map[string]*atomic.Int64{},
+		quorum: map[string]*quorumDB{}}
 	for _, d := range cfg.Domains {
 		if d.Primary {
 			w.stalled[d.Name] = new(atomic.Int64)
@@ -151,8 +169,15 @@ func Start(cfg Config) (*Workload, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
-	for _, d := range cfg.Domains {
-		if d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && len(d.Members) > 0 {
+	for di, d := range cfg.Domains {
+		switch {
+		case d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && d.Quorum > 0 && len(d.Members) > 0:
+			q := newQuorumDB(w, d, cfg.Seed^uint64(di), mutant)
+			w.quorum[d.Name] = q
+			w.wg.Add(2)
+			go q.runReporter(ctx)
+			go q.runPrimary(ctx)
+		case d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && len(d.Members) > 0:
 			w.wg.Add(1)
 			go w.report(ctx, d)
 		}
@@ -305,6 +330,7 @@ type logical struct {
 	lastHolder string
 	lastLsn    uint64
 	reacquire  bool // the holder's lease expired: acquire it again first
+	lastPromo  time.Time
 	reqSeq     int
 	// own are the connections as node:<holder> (lock clients; replaced
 	// with every new process).
@@ -419,7 +445,8 @@ func (c *logical) step() {
 		}
 	}
 	p := c.rng.Float64()
-	if c.d.ReadOnly || (c.primary && c.lastHolder == "") {
+	if c.d.ReadOnly || (c.primary && c.lastHolder == "") || (c.d.PromoteEvery > 0 && time.Since(c.lastPromo) < c.d.PromoteEvery) ||
+		(c.d.Quorum > 0 && c.lastHolder == "") {
 		p = 0
 	}
 	switch {
@@ -446,8 +473,15 @@ func (c *logical) step() {
 		}
 	case c.d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB:
 		c.reqSeq++
+		c.lastPromo = time.Now()
 		id := fmt.Sprintf("%s-%d", c.holder, c.reqSeq)
 		cand := c.d.Members[c.rng.IntN(len(c.d.Members))]
+		for c.d.Quorum > 0 && cand == c.lastHolder && len(c.d.Members) > 1 {
+			// A replica-quorum promotion fences, then waits (up to 5 s)
+			// for the candidate's fenced report, which the holder never
+			// sends: promote a replica.
+			cand = c.d.Members[c.rng.IntN(len(c.d.Members))]
+		}
 		exp := c.lastEp
 		if c.oldEp != 0 && c.rng.IntN(c.w.cfg.StaleOneIn) == 0 {
 			exp = c.oldEp // a stale view: must be denied EpochStale
@@ -458,8 +492,18 @@ func (c *logical) step() {
 		if exp != 0 {
 			req.ExpectedEpoch = &exp
 		}
+		if c.d.Quorum > 0 {
+			// The leader waits for the replicas' fenced reports before it
+			// decides (up to 5 s; usually a few report rounds).
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.Background(), max(c.w.cfg.OpTimeout, quorumPromoteTimeout))
+			defer cancel()
+		}
 		resp, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: req})
 		if err != nil {
+			if typ, _ := outcome(err); typ == history.Fail {
+				c.lastPromo = time.Time{} // nothing was decided: try again soon
+			}
 			finish(history.FPromote, args, id, err, true)
 			return
 		}
