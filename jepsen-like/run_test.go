@@ -1,5 +1,5 @@
 // CI mode of the fault-injection cluster: every scenario once with a fixed
-// seed, all eight checkers, and a proof that each fault happened. The whole
+// seed, all nine checkers, and a proof that each fault happened. The whole
 // mode is capped by JEPSEN_BUDGET (default 720s): scenarios that would
 // start after the budget is spent are skipped, saying so.
 package jepsenlike_test

@@ -115,9 +115,11 @@ func (m *Member) Accept(epoch uint64, wal []Record, ignoreFence bool) error {
 	if last := m.Last(); last.Epoch > epoch {
 		return fmt.Errorf("%w: %s holds epoch %d lsn %d, shipment of epoch %d", ErrNewerHistory, m.ID, last.Epoch, last.Lsn, epoch)
 	}
-	i := 0
-	for i < len(m.WAL) && i < len(wal) && bytes.Equal(m.WAL[i].Hash, wal[i].Hash) {
-		i++
+	// The common prefix: equal chain hashes at an lsn mean equal histories
+	// up to it, so search back from the shorter end (usually one step).
+	i := min(len(m.WAL), len(wal))
+	for i > 0 && !bytes.Equal(m.WAL[i-1].Hash, wal[i-1].Hash) {
+		i--
 	}
 	for _, r := range m.WAL[i:] {
 		if r.Epoch >= epoch {

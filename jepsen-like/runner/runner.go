@@ -203,7 +203,7 @@ func Execute(t *testing.T, sc Scenario) *Result {
 			{Name: FenceDomain, Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 1, ReadOnly: true},
 			{Name: AutoDomain, Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Primary: true},
 			{Name: QuorumDomain, Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Quorum: QuorumK,
-				Clients: 2, PromoteEvery: 2500 * time.Millisecond},
+				Clients: 1, PromoteEvery: 1250 * time.Millisecond},
 		}})
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ import (
 // (each shipment is dropped, i.e. delayed to a later step, one time in
 // four, seeded), and acknowledges a write (a KindDB ack record) once K of
 // the other members hold it, never while it knows its lease is lost. It
-// renews its lease by KeepAlive every 100 ms, re-acquires a lapsed lease,
+// renews its lease by KeepAlive every 150 ms, re-acquires a lapsed lease,
 // and stops renewing once a replica refused it as fenced or a read showed
 // a prepared promotion (so the promotion can proceed); it advances the
 // watermark at most once per 500 ms, to its last write K replicas hold. In
@@ -32,7 +32,7 @@ import (
 // it is cut off from the authority but still reaches its replicas.
 //
 // Its own reporter sends each member's progress except the holder's every
-// 100 ms, as node:<member>. A ReportProgress response with a fence makes
+// 200 ms (at once again after a fence changed a member), as node:<member>. A ReportProgress response with a fence makes
 // the member raise its fence first (from then on it refuses the old
 // holder's WAL) and report fenced_epoch, its final position, and its chain
 // hashes at the lsns the leader asked for in the next report.
@@ -48,9 +48,9 @@ import (
 
 // Tunables of the simulated database.
 const (
-	dbReadEvery     = 100 * time.Millisecond
-	dbRenewEvery    = 100 * time.Millisecond
-	dbReportEvery   = 100 * time.Millisecond
+	dbReadEvery     = 200 * time.Millisecond
+	dbRenewEvery    = 150 * time.Millisecond // TTL 500 ms
+	dbReportEvery   = 200 * time.Millisecond // at once after a fence changed a member
 	dbAdvanceEvery  = 500 * time.Millisecond // the domain's watermark_interval_ms
 	dbShipDropOneIn = 4
 	dbGapOneIn      = 150 // per step: about one renewal gap every 3 s
@@ -358,7 +358,7 @@ func (q *quorumDB) write(t *dbTerm) bool {
 	return true
 }
 
-// renew keeps the primary's lease (KeepAlive every 100 ms), except in a
+// renew keeps the primary's lease (KeepAlive every 150 ms), except in a
 // seeded gap or once stepped down; a lapsed lease is re-acquired.
 func (q *quorumDB) renew(now time.Time) {
 	t := q.cur
@@ -485,7 +485,7 @@ func (q *quorumDB) advance(now time.Time) {
 	q.rec(history.OK, history.FAdvance, args, nil)
 }
 
-// runReporter sends every member's progress but the holder's every 100 ms.
+// runReporter sends every member's progress but the holder's every 200 ms.
 func (q *quorumDB) runReporter(ctx context.Context) {
 	defer q.w.wg.Done()
 	node := int(q.w.leader.Load())

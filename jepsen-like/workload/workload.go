@@ -135,6 +135,10 @@ func (w *Workload) StallPrimary(domain string, d time.Duration) {
 	}
 }
 
+// promoteEveryRead is how often a client of a Domain.PromoteEvery domain
+// reads between its promotions.
+const promoteEveryRead = 250 * time.Millisecond
+
 // Start launches every logical client.
 func Start(cfg Config) (*Workload, error) {
 	if cfg.StaleOneIn <= 0 {
@@ -331,6 +335,7 @@ type logical struct {
 	lastLsn    uint64
 	reacquire  bool // the holder's lease expired: acquire it again first
 	lastPromo  time.Time
+	lastRead   time.Time // of the last ok read
 	reqSeq     int
 	// own are the connections as node:<holder> (lock clients; replaced
 	// with every new process).
@@ -445,8 +450,15 @@ func (c *logical) step() {
 		}
 	}
 	p := c.rng.Float64()
-	if c.d.ReadOnly || (c.primary && c.lastHolder == "") || (c.d.PromoteEvery > 0 && time.Since(c.lastPromo) < c.d.PromoteEvery) ||
-		(c.d.Quorum > 0 && c.lastHolder == "") {
+	if c.d.PromoteEvery > 0 && time.Since(c.lastPromo) < c.d.PromoteEvery && c.lastHolder != "" {
+		// Between promotions, read only every 250 ms (the domain's load
+		// stays small beside the others').
+		if time.Since(c.lastRead) < promoteEveryRead {
+			return
+		}
+		p = 0
+	}
+	if c.d.ReadOnly || (c.primary && c.lastHolder == "") || (c.d.Quorum > 0 && c.lastHolder == "") {
 		p = 0
 	}
 	switch {
@@ -458,6 +470,7 @@ func (c *logical) step() {
 			return
 		}
 		d := resp.GetDomain()
+		c.lastRead = time.Now()
 		c.saw(d.GetEpoch())
 		c.lastHolder, c.lastLsn = d.GetHolder(), d.GetWatermark().GetLsn()
 		c.w.leader.Store(int64(c.node))
