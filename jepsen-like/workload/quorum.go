@@ -173,6 +173,22 @@ func (w *Workload) CutOffDBPrimary(domain string, d time.Duration) {
 	}
 }
 
+// mostAdvanced is the replica (a member acting as no primary) with the
+// most advanced position (last record's epoch, then lsn; "" when none) — the
+// one an operator would promote.
+func (q *quorumDB) mostAdvanced() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	best, bl := "", dbsim.Record{}
+	for _, id := range q.d.Members {
+		m := q.members[id]
+		if l := m.Last(); !m.Primary && (best == "" || l.Epoch > bl.Epoch || l.Epoch == bl.Epoch && l.Lsn > bl.Lsn) {
+			best, bl = id, l
+		}
+	}
+	return best
+}
+
 // runPrimary is the primary goroutine.
 func (q *quorumDB) runPrimary(ctx context.Context) {
 	defer q.w.wg.Done()
@@ -316,10 +332,14 @@ func (q *quorumDB) write(t *dbTerm) bool {
 	if t.member.Fence > t.epoch || t.member.Last().Epoch > t.epoch {
 		return false
 	}
-	if t.leaseLost || time.Now().Before(t.startAt) {
-		return true // it accepts no writes until it holds a lease (or has recovered)
+	if time.Now().Before(t.startAt) {
+		return true // it writes nothing until it has recovered
 	}
-	t.member.Append(t.epoch)
+	if !t.leaseLost {
+		// Without its lease it accepts no new write, but still ships what
+		// it has (and acknowledges nothing).
+		t.member.Append(t.epoch)
+	}
 	for _, id := range q.d.Members {
 		if id == t.member.ID || q.rng.IntN(dbShipDropOneIn) == 0 {
 			continue
@@ -345,7 +365,7 @@ func (q *quorumDB) write(t *dbTerm) bool {
 	if q.mutant.ackShort {
 		need--
 	}
-	for lsn := t.acked + 1; lsn <= uint64(len(t.member.WAL)); lsn++ {
+	for lsn := t.acked + 1; !t.leaseLost && lsn <= uint64(len(t.member.WAL)); lsn++ {
 		r := t.member.WAL[lsn-1]
 		if held(r) < need {
 			break
