@@ -145,3 +145,39 @@ func TestMutantPolicyIgnoresDwell(t *testing.T) {
 		}
 	}
 }
+
+// Negative controls of the replica-quorum domain's simulated database
+// (workload.Config.DBMutant): each loses acknowledged writes across a
+// promotion, which no-lost-acknowledged-db-writes must catch, while every
+// other checker (the authority is unchanged) passes.
+func TestMutantDBAcknowledgesAfterKMinusOneReplicas(t *testing.T) {
+	dbMutantRun(t, runner.Scenario{Name: "mutant-db-ack-short", Seed: 17, DBMutant: "ack-short", Faults: cutOffDBPrimaryTwice})
+}
+
+func TestMutantDBReplicaAcceptsBelowItsFence(t *testing.T) {
+	dbMutantRun(t, runner.Scenario{Name: "mutant-db-replica-ignores-fence", Seed: 18, DBMutant: "replica-ignores-fence", Faults: cutOffDBPrimaryTwice})
+}
+
+// cutOffDBPrimaryTwice cuts the replica-quorum primary off from the
+// authority twice for 3 s: its lease lapses, a promotion completes while it
+// still writes to its replicas (which only their fences stop).
+func cutOffDBPrimaryTwice(e *nemesis.Env, r *runner.Run) {
+	for range 2 {
+		cutOffDBPrimary(e, r, 3*time.Second)
+		time.Sleep(time.Second)
+	}
+}
+
+func dbMutantRun(t *testing.T, sc runner.Scenario) {
+	res := runner.Execute(t, sc)
+	db := res.Get(checker.NameNoLostDBWrites)
+	if db.Valid || db.Counts["lost"] < 1 {
+		t.Fatalf("database mutant %q was not caught by %s: %+v", sc.DBMutant, checker.NameNoLostDBWrites, db)
+	}
+	t.Logf("caught by %s (%d acknowledged, %d promotions, %d lost): %s", db.Name, db.Counts["acknowledged"], db.Counts["promotions"], db.Counts["lost"], db.Details)
+	for _, r := range res.Results {
+		if r.Name != checker.NameNoLostDBWrites && !r.Valid {
+			t.Errorf("checker %s also failed (the mutant only breaks the simulated database): %s", r.Name, r.Details)
+		}
+	}
+}

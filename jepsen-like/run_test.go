@@ -1,5 +1,5 @@
 // CI mode of the fault-injection cluster: every scenario once with a fixed
-// seed, all eight checkers, and a proof that each fault happened. The whole
+// seed, all nine checkers, and a proof that each fault happened. The whole
 // mode is capped by JEPSEN_BUDGET (default 720s): scenarios that would
 // start after the budget is spent are skipped, saying so.
 package jepsenlike_test
@@ -97,6 +97,20 @@ func stallAutoHolder(e *nemesis.Env, r *runner.Run, d time.Duration) {
 	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStop, Fault: "stall-auto-holder",
 		Info: "the primary of " + runner.AutoDomain + " resumes", Domain: runner.AutoDomain})
 	e.Count("holder_stalls", 1)
+}
+
+// cutOffDBPrimary cuts the replica-quorum domain's primary off from the
+// authority for d (it still writes to its replicas; its lease lapses, a
+// promotion may complete meanwhile), recorded as a fault window.
+func cutOffDBPrimary(e *nemesis.Env, r *runner.Run, d time.Duration) {
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStart, Fault: "cut-off-db-primary",
+		Info: "the primary of " + runner.QuorumDomain + " reaches its replicas, not the authority", Domain: runner.QuorumDomain})
+	e.Log("nemesis start cut-off-db-primary")
+	r.Workload.CutOffDBPrimary(runner.QuorumDomain, d)
+	time.Sleep(d)
+	e.H.Add(history.Record{Kind: history.KindNemesis, Type: history.NemesisStop, Fault: "cut-off-db-primary",
+		Info: "the primary of " + runner.QuorumDomain + " reaches the authority again", Domain: runner.QuorumDomain})
+	e.Count("db_primary_cutoffs", 1)
 }
 
 // dwellBound proves the dwell was what spaced two policy promotions: the

@@ -61,9 +61,11 @@ func soakSummary(t *testing.T, line string) {
 // (seeds pinned before it changed) drew from the first five fault kinds
 // with real-rate clocks; generation 2 added holder partitions, slow disk,
 // failpoint kills and clock skew; generation 3 added stalls of the
-// automatic domain's holder (every generation's runs include the automatic
-// domain and its checker: that is the runner's setup, not a draw).
-const soakGen = 3
+// automatic domain's holder; generation 4 added cut-offs of the
+// replica-quorum domain's primary from the authority (every generation's
+// runs include the automatic and the replica-quorum domains and their
+// checkers: that is the runner's setup, not a draw).
+const soakGen = 4
 
 // soakScenario draws 2–4 faults for seed, some overlapping in time, as
 // generation gen drew them.
@@ -90,12 +92,15 @@ func soakScenario(seed uint64, gen int) runner.Scenario {
 			e.FailpointBoundaries(role, []string{points[e.Rng.IntN(len(points))]}, 6*time.Second)
 		},
 		func(e *nemesis.Env, r *runner.Run) { stallAutoHolder(e, r, 3*time.Second) },
+		func(e *nemesis.Env, r *runner.Run) { cutOffDBPrimary(e, r, 3*time.Second) },
 	}
 	switch gen {
 	case 1:
 		kinds = kinds[:5]
 	case 2:
 		kinds = kinds[:8]
+	case 3:
+		kinds = kinds[:9]
 	}
 	n := 2 + rng.IntN(3)
 	picks := make([]int, n)

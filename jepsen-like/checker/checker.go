@@ -2,7 +2,7 @@
 // Authority's guarantees. It reads a run's history (client operations,
 // nemesis windows, lease-holder agent beliefs, fenced-resource
 // accepts/rejects, applied states read after restarts) and every node's
-// final applied event log, and runs eight checkers (TESTING.md,
+// final applied event log, and runs nine checkers (TESTING.md,
 // "Checkers"):
 //
 //  1. Linearizable: per domain, with porcupine;
@@ -23,7 +23,10 @@
 //  7. IdenticalPrefixes: every node's log is a prefix of the longest one;
 //  8. PolicyAntiFlapping: the automatic policy's promotions respect the
 //     dwell and are all allowed by the validator with every
-//     check (AU-8).
+//     check (AU-8);
+//  9. NoLostAcknowledgedDBWrites: every database write a replica-quorum
+//     domain's simulated holder acknowledged is in the WAL of every later
+//     holder when it took over (AU-4 for replica-quorum).
 //
 // Every checker returns a Result; none panics on a malformed history (it
 // reports it).
@@ -109,7 +112,7 @@ const (
 	NamePolicyAntiFlapping = "policy-anti-flapping"
 )
 
-// CheckAll runs all eight checkers in a fixed order.
+// CheckAll runs all nine checkers in a fixed order.
 func CheckAll(in Input) []Result {
 	return []Result{
 		Linearizable(in),
@@ -120,6 +123,7 @@ func CheckAll(in Input) []Result {
 		Liveness(in),
 		IdenticalPrefixes(in),
 		PolicyAntiFlapping(in),
+		NoLostAcknowledgedDBWrites(in),
 	}
 }
 

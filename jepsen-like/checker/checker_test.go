@@ -117,13 +117,13 @@ func TestStoredGoodHistoryPassesEveryChecker(t *testing.T) {
 	in := storedInput(t, "good")
 	in.VizDir = t.TempDir()
 	rs := CheckAll(in)
-	if len(rs) != 8 {
+	if len(rs) != 9 {
 		t.Fatalf("CheckAll returned %d results", len(rs))
 	}
 	for _, r := range rs {
 		expectValid(t, r, true)
 	}
-	order := []string{NameLinearizable, NameOneHolderPerEpoch, NameEpochsMonotonic, NameNoLostWrites, NameNoOverlap, NameLiveness, NameIdenticalPrefixes, NamePolicyAntiFlapping}
+	order := []string{NameLinearizable, NameOneHolderPerEpoch, NameEpochsMonotonic, NameNoLostWrites, NameNoOverlap, NameLiveness, NameIdenticalPrefixes, NamePolicyAntiFlapping, NameNoLostDBWrites}
 	for i, r := range rs {
 		if r.Name != order[i] {
 			t.Errorf("result %d is %s, want %s", i, r.Name, order[i])

@@ -33,6 +33,12 @@ const (
 	// (the initiator) and Value (ExpectedEpoch: epoch before, Epoch and
 	// Holder: after, Outcome, Term) come from the record.
 	KindPolicy = "policy"
+	// KindDB is the simulated database of a replica-quorum domain
+	// (workload, dbsim): Type DBAck is a write its holder acknowledged
+	// (Value: Epoch, Lsn, Hash, Holder); DBTakeover is a holder starting at
+	// its epoch (Value: Epoch, Holder, Lsn and Hash of its last record; Info:
+	// its WAL as dbsim.Segments).
+	KindDB = "db"
 )
 
 // Op types (Jepsen's): invoke, then exactly one of ok (it happened), fail
@@ -57,14 +63,16 @@ const (
 
 // Record.Type values of the non-op kinds, and promote outcomes.
 const (
-	NemesisStart   = "start"   // nemesis: a fault began
-	NemesisStop    = "stop"    // nemesis: the fault was healed
-	AgentHolds     = "holds"   // agent: believes it holds (domain, epoch)
-	AgentLost      = "lost"    // agent: stopped believing it holds the domain
-	FencedAccept   = "accept"  // fenced resource accepted a write
-	FencedReject   = "reject"  // fenced resource rejected a write
-	OutcomeAllowed = "allowed" // promote outcome (Value.Outcome)
-	OutcomeDenied  = "denied"  // promote outcome (Value.Outcome)
+	NemesisStart   = "start"    // nemesis: a fault began
+	NemesisStop    = "stop"     // nemesis: the fault was healed
+	AgentHolds     = "holds"    // agent: believes it holds (domain, epoch)
+	AgentLost      = "lost"     // agent: stopped believing it holds the domain
+	FencedAccept   = "accept"   // fenced resource accepted a write
+	FencedReject   = "reject"   // fenced resource rejected a write
+	OutcomeAllowed = "allowed"  // promote outcome (Value.Outcome)
+	OutcomeDenied  = "denied"   // promote outcome (Value.Outcome)
+	DBAck          = "ack"      // db: a write acknowledged to its client
+	DBTakeover     = "takeover" // db: a new holder's WAL when it took over
 )
 
 // Record is one line of a history.
@@ -99,6 +107,7 @@ type Value struct {
 	Seq           uint64 `json:"seq,omitempty"`            // fenced write sequence
 	Term          uint64 `json:"term,omitempty"`           // leader records
 	Outcome       string `json:"outcome,omitempty"`        // promote: allowed|denied
+	Hash          string `json:"hash,omitempty"`           // db: chain hash (hex)
 }
 
 // Now is the shared monotonic clock (the same for every process on the

@@ -80,6 +80,9 @@ type Scenario struct {
 	HandoverBound time.Duration
 	// StaleOneIn is workload.Config.StaleOneIn (0: the workload's default).
 	StaleOneIn int
+	// DBMutant is workload.Config.DBMutant: a negative control of the
+	// replica-quorum domain's simulated database (tag jepsen_mutants).
+	DBMutant string
 }
 
 // Run is a running scenario (what Faults may use).
@@ -125,6 +128,16 @@ const FenceDomain = "fence"
 // the policy's decided attempts are read from its History after the run
 // into the history (KindPolicy).
 const AutoDomain = "auto"
+
+// QuorumDomain is the replica-quorum aerodb domain (K = QuorumK of its
+// two synchronous replicas): the workload simulates its database — a
+// primary acknowledging writes once K replicas hold them, replicas fenced
+// by the promotions' prepares — and checker NoLostAcknowledgedDBWrites
+// requires every acknowledged write on every later holder.
+const (
+	QuorumDomain = "qdb"
+	QuorumK      = 1
+)
 
 // The servers' automatic-policy settings of every run (short, so the
 // policy promotes several times per run; PolicyAntiFlapping checks them).
@@ -199,12 +212,14 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	}
 	creds := func(id identity.Identity) credentials.TransportCredentials { return cl.Creds(id) }
 	wl, err := workload.Start(workload.Config{Nodes: nodes, History: h, Seed: sc.Seed, Creds: creds, StaleOneIn: sc.StaleOneIn,
-		Operator: testcluster.Operator, Reader: testcluster.Reader, Domains: []workload.Domain{
+		DBMutant: sc.DBMutant, Operator: testcluster.Operator, Reader: testcluster.Reader, Domains: []workload.Domain{
 			{Name: "lock-a", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
 			{Name: "lock-b", Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 3},
 			{Name: "db", Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Clients: 3, Primary: true},
 			{Name: FenceDomain, Kind: pb.DomainKind_DOMAIN_KIND_LOCK, Clients: 1, ReadOnly: true},
 			{Name: AutoDomain, Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Primary: true},
+			{Name: QuorumDomain, Kind: pb.DomainKind_DOMAIN_KIND_AERODB, Members: []string{"n1", "n2", "n3"}, Quorum: QuorumK,
+				Clients: 1, PromoteEvery: 1250 * time.Millisecond},
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -224,6 +239,10 @@ func Execute(t *testing.T, sc Scenario) *Result {
 	time.Sleep(sc.Recovery)
 	awaitOKs(wl, healed+minOps, liveWait)
 	wl.Stop()
+	if st, ok := wl.QuorumStats(QuorumDomain); ok {
+		t.Logf("%s: %d acknowledged writes, %d takeovers, %d shipments refused, %d progress reports (%d refused; last: %q), %d renewal errors (last: %q)",
+			QuorumDomain, st.Acks, st.Takeovers, st.Refusals, st.Reports, st.ReportsRefused, st.LastReportRefusal, st.RenewErrors, st.LastRenewError)
+	}
 	for _, a := range env.Agents {
 		a.Stop()
 	}
@@ -338,6 +357,26 @@ func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
 		}
 	}
 	if _, err := c.CreateDomain(ctx, FenceDomain, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	// The replica-quorum domain; its first watermark is the genesis record
+	// every simulated WAL starts with (its primary then advances it lazily).
+	if _, err := c.CreateDomain(ctx, QuorumDomain, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 500,
+		Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, Durability: pb.Durability_DURABILITY_REPLICA_QUORUM, MinSyncReplicas: QuorumK,
+		WatermarkIntervalMs: uint64(workload.DBAdvanceInterval.Milliseconds())}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"n1", "n2", "n3"} {
+		if _, err := c.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: QuorumDomain, MemberId: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.AssignInitial(ctx, QuorumDomain, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	g := workload.DBGenesis
+	errs, err := n1.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: QuorumDomain, Epoch: 1, Holder: "n1", Lsn: g.Lsn, Hash: g.Hash, VisibleCommitId: g.Lsn}})
+	if err := errors.Join(append(errs, err)...); err != nil {
 		t.Fatal(err)
 	}
 	for _, db := range []struct {

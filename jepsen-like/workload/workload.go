@@ -77,6 +77,14 @@ type Domain struct {
 	// Primary adds a client advancing an aerodb domain's watermark as its
 	// current holder.
 	Primary bool
+	// Quorum (K > 0) makes the domain replica-quorum: its database is
+	// simulated (quorum.go) — a primary acknowledging writes K replicas
+	// hold, and a reporter carrying fences — instead of Primary and the
+	// watermark reporter.
+	Quorum int
+	// PromoteEvery, if set, spaces each promotion client's promotions by at
+	// least this much (it reads in between).
+	PromoteEvery time.Duration
 }
 
 // Config of a workload.
@@ -96,6 +104,9 @@ type Config struct {
 	// StaleOneIn: a promotion uses an older epoch the client saw (a stale
 	// view, which compare-and-set must deny) once in this many (default 4).
 	StaleOneIn int
+	// DBMutant names a negative control of the simulated database (only
+	// with the jepsen_mutants build tag; "" none).
+	DBMutant string
 }
 
 // Workload is a running workload.
@@ -111,6 +122,8 @@ type Workload struct {
 	// stalled: a Primary domain's client does nothing until this
 	// (UnixNano; StallPrimary).
 	stalled map[string]*atomic.Int64
+	// quorum are the replica-quorum domains' simulated databases.
+	quorum map[string]*quorumDB
 }
 
 // StallPrimary makes the domain's Primary client (its holder) do nothing
@@ -121,6 +134,10 @@ func (w *Workload) StallPrimary(domain string, d time.Duration) {
 		s.Store(time.Now().Add(d).UnixNano())
 	}
 }
+
+// promoteEveryRead is how often a client of a Domain.PromoteEvery domain
+// reads between its promotions.
+const promoteEveryRead = 250 * time.Millisecond
 
 // Start launches every logical client.
 func Start(cfg Config) (*Workload, error) {
@@ -139,7 +156,12 @@ func Start(cfg Config) (*Workload, error) {
 	if cfg.Reader.IsZero() {
 		cfg.Reader = identity.Identity{Role: identity.Reader, Name: "jepsen"}
 	}
-	w := &Workload{cfg: cfg, shared: map[identity.Identity][]*grpc.ClientConn{}, stalled: map[string]*atomic.Int64{}}
+	mutant, ok := dbMutants[cfg.DBMutant]
+	if !ok && cfg.DBMutant != "" {
+		return nil, fmt.Errorf("workload: no database mutant %q in this build (build tag jepsen_mutants)", cfg.DBMutant)
+	}
+	w := &Workload{cfg: cfg, shared: map[identity.Identity][]*grpc.ClientConn{}, stalled: map[string]*atomic.Int64{},
+		quorum: map[string]*quorumDB{}}
 	for _, d := range cfg.Domains {
 		if d.Primary {
 			w.stalled[d.Name] = new(atomic.Int64)
@@ -151,8 +173,15 @@ func Start(cfg Config) (*Workload, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
-	for _, d := range cfg.Domains {
-		if d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && len(d.Members) > 0 {
+	for di, d := range cfg.Domains {
+		switch {
+		case d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && d.Quorum > 0 && len(d.Members) > 0:
+			q := newQuorumDB(w, d, cfg.Seed^uint64(di), mutant)
+			w.quorum[d.Name] = q
+			w.wg.Add(2)
+			go q.runReporter(ctx)
+			go q.runPrimary(ctx)
+		case d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB && len(d.Members) > 0:
 			w.wg.Add(1)
 			go w.report(ctx, d)
 		}
@@ -305,6 +334,8 @@ type logical struct {
 	lastHolder string
 	lastLsn    uint64
 	reacquire  bool // the holder's lease expired: acquire it again first
+	lastPromo  time.Time
+	lastRead   time.Time // of the last ok read
 	reqSeq     int
 	// own are the connections as node:<holder> (lock clients; replaced
 	// with every new process).
@@ -419,7 +450,15 @@ func (c *logical) step() {
 		}
 	}
 	p := c.rng.Float64()
-	if c.d.ReadOnly || (c.primary && c.lastHolder == "") {
+	if c.d.PromoteEvery > 0 && time.Since(c.lastPromo) < c.d.PromoteEvery && c.lastHolder != "" {
+		// Between promotions, read only every 250 ms (the domain's load
+		// stays small beside the others').
+		if time.Since(c.lastRead) < promoteEveryRead {
+			return
+		}
+		p = 0
+	}
+	if c.d.ReadOnly || (c.primary && c.lastHolder == "") || (c.d.Quorum > 0 && c.lastHolder == "") {
 		p = 0
 	}
 	switch {
@@ -431,6 +470,7 @@ func (c *logical) step() {
 			return
 		}
 		d := resp.GetDomain()
+		c.lastRead = time.Now()
 		c.saw(d.GetEpoch())
 		c.lastHolder, c.lastLsn = d.GetHolder(), d.GetWatermark().GetLsn()
 		c.w.leader.Store(int64(c.node))
@@ -446,8 +486,22 @@ func (c *logical) step() {
 		}
 	case c.d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB:
 		c.reqSeq++
+		c.lastPromo = time.Now()
 		id := fmt.Sprintf("%s-%d", c.holder, c.reqSeq)
 		cand := c.d.Members[c.rng.IntN(len(c.d.Members))]
+		if q := c.w.quorum[c.d.Name]; q != nil && c.rng.IntN(4) != 0 {
+			// Three times in four the replica an operator would pick: a behind
+			// candidate costs the leader's whole fence wait (5 s).
+			if best := q.mostAdvanced(); best != "" {
+				cand = best
+			}
+		}
+		for c.d.Quorum > 0 && cand == c.lastHolder && len(c.d.Members) > 1 {
+			// A replica-quorum promotion fences, then waits (up to 5 s)
+			// for the candidate's fenced report, which the holder never
+			// sends: promote a replica.
+			cand = c.d.Members[c.rng.IntN(len(c.d.Members))]
+		}
 		exp := c.lastEp
 		if c.oldEp != 0 && c.rng.IntN(c.w.cfg.StaleOneIn) == 0 {
 			exp = c.oldEp // a stale view: must be denied EpochStale
@@ -458,8 +512,18 @@ func (c *logical) step() {
 		if exp != 0 {
 			req.ExpectedEpoch = &exp
 		}
+		if c.d.Quorum > 0 {
+			// The leader waits for the replicas' fenced reports before it
+			// decides (up to 5 s; usually a few report rounds).
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.Background(), max(c.w.cfg.OpTimeout, quorumPromoteTimeout))
+			defer cancel()
+		}
 		resp, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: req})
 		if err != nil {
+			if typ, _ := outcome(err); typ == history.Fail {
+				c.lastPromo = time.Time{} // nothing was decided: try again soon
+			}
 			finish(history.FPromote, args, id, err, true)
 			return
 		}
