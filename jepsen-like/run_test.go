@@ -235,13 +235,18 @@ func partitionHolder(e *nemesis.Env, r *runner.Run) {
 // pauseHolder pauses the agent holding the fence domain past its TTL
 // (1 s), up to three times until a stale write was rejected (the pause
 // must land between the agent's lease check and its write).
+// pauseHolder pauses the fence domain's holder past its TTL until a stale
+// write of a resumed holder is rejected (the scenario's proof), at most six
+// times: whether a pause lands between a holder's lease check and its write
+// depends on timing, which a loaded machine stretches.
 func pauseHolder(e *nemesis.Env, r *runner.Run) {
-	for range 3 {
+	for range 6 {
 		before := r.Fenced.RejectCount()
 		e.PauseHolder(r.Fenced.LastHolder(runner.FenceDomain), 3*time.Second)
-		time.Sleep(time.Second)
-		if r.Fenced.RejectCount() > before {
-			return
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if r.Fenced.RejectCount() > before {
+				return
+			}
 		}
 	}
 }
