@@ -10,7 +10,6 @@ import (
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/validator"
-	"google.golang.org/protobuf/proto"
 )
 
 // Replica-quorum promotions (docs/DURABILITY.md): before the deciding
@@ -164,7 +163,9 @@ func (s *Service) FenceFor(domain string) (*pb.Fence, []uint64) {
 
 // prospective is what a dry run of a replica-quorum promotion shows before
 // anything is fenced: the fence a prepare would record, and the replicas'
-// current positions as if they were their final ones.
+// current positions as if they were their final ones — fresh reports only
+// (received within the policy's report_max_age_ms): a replica that stopped
+// reporting is not evidence.
 func (s *Service) prospective(d *pb.Domain, attempt *pb.PromotionAttempt) {
 	if pending(d) != nil {
 		return
@@ -172,8 +173,7 @@ func (s *Service) prospective(d *pb.Domain, attempt *pb.PromotionAttempt) {
 	d.Fence = &pb.Fence{Epoch: d.GetEpoch() + 1, RequestId: attempt.GetRequest().GetRequestId(),
 		Candidate: attempt.GetRequest().GetCandidate(), SyncSet: fsm.SyncSet(d), QuorumAcks: d.GetPolicy().GetMinSyncReplicas()}
 	attempt.FenceReports = nil
-	for _, r := range s.reports.all(d.GetName()) {
-		r = proto.Clone(r).(*pb.ProgressReport)
+	for _, r := range s.reports.fresh(d.GetName(), s.clock.Now(), ms(d.GetPolicy().GetReportMaxAgeMs())) {
 		r.FencedEpoch = d.Fence.Epoch
 		attempt.FenceReports = append(attempt.FenceReports, r)
 	}

@@ -37,6 +37,25 @@ func (t *reportTable) changes() <-chan struct{} {
 	return t.changed
 }
 
+// fresh returns copies of the members' latest reports for domain received
+// within maxAge of now (every one when maxAge is 0), sorted by member id.
+func (t *reportTable) fresh(domain string, now time.Time, maxAge time.Duration) []*pb.ProgressReport {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ids := make([]string, 0, len(t.reports[domain]))
+	for id, rr := range t.reports[domain] {
+		if maxAge == 0 || now.Sub(rr.at) <= maxAge {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	out := make([]*pb.ProgressReport, len(ids))
+	for i, id := range ids {
+		out[i] = proto.Clone(t.reports[domain][id].report).(*pb.ProgressReport)
+	}
+	return out
+}
+
 // all returns copies of every member's latest report for domain, sorted by
 // member id.
 func (t *reportTable) all(domain string) []*pb.ProgressReport {

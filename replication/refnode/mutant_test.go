@@ -52,7 +52,7 @@ func TestMutantReplicaAcceptsFencedWAL(t *testing.T) {
 // the acknowledged writes is promoted, and they are lost.
 func TestMutantFenceQuorumNMinusK(t *testing.T) {
 	t.Setenv("AUTHORITY_MUTANT", "fence-n-minus-k")
-	out := fenceShortScenario(t)
+	out := fenceShortScenario(t, true)
 	if !out.allowed || out.n2Last >= out.maxAcked {
 		t.Fatalf("the mutant was not caught: allowed=%t reason=%s, n2 at lsn %d, acknowledged up to %d", out.allowed, out.reason, out.n2Last, out.maxAcked)
 	}
