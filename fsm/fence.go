@@ -7,6 +7,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/validator"
+	"google.golang.org/protobuf/proto"
 )
 
 // applyPreparePromotion records, for a replica-quorum domain, the fence its
@@ -53,6 +54,19 @@ func applyPreparePromotion(f *FSM, e entry) *Result {
 		"sync_set", strings.Join(d.Fence.SyncSet, ","), "quorum_acks", u(uint64(d.Fence.QuorumAcks)),
 		"fenced_reports_needed", u(uint64(validator.FenceQuorum(d.Fence))), "request_id", d.Fence.RequestId)
 	return done(d)
+}
+
+// PendingFence returns a copy of the domain's fence when one is pending
+// for its next epoch (nil otherwise). It copies only the fence: every
+// progress report of a replica-quorum domain asks for it.
+func (f *FSM) PendingFence(name string) *pb.Fence {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	d, ok := f.domains[name]
+	if !ok || d.Fence == nil || d.Fence.Epoch != d.Epoch+1 {
+		return nil
+	}
+	return proto.Clone(d.Fence).(*pb.Fence)
 }
 
 // SyncSet is a replica-quorum domain's synchronous set at its current epoch:

@@ -143,11 +143,7 @@ func (s *Service) fencedReports(domain string, fc *pb.Fence) []*pb.ProgressRepor
 // pending fence (nil when none) and the lsns whose chain hashes the next
 // report should carry (the flushed lsns of the fenced reports so far).
 func (s *Service) FenceFor(domain string) (*pb.Fence, []uint64) {
-	d, ok := s.fsm.Domain(domain)
-	if !ok {
-		return nil, nil
-	}
-	fc := pending(d)
+	fc := s.fsm.PendingFence(domain)
 	if fc == nil {
 		return nil, nil
 	}

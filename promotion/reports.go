@@ -59,18 +59,7 @@ func (t *reportTable) fresh(domain string, now time.Time, maxAge time.Duration) 
 // all returns copies of every member's latest report for domain, sorted by
 // member id.
 func (t *reportTable) all(domain string) []*pb.ProgressReport {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ids := make([]string, 0, len(t.reports[domain]))
-	for id := range t.reports[domain] {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	out := make([]*pb.ProgressReport, len(ids))
-	for i, id := range ids {
-		out[i] = proto.Clone(t.reports[domain][id].report).(*pb.ProgressReport)
-	}
-	return out
+	return t.fresh(domain, time.Time{}, 0)
 }
 
 func (t *reportTable) put(domain string, r *pb.ProgressReport, at time.Time) {
