@@ -692,14 +692,23 @@ func awaitEvent(t testing.TB, s *testcluster.Server, dom, typ, id string) observ
 	}
 }
 
+// countEvents counts the distinct events of type typ for request reqID in
+// server id's event log.
 func countEvents(logs map[string][]observability.EventJSON, id, dom, typ, reqID string) int {
-	n := 0
+	// The event-log file is at least once across restarts (the sink
+	// rewrites every retained event after one), so an event is counted
+	// once per (index, seq), however often it was written.
+	type key struct {
+		index uint64
+		seq   uint32
+	}
+	seen := map[key]bool{}
 	for _, ev := range logs[id] {
 		if ev.Domain == dom && ev.Type == typ && field(ev, "request_id") == reqID {
-			n++
+			seen[key{ev.Index, ev.Seq}] = true
 		}
 	}
-	return n
+	return len(seen)
 }
 
 // ---- restarts and replay ----
