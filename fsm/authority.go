@@ -76,6 +76,11 @@ func applyAcquire(f *FSM, e entry) *Result {
 	if !free(d, c.Lease) {
 		return failed(e.index, fmt.Errorf("%w: domain %q is held by %q at epoch %d and its lease has not expired", ErrPrecondition, d.Name, d.Holder, d.Epoch))
 	}
+	if !d.Released && c.Lease.GetState() == pb.LeaseState_LEASE_STATE_EXPIRED {
+		// A deploy lock taken over after its holder's lease expired: the
+		// failure was detected when the lease expired on the leader.
+		deployLost(d, d.Holder, d.Epoch, e.cmd.GetStampedUnixMs()-int64(min(c.Lease.GetExpiredForMs(), uint64(MaxLeaseTTLms))))
+	}
 	grant(d, c.Holder, e.index)
 	f.emit(e, EventLeaseAcquired, d, "holder", d.Holder, "epoch", u(d.Epoch), "reacquire", "false")
 	return done(d)
@@ -113,6 +118,7 @@ func applyRelease(f *FSM, e entry) *Result {
 	}
 	d.Released = true
 	d.UpdatedIndex = e.index
+	deployLost(d, c.Holder, c.Epoch, e.cmd.GetStampedUnixMs())
 	if d.Work != nil && d.Work.Status == pb.LockStatus_LOCK_STATUS_HELD {
 		d.Work.Status = pb.LockStatus_LOCK_STATUS_FREE
 	}

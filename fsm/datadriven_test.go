@@ -99,13 +99,15 @@ func (e *ddEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		return e.handlePrepare(t, d)
 	case "explain":
 		return e.handleExplain(t, d)
+	case "deploy":
+		return e.handleDeploy(t, d)
 	case "show":
 		return e.handleShow(t, d)
 	case "hash":
 		return e.handleHash(t, d)
 	}
 	d.Fatalf(t, "unknown command %q (want domain, policy, member, assign, acquire, release, complete, abort, "+
-		"watermark, report, lease, leader-change, promote, prepare, explain, show or hash)", d.Cmd)
+		"watermark, report, lease, leader-change, promote, prepare, deploy, explain, show or hash)", d.Cmd)
 	return ""
 }
 
@@ -194,12 +196,13 @@ func (e *ddEnv) handleAcquire(t *testing.T, d *datadriven.TestData) string {
 	cur, _ := e.fsm.AuthorityOf(c.Domain)
 	if a.has("lease") {
 		c.Lease = &pb.LeaseObservation{
-			State:       pb.LeaseState(ddEnum(a, "lease", pb.LeaseState_value, "LEASE_STATE_", "")),
-			Holder:      a.strOr("lease-holder", cur.Holder),
-			Epoch:       a.u64Or("lease-epoch", cur.Epoch),
-			RemainingMs: a.u64Or("remaining", 0),
-			LeaderTerm:  e.term,
-			LeaderId:    "leader",
+			State:        pb.LeaseState(ddEnum(a, "lease", pb.LeaseState_value, "LEASE_STATE_", "")),
+			Holder:       a.strOr("lease-holder", cur.Holder),
+			Epoch:        a.u64Or("lease-epoch", cur.Epoch),
+			RemainingMs:  a.u64Or("remaining", 0),
+			LeaderTerm:   e.term,
+			LeaderId:     "leader",
+			ExpiredForMs: a.u64Or("expired-for", 0),
 		}
 	}
 	a.done()
@@ -612,4 +615,36 @@ func ddEnum(a *ddArgs, key string, values map[string]int32, prefix, def string) 
 		a.d.Fatalf(a.t, "%s: %s=%q is not one of %v", a.d.Cmd, key, s, names)
 	}
 	return v
+}
+
+// handleDeploy applies one DeployStep and prints its outcome and the events
+// the entry emitted (type and fields), so a script shows what operators and
+// metrics see.
+func (e *ddEnv) handleDeploy(t *testing.T, d *datadriven.TestData) string {
+	a := newDDArgs(t, d, d.CmdArgs)
+	c := &pb.DeployStep{
+		Domain: a.str("domain"), Holder: a.str("holder"), Epoch: a.u64("epoch"),
+		Action:      pb.DeployAction(ddEnum(a, "action", pb.DeployAction_value, "DEPLOY_ACTION_", "")),
+		Environment: a.strOr("env", "prod"), Release: a.strOr("release", "sha256:aa"),
+		RunnerGroup: a.strOr("group", "primary"), Role: a.strOr("role", "primary"),
+		Reason: a.strOr("reason", ""), Retry: a.has("retry"), RollbackRequired: a.has("rollback"),
+	}
+	if a.has("checks") {
+		c.FailedChecks = a.list("checks")
+	}
+	a.done()
+	res := e.apply(&pb.Command{Body: &pb.Command_DeployStep{DeployStep: c}})
+	out := ddOutcome(res)
+	evs, _, _ := e.fsm.EventsFrom(res.Index, 16)
+	for _, ev := range evs {
+		if ev.Index != res.Index {
+			break
+		}
+		out += "event " + ev.Type
+		for _, f := range ev.Fields {
+			out += " " + f.Key + "=" + f.Value
+		}
+		out += "\n"
+	}
+	return out
 }

@@ -214,6 +214,8 @@ func TestSnapshotCarriesEveryDomainField(t *testing.T) {
 		}
 		d.LegacyAllowed, d.LegacyDenied = nil, nil
 		d.Fence.Epoch = d.Epoch + 1 // the only fence a state can hold (invariants.go)
+		// A deployment lives in a lock domain, at or before its epoch.
+		d.Kind, d.Deployment.Epoch = pb.DomainKind_DOMAIN_KIND_LOCK, d.Epoch
 		f.domains[name] = d
 	}
 	f.lastIndex = 77

@@ -126,6 +126,8 @@ func applierFor(cmd *pb.Command) (applyFunc, error) {
 		return applyNote, nil
 	case *pb.Command_PreparePromotion:
 		return applyPreparePromotion, nil
+	case *pb.Command_DeployStep:
+		return applyDeployStep, nil
 	case nil:
 		if len(cmd.ProtoReflect().GetUnknown()) > 0 {
 			panic("fsm: log entry carries a command unknown to this version; refusing to diverge")

@@ -2,7 +2,11 @@
 
 package fsm
 
-import "fmt"
+import (
+	"fmt"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+)
 
 // With the invariants build tag (make test sets it), every apply re-checks
 // AU-1 over the whole history: epochs never go backwards and every epoch has
@@ -32,6 +36,13 @@ func (c *invariantChecker) afterApply(f *FSM) {
 		// reports fenced for an epoch already granted).
 		if fc := d.GetFence(); fc != nil && fc.GetEpoch() != d.Epoch+1 {
 			panic(fmt.Sprintf("invariant AU-4: domain %q at epoch %d keeps a fence for epoch %d", name, d.Epoch, fc.GetEpoch()))
+		}
+		// A deployment is worked on by a holder of the lock at or before
+		// the current epoch, and its audit trail stays bounded.
+		if dep := d.GetDeployment(); dep != nil && (d.Kind != pb.DomainKind_DOMAIN_KIND_LOCK || dep.Epoch > d.Epoch ||
+			len(dep.Transitions) > MaxDeployTransitions) {
+			panic(fmt.Sprintf("invariant deploy: domain %q (%v, epoch %d) records deployment %q at epoch %d with %d transitions",
+				name, d.Kind, d.Epoch, dep.DeployId, dep.Epoch, len(dep.Transitions)))
 		}
 		if d.Epoch == 0 {
 			continue

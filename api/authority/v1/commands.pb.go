@@ -47,6 +47,7 @@ type Command struct {
 	//	*Command_RegisterServer
 	//	*Command_Note
 	//	*Command_PreparePromotion
+	//	*Command_DeployStep
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -245,6 +246,15 @@ func (x *Command) GetPreparePromotion() *PreparePromotion {
 	return nil
 }
 
+func (x *Command) GetDeployStep() *DeployStep {
+	if x != nil {
+		if x, ok := x.Body.(*Command_DeployStep); ok {
+			return x.DeployStep
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -309,6 +319,10 @@ type Command_PreparePromotion struct {
 	PreparePromotion *PreparePromotion `protobuf:"bytes,24,opt,name=prepare_promotion,json=preparePromotion,proto3,oneof"`
 }
 
+type Command_DeployStep struct {
+	DeployStep *DeployStep `protobuf:"bytes,25,opt,name=deploy_step,json=deployStep,proto3,oneof"`
+}
+
 func (*Command_CreateDomain) isCommand_Body() {}
 
 func (*Command_UpdateDomainPolicy) isCommand_Body() {}
@@ -338,6 +352,8 @@ func (*Command_RegisterServer) isCommand_Body() {}
 func (*Command_Note) isCommand_Body() {}
 
 func (*Command_PreparePromotion) isCommand_Body() {}
+
+func (*Command_DeployStep) isCommand_Body() {}
 
 // Records a raft server's gRPC address (servers that joined after
 // bootstrap), so every node can forward to it and hint clients.
@@ -1375,11 +1391,157 @@ func (x *PromotionAbort) GetLastKnownState() string {
 	return ""
 }
 
+// One transition of the deployment a lock domain records (docs/DEPLOY.md),
+// fenced by (holder, epoch) like every holder command.
+type DeployStep struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Holder string                 `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Epoch  uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Action DeployAction           `protobuf:"varint,4,opt,name=action,proto3,enum=authority.v1.DeployAction" json:"action,omitempty"`
+	// CLAIM: what is deployed; other actions: must match the recorded one.
+	Environment  string   `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
+	Release      string   `protobuf:"bytes,6,opt,name=release,proto3" json:"release,omitempty"`
+	RunnerGroup  string   `protobuf:"bytes,7,opt,name=runner_group,json=runnerGroup,proto3" json:"runner_group,omitempty"`
+	Role         string   `protobuf:"bytes,8,opt,name=role,proto3" json:"role,omitempty"`
+	Reason       string   `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	FailedChecks []string `protobuf:"bytes,10,rep,name=failed_checks,json=failedChecks,proto3" json:"failed_checks,omitempty"`
+	// CLAIM of a failed deploy id: start it again (attempt + 1).
+	Retry bool `protobuf:"varint,11,opt,name=retry,proto3" json:"retry,omitempty"`
+	// FAIL: the target was changed and must be rolled back (a health gate
+	// failed after the deploy command ran): emits deploy.rollback_required.
+	RollbackRequired bool              `protobuf:"varint,12,opt,name=rollback_required,json=rollbackRequired,proto3" json:"rollback_required,omitempty"`
+	Overrides        []*DeployOverride `protobuf:"bytes,13,rep,name=overrides,proto3" json:"overrides,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DeployStep) Reset() {
+	*x = DeployStep{}
+	mi := &file_authority_v1_commands_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployStep) ProtoMessage() {}
+
+func (x *DeployStep) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployStep.ProtoReflect.Descriptor instead.
+func (*DeployStep) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeployStep) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *DeployStep) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *DeployStep) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DeployStep) GetAction() DeployAction {
+	if x != nil {
+		return x.Action
+	}
+	return DeployAction_DEPLOY_ACTION_UNSPECIFIED
+}
+
+func (x *DeployStep) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *DeployStep) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *DeployStep) GetRunnerGroup() string {
+	if x != nil {
+		return x.RunnerGroup
+	}
+	return ""
+}
+
+func (x *DeployStep) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *DeployStep) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeployStep) GetFailedChecks() []string {
+	if x != nil {
+		return x.FailedChecks
+	}
+	return nil
+}
+
+func (x *DeployStep) GetRetry() bool {
+	if x != nil {
+		return x.Retry
+	}
+	return false
+}
+
+func (x *DeployStep) GetRollbackRequired() bool {
+	if x != nil {
+		return x.RollbackRequired
+	}
+	return false
+}
+
+func (x *DeployStep) GetOverrides() []*DeployOverride {
+	if x != nil {
+		return x.Overrides
+	}
+	return nil
+}
+
 var File_authority_v1_commands_proto protoreflect.FileDescriptor
 
 const file_authority_v1_commands_proto_rawDesc = "" +
 	"\n" +
-	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\xcf\b\n" +
+	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\x8c\t\n" +
 	"\aCommand\x12&\n" +
 	"\x0fstamped_unix_ms\x18\x01 \x01(\x03R\rstampedUnixMs\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1a\n" +
@@ -1399,7 +1561,9 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x0fpromotion_abort\x18\x15 \x01(\v2\x1c.authority.v1.PromotionAbortH\x00R\x0epromotionAbort\x12G\n" +
 	"\x0fregister_server\x18\x16 \x01(\v2\x1c.authority.v1.RegisterServerH\x00R\x0eregisterServer\x12(\n" +
 	"\x04note\x18\x17 \x01(\v2\x12.authority.v1.NoteH\x00R\x04note\x12M\n" +
-	"\x11prepare_promotion\x18\x18 \x01(\v2\x1e.authority.v1.PreparePromotionH\x00R\x10preparePromotionB\x06\n" +
+	"\x11prepare_promotion\x18\x18 \x01(\v2\x1e.authority.v1.PreparePromotionH\x00R\x10preparePromotion\x12;\n" +
+	"\vdeploy_step\x18\x19 \x01(\v2\x18.authority.v1.DeployStepH\x00R\n" +
+	"deployStepB\x06\n" +
 	"\x04body\"C\n" +
 	"\x0eRegisterServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
@@ -1473,7 +1637,23 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12(\n" +
-	"\x10last_known_state\x18\x03 \x01(\tR\x0elastKnownStateB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
+	"\x10last_known_state\x18\x03 \x01(\tR\x0elastKnownState\"\xb5\x03\n" +
+	"\n" +
+	"DeployStep\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x122\n" +
+	"\x06action\x18\x04 \x01(\x0e2\x1a.authority.v1.DeployActionR\x06action\x12 \n" +
+	"\venvironment\x18\x05 \x01(\tR\venvironment\x12\x18\n" +
+	"\arelease\x18\x06 \x01(\tR\arelease\x12!\n" +
+	"\frunner_group\x18\a \x01(\tR\vrunnerGroup\x12\x12\n" +
+	"\x04role\x18\b \x01(\tR\x04role\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12#\n" +
+	"\rfailed_checks\x18\n" +
+	" \x03(\tR\ffailedChecks\x12\x14\n" +
+	"\x05retry\x18\v \x01(\bR\x05retry\x12+\n" +
+	"\x11rollback_required\x18\f \x01(\bR\x10rollbackRequired\x12:\n" +
+	"\toverrides\x18\r \x03(\v2\x1c.authority.v1.DeployOverrideR\toverridesB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
 
 var (
 	file_authority_v1_commands_proto_rawDescOnce sync.Once
@@ -1487,7 +1667,7 @@ func file_authority_v1_commands_proto_rawDescGZIP() []byte {
 	return file_authority_v1_commands_proto_rawDescData
 }
 
-var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_authority_v1_commands_proto_goTypes = []any{
 	(*Command)(nil),            // 0: authority.v1.Command
 	(*RegisterServer)(nil),     // 1: authority.v1.RegisterServer
@@ -1506,13 +1686,16 @@ var file_authority_v1_commands_proto_goTypes = []any{
 	(*Abort)(nil),              // 14: authority.v1.Abort
 	(*PromotionIntent)(nil),    // 15: authority.v1.PromotionIntent
 	(*PromotionAbort)(nil),     // 16: authority.v1.PromotionAbort
-	(*Observed)(nil),           // 17: authority.v1.Observed
-	(DomainKind)(0),            // 18: authority.v1.DomainKind
-	(*Policy)(nil),             // 19: authority.v1.Policy
-	(MemberState)(0),           // 20: authority.v1.MemberState
-	(*LeaseObservation)(nil),   // 21: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil),   // 22: authority.v1.PromotionRequest
-	(*ProgressReport)(nil),     // 23: authority.v1.ProgressReport
+	(*DeployStep)(nil),         // 17: authority.v1.DeployStep
+	(*Observed)(nil),           // 18: authority.v1.Observed
+	(DomainKind)(0),            // 19: authority.v1.DomainKind
+	(*Policy)(nil),             // 20: authority.v1.Policy
+	(MemberState)(0),           // 21: authority.v1.MemberState
+	(*LeaseObservation)(nil),   // 22: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil),   // 23: authority.v1.PromotionRequest
+	(*ProgressReport)(nil),     // 24: authority.v1.ProgressReport
+	(DeployAction)(0),          // 25: authority.v1.DeployAction
+	(*DeployOverride)(nil),     // 26: authority.v1.DeployOverride
 }
 var file_authority_v1_commands_proto_depIdxs = []int32{
 	3,  // 0: authority.v1.Command.create_domain:type_name -> authority.v1.CreateDomain
@@ -1530,23 +1713,26 @@ var file_authority_v1_commands_proto_depIdxs = []int32{
 	1,  // 12: authority.v1.Command.register_server:type_name -> authority.v1.RegisterServer
 	2,  // 13: authority.v1.Command.note:type_name -> authority.v1.Note
 	12, // 14: authority.v1.Command.prepare_promotion:type_name -> authority.v1.PreparePromotion
-	17, // 15: authority.v1.Note.fields:type_name -> authority.v1.Observed
-	18, // 16: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
-	19, // 17: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
-	19, // 18: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
-	20, // 19: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
-	21, // 20: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
-	9,  // 21: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
-	22, // 22: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
-	21, // 23: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
-	23, // 24: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
-	23, // 25: authority.v1.PromotionAttempt.fence_reports:type_name -> authority.v1.ProgressReport
-	22, // 26: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	17, // 15: authority.v1.Command.deploy_step:type_name -> authority.v1.DeployStep
+	18, // 16: authority.v1.Note.fields:type_name -> authority.v1.Observed
+	19, // 17: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
+	20, // 18: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
+	20, // 19: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
+	21, // 20: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
+	22, // 21: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
+	9,  // 22: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
+	23, // 23: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
+	22, // 24: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
+	24, // 25: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
+	24, // 26: authority.v1.PromotionAttempt.fence_reports:type_name -> authority.v1.ProgressReport
+	23, // 27: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
+	25, // 28: authority.v1.DeployStep.action:type_name -> authority.v1.DeployAction
+	26, // 29: authority.v1.DeployStep.overrides:type_name -> authority.v1.DeployOverride
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_commands_proto_init() }
@@ -1571,6 +1757,7 @@ func file_authority_v1_commands_proto_init() {
 		(*Command_RegisterServer)(nil),
 		(*Command_Note)(nil),
 		(*Command_PreparePromotion)(nil),
+		(*Command_DeployStep)(nil),
 	}
 	file_authority_v1_commands_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
@@ -1579,7 +1766,7 @@ func file_authority_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_commands_proto_rawDesc), len(file_authority_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

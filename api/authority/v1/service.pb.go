@@ -785,6 +785,119 @@ func (x *AuthorityResponse) GetLogIndex() uint64 {
 	return 0
 }
 
+type DeployStepRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          *DeployStep            `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployStepRequest) Reset() {
+	*x = DeployStepRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployStepRequest) ProtoMessage() {}
+
+func (x *DeployStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployStepRequest.ProtoReflect.Descriptor instead.
+func (*DeployStepRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DeployStepRequest) GetStep() *DeployStep {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+type DeployStepResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The deployment after the step.
+	Deployment    *Deployment `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Epoch         uint64      `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LogIndex      uint64      `protobuf:"varint,4,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployStepResponse) Reset() {
+	*x = DeployStepResponse{}
+	mi := &file_authority_v1_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployStepResponse) ProtoMessage() {}
+
+func (x *DeployStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployStepResponse.ProtoReflect.Descriptor instead.
+func (*DeployStepResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DeployStepResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DeployStepResponse) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *DeployStepResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DeployStepResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
 type AcquireRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
@@ -804,7 +917,7 @@ type AcquireRequest struct {
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[12]
+	mi := &file_authority_v1_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +929,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[12]
+	mi := &file_authority_v1_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +942,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AcquireRequest) GetDomain() string {
@@ -874,7 +987,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[13]
+	mi := &file_authority_v1_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +999,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[13]
+	mi := &file_authority_v1_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1012,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LeaseResponse) GetHeader() *ResponseHeader {
@@ -957,7 +1070,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[14]
+	mi := &file_authority_v1_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1082,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[14]
+	mi := &file_authority_v1_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1095,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{14}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KeepAliveRequest) GetDomain() string {
@@ -1034,7 +1147,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[15]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1159,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[15]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1172,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{15}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeepAliveResponse) GetHeader() *ResponseHeader {
@@ -1130,7 +1243,7 @@ type HandoverRequest struct {
 
 func (x *HandoverRequest) Reset() {
 	*x = HandoverRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1255,7 @@ func (x *HandoverRequest) String() string {
 func (*HandoverRequest) ProtoMessage() {}
 
 func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1268,7 @@ func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
 func (*HandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HandoverRequest) GetCandidate() string {
@@ -1183,7 +1296,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1308,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1321,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReleaseRequest) GetDomain() string {
@@ -1241,7 +1354,7 @@ type AdvanceRequest struct {
 
 func (x *AdvanceRequest) Reset() {
 	*x = AdvanceRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1366,7 @@ func (x *AdvanceRequest) String() string {
 func (*AdvanceRequest) ProtoMessage() {}
 
 func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1379,7 @@ func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceRequest.ProtoReflect.Descriptor instead.
 func (*AdvanceRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AdvanceRequest) GetAdvances() []*WatermarkAdvance {
@@ -1288,7 +1401,7 @@ type AdvanceResult struct {
 
 func (x *AdvanceResult) Reset() {
 	*x = AdvanceResult{}
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1413,7 @@ func (x *AdvanceResult) String() string {
 func (*AdvanceResult) ProtoMessage() {}
 
 func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1426,7 @@ func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResult.ProtoReflect.Descriptor instead.
 func (*AdvanceResult) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AdvanceResult) GetDomain() string {
@@ -1356,7 +1469,7 @@ type AdvanceResponse struct {
 
 func (x *AdvanceResponse) Reset() {
 	*x = AdvanceResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1481,7 @@ func (x *AdvanceResponse) String() string {
 func (*AdvanceResponse) ProtoMessage() {}
 
 func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1494,7 @@ func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResponse.ProtoReflect.Descriptor instead.
 func (*AdvanceResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AdvanceResponse) GetHeader() *ResponseHeader {
@@ -1415,7 +1528,7 @@ type ProgressReportRequest struct {
 
 func (x *ProgressReportRequest) Reset() {
 	*x = ProgressReportRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1540,7 @@ func (x *ProgressReportRequest) String() string {
 func (*ProgressReportRequest) ProtoMessage() {}
 
 func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1553,7 @@ func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportRequest.ProtoReflect.Descriptor instead.
 func (*ProgressReportRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProgressReportRequest) GetDomain() string {
@@ -1476,7 +1589,7 @@ type ProgressReportResponse struct {
 
 func (x *ProgressReportResponse) Reset() {
 	*x = ProgressReportResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1601,7 @@ func (x *ProgressReportResponse) String() string {
 func (*ProgressReportResponse) ProtoMessage() {}
 
 func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1614,7 @@ func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportResponse.ProtoReflect.Descriptor instead.
 func (*ProgressReportResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ProgressReportResponse) GetHeader() *ResponseHeader {
@@ -1566,7 +1679,7 @@ type RequestHandoverRequest struct {
 
 func (x *RequestHandoverRequest) Reset() {
 	*x = RequestHandoverRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1691,7 @@ func (x *RequestHandoverRequest) String() string {
 func (*RequestHandoverRequest) ProtoMessage() {}
 
 func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1704,7 @@ func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverRequest.ProtoReflect.Descriptor instead.
 func (*RequestHandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RequestHandoverRequest) GetDomain() string {
@@ -1633,7 +1746,7 @@ type RequestHandoverResponse struct {
 
 func (x *RequestHandoverResponse) Reset() {
 	*x = RequestHandoverResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1758,7 @@ func (x *RequestHandoverResponse) String() string {
 func (*RequestHandoverResponse) ProtoMessage() {}
 
 func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1771,7 @@ func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverResponse.ProtoReflect.Descriptor instead.
 func (*RequestHandoverResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RequestHandoverResponse) GetHeader() *ResponseHeader {
@@ -1691,7 +1804,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1816,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1829,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PromoteRequest) GetRequest() *PromotionRequest {
@@ -1740,7 +1853,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1865,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1878,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PromoteResponse) GetHeader() *ResponseHeader {
@@ -1814,7 +1927,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +1939,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +1952,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ExplainRequest) GetDomain() string {
@@ -1873,7 +1986,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +1998,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2011,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ExplainResponse) GetHeader() *ResponseHeader {
@@ -1930,7 +2043,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2055,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2068,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HistoryRequest) GetDomain() string {
@@ -2007,7 +2120,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2132,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2145,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HistoryResponse) GetHeader() *ResponseHeader {
@@ -2075,7 +2188,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2087,7 +2200,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2100,7 +2213,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -2127,7 +2240,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2252,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2265,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2177,7 +2290,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2302,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2315,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
 }
 
 type StatusResponse struct {
@@ -2233,7 +2346,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2358,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2371,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2346,7 +2459,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2471,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2484,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
 }
 
 type ServerInfo struct {
@@ -2387,7 +2500,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2512,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2525,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ServerInfo) GetId() string {
@@ -2461,7 +2574,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2586,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2599,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2520,7 +2633,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2532,7 +2645,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2545,7 +2658,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -2565,7 +2678,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2690,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2703,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -2615,7 +2728,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2740,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2753,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 type SnapshotResponse struct {
@@ -2653,7 +2766,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2778,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2791,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -2706,7 +2819,7 @@ type AddServerRequest struct {
 
 func (x *AddServerRequest) Reset() {
 	*x = AddServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +2831,7 @@ func (x *AddServerRequest) String() string {
 func (*AddServerRequest) ProtoMessage() {}
 
 func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +2844,7 @@ func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
 func (*AddServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AddServerRequest) GetId() string {
@@ -2765,7 +2878,7 @@ type AddServerResponse struct {
 
 func (x *AddServerResponse) Reset() {
 	*x = AddServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +2890,7 @@ func (x *AddServerResponse) String() string {
 func (*AddServerResponse) ProtoMessage() {}
 
 func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +2903,7 @@ func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
 func (*AddServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AddServerResponse) GetHeader() *ResponseHeader {
@@ -2816,7 +2929,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +2941,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +2954,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -2861,7 +2974,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +2986,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +2999,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RemoveServerResponse) GetHeader() *ResponseHeader {
@@ -2960,7 +3073,16 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x1b\n" +
-	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"\x93\x01\n" +
+	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"A\n" +
+	"\x11DeployStepRequest\x12,\n" +
+	"\x04step\x18\x01 \x01(\v2\x18.authority.v1.DeployStepR\x04step\"\xb7\x01\n" +
+	"\x12DeployStepResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x128\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\v2\x18.authority.v1.DeploymentR\n" +
+	"deployment\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tlog_index\x18\x04 \x01(\x04R\blogIndex\"\x93\x01\n" +
 	"\x0eAcquireRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12*\n" +
@@ -3121,11 +3243,13 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\vListDomains\x12 .authority.v1.ListDomainsRequest\x1a!.authority.v1.ListDomainsResponse\x12O\n" +
 	"\fUpdatePolicy\x12!.authority.v1.UpdatePolicyRequest\x1a\x1c.authority.v1.DomainResponse\x12S\n" +
 	"\x0eRegisterMember\x12#.authority.v1.RegisterMemberRequest\x1a\x1c.authority.v1.DomainResponse\x12T\n" +
-	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse2\xea\x01\n" +
+	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse2\xbb\x02\n" +
 	"\x06Leases\x12D\n" +
 	"\aAcquire\x12\x1c.authority.v1.AcquireRequest\x1a\x1b.authority.v1.LeaseResponse\x12P\n" +
 	"\tKeepAlive\x12\x1e.authority.v1.KeepAliveRequest\x1a\x1f.authority.v1.KeepAliveResponse(\x010\x01\x12H\n" +
-	"\aRelease\x12\x1c.authority.v1.ReleaseRequest\x1a\x1f.authority.v1.AuthorityResponse2\xb5\x01\n" +
+	"\aRelease\x12\x1c.authority.v1.ReleaseRequest\x1a\x1f.authority.v1.AuthorityResponse\x12O\n" +
+	"\n" +
+	"DeployStep\x12\x1f.authority.v1.DeployStepRequest\x1a .authority.v1.DeployStepResponse2\xb5\x01\n" +
 	"\n" +
 	"Watermarks\x12F\n" +
 	"\aAdvance\x12\x1c.authority.v1.AdvanceRequest\x1a\x1d.authority.v1.AdvanceResponse\x12_\n" +
@@ -3157,7 +3281,7 @@ func file_authority_v1_service_proto_rawDescGZIP() []byte {
 	return file_authority_v1_service_proto_rawDescData
 }
 
-var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_authority_v1_service_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -3171,146 +3295,155 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*RegisterMemberRequest)(nil),      // 9: authority.v1.RegisterMemberRequest
 	(*AssignInitialRequest)(nil),       // 10: authority.v1.AssignInitialRequest
 	(*AuthorityResponse)(nil),          // 11: authority.v1.AuthorityResponse
-	(*AcquireRequest)(nil),             // 12: authority.v1.AcquireRequest
-	(*LeaseResponse)(nil),              // 13: authority.v1.LeaseResponse
-	(*KeepAliveRequest)(nil),           // 14: authority.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),          // 15: authority.v1.KeepAliveResponse
-	(*HandoverRequest)(nil),            // 16: authority.v1.HandoverRequest
-	(*ReleaseRequest)(nil),             // 17: authority.v1.ReleaseRequest
-	(*AdvanceRequest)(nil),             // 18: authority.v1.AdvanceRequest
-	(*AdvanceResult)(nil),              // 19: authority.v1.AdvanceResult
-	(*AdvanceResponse)(nil),            // 20: authority.v1.AdvanceResponse
-	(*ProgressReportRequest)(nil),      // 21: authority.v1.ProgressReportRequest
-	(*ProgressReportResponse)(nil),     // 22: authority.v1.ProgressReportResponse
-	(*RequestHandoverRequest)(nil),     // 23: authority.v1.RequestHandoverRequest
-	(*RequestHandoverResponse)(nil),    // 24: authority.v1.RequestHandoverResponse
-	(*PromoteRequest)(nil),             // 25: authority.v1.PromoteRequest
-	(*PromoteResponse)(nil),            // 26: authority.v1.PromoteResponse
-	(*ExplainRequest)(nil),             // 27: authority.v1.ExplainRequest
-	(*ExplainResponse)(nil),            // 28: authority.v1.ExplainResponse
-	(*HistoryRequest)(nil),             // 29: authority.v1.HistoryRequest
-	(*HistoryResponse)(nil),            // 30: authority.v1.HistoryResponse
-	(*WatchRequest)(nil),               // 31: authority.v1.WatchRequest
-	(*WatchResponse)(nil),              // 32: authority.v1.WatchResponse
-	(*StatusRequest)(nil),              // 33: authority.v1.StatusRequest
-	(*StatusResponse)(nil),             // 34: authority.v1.StatusResponse
-	(*MembersRequest)(nil),             // 35: authority.v1.MembersRequest
-	(*ServerInfo)(nil),                 // 36: authority.v1.ServerInfo
-	(*MembersResponse)(nil),            // 37: authority.v1.MembersResponse
-	(*TransferLeadershipRequest)(nil),  // 38: authority.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 39: authority.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 40: authority.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 41: authority.v1.SnapshotResponse
-	(*AddServerRequest)(nil),           // 42: authority.v1.AddServerRequest
-	(*AddServerResponse)(nil),          // 43: authority.v1.AddServerResponse
-	(*RemoveServerRequest)(nil),        // 44: authority.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 45: authority.v1.RemoveServerResponse
-	(DomainKind)(0),                    // 46: authority.v1.DomainKind
-	(*Policy)(nil),                     // 47: authority.v1.Policy
-	(*Domain)(nil),                     // 48: authority.v1.Domain
-	(*Watermark)(nil),                  // 49: authority.v1.Watermark
-	(MemberState)(0),                   // 50: authority.v1.MemberState
-	(*WatermarkAdvance)(nil),           // 51: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 52: authority.v1.ProgressReport
-	(*Fence)(nil),                      // 53: authority.v1.Fence
-	(*PromotionRequest)(nil),           // 54: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 55: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 56: authority.v1.Event
+	(*DeployStepRequest)(nil),          // 12: authority.v1.DeployStepRequest
+	(*DeployStepResponse)(nil),         // 13: authority.v1.DeployStepResponse
+	(*AcquireRequest)(nil),             // 14: authority.v1.AcquireRequest
+	(*LeaseResponse)(nil),              // 15: authority.v1.LeaseResponse
+	(*KeepAliveRequest)(nil),           // 16: authority.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),          // 17: authority.v1.KeepAliveResponse
+	(*HandoverRequest)(nil),            // 18: authority.v1.HandoverRequest
+	(*ReleaseRequest)(nil),             // 19: authority.v1.ReleaseRequest
+	(*AdvanceRequest)(nil),             // 20: authority.v1.AdvanceRequest
+	(*AdvanceResult)(nil),              // 21: authority.v1.AdvanceResult
+	(*AdvanceResponse)(nil),            // 22: authority.v1.AdvanceResponse
+	(*ProgressReportRequest)(nil),      // 23: authority.v1.ProgressReportRequest
+	(*ProgressReportResponse)(nil),     // 24: authority.v1.ProgressReportResponse
+	(*RequestHandoverRequest)(nil),     // 25: authority.v1.RequestHandoverRequest
+	(*RequestHandoverResponse)(nil),    // 26: authority.v1.RequestHandoverResponse
+	(*PromoteRequest)(nil),             // 27: authority.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 28: authority.v1.PromoteResponse
+	(*ExplainRequest)(nil),             // 29: authority.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 30: authority.v1.ExplainResponse
+	(*HistoryRequest)(nil),             // 31: authority.v1.HistoryRequest
+	(*HistoryResponse)(nil),            // 32: authority.v1.HistoryResponse
+	(*WatchRequest)(nil),               // 33: authority.v1.WatchRequest
+	(*WatchResponse)(nil),              // 34: authority.v1.WatchResponse
+	(*StatusRequest)(nil),              // 35: authority.v1.StatusRequest
+	(*StatusResponse)(nil),             // 36: authority.v1.StatusResponse
+	(*MembersRequest)(nil),             // 37: authority.v1.MembersRequest
+	(*ServerInfo)(nil),                 // 38: authority.v1.ServerInfo
+	(*MembersResponse)(nil),            // 39: authority.v1.MembersResponse
+	(*TransferLeadershipRequest)(nil),  // 40: authority.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 41: authority.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 42: authority.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 43: authority.v1.SnapshotResponse
+	(*AddServerRequest)(nil),           // 44: authority.v1.AddServerRequest
+	(*AddServerResponse)(nil),          // 45: authority.v1.AddServerResponse
+	(*RemoveServerRequest)(nil),        // 46: authority.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 47: authority.v1.RemoveServerResponse
+	(DomainKind)(0),                    // 48: authority.v1.DomainKind
+	(*Policy)(nil),                     // 49: authority.v1.Policy
+	(*Domain)(nil),                     // 50: authority.v1.Domain
+	(*Watermark)(nil),                  // 51: authority.v1.Watermark
+	(MemberState)(0),                   // 52: authority.v1.MemberState
+	(*DeployStep)(nil),                 // 53: authority.v1.DeployStep
+	(*Deployment)(nil),                 // 54: authority.v1.Deployment
+	(*WatermarkAdvance)(nil),           // 55: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 56: authority.v1.ProgressReport
+	(*Fence)(nil),                      // 57: authority.v1.Fence
+	(*PromotionRequest)(nil),           // 58: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 59: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 60: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
-	46, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	47, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	48, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	49, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	48, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	50, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	46, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	49, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	48, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	51, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	47, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	50, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	49, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	52, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 13: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 14: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
-	16, // 15: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
-	51, // 16: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
-	0,  // 17: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
-	19, // 18: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	52, // 19: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
-	0,  // 20: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	49, // 21: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	53, // 22: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
-	0,  // 23: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
-	54, // 24: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
-	0,  // 25: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	55, // 26: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 27: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 28: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	55, // 29: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 30: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 31: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	55, // 32: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
-	0,  // 33: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	56, // 34: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
-	0,  // 35: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 36: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
-	36, // 37: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 38: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 39: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 40: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
-	36, // 41: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 42: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
-	36, // 43: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
-	2,  // 44: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 45: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 46: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 47: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 48: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 49: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	12, // 50: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	14, // 51: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	17, // 52: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	18, // 53: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	21, // 54: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	25, // 55: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	27, // 56: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	29, // 57: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	23, // 58: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
-	31, // 59: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	42, // 60: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	44, // 61: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
-	33, // 62: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	35, // 63: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	38, // 64: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	40, // 65: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 66: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 67: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 68: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 69: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 70: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 71: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	13, // 72: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	15, // 73: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 74: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	20, // 75: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	22, // 76: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	26, // 77: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	28, // 78: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	30, // 79: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	24, // 80: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
-	32, // 81: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	43, // 82: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	45, // 83: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
-	34, // 84: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	37, // 85: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	39, // 86: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	41, // 87: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	66, // [66:88] is the sub-list for method output_type
-	44, // [44:66] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	53, // 13: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
+	0,  // 14: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
+	54, // 15: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
+	0,  // 16: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 17: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
+	18, // 18: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
+	55, // 19: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	0,  // 20: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
+	21, // 21: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
+	56, // 22: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	0,  // 23: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
+	51, // 24: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	57, // 25: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
+	0,  // 26: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
+	58, // 27: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	0,  // 28: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
+	59, // 29: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 30: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 31: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
+	59, // 32: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 33: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 34: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
+	59, // 35: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	0,  // 36: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
+	60, // 37: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	0,  // 38: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 39: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
+	38, // 40: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 41: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 42: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 43: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	38, // 44: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 45: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	38, // 46: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 47: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 48: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 49: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 50: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 51: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 52: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	14, // 53: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	16, // 54: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	19, // 55: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	12, // 56: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
+	20, // 57: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	23, // 58: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	27, // 59: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	29, // 60: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	31, // 61: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	25, // 62: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
+	33, // 63: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	44, // 64: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	46, // 65: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	35, // 66: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	37, // 67: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	40, // 68: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	42, // 69: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	4,  // 70: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 71: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 72: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 73: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 74: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 75: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	15, // 76: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	17, // 77: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 78: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	13, // 79: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
+	22, // 80: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	24, // 81: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	28, // 82: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	30, // 83: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	32, // 84: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	26, // 85: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
+	34, // 86: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	45, // 87: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	47, // 88: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	36, // 89: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	39, // 90: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	41, // 91: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	43, // 92: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	70, // [70:93] is the sub-list for method output_type
+	47, // [47:70] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }
@@ -3321,14 +3454,14 @@ func file_authority_v1_service_proto_init() {
 	file_authority_v1_state_proto_init()
 	file_authority_v1_events_proto_init()
 	file_authority_v1_commands_proto_init()
-	file_authority_v1_service_proto_msgTypes[12].OneofWrappers = []any{}
+	file_authority_v1_service_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_service_proto_rawDesc), len(file_authority_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -316,9 +316,10 @@ var Domains_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Leases_Acquire_FullMethodName   = "/authority.v1.Leases/Acquire"
-	Leases_KeepAlive_FullMethodName = "/authority.v1.Leases/KeepAlive"
-	Leases_Release_FullMethodName   = "/authority.v1.Leases/Release"
+	Leases_Acquire_FullMethodName    = "/authority.v1.Leases/Acquire"
+	Leases_KeepAlive_FullMethodName  = "/authority.v1.Leases/KeepAlive"
+	Leases_Release_FullMethodName    = "/authority.v1.Leases/Release"
+	Leases_DeployStep_FullMethodName = "/authority.v1.Leases/DeployStep"
 )
 
 // LeasesClient is the client API for Leases service.
@@ -330,6 +331,9 @@ type LeasesClient interface {
 	// lease; every response carries the remaining TTL or the reason it ended.
 	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[KeepAliveRequest, KeepAliveResponse], error)
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*AuthorityResponse, error)
+	// One transition of a deploy lock's deployment, fenced by the holder's
+	// epoch (docs/DEPLOY.md).
+	DeployStep(ctx context.Context, in *DeployStepRequest, opts ...grpc.CallOption) (*DeployStepResponse, error)
 }
 
 type leasesClient struct {
@@ -373,6 +377,16 @@ func (c *leasesClient) Release(ctx context.Context, in *ReleaseRequest, opts ...
 	return out, nil
 }
 
+func (c *leasesClient) DeployStep(ctx context.Context, in *DeployStepRequest, opts ...grpc.CallOption) (*DeployStepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeployStepResponse)
+	err := c.cc.Invoke(ctx, Leases_DeployStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LeasesServer is the server API for Leases service.
 // All implementations must embed UnimplementedLeasesServer
 // for forward compatibility.
@@ -382,6 +396,9 @@ type LeasesServer interface {
 	// lease; every response carries the remaining TTL or the reason it ended.
 	KeepAlive(grpc.BidiStreamingServer[KeepAliveRequest, KeepAliveResponse]) error
 	Release(context.Context, *ReleaseRequest) (*AuthorityResponse, error)
+	// One transition of a deploy lock's deployment, fenced by the holder's
+	// epoch (docs/DEPLOY.md).
+	DeployStep(context.Context, *DeployStepRequest) (*DeployStepResponse, error)
 	mustEmbedUnimplementedLeasesServer()
 }
 
@@ -400,6 +417,9 @@ func (UnimplementedLeasesServer) KeepAlive(grpc.BidiStreamingServer[KeepAliveReq
 }
 func (UnimplementedLeasesServer) Release(context.Context, *ReleaseRequest) (*AuthorityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
+}
+func (UnimplementedLeasesServer) DeployStep(context.Context, *DeployStepRequest) (*DeployStepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeployStep not implemented")
 }
 func (UnimplementedLeasesServer) mustEmbedUnimplementedLeasesServer() {}
 func (UnimplementedLeasesServer) testEmbeddedByValue()                {}
@@ -465,6 +485,24 @@ func _Leases_Release_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Leases_DeployStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeployStepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LeasesServer).DeployStep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Leases_DeployStep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LeasesServer).DeployStep(ctx, req.(*DeployStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Leases_ServiceDesc is the grpc.ServiceDesc for Leases service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -479,6 +517,10 @@ var Leases_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Release",
 			Handler:    _Leases_Release_Handler,
+		},
+		{
+			MethodName: "DeployStep",
+			Handler:    _Leases_DeployStep_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -460,6 +460,127 @@ func (LockStatus) EnumDescriptor() ([]byte, []int) {
 	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
+type DeployStatus int32
+
+const (
+	// Idle: no deployment recorded.
+	DeployStatus_DEPLOY_STATUS_UNSPECIFIED DeployStatus = 0
+	DeployStatus_DEPLOY_STATUS_DEPLOYING   DeployStatus = 1
+	DeployStatus_DEPLOY_STATUS_VERIFYING   DeployStatus = 2
+	DeployStatus_DEPLOY_STATUS_SUCCEEDED   DeployStatus = 3
+	DeployStatus_DEPLOY_STATUS_FAILED      DeployStatus = 4
+)
+
+// Enum value maps for DeployStatus.
+var (
+	DeployStatus_name = map[int32]string{
+		0: "DEPLOY_STATUS_UNSPECIFIED",
+		1: "DEPLOY_STATUS_DEPLOYING",
+		2: "DEPLOY_STATUS_VERIFYING",
+		3: "DEPLOY_STATUS_SUCCEEDED",
+		4: "DEPLOY_STATUS_FAILED",
+	}
+	DeployStatus_value = map[string]int32{
+		"DEPLOY_STATUS_UNSPECIFIED": 0,
+		"DEPLOY_STATUS_DEPLOYING":   1,
+		"DEPLOY_STATUS_VERIFYING":   2,
+		"DEPLOY_STATUS_SUCCEEDED":   3,
+		"DEPLOY_STATUS_FAILED":      4,
+	}
+)
+
+func (x DeployStatus) Enum() *DeployStatus {
+	p := new(DeployStatus)
+	*p = x
+	return p
+}
+
+func (x DeployStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeployStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_authority_v1_state_proto_enumTypes[8].Descriptor()
+}
+
+func (DeployStatus) Type() protoreflect.EnumType {
+	return &file_authority_v1_state_proto_enumTypes[8]
+}
+
+func (x DeployStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeployStatus.Descriptor instead.
+func (DeployStatus) EnumDescriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+type DeployAction int32
+
+const (
+	DeployAction_DEPLOY_ACTION_UNSPECIFIED DeployAction = 0
+	// Start a deployment (a new deploy id, or --retry of a failed one) or
+	// take over an unfinished one from an earlier epoch (a failover).
+	DeployAction_DEPLOY_ACTION_CLAIM DeployAction = 1
+	// deploying -> verifying: the deploy command succeeded.
+	DeployAction_DEPLOY_ACTION_VERIFY DeployAction = 2
+	// verifying -> succeeded: every health gate passed.
+	DeployAction_DEPLOY_ACTION_SUCCEED DeployAction = 3
+	// deploying | verifying -> failed.
+	DeployAction_DEPLOY_ACTION_FAIL DeployAction = 4
+	// The holder gives the unfinished deployment up for another runner group
+	// to take over (its preflight or deploy command failed); it then releases.
+	DeployAction_DEPLOY_ACTION_HANDOFF DeployAction = 5
+)
+
+// Enum value maps for DeployAction.
+var (
+	DeployAction_name = map[int32]string{
+		0: "DEPLOY_ACTION_UNSPECIFIED",
+		1: "DEPLOY_ACTION_CLAIM",
+		2: "DEPLOY_ACTION_VERIFY",
+		3: "DEPLOY_ACTION_SUCCEED",
+		4: "DEPLOY_ACTION_FAIL",
+		5: "DEPLOY_ACTION_HANDOFF",
+	}
+	DeployAction_value = map[string]int32{
+		"DEPLOY_ACTION_UNSPECIFIED": 0,
+		"DEPLOY_ACTION_CLAIM":       1,
+		"DEPLOY_ACTION_VERIFY":      2,
+		"DEPLOY_ACTION_SUCCEED":     3,
+		"DEPLOY_ACTION_FAIL":        4,
+		"DEPLOY_ACTION_HANDOFF":     5,
+	}
+)
+
+func (x DeployAction) Enum() *DeployAction {
+	p := new(DeployAction)
+	*p = x
+	return p
+}
+
+func (x DeployAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeployAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_authority_v1_state_proto_enumTypes[9].Descriptor()
+}
+
+func (DeployAction) Type() protoreflect.EnumType {
+	return &file_authority_v1_state_proto_enumTypes[9]
+}
+
+func (x DeployAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeployAction.Descriptor instead.
+func (DeployAction) EnumDescriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
+}
+
 type Policy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Mode  PromotionMode          `protobuf:"varint,1,opt,name=mode,proto3,enum=authority.v1.PromotionMode" json:"mode,omitempty"`
@@ -919,13 +1040,16 @@ func (x *ChainPoint) GetHash() []byte {
 // What the leader saw of the holder's lease when it proposed an entry. Apply
 // uses this recorded observation, never a clock (AU-9).
 type LeaseObservation struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Holder        string                 `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	State         LeaseState             `protobuf:"varint,3,opt,name=state,proto3,enum=authority.v1.LeaseState" json:"state,omitempty"`
-	RemainingMs   uint64                 `protobuf:"varint,4,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
-	LeaderTerm    uint64                 `protobuf:"varint,5,opt,name=leader_term,json=leaderTerm,proto3" json:"leader_term,omitempty"`
-	LeaderId      string                 `protobuf:"bytes,6,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Holder      string                 `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	State       LeaseState             `protobuf:"varint,3,opt,name=state,proto3,enum=authority.v1.LeaseState" json:"state,omitempty"`
+	RemainingMs uint64                 `protobuf:"varint,4,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	LeaderTerm  uint64                 `protobuf:"varint,5,opt,name=leader_term,json=leaderTerm,proto3" json:"leader_term,omitempty"`
+	LeaderId    string                 `protobuf:"bytes,6,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// LEASE_STATE_EXPIRED: how long ago the lease expired on the leader (the
+	// failure detection time of a deploy failover).
+	ExpiredForMs  uint64 `protobuf:"varint,7,opt,name=expired_for_ms,json=expiredForMs,proto3" json:"expired_for_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1000,6 +1124,13 @@ func (x *LeaseObservation) GetLeaderId() string {
 		return x.LeaderId
 	}
 	return ""
+}
+
+func (x *LeaseObservation) GetExpiredForMs() uint64 {
+	if x != nil {
+		return x.ExpiredForMs
+	}
+	return 0
 }
 
 type PromotionRequest struct {
@@ -1590,7 +1721,10 @@ type Domain struct {
 	// this epoch (always epoch + 1); 0 when no prepare is pending. Replicas
 	// that see it stop accepting WAL of lower epochs and report their final
 	// positions marked fenced at it. Cleared when an epoch is granted.
-	Fence         *Fence `protobuf:"bytes,18,opt,name=fence,proto3" json:"fence,omitempty"`
+	Fence *Fence `protobuf:"bytes,18,opt,name=fence,proto3" json:"fence,omitempty"`
+	// Lock domains used as deploy locks: the deployment the lock guards
+	// (docs/DEPLOY.md). It outlives epochs: a takeover continues it.
+	Deployment    *Deployment `protobuf:"bytes,19,opt,name=deployment,proto3" json:"deployment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1751,6 +1885,387 @@ func (x *Domain) GetFence() *Fence {
 	return nil
 }
 
+func (x *Domain) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+// A deployment recorded in a lock domain. Times are leader-stamped.
+type Deployment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key: environment + "@" + release.
+	DeployId    string       `protobuf:"bytes,1,opt,name=deploy_id,json=deployId,proto3" json:"deploy_id,omitempty"`
+	Environment string       `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	Release     string       `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
+	Status      DeployStatus `protobuf:"varint,4,opt,name=status,proto3,enum=authority.v1.DeployStatus" json:"status,omitempty"`
+	// Who works on it (or last did): holder, epoch, runner group, role.
+	Holder      string `protobuf:"bytes,5,opt,name=holder,proto3" json:"holder,omitempty"`
+	Epoch       uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RunnerGroup string `protobuf:"bytes,7,opt,name=runner_group,json=runnerGroup,proto3" json:"runner_group,omitempty"`
+	Role        string `protobuf:"bytes,8,opt,name=role,proto3" json:"role,omitempty"`
+	// 1, then one more per --retry of a failed deployment.
+	Attempt        uint32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	StartedUnixMs  int64  `protobuf:"varint,10,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	UpdatedUnixMs  int64  `protobuf:"varint,11,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
+	FinishedUnixMs int64  `protobuf:"varint,12,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
+	StartedIndex   uint64 `protobuf:"varint,13,opt,name=started_index,json=startedIndex,proto3" json:"started_index,omitempty"`
+	UpdatedIndex   uint64 `protobuf:"varint,14,opt,name=updated_index,json=updatedIndex,proto3" json:"updated_index,omitempty"`
+	// Why it failed, or why the last holder gave it up.
+	Reason string `protobuf:"bytes,15,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The checks that failed ("preflight:disk", "gate:redis", "command").
+	FailedChecks []string `protobuf:"bytes,16,rep,name=failed_checks,json=failedChecks,proto3" json:"failed_checks,omitempty"`
+	Failovers    uint32   `protobuf:"varint,17,opt,name=failovers,proto3" json:"failovers,omitempty"`
+	// When the working holder was lost (handoff, release before the end, or
+	// its lease expiry as the leader observed it); 0 while it works.
+	LostUnixMs int64 `protobuf:"varint,18,opt,name=lost_unix_ms,json=lostUnixMs,proto3" json:"lost_unix_ms,omitempty"`
+	// Failed checks overridden by the holder, with their reasons.
+	Overrides []*DeployOverride `protobuf:"bytes,19,rep,name=overrides,proto3" json:"overrides,omitempty"`
+	// The last transitions (bounded), oldest first: the audit trail.
+	Transitions   []*DeployTransition `protobuf:"bytes,20,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_authority_v1_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Deployment) GetDeployId() string {
+	if x != nil {
+		return x.DeployId
+	}
+	return ""
+}
+
+func (x *Deployment) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *Deployment) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *Deployment) GetStatus() DeployStatus {
+	if x != nil {
+		return x.Status
+	}
+	return DeployStatus_DEPLOY_STATUS_UNSPECIFIED
+}
+
+func (x *Deployment) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *Deployment) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Deployment) GetRunnerGroup() string {
+	if x != nil {
+		return x.RunnerGroup
+	}
+	return ""
+}
+
+func (x *Deployment) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Deployment) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Deployment) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *Deployment) GetUpdatedUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedUnixMs
+	}
+	return 0
+}
+
+func (x *Deployment) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+func (x *Deployment) GetStartedIndex() uint64 {
+	if x != nil {
+		return x.StartedIndex
+	}
+	return 0
+}
+
+func (x *Deployment) GetUpdatedIndex() uint64 {
+	if x != nil {
+		return x.UpdatedIndex
+	}
+	return 0
+}
+
+func (x *Deployment) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Deployment) GetFailedChecks() []string {
+	if x != nil {
+		return x.FailedChecks
+	}
+	return nil
+}
+
+func (x *Deployment) GetFailovers() uint32 {
+	if x != nil {
+		return x.Failovers
+	}
+	return 0
+}
+
+func (x *Deployment) GetLostUnixMs() int64 {
+	if x != nil {
+		return x.LostUnixMs
+	}
+	return 0
+}
+
+func (x *Deployment) GetOverrides() []*DeployOverride {
+	if x != nil {
+		return x.Overrides
+	}
+	return nil
+}
+
+func (x *Deployment) GetTransitions() []*DeployTransition {
+	if x != nil {
+		return x.Transitions
+	}
+	return nil
+}
+
+type DeployOverride struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Check         string                 `protobuf:"bytes,1,opt,name=check,proto3" json:"check,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployOverride) Reset() {
+	*x = DeployOverride{}
+	mi := &file_authority_v1_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployOverride) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployOverride) ProtoMessage() {}
+
+func (x *DeployOverride) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployOverride.ProtoReflect.Descriptor instead.
+func (*DeployOverride) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeployOverride) GetCheck() string {
+	if x != nil {
+		return x.Check
+	}
+	return ""
+}
+
+func (x *DeployOverride) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DeployTransition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	StampedUnixMs int64                  `protobuf:"varint,2,opt,name=stamped_unix_ms,json=stampedUnixMs,proto3" json:"stamped_unix_ms,omitempty"`
+	Action        DeployAction           `protobuf:"varint,3,opt,name=action,proto3,enum=authority.v1.DeployAction" json:"action,omitempty"`
+	From          DeployStatus           `protobuf:"varint,4,opt,name=from,proto3,enum=authority.v1.DeployStatus" json:"from,omitempty"`
+	To            DeployStatus           `protobuf:"varint,5,opt,name=to,proto3,enum=authority.v1.DeployStatus" json:"to,omitempty"`
+	Holder        string                 `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RunnerGroup   string                 `protobuf:"bytes,8,opt,name=runner_group,json=runnerGroup,proto3" json:"runner_group,omitempty"`
+	Role          string                 `protobuf:"bytes,9,opt,name=role,proto3" json:"role,omitempty"`
+	Reason        string                 `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployTransition) Reset() {
+	*x = DeployTransition{}
+	mi := &file_authority_v1_state_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployTransition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployTransition) ProtoMessage() {}
+
+func (x *DeployTransition) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployTransition.ProtoReflect.Descriptor instead.
+func (*DeployTransition) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeployTransition) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *DeployTransition) GetStampedUnixMs() int64 {
+	if x != nil {
+		return x.StampedUnixMs
+	}
+	return 0
+}
+
+func (x *DeployTransition) GetAction() DeployAction {
+	if x != nil {
+		return x.Action
+	}
+	return DeployAction_DEPLOY_ACTION_UNSPECIFIED
+}
+
+func (x *DeployTransition) GetFrom() DeployStatus {
+	if x != nil {
+		return x.From
+	}
+	return DeployStatus_DEPLOY_STATUS_UNSPECIFIED
+}
+
+func (x *DeployTransition) GetTo() DeployStatus {
+	if x != nil {
+		return x.To
+	}
+	return DeployStatus_DEPLOY_STATUS_UNSPECIFIED
+}
+
+func (x *DeployTransition) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *DeployTransition) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DeployTransition) GetRunnerGroup() string {
+	if x != nil {
+		return x.RunnerGroup
+	}
+	return ""
+}
+
+func (x *DeployTransition) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *DeployTransition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type Fence struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Epoch     uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -1769,7 +2284,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +2296,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +2309,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Fence) GetEpoch() uint64 {
@@ -1857,7 +2372,7 @@ type PendingIntent struct {
 
 func (x *PendingIntent) Reset() {
 	*x = PendingIntent{}
-	mi := &file_authority_v1_state_proto_msgTypes[14]
+	mi := &file_authority_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2384,7 @@ func (x *PendingIntent) String() string {
 func (*PendingIntent) ProtoMessage() {}
 
 func (x *PendingIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[14]
+	mi := &file_authority_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2397,7 @@ func (x *PendingIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingIntent.ProtoReflect.Descriptor instead.
 func (*PendingIntent) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PendingIntent) GetRequestId() string {
@@ -1916,7 +2431,7 @@ type ServerDirectory struct {
 
 func (x *ServerDirectory) Reset() {
 	*x = ServerDirectory{}
-	mi := &file_authority_v1_state_proto_msgTypes[15]
+	mi := &file_authority_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2443,7 @@ func (x *ServerDirectory) String() string {
 func (*ServerDirectory) ProtoMessage() {}
 
 func (x *ServerDirectory) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[15]
+	mi := &file_authority_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2456,7 @@ func (x *ServerDirectory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerDirectory.ProtoReflect.Descriptor instead.
 func (*ServerDirectory) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServerDirectory) GetServers() []*ServerAddress {
@@ -1961,7 +2476,7 @@ type ServerAddress struct {
 
 func (x *ServerAddress) Reset() {
 	*x = ServerAddress{}
-	mi := &file_authority_v1_state_proto_msgTypes[16]
+	mi := &file_authority_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2488,7 @@ func (x *ServerAddress) String() string {
 func (*ServerAddress) ProtoMessage() {}
 
 func (x *ServerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[16]
+	mi := &file_authority_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2501,7 @@ func (x *ServerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerAddress.ProtoReflect.Descriptor instead.
 func (*ServerAddress) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ServerAddress) GetId() string {
@@ -2017,7 +2532,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_authority_v1_state_proto_msgTypes[17]
+	mi := &file_authority_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2544,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[17]
+	mi := &file_authority_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2557,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -2119,7 +2634,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"ChainPoint\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xd1\x01\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xf7\x01\n" +
 	"\x10LeaseObservation\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12.\n" +
@@ -2127,7 +2642,8 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\fremaining_ms\x18\x04 \x01(\x04R\vremainingMs\x12\x1f\n" +
 	"\vleader_term\x18\x05 \x01(\x04R\n" +
 	"leaderTerm\x12\x1b\n" +
-	"\tleader_id\x18\x06 \x01(\tR\bleaderId\"\xad\x02\n" +
+	"\tleader_id\x18\x06 \x01(\tR\bleaderId\x12$\n" +
+	"\x0eexpired_for_ms\x18\a \x01(\x04R\fexpiredForMs\"\xad\x02\n" +
 	"\x10PromotionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2177,7 +2693,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.authority.v1.LockStatusR\x06status\x12\x17\n" +
 	"\awork_id\x18\x02 \x01(\tR\x06workId\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xf1\x05\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xab\x06\n" +
 	"\x06Domain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.authority.v1.DomainKindR\x04kind\x12,\n" +
@@ -2198,7 +2714,49 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\apending\x18\x0f \x03(\v2\x1b.authority.v1.PendingIntentR\apending\x12#\n" +
 	"\rallowed_count\x18\x10 \x01(\x04R\fallowedCount\x12!\n" +
 	"\fdenied_count\x18\x11 \x01(\x04R\vdeniedCount\x12)\n" +
-	"\x05fence\x18\x12 \x01(\v2\x13.authority.v1.FenceR\x05fence\"\xd4\x01\n" +
+	"\x05fence\x18\x12 \x01(\v2\x13.authority.v1.FenceR\x05fence\x128\n" +
+	"\n" +
+	"deployment\x18\x13 \x01(\v2\x18.authority.v1.DeploymentR\n" +
+	"deployment\"\xd7\x05\n" +
+	"\n" +
+	"Deployment\x12\x1b\n" +
+	"\tdeploy_id\x18\x01 \x01(\tR\bdeployId\x12 \n" +
+	"\venvironment\x18\x02 \x01(\tR\venvironment\x12\x18\n" +
+	"\arelease\x18\x03 \x01(\tR\arelease\x122\n" +
+	"\x06status\x18\x04 \x01(\x0e2\x1a.authority.v1.DeployStatusR\x06status\x12\x16\n" +
+	"\x06holder\x18\x05 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12!\n" +
+	"\frunner_group\x18\a \x01(\tR\vrunnerGroup\x12\x12\n" +
+	"\x04role\x18\b \x01(\tR\x04role\x12\x18\n" +
+	"\aattempt\x18\t \x01(\rR\aattempt\x12&\n" +
+	"\x0fstarted_unix_ms\x18\n" +
+	" \x01(\x03R\rstartedUnixMs\x12&\n" +
+	"\x0fupdated_unix_ms\x18\v \x01(\x03R\rupdatedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\f \x01(\x03R\x0efinishedUnixMs\x12#\n" +
+	"\rstarted_index\x18\r \x01(\x04R\fstartedIndex\x12#\n" +
+	"\rupdated_index\x18\x0e \x01(\x04R\fupdatedIndex\x12\x16\n" +
+	"\x06reason\x18\x0f \x01(\tR\x06reason\x12#\n" +
+	"\rfailed_checks\x18\x10 \x03(\tR\ffailedChecks\x12\x1c\n" +
+	"\tfailovers\x18\x11 \x01(\rR\tfailovers\x12 \n" +
+	"\flost_unix_ms\x18\x12 \x01(\x03R\n" +
+	"lostUnixMs\x12:\n" +
+	"\toverrides\x18\x13 \x03(\v2\x1c.authority.v1.DeployOverrideR\toverrides\x12@\n" +
+	"\vtransitions\x18\x14 \x03(\v2\x1e.authority.v1.DeployTransitionR\vtransitions\">\n" +
+	"\x0eDeployOverride\x12\x14\n" +
+	"\x05check\x18\x01 \x01(\tR\x05check\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xdd\x02\n" +
+	"\x10DeployTransition\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12&\n" +
+	"\x0fstamped_unix_ms\x18\x02 \x01(\x03R\rstampedUnixMs\x122\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x1a.authority.v1.DeployActionR\x06action\x12.\n" +
+	"\x04from\x18\x04 \x01(\x0e2\x1a.authority.v1.DeployStatusR\x04from\x12*\n" +
+	"\x02to\x18\x05 \x01(\x0e2\x1a.authority.v1.DeployStatusR\x02to\x12\x16\n" +
+	"\x06holder\x18\x06 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\x04R\x05epoch\x12!\n" +
+	"\frunner_group\x18\b \x01(\tR\vrunnerGroup\x12\x12\n" +
+	"\x04role\x18\t \x01(\tR\x04role\x12\x16\n" +
+	"\x06reason\x18\n" +
+	" \x01(\tR\x06reason\"\xd4\x01\n" +
 	"\x05Fence\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
@@ -2268,7 +2826,20 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x10LOCK_STATUS_FREE\x10\x01\x12\x14\n" +
 	"\x10LOCK_STATUS_HELD\x10\x02\x12\x19\n" +
 	"\x15LOCK_STATUS_COMPLETED\x10\x03\x12\x17\n" +
-	"\x13LOCK_STATUS_ABORTED\x10\x04B:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
+	"\x13LOCK_STATUS_ABORTED\x10\x04*\x9e\x01\n" +
+	"\fDeployStatus\x12\x1d\n" +
+	"\x19DEPLOY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17DEPLOY_STATUS_DEPLOYING\x10\x01\x12\x1b\n" +
+	"\x17DEPLOY_STATUS_VERIFYING\x10\x02\x12\x1b\n" +
+	"\x17DEPLOY_STATUS_SUCCEEDED\x10\x03\x12\x18\n" +
+	"\x14DEPLOY_STATUS_FAILED\x10\x04*\xae\x01\n" +
+	"\fDeployAction\x12\x1d\n" +
+	"\x19DEPLOY_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13DEPLOY_ACTION_CLAIM\x10\x01\x12\x18\n" +
+	"\x14DEPLOY_ACTION_VERIFY\x10\x02\x12\x19\n" +
+	"\x15DEPLOY_ACTION_SUCCEED\x10\x03\x12\x16\n" +
+	"\x12DEPLOY_ACTION_FAIL\x10\x04\x12\x19\n" +
+	"\x15DEPLOY_ACTION_HANDOFF\x10\x05B:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
 
 var (
 	file_authority_v1_state_proto_rawDescOnce sync.Once
@@ -2282,8 +2853,8 @@ func file_authority_v1_state_proto_rawDescGZIP() []byte {
 	return file_authority_v1_state_proto_rawDescData
 }
 
-var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_authority_v1_state_proto_goTypes = []any{
 	(DomainKind)(0),          // 0: authority.v1.DomainKind
 	(PromotionMode)(0),       // 1: authority.v1.PromotionMode
@@ -2293,57 +2864,69 @@ var file_authority_v1_state_proto_goTypes = []any{
 	(LeaseState)(0),          // 5: authority.v1.LeaseState
 	(Initiator)(0),           // 6: authority.v1.Initiator
 	(LockStatus)(0),          // 7: authority.v1.LockStatus
-	(*Policy)(nil),           // 8: authority.v1.Policy
-	(*Member)(nil),           // 9: authority.v1.Member
-	(*Watermark)(nil),        // 10: authority.v1.Watermark
-	(*ProgressReport)(nil),   // 11: authority.v1.ProgressReport
-	(*ChainPoint)(nil),       // 12: authority.v1.ChainPoint
-	(*LeaseObservation)(nil), // 13: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil), // 14: authority.v1.PromotionRequest
-	(*Check)(nil),            // 15: authority.v1.Check
-	(*Observed)(nil),         // 16: authority.v1.Observed
-	(*Decision)(nil),         // 17: authority.v1.Decision
-	(*AttemptRecord)(nil),    // 18: authority.v1.AttemptRecord
-	(*WorkState)(nil),        // 19: authority.v1.WorkState
-	(*Domain)(nil),           // 20: authority.v1.Domain
-	(*Fence)(nil),            // 21: authority.v1.Fence
-	(*PendingIntent)(nil),    // 22: authority.v1.PendingIntent
-	(*ServerDirectory)(nil),  // 23: authority.v1.ServerDirectory
-	(*ServerAddress)(nil),    // 24: authority.v1.ServerAddress
-	(*SnapshotHeader)(nil),   // 25: authority.v1.SnapshotHeader
+	(DeployStatus)(0),        // 8: authority.v1.DeployStatus
+	(DeployAction)(0),        // 9: authority.v1.DeployAction
+	(*Policy)(nil),           // 10: authority.v1.Policy
+	(*Member)(nil),           // 11: authority.v1.Member
+	(*Watermark)(nil),        // 12: authority.v1.Watermark
+	(*ProgressReport)(nil),   // 13: authority.v1.ProgressReport
+	(*ChainPoint)(nil),       // 14: authority.v1.ChainPoint
+	(*LeaseObservation)(nil), // 15: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil), // 16: authority.v1.PromotionRequest
+	(*Check)(nil),            // 17: authority.v1.Check
+	(*Observed)(nil),         // 18: authority.v1.Observed
+	(*Decision)(nil),         // 19: authority.v1.Decision
+	(*AttemptRecord)(nil),    // 20: authority.v1.AttemptRecord
+	(*WorkState)(nil),        // 21: authority.v1.WorkState
+	(*Domain)(nil),           // 22: authority.v1.Domain
+	(*Deployment)(nil),       // 23: authority.v1.Deployment
+	(*DeployOverride)(nil),   // 24: authority.v1.DeployOverride
+	(*DeployTransition)(nil), // 25: authority.v1.DeployTransition
+	(*Fence)(nil),            // 26: authority.v1.Fence
+	(*PendingIntent)(nil),    // 27: authority.v1.PendingIntent
+	(*ServerDirectory)(nil),  // 28: authority.v1.ServerDirectory
+	(*ServerAddress)(nil),    // 29: authority.v1.ServerAddress
+	(*SnapshotHeader)(nil),   // 30: authority.v1.SnapshotHeader
 }
 var file_authority_v1_state_proto_depIdxs = []int32{
 	1,  // 0: authority.v1.Policy.mode:type_name -> authority.v1.PromotionMode
 	2,  // 1: authority.v1.Policy.durability:type_name -> authority.v1.Durability
 	3,  // 2: authority.v1.Member.state:type_name -> authority.v1.MemberState
 	4,  // 3: authority.v1.ProgressReport.state:type_name -> authority.v1.ReplicaState
-	12, // 4: authority.v1.ProgressReport.chain:type_name -> authority.v1.ChainPoint
+	14, // 4: authority.v1.ProgressReport.chain:type_name -> authority.v1.ChainPoint
 	5,  // 5: authority.v1.LeaseObservation.state:type_name -> authority.v1.LeaseState
 	6,  // 6: authority.v1.PromotionRequest.initiated_by:type_name -> authority.v1.Initiator
-	16, // 7: authority.v1.Check.observed:type_name -> authority.v1.Observed
-	15, // 8: authority.v1.Decision.checks:type_name -> authority.v1.Check
-	14, // 9: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
-	17, // 10: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
-	13, // 11: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
-	11, // 12: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
-	11, // 13: authority.v1.AttemptRecord.fence_reports:type_name -> authority.v1.ProgressReport
-	21, // 14: authority.v1.AttemptRecord.fence:type_name -> authority.v1.Fence
+	18, // 7: authority.v1.Check.observed:type_name -> authority.v1.Observed
+	17, // 8: authority.v1.Decision.checks:type_name -> authority.v1.Check
+	16, // 9: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
+	19, // 10: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
+	15, // 11: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
+	13, // 12: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
+	13, // 13: authority.v1.AttemptRecord.fence_reports:type_name -> authority.v1.ProgressReport
+	26, // 14: authority.v1.AttemptRecord.fence:type_name -> authority.v1.Fence
 	7,  // 15: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
 	0,  // 16: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
-	8,  // 17: authority.v1.Domain.policy:type_name -> authority.v1.Policy
-	9,  // 18: authority.v1.Domain.members:type_name -> authority.v1.Member
-	10, // 19: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
-	18, // 20: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
-	18, // 21: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
-	19, // 22: authority.v1.Domain.work:type_name -> authority.v1.WorkState
-	22, // 23: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
-	21, // 24: authority.v1.Domain.fence:type_name -> authority.v1.Fence
-	24, // 25: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	10, // 17: authority.v1.Domain.policy:type_name -> authority.v1.Policy
+	11, // 18: authority.v1.Domain.members:type_name -> authority.v1.Member
+	12, // 19: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
+	20, // 20: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
+	20, // 21: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
+	21, // 22: authority.v1.Domain.work:type_name -> authority.v1.WorkState
+	27, // 23: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
+	26, // 24: authority.v1.Domain.fence:type_name -> authority.v1.Fence
+	23, // 25: authority.v1.Domain.deployment:type_name -> authority.v1.Deployment
+	8,  // 26: authority.v1.Deployment.status:type_name -> authority.v1.DeployStatus
+	24, // 27: authority.v1.Deployment.overrides:type_name -> authority.v1.DeployOverride
+	25, // 28: authority.v1.Deployment.transitions:type_name -> authority.v1.DeployTransition
+	9,  // 29: authority.v1.DeployTransition.action:type_name -> authority.v1.DeployAction
+	8,  // 30: authority.v1.DeployTransition.from:type_name -> authority.v1.DeployStatus
+	8,  // 31: authority.v1.DeployTransition.to:type_name -> authority.v1.DeployStatus
+	29, // 32: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_state_proto_init() }
@@ -2357,8 +2940,8 @@ func file_authority_v1_state_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_state_proto_rawDesc), len(file_authority_v1_state_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   18,
+			NumEnums:      10,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
