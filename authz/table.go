@@ -95,6 +95,8 @@ var Table = map[string]Rule{
 	svcLeases + "Acquire":   {Access: ActAsHolder, Subjects: acquireSubjects},
 	svcLeases + "KeepAlive": {Access: ActAsHolder, Subjects: keepAliveSubjects},
 	svcLeases + "Release":   {Access: ActAsHolder, Subjects: releaseSubjects},
+	// A deploy step acts as the lock's holder (a deployer on its lock).
+	svcLeases + "DeployStep": {Access: ActAsHolder, Subjects: deployStepSubjects},
 
 	svcWatermarks + "Advance":        {Access: ActAsHolder, Subjects: advanceSubjects},
 	svcWatermarks + "ReportProgress": {Access: ActAsHolder, Subjects: progressSubjects},
@@ -128,6 +130,11 @@ func keepAliveSubjects(req any) []Subject {
 func releaseSubjects(req any) []Subject {
 	r, _ := req.(*pb.ReleaseRequest)
 	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
+}
+
+func deployStepSubjects(req any) []Subject {
+	r, _ := req.(*pb.DeployStepRequest)
+	return []Subject{{Domain: r.GetStep().GetDomain(), Holder: r.GetStep().GetHolder()}}
 }
 
 func advanceSubjects(req any) []Subject {

@@ -61,6 +61,9 @@ type Observation struct {
 	Epoch          uint64
 	Status         LeaseStatus
 	Remaining      time.Duration
+	// ExpiredFor: how long ago an expired lease expired (the failure
+	// detection time a deploy failover reports).
+	ExpiredFor time.Duration
 }
 
 type lease struct {
@@ -235,6 +238,7 @@ func (t *LeaseTable) Observe(domain string) (Observation, error) {
 		obs.Status = LeaseReleased
 	case t.expiredNow(domain, l, now):
 		obs.Status = LeaseExpired
+		obs.ExpiredFor = max(0, now.Sub(l.expiry))
 	default:
 		obs.Status = LeaseHeld
 		obs.Remaining = l.expiry.Sub(now)

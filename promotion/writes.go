@@ -136,7 +136,8 @@ func (s *Service) proposeAcquire(ctx context.Context, before fsm.Authority, obs 
 	res, err := s.apply(ctx, domain, &pb.Command{Body: &pb.Command_Acquire{Acquire: &pb.Acquire{
 		Domain: domain, Holder: holder, ExpectedEpoch: expectedEpoch,
 		Lease: &pb.LeaseObservation{Holder: obs.Holder, Epoch: obs.Epoch, State: leaseState(obs.Status),
-			RemainingMs: uint64(obs.Remaining.Milliseconds()), LeaderTerm: s.log.Term(), LeaderId: s.log.ID()},
+			RemainingMs: uint64(obs.Remaining.Milliseconds()), LeaderTerm: s.log.Term(), LeaderId: s.log.ID(),
+			ExpiredForMs: uint64(obs.ExpiredFor.Milliseconds())},
 	}}})
 	if err == nil {
 		s.granted(domain, res.Holder, res.Epoch, res.Epoch != before.Epoch)
@@ -155,6 +156,14 @@ func (s *Service) Release(ctx context.Context, domain, holder string, epoch uint
 	// committed); they find the release in the applied state.
 	s.waits.Load().signal(domain)
 	s.fencedIf(err, domain, "release")
+	return res, err
+}
+
+// DeployStep moves the deployment a deploy lock records (docs/DEPLOY.md),
+// fenced by the holder's epoch.
+func (s *Service) DeployStep(ctx context.Context, c *pb.DeployStep) (*fsm.Result, error) {
+	res, err := s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_DeployStep{DeployStep: c}})
+	s.fencedIf(err, c.GetDomain(), "deploy")
 	return res, err
 }
 

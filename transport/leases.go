@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
 	"google.golang.org/grpc"
 )
 
@@ -53,6 +54,29 @@ func (l *leases) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.Autho
 		return nil, l.fail(err)
 	}
 	return &pb.AuthorityResponse{Header: l.header(), Domain: req.GetDomain(), Epoch: res.Epoch, Holder: res.Holder, LogIndex: res.Index}, nil
+}
+
+// DeployStep moves a deploy lock's deployment (docs/DEPLOY.md): fenced by
+// the holder's epoch, one committed entry per step.
+func (l *leases) DeployStep(ctx context.Context, req *pb.DeployStepRequest) (*pb.DeployStepResponse, error) {
+	st := req.GetStep()
+	if err := validateFenced(st.GetDomain(), st.GetHolder(), st.GetEpoch()); err != nil {
+		return nil, err
+	}
+	if err := fsm.ValidateDeployStep(st); err != nil {
+		return nil, l.fail(err)
+	}
+	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DeployStepResponse, error) {
+		return pb.NewLeasesClient(c).DeployStep(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := l.svc.DeployStep(ctx, st)
+	if err != nil {
+		return nil, l.fail(err)
+	}
+	d, _ := l.node.FSM().Domain(st.GetDomain())
+	return &pb.DeployStepResponse{Header: l.header(), Deployment: d.GetDeployment(), Epoch: res.Epoch, LogIndex: res.Index}, nil
 }
 
 // KeepAlive renews leases on the leader; renewals never touch the log. It

@@ -45,6 +45,7 @@ func run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	state := fsm.New()
 	metrics := observability.NewMetrics(reg, state)
+	deployMetrics := observability.NewDeployMetrics(reg)
 	src, err := loadTLS(cfg, logger)
 	if err != nil {
 		return err
@@ -176,6 +177,11 @@ func run(ctx context.Context, cfg Config) error {
 			observability.RunSink(leadCtx, node.FSM(), 1, observability.NewJSONLinesSink(f), logger.Named("events"))
 		}()
 	}
+	wg.Add(1)
+	go func() { // the deploy metrics count committed deploy events
+		defer wg.Done()
+		observability.RunSink(leadCtx, node.FSM(), 1, deployMetrics, logger.Named("deploy-metrics"))
+	}()
 	if src != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); reloadOnSIGHUP(leadCtx, src) }()

@@ -1,0 +1,24 @@
+package client
+
+import (
+	"context"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/grpc"
+)
+
+// DeployStep moves the deployment a deploy lock records (docs/DEPLOY.md):
+// claim, verify, succeed, fail or hand off, as the lock's holder at the
+// lease's epoch. It returns the deployment after the step.
+//
+// Outcome: a step the deployment has already taken at this epoch is a
+// no-op, so the call is retried across leader changes and transport
+// failures. A step refused because the lease's epoch is no longer current
+// fails with ErrFenced (another runner took the lock): stop at once.
+func (c *Client) DeployStep(ctx context.Context, step *pb.DeployStep) (*pb.Deployment, error) {
+	req := &pb.DeployStepRequest{Step: step}
+	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.DeployStepResponse, error) {
+		return pb.NewLeasesClient(conn).DeployStep(ctx, req)
+	})
+	return resp.GetDeployment(), err
+}
