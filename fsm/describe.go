@@ -36,14 +36,7 @@ func DescribeDomain(d *pb.Domain) string {
 		fmt.Fprintf(&b, "  work status=%s epoch=%d id=%s\n", strings.TrimPrefix(w.Status.String(), "LOCK_STATUS_"), w.Epoch, orNone(w.WorkId))
 	}
 	if dep := d.GetDeployment(); dep != nil {
-		fmt.Fprintf(&b, "  deployment %s status=%s attempt=%d holder=%s epoch=%d group=%s role=%s failovers=%d lost=%t checks=%s reason=%q\n",
-			dep.DeployId, statusWord(dep.Status), dep.Attempt, dep.Holder, dep.Epoch, dep.RunnerGroup, dep.Role,
-			dep.Failovers, dep.LostUnixMs != 0, orNone(strings.Join(dep.FailedChecks, ",")), dep.Reason)
-		for _, tr := range dep.Transitions {
-			fmt.Fprintf(&b, "    %d %s %s->%s by %s@%d (%s)\n", tr.Index,
-				strings.ToLower(strings.TrimPrefix(tr.Action.String(), "DEPLOY_ACTION_")),
-				statusWord(tr.From), statusWord(tr.To), tr.Holder, tr.Epoch, tr.RunnerGroup)
-		}
+		b.WriteString(DescribeDeployment(dep))
 	}
 	fmt.Fprintf(&b, "  attempts allowed=%d denied=%d\n", d.AllowedCount, d.DeniedCount)
 	return b.String()
@@ -120,4 +113,19 @@ func modeName(m pb.PromotionMode) string {
 
 func memberStateName(s pb.MemberState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "MEMBER_STATE_"))
+}
+
+// DescribeDeployment renders a deploy lock's deployment and its transitions
+// (free text quoted).
+func DescribeDeployment(dep *pb.Deployment) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  deployment %s status=%s attempt=%d holder=%s epoch=%d group=%s role=%s failovers=%d lost=%t checks=%s reason=%q\n",
+		dep.DeployId, statusWord(dep.Status), dep.Attempt, dep.Holder, dep.Epoch, dep.RunnerGroup, dep.Role,
+		dep.Failovers, dep.LostUnixMs != 0, orNone(strings.Join(dep.FailedChecks, ",")), dep.Reason)
+	for _, tr := range dep.Transitions {
+		fmt.Fprintf(&b, "    %d %s %s->%s by %s@%d (%s)\n", tr.Index,
+			strings.ToLower(strings.TrimPrefix(tr.Action.String(), "DEPLOY_ACTION_")),
+			statusWord(tr.From), statusWord(tr.To), tr.Holder, tr.Epoch, tr.RunnerGroup)
+	}
+	return b.String()
 }

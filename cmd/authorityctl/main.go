@@ -116,6 +116,8 @@ sorted keys.`,
 		newWatchCmd(o),
 		newNodeCmd(o),
 		newCertsCmd(o),
+		newDeployCmd(o),
+		newFenceCmd(o),
 	)
 	return root
 }

@@ -43,6 +43,7 @@ type printer interface {
 	Advance(a *pb.WatermarkAdvance) error
 	Watermark(domain string, w *pb.Watermark) error
 	LeaseEvent(e leaseEvent) error
+	Deployment(d *pb.Deployment) error
 }
 
 // statusRow is one endpoint's answer to `cluster status`.
@@ -179,6 +180,7 @@ func (p jsonPrinter) LeaderTransfer(r *pb.TransferLeadershipResponse) error {
 }
 func (p jsonPrinter) Snapshot(r *pb.SnapshotResponse) error { return p.proto(r) }
 func (p jsonPrinter) Domain(d *pb.Domain) error             { return p.proto(d) }
+func (p jsonPrinter) Deployment(d *pb.Deployment) error     { return p.proto(d) }
 func (p jsonPrinter) Domains(ds []*pb.DomainSummary) error {
 	return protoList(p, "domains", ds, nil)
 }
@@ -316,6 +318,11 @@ func (p textPrinter) Snapshot(r *pb.SnapshotResponse) error {
 
 func (p textPrinter) Domain(d *pb.Domain) error {
 	_, err := io.WriteString(p.w, fsm.DescribeDomain(d))
+	return err
+}
+
+func (p textPrinter) Deployment(d *pb.Deployment) error {
+	_, err := io.WriteString(p.w, fsm.DescribeDeployment(d))
 	return err
 }
 
