@@ -104,6 +104,9 @@ func TestDeployPipeline(t *testing.T) {
 				refused++
 			}
 		}
+		if refused == 0 {
+			t.Fatalf("the paused primary's held call was not refused: %+v", tg.calls())
+		}
 		t.Logf("late calls of the resumed primary refused by the target: %d", refused)
 	})
 
@@ -159,6 +162,24 @@ func TestDeployPipeline(t *testing.T) {
 		if dep := r.deployment(t, dom); dep.GetAttempt() != 2 || dep.GetStatus() != pb.DeployStatus_DEPLOY_STATUS_SUCCEEDED {
 			t.Fatalf("after --retry: %v", dep)
 		}
+	})
+
+	// The metrics equal the outcomes above, on every server: 5 deployments
+	// succeeded (healthy, kill, pause, hang, retry), 1 failed (both
+	// runners); 4 failovers (kill, pause, hang: succeeded; both-fail:
+	// failed).
+	t.Run("metrics-equal-outcomes", func(t *testing.T) {
+		if t.Failed() {
+			return
+		}
+		checkDeployMetrics(t, r.c, map[string]float64{
+			`deploy_attempts_total{env="prod",result="succeeded"}`:  5,
+			`deploy_attempts_total{env="prod",result="failed"}`:     1,
+			`deploy_failovers_total{env="prod",result="succeeded"}`: 3,
+			`deploy_failovers_total{env="prod",result="failed"}`:    1,
+			`deploy_duration_seconds_count{env="prod"}`:             6,
+			`deploy_failover_seconds_count{env="prod"}`:             4,
+		})
 	})
 }
 

@@ -121,7 +121,14 @@ func (tg *target) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		tg.mu.Lock()
-		refused := epoch < tg.max // fenced again after the hold
+		refused := epoch < tg.max // fenced again after the hold: a late write
+		if refused {
+			late := op
+			late.step, late.refused = "work-completed-late", true
+			tg.ops = append(tg.ops, late)
+			close(tg.changed)
+			tg.changed = make(chan struct{})
+		}
 		tg.mu.Unlock()
 		if refused {
 			http.Error(w, "epoch superseded", http.StatusConflict)
