@@ -310,9 +310,11 @@ func (c Config) Validate() error {
 	if len(c.Secrets.Required) > MaxSecrets {
 		add("secrets.required: %d names, at most %d", len(c.Secrets.Required), MaxSecrets)
 	} else {
-		for _, s := range c.Secrets.Required {
+		for i, s := range c.Secrets.Required {
+			// Not echoed: a malformed entry may hold a value
+			// ("NAME=value" pasted by mistake).
 			if len(s) > MaxSecretName || !secretName.MatchString(s) {
-				add("secrets.required: %s is not an environment variable name", quote(s))
+				add("secrets.required entry %d is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d bytes; the name only, never a value)", i+1, MaxSecretName)
 			}
 		}
 	}
