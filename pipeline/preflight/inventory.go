@@ -22,8 +22,14 @@ import (
 type Inventory struct {
 	groups map[string]*invGroup
 	hosts  map[string]map[string]string // host -> its own vars
-	nhosts int
+	// entries counts host entries (a host in three groups is three), which
+	// bounds the parser's work: at most maxHostEntries.
+	entries int
 }
+
+// maxHostEntries bounds host entries summed over all patterns and groups
+// (the distinct hosts are at most MaxHosts).
+const maxHostEntries = 10 * MaxHosts
 
 type invGroup struct {
 	name     string
@@ -105,18 +111,18 @@ func (inv *Inventory) addChild(parent, child string) error {
 
 // addHosts expands a host pattern and puts the hosts into group with vars.
 func (inv *Inventory) addHosts(group, pattern string, vars map[string]string) error {
-	names, err := expandHostPattern(pattern, MaxHosts-inv.nhosts)
+	names, err := expandHostPattern(pattern, min(MaxHosts, maxHostEntries-inv.entries))
 	if err != nil {
 		return err
 	}
+	inv.entries += len(names)
 	g := inv.group(group)
 	for _, n := range names {
 		hv, ok := inv.hosts[n]
 		if !ok {
-			if inv.nhosts >= MaxHosts {
+			if len(inv.hosts) >= MaxHosts {
 				return fmt.Errorf("more than %d hosts", MaxHosts)
 			}
-			inv.nhosts++
 			hv = map[string]string{}
 			inv.hosts[n] = hv
 		}
@@ -504,75 +510,118 @@ func isDigits(s string) bool {
 
 var hostRange = regexp.MustCompile(`\[([0-9]*|[a-zA-Z]):([0-9]+|[a-zA-Z])(?::([0-9]+))?\]`)
 
-// expandHostPattern expands the ranges of a host pattern (Ansible's
-// [beg:end] and [beg:end:step], numeric with leading zeros kept, or single
-// letters), refusing more than limit hosts.
-func expandHostPattern(p string, limit int) ([]string, error) {
+// hostRangeSpec is the first range of a host pattern.
+type hostRangeSpec struct {
+	prefix, suffix string
+	alpha          bool
+	beg, end, step int
+	width          int // zero-padded width of numeric items, 0 for none
+}
+
+// firstRange parses the first [beg:end(:step)] of p; ok is false when p
+// has none.
+func firstRange(p string) (r hostRangeSpec, ok bool, err error) {
 	loc := hostRange.FindStringSubmatchIndex(p)
 	if loc == nil {
 		if strings.ContainsAny(p, "[]") {
-			return nil, fmt.Errorf("host %s: bad range", quote(p))
+			return r, false, fmt.Errorf("host %s: bad range", quote(p))
 		}
-		if err := validHostName(p); err != nil {
-			return nil, err
-		}
-		if limit < 1 {
-			return nil, fmt.Errorf("more than %d hosts", MaxHosts)
-		}
-		return []string{p}, nil
+		return r, false, nil
 	}
-	prefix, suffix := p[:loc[0]], p[loc[1]:]
+	r.prefix, r.suffix = p[:loc[0]], p[loc[1]:]
 	beg, end := p[loc[2]:loc[3]], p[loc[4]:loc[5]]
-	step := 1
+	r.step = 1
 	if loc[6] >= 0 {
 		s, err := strconv.Atoi(p[loc[6]:loc[7]])
 		if err != nil || s < 1 {
-			return nil, fmt.Errorf("host %s: bad range step", quote(p))
+			return r, false, fmt.Errorf("host %s: bad range step", quote(p))
 		}
-		step = s
+		r.step = s
 	}
-	var items []string
-	alpha := beg != "" && !isDigits(beg)
-	if alpha != (!isDigits(end)) {
-		return nil, fmt.Errorf("host %s: range mixes letters and numbers", quote(p))
+	r.alpha = beg != "" && !isDigits(beg)
+	if r.alpha != !isDigits(end) {
+		return r, false, fmt.Errorf("host %s: range mixes letters and numbers", quote(p))
 	}
-	if alpha {
-		for c := beg[0]; c <= end[0]; c += byte(step) {
-			items = append(items, string(c))
-			if int(c)+step > 255 {
-				break
-			}
-		}
+	if r.alpha {
+		r.beg, r.end = int(beg[0]), int(end[0])
 	} else {
 		b, err1 := strconv.Atoi(orZero(beg))
 		e, err2 := strconv.Atoi(end)
-		if err1 != nil || err2 != nil || b > e {
-			return nil, fmt.Errorf("host %s: bad range", quote(p))
+		if err1 != nil || err2 != nil {
+			return r, false, fmt.Errorf("host %s: bad range", quote(p))
 		}
-		if (e-b)/step+1 > limit {
-			return nil, fmt.Errorf("host %s: more than %d hosts", quote(p), MaxHosts)
-		}
-		width := 0
+		r.beg, r.end = b, e
 		if len(beg) > 1 && beg[0] == '0' {
-			width = len(beg)
-		}
-		for i := b; i <= e; i += step {
-			items = append(items, fmt.Sprintf("%0*d", width, i))
+			r.width = len(beg)
 		}
 	}
-	if len(items) == 0 {
-		return nil, fmt.Errorf("host %s: empty range", quote(p))
+	if r.beg > r.end {
+		return r, false, fmt.Errorf("host %s: empty range", quote(p))
+	}
+	return r, true, nil
+}
+
+func (r hostRangeSpec) size() int { return (r.end-r.beg)/r.step + 1 }
+
+func (r hostRangeSpec) item(i int) string {
+	if r.alpha {
+		return string(rune(i))
+	}
+	return fmt.Sprintf("%0*d", r.width, i)
+}
+
+// countHostPattern is how many hosts p expands to, capped at cap+1 (so
+// that no product overflows).
+func countHostPattern(p string, cap int) (int, error) {
+	r, ok, err := firstRange(p)
+	if err != nil || !ok {
+		return 1, err
+	}
+	// Items hold no brackets: the suffix's ranges are the same for every
+	// item.
+	rest, err := countHostPattern(r.suffix, cap)
+	if err != nil {
+		return 0, err
+	}
+	if n := r.size(); n > cap || rest > cap/n {
+		return cap + 1, nil
+	}
+	return r.size() * rest, nil
+}
+
+// expandHostPattern expands the ranges of a host pattern (Ansible's
+// [beg:end] and [beg:end:step], numeric with leading zeros kept, or single
+// letters), refusing, before expanding anything, a pattern of more than
+// limit hosts.
+func expandHostPattern(p string, limit int) ([]string, error) {
+	n, err := countHostPattern(p, MaxHosts)
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, fmt.Errorf("host %s: more than %d hosts (or %d host entries in all)", quote(p), MaxHosts, maxHostEntries)
+	}
+	return expandCounted(p)
+}
+
+func expandCounted(p string) ([]string, error) {
+	r, ok, err := firstRange(p)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if err := validHostName(p); err != nil {
+			return nil, err
+		}
+		return []string{p}, nil
 	}
 	var out []string
-	for _, it := range items {
-		rest, err := expandHostPattern(prefix+it+suffix, limit-len(out))
+	for i := r.beg; i <= r.end; i += r.step {
+		rest, err := expandCounted(r.prefix + r.item(i) + r.suffix)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, rest...)
-		if len(out) > limit {
-			return nil, fmt.Errorf("host %s: more than %d hosts", quote(p), MaxHosts)
-		}
 	}
 	return out, nil
 }

@@ -505,8 +505,21 @@ func TestInventoryBounds(t *testing.T) {
 			}
 		})
 	}
-	// Exactly MaxHosts is fine.
-	inv, err := ParseInventory([]byte("[web]\nh[1:10000]\n"), ".ini")
+	var lines strings.Builder
+	lines.WriteString("[web]\n")
+	for i := range MaxHosts + 1 {
+		fmt.Fprintf(&lines, "h%d\n", i)
+	}
+	if _, err := ParseInventory([]byte(lines.String()), ".ini"); err == nil || !strings.Contains(err.Error(), "more than 10000 hosts") {
+		t.Fatalf("%d listed hosts: err %v", MaxHosts+1, err)
+	}
+	// The same hosts listed again and again: the parser's work is bounded.
+	repeated := "[web]\n" + strings.Repeat("h[1:9999]\n", 11)
+	if _, err := ParseInventory([]byte(repeated), ".ini"); err == nil || !strings.Contains(err.Error(), "host entries") {
+		t.Fatalf("repeated entries: err %v", err)
+	}
+	// Exactly MaxHosts is fine, also listed in two groups.
+	inv, err := ParseInventory([]byte("[web]\nh[1:10000]\n[db]\nh[1:10000]\n"), ".ini")
 	if err != nil || inv.HostCount() != MaxHosts {
 		t.Fatalf("%v, %d hosts", err, inv.HostCount())
 	}
