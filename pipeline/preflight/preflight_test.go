@@ -162,6 +162,10 @@ func TestDiskThresholdBoundary(t *testing.T) {
 
 // fakeDocker serves the Engine API's /_ping and /version on a unix socket.
 func fakeDocker(t *testing.T, pingStatus int, ver string) string {
+	return fakeDockerPing(t, pingStatus, "OK", ver)
+}
+
+func fakeDockerPing(t *testing.T, pingStatus int, pingBody, ver string) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "pfd") // short: a socket path is at most 108 bytes
 	if err != nil {
@@ -178,7 +182,7 @@ func fakeDocker(t *testing.T, pingStatus int, ver string) string {
 		w.Header().Set("Api-Version", "1.43")
 		w.WriteHeader(pingStatus)
 		if pingStatus == http.StatusOK {
-			fmt.Fprint(w, "OK")
+			fmt.Fprint(w, pingBody)
 		} else {
 			fmt.Fprint(w, "boom")
 		}
@@ -215,6 +219,11 @@ func TestDocker(t *testing.T) {
 			wantResult(t, run(t, cfg, nil), CheckDocker, tc.passed, tc.detail)
 		})
 	}
+	t.Run("ping not OK", func(t *testing.T) {
+		cfg := only(DefaultConfig(), CheckDocker)
+		cfg.Docker.Host = fakeDockerPing(t, 200, "starting", "24.0.7")
+		wantResult(t, run(t, cfg, nil), CheckDocker, false, `/_ping answered "starting", not OK`)
+	})
 	t.Run("socket missing", func(t *testing.T) {
 		cfg := only(DefaultConfig(), CheckDocker)
 		cfg.Docker.Host = "unix://" + filepath.Join(t.TempDir(), "none.sock")
