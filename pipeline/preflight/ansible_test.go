@@ -24,6 +24,7 @@ ansible_port=2000
 web[01:03].example.com
 www.example.com:2222 ansible_host="10.0.0.9"
 web[a:c:2]    # inline comment
+mix[x:B]
 [web:vars]
 ansible_port = 8022
 
@@ -76,6 +77,7 @@ const crossYAML = `all:
             web[01:03].example.com:
             www.example.com: {ansible_host: 10.0.0.9, ansible_port: 2222}
             web[a:c:2]:
+            mix[x:B]:
         db:
           vars: {ansible_port: 5022}
           hosts:
@@ -202,7 +204,7 @@ func TestInventoryMatchesAnsible(t *testing.T) {
 				}
 				checked += len(got)
 			}
-			if all, _ := inv.Targets("all", 22); len(all) != 15 || checked < 30 {
+			if all, _ := inv.Targets("all", 22); len(all) != 20 || checked < 30 {
 				t.Fatalf("all: %d hosts, %d checked: the fixture is not what this test expects", len(all), checked)
 			}
 		})

@@ -510,6 +510,10 @@ func isDigits(s string) bool {
 
 var hostRange = regexp.MustCompile(`\[([0-9]*|[a-zA-Z]):([0-9]+|[a-zA-Z])(?::([0-9]+))?\]`)
 
+// rangeLetters orders the letters of alphabetic ranges (Python's
+// string.ascii_letters, as Ansible).
+const rangeLetters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
 // hostRangeSpec is the first range of a host pattern.
 type hostRangeSpec struct {
 	prefix, suffix string
@@ -543,7 +547,8 @@ func firstRange(p string) (r hostRangeSpec, ok bool, err error) {
 		return r, false, fmt.Errorf("host %s: range mixes letters and numbers", quote(p))
 	}
 	if r.alpha {
-		r.beg, r.end = int(beg[0]), int(end[0])
+		// As Ansible: positions in a-zA-Z.
+		r.beg, r.end = strings.IndexByte(rangeLetters, beg[0]), strings.IndexByte(rangeLetters, end[0])
 	} else {
 		b, err1 := strconv.Atoi(orZero(beg))
 		e, err2 := strconv.Atoi(end)
@@ -552,6 +557,9 @@ func firstRange(p string) (r hostRangeSpec, ok bool, err error) {
 		}
 		r.beg, r.end = b, e
 		if len(beg) > 1 && beg[0] == '0' {
+			if len(beg) != len(end) {
+				return r, false, fmt.Errorf("host %s: a zero-padded range needs begin and end of equal length", quote(p))
+			}
 			r.width = len(beg)
 		}
 	}
@@ -565,7 +573,7 @@ func (r hostRangeSpec) size() int { return (r.end-r.beg)/r.step + 1 }
 
 func (r hostRangeSpec) item(i int) string {
 	if r.alpha {
-		return string(rune(i))
+		return rangeLetters[i : i+1]
 	}
 	return fmt.Sprintf("%0*d", r.width, i)
 }

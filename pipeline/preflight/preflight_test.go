@@ -506,6 +506,8 @@ func TestInventoryBounds(t *testing.T) {
 		"bad var":                 {"[a]\nh novalue\n", ".ini", "want key=value"},
 		"unknown yaml key":        {"all:\n  host: {a: }\n", ".yml", "field host not found"},
 		"unterminated quote":      {"[a]\nh x='y\n", ".ini", "unterminated quote"},
+		"padded range lengths":    {"[a]\nh[01:100]\n", ".ini", "equal length"},
+		"backwards range":         {"[a]\nh[Z:a]\n", ".ini", "empty range"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := ParseInventory([]byte(tc.body), tc.ext)
