@@ -255,12 +255,18 @@ func TestPreflightCLIUsage(t *testing.T) {
 			}
 		})
 	}
-	// An inventory over its bound is a failing network check (the file is
-	// read when the check runs), naming the bound.
-	o, stdout, stderr, _ := testOptions(preflightEnv())
-	code := run(context.Background(), o, []string{"preflight", "--skip", "cpu,memory,disk,docker,secrets", "--inventory", bigInv})
-	if code != exitError || !strings.Contains(stdout.String(), "longer than 1048576 bytes") {
-		t.Fatalf("exit %d stdout %s stderr %s", code, stdout, stderr)
+	// An inventory over its bound, missing or malformed is a usage error
+	// (it is read before anything is probed), naming the problem.
+	for inv, msg := range map[string]string{
+		bigInv:                            "longer than 1048576 bytes",
+		filepath.Join(dir, "missing.ini"): "no such file",
+		badCfg:                            "field min_fre not found", // not an inventory
+	} {
+		o, stdout, stderr, _ := testOptions(preflightEnv())
+		code := run(context.Background(), o, []string{"preflight", "--inventory", inv})
+		if code != exitUsage || !strings.Contains(stderr.String(), msg) || stdout.Len() != 0 {
+			t.Fatalf("%s: exit %d stdout %s stderr %s", inv, code, stdout, stderr)
+		}
 	}
 }
 

@@ -142,17 +142,28 @@ func orDash(s string) string {
 // Run validates cfg, then runs every check not skipped (concurrently) and
 // applies the overrides. env reads environment variables (os.Getenv): the
 // required secrets and DOCKER_HOST. The error is an invalid configuration
-// only, found before any probe; a failing check is in the Report.
+// (including an unreadable or malformed inventory, or an unknown inventory
+// group), found before any probe; a failing check is in the Report.
 func Run(ctx context.Context, cfg Config, env func(string) string) (Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return Report{}, err
 	}
+	// The inventory is configuration too: read it before probing.
+	var targets []Target
+	if !cfg.skipped(CheckNetwork) {
+		var err error
+		if targets, err = NetworkTargets(cfg.Network); err != nil {
+			return Report{}, fmt.Errorf("network: %w", err)
+		}
+	}
 	checks := map[string]func(context.Context, Config, func(string) string) Result{
-		CheckCPU:     checkCPU,
-		CheckMemory:  checkMemory,
-		CheckDisk:    checkDisk,
-		CheckDocker:  checkDocker,
-		CheckNetwork: checkNetwork,
+		CheckCPU:    checkCPU,
+		CheckMemory: checkMemory,
+		CheckDisk:   checkDisk,
+		CheckDocker: checkDocker,
+		CheckNetwork: func(ctx context.Context, cfg Config, _ func(string) string) Result {
+			return checkNetwork(ctx, cfg, targets)
+		},
 		CheckSecrets: checkSecrets,
 	}
 	names := CheckNames()

@@ -360,8 +360,15 @@ db
 					t.Fatalf("observed %q", r.Observed)
 				}
 			}
+			// An unknown group is a configuration error: nothing is probed.
 			cfg.Network.InventoryGroup = "nope"
-			wantResult(t, run(t, cfg, nil), CheckNetwork, false, `no group "nope"`)
+			if _, err := Run(context.Background(), cfg, noEnv); err == nil || !strings.Contains(err.Error(), `no group "nope"`) {
+				t.Fatalf("err %v", err)
+			}
+			// An empty group fails the check.
+			cfg.Network.InventoryGroup = "empty"
+			cfg.Network.Inventory = writeFile(t, "e.ini", "[empty]\n[web]\nh\n")
+			wantResult(t, run(t, cfg, nil), CheckNetwork, false, `no hosts in group "empty"`)
 		})
 	}
 }
