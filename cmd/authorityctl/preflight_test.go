@@ -228,6 +228,7 @@ func TestPreflightCLIUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"preflight", "extra"},
 		{"preflight", "--override", "gpu=because"},
+		{"preflight", "--override", "cpu,disk=both at once"},
 		{"preflight", "--override", "disk"},
 		{"preflight", "--override", "disk="},
 		{"preflight", "--override", "disk=" + strings.Repeat("r", preflight.MaxReasonBytes+1)},

@@ -3,7 +3,6 @@ package preflight
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -834,5 +833,4 @@ func TestRunHonoursCancel(t *testing.T) {
 	if r := result(t, rep, CheckNetwork); r.Passed || !strings.Contains(r.Detail, "canceled") {
 		t.Fatalf("%+v", r)
 	}
-	_ = errors.New
 }
