@@ -294,7 +294,7 @@ func listeners(t *testing.T) (open, closed int) {
 	return ln.Addr().(*net.TCPAddr).Port, closed
 }
 
-func writeFile(t *testing.T, name, content string) string {
+func writeFile(t testing.TB, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
