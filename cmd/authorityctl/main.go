@@ -118,6 +118,7 @@ sorted keys.`,
 		newCertsCmd(o),
 		newDeployCmd(o),
 		newFenceCmd(o),
+		newPreflightCmd(o),
 	)
 	return root
 }
