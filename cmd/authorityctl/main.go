@@ -116,6 +116,7 @@ sorted keys.`,
 		newWatchCmd(o),
 		newNodeCmd(o),
 		newCertsCmd(o),
+		newGateCmd(o),
 	)
 	return root
 }
