@@ -192,8 +192,8 @@ func FailureAlerts(cfg Config, rep Report) []alert.Alert {
 			Labels: labels,
 			Annotations: map[string]string{
 				"summary": fmt.Sprintf("Health gate %s failed for deploy %s%s: rollback required", r.Name, deploy, where),
-				"description": fmt.Sprintf("%s gate %q failed after %d attempt(s) in %s: %s",
-					r.Type, r.Name, r.Attempts, r.Duration.Round(time.Millisecond), r.Error),
+				"description": fmt.Sprintf("%s gate %q (%s): %s",
+					r.Type, r.Name, r.Duration.Round(time.Millisecond), r.Error),
 			},
 			StartsAt: rep.StartedAt,
 		})
