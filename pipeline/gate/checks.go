@@ -218,7 +218,17 @@ func (p *postgresChecker) run(ctx context.Context) (string, error) {
 
 type redisChecker struct{ opts *redis.Options }
 
+// quietRedis silences go-redis's own log (a process-wide setting): its
+// pool prints every failed dial to stderr, which the gate already reports
+// in its result.
+var quietRedis sync.Once
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(context.Context, string, ...any) {}
+
 func newRedisChecker(c *RedisCheck, password string, attemptTimeout time.Duration) *redisChecker {
+	quietRedis.Do(func() { redis.SetLogger(discardLogger{}) })
 	o := &redis.Options{
 		Addr:     c.Addr,
 		Username: c.Username,

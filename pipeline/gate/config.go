@@ -18,7 +18,9 @@
 // attempt timeout, and retries with exponential backoff; services are
 // checked concurrently. Passwords and secret headers come from environment
 // variables named in the config, never from the config itself, and never
-// appear in a result, report or alert.
+// appear in a result, report or alert. (The first Redis gate silences
+// go-redis's process-wide log, which would repeat each failed dial on
+// stderr.)
 //
 //	cfg, err := gate.Load("gates.yaml")
 //	if err != nil { ... }                 // a config error, with its line
