@@ -119,6 +119,7 @@ sorted keys.`,
 		newDeployCmd(o),
 		newFenceCmd(o),
 		newPreflightCmd(o),
+		newGateCmd(o),
 	)
 	return root
 }
