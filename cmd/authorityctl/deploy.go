@@ -57,7 +57,7 @@ func newDeployRunCmd(o *options) *cobra.Command {
 		primaryGrace, cmdTimeout, killGrace = positiveDuration(15 * time.Second), positiveDuration(30 * time.Minute), positiveDuration(2 * time.Second)
 		outcomeWait, lockWait               = positiveDuration(30 * time.Minute), positiveDuration(time.Hour)
 		role                                = enumValue{value: rolePrimary, allowed: []string{rolePrimary, roleSecondary}}
-		preflightFile, gatesFile, webhook   string
+		files                               checkFiles
 	)
 	cmd := &cobra.Command{
 		Use:   "run --domain D --env ENV --release DIGEST --role primary|secondary --runner-group G --holder NAME -- CMD [ARGS...]",
@@ -103,7 +103,7 @@ deployment's outcome: 0 succeeded, 1 otherwise.`,
 			if err := fsm.ValidateDeployStep(st); err != nil {
 				return usageError{err}
 			}
-			checks, err := loadDeployChecks(preflightFile, gatesFile, webhook)
+			checks, err := loadDeployChecks(files, cfg.env, cfg.domain, fsm.DeployID(cfg.env, cfg.release), o.stderr, o.getenv)
 			if err != nil {
 				return usageError{err}
 			}
@@ -124,9 +124,10 @@ deployment's outcome: 0 succeeded, 1 otherwise.`,
 	fs.Var(&outcomeWait, "outcome-wait", "after handing off: how long to wait for the other runner's outcome")
 	fs.Var(&lockWait, "lock-wait", "how long to wait for the deploy lock")
 	fs.BoolVar(&cfg.retry, "retry", false, "run a deploy id that failed again")
-	fs.StringVar(&preflightFile, "preflight", "", "preflight configuration (docs/PREFLIGHT.md) to run before CMD")
-	fs.StringVar(&gatesFile, "gates", "", "health gates (docs/HEALTH-GATES.md) to run after CMD")
-	fs.StringVar(&webhook, "alert-webhook", "", "Alertmanager-compatible URL alerted on rollback-required and on failure of both runner groups")
+	fs.StringVar(&files.preflight, "preflight", "", "preflight configuration (docs/PREFLIGHT.md) to run before CMD")
+	fs.StringArrayVar(&files.overrides, "override", nil, "CHECK=REASON: let that failing preflight check pass (recorded in the deployment)")
+	fs.StringVar(&files.gates, "gates", "", "health gates (docs/HEALTH-GATES.md) to run after CMD")
+	fs.StringVar(&files.webhook, "alert-webhook", "", "Alertmanager-compatible URL alerted on a failed health gate and on failure of both runner groups")
 	markRequired(cmd, "domain", "env", "release", "runner-group", "holder")
 	return cmd
 }
@@ -410,11 +411,8 @@ func (r *deployRun) fail(ctx context.Context, l *client.Lease, reason string, fa
 		return err
 	}
 	r.logf("FAILED: %s", reason)
-	if r.cfg.checks.alert != nil {
+	if r.cfg.checks.alert != nil && !rollback { // a failed gate alerted already (pipeline/gate)
 		name := "DeployFailedOnBothRunnerGroups"
-		if rollback {
-			name = "DeployRollbackRequired"
-		}
 		labels := map[string]string{"env": r.cfg.env, "domain": r.cfg.domain, "deploy_id": r.id, "release": r.cfg.release,
 			"runner_group": r.cfg.group}
 		actx, cancel := r.o.withTimeout(context.WithoutCancel(ctx))

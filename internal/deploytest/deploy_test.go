@@ -3,6 +3,7 @@ package deploytest
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -79,11 +80,13 @@ func TestDeployPipeline(t *testing.T) {
 		tg.await(t, "the secondary's commit", 60*time.Second, func(ops []targetOp) bool {
 			return slices.ContainsFunc(ops, func(o targetOp) bool { return o.step == "commit" && o.group == "group-b" && !o.refused })
 		})
-		// Resumed: the held call returns refused; the runner finds its
-		// lease invalid and stops the command; its late calls are refused.
-		tg.unhold()
+		// Resumed: the runner finds its lease past its deadline and stops
+		// the command (still blocked in its held call) before it can do
+		// anything more.
 		killGroup(cmdPid, syscall.SIGCONT)
 		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		awaitGone(t, cmdPid, 20*time.Second, "the resumed primary's deploy command")
+		tg.unhold()
 		if code := s.wait(t, 60*time.Second); code != 0 {
 			t.Fatalf("secondary exited %d", code)
 		}
@@ -98,16 +101,24 @@ func TestDeployPipeline(t *testing.T) {
 		if dep.GetStatus() != pb.DeployStatus_DEPLOY_STATUS_SUCCEEDED || dep.GetFailovers() != 1 {
 			t.Fatalf("recorded: %v", dep)
 		}
-		refused := 0
-		for _, op := range tg.calls() {
-			if op.refused {
-				refused++
-			}
+		if !contains(p.out.String(), "the deploy lock was lost") {
+			t.Fatalf("the resumed primary did not say it stopped its command:\n%s", p.out.String())
 		}
-		if refused == 0 {
-			t.Fatalf("the paused primary's held call was not refused: %+v", tg.calls())
+		// A late step of the paused runner (epoch 1) is refused by the
+		// fence check, online and with a target-side state file.
+		state := filepath.Join(t.TempDir(), "deploy-epoch")
+		if code := r.ctl(t, "fence", "--domain", dom, "--epoch", "2", "--state", state); code != 0 {
+			t.Fatalf("fence at the current epoch exited %d", code)
 		}
-		t.Logf("late calls of the resumed primary refused by the target: %d", refused)
+		if code := r.ctl(t, "fence", "--domain", dom, "--epoch", "1"); code != 1 {
+			t.Fatalf("fence at the superseded epoch exited %d, want 1", code)
+		}
+		if code := r.ctl(t, "fence", "--domain", dom, "--epoch", "1", "--state", state, "--offline"); code != 1 {
+			t.Fatalf("fence --state at a lower epoch exited %d, want 1", code)
+		}
+		if b, err := os.ReadFile(state); err != nil || string(b) != "2\n" {
+			t.Fatalf("the state file holds %q (%v), want epoch 2", b, err)
+		}
 	})
 
 	t.Run("command-hangs", func(t *testing.T) {
@@ -164,21 +175,87 @@ func TestDeployPipeline(t *testing.T) {
 		}
 	})
 
-	// The metrics equal the outcomes above, on every server: 5 deployments
-	// succeeded (healthy, kill, pause, hang, retry), 1 failed (both
-	// runners); 4 failovers (kill, pause, hang: succeeded; both-fail:
-	// failed).
+	t.Run("preflight-fails-on-primary", func(t *testing.T) {
+		const dom, rel, secret = "deploy.preflight", "sha256:g1", "s3cr3t-value-7781"
+		r.lock(t, dom)
+		tg := newTarget(t)
+		pf := writeFile(t, "preflight.yaml", "skip: [docker, network]\ndisk: {min_free: 1MB}\nmemory: {min: 1MB}\n"+
+			"secrets: {required: [DEPLOY_TOKEN]}\n")
+		args := []string{"--preflight", pf}
+		p := r.start(t, runOpts{domain: dom, release: rel, role: "primary", group: "group-a", holder: "runner-a", target: tg, args: args})
+		s := r.start(t, runOpts{domain: dom, release: rel, role: "secondary", group: "group-b", holder: "runner-b", target: tg, args: args,
+			env: []string{"DEPLOY_TOKEN=" + secret}})
+		if code := s.wait(t, 60*time.Second); code != 0 {
+			t.Fatalf("secondary exited %d", code)
+		}
+		if code := p.wait(t, 60*time.Second); code != 0 {
+			t.Fatalf("primary exited %d", code)
+		}
+		commit := checkOneDeploy(t, tg.calls(), rel)
+		if commit.group != "group-b" || slices.ContainsFunc(tg.calls(), func(o targetOp) bool { return o.group == "group-a" }) {
+			t.Fatalf("the primary deployed despite its failed preflight: %+v", tg.calls())
+		}
+		dep := r.deployment(t, dom)
+		if dep.GetStatus() != pb.DeployStatus_DEPLOY_STATUS_SUCCEEDED || dep.GetFailovers() != 1 {
+			t.Fatalf("recorded: %v", dep)
+		}
+		for _, text := range []string{p.out.String(), s.out.String(), dep.String()} {
+			if contains(text, secret) {
+				t.Fatalf("the secret's value leaked:\n%s", text)
+			}
+		}
+	})
+
+	t.Run("health-gate-fails", func(t *testing.T) {
+		const dom, rel = "deploy.gates", "sha256:h1"
+		r.lock(t, dom)
+		tg := newTarget(t)
+		wh := newWebhook(t)
+		redisAddr, stopRedis := startRedis(t)
+		gates := writeFile(t, "gates.yaml", fmt.Sprintf("defaults: {timeout: 4s, attempt_timeout: 1s, retries: 2, "+
+			"backoff: {initial: 100ms, max: 200ms, multiplier: 2}}\nservices:\n"+
+			"  - name: api\n    http: {url: %q, condition: 'body.status == \"ok\"'}\n"+
+			"  - name: redis\n    redis: {addr: %q}\n", tg.srv.URL+"/health", redisAddr))
+		stopRedis() // Redis is down after the deploy
+		args := []string{"--gates", gates, "--alert-webhook", wh.srv.URL}
+		p := r.start(t, runOpts{domain: dom, release: rel, role: "primary", group: "group-a", holder: "runner-a", target: tg, args: args})
+		s := r.start(t, runOpts{domain: dom, release: rel, role: "secondary", group: "group-b", holder: "runner-b", target: tg, args: args})
+		if code := p.wait(t, 60*time.Second); code != 1 {
+			t.Fatalf("primary exited %d, want 1", code)
+		}
+		if code := s.wait(t, 60*time.Second); code != 1 {
+			t.Fatalf("secondary exited %d, want 1 (the deployment failed)", code)
+		}
+		checkOneDeploy(t, tg.calls(), rel) // deployed once, then failed verification: no second deploy
+		dep := r.deployment(t, dom)
+		if dep.GetStatus() != pb.DeployStatus_DEPLOY_STATUS_FAILED || !slices.Equal(dep.GetFailedChecks(), []string{"gate:redis"}) {
+			t.Fatalf("recorded: %v", dep)
+		}
+		got := wh.labels()
+		if len(got) != 1 || got[0]["alertname"] != "DeployHealthGateFailed" || got[0]["service"] != "redis" || got[0]["env"] != "prod" {
+			t.Fatalf("alerts received: %v", got)
+		}
+		r.awaitEvent(t, dom, "deploy.rollback_required")
+	})
+
+	// The metrics equal the outcomes above, on every server: 6 deployments
+	// succeeded (healthy, kill, pause, hang, retry, preflight), 2 failed
+	// (both runners, health gate); 5 failovers (kill, pause, hang,
+	// preflight: succeeded; both-fail: failed); one preflight failure
+	// (secrets) and one health gate failure (redis).
 	t.Run("metrics-equal-outcomes", func(t *testing.T) {
 		if t.Failed() {
 			return
 		}
 		checkDeployMetrics(t, r.c, map[string]float64{
-			`deploy_attempts_total{env="prod",result="succeeded"}`:  5,
-			`deploy_attempts_total{env="prod",result="failed"}`:     1,
-			`deploy_failovers_total{env="prod",result="succeeded"}`: 3,
+			`deploy_attempts_total{env="prod",result="succeeded"}`:  6,
+			`deploy_attempts_total{env="prod",result="failed"}`:     2,
+			`deploy_failovers_total{env="prod",result="succeeded"}`: 4,
 			`deploy_failovers_total{env="prod",result="failed"}`:    1,
-			`deploy_duration_seconds_count{env="prod"}`:             6,
-			`deploy_failover_seconds_count{env="prod"}`:             4,
+			`deploy_duration_seconds_count{env="prod"}`:             8,
+			`deploy_failover_seconds_count{env="prod"}`:             5,
+			`preflight_failures_total{check="secrets"}`:             1,
+			`health_gate_failures_total{service="redis"}`:           1,
 		})
 	})
 }
@@ -194,8 +271,10 @@ func failoverAfterKill(t *testing.T, r *rig, dom, rel string) time.Duration {
 	tg.await(t, "the primary's work call", 30*time.Second, func(ops []targetOp) bool {
 		return slices.ContainsFunc(ops, func(o targetOp) bool { return o.step == "work" && o.group == "group-a" })
 	})
+	cmdPid := tg.calls()[0].pid
 	killed := time.Now()
 	_ = p.cmd.Process.Kill()
+	awaitGone(t, cmdPid, 10*time.Second, "the killed runner's deploy command") // it dies with its runner
 	if code := s.wait(t, 60*time.Second); code != 0 {
 		t.Fatalf("secondary exited %d", code)
 	}

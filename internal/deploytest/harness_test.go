@@ -99,6 +99,11 @@ func newTarget(t *testing.T) *target {
 }
 
 func (tg *target) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/health" { // the application's health endpoint (a gate)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+		return
+	}
 	q := r.URL.Query()
 	epoch, _ := strconv.ParseUint(q.Get("epoch"), 10, 64)
 	pid, _ := strconv.Atoi(q.Get("pid"))
@@ -283,6 +288,9 @@ func (r *rig) start(t *testing.T, o runOpts) *runner {
 	cmd.Env = append(env, o.env...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	// A deploy command that outlives its runner (it must not) keeps the
+	// output pipe open: Wait must not wait for it.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -351,3 +359,66 @@ func (r *rig) acquiredAt(t *testing.T, domain string, epoch uint64) time.Time {
 }
 
 func killGroup(pid int, sig syscall.Signal) { _ = syscall.Kill(-pid, sig) }
+
+// awaitEvent waits (bounded) for an event of type typ on domain.
+func (r *rig) awaitEvent(t *testing.T, domain, typ string) *pb.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := r.op.Watch(ctx, 1, domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("no %s event on %s: %v", typ, domain, err)
+		}
+		if ev.GetType() == typ {
+			return ev
+		}
+	}
+}
+
+// awaitGone waits (bounded) until process pid has exited (a zombie counts
+// as exited: a killed runner's orphans are reaped by whoever adopts them).
+func awaitGone(t *testing.T, pid int, within time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		// state is the field after the parenthesised command name
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X') {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) still runs %s later", what, pid, within)
+		}
+		time.Sleep(20 * time.Millisecond) // polling an observable condition, bounded
+	}
+}
+
+// ctl runs one authorityctl command as the operator and returns its exit
+// code.
+func (r *rig) ctl(t *testing.T, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(r.bin, args...)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AUTHORITY_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, r.c.CtlEnv(testcluster.Operator)...)
+	out, err := cmd.CombinedOutput()
+	code := cmd.ProcessState.ExitCode()
+	if err != nil && code <= 0 {
+		t.Fatalf("authorityctl %v: %v\n%s", args, err, out)
+	}
+	t.Logf("authorityctl %v: exit %d: %s", args, code, bytes.TrimSpace(out))
+	return code
+}
