@@ -1,0 +1,410 @@
+package pipelinetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+const ansibleRoot = "../../deploy/ansible"
+
+var playbooks = []string{"runner-provision.yml", "runner-configure.yml", "runner-decommission.yml", "monitoring-targets.yml"}
+
+// ansibleTimeout bounds every ansible-playbook run.
+const ansibleTimeout = 90 * time.Second
+
+// tool finds a binary or fails naming the Debian package (never a skip:
+// .ci/run installs it).
+func tool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found on PATH: install the Debian package %s (apt-get install %s; .ci/run does)", name, pkg, pkg)
+	}
+	return p
+}
+
+// ansible runs ansible-playbook in dir with args, isolated from the user's
+// and the machine's Ansible configuration: its temp and home dirs under a
+// test temp dir, an empty config file, no colour. It returns the combined
+// output (bounded) and the error.
+func ansible(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	bin := tool(t, "ansible-playbook", "ansible-core")
+	home := t.TempDir()
+	cfg := filepath.Join(home, "ansible.cfg")
+	if err := os.WriteFile(cfg, []byte("[defaults]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ansibleTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"ANSIBLE_CONFIG="+cfg,
+		"ANSIBLE_HOME="+filepath.Join(home, "home"),
+		"ANSIBLE_LOCAL_TEMP="+filepath.Join(home, "tmp"),
+		"ANSIBLE_REMOTE_TEMP="+filepath.Join(home, "remote-tmp"),
+		"ANSIBLE_NOCOLOR=1",
+		"ANSIBLE_FORCE_COLOR=0",
+		"ANSIBLE_PIPELINING=1",
+		"ANSIBLE_RETRY_FILES_ENABLED=0",
+		"ANSIBLE_PYTHON_INTERPRETER=auto_silent",
+		// No token: the check runs must not need one.
+		"GITHUB_RUNNER_ADMIN_TOKEN=",
+	)
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	start := time.Now()
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("ansible-playbook %v: timed out after %v: %w", args, ansibleTimeout, err)
+	}
+	t.Logf("ansible-playbook %s: %v in %.1fs", strings.Join(args, " "), errOrOK(err), time.Since(start).Seconds())
+	s := out.String()
+	if len(s) > 64<<10 {
+		s = "…" + s[len(s)-64<<10:]
+	}
+	return s, err
+}
+
+func errOrOK(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+func absAnsibleRoot(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs(ansibleRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestAnsibleSyntaxCheck(t *testing.T) {
+	root := absAnsibleRoot(t)
+	args := append([]string{"--syntax-check", "-i", "inventories/production"}, playbooks...)
+	out, err := ansible(t, root, args...)
+	if err != nil {
+		t.Fatalf("syntax check failed: %v\n%s", err, out)
+	}
+	for _, p := range playbooks {
+		if !strings.Contains(out, "playbook: "+p) {
+			t.Errorf("syntax check did not report %s:\n%s", p, out)
+		}
+	}
+}
+
+// The syntax check reads the role's task files (import_role is static): a
+// misspelt module in one of them, or broken YAML, fails it.
+func TestAnsibleSyntaxCheckRejectsBrokenCopies(t *testing.T) {
+	cases := []struct{ name, file, playbook, old, new, want string }{
+		{"unknown module in a role task", "roles/github_runner/tasks/configure.yml", "runner-configure.yml",
+			"ansible.builtin.get_url:", "ansible.builtin.get_urll:", "ansible.builtin.get_urll"},
+		{"broken YAML in a playbook", "runner-decommission.yml", "runner-decommission.yml",
+			"  gather_facts: false\n", "  gather_facts: false\n tasks: [\n", "Syntax Error while loading YAML"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			copyTree(t, ansibleRoot, dir)
+			p := filepath.Join(dir, c.file)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(mutate(t, string(b), c.old, c.new)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := ansible(t, dir, "--syntax-check", "-i", "inventories/production", c.playbook)
+			if err == nil || !strings.Contains(out, c.want) {
+				t.Fatalf("syntax check did not reject the broken copy with %q (err %v):\n%s", c.want, err, out)
+			}
+		})
+	}
+}
+
+// fakeDocker serves the Docker Engine API's GET /version on a unix socket
+// and counts the requests.
+func fakeDocker(t *testing.T, version string) (string, *atomic.Int32) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int32
+	srv := &http.Server{
+		ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/version" {
+				http.NotFound(w, r)
+				return
+			}
+			hits.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]string{"Version": version, "ApiVersion": "1.43", "Os": "linux", "Arch": "amd64"})
+		}),
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return sock, &hits
+}
+
+// checkVars writes the variables of a check run against localhost: every
+// path under dir, the current user, no become, no user or package changes,
+// thresholds any CI machine meets, Docker at sock.
+func checkVars(t *testing.T, dir, sock string) string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]any{
+		"runner_hosts":           "localhost",
+		"runner_become":          false,
+		"runner_manage_user":     false,
+		"runner_manage_packages": false,
+		"runner_user":            u.Username,
+		"runner_unix_group":      g.Name,
+		"runner_home":            filepath.Join(dir, "home"),
+		"runner_install_dir":     filepath.Join(dir, "opt/actions-runner"),
+		"runner_work_dir":        filepath.Join(dir, "var/work"),
+		"runner_state_dir":       filepath.Join(dir, "var/state"),
+		"authority_config_dir":   filepath.Join(dir, "etc/aerodb-authority"),
+		"runner_systemd_dir":     filepath.Join(dir, "systemd"),
+		"runner_min_cpus":        1,
+		"runner_min_memory_mb":   64,
+		"runner_min_free_gb":     0,
+		"runner_require_docker":  true,
+		"runner_docker_socket":   sock,
+	}
+	b, err := json.Marshal(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "vars.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A --check run of runner-provision.yml against localhost changes nothing
+// and passes; the Docker check really ran (it is read-only, so it runs in
+// check mode too) and rejects a daemon older than 20.10.
+func TestAnsibleProvisionCheckMode(t *testing.T) {
+	t.Parallel()
+	root := absAnsibleRoot(t)
+	dir := t.TempDir()
+	sock, hits := fakeDocker(t, "24.0.7")
+	vars := checkVars(t, dir, sock)
+	out, err := ansible(t, root, "-i", "localhost,", "-c", "local", "--check", "-e", "@"+vars, "runner-provision.yml")
+	if err != nil {
+		t.Fatalf("check run failed: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`localhost\s+: ok=\d+ .*failed=0`).MatchString(out) {
+		t.Fatalf("no clean recap:\n%s", out)
+	}
+	if hits.Load() == 0 {
+		t.Errorf("the Docker check did not query the daemon:\n%s", out)
+	}
+	for _, want := range []string{"Docker 24.0.7", "Create the runner's directories"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// Check mode: nothing was created.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("the check run created %v in %s", entries, dir)
+	}
+
+}
+
+// The Docker check fails a daemon older than 20.10 (the docker-tagged tasks
+// only, after fact gathering).
+func TestAnsibleProvisionRejectsOldDocker(t *testing.T) {
+	t.Parallel()
+	root := absAnsibleRoot(t)
+	sock, hits := fakeDocker(t, "19.03.15")
+	vars := checkVars(t, t.TempDir(), sock)
+	out, err := ansible(t, root, "-i", "localhost,", "-c", "local", "--check", "--tags", "docker", "-e", "@"+vars, "runner-provision.yml")
+	if err == nil || hits.Load() == 0 {
+		t.Fatalf("Docker 19.03 passed (err %v, %d queries):\n%s", err, hits.Load(), out)
+	}
+	if !strings.Contains(out, "version 19.03.15; want a running daemon >= 20.10") {
+		t.Fatalf("failure does not say why:\n%s", out)
+	}
+}
+
+type inventory struct {
+	All struct {
+		Children map[string]group `yaml:"children"`
+	} `yaml:"all"`
+}
+
+type group struct {
+	Hosts    map[string]map[string]any `yaml:"hosts"`
+	Children map[string]group          `yaml:"children"`
+}
+
+// hostsOf flattens a group's hosts (with its children's).
+func (g group) hostsOf(out map[string]map[string]any) {
+	for h, v := range g.Hosts {
+		out[h] = v
+	}
+	for _, c := range g.Children {
+		c.hostsOf(out)
+	}
+}
+
+type scrapeFile struct {
+	ScrapeConfigs []struct {
+		JobName       string `yaml:"job_name"`
+		StaticConfigs []struct {
+			Targets []string          `yaml:"targets"`
+			Labels  map[string]string `yaml:"labels"`
+		} `yaml:"static_configs"`
+	} `yaml:"scrape_configs"`
+}
+
+// The scrape configuration is rendered from the inventory: every runner
+// and authority node at its inventory address, runners labelled with their
+// runner group; promtool accepts it.
+func TestAnsibleScrapeTargetsFromInventory(t *testing.T) {
+	t.Parallel()
+	root := absAnsibleRoot(t)
+	dest := filepath.Join(t.TempDir(), "prometheus.yml")
+	out, err := ansible(t, root, "-i", "inventories/production", "-e", "prometheus_targets_dest="+dest, "monitoring-targets.yml")
+	if err != nil {
+		t.Fatalf("render failed: %v\n%s", err, out)
+	}
+	var f scrapeFile
+	if err := yaml.Unmarshal(readBounded(t, dest), &f); err != nil {
+		t.Fatalf("rendered file: %v", err)
+	}
+
+	var inv inventory
+	if err := yaml.Unmarshal(readBounded(t, ansibleRoot+"/inventories/production/hosts.yml"), &inv); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]string{} // job -> target -> runner_group
+	runners := map[string]map[string]any{}
+	inv.All.Children["github_runners"].hostsOf(runners)
+	auth := map[string]map[string]any{}
+	inv.All.Children["authority"].hostsOf(auth)
+	if len(runners) != 2 || len(auth) == 0 {
+		t.Fatalf("inventory: %d runners, %d authority nodes", len(runners), len(auth))
+	}
+	groupOf := map[string]string{"production_primary": "production-primary", "production_secondary": "production-secondary"}
+	want["github-runners"] = map[string]string{}
+	for g, name := range groupOf {
+		for _, v := range inv.All.Children["github_runners"].Children[g].Hosts {
+			want["github-runners"][fmt.Sprintf("%v:9100", v["ansible_host"])] = name
+		}
+	}
+	want["aerodb-authority"] = map[string]string{}
+	for _, v := range auth {
+		want["aerodb-authority"][fmt.Sprintf("%v:9001", v["ansible_host"])] = ""
+	}
+	got := map[string]map[string]string{}
+	for _, sc := range f.ScrapeConfigs {
+		got[sc.JobName] = map[string]string{}
+		for _, s := range sc.StaticConfigs {
+			for _, tg := range s.Targets {
+				got[sc.JobName][tg] = s.Labels["runner_group"]
+			}
+			if s.Labels["env"] != "production" {
+				t.Errorf("%s %v: env label %q", sc.JobName, s.Targets, s.Labels["env"])
+			}
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rendered targets %v, want (from the inventory) %v", got, want)
+	}
+
+	promtool := tool(t, "promtool", "prometheus")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pout, err := exec.CommandContext(ctx, promtool, "check", "config", dest).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check config: %v\n%s", err, pout)
+	}
+}
+
+var ipv4 = regexp.MustCompile(`\b(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}\b`)
+
+// hardcodedAddresses lists IPv4 literals in the files under root outside
+// the inventories (Article VIIa), loopback included.
+func hardcodedAddresses(t *testing.T, root string) []string {
+	t.Helper()
+	var found []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == "inventories" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		b := readBounded(t, p)
+		for _, m := range ipv4.FindAll(b, -1) {
+			rel, _ := filepath.Rel(root, p)
+			found = append(found, rel+": "+string(m))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return found
+}
+
+func TestNoHardcodedAddresses(t *testing.T) {
+	for _, root := range []string{ansibleRoot, actionsRoot} {
+		if found := hardcodedAddresses(t, root); len(found) > 0 {
+			t.Errorf("addresses outside the inventory: %v", found)
+		}
+	}
+	// The scanner finds one.
+	dir := t.TempDir()
+	copyTree(t, ansibleRoot+"/templates", filepath.Join(dir, "templates"))
+	if err := os.WriteFile(filepath.Join(dir, "templates", "x.j2"), []byte("targets: [\"192.0.2.7:9100\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if found := hardcodedAddresses(t, dir); !slices.Equal(found, []string{"templates/x.j2: 192.0.2.7"}) {
+		t.Errorf("scanner found %v", found)
+	}
+}
