@@ -202,8 +202,10 @@ func checkStructure(content []byte, root string) []string {
 		if len(j.Needs) != 0 {
 			bad("job %s has needs: %v (the deploy jobs must start together)", id, j.Needs)
 		}
-		if j.If != nil {
-			bad("job %s has an if: condition; both deploy jobs always run", id)
+		// Both deploy jobs always run, unless their own group is drained
+		// (one repository variable: never both).
+		if j.If != nil && j.If.Value != drainCondition(want.group) {
+			bad("job %s: if: %q; the only condition allowed is %q", id, j.If.Value, drainCondition(want.group))
 		}
 		if j.Concurrency != nil {
 			bad("job %s has its own concurrency group; it would serialise the standby behind the primary", id)
@@ -244,6 +246,10 @@ func checkStructure(content []byte, root string) []string {
 		}
 	}
 	return probs
+}
+
+func drainCondition(group string) string {
+	return "${{ vars.DRAINED_RUNNER_GROUP != '" + group + "' }}"
 }
 
 func envValue(e *actionlint.Env, name string) string {
@@ -321,6 +327,8 @@ func TestWorkflowStructureRejectsBrokenCopies(t *testing.T) {
 	}{
 		{"needs between the deploy jobs", "    timeout-minutes: 60\n", "    timeout-minutes: 60\n    needs: deploy-primary\n", "", "has needs"},
 		{"cancel in progress", "cancel-in-progress: false", "cancel-in-progress: true", "", "cancel-in-progress"},
+		{"secondary skipped when the primary is drained", "vars.DRAINED_RUNNER_GROUP != 'production-secondary'", "vars.DRAINED_RUNNER_GROUP != 'production-primary'", "", "the only condition allowed"},
+		{"secondary conditional on the primary's result", "vars.DRAINED_RUNNER_GROUP != 'production-secondary' }}", "failure() }}", "", "the only condition allowed"},
 		{"other concurrency group", "group: production-deploy", "group: deploy", "", "concurrency group"},
 		{"same runner group", "group: production-secondary", "group: production-primary", "", "share runner group"},
 		{"no timeout", "    timeout-minutes: 30\n", "", "", "timeout-minutes"},
