@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,6 +50,13 @@ func tool(t *testing.T, name, pkg string) string {
 // output (bounded) and the error.
 func ansible(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
+	return ansibleEnv(t, dir, nil, args...)
+}
+
+// ansibleEnv is ansible with extra environment variables (after the
+// defaults, so they win).
+func ansibleEnv(t *testing.T, dir string, extra []string, args ...string) (string, error) {
+	t.Helper()
 	bin := tool(t, "ansible-playbook", "ansible-core")
 	home := t.TempDir()
 	cfg := filepath.Join(home, "ansible.cfg")
@@ -67,24 +77,42 @@ func ansible(t *testing.T, dir string, args ...string) (string, error) {
 		"ANSIBLE_PIPELINING=1",
 		"ANSIBLE_RETRY_FILES_ENABLED=0",
 		"ANSIBLE_PYTHON_INTERPRETER=auto_silent",
-		// No token: the check runs must not need one.
+		// No token unless the test gives one.
 		"GITHUB_RUNNER_ADMIN_TOKEN=",
 	)
+	cmd.Env = append(cmd.Env, extra...)
 	cmd.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	// Everything is kept (searched for secrets), up to a bound.
+	out := &cappedBuffer{max: 16 << 20}
+	cmd.Stdout = out
+	cmd.Stderr = out
 	start := time.Now()
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("ansible-playbook %v: timed out after %v: %w", args, ansibleTimeout, err)
 	}
 	t.Logf("ansible-playbook %s: %v in %.1fs", strings.Join(args, " "), errOrOK(err), time.Since(start).Seconds())
-	s := out.String()
-	if len(s) > 64<<10 {
-		s = "…" + s[len(s)-64<<10:]
+	if out.over {
+		t.Fatalf("ansible-playbook %v: more than %d bytes of output", args, out.max)
 	}
-	return s, err
+	return out.String(), err
+}
+
+// cappedBuffer keeps at most max bytes and notes an overflow.
+type cappedBuffer struct {
+	bytes.Buffer
+	max  int
+	over bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if c.Len()+n > c.max {
+		c.over = true
+		p = p[:max(0, c.max-c.Len())]
+	}
+	c.Buffer.Write(p)
+	return n, nil
 }
 
 func errOrOK(err error) string {
@@ -406,5 +434,150 @@ func TestNoHardcodedAddresses(t *testing.T) {
 	}
 	if found := hardcodedAddresses(t, dir); !slices.Equal(found, []string{"templates/x.j2: 192.0.2.7"}) {
 		t.Errorf("scanner found %v", found)
+	}
+}
+
+// fakeGitHub serves what runner-configure.yml reads in check mode on
+// 127.0.0.1: the organisation's runner groups (only with the expected
+// bearer token) and HEAD of the runner archive. It records the requests.
+type fakeGitHub struct {
+	url      string
+	token    string
+	mu       sync.Mutex
+	requests []string
+}
+
+func newFakeGitHub(t *testing.T, token string) *fakeGitHub {
+	t.Helper()
+	f := &fakeGitHub{token: token}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.url = "http://" + ln.Addr().String()
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization") == "Bearer "+f.token
+		f.mu.Lock()
+		f.requests = append(f.requests, fmt.Sprintf("%s %s auth=%v", r.Method, r.URL.Path, auth))
+		f.mu.Unlock()
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/download/v2.321.0/") && r.Method == http.MethodHead:
+			w.Header().Set("Content-Length", "0")
+		case r.URL.Path == "/orgs/example-org/actions/runner-groups" && r.Method == http.MethodGet:
+			if !auth {
+				http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"total_count":2,"runner_groups":[{"id":7,"name":"production-primary"},{"id":8,"name":"production-secondary"}]}`)
+		default:
+			http.Error(w, "unexpected", http.StatusNotFound)
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return f
+}
+
+func (f *fakeGitHub) seen() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.requests)
+}
+
+// A --check run of runner-configure.yml against localhost (at -vvv, which
+// prints every task's module arguments: without no_log the token would be
+// in them), on a host laid
+// out as runner-provision.yml leaves it (its directories exist, empty): the
+// token from the controller's environment reaches the (fake) GitHub API as
+// a bearer token and appears in no output; the runner group is resolved by
+// name; nothing is written. Without the token the play stops, naming the
+// variable.
+func TestAnsibleConfigureCheckMode(t *testing.T) {
+	t.Parallel()
+	root := absAnsibleRoot(t)
+	const token = "ghs_fakeTokenForTheCheckRun0123456789"
+	gh := newFakeGitHub(t, token)
+
+	dir := t.TempDir()
+	src := t.TempDir()
+	vars := map[string]any{}
+	b, err := os.ReadFile(checkVars(t, dir, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &vars); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"opt/actions-runner", "var/state", "etc/aerodb-authority", "systemd", "bin"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"authorityctl", "ca.crt", "deployer.crt", "deployer.key"} {
+		if err := os.WriteFile(filepath.Join(src, f), []byte("test "+f+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	maps.Copy(vars, map[string]any{
+		"github_org":                "example-org",
+		"github_api_url":            gh.url,
+		"runner_download_base":      gh.url + "/download",
+		"runner_version":            "2.321.0",
+		"runner_sha256":             strings.Repeat("ab", 32),
+		"runner_group_name":         "production-primary",
+		"runner_service_name":       "aerodb-test-runner-absent",
+		"authority_endpoints":       []string{"authority-01.invalid:8001"},
+		"authorityctl_src":          filepath.Join(src, "authorityctl"),
+		"authorityctl_dest":         filepath.Join(dir, "bin/authorityctl"),
+		"authority_ca_src":          filepath.Join(src, "ca.crt"),
+		"authority_client_cert_src": filepath.Join(src, "deployer.crt"),
+		"authority_client_key_src":  filepath.Join(src, "deployer.key"),
+	})
+	vb, err := json.Marshal(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vf := filepath.Join(t.TempDir(), "vars.json")
+	if err := os.WriteFile(vf, vb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := ansibleEnv(t, root, []string{"GITHUB_RUNNER_ADMIN_TOKEN=" + token},
+		"-i", "localhost,", "-c", "local", "--check", "--diff", "-vvv", "-e", "@"+vf, "runner-configure.yml")
+	if err != nil {
+		t.Fatalf("check run failed: %v\n%s", err, out)
+	}
+	if strings.Contains(out, token) {
+		t.Fatalf("the token appears in the output:\n%s", out)
+	}
+	reqs := gh.seen()
+	if !slices.Contains(reqs, "GET /orgs/example-org/actions/runner-groups auth=true") {
+		t.Errorf("the runner group was not looked up with the token: %v", reqs)
+	}
+	for _, want := range []string{"Install authorityctl", "Generate the JIT runner configuration", "Install the runner's client key"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks task %q:\n%s", want, out)
+		}
+	}
+	// The key's task has no_log: no diff of it is shown.
+	if strings.Contains(out, "test deployer.key") {
+		t.Errorf("the client key's content appears in the output")
+	}
+	// Check mode: the provisioned directories are still empty.
+	for _, d := range []string{"opt/actions-runner", "var/state", "etc/aerodb-authority", "systemd", "bin"} {
+		if e, _ := os.ReadDir(filepath.Join(dir, d)); len(e) != 0 {
+			t.Errorf("check mode wrote %v into %s", e, d)
+		}
+	}
+
+	// Without the token: refused before any API call, naming the variable.
+	before := len(gh.seen())
+	out, err = ansibleEnv(t, root, nil, "-i", "localhost,", "-c", "local", "--check", "-v", "-e", "@"+vf, "runner-configure.yml")
+	if err == nil || len(gh.seen()) != before {
+		t.Fatalf("ran without a token (err %v, API calls %v):\n%s", err, gh.seen()[before:], out)
+	}
+	if !strings.Contains(out, "export GITHUB_RUNNER_ADMIN_TOKEN on the controller") {
+		t.Errorf("the failure does not name the variable:\n%s", out)
 	}
 }
