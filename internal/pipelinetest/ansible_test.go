@@ -30,8 +30,13 @@ const ansibleRoot = "../../deploy/ansible"
 
 var playbooks = []string{"runner-provision.yml", "runner-configure.yml", "runner-decommission.yml", "monitoring-targets.yml"}
 
-// ansibleTimeout bounds every ansible-playbook run.
-const ansibleTimeout = 90 * time.Second
+// ansibleTimeout bounds every ansible-playbook run (a run takes 1-20 s on
+// an idle 2-core machine; the bound is for a loaded CI machine).
+const ansibleTimeout = 180 * time.Second
+
+// ansibleSlots lets at most two ansible-playbook runs of the parallel tests
+// execute at once (2 cores; more only thrash).
+var ansibleSlots = make(chan struct{}, 2)
 
 // tool finds a binary or fails naming the Debian package (never a skip:
 // .ci/run installs it).
@@ -63,6 +68,10 @@ func ansibleEnv(t *testing.T, dir string, extra []string, args ...string) (strin
 	if err := os.WriteFile(cfg, []byte("[defaults]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The slot first, so that waiting for it does not eat into the timeout
+	// (tests waiting here are bounded by the runs ahead of them).
+	ansibleSlots <- struct{}{}
+	defer func() { <-ansibleSlots }()
 	ctx, cancel := context.WithTimeout(context.Background(), ansibleTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -263,7 +272,7 @@ func TestAnsibleProvisionCheckMode(t *testing.T) {
 	if hits.Load() == 0 {
 		t.Errorf("the Docker check did not query the daemon:\n%s", out)
 	}
-	for _, want := range []string{"Docker 24.0.7", "Create the runner's directories"} {
+	for _, want := range []string{"Docker 24.0.7", "Create the runner's directories", "GB free under /"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -279,19 +288,44 @@ func TestAnsibleProvisionCheckMode(t *testing.T) {
 
 }
 
-// The Docker check fails a daemon older than 20.10 (the docker-tagged tasks
-// only, after fact gathering).
-func TestAnsibleProvisionRejectsOldDocker(t *testing.T) {
+// The host checks fail a host below the requirements: a Docker daemon older
+// than 20.10, too little free disk where jobs run (each run with only its
+// tagged tasks, after fact gathering).
+func TestAnsibleProvisionRejectsBadHost(t *testing.T) {
 	t.Parallel()
 	root := absAnsibleRoot(t)
-	sock, hits := fakeDocker(t, "19.03.15")
-	vars := checkVars(t, t.TempDir(), sock)
-	out, err := ansible(t, root, "-i", "localhost,", "-c", "local", "--check", "--tags", "docker", "-e", "@"+vars, "runner-provision.yml")
-	if err == nil || hits.Load() == 0 {
-		t.Fatalf("Docker 19.03 passed (err %v, %d queries):\n%s", err, hits.Load(), out)
+	cases := []struct {
+		name, tag, docker string
+		vars              map[string]any
+		want              string
+	}{
+		{"docker 19.03", "docker", "19.03.15", nil, "version 19.03.15; want a running daemon >= 20.10"},
+		{"less free disk than required", "disk", "24.0.7", map[string]any{"runner_min_free_gb": 1 << 30}, "GB free, want >= 1073741824 GB"},
 	}
-	if !strings.Contains(out, "version 19.03.15; want a running daemon >= 20.10") {
-		t.Fatalf("failure does not say why:\n%s", out)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			sock, hits := fakeDocker(t, c.docker)
+			args := []string{"-i", "localhost,", "-c", "local", "--check", "--tags", c.tag, "-e", "@" + checkVars(t, t.TempDir(), sock)}
+			if c.vars != nil {
+				b, err := json.Marshal(c.vars)
+				if err != nil {
+					t.Fatal(err)
+				}
+				extra := filepath.Join(t.TempDir(), "extra.json")
+				if err := os.WriteFile(extra, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "-e", "@"+extra)
+			}
+			out, err := ansible(t, root, append(args, "runner-provision.yml")...)
+			if err == nil {
+				t.Fatalf("passed (%d Docker queries):\n%s", hits.Load(), out)
+			}
+			if !strings.Contains(out, c.want) {
+				t.Fatalf("failure does not say %q:\n%s", c.want, out)
+			}
+		})
 	}
 }
 
@@ -544,7 +578,7 @@ func TestAnsibleConfigureCheckMode(t *testing.T) {
 	}
 
 	out, err := ansibleEnv(t, root, []string{"GITHUB_RUNNER_ADMIN_TOKEN=" + token},
-		"-i", "localhost,", "-c", "local", "--check", "--diff", "-vvv", "-e", "@"+vf, "runner-configure.yml")
+		"-i", "localhost,", "-c", "local", "--check", "-vvv", "-e", "@"+vf, "runner-configure.yml")
 	if err != nil {
 		t.Fatalf("check run failed: %v\n%s", err, out)
 	}
