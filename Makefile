@@ -117,6 +117,8 @@ lint:
 check-rules:
 	@command -v promtool >/dev/null 2>&1 || { echo "promtool not installed (Debian: apt-get install prometheus; .ci/run does)"; exit 1; }
 	promtool check rules deploy/observability/prometheus-rules.yml
+	promtool check rules deploy/observability/deploy-rules.yml
+	promtool test rules deploy/observability/deploy-rules.test.yml
 
 # A local 3-node cluster (three authorityd processes on 127.0.0.1, data
 # under ./.data) with a seeded demo domain; Ctrl-C stops it cleanly.
