@@ -19,7 +19,8 @@ const (
 )
 
 // WithDefaults fills a policy's zero fields: manual promotion (AU-3), a 10 s
-// lease, a 30 s report freshness bound, one synchronous replica.
+// lease, a 30 s report freshness bound, one synchronous replica. The
+// durability is filled by CreateDefaults and UpdateDefaults.
 func WithDefaults(p *pb.Policy) *pb.Policy {
 	out := &pb.Policy{}
 	if p != nil {
@@ -85,7 +86,11 @@ func CreateDefaults(kind pb.DomainKind, p *pb.Policy) *pb.Policy {
 // current one (as applied here), so that an update that does not name a
 // durability never changes it: neither a gated domain into the create
 // default nor a replica-quorum domain back into gated. cur is nil for a
-// domain this node does not know (the FSM then refuses the entry).
+// domain this node does not know (the FSM then refuses the entry). Like
+// `authorityctl domain update`, this reads before it writes: an update
+// naming no durability, concurrent with one naming it, may write back the
+// durability it read (the API has no compare-and-set on policies; the FSM's
+// durabilityChange rules hold either way).
 func UpdateDefaults(cur *pb.Domain, p *pb.Policy) *pb.Policy {
 	out := WithDefaults(p)
 	if out.Durability == pb.Durability_DURABILITY_UNSPECIFIED {
