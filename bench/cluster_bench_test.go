@@ -106,7 +106,7 @@ func newPromoter(b *testing.B, k *cluster) *promoter { return newDomainPromoter(
 
 func newDomainPromoter(b *testing.B, k *cluster, domain string) *promoter {
 	ctx := context.Background()
-	_, err := k.op.CreateDomain(ctx, domain, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 10_000})
+	_, err := k.op.CreateDomain(ctx, domain, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 10_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED})
 	must(b, err)
 	p := &promoter{k: k, domain: domain, nodes: map[string]*client.Client{}, holder: "a", epoch: 1}
 	for _, m := range []string{"a", "b"} {
@@ -352,7 +352,7 @@ func BenchmarkClusterWatermarks(b *testing.B) {
 	const domains, writers, batchesPerWriter = 100, 8, 150
 	for i := range domains {
 		name := fmt.Sprintf("db-%03d", i)
-		_, err := k.op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 600_000})
+		_, err := k.op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 600_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED})
 		must(b, err)
 		_, err = k.op.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: name, MemberId: "p"})
 		must(b, err)

@@ -79,7 +79,7 @@ func as(cl *testcluster.Cluster, id identity.Identity, opts ...grpc.DialOption) 
 // (c is an operator's client: every call is an administrative one).
 func setupDomain(t *testing.T, ctx context.Context, c *client.Client, name string, ttlMs uint64) {
 	t.Helper()
-	if _, err := c.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: ttlMs}); err != nil {
+	if _, err := c.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: ttlMs, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
 		t.Fatalf("create %s: %v", name, err)
 	}
 	for i := 1; i <= 3; i++ {

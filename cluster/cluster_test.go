@@ -200,7 +200,7 @@ var hash100 = []byte{0xab, 0xcd, 0x01, 0x00}
 // a watermark at lsn 100, and n2's and n3's reports containing it.
 func setup(t *testing.T, svc *promotion.Service) {
 	ctx := context.Background()
-	check(t)(svc.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 2000}))
+	check(t)(svc.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 2000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}))
 	for _, id := range []string{"n1", "n2", "n3"} {
 		check(t)(svc.RegisterMember(ctx, &pb.RegisterMember{Domain: "db1", MemberId: id}))
 	}

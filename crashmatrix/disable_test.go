@@ -170,7 +170,9 @@ type step struct {
 	do   func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error)
 }
 
-var policy = &pb.Policy{LeaseTtlMs: 60000}
+// Authority-gated, named (replica-quorum is the default of a new aerodb
+// domain): these steps drive the gated path by hand.
+var policy = &pb.Policy{LeaseTtlMs: 60000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}
 
 // advance is node:<holder> advancing holder's watermark.
 func advance(dom, holder string, epoch, lsn uint64) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
@@ -218,7 +220,7 @@ var part1 = []step{
 	{"create d.db", create("d.db", pb.DomainKind_DOMAIN_KIND_AERODB, policy)},
 	{"create d.db again", create("d.db", pb.DomainKind_DOMAIN_KIND_AERODB, policy)},
 	{"create d.lock", create("d.lock", pb.DomainKind_DOMAIN_KIND_LOCK, policy)},
-	{"create d.pd (promotion disabled)", create("d.pd", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 60000, PromotionDisabled: true})},
+	{"create d.pd (promotion disabled)", create("d.pd", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 60000, PromotionDisabled: true, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED})},
 	{"create with zero ttl", create("d.bad", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{})},
 	{"register n1", register("d.db", "n1")}, {"register n2", register("d.db", "n2")}, {"register n3", register("d.db", "n3")},
 	{"register pd n1", register("d.pd", "n1")}, {"register pd n2", register("d.pd", "n2")},

@@ -416,7 +416,8 @@ func (r *rig) setupDomain(t testing.TB, dom string, ttl time.Duration, release b
 	t.Helper()
 	ctx, cancel := ctxT(30 * time.Second)
 	defer cancel()
-	if _, err := r.cli.CreateDomain(ctx, dom, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: uint64(ttl.Milliseconds())}); err != nil {
+	if _, err := r.cli.CreateDomain(ctx, dom, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: uint64(ttl.Milliseconds()),
+		Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
 		t.Fatalf("create %s: %v", dom, err)
 	}
 	for _, m := range members {

@@ -1,6 +1,7 @@
 package fsm_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -49,6 +50,14 @@ type ddEnv struct {
 	reports map[string]map[string]ddReport
 	// leases[domain] is the leader's current observation of the holder's lease.
 	leases map[string]*pb.LeaseObservation
+	// log is every entry applied so far, as the raft log holds it.
+	log []ddEntry
+}
+
+// ddEntry is one log entry: its index, term and encoded command.
+type ddEntry struct {
+	index, term uint64
+	data        []byte
 }
 
 // ddReport is a stored progress report and its age as the leader sees it.
@@ -105,9 +114,13 @@ func (e *ddEnv) handle(t *testing.T, d *datadriven.TestData) string {
 		return e.handleShow(t, d)
 	case "hash":
 		return e.handleHash(t, d)
+	case "restore":
+		return e.handleRestore(t, d)
+	case "replay":
+		return e.handleReplay(t, d)
 	}
 	d.Fatalf(t, "unknown command %q (want domain, policy, member, assign, acquire, release, complete, abort, "+
-		"watermark, report, lease, leader-change, promote, prepare, deploy, explain, show or hash)", d.Cmd)
+		"watermark, report, lease, leader-change, promote, prepare, deploy, explain, show, hash, restore or replay)", d.Cmd)
 	return ""
 }
 
@@ -117,7 +130,60 @@ func (e *ddEnv) apply(cmd *pb.Command) *fsm.Result {
 	cmd.Term = e.term
 	cmd.Proposer = "leader"
 	cmd.StampedUnixMs = 1_700_000_000_000 + int64(e.index) // audit only, never decides
+	b, err := proto.Marshal(cmd)
+	if err != nil {
+		panic(err) // a command the harness built itself
+	}
+	e.log = append(e.log, ddEntry{index: e.index, term: e.term, data: b})
 	return e.fsm.ApplyCommand(e.index, e.term, cmd)
+}
+
+// handleRestore swaps the state machine for one restored from its
+// snapshot, as a restarted server or a new follower gets it; the state
+// hash must not move. The leader-local soft state (reports, leases) stays.
+func (e *ddEnv) handleRestore(t *testing.T, d *datadriven.TestData) string {
+	newDDArgs(t, d, d.CmdArgs).done()
+	before, err := e.fsm.StateHash()
+	if err != nil {
+		d.Fatalf(t, "StateHash: %v", err)
+	}
+	snap, err := e.fsm.Snapshot()
+	if err != nil {
+		d.Fatalf(t, "Snapshot: %v", err)
+	}
+	g := fsm.New()
+	if err := g.Restore(bytes.NewReader(snap)); err != nil {
+		d.Fatalf(t, "Restore: %v", err)
+	}
+	return e.swap(t, d, g, before, fmt.Sprintf("restored from a snapshot at index=%d", g.LastIndex()))
+}
+
+// handleReplay swaps the state machine for a fresh one that applied every
+// logged entry again, as a server replaying its log does; the state hash
+// must not move.
+func (e *ddEnv) handleReplay(t *testing.T, d *datadriven.TestData) string {
+	newDDArgs(t, d, d.CmdArgs).done()
+	before, err := e.fsm.StateHash()
+	if err != nil {
+		d.Fatalf(t, "StateHash: %v", err)
+	}
+	g := fsm.New()
+	for _, en := range e.log {
+		g.Apply(en.index, en.term, en.data)
+	}
+	return e.swap(t, d, g, before, fmt.Sprintf("replayed %d entries", len(e.log)))
+}
+
+func (e *ddEnv) swap(t *testing.T, d *datadriven.TestData, g *fsm.FSM, before [32]byte, what string) string {
+	after, err := g.StateHash()
+	if err != nil {
+		d.Fatalf(t, "StateHash: %v", err)
+	}
+	if after != before {
+		d.Fatalf(t, "%s: state hash %x, was %x", what, after[:8], before[:8])
+	}
+	e.fsm = g
+	return what + " (state hash unchanged)\n"
 }
 
 // ddOutcome renders the plain result of an entry.

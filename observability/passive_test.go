@@ -67,7 +67,7 @@ func run(t *testing.T, withSinks bool) (*pb.Domain, []string) {
 			t.Fatal(err)
 		}
 	}
-	must(svc.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 1000}))
+	must(svc.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 1000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}))
 	for _, m := range []string{"n1", "n2", "n3"} {
 		must(svc.RegisterMember(ctx, &pb.RegisterMember{Domain: "db1", MemberId: m}))
 	}

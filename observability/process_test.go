@@ -29,7 +29,7 @@ var hash = []byte{0xca, 0xfe, 0x01, 0x00}
 // node:n1) and n2's progress report (as node:n2).
 func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster, c *client.Client) {
 	t.Helper()
-	if _, err := c.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 1000}); err != nil {
+	if _, err := c.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 1000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range []string{"n1", "n2", "n3"} {

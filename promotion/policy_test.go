@@ -94,7 +94,8 @@ func newPolicyRig(t *testing.T, mode pb.PromotionMode) *policyRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.svc.StepDown)
-	r.ok(r.svc.CreateDomain(r.ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{Mode: mode, LeaseTtlMs: uint64(testTTL.Milliseconds())}))
+	r.ok(r.svc.CreateDomain(r.ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{Mode: mode, LeaseTtlMs: uint64(testTTL.Milliseconds()),
+		Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}))
 	for _, id := range []string{"n1", "n2", "n3"} {
 		prio := uint32(0)
 		if id == "n3" {

@@ -92,8 +92,10 @@ type rig struct {
 	ctx   context.Context
 }
 
-// newRig builds a leader with domain db1: members n1..n3, n1 holds epoch 1,
-// watermark (epoch 1, lsn 100, hash h100, visible 50).
+// newRig builds a leader with domain db1 (authority-gated, named
+// explicitly: the gated path is what most tests here exercise; see
+// newQuorumRig): members n1..n3, n1 holds epoch 1, watermark (epoch 1,
+// lsn 100, hash h100, visible 50).
 func newRig(t *testing.T, disabled bool) *rig {
 	t.Helper()
 	f := fsm.New()
@@ -102,7 +104,8 @@ func newRig(t *testing.T, disabled bool) *rig {
 	if err := r.svc.BecomeLeader(r.ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.ok(r.svc.CreateDomain(r.ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: uint64(testTTL.Milliseconds())}))
+	r.ok(r.svc.CreateDomain(r.ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: uint64(testTTL.Milliseconds()),
+		Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}))
 	for _, id := range []string{"n1", "n2", "n3"} {
 		r.ok(r.svc.RegisterMember(r.ctx, &pb.RegisterMember{Domain: "db1", MemberId: id}))
 	}

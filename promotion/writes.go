@@ -19,7 +19,8 @@ const (
 )
 
 // WithDefaults fills a policy's zero fields: manual promotion (AU-3), a 10 s
-// lease, a 30 s report freshness bound, one synchronous replica.
+// lease, a 30 s report freshness bound, one synchronous replica. The
+// durability is filled by CreateDefaults and UpdateDefaults.
 func WithDefaults(p *pb.Policy) *pb.Policy {
 	out := &pb.Policy{}
 	if p != nil {
@@ -61,16 +62,55 @@ func (s *Service) apply(ctx context.Context, domain string, cmd *pb.Command) (*f
 	return res, res.Err
 }
 
-// CreateDomain creates a domain (policy defaults filled in).
-func (s *Service) CreateDomain(ctx context.Context, name string, kind pb.DomainKind, p *pb.Policy) (*fsm.Result, error) {
-	return s.apply(ctx, name, &pb.Command{Body: &pb.Command_CreateDomain{CreateDomain: &pb.CreateDomain{
-		Name: name, Kind: kind, Policy: WithDefaults(p)}}})
+// DefaultDurability is the durability a new aerodb domain gets when its
+// creation leaves it unspecified (docs/DURABILITY.md).
+const DefaultDurability = pb.Durability_DURABILITY_REPLICA_QUORUM
+
+// CreateDefaults is the policy a CreateDomain entry carries: WithDefaults,
+// and for an aerodb domain whose request leaves durability unspecified,
+// DefaultDurability written out explicitly. The default is the leader's,
+// applied before the entry enters the log: the FSM reads an unspecified
+// durability as authority-gated, so a policy logged or snapshotted before
+// the default changed keeps its meaning on replay. Lock and release
+// domains keep an unspecified durability (replica-quorum is for aerodb).
+func CreateDefaults(kind pb.DomainKind, p *pb.Policy) *pb.Policy {
+	out := WithDefaults(p)
+	if kind == pb.DomainKind_DOMAIN_KIND_AERODB && out.Durability == pb.Durability_DURABILITY_UNSPECIFIED {
+		out.Durability = DefaultDurability
+	}
+	return out
 }
 
-// UpdatePolicy replaces a domain's policy (defaults filled in).
+// UpdateDefaults is the policy an UpdateDomainPolicy entry carries:
+// WithDefaults, and an unspecified durability replaced by the domain's
+// current one (as applied here), so that an update that does not name a
+// durability never changes it: neither a gated domain into the create
+// default nor a replica-quorum domain back into gated. cur is nil for a
+// domain this node does not know (the FSM then refuses the entry). Like
+// `authorityctl domain update`, this reads before it writes: an update
+// naming no durability, concurrent with one naming it, may write back the
+// durability it read (the API has no compare-and-set on policies; the FSM's
+// durabilityChange rules hold either way).
+func UpdateDefaults(cur *pb.Domain, p *pb.Policy) *pb.Policy {
+	out := WithDefaults(p)
+	if out.Durability == pb.Durability_DURABILITY_UNSPECIFIED {
+		out.Durability = cur.GetPolicy().GetDurability()
+	}
+	return out
+}
+
+// CreateDomain creates a domain (policy defaults filled in: CreateDefaults).
+func (s *Service) CreateDomain(ctx context.Context, name string, kind pb.DomainKind, p *pb.Policy) (*fsm.Result, error) {
+	return s.apply(ctx, name, &pb.Command{Body: &pb.Command_CreateDomain{CreateDomain: &pb.CreateDomain{
+		Name: name, Kind: kind, Policy: CreateDefaults(kind, p)}}})
+}
+
+// UpdatePolicy replaces a domain's policy (defaults filled in:
+// UpdateDefaults; an unspecified durability keeps the domain's).
 func (s *Service) UpdatePolicy(ctx context.Context, name string, p *pb.Policy) (*fsm.Result, error) {
+	cur, _ := s.fsm.Domain(name)
 	res, err := s.apply(ctx, name, &pb.Command{Body: &pb.Command_UpdateDomainPolicy{UpdateDomainPolicy: &pb.UpdateDomainPolicy{
-		Name: name, Policy: WithDefaults(p)}}})
+		Name: name, Policy: UpdateDefaults(cur, p)}}})
 	s.policy.Load().refresh(name) // the mode may have changed (whatever the outcome)
 	return res, err
 }

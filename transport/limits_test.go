@@ -51,7 +51,8 @@ func TestInputLimits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dom, wm, promo := pb.NewDomainsClient(l.conn), pb.NewWatermarksClient(l.conn), pb.NewPromotionClient(l.conn)
-	if _, err := dom.CreateDomain(ctx, &pb.CreateDomainRequest{Name: "big", Kind: pb.DomainKind_DOMAIN_KIND_AERODB}); err != nil {
+	if _, err := dom.CreateDomain(ctx, &pb.CreateDomainRequest{Name: "big", Kind: pb.DomainKind_DOMAIN_KIND_AERODB,
+		Policy: &pb.Policy{LeaseTtlMs: 10_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range MaxMembersPerDomain - 1 {

@@ -148,7 +148,7 @@ func seed(t *testing.T, conn *grpc.ClientConn) {
 	ctx := context.Background()
 	d := pb.NewDomainsClient(conn)
 	if _, err := d.CreateDomain(ctx, &pb.CreateDomainRequest{Name: "db1", Kind: pb.DomainKind_DOMAIN_KIND_AERODB,
-		Policy: &pb.Policy{LeaseTtlMs: 60_000}}); err != nil {
+		Policy: &pb.Policy{LeaseTtlMs: 60_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range []string{"n1", "n2", "n3"} {

@@ -14,6 +14,10 @@ import (
 // seedDemo creates domain "orders" (primary n1, replicas n2 and n3, a
 // committed watermark and n2's progress report) and runs a promotion that
 // the validator denies while n1's lease is valid, printing its explanation.
+// "orders" is authority-gated, named at creation: there are no databases
+// here, the watermark and the report are given by hand, and no replica
+// would answer the fence a replica-quorum promotion (the default of a new
+// aerodb domain) first sets up; `make demo` shows that mode with refnodes.
 // The operator administers; n1 advances its watermark and n2 reports its
 // progress with their own identities. On a second run the domain exists:
 // it only shows it.
@@ -22,7 +26,8 @@ func seedDemo(ctx context.Context, cl clients) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	hash := []byte{0xc0, 0xff, 0xee, 0x64}
-	_, err := c.CreateDomain(ctx, "orders", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 15_000, ReportMaxAgeMs: 600_000})
+	_, err := c.CreateDomain(ctx, "orders", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 15_000, ReportMaxAgeMs: 600_000,
+		Durability: pb.Durability_DURABILITY_AUTHORITY_GATED})
 	if errors.Is(err, client.ErrAlreadyExists) {
 		d, err := c.GetDomain(ctx, "orders")
 		if err != nil {
@@ -54,7 +59,8 @@ func seedDemo(ctx context.Context, cl clients) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\nDemo domain: primary n1 at epoch 1, watermark committed, replica n2 reporting:\n%s", fsm.DescribeDomain(d))
+	fmt.Printf("\nDemo domain (authority-gated, chosen at creation: a new aerodb domain is replica-quorum unless told,\n"+
+		"see `make demo`): primary n1 at epoch 1, watermark committed, replica n2 reporting:\n%s", fsm.DescribeDomain(d))
 	expected := uint64(1)
 	_, err = c.Promote(ctx, &pb.PromotionRequest{RequestId: "demo-early", Domain: "orders", Candidate: "n2",
 		ExpectedEpoch: &expected, Reason: "demo: n1 looks slow", InitiatedBy: pb.Initiator_INITIATOR_OPERATOR})

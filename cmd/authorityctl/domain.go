@@ -58,8 +58,12 @@ func (f *policyFlags) add(cmd *cobra.Command) {
 	fs.BoolVar(&f.promotionDisabled, "promotion-disabled", false, "disable promotion (--promotion-disabled=false enables it)")
 	fs.Var(&f.reportMaxAge, "report-max-age", "a candidate's progress report older than this is stale evidence")
 	fs.Uint32Var(&f.minSync, "min-sync", defaultMinSync, "K: replicas that must have flushed a write before it is acknowledged (replica-quorum) or the watermark may reach it")
-	f.durability = enumValue{allowed: []string{"authority-gated", "replica-quorum"}, value: "authority-gated"}
-	fs.Var(&f.durability, "durability", "aerodb domains: authority-gated (acknowledge after the watermark commits) or replica-quorum (after K replicas flushed; docs/DURABILITY.md)")
+	// No value unless given: create then leaves the choice to the server
+	// (replica-quorum for a new aerodb domain; lock and release domains
+	// have no other mode than authority-gated), update keeps the domain's.
+	f.durability = enumValue{allowed: []string{"authority-gated", "replica-quorum"}}
+	fs.Var(&f.durability, "durability", "aerodb domains: replica-quorum (acknowledge after K replicas flushed; the default of a new aerodb domain) "+
+		"or authority-gated (acknowledge after the watermark commits); docs/DURABILITY.md. Not given, update keeps the domain's")
 	fs.DurationVar(&f.watermarkInterval, "watermark-interval", 0, "replica-quorum: the holder advances the watermark at most once per interval (0: 1s)")
 	cmd.MarkFlagsMutuallyExclusive("manual", "automatic")
 }
@@ -86,7 +90,7 @@ func (f *policyFlags) overlay(fs *pflag.FlagSet, p *pb.Policy, all bool) {
 	if set("min-sync") {
 		p.MinSyncReplicas = f.minSync
 	}
-	if set("durability") {
+	if fs.Changed("durability") { // create: the server's default, by kind
 		p.Durability = durabilities[f.durability.value]
 	}
 	if set("watermark-interval") {
@@ -128,8 +132,9 @@ func newDomainCreateCmd(o *options) *cobra.Command {
 		Short: "Create a domain",
 		Long: `Creates a domain with the given kind and policy (flags not given take the
 server's defaults: manual promotion, 10s lease TTL, 30s report age, 1 sync
-replica). On an unknown outcome (exit 1, OUTCOME_UNKNOWN) read it back with
-'domain get'.`,
+replica, and for an aerodb domain replica-quorum durability: give
+--durability authority-gated for the other mode). On an unknown outcome
+(exit 1, OUTCOME_UNKNOWN) read it back with 'domain get'.`,
 		Args: exactArgs("NAME"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			name := args[0]

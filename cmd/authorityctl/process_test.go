@@ -307,7 +307,10 @@ func TestProcessPromotion(t *testing.T) {
 	n1, n2, reader := r.as(testcluster.Node("n1")), r.as(testcluster.Node("n2")), r.as(testcluster.Reader)
 	const d = "orders"
 
-	r.want(0, "domain", "create", d, "--kind", "aerodb", "--ttl", "2s")
+	// Authority-gated, named: this walk drives the watermark and the
+	// reports by hand, with no replicas to fence (replica-quorum, the
+	// default, is checked at the end).
+	r.want(0, "domain", "create", d, "--kind", "aerodb", "--ttl", "2s", "--durability", "authority-gated")
 	for _, m := range []string{"n1", "n2", "n3"} {
 		r.want(0, "member", "register", d, m, "--address", m+".db:5432")
 	}
@@ -411,6 +414,25 @@ func TestProcessPromotion(t *testing.T) {
 	if !strings.Contains(r.want(0, "domain", "list").stdout, d) {
 		t.Fatal("domain list lacks the domain")
 	}
+	if path(upd, "policy", "durability") != "DURABILITY_AUTHORITY_GATED" {
+		t.Fatalf("a gated domain's durability after an update that named none: %v", upd["policy"])
+	}
+
+	// Without --durability a new aerodb domain is replica-quorum with
+	// K = 1, an update that names none keeps it, and a lock domain has no
+	// durability (authority-gated, its only mode).
+	rq := decodeJSON(t, r.want(0, "-o", "json", "domain", "create", "rq", "--kind", "aerodb", "--ttl", "2s").stdout)
+	if path(rq, "policy", "durability") != "DURABILITY_REPLICA_QUORUM" || path(rq, "policy", "min_sync_replicas") != 1.0 {
+		t.Fatalf("default aerodb policy: %v", rq["policy"])
+	}
+	rq = decodeJSON(t, r.want(0, "-o", "json", "domain", "update", "rq", "--ttl", "3s").stdout)
+	if path(rq, "policy", "durability") != "DURABILITY_REPLICA_QUORUM" || path(rq, "policy", "lease_ttl_ms") != "3000" {
+		t.Fatalf("replica-quorum policy after an update that named no durability: %v", rq["policy"])
+	}
+	lk := decodeJSON(t, r.want(0, "-o", "json", "domain", "create", "lk", "--kind", "lock", "--ttl", "2s").stdout)
+	if v, ok := path(lk, "policy", "durability").(string); ok && v != "DURABILITY_UNSPECIFIED" {
+		t.Fatalf("default lock policy: %v", lk["policy"])
+	}
 }
 
 // TestProcessLeaseAndSwitchover: `node lease --acquire` on a lock domain
@@ -479,7 +501,9 @@ func TestProcessLeaseAndSwitchover(t *testing.T) {
 
 	// Switchover: n1 holds (kept alive), n2 is ready; n1's drain releases.
 	const d = "billing"
-	r.want(0, "domain", "create", d, "--kind", "aerodb", "--ttl", "2s")
+	// Gated, named: the switchover's promotion reads n2's report and the
+	// watermark given by hand (no replica here answers a fence).
+	r.want(0, "domain", "create", d, "--kind", "aerodb", "--ttl", "2s", "--durability", "authority-gated")
 	r.want(0, "member", "register", d, "n1")
 	r.want(0, "member", "register", d, "n2")
 	r.want(0, "assign", d, "n1")

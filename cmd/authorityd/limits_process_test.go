@@ -40,7 +40,8 @@ func TestHostileInputAndConnectionFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	op := c.Dial(testcluster.Operator)
-	if _, err := op.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, nil); err != nil {
+	if _, err := op.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 10_000,
+		Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range []string{"n1", "n2"} {

@@ -30,7 +30,7 @@ func TestStatusPageProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	policy := &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 60_000, ReportMaxAgeMs: 60_000}
+	policy := &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 60_000, ReportMaxAgeMs: 60_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}
 	if _, err := cl.CreateDomain(ctx, "db1", pb.DomainKind_DOMAIN_KIND_AERODB, policy); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	pb "github.com/aerodb/authority/api/authority/v1"
 	rpb "github.com/aerodb/authority/api/refnode/v1"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
@@ -33,14 +34,19 @@ func newDemoCmd(o *options) *cobra.Command {
 	var bin, data string
 	var offset int
 	var ttl time.Duration
-	var auto, quorum bool
+	var auto bool
+	var dur durabilityFlags
 	var wmInterval time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "`make demo`: 3 authority servers (mutual TLS), 3 refnodes and a writer printing acknowledged writes (see docs/DEMO.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd, o, bin, data, offset, ttl, demoMode{auto: auto, quorum: quorum, wmInterval: wmInterval})
+			d, err := dur.resolve()
+			if err != nil {
+				return &codedError{exitUsage, err}
+			}
+			return runDemo(cmd, o, bin, data, offset, ttl, demoMode{auto: auto, durability: d, wmInterval: wmInterval})
 		},
 	}
 	f := cmd.Flags()
@@ -49,20 +55,21 @@ func newDemoCmd(o *options) *cobra.Command {
 	f.IntVar(&offset, "port-offset", 0, "add this to every port (authority 7001-7003/8001-8003/9001-9003, refnodes 6001-6003)")
 	f.DurationVar(&ttl, "lease-ttl", 10*time.Second, "lease TTL of the demo domain")
 	f.BoolVar(&auto, "auto", false, "create the demo domain in automatic mode: the authority promotes the best replica when the primary's lease expires")
-	f.BoolVar(&quorum, "replica-quorum", false, "create the demo domain in replica-quorum durability: the primary acknowledges once 1 replica flushed, with no authority round per write (docs/DURABILITY.md)")
+	dur.add(f, "the demo domain's")
 	f.DurationVar(&wmInterval, "watermark-interval", 0, "replica-quorum: the primary advances the watermark at most once per interval (0: 1s)")
 	return cmd
 }
 
 // demoMode is how the demo domain is created.
 type demoMode struct {
-	auto, quorum bool
-	wmInterval   time.Duration
+	auto       bool
+	durability pb.Durability // named explicitly (durabilityFlags.resolve)
+	wmInterval time.Duration
 }
 
-func (m demoMode) durability() string {
-	if m.quorum {
-		return "replica-quorum (acknowledged once 1 replica flushed)"
+func (m demoMode) describeDurability() string {
+	if m.durability == pb.Durability_DURABILITY_REPLICA_QUORUM {
+		return "replica-quorum (acknowledged once 1 replica flushed; --durability authority-gated for the other mode)"
 	}
 	return "authority-gated (acknowledged once the authority committed the watermark)"
 }
@@ -163,7 +170,7 @@ func runDemo(cmd *cobra.Command, o *options, bin, data string, offset int, ttl t
 	// as its own holder, not create domains, register members or assign.
 	operator := files(identity.Identity{Role: identity.Operator, Name: "admin"})
 	setup := refnode.Setup{Domain: o.domain, LeaseTTL: ttl, InitialPrimary: "n1", Automatic: mode.auto,
-		ReplicaQuorum: mode.quorum, MinSyncReplicas: 1, WatermarkInterval: mode.wmInterval}
+		Durability: mode.durability, MinSyncReplicas: 1, WatermarkInterval: mode.wmInterval}
 	for i, id := range nodeIDs {
 		setup.Members = append(setup.Members, refnode.Member{ID: id, Address: nodes[i]})
 	}
@@ -200,7 +207,7 @@ then talk to the demo as its operator):
 
 Press Ctrl-C to stop everything.
 
-`, data, auth, pkiDir, nodes[0], nodes[1], nodes[2], o.domain, ttl, mode.durability(), filepath.Join(data, "acked.log"),
+`, data, auth, pkiDir, nodes[0], nodes[1], nodes[2], o.domain, ttl, mode.describeDurability(), filepath.Join(data, "acked.log"),
 		exportLine(auth, operator))
 	// The writer only reads the domain (to find the primary): a reader.
 	writerArgs := []string{"writer", "--authority", auth, "--domain", o.domain, "--acked", filepath.Join(data, "acked.log"), "--interval", "300ms"}

@@ -15,6 +15,7 @@ import (
 func newServeCmd(o *options) *cobra.Command {
 	var cfg refnode.Config
 	var peers, level string
+	var dur durabilityFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node: primary when it is the domain's holder, replica of the holder otherwise",
@@ -22,6 +23,11 @@ func newServeCmd(o *options) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Domain, cfg.Authority, cfg.Peers = o.domain, splitList(o.authority), splitList(peers)
 			cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "refnode/" + cfg.ID, Level: hclog.LevelFromString(level), Output: os.Stderr})
+			d, err := dur.resolve()
+			if err != nil {
+				return &codedError{exitUsage, err}
+			}
+			cfg.Durability = d
 			if err := cfg.Validate(); err != nil {
 				return &codedError{exitUsage, err}
 			}
@@ -57,8 +63,8 @@ func newServeCmd(o *options) *cobra.Command {
 	f.BoolVar(&cfg.CreateDomain, "create-domain", false, "create the domain if it does not exist (an operator's act: over mutual TLS an operator creates it beforehand)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 10*time.Second, "lease TTL of a created domain")
 	f.DurationVar(&cfg.ReportMaxAge, "report-max-age", 30*time.Second, "report max age of a created domain")
-	f.BoolVar(&cfg.ReplicaQuorum, "replica-quorum", false, "with --create-domain: create it in replica-quorum durability, K = 1 (the mode a node runs is always the domain's policy)")
-	f.DurationVar(&cfg.WatermarkInterval, "watermark-interval", 0, "with --create-domain --replica-quorum: the primary advances the watermark at most once per interval (0: 1s)")
+	dur.add(f, "with --create-domain: the created domain's (K = 1; the mode a node runs is always the domain's policy)")
+	f.DurationVar(&cfg.WatermarkInterval, "watermark-interval", 0, "with --create-domain, replica-quorum: the primary advances the watermark at most once per interval (0: 1s)")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", 100*time.Millisecond, "how often to read the domain")
 	f.StringVar(&level, "log-level", "info", "log level")
 	return cmd

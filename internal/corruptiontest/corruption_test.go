@@ -237,7 +237,7 @@ func waitVoter(t *testing.T, op *client.Client, id string) {
 func createDomain(t *testing.T, op *client.Client, name string) {
 	t.Helper()
 	_, err := op.CreateDomain(ctxT(t), name, pb.DomainKind_DOMAIN_KIND_AERODB,
-		&pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 2000, ReportMaxAgeMs: 1000})
+		&pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: 2000, ReportMaxAgeMs: 1000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED})
 	if err != nil {
 		t.Fatalf("create %s: %v", name, err)
 	}

@@ -77,7 +77,7 @@ func domain(ctx context.Context, t *testing.T, c *testcluster.Cluster) (op, n1 *
 	t.Helper()
 	op = c.Dial(testcluster.Operator)
 	_, err := op.CreateDomain(ctx, "db", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_AUTOMATIC,
-		LeaseTtlMs: uint64(ttl.Milliseconds()), ReportMaxAgeMs: 30000, MinSyncReplicas: 1})
+		LeaseTtlMs: uint64(ttl.Milliseconds()), ReportMaxAgeMs: 30000, MinSyncReplicas: 1, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED})
 	mustOK(t, "create", err)
 	for _, m := range []struct {
 		id   string

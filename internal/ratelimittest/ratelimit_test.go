@@ -231,7 +231,7 @@ func testDeniedPromotions(t *testing.T, c *testcluster.Cluster) {
 	ctx := ctxT(t)
 	op := c.Dial(testcluster.Operator)
 	for _, name := range []string{"db-1", "db-2"} {
-		if _, err := op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 60_000}); err != nil {
+		if _, err := op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 60_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range []string{"a", "b"} {

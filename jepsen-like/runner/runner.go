@@ -379,11 +379,14 @@ func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
 	if err := errors.Join(append(errs, err)...); err != nil {
 		t.Fatal(err)
 	}
+	// The authority-gated domains, named: replica-quorum is the default of
+	// a new aerodb domain, and the runs keep both modes (qdb above).
 	for _, db := range []struct {
 		name string
 		mode pb.PromotionMode
 	}{{"db", pb.PromotionMode_PROMOTION_MODE_MANUAL}, {AutoDomain, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC}} {
-		if _, err := c.CreateDomain(ctx, db.name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 500, Mode: db.mode}); err != nil {
+		if _, err := c.CreateDomain(ctx, db.name, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 500, Mode: db.mode,
+			Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range []string{"n1", "n2", "n3"} {
@@ -400,6 +403,17 @@ func setup(t *testing.T, ctx context.Context, cl *testcluster.Cluster) {
 			Lsn: workload.WatermarkLsn, Hash: workload.WatermarkHash, VisibleCommitId: workload.VisibleCommitID}})
 		if err := errors.Join(append(errs, err)...); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// Both durability modes are in every run, as stored.
+	for name, want := range map[string]pb.Durability{"db": pb.Durability_DURABILITY_AUTHORITY_GATED,
+		AutoDomain: pb.Durability_DURABILITY_AUTHORITY_GATED, QuorumDomain: pb.Durability_DURABILITY_REPLICA_QUORUM} {
+		d, err := c.GetDomain(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := d.GetPolicy().GetDurability(); got != want {
+			t.Fatalf("domain %s is %v, want %v", name, got, want)
 		}
 	}
 }

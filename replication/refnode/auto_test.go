@@ -31,7 +31,8 @@ func TestAutomaticFailoverNoAcknowledgedWriteLost(t *testing.T) {
 	for run := 1; run <= autoRuns; run++ {
 		killAfter := time.Duration(150+rng.IntN(1200)) * time.Millisecond
 		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
-			setup := Setup{Domain: fmt.Sprintf("auto-%d", run), LeaseTTL: autoTTL, InitialPrimary: "n1", Automatic: true}
+			setup := Setup{Domain: fmt.Sprintf("auto-%d", run), LeaseTTL: autoTTL, InitialPrimary: "n1", Automatic: true,
+				Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}
 			rc := newRefClusterWith(t, auth.WithT(t), ac, setup, 3, nil)
 			gaps = append(gaps, autoFailover(t, rc, killAfter))
 		})

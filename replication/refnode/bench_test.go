@@ -59,7 +59,8 @@ func BenchmarkAckGate(b *testing.B) {
 	b.Run("fsync+gate", func(b *testing.B) {
 		auth, ac := startAuthority(b) // ac: the operator
 		ctx := context.Background()
-		if _, err := ac.CreateDomain(ctx, "bench", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 5000}); err != nil {
+		if _, err := ac.CreateDomain(ctx, "bench", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: 5000,
+			Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := ac.RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "bench", MemberId: "p"}); err != nil {
@@ -111,9 +112,11 @@ type benchMode struct {
 // one sub-benchmark per mode reports its pooled numbers.
 func benchRefnodeModes(b *testing.B) {
 	auth, ac := startAuthority(b)
-	base := Setup{LeaseTTL: 5 * time.Second, InitialPrimary: "n1"} // a stall of the shared machine must not cost the lease
+	// A stall of the shared machine must not cost the lease. The baseline
+	// is the gated path with its watermark wait replaced by a no-op.
+	base := Setup{LeaseTTL: 5 * time.Second, InitialPrimary: "n1", Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}
 	rq := base
-	rq.ReplicaQuorum, rq.MinSyncReplicas, rq.WatermarkInterval = true, 1, benchWatermarkInterval
+	rq.Durability, rq.MinSyncReplicas, rq.WatermarkInterval = pb.Durability_DURABILITY_REPLICA_QUORUM, 1, benchWatermarkInterval
 	modes := []*benchMode{
 		{name: "no-authority", setup: base, env: []string{"REFNODE_BENCH_NO_AUTHORITY_WAIT=1"}},
 		{name: "authority-gated", setup: base},

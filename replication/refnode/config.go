@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/credentials"
 )
@@ -50,11 +51,13 @@ type Config struct {
 	CreateDomain bool
 	LeaseTTL     time.Duration
 	ReportMaxAge time.Duration
-	// ReplicaQuorum (with CreateDomain) creates the domain in
-	// DURABILITY_REPLICA_QUORUM (see Setup.ReplicaQuorum), with
-	// WatermarkInterval (0: the authority's default, 1 s). The mode a node
-	// follows is always the domain's policy, read at each role start.
-	ReplicaQuorum     bool
+	// Durability (with CreateDomain) of the created domain (see
+	// Setup.Durability): replica-quorum with K = 1 — the authority's
+	// default, also for DURABILITY_UNSPECIFIED — with WatermarkInterval
+	// (0: the authority's default, 1 s), or DURABILITY_AUTHORITY_GATED.
+	// The mode a node follows is always the domain's policy, read at each
+	// role start: an existing domain keeps its own.
+	Durability        pb.Durability
 	WatermarkInterval time.Duration
 	// PollInterval is how often the node reads the domain to follow the
 	// holder and the epoch (default 100 ms).

@@ -80,7 +80,7 @@ func exportVars(t *testing.T, out string) []string {
 }
 
 // Acceptance 5: the steps of docs/DEMO.md, as written, on shifted ports
-// and a 2 s lease: the commands run with the variables of the export line
+// and a 2 s lease, in the default durability (replica-quorum): the commands run with the variables of the export line
 // the demo prints (the authority's endpoints and the operator's
 // certificate; the authority runs mutual TLS).
 func TestDemoWalkthrough(t *testing.T) {
@@ -122,6 +122,10 @@ func TestDemoWalkthrough(t *testing.T) {
 	eventually(t, 30*time.Second, "acknowledged writes from n1", func() (bool, string) {
 		return strings.Count(out.String(), "from "+n1+" epoch=1") >= 3, ""
 	})
+	// The demo runs the default durability of a new aerodb domain.
+	if !strings.Contains(out.String(), "durability replica-quorum") {
+		t.Fatalf("the demo's banner does not say durability replica-quorum:\n%s", out.String())
+	}
 	// The second terminal runs the export line first.
 	exported := exportVars(t, out.String())
 	if !slices.Contains(exported, "AUTHORITY_ENDPOINTS="+endpoints) {

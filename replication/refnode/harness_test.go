@@ -65,11 +65,14 @@ func startAuthority(t testing.TB) (*testcluster.Cluster, *client.Client) {
 }
 
 // newRefCluster prepares n refnodes n1..nn for domain: the operator (ac)
-// creates the domain, registers every node at its address and assigns n1
-// as the initial primary (a node's certificate may not); env per node id
-// adds to its environment. No refnode starts yet.
+// creates the domain — authority-gated, named explicitly: the tests built
+// on it exercise the gated path (replica-quorum, the default, has its own
+// tests through newRefClusterWith) — registers every node at its address
+// and assigns n1 as the initial primary (a node's certificate may not);
+// env per node id adds to its environment. No refnode starts yet.
 func newRefCluster(t testing.TB, auth *testcluster.Cluster, ac *client.Client, domain string, n int, env map[string][]string) *refCluster {
-	return newRefClusterWith(t, auth, ac, Setup{Domain: domain, LeaseTTL: testTTL, InitialPrimary: "n1"}, n, env)
+	return newRefClusterWith(t, auth, ac, Setup{Domain: domain, LeaseTTL: testTTL, InitialPrimary: "n1",
+		Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}, n, env)
 }
 
 // newRefClusterWith provisions setup's domain (its Members are filled in)

@@ -204,9 +204,7 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	if n.cfg.CreateDomain {
 		if _, err := n.ac.GetDomain(ctx, n.cfg.Domain); errors.Is(err, client.ErrNotFound) {
 			policy := DomainPolicy(n.cfg.LeaseTTL, n.cfg.ReportMaxAge)
-			if n.cfg.ReplicaQuorum {
-				SetReplicaQuorum(policy, 1, n.cfg.WatermarkInterval)
-			}
+			SetDurability(policy, n.cfg.Durability, 1, n.cfg.WatermarkInterval)
 			_, err := n.ac.CreateDomain(ctx, n.cfg.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, policy)
 			if err != nil && !errors.Is(err, client.ErrAlreadyExists) {
 				return fmt.Errorf("create domain %q: %w", n.cfg.Domain, n.needsOperator(err,

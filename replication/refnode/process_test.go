@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/aerodb/authority/api/authority/v1"
 	rpb "github.com/aerodb/authority/api/refnode/v1"
 	"github.com/aerodb/authority/replication"
 )
@@ -276,14 +277,14 @@ func TestPromotionDeniedForUnsafeReplicas(t *testing.T) {
 // resumed after the promotion, cannot acknowledge a single write, and
 // replicas reject WAL stamped with its epoch.
 func TestPausedOldPrimaryIsFenced(t *testing.T) {
-	pausedOldPrimary(t, Setup{Domain: "paused", LeaseTTL: testTTL, InitialPrimary: "n1"})
+	pausedOldPrimary(t, Setup{Domain: "paused", LeaseTTL: testTTL, InitialPrimary: "n1", Durability: pb.Durability_DURABILITY_AUTHORITY_GATED})
 }
 
 // The same in replica-quorum mode: the old primary acknowledges without
 // the authority, so what stops it is the lease and, above all, its
 // replicas' fence.
 func TestReplicaQuorumPausedOldPrimaryIsFenced(t *testing.T) {
-	pausedOldPrimary(t, Setup{Domain: "paused-rq", LeaseTTL: testTTL, InitialPrimary: "n1", ReplicaQuorum: true, MinSyncReplicas: 1})
+	pausedOldPrimary(t, Setup{Domain: "paused-rq", LeaseTTL: testTTL, InitialPrimary: "n1", Durability: pb.Durability_DURABILITY_REPLICA_QUORUM, MinSyncReplicas: 1})
 }
 
 func pausedOldPrimary(t *testing.T, setup Setup) {

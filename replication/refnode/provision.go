@@ -26,6 +26,17 @@ func SetReplicaQuorum(policy *pb.Policy, k uint32, interval time.Duration) {
 	policy.WatermarkIntervalMs = uint64(interval.Milliseconds())
 }
 
+// SetDurability puts policy in durability d: replica-quorum with k
+// synchronous replicas (0: 1) and the watermark interval, authority-gated,
+// or — DURABILITY_UNSPECIFIED — whatever the authority's leader fills in
+// for a new aerodb domain (replica-quorum since issue 20; k and the
+// interval are set for it). An unknown d is left for the authority to
+// refuse.
+func SetDurability(policy *pb.Policy, d pb.Durability, k uint32, interval time.Duration) {
+	SetReplicaQuorum(policy, k, interval)
+	policy.Durability = d
+}
+
 // Member is a node to register: its member id and the address its
 // refnode listens on (Config.Advertise).
 type Member struct {
@@ -49,12 +60,15 @@ type Setup struct {
 	// authority's leader promotes the best replica when the primary's
 	// lease expires.
 	Automatic bool
-	// ReplicaQuorum creates the domain in DURABILITY_REPLICA_QUORUM: the
-	// primary acknowledges once K (MinSyncReplicas, default 1)
-	// synchronous replicas of its epoch flushed a write, and advances the
-	// watermark lazily, at most once per WatermarkInterval (0: the
-	// authority's default, 1 s). Otherwise authority-gated.
-	ReplicaQuorum     bool
+	// Durability of the created domain (docs/DURABILITY.md). Replica-quorum
+	// — also what DURABILITY_UNSPECIFIED gets, the authority's default for
+	// a new aerodb domain — has the primary acknowledge once K
+	// (MinSyncReplicas, default 1) synchronous replicas of its epoch
+	// flushed a write, and advance the watermark lazily, at most once per
+	// WatermarkInterval (0: the authority's default, 1 s).
+	// DURABILITY_AUTHORITY_GATED acknowledges once the authority committed
+	// a watermark covering the write. An existing domain keeps its own.
+	Durability        pb.Durability
 	MinSyncReplicas   uint32
 	WatermarkInterval time.Duration
 }
@@ -74,9 +88,7 @@ func Provision(ctx context.Context, ac *client.Client, s Setup) error {
 	if s.Automatic {
 		policy.Mode = pb.PromotionMode_PROMOTION_MODE_AUTOMATIC
 	}
-	if s.ReplicaQuorum {
-		SetReplicaQuorum(policy, s.MinSyncReplicas, s.WatermarkInterval)
-	}
+	SetDurability(policy, s.Durability, s.MinSyncReplicas, s.WatermarkInterval)
 	if _, err := ac.CreateDomain(ctx, s.Domain, pb.DomainKind_DOMAIN_KIND_AERODB, policy); err != nil &&
 		!errors.Is(err, client.ErrAlreadyExists) {
 		return fmt.Errorf("create domain %q: %w", s.Domain, err)

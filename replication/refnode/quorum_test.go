@@ -366,7 +366,7 @@ func TestReplicaQuorumKillPrimaryNoAcknowledgedWriteLost(t *testing.T) {
 		killAfter := time.Duration(150+rng.IntN(1200)) * time.Millisecond
 		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
 			setup := Setup{Domain: fmt.Sprintf("rq-kill-%d", run), LeaseTTL: testTTL, InitialPrimary: "n1",
-				ReplicaQuorum: true, MinSyncReplicas: 1, WatermarkInterval: interval}
+				Durability: pb.Durability_DURABILITY_REPLICA_QUORUM, MinSyncReplicas: 1, WatermarkInterval: interval}
 			rc := newRefClusterWith(t, auth.WithT(t), ac, setup, 3, nil)
 			rc.startAll()
 			n1 := rc.node("n1")
@@ -517,8 +517,8 @@ func fenceShortScenario(t *testing.T, untilFenced bool) fenceShortOutcome {
 	auth, ac := startAuthority(t)
 	// The watermark stays behind (one advance a minute): only the fence can
 	// tell. Reports older than 1 s are not evidence: n3's last one ages out.
-	setup := Setup{Domain: "rq-short", LeaseTTL: testTTL, ReportMaxAge: time.Second, InitialPrimary: "n1", ReplicaQuorum: true,
-		MinSyncReplicas: 1, WatermarkInterval: time.Minute}
+	setup := Setup{Domain: "rq-short", LeaseTTL: testTTL, ReportMaxAge: time.Second, InitialPrimary: "n1",
+		Durability: pb.Durability_DURABILITY_REPLICA_QUORUM, MinSyncReplicas: 1, WatermarkInterval: time.Minute}
 	rc := newRefClusterWith(t, auth.WithT(t), ac, setup, 3, nil)
 	rc.startAll()
 	n1, n2, n3 := rc.node("n1"), rc.node("n2"), rc.node("n3")

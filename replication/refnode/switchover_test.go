@@ -250,7 +250,7 @@ func TestReplicaQuorumSwitchoverUnderLoad(t *testing.T) {
 		after := time.Duration(100+rng.IntN(400)) * time.Millisecond
 		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
 			setup := Setup{Domain: fmt.Sprintf("rq-switch-%d", run), LeaseTTL: testTTL, InitialPrimary: "n1",
-				ReplicaQuorum: true, MinSyncReplicas: 1, WatermarkInterval: 5 * time.Second}
+				Durability: pb.Durability_DURABILITY_REPLICA_QUORUM, MinSyncReplicas: 1, WatermarkInterval: 5 * time.Second}
 			rc := newRefClusterWith(t, auth.WithT(t), ac, setup, 3, nil)
 			gap := oneSwitchover(t, rc, after)
 			t.Logf("write gap %v", gap.Round(time.Millisecond))

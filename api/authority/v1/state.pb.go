@@ -136,7 +136,8 @@ func (PromotionMode) EnumDescriptor() ([]byte, []int) {
 type Durability int32
 
 const (
-	// Authority-gated (the default until replica-quorum is).
+	// Authority-gated, as the FSM reads it in every entry and snapshot. The
+	// leader replaces it by replica-quorum when it creates an aerodb domain.
 	Durability_DURABILITY_UNSPECIFIED Durability = 0
 	// A write is acknowledged once the authority committed a watermark
 	// covering it (AU-4 as first stated): nothing depends on replicas.
@@ -596,7 +597,8 @@ type Policy struct {
 	// the watermark to it (enforced by the client library, recorded here).
 	MinSyncReplicas uint32 `protobuf:"varint,5,opt,name=min_sync_replicas,json=minSyncReplicas,proto3" json:"min_sync_replicas,omitempty"`
 	// How an aerodb holder makes a write durable before acknowledging it
-	// (docs/DURABILITY.md). Unspecified: authority-gated.
+	// (docs/DURABILITY.md). Unspecified: authority-gated (a new aerodb
+	// domain gets replica-quorum from the leader at creation).
 	Durability Durability `protobuf:"varint,6,opt,name=durability,proto3,enum=authority.v1.Durability" json:"durability,omitempty"`
 	// replica-quorum: the holder advances the watermark at most once per
 	// this interval (it is progress, not the acknowledgement path); 0 = 1000.
