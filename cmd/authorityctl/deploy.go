@@ -60,7 +60,7 @@ func newDeployRunCmd(o *options) *cobra.Command {
 		files                               checkFiles
 	)
 	cmd := &cobra.Command{
-		Use:   "run --domain D --env ENV --release DIGEST --role primary|secondary --runner-group G --holder NAME -- CMD [ARGS...]",
+		Use:   "run --domain D --env ENV --release DIGEST --role primary|secondary --runner-group G -- CMD [ARGS...]",
 		Short: "Run CMD once per release under the deploy lock; the other runner group takes over if this one fails",
 		Long: `Runs the deployment of RELEASE to ENV under the deploy lock DOMAIN (a lock
 domain). Start it on both runner groups at once: the primary takes the lock;
@@ -95,6 +95,16 @@ deployment's outcome: 0 succeeded, 1 otherwise.`,
 			cfg.argv, cfg.role = args, role.value
 			cfg.primaryGrace, cfg.cmdTimeout, cfg.killGrace = time.Duration(primaryGrace), time.Duration(cmdTimeout), time.Duration(killGrace)
 			cfg.outcomeWait, cfg.lockWait = time.Duration(outcomeWait), time.Duration(lockWait)
+			if cfg.holder == "" { // the runner's own identity: deployer/NAME acts as NAME
+				self, err := o.selfIdentity()
+				if err != nil {
+					return err
+				}
+				if self.IsZero() {
+					return usagef("give --holder NAME (no client certificate to take it from)")
+				}
+				cfg.holder = self.Name
+			}
 			if err := checkNames("domain", cfg.domain, "environment", cfg.env, "runner group", cfg.group, "holder", cfg.holder); err != nil {
 				return err
 			}
@@ -117,7 +127,7 @@ deployment's outcome: 0 succeeded, 1 otherwise.`,
 	fs.StringVar(&cfg.release, "release", "", "release digest or tag (part of the deploy id)")
 	fs.Var(&role, "role", "this runner's role")
 	fs.StringVar(&cfg.group, "runner-group", "", "this runner's group (recorded with every step)")
-	fs.StringVar(&cfg.holder, "holder", "", "the lock holder name: this runner's identity (deployer/NAME)")
+	fs.StringVar(&cfg.holder, "holder", "", "the lock holder name (default: NAME of this runner's certificate, deployer/NAME)")
 	fs.Var(&primaryGrace, "primary-grace", "secondary: how long the primary has to claim the deployment")
 	fs.Var(&cmdTimeout, "cmd-timeout", "CMD is stopped (and counts as failed) after this long")
 	fs.Var(&killGrace, "kill-grace", "between SIGTERM and SIGKILL of CMD's process group")
@@ -128,7 +138,7 @@ deployment's outcome: 0 succeeded, 1 otherwise.`,
 	fs.StringArrayVar(&files.overrides, "override", nil, "CHECK=REASON: let that failing preflight check pass (recorded in the deployment)")
 	fs.StringVar(&files.gates, "gates", "", "health gates (docs/HEALTH-GATES.md) to run after CMD")
 	fs.StringVar(&files.webhook, "alert-webhook", "", "Alertmanager-compatible URL alerted on a failed health gate and on failure of both runner groups")
-	markRequired(cmd, "domain", "env", "release", "runner-group", "holder")
+	markRequired(cmd, "domain", "env", "release", "runner-group")
 	return cmd
 }
 

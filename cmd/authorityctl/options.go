@@ -168,6 +168,19 @@ func (o *options) tlsConfig() (credentials.TransportCredentials, error) {
 	return src.Credentials(true), nil
 }
 
+// selfIdentity is the identity of the client certificate (zero with
+// --insecure or without certificate flags).
+func (o *options) selfIdentity() (identity.Identity, error) {
+	if o.insecure || o.cert == "" || o.cacert == "" || o.key == "" {
+		return identity.Identity{}, nil
+	}
+	src, err := tlsfiles.Load(tlsfiles.Files{CA: o.cacert, Cert: o.cert, Key: o.key}, tlsfiles.Options{TrustDomain: o.trustDomain})
+	if err != nil {
+		return identity.Identity{}, usageError{err}
+	}
+	return src.Self(), nil
+}
+
 // withTimeout bounds one command's work by --timeout.
 func (o *options) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, o.timeout)

@@ -95,3 +95,14 @@ func TestProbeLinksOnlyItself(t *testing.T) {
 		})
 	}
 }
+
+// The deploy pipeline's runner checks (pipeline/...) gather evidence on
+// runners: they link no package of this module at all (the authority
+// decides, they only measure), so authorityctl can run them anywhere.
+func TestPipelineChecksLinkNothingOfTheModule(t *testing.T) {
+	for _, pkg := range []string{"pipeline/preflight", "pipeline/gate", "pipeline/alert"} {
+		forbid(t, pkg, func(d string) bool {
+			return strings.HasPrefix(d, module+"/") && !strings.HasPrefix(d, module+"/pipeline/")
+		})
+	}
+}

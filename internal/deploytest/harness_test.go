@@ -273,7 +273,7 @@ func (r *rig) start(t *testing.T, o runOpts) *runner {
 		t.Fatal(err)
 	}
 	args := append([]string{"deploy", "run", "--domain", o.domain, "--env", "prod", "--release", o.release,
-		"--role", o.role, "--runner-group", o.group, "--holder", o.holder, "--primary-grace", "3s",
+		"--role", o.role, "--runner-group", o.group, "--primary-grace", "3s",
 		"--kill-grace", killGrace.String(), "--outcome-wait", "60s", "--lock-wait", "60s", "--timeout", "10s"}, o.args...)
 	args = append(args, "--", self)
 	cmd := exec.Command(r.bin, args...)

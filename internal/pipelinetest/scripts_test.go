@@ -127,7 +127,7 @@ func TestDeployScript(t *testing.T) {
 	} {
 		t.Run(c.role, func(t *testing.T) {
 			r := runScript(t, "deploy-with-failover.sh", map[string]string{"DEPLOY_RETRY": c.retry}, c.role)
-			want := append([]string{"deploy", "run", "--domain", "deploy/production", "--env", "production",
+			want := append([]string{"deploy", "run", "--domain", "deploy.production", "--env", "production",
 				"--release", "sha256:0123456789abcdef", "--role", c.role, "--runner-group", "production-primary",
 				"--preflight", "deploy/production/preflight.yaml", "--gates", "deploy/production/gates.yaml",
 				"--alert-webhook", secrets["ALERT_WEBHOOK"]}, c.tail...)
@@ -150,7 +150,7 @@ func TestHealthGatesScript(t *testing.T) {
 		"GITHUB_STEP_SUMMARY": summary, "HAS_DEPLOY_SSH_KEY": "true", "HAS_REGISTRY_TOKEN": "false",
 		"HAS_ODD": secrets["REGISTRY_TOKEN"], // not a boolean: shown as "?"
 	}, "--summary")
-	if want := []string{"-o", "json", "domain", "get", "deploy/production"}; r.code != 0 || !slices.Equal(r.argv, want) {
+	if want := []string{"-o", "json", "domain", "get", "deploy.production"}; r.code != 0 || !slices.Equal(r.argv, want) {
 		t.Fatalf("exit %d, authorityctl %q, want %q\n%s", r.code, r.argv, want, r.out)
 	}
 	b, err := os.ReadFile(summary)

@@ -5,7 +5,7 @@
 #   deploy-with-failover.sh primary|secondary
 #
 # `authorityctl deploy run` takes the deploy lock of the domain
-# deploy/$DEPLOY_ENV: the primary at once, the secondary (hot standby) only
+# deploy.$DEPLOY_ENV: the primary at once, the secondary (hot standby) only
 # when the primary's lease expired or it handed off. The holder runs the
 # preflight (PREFLIGHT_CONFIG), then DEPLOY_COMMAND (default ./deploy.sh)
 # with AUTHORITY_DOMAIN, AUTHORITY_EPOCH and AUTHORITY_DEPLOY_ID in its

@@ -6,7 +6,7 @@
 #                              Redis, smoke tests; 5 min per service by
 #                              default). The on-call's manual re-check.
 #   health-gates.sh --summary  do not probe: print the deploy record of
-#                              deploy/$DEPLOY_ENV (status, holder, epoch,
+#                              deploy.$DEPLOY_ENV (status, holder, epoch,
 #                              gate results, failovers) and append it to
 #                              the job summary. The workflow's third step:
 #                              `deploy run` already ran the gates under the

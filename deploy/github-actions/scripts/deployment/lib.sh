@@ -27,7 +27,7 @@ need() {
 
 deploy_env() {
 	need DEPLOY_ENV '^[a-z][a-z0-9-]{0,31}$'
-	DEPLOY_DOMAIN="deploy/${DEPLOY_ENV}"
+	DEPLOY_DOMAIN="deploy.${DEPLOY_ENV}"
 }
 
 # The repository-relative config files (the application repository keeps
