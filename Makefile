@@ -34,7 +34,7 @@ test-short:
 # every target runs even after a failure, then make fails. Logs:
 # $(BIN)/fuzz-<Target>.txt. `make test` runs this.
 FUZZTIME     ?= 30s
-FUZZ_TARGETS := ./fsm:FuzzApply ./fsm:FuzzRestore ./cluster:FuzzLogEntry
+FUZZ_TARGETS := ./fsm:FuzzApply ./fsm:FuzzRestore ./cluster:FuzzLogEntry ./pipeline/preflight:FuzzParseInventory
 # Reads go's "fuzz: elapsed: 6s, ... now fuzzing" and its last
 # "fuzz: elapsed: 30s, execs: N (R/sec)" line: N over the fuzzing phase.
 FUZZ_RATE    = function secs(d,  t, n, u) { t = 0; \

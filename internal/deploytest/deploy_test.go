@@ -146,9 +146,11 @@ func TestDeployPipeline(t *testing.T) {
 		const dom, rel = "deploy.bothfail", "sha256:e1"
 		r.lock(t, dom)
 		tg := newTarget(t)
+		wh := newWebhook(t)
 		fail := []string{"DEPLOYTEST_FAIL_GROUPS=group-a,group-b"}
-		p := r.start(t, runOpts{domain: dom, release: rel, role: "primary", group: "group-a", holder: "runner-a", target: tg, env: fail})
-		s := r.start(t, runOpts{domain: dom, release: rel, role: "secondary", group: "group-b", holder: "runner-b", target: tg, env: fail})
+		alerting := []string{"--alert-webhook", wh.srv.URL}
+		p := r.start(t, runOpts{domain: dom, release: rel, role: "primary", group: "group-a", holder: "runner-a", target: tg, env: fail, args: alerting})
+		s := r.start(t, runOpts{domain: dom, release: rel, role: "secondary", group: "group-b", holder: "runner-b", target: tg, env: fail, args: alerting})
 		if code := s.wait(t, 60*time.Second); code == 0 {
 			t.Fatalf("secondary exited 0")
 		}
@@ -158,6 +160,9 @@ func TestDeployPipeline(t *testing.T) {
 		dep := r.deployment(t, dom)
 		if dep.GetStatus() != pb.DeployStatus_DEPLOY_STATUS_FAILED || !contains(dep.GetReason(), "both runner groups failed") {
 			t.Fatalf("recorded: %v", dep)
+		}
+		if got := wh.labels(); len(got) != 1 || got[0]["alertname"] != "DeployFailedOnBothRunnerGroups" || got[0]["deploy_id"] != "prod@"+rel {
+			t.Fatalf("alerts received: %v", got)
 		}
 		// A failed deploy id is not run again without --retry.
 		again := r.start(t, runOpts{domain: dom, release: rel, role: "primary", group: "group-a", holder: "runner-a", target: tg})
