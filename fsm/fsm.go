@@ -128,6 +128,8 @@ func applierFor(cmd *pb.Command) (applyFunc, error) {
 		return applyPreparePromotion, nil
 	case *pb.Command_DeployStep:
 		return applyDeployStep, nil
+	case *pb.Command_ReleaseTransition:
+		return applyReleaseTransition, nil
 	case nil:
 		if len(cmd.ProtoReflect().GetUnknown()) > 0 {
 			panic("fsm: log entry carries a command unknown to this version; refusing to diverge")

@@ -71,6 +71,9 @@ func ValidatePolicy(p *pb.Policy) error {
 	if p.WatermarkIntervalMs > MaxWatermarkIntervalMs {
 		errs = append(errs, fmt.Errorf("%w: policy.watermark_interval_ms %d is above %d", ErrInvalid, p.WatermarkIntervalMs, MaxWatermarkIntervalMs))
 	}
+	if r := p.GetRelease(); r != nil {
+		errs = append(errs, validateReleasePolicy(r))
+	}
 	return errors.Join(errs...)
 }
 
@@ -89,4 +92,58 @@ func validKind(k pb.DomainKind) bool {
 		return true
 	}
 	return false
+}
+
+// Bounds of a release policy.
+const (
+	MaxTrustedKeys     = 32
+	MaxChangeWindows   = 64
+	MaxAllowedDigests  = 1024
+	MaxRequiredMetrics = 64
+)
+
+// validateReleasePolicy bounds a release policy and checks every key and
+// window, returning every violation at once.
+func validateReleasePolicy(r *pb.ReleasePolicy) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("%w: policy.release."+format, append([]any{ErrInvalid}, args...)...)) }
+	if r.GetEnvironment() != "" {
+		if err := ValidateName("policy.release.environment", r.GetEnvironment()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(r.GetKeys()) > MaxTrustedKeys || len(r.GetWindows()) > MaxChangeWindows ||
+		len(r.GetAllowedDigests()) > MaxAllowedDigests || len(r.GetRequiredMetrics()) > MaxRequiredMetrics {
+		bad("keys/windows/allowed_digests/required_metrics: %d/%d/%d/%d, more than %d/%d/%d/%d", len(r.GetKeys()), len(r.GetWindows()),
+			len(r.GetAllowedDigests()), len(r.GetRequiredMetrics()), MaxTrustedKeys, MaxChangeWindows, MaxAllowedDigests, MaxRequiredMetrics)
+		return errors.Join(errs...)
+	}
+	for i, k := range r.GetKeys() {
+		if ValidateName("key id", k.GetKeyId()) != nil || ValidateName("evidence type", k.GetEvidenceType()) != nil || len(k.GetEd25519PublicKey()) != 32 {
+			bad("keys[%d]: want a key id, an evidence type and a 32-byte Ed25519 public key", i)
+		}
+	}
+	for i, w := range r.GetWindows() {
+		switch {
+		case ValidateName("window name", w.GetName()) != nil:
+			bad("windows[%d]: name is not a valid name", i)
+		case w.GetKind() != pb.WindowKind_WINDOW_KIND_ALLOW && w.GetKind() != pb.WindowKind_WINDOW_KIND_DENY:
+			bad("windows[%d] %s: kind must be allow or deny", i, w.GetName())
+		case w.GetWeekdays() == 0 && w.GetStartUnixMs() >= w.GetEndUnixMs():
+			bad("windows[%d] %s: a one-off window needs start < end", i, w.GetName())
+		case w.GetWeekdays() != 0 && (w.GetWeekdays() >= 1<<7 || w.GetStartMinute() >= 24*60 || w.GetDurationMinutes() == 0 || w.GetDurationMinutes() > 7*24*60):
+			bad("windows[%d] %s: a weekly window needs weekdays in 1..127, start_minute < 1440, duration 1..10080 minutes", i, w.GetName())
+		}
+	}
+	for i, dg := range r.GetAllowedDigests() {
+		if validateDigest(dg) != nil {
+			bad("allowed_digests[%d]: not sha256:<64 hex>", i)
+		}
+	}
+	for i, m := range r.GetRequiredMetrics() {
+		if ValidateName("metric", m) != nil {
+			bad("required_metrics[%d]: not a valid name", i)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -45,6 +45,8 @@ type Result struct {
 	// the one recorded earlier under the same request id).
 	Attempt   *pb.AttemptRecord
 	Duplicate bool
+	// Release is the decision of a release transition (allowed or denied).
+	Release *pb.ReleaseDecision
 	// Watermarks holds one outcome per advance of an AdvanceWatermark batch,
 	// in the batch's order.
 	Watermarks []WatermarkResult

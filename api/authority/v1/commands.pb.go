@@ -48,6 +48,7 @@ type Command struct {
 	//	*Command_Note
 	//	*Command_PreparePromotion
 	//	*Command_DeployStep
+	//	*Command_ReleaseTransition
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -255,6 +256,15 @@ func (x *Command) GetDeployStep() *DeployStep {
 	return nil
 }
 
+func (x *Command) GetReleaseTransition() *ReleaseTransition {
+	if x != nil {
+		if x, ok := x.Body.(*Command_ReleaseTransition); ok {
+			return x.ReleaseTransition
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -323,6 +333,10 @@ type Command_DeployStep struct {
 	DeployStep *DeployStep `protobuf:"bytes,25,opt,name=deploy_step,json=deployStep,proto3,oneof"`
 }
 
+type Command_ReleaseTransition struct {
+	ReleaseTransition *ReleaseTransition `protobuf:"bytes,26,opt,name=release_transition,json=releaseTransition,proto3,oneof"`
+}
+
 func (*Command_CreateDomain) isCommand_Body() {}
 
 func (*Command_UpdateDomainPolicy) isCommand_Body() {}
@@ -354,6 +368,8 @@ func (*Command_Note) isCommand_Body() {}
 func (*Command_PreparePromotion) isCommand_Body() {}
 
 func (*Command_DeployStep) isCommand_Body() {}
+
+func (*Command_ReleaseTransition) isCommand_Body() {}
 
 // Records a raft server's gRPC address (servers that joined after
 // bootstrap), so every node can forward to it and hint clients.
@@ -1537,11 +1553,178 @@ func (x *DeployStep) GetOverrides() []*DeployOverride {
 	return nil
 }
 
+// One transition of a release domain (docs/RELEASES.md), fenced by the
+// controller's (holder, epoch). The FSM verifies the evidence (pure
+// validators) and records the decision, allowed or denied, with its
+// explanation; the state keeps the evidence digests.
+type ReleaseTransition struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Holder string                 `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Epoch  uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Action ReleaseAction          `protobuf:"varint,4,opt,name=action,proto3,enum=authority.v1.ReleaseAction" json:"action,omitempty"`
+	// START_CANARY: the canary's digest ("sha256:<hex>").
+	Canary string `protobuf:"bytes,5,opt,name=canary,proto3" json:"canary,omitempty"`
+	// START_CANARY / ADVANCE_STEP: the step and the canary's traffic weight.
+	Step          uint32      `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
+	Weight        uint32      `protobuf:"varint,7,opt,name=weight,proto3" json:"weight,omitempty"`
+	Reason        string      `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Evidence      []*Evidence `protobuf:"bytes,9,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseTransition) Reset() {
+	*x = ReleaseTransition{}
+	mi := &file_authority_v1_commands_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseTransition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseTransition) ProtoMessage() {}
+
+func (x *ReleaseTransition) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseTransition.ProtoReflect.Descriptor instead.
+func (*ReleaseTransition) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReleaseTransition) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *ReleaseTransition) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *ReleaseTransition) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ReleaseTransition) GetAction() ReleaseAction {
+	if x != nil {
+		return x.Action
+	}
+	return ReleaseAction_RELEASE_ACTION_UNSPECIFIED
+}
+
+func (x *ReleaseTransition) GetCanary() string {
+	if x != nil {
+		return x.Canary
+	}
+	return ""
+}
+
+func (x *ReleaseTransition) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ReleaseTransition) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *ReleaseTransition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ReleaseTransition) GetEvidence() []*Evidence {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+// Evidence as submitted: a DSSE envelope (JSON) of one type.
+type Evidence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Envelope      []byte                 `protobuf:"bytes,2,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Evidence) Reset() {
+	*x = Evidence{}
+	mi := &file_authority_v1_commands_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Evidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Evidence) ProtoMessage() {}
+
+func (x *Evidence) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
+func (*Evidence) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Evidence) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Evidence) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
 var File_authority_v1_commands_proto protoreflect.FileDescriptor
 
 const file_authority_v1_commands_proto_rawDesc = "" +
 	"\n" +
-	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\x8c\t\n" +
+	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\xde\t\n" +
 	"\aCommand\x12&\n" +
 	"\x0fstamped_unix_ms\x18\x01 \x01(\x03R\rstampedUnixMs\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1a\n" +
@@ -1563,7 +1746,8 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x04note\x18\x17 \x01(\v2\x12.authority.v1.NoteH\x00R\x04note\x12M\n" +
 	"\x11prepare_promotion\x18\x18 \x01(\v2\x1e.authority.v1.PreparePromotionH\x00R\x10preparePromotion\x12;\n" +
 	"\vdeploy_step\x18\x19 \x01(\v2\x18.authority.v1.DeployStepH\x00R\n" +
-	"deployStepB\x06\n" +
+	"deployStep\x12P\n" +
+	"\x12release_transition\x18\x1a \x01(\v2\x1f.authority.v1.ReleaseTransitionH\x00R\x11releaseTransitionB\x06\n" +
 	"\x04body\"C\n" +
 	"\x0eRegisterServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
@@ -1653,7 +1837,20 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	" \x03(\tR\ffailedChecks\x12\x14\n" +
 	"\x05retry\x18\v \x01(\bR\x05retry\x12+\n" +
 	"\x11rollback_required\x18\f \x01(\bR\x10rollbackRequired\x12:\n" +
-	"\toverrides\x18\r \x03(\v2\x1c.authority.v1.DeployOverrideR\toverridesB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
+	"\toverrides\x18\r \x03(\v2\x1c.authority.v1.DeployOverrideR\toverrides\"\x9e\x02\n" +
+	"\x11ReleaseTransition\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x123\n" +
+	"\x06action\x18\x04 \x01(\x0e2\x1b.authority.v1.ReleaseActionR\x06action\x12\x16\n" +
+	"\x06canary\x18\x05 \x01(\tR\x06canary\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\rR\x04step\x12\x16\n" +
+	"\x06weight\x18\a \x01(\rR\x06weight\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x122\n" +
+	"\bevidence\x18\t \x03(\v2\x16.authority.v1.EvidenceR\bevidence\":\n" +
+	"\bEvidence\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1a\n" +
+	"\benvelope\x18\x02 \x01(\fR\benvelopeB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
 
 var (
 	file_authority_v1_commands_proto_rawDescOnce sync.Once
@@ -1667,7 +1864,7 @@ func file_authority_v1_commands_proto_rawDescGZIP() []byte {
 	return file_authority_v1_commands_proto_rawDescData
 }
 
-var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_authority_v1_commands_proto_goTypes = []any{
 	(*Command)(nil),            // 0: authority.v1.Command
 	(*RegisterServer)(nil),     // 1: authority.v1.RegisterServer
@@ -1687,15 +1884,18 @@ var file_authority_v1_commands_proto_goTypes = []any{
 	(*PromotionIntent)(nil),    // 15: authority.v1.PromotionIntent
 	(*PromotionAbort)(nil),     // 16: authority.v1.PromotionAbort
 	(*DeployStep)(nil),         // 17: authority.v1.DeployStep
-	(*Observed)(nil),           // 18: authority.v1.Observed
-	(DomainKind)(0),            // 19: authority.v1.DomainKind
-	(*Policy)(nil),             // 20: authority.v1.Policy
-	(MemberState)(0),           // 21: authority.v1.MemberState
-	(*LeaseObservation)(nil),   // 22: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil),   // 23: authority.v1.PromotionRequest
-	(*ProgressReport)(nil),     // 24: authority.v1.ProgressReport
-	(DeployAction)(0),          // 25: authority.v1.DeployAction
-	(*DeployOverride)(nil),     // 26: authority.v1.DeployOverride
+	(*ReleaseTransition)(nil),  // 18: authority.v1.ReleaseTransition
+	(*Evidence)(nil),           // 19: authority.v1.Evidence
+	(*Observed)(nil),           // 20: authority.v1.Observed
+	(DomainKind)(0),            // 21: authority.v1.DomainKind
+	(*Policy)(nil),             // 22: authority.v1.Policy
+	(MemberState)(0),           // 23: authority.v1.MemberState
+	(*LeaseObservation)(nil),   // 24: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil),   // 25: authority.v1.PromotionRequest
+	(*ProgressReport)(nil),     // 26: authority.v1.ProgressReport
+	(DeployAction)(0),          // 27: authority.v1.DeployAction
+	(*DeployOverride)(nil),     // 28: authority.v1.DeployOverride
+	(ReleaseAction)(0),         // 29: authority.v1.ReleaseAction
 }
 var file_authority_v1_commands_proto_depIdxs = []int32{
 	3,  // 0: authority.v1.Command.create_domain:type_name -> authority.v1.CreateDomain
@@ -1714,25 +1914,28 @@ var file_authority_v1_commands_proto_depIdxs = []int32{
 	2,  // 13: authority.v1.Command.note:type_name -> authority.v1.Note
 	12, // 14: authority.v1.Command.prepare_promotion:type_name -> authority.v1.PreparePromotion
 	17, // 15: authority.v1.Command.deploy_step:type_name -> authority.v1.DeployStep
-	18, // 16: authority.v1.Note.fields:type_name -> authority.v1.Observed
-	19, // 17: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
-	20, // 18: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
-	20, // 19: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
-	21, // 20: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
-	22, // 21: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
-	9,  // 22: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
-	23, // 23: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
-	22, // 24: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
-	24, // 25: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
-	24, // 26: authority.v1.PromotionAttempt.fence_reports:type_name -> authority.v1.ProgressReport
-	23, // 27: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
-	25, // 28: authority.v1.DeployStep.action:type_name -> authority.v1.DeployAction
-	26, // 29: authority.v1.DeployStep.overrides:type_name -> authority.v1.DeployOverride
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	18, // 16: authority.v1.Command.release_transition:type_name -> authority.v1.ReleaseTransition
+	20, // 17: authority.v1.Note.fields:type_name -> authority.v1.Observed
+	21, // 18: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
+	22, // 19: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
+	22, // 20: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
+	23, // 21: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
+	24, // 22: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
+	9,  // 23: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
+	25, // 24: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
+	24, // 25: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
+	26, // 26: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
+	26, // 27: authority.v1.PromotionAttempt.fence_reports:type_name -> authority.v1.ProgressReport
+	25, // 28: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
+	27, // 29: authority.v1.DeployStep.action:type_name -> authority.v1.DeployAction
+	28, // 30: authority.v1.DeployStep.overrides:type_name -> authority.v1.DeployOverride
+	29, // 31: authority.v1.ReleaseTransition.action:type_name -> authority.v1.ReleaseAction
+	19, // 32: authority.v1.ReleaseTransition.evidence:type_name -> authority.v1.Evidence
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_commands_proto_init() }
@@ -1758,6 +1961,7 @@ func file_authority_v1_commands_proto_init() {
 		(*Command_Note)(nil),
 		(*Command_PreparePromotion)(nil),
 		(*Command_DeployStep)(nil),
+		(*Command_ReleaseTransition)(nil),
 	}
 	file_authority_v1_commands_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
@@ -1766,7 +1970,7 @@ func file_authority_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_commands_proto_rawDesc), len(file_authority_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -133,6 +133,57 @@ func (PromotionMode) EnumDescriptor() ([]byte, []int) {
 	return file_authority_v1_state_proto_rawDescGZIP(), []int{1}
 }
 
+type WindowKind int32
+
+const (
+	WindowKind_WINDOW_KIND_UNSPECIFIED WindowKind = 0
+	// Changes only inside (when any allow window exists).
+	WindowKind_WINDOW_KIND_ALLOW WindowKind = 1
+	// No changes inside (a freeze); overrides allow windows.
+	WindowKind_WINDOW_KIND_DENY WindowKind = 2
+)
+
+// Enum value maps for WindowKind.
+var (
+	WindowKind_name = map[int32]string{
+		0: "WINDOW_KIND_UNSPECIFIED",
+		1: "WINDOW_KIND_ALLOW",
+		2: "WINDOW_KIND_DENY",
+	}
+	WindowKind_value = map[string]int32{
+		"WINDOW_KIND_UNSPECIFIED": 0,
+		"WINDOW_KIND_ALLOW":       1,
+		"WINDOW_KIND_DENY":        2,
+	}
+)
+
+func (x WindowKind) Enum() *WindowKind {
+	p := new(WindowKind)
+	*p = x
+	return p
+}
+
+func (x WindowKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WindowKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_authority_v1_state_proto_enumTypes[2].Descriptor()
+}
+
+func (WindowKind) Type() protoreflect.EnumType {
+	return &file_authority_v1_state_proto_enumTypes[2]
+}
+
+func (x WindowKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WindowKind.Descriptor instead.
+func (WindowKind) EnumDescriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
 type Durability int32
 
 const (
@@ -174,11 +225,11 @@ func (x Durability) String() string {
 }
 
 func (Durability) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[2].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[3].Descriptor()
 }
 
 func (Durability) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[2]
+	return &file_authority_v1_state_proto_enumTypes[3]
 }
 
 func (x Durability) Number() protoreflect.EnumNumber {
@@ -187,7 +238,7 @@ func (x Durability) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Durability.Descriptor instead.
 func (Durability) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
 }
 
 type MemberState int32
@@ -224,11 +275,11 @@ func (x MemberState) String() string {
 }
 
 func (MemberState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[3].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[4].Descriptor()
 }
 
 func (MemberState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[3]
+	return &file_authority_v1_state_proto_enumTypes[4]
 }
 
 func (x MemberState) Number() protoreflect.EnumNumber {
@@ -237,7 +288,7 @@ func (x MemberState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberState.Descriptor instead.
 func (MemberState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 type ReplicaState int32
@@ -279,11 +330,11 @@ func (x ReplicaState) String() string {
 }
 
 func (ReplicaState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[4].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[5].Descriptor()
 }
 
 func (ReplicaState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[4]
+	return &file_authority_v1_state_proto_enumTypes[5]
 }
 
 func (x ReplicaState) Number() protoreflect.EnumNumber {
@@ -292,7 +343,7 @@ func (x ReplicaState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReplicaState.Descriptor instead.
 func (ReplicaState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 type LeaseState int32
@@ -338,11 +389,11 @@ func (x LeaseState) String() string {
 }
 
 func (LeaseState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[5].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[6].Descriptor()
 }
 
 func (LeaseState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[5]
+	return &file_authority_v1_state_proto_enumTypes[6]
 }
 
 func (x LeaseState) Number() protoreflect.EnumNumber {
@@ -351,7 +402,7 @@ func (x LeaseState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LeaseState.Descriptor instead.
 func (LeaseState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 type Initiator int32
@@ -390,11 +441,11 @@ func (x Initiator) String() string {
 }
 
 func (Initiator) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[6].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[7].Descriptor()
 }
 
 func (Initiator) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[6]
+	return &file_authority_v1_state_proto_enumTypes[7]
 }
 
 func (x Initiator) Number() protoreflect.EnumNumber {
@@ -403,7 +454,7 @@ func (x Initiator) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Initiator.Descriptor instead.
 func (Initiator) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 type LockStatus int32
@@ -445,11 +496,11 @@ func (x LockStatus) String() string {
 }
 
 func (LockStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[7].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[8].Descriptor()
 }
 
 func (LockStatus) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[7]
+	return &file_authority_v1_state_proto_enumTypes[8]
 }
 
 func (x LockStatus) Number() protoreflect.EnumNumber {
@@ -458,7 +509,134 @@ func (x LockStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LockStatus.Descriptor instead.
 func (LockStatus) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+type ReleasePhase int32
+
+const (
+	// Stable only, no canary.
+	ReleasePhase_RELEASE_PHASE_UNSPECIFIED ReleasePhase = 0
+	ReleasePhase_RELEASE_PHASE_PROGRESSING ReleasePhase = 1
+	ReleasePhase_RELEASE_PHASE_PAUSED      ReleasePhase = 2
+	ReleasePhase_RELEASE_PHASE_PROMOTED    ReleasePhase = 3
+	ReleasePhase_RELEASE_PHASE_ABORTED     ReleasePhase = 4
+	ReleasePhase_RELEASE_PHASE_ROLLED_BACK ReleasePhase = 5
+)
+
+// Enum value maps for ReleasePhase.
+var (
+	ReleasePhase_name = map[int32]string{
+		0: "RELEASE_PHASE_UNSPECIFIED",
+		1: "RELEASE_PHASE_PROGRESSING",
+		2: "RELEASE_PHASE_PAUSED",
+		3: "RELEASE_PHASE_PROMOTED",
+		4: "RELEASE_PHASE_ABORTED",
+		5: "RELEASE_PHASE_ROLLED_BACK",
+	}
+	ReleasePhase_value = map[string]int32{
+		"RELEASE_PHASE_UNSPECIFIED": 0,
+		"RELEASE_PHASE_PROGRESSING": 1,
+		"RELEASE_PHASE_PAUSED":      2,
+		"RELEASE_PHASE_PROMOTED":    3,
+		"RELEASE_PHASE_ABORTED":     4,
+		"RELEASE_PHASE_ROLLED_BACK": 5,
+	}
+)
+
+func (x ReleasePhase) Enum() *ReleasePhase {
+	p := new(ReleasePhase)
+	*p = x
+	return p
+}
+
+func (x ReleasePhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReleasePhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_authority_v1_state_proto_enumTypes[9].Descriptor()
+}
+
+func (ReleasePhase) Type() protoreflect.EnumType {
+	return &file_authority_v1_state_proto_enumTypes[9]
+}
+
+func (x ReleasePhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReleasePhase.Descriptor instead.
+func (ReleasePhase) EnumDescriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
+}
+
+type ReleaseAction int32
+
+const (
+	ReleaseAction_RELEASE_ACTION_UNSPECIFIED  ReleaseAction = 0
+	ReleaseAction_RELEASE_ACTION_START_CANARY ReleaseAction = 1
+	ReleaseAction_RELEASE_ACTION_ADVANCE_STEP ReleaseAction = 2
+	ReleaseAction_RELEASE_ACTION_PAUSE        ReleaseAction = 3
+	ReleaseAction_RELEASE_ACTION_RESUME       ReleaseAction = 4
+	// canary -> stable, epoch + 1.
+	ReleaseAction_RELEASE_ACTION_PROMOTE ReleaseAction = 5
+	// canary cleared, epoch + 1; never blocked by a window.
+	ReleaseAction_RELEASE_ACTION_ABORT ReleaseAction = 6
+	// stable -> the last known-good release, epoch + 1; legal from every
+	// state, never blocked by a window or a freeze.
+	ReleaseAction_RELEASE_ACTION_ROLLBACK ReleaseAction = 7
+)
+
+// Enum value maps for ReleaseAction.
+var (
+	ReleaseAction_name = map[int32]string{
+		0: "RELEASE_ACTION_UNSPECIFIED",
+		1: "RELEASE_ACTION_START_CANARY",
+		2: "RELEASE_ACTION_ADVANCE_STEP",
+		3: "RELEASE_ACTION_PAUSE",
+		4: "RELEASE_ACTION_RESUME",
+		5: "RELEASE_ACTION_PROMOTE",
+		6: "RELEASE_ACTION_ABORT",
+		7: "RELEASE_ACTION_ROLLBACK",
+	}
+	ReleaseAction_value = map[string]int32{
+		"RELEASE_ACTION_UNSPECIFIED":  0,
+		"RELEASE_ACTION_START_CANARY": 1,
+		"RELEASE_ACTION_ADVANCE_STEP": 2,
+		"RELEASE_ACTION_PAUSE":        3,
+		"RELEASE_ACTION_RESUME":       4,
+		"RELEASE_ACTION_PROMOTE":      5,
+		"RELEASE_ACTION_ABORT":        6,
+		"RELEASE_ACTION_ROLLBACK":     7,
+	}
+)
+
+func (x ReleaseAction) Enum() *ReleaseAction {
+	p := new(ReleaseAction)
+	*p = x
+	return p
+}
+
+func (x ReleaseAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReleaseAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_authority_v1_state_proto_enumTypes[10].Descriptor()
+}
+
+func (ReleaseAction) Type() protoreflect.EnumType {
+	return &file_authority_v1_state_proto_enumTypes[10]
+}
+
+func (x ReleaseAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReleaseAction.Descriptor instead.
+func (ReleaseAction) EnumDescriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 type DeployStatus int32
@@ -501,11 +679,11 @@ func (x DeployStatus) String() string {
 }
 
 func (DeployStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[8].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[11].Descriptor()
 }
 
 func (DeployStatus) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[8]
+	return &file_authority_v1_state_proto_enumTypes[11]
 }
 
 func (x DeployStatus) Number() protoreflect.EnumNumber {
@@ -514,7 +692,7 @@ func (x DeployStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeployStatus.Descriptor instead.
 func (DeployStatus) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 type DeployAction int32
@@ -566,11 +744,11 @@ func (x DeployAction) String() string {
 }
 
 func (DeployAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[9].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[12].Descriptor()
 }
 
 func (DeployAction) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[9]
+	return &file_authority_v1_state_proto_enumTypes[12]
 }
 
 func (x DeployAction) Number() protoreflect.EnumNumber {
@@ -579,7 +757,7 @@ func (x DeployAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeployAction.Descriptor instead.
 func (DeployAction) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 type Policy struct {
@@ -603,8 +781,10 @@ type Policy struct {
 	// replica-quorum: the holder advances the watermark at most once per
 	// this interval (it is progress, not the acknowledgement path); 0 = 1000.
 	WatermarkIntervalMs uint64 `protobuf:"varint,7,opt,name=watermark_interval_ms,json=watermarkIntervalMs,proto3" json:"watermark_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Release domains: what a canary must prove (docs/RELEASES.md).
+	Release       *ReleasePolicy `protobuf:"bytes,8,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -686,6 +866,279 @@ func (x *Policy) GetWatermarkIntervalMs() uint64 {
 	return 0
 }
 
+func (x *Policy) GetRelease() *ReleasePolicy {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+// The release policy of a release domain: trusted keys per evidence type,
+// change windows, the digest allowlist, analysis and budget requirements.
+// Every check reads only this policy, the entry's evidence and the leader's
+// stamp: the validators are pure.
+type ReleasePolicy struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	Keys        []*TrustedKey          `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	Windows     []*ChangeWindow        `protobuf:"bytes,3,rep,name=windows,proto3" json:"windows,omitempty"`
+	// Digests that may be started as a canary; empty: any signed manifest.
+	AllowedDigests []string `protobuf:"bytes,4,rep,name=allowed_digests,json=allowedDigests,proto3" json:"allowed_digests,omitempty"`
+	// A promotion needs a signed analysis verdict (pass) covering these
+	// metrics, at most analysis_max_age_ms old by the leader's stamp.
+	RequiredMetrics  []string `protobuf:"bytes,5,rep,name=required_metrics,json=requiredMetrics,proto3" json:"required_metrics,omitempty"`
+	AnalysisMaxAgeMs uint64   `protobuf:"varint,6,opt,name=analysis_max_age_ms,json=analysisMaxAgeMs,proto3" json:"analysis_max_age_ms,omitempty"`
+	// A promotion needs signed error-budget evidence at most
+	// budget_max_age_ms old; an exhausted budget freezes promotion.
+	RequireBudget  bool   `protobuf:"varint,7,opt,name=require_budget,json=requireBudget,proto3" json:"require_budget,omitempty"`
+	BudgetMaxAgeMs uint64 `protobuf:"varint,8,opt,name=budget_max_age_ms,json=budgetMaxAgeMs,proto3" json:"budget_max_age_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReleasePolicy) Reset() {
+	*x = ReleasePolicy{}
+	mi := &file_authority_v1_state_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleasePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleasePolicy) ProtoMessage() {}
+
+func (x *ReleasePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleasePolicy.ProtoReflect.Descriptor instead.
+func (*ReleasePolicy) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReleasePolicy) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *ReleasePolicy) GetKeys() []*TrustedKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ReleasePolicy) GetWindows() []*ChangeWindow {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+func (x *ReleasePolicy) GetAllowedDigests() []string {
+	if x != nil {
+		return x.AllowedDigests
+	}
+	return nil
+}
+
+func (x *ReleasePolicy) GetRequiredMetrics() []string {
+	if x != nil {
+		return x.RequiredMetrics
+	}
+	return nil
+}
+
+func (x *ReleasePolicy) GetAnalysisMaxAgeMs() uint64 {
+	if x != nil {
+		return x.AnalysisMaxAgeMs
+	}
+	return 0
+}
+
+func (x *ReleasePolicy) GetRequireBudget() bool {
+	if x != nil {
+		return x.RequireBudget
+	}
+	return false
+}
+
+func (x *ReleasePolicy) GetBudgetMaxAgeMs() uint64 {
+	if x != nil {
+		return x.BudgetMaxAgeMs
+	}
+	return 0
+}
+
+// An Ed25519 public key trusted for one evidence type (manifest, analysis,
+// budget), named by the DSSE key id its signatures carry.
+type TrustedKey struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	KeyId            string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	EvidenceType     string                 `protobuf:"bytes,2,opt,name=evidence_type,json=evidenceType,proto3" json:"evidence_type,omitempty"`
+	Ed25519PublicKey []byte                 `protobuf:"bytes,3,opt,name=ed25519_public_key,json=ed25519PublicKey,proto3" json:"ed25519_public_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TrustedKey) Reset() {
+	*x = TrustedKey{}
+	mi := &file_authority_v1_state_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustedKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustedKey) ProtoMessage() {}
+
+func (x *TrustedKey) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustedKey.ProtoReflect.Descriptor instead.
+func (*TrustedKey) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TrustedKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *TrustedKey) GetEvidenceType() string {
+	if x != nil {
+		return x.EvidenceType
+	}
+	return ""
+}
+
+func (x *TrustedKey) GetEd25519PublicKey() []byte {
+	if x != nil {
+		return x.Ed25519PublicKey
+	}
+	return nil
+}
+
+// A change window: one-off [start, end) in unix ms, or weekly (UTC) on the
+// days in weekdays (bit 0 = Sunday) from start_minute for duration_minutes.
+// Windows never block an abort, a pause or a rollback.
+type ChangeWindow struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind            WindowKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=authority.v1.WindowKind" json:"kind,omitempty"`
+	StartUnixMs     int64                  `protobuf:"varint,3,opt,name=start_unix_ms,json=startUnixMs,proto3" json:"start_unix_ms,omitempty"`
+	EndUnixMs       int64                  `protobuf:"varint,4,opt,name=end_unix_ms,json=endUnixMs,proto3" json:"end_unix_ms,omitempty"`
+	Weekdays        uint32                 `protobuf:"varint,5,opt,name=weekdays,proto3" json:"weekdays,omitempty"`
+	StartMinute     uint32                 `protobuf:"varint,6,opt,name=start_minute,json=startMinute,proto3" json:"start_minute,omitempty"`
+	DurationMinutes uint32                 `protobuf:"varint,7,opt,name=duration_minutes,json=durationMinutes,proto3" json:"duration_minutes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ChangeWindow) Reset() {
+	*x = ChangeWindow{}
+	mi := &file_authority_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeWindow) ProtoMessage() {}
+
+func (x *ChangeWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeWindow.ProtoReflect.Descriptor instead.
+func (*ChangeWindow) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ChangeWindow) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChangeWindow) GetKind() WindowKind {
+	if x != nil {
+		return x.Kind
+	}
+	return WindowKind_WINDOW_KIND_UNSPECIFIED
+}
+
+func (x *ChangeWindow) GetStartUnixMs() int64 {
+	if x != nil {
+		return x.StartUnixMs
+	}
+	return 0
+}
+
+func (x *ChangeWindow) GetEndUnixMs() int64 {
+	if x != nil {
+		return x.EndUnixMs
+	}
+	return 0
+}
+
+func (x *ChangeWindow) GetWeekdays() uint32 {
+	if x != nil {
+		return x.Weekdays
+	}
+	return 0
+}
+
+func (x *ChangeWindow) GetStartMinute() uint32 {
+	if x != nil {
+		return x.StartMinute
+	}
+	return 0
+}
+
+func (x *ChangeWindow) GetDurationMinutes() uint32 {
+	if x != nil {
+		return x.DurationMinutes
+	}
+	return 0
+}
+
 type Member struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -702,7 +1155,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_authority_v1_state_proto_msgTypes[1]
+	mi := &file_authority_v1_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +1167,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[1]
+	mi := &file_authority_v1_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +1180,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{1}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Member) GetId() string {
@@ -788,7 +1241,7 @@ type Watermark struct {
 
 func (x *Watermark) Reset() {
 	*x = Watermark{}
-	mi := &file_authority_v1_state_proto_msgTypes[2]
+	mi := &file_authority_v1_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1253,7 @@ func (x *Watermark) String() string {
 func (*Watermark) ProtoMessage() {}
 
 func (x *Watermark) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[2]
+	mi := &file_authority_v1_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1266,7 @@ func (x *Watermark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Watermark.ProtoReflect.Descriptor instead.
 func (*Watermark) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Watermark) GetEpoch() uint64 {
@@ -875,7 +1328,7 @@ type ProgressReport struct {
 
 func (x *ProgressReport) Reset() {
 	*x = ProgressReport{}
-	mi := &file_authority_v1_state_proto_msgTypes[3]
+	mi := &file_authority_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1340,7 @@ func (x *ProgressReport) String() string {
 func (*ProgressReport) ProtoMessage() {}
 
 func (x *ProgressReport) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[3]
+	mi := &file_authority_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1353,7 @@ func (x *ProgressReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReport.ProtoReflect.Descriptor instead.
 func (*ProgressReport) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ProgressReport) GetMemberId() string {
@@ -997,7 +1450,7 @@ type ChainPoint struct {
 
 func (x *ChainPoint) Reset() {
 	*x = ChainPoint{}
-	mi := &file_authority_v1_state_proto_msgTypes[4]
+	mi := &file_authority_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1462,7 @@ func (x *ChainPoint) String() string {
 func (*ChainPoint) ProtoMessage() {}
 
 func (x *ChainPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[4]
+	mi := &file_authority_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1475,7 @@ func (x *ChainPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainPoint.ProtoReflect.Descriptor instead.
 func (*ChainPoint) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChainPoint) GetLsn() uint64 {
@@ -1058,7 +1511,7 @@ type LeaseObservation struct {
 
 func (x *LeaseObservation) Reset() {
 	*x = LeaseObservation{}
-	mi := &file_authority_v1_state_proto_msgTypes[5]
+	mi := &file_authority_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1523,7 @@ func (x *LeaseObservation) String() string {
 func (*LeaseObservation) ProtoMessage() {}
 
 func (x *LeaseObservation) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[5]
+	mi := &file_authority_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1536,7 @@ func (x *LeaseObservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseObservation.ProtoReflect.Descriptor instead.
 func (*LeaseObservation) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LeaseObservation) GetHolder() string {
@@ -1154,7 +1607,7 @@ type PromotionRequest struct {
 
 func (x *PromotionRequest) Reset() {
 	*x = PromotionRequest{}
-	mi := &file_authority_v1_state_proto_msgTypes[6]
+	mi := &file_authority_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1619,7 @@ func (x *PromotionRequest) String() string {
 func (*PromotionRequest) ProtoMessage() {}
 
 func (x *PromotionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[6]
+	mi := &file_authority_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1632,7 @@ func (x *PromotionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromotionRequest.ProtoReflect.Descriptor instead.
 func (*PromotionRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PromotionRequest) GetRequestId() string {
@@ -1259,7 +1712,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_authority_v1_state_proto_msgTypes[7]
+	mi := &file_authority_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1724,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[7]
+	mi := &file_authority_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1737,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Check) GetName() string {
@@ -1346,7 +1799,7 @@ type Observed struct {
 
 func (x *Observed) Reset() {
 	*x = Observed{}
-	mi := &file_authority_v1_state_proto_msgTypes[8]
+	mi := &file_authority_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1811,7 @@ func (x *Observed) String() string {
 func (*Observed) ProtoMessage() {}
 
 func (x *Observed) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[8]
+	mi := &file_authority_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1824,7 @@ func (x *Observed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observed.ProtoReflect.Descriptor instead.
 func (*Observed) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Observed) GetKey() string {
@@ -1403,7 +1856,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_authority_v1_state_proto_msgTypes[9]
+	mi := &file_authority_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1868,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[9]
+	mi := &file_authority_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1881,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Decision) GetAllowed() bool {
@@ -1493,7 +1946,7 @@ type AttemptRecord struct {
 
 func (x *AttemptRecord) Reset() {
 	*x = AttemptRecord{}
-	mi := &file_authority_v1_state_proto_msgTypes[10]
+	mi := &file_authority_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1958,7 @@ func (x *AttemptRecord) String() string {
 func (*AttemptRecord) ProtoMessage() {}
 
 func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[10]
+	mi := &file_authority_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1971,7 @@ func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptRecord.ProtoReflect.Descriptor instead.
 func (*AttemptRecord) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AttemptRecord) GetRequest() *PromotionRequest {
@@ -1632,7 +2085,7 @@ type WorkState struct {
 
 func (x *WorkState) Reset() {
 	*x = WorkState{}
-	mi := &file_authority_v1_state_proto_msgTypes[11]
+	mi := &file_authority_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +2097,7 @@ func (x *WorkState) String() string {
 func (*WorkState) ProtoMessage() {}
 
 func (x *WorkState) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[11]
+	mi := &file_authority_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +2110,7 @@ func (x *WorkState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkState.ProtoReflect.Descriptor instead.
 func (*WorkState) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WorkState) GetStatus() LockStatus {
@@ -1726,14 +2179,16 @@ type Domain struct {
 	Fence *Fence `protobuf:"bytes,18,opt,name=fence,proto3" json:"fence,omitempty"`
 	// Lock domains used as deploy locks: the deployment the lock guards
 	// (docs/DEPLOY.md). It outlives epochs: a takeover continues it.
-	Deployment    *Deployment `protobuf:"bytes,19,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Deployment *Deployment `protobuf:"bytes,19,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// Release domains: the release the domain governs (docs/RELEASES.md).
+	Release       *ReleaseState `protobuf:"bytes,20,opt,name=release,proto3" json:"release,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Domain) Reset() {
 	*x = Domain{}
-	mi := &file_authority_v1_state_proto_msgTypes[12]
+	mi := &file_authority_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2200,7 @@ func (x *Domain) String() string {
 func (*Domain) ProtoMessage() {}
 
 func (x *Domain) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[12]
+	mi := &file_authority_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2213,7 @@ func (x *Domain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Domain.ProtoReflect.Descriptor instead.
 func (*Domain) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Domain) GetName() string {
@@ -1894,6 +2349,352 @@ func (x *Domain) GetDeployment() *Deployment {
 	return nil
 }
 
+func (x *Domain) GetRelease() *ReleaseState {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+type ReleaseState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stable string                 `protobuf:"bytes,1,opt,name=stable,proto3" json:"stable,omitempty"`
+	Canary string                 `protobuf:"bytes,2,opt,name=canary,proto3" json:"canary,omitempty"`
+	Step   uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	// Percent of traffic on the canary.
+	Weight      uint32       `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	Phase       ReleasePhase `protobuf:"varint,5,opt,name=phase,proto3,enum=authority.v1.ReleasePhase" json:"phase,omitempty"`
+	SinceUnixMs int64        `protobuf:"varint,6,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	SinceIndex  uint64       `protobuf:"varint,7,opt,name=since_index,json=sinceIndex,proto3" json:"since_index,omitempty"`
+	// Earlier stable releases, newest first (bounded): where a rollback goes.
+	KnownGood []string `protobuf:"bytes,8,rep,name=known_good,json=knownGood,proto3" json:"known_good,omitempty"`
+	// The manifest evidence the canary was started on.
+	CanaryManifest *EvidenceRef `protobuf:"bytes,9,opt,name=canary_manifest,json=canaryManifest,proto3" json:"canary_manifest,omitempty"`
+	// The last decisions (bounded), oldest first: the audit trail.
+	Decisions     []*ReleaseDecision `protobuf:"bytes,10,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseState) Reset() {
+	*x = ReleaseState{}
+	mi := &file_authority_v1_state_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseState) ProtoMessage() {}
+
+func (x *ReleaseState) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseState.ProtoReflect.Descriptor instead.
+func (*ReleaseState) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReleaseState) GetStable() string {
+	if x != nil {
+		return x.Stable
+	}
+	return ""
+}
+
+func (x *ReleaseState) GetCanary() string {
+	if x != nil {
+		return x.Canary
+	}
+	return ""
+}
+
+func (x *ReleaseState) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ReleaseState) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *ReleaseState) GetPhase() ReleasePhase {
+	if x != nil {
+		return x.Phase
+	}
+	return ReleasePhase_RELEASE_PHASE_UNSPECIFIED
+}
+
+func (x *ReleaseState) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *ReleaseState) GetSinceIndex() uint64 {
+	if x != nil {
+		return x.SinceIndex
+	}
+	return 0
+}
+
+func (x *ReleaseState) GetKnownGood() []string {
+	if x != nil {
+		return x.KnownGood
+	}
+	return nil
+}
+
+func (x *ReleaseState) GetCanaryManifest() *EvidenceRef {
+	if x != nil {
+		return x.CanaryManifest
+	}
+	return nil
+}
+
+func (x *ReleaseState) GetDecisions() []*ReleaseDecision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// A piece of evidence as the state keeps it: its type, the sha256 of the
+// DSSE envelope bytes (the evidence store's key) and the key that signed it.
+type EvidenceRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	KeyId         string                 `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvidenceRef) Reset() {
+	*x = EvidenceRef{}
+	mi := &file_authority_v1_state_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvidenceRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvidenceRef) ProtoMessage() {}
+
+func (x *EvidenceRef) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvidenceRef.ProtoReflect.Descriptor instead.
+func (*EvidenceRef) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *EvidenceRef) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *EvidenceRef) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *EvidenceRef) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+// One release transition, allowed or denied, with its explanation.
+type ReleaseDecision struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	StampedUnixMs int64                  `protobuf:"varint,2,opt,name=stamped_unix_ms,json=stampedUnixMs,proto3" json:"stamped_unix_ms,omitempty"`
+	Action        ReleaseAction          `protobuf:"varint,3,opt,name=action,proto3,enum=authority.v1.ReleaseAction" json:"action,omitempty"`
+	Decision      *Decision              `protobuf:"bytes,4,opt,name=decision,proto3" json:"decision,omitempty"`
+	FromPhase     ReleasePhase           `protobuf:"varint,5,opt,name=from_phase,json=fromPhase,proto3,enum=authority.v1.ReleasePhase" json:"from_phase,omitempty"`
+	ToPhase       ReleasePhase           `protobuf:"varint,6,opt,name=to_phase,json=toPhase,proto3,enum=authority.v1.ReleasePhase" json:"to_phase,omitempty"`
+	Stable        string                 `protobuf:"bytes,7,opt,name=stable,proto3" json:"stable,omitempty"`
+	Canary        string                 `protobuf:"bytes,8,opt,name=canary,proto3" json:"canary,omitempty"`
+	Step          uint32                 `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
+	Weight        uint32                 `protobuf:"varint,10,opt,name=weight,proto3" json:"weight,omitempty"`
+	EpochBefore   uint64                 `protobuf:"varint,11,opt,name=epoch_before,json=epochBefore,proto3" json:"epoch_before,omitempty"`
+	EpochAfter    uint64                 `protobuf:"varint,12,opt,name=epoch_after,json=epochAfter,proto3" json:"epoch_after,omitempty"`
+	Holder        string                 `protobuf:"bytes,13,opt,name=holder,proto3" json:"holder,omitempty"`
+	Reason        string                 `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
+	Evidence      []*EvidenceRef         `protobuf:"bytes,15,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseDecision) Reset() {
+	*x = ReleaseDecision{}
+	mi := &file_authority_v1_state_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseDecision) ProtoMessage() {}
+
+func (x *ReleaseDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_state_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseDecision.ProtoReflect.Descriptor instead.
+func (*ReleaseDecision) Descriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReleaseDecision) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ReleaseDecision) GetStampedUnixMs() int64 {
+	if x != nil {
+		return x.StampedUnixMs
+	}
+	return 0
+}
+
+func (x *ReleaseDecision) GetAction() ReleaseAction {
+	if x != nil {
+		return x.Action
+	}
+	return ReleaseAction_RELEASE_ACTION_UNSPECIFIED
+}
+
+func (x *ReleaseDecision) GetDecision() *Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *ReleaseDecision) GetFromPhase() ReleasePhase {
+	if x != nil {
+		return x.FromPhase
+	}
+	return ReleasePhase_RELEASE_PHASE_UNSPECIFIED
+}
+
+func (x *ReleaseDecision) GetToPhase() ReleasePhase {
+	if x != nil {
+		return x.ToPhase
+	}
+	return ReleasePhase_RELEASE_PHASE_UNSPECIFIED
+}
+
+func (x *ReleaseDecision) GetStable() string {
+	if x != nil {
+		return x.Stable
+	}
+	return ""
+}
+
+func (x *ReleaseDecision) GetCanary() string {
+	if x != nil {
+		return x.Canary
+	}
+	return ""
+}
+
+func (x *ReleaseDecision) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ReleaseDecision) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *ReleaseDecision) GetEpochBefore() uint64 {
+	if x != nil {
+		return x.EpochBefore
+	}
+	return 0
+}
+
+func (x *ReleaseDecision) GetEpochAfter() uint64 {
+	if x != nil {
+		return x.EpochAfter
+	}
+	return 0
+}
+
+func (x *ReleaseDecision) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *ReleaseDecision) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ReleaseDecision) GetEvidence() []*EvidenceRef {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
 // A deployment recorded in a lock domain. Times are leader-stamped.
 type Deployment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1932,7 +2733,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2745,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[13]
+	mi := &file_authority_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2758,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Deployment) GetDeployId() string {
@@ -2110,7 +2911,7 @@ type DeployOverride struct {
 
 func (x *DeployOverride) Reset() {
 	*x = DeployOverride{}
-	mi := &file_authority_v1_state_proto_msgTypes[14]
+	mi := &file_authority_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2923,7 @@ func (x *DeployOverride) String() string {
 func (*DeployOverride) ProtoMessage() {}
 
 func (x *DeployOverride) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[14]
+	mi := &file_authority_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2936,7 @@ func (x *DeployOverride) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployOverride.ProtoReflect.Descriptor instead.
 func (*DeployOverride) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeployOverride) GetCheck() string {
@@ -2170,7 +2971,7 @@ type DeployTransition struct {
 
 func (x *DeployTransition) Reset() {
 	*x = DeployTransition{}
-	mi := &file_authority_v1_state_proto_msgTypes[15]
+	mi := &file_authority_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2983,7 @@ func (x *DeployTransition) String() string {
 func (*DeployTransition) ProtoMessage() {}
 
 func (x *DeployTransition) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[15]
+	mi := &file_authority_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2996,7 @@ func (x *DeployTransition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTransition.ProtoReflect.Descriptor instead.
 func (*DeployTransition) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeployTransition) GetIndex() uint64 {
@@ -2286,7 +3087,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_authority_v1_state_proto_msgTypes[16]
+	mi := &file_authority_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +3099,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[16]
+	mi := &file_authority_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +3112,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Fence) GetEpoch() uint64 {
@@ -2374,7 +3175,7 @@ type PendingIntent struct {
 
 func (x *PendingIntent) Reset() {
 	*x = PendingIntent{}
-	mi := &file_authority_v1_state_proto_msgTypes[17]
+	mi := &file_authority_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +3187,7 @@ func (x *PendingIntent) String() string {
 func (*PendingIntent) ProtoMessage() {}
 
 func (x *PendingIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[17]
+	mi := &file_authority_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +3200,7 @@ func (x *PendingIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingIntent.ProtoReflect.Descriptor instead.
 func (*PendingIntent) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PendingIntent) GetRequestId() string {
@@ -2433,7 +3234,7 @@ type ServerDirectory struct {
 
 func (x *ServerDirectory) Reset() {
 	*x = ServerDirectory{}
-	mi := &file_authority_v1_state_proto_msgTypes[18]
+	mi := &file_authority_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +3246,7 @@ func (x *ServerDirectory) String() string {
 func (*ServerDirectory) ProtoMessage() {}
 
 func (x *ServerDirectory) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[18]
+	mi := &file_authority_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +3259,7 @@ func (x *ServerDirectory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerDirectory.ProtoReflect.Descriptor instead.
 func (*ServerDirectory) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ServerDirectory) GetServers() []*ServerAddress {
@@ -2478,7 +3279,7 @@ type ServerAddress struct {
 
 func (x *ServerAddress) Reset() {
 	*x = ServerAddress{}
-	mi := &file_authority_v1_state_proto_msgTypes[19]
+	mi := &file_authority_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +3291,7 @@ func (x *ServerAddress) String() string {
 func (*ServerAddress) ProtoMessage() {}
 
 func (x *ServerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[19]
+	mi := &file_authority_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +3304,7 @@ func (x *ServerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerAddress.ProtoReflect.Descriptor instead.
 func (*ServerAddress) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ServerAddress) GetId() string {
@@ -2534,7 +3335,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_authority_v1_state_proto_msgTypes[20]
+	mi := &file_authority_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +3347,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_state_proto_msgTypes[20]
+	mi := &file_authority_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +3360,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -2594,7 +3395,7 @@ var File_authority_v1_state_proto protoreflect.FileDescriptor
 
 const file_authority_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x18authority/v1/state.proto\x12\fauthority.v1\"\xcf\x02\n" +
+	"\x18authority/v1/state.proto\x12\fauthority.v1\"\x86\x03\n" +
 	"\x06Policy\x12/\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1b.authority.v1.PromotionModeR\x04mode\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x04R\n" +
@@ -2605,7 +3406,30 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"durability\x18\x06 \x01(\x0e2\x18.authority.v1.DurabilityR\n" +
 	"durability\x122\n" +
-	"\x15watermark_interval_ms\x18\a \x01(\x04R\x13watermarkIntervalMs\"\xd5\x01\n" +
+	"\x15watermark_interval_ms\x18\a \x01(\x04R\x13watermarkIntervalMs\x125\n" +
+	"\arelease\x18\b \x01(\v2\x1b.authority.v1.ReleasePolicyR\arelease\"\xea\x02\n" +
+	"\rReleasePolicy\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12,\n" +
+	"\x04keys\x18\x02 \x03(\v2\x18.authority.v1.TrustedKeyR\x04keys\x124\n" +
+	"\awindows\x18\x03 \x03(\v2\x1a.authority.v1.ChangeWindowR\awindows\x12'\n" +
+	"\x0fallowed_digests\x18\x04 \x03(\tR\x0eallowedDigests\x12)\n" +
+	"\x10required_metrics\x18\x05 \x03(\tR\x0frequiredMetrics\x12-\n" +
+	"\x13analysis_max_age_ms\x18\x06 \x01(\x04R\x10analysisMaxAgeMs\x12%\n" +
+	"\x0erequire_budget\x18\a \x01(\bR\rrequireBudget\x12)\n" +
+	"\x11budget_max_age_ms\x18\b \x01(\x04R\x0ebudgetMaxAgeMs\"v\n" +
+	"\n" +
+	"TrustedKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12#\n" +
+	"\revidence_type\x18\x02 \x01(\tR\fevidenceType\x12,\n" +
+	"\x12ed25519_public_key\x18\x03 \x01(\fR\x10ed25519PublicKey\"\xfe\x01\n" +
+	"\fChangeWindow\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x18.authority.v1.WindowKindR\x04kind\x12\"\n" +
+	"\rstart_unix_ms\x18\x03 \x01(\x03R\vstartUnixMs\x12\x1e\n" +
+	"\vend_unix_ms\x18\x04 \x01(\x03R\tendUnixMs\x12\x1a\n" +
+	"\bweekdays\x18\x05 \x01(\rR\bweekdays\x12!\n" +
+	"\fstart_minute\x18\x06 \x01(\rR\vstartMinute\x12)\n" +
+	"\x10duration_minutes\x18\a \x01(\rR\x0fdurationMinutes\"\xd5\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -2695,7 +3519,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.authority.v1.LockStatusR\x06status\x12\x17\n" +
 	"\awork_id\x18\x02 \x01(\tR\x06workId\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xab\x06\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xe1\x06\n" +
 	"\x06Domain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.authority.v1.DomainKindR\x04kind\x12,\n" +
@@ -2719,7 +3543,45 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x05fence\x18\x12 \x01(\v2\x13.authority.v1.FenceR\x05fence\x128\n" +
 	"\n" +
 	"deployment\x18\x13 \x01(\v2\x18.authority.v1.DeploymentR\n" +
-	"deployment\"\xd7\x05\n" +
+	"deployment\x124\n" +
+	"\arelease\x18\x14 \x01(\v2\x1a.authority.v1.ReleaseStateR\arelease\"\x81\x03\n" +
+	"\fReleaseState\x12\x16\n" +
+	"\x06stable\x18\x01 \x01(\tR\x06stable\x12\x16\n" +
+	"\x06canary\x18\x02 \x01(\tR\x06canary\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\x12\x16\n" +
+	"\x06weight\x18\x04 \x01(\rR\x06weight\x120\n" +
+	"\x05phase\x18\x05 \x01(\x0e2\x1a.authority.v1.ReleasePhaseR\x05phase\x12\"\n" +
+	"\rsince_unix_ms\x18\x06 \x01(\x03R\vsinceUnixMs\x12\x1f\n" +
+	"\vsince_index\x18\a \x01(\x04R\n" +
+	"sinceIndex\x12\x1d\n" +
+	"\n" +
+	"known_good\x18\b \x03(\tR\tknownGood\x12B\n" +
+	"\x0fcanary_manifest\x18\t \x01(\v2\x19.authority.v1.EvidenceRefR\x0ecanaryManifest\x12;\n" +
+	"\tdecisions\x18\n" +
+	" \x03(\v2\x1d.authority.v1.ReleaseDecisionR\tdecisions\"P\n" +
+	"\vEvidenceRef\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\xb1\x04\n" +
+	"\x0fReleaseDecision\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12&\n" +
+	"\x0fstamped_unix_ms\x18\x02 \x01(\x03R\rstampedUnixMs\x123\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x1b.authority.v1.ReleaseActionR\x06action\x122\n" +
+	"\bdecision\x18\x04 \x01(\v2\x16.authority.v1.DecisionR\bdecision\x129\n" +
+	"\n" +
+	"from_phase\x18\x05 \x01(\x0e2\x1a.authority.v1.ReleasePhaseR\tfromPhase\x125\n" +
+	"\bto_phase\x18\x06 \x01(\x0e2\x1a.authority.v1.ReleasePhaseR\atoPhase\x12\x16\n" +
+	"\x06stable\x18\a \x01(\tR\x06stable\x12\x16\n" +
+	"\x06canary\x18\b \x01(\tR\x06canary\x12\x12\n" +
+	"\x04step\x18\t \x01(\rR\x04step\x12\x16\n" +
+	"\x06weight\x18\n" +
+	" \x01(\rR\x06weight\x12!\n" +
+	"\fepoch_before\x18\v \x01(\x04R\vepochBefore\x12\x1f\n" +
+	"\vepoch_after\x18\f \x01(\x04R\n" +
+	"epochAfter\x12\x16\n" +
+	"\x06holder\x18\r \x01(\tR\x06holder\x12\x16\n" +
+	"\x06reason\x18\x0e \x01(\tR\x06reason\x125\n" +
+	"\bevidence\x18\x0f \x03(\v2\x19.authority.v1.EvidenceRefR\bevidence\"\xd7\x05\n" +
 	"\n" +
 	"Deployment\x12\x1b\n" +
 	"\tdeploy_id\x18\x01 \x01(\tR\bdeployId\x12 \n" +
@@ -2794,7 +3656,12 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\rPromotionMode\x12\x1e\n" +
 	"\x1aPROMOTION_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROMOTION_MODE_MANUAL\x10\x01\x12\x1c\n" +
-	"\x18PROMOTION_MODE_AUTOMATIC\x10\x02*g\n" +
+	"\x18PROMOTION_MODE_AUTOMATIC\x10\x02*V\n" +
+	"\n" +
+	"WindowKind\x12\x1b\n" +
+	"\x17WINDOW_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11WINDOW_KIND_ALLOW\x10\x01\x12\x14\n" +
+	"\x10WINDOW_KIND_DENY\x10\x02*g\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x1e\n" +
@@ -2828,7 +3695,23 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\x10LOCK_STATUS_FREE\x10\x01\x12\x14\n" +
 	"\x10LOCK_STATUS_HELD\x10\x02\x12\x19\n" +
 	"\x15LOCK_STATUS_COMPLETED\x10\x03\x12\x17\n" +
-	"\x13LOCK_STATUS_ABORTED\x10\x04*\x9e\x01\n" +
+	"\x13LOCK_STATUS_ABORTED\x10\x04*\xbc\x01\n" +
+	"\fReleasePhase\x12\x1d\n" +
+	"\x19RELEASE_PHASE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19RELEASE_PHASE_PROGRESSING\x10\x01\x12\x18\n" +
+	"\x14RELEASE_PHASE_PAUSED\x10\x02\x12\x1a\n" +
+	"\x16RELEASE_PHASE_PROMOTED\x10\x03\x12\x19\n" +
+	"\x15RELEASE_PHASE_ABORTED\x10\x04\x12\x1d\n" +
+	"\x19RELEASE_PHASE_ROLLED_BACK\x10\x05*\xf9\x01\n" +
+	"\rReleaseAction\x12\x1e\n" +
+	"\x1aRELEASE_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bRELEASE_ACTION_START_CANARY\x10\x01\x12\x1f\n" +
+	"\x1bRELEASE_ACTION_ADVANCE_STEP\x10\x02\x12\x18\n" +
+	"\x14RELEASE_ACTION_PAUSE\x10\x03\x12\x19\n" +
+	"\x15RELEASE_ACTION_RESUME\x10\x04\x12\x1a\n" +
+	"\x16RELEASE_ACTION_PROMOTE\x10\x05\x12\x18\n" +
+	"\x14RELEASE_ACTION_ABORT\x10\x06\x12\x1b\n" +
+	"\x17RELEASE_ACTION_ROLLBACK\x10\a*\x9e\x01\n" +
 	"\fDeployStatus\x12\x1d\n" +
 	"\x19DEPLOY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17DEPLOY_STATUS_DEPLOYING\x10\x01\x12\x1b\n" +
@@ -2855,80 +3738,102 @@ func file_authority_v1_state_proto_rawDescGZIP() []byte {
 	return file_authority_v1_state_proto_rawDescData
 }
 
-var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
+var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_authority_v1_state_proto_goTypes = []any{
 	(DomainKind)(0),          // 0: authority.v1.DomainKind
 	(PromotionMode)(0),       // 1: authority.v1.PromotionMode
-	(Durability)(0),          // 2: authority.v1.Durability
-	(MemberState)(0),         // 3: authority.v1.MemberState
-	(ReplicaState)(0),        // 4: authority.v1.ReplicaState
-	(LeaseState)(0),          // 5: authority.v1.LeaseState
-	(Initiator)(0),           // 6: authority.v1.Initiator
-	(LockStatus)(0),          // 7: authority.v1.LockStatus
-	(DeployStatus)(0),        // 8: authority.v1.DeployStatus
-	(DeployAction)(0),        // 9: authority.v1.DeployAction
-	(*Policy)(nil),           // 10: authority.v1.Policy
-	(*Member)(nil),           // 11: authority.v1.Member
-	(*Watermark)(nil),        // 12: authority.v1.Watermark
-	(*ProgressReport)(nil),   // 13: authority.v1.ProgressReport
-	(*ChainPoint)(nil),       // 14: authority.v1.ChainPoint
-	(*LeaseObservation)(nil), // 15: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil), // 16: authority.v1.PromotionRequest
-	(*Check)(nil),            // 17: authority.v1.Check
-	(*Observed)(nil),         // 18: authority.v1.Observed
-	(*Decision)(nil),         // 19: authority.v1.Decision
-	(*AttemptRecord)(nil),    // 20: authority.v1.AttemptRecord
-	(*WorkState)(nil),        // 21: authority.v1.WorkState
-	(*Domain)(nil),           // 22: authority.v1.Domain
-	(*Deployment)(nil),       // 23: authority.v1.Deployment
-	(*DeployOverride)(nil),   // 24: authority.v1.DeployOverride
-	(*DeployTransition)(nil), // 25: authority.v1.DeployTransition
-	(*Fence)(nil),            // 26: authority.v1.Fence
-	(*PendingIntent)(nil),    // 27: authority.v1.PendingIntent
-	(*ServerDirectory)(nil),  // 28: authority.v1.ServerDirectory
-	(*ServerAddress)(nil),    // 29: authority.v1.ServerAddress
-	(*SnapshotHeader)(nil),   // 30: authority.v1.SnapshotHeader
+	(WindowKind)(0),          // 2: authority.v1.WindowKind
+	(Durability)(0),          // 3: authority.v1.Durability
+	(MemberState)(0),         // 4: authority.v1.MemberState
+	(ReplicaState)(0),        // 5: authority.v1.ReplicaState
+	(LeaseState)(0),          // 6: authority.v1.LeaseState
+	(Initiator)(0),           // 7: authority.v1.Initiator
+	(LockStatus)(0),          // 8: authority.v1.LockStatus
+	(ReleasePhase)(0),        // 9: authority.v1.ReleasePhase
+	(ReleaseAction)(0),       // 10: authority.v1.ReleaseAction
+	(DeployStatus)(0),        // 11: authority.v1.DeployStatus
+	(DeployAction)(0),        // 12: authority.v1.DeployAction
+	(*Policy)(nil),           // 13: authority.v1.Policy
+	(*ReleasePolicy)(nil),    // 14: authority.v1.ReleasePolicy
+	(*TrustedKey)(nil),       // 15: authority.v1.TrustedKey
+	(*ChangeWindow)(nil),     // 16: authority.v1.ChangeWindow
+	(*Member)(nil),           // 17: authority.v1.Member
+	(*Watermark)(nil),        // 18: authority.v1.Watermark
+	(*ProgressReport)(nil),   // 19: authority.v1.ProgressReport
+	(*ChainPoint)(nil),       // 20: authority.v1.ChainPoint
+	(*LeaseObservation)(nil), // 21: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil), // 22: authority.v1.PromotionRequest
+	(*Check)(nil),            // 23: authority.v1.Check
+	(*Observed)(nil),         // 24: authority.v1.Observed
+	(*Decision)(nil),         // 25: authority.v1.Decision
+	(*AttemptRecord)(nil),    // 26: authority.v1.AttemptRecord
+	(*WorkState)(nil),        // 27: authority.v1.WorkState
+	(*Domain)(nil),           // 28: authority.v1.Domain
+	(*ReleaseState)(nil),     // 29: authority.v1.ReleaseState
+	(*EvidenceRef)(nil),      // 30: authority.v1.EvidenceRef
+	(*ReleaseDecision)(nil),  // 31: authority.v1.ReleaseDecision
+	(*Deployment)(nil),       // 32: authority.v1.Deployment
+	(*DeployOverride)(nil),   // 33: authority.v1.DeployOverride
+	(*DeployTransition)(nil), // 34: authority.v1.DeployTransition
+	(*Fence)(nil),            // 35: authority.v1.Fence
+	(*PendingIntent)(nil),    // 36: authority.v1.PendingIntent
+	(*ServerDirectory)(nil),  // 37: authority.v1.ServerDirectory
+	(*ServerAddress)(nil),    // 38: authority.v1.ServerAddress
+	(*SnapshotHeader)(nil),   // 39: authority.v1.SnapshotHeader
 }
 var file_authority_v1_state_proto_depIdxs = []int32{
 	1,  // 0: authority.v1.Policy.mode:type_name -> authority.v1.PromotionMode
-	2,  // 1: authority.v1.Policy.durability:type_name -> authority.v1.Durability
-	3,  // 2: authority.v1.Member.state:type_name -> authority.v1.MemberState
-	4,  // 3: authority.v1.ProgressReport.state:type_name -> authority.v1.ReplicaState
-	14, // 4: authority.v1.ProgressReport.chain:type_name -> authority.v1.ChainPoint
-	5,  // 5: authority.v1.LeaseObservation.state:type_name -> authority.v1.LeaseState
-	6,  // 6: authority.v1.PromotionRequest.initiated_by:type_name -> authority.v1.Initiator
-	18, // 7: authority.v1.Check.observed:type_name -> authority.v1.Observed
-	17, // 8: authority.v1.Decision.checks:type_name -> authority.v1.Check
-	16, // 9: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
-	19, // 10: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
-	15, // 11: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
-	13, // 12: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
-	13, // 13: authority.v1.AttemptRecord.fence_reports:type_name -> authority.v1.ProgressReport
-	26, // 14: authority.v1.AttemptRecord.fence:type_name -> authority.v1.Fence
-	7,  // 15: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
-	0,  // 16: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
-	10, // 17: authority.v1.Domain.policy:type_name -> authority.v1.Policy
-	11, // 18: authority.v1.Domain.members:type_name -> authority.v1.Member
-	12, // 19: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
-	20, // 20: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
-	20, // 21: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
-	21, // 22: authority.v1.Domain.work:type_name -> authority.v1.WorkState
-	27, // 23: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
-	26, // 24: authority.v1.Domain.fence:type_name -> authority.v1.Fence
-	23, // 25: authority.v1.Domain.deployment:type_name -> authority.v1.Deployment
-	8,  // 26: authority.v1.Deployment.status:type_name -> authority.v1.DeployStatus
-	24, // 27: authority.v1.Deployment.overrides:type_name -> authority.v1.DeployOverride
-	25, // 28: authority.v1.Deployment.transitions:type_name -> authority.v1.DeployTransition
-	9,  // 29: authority.v1.DeployTransition.action:type_name -> authority.v1.DeployAction
-	8,  // 30: authority.v1.DeployTransition.from:type_name -> authority.v1.DeployStatus
-	8,  // 31: authority.v1.DeployTransition.to:type_name -> authority.v1.DeployStatus
-	29, // 32: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	3,  // 1: authority.v1.Policy.durability:type_name -> authority.v1.Durability
+	14, // 2: authority.v1.Policy.release:type_name -> authority.v1.ReleasePolicy
+	15, // 3: authority.v1.ReleasePolicy.keys:type_name -> authority.v1.TrustedKey
+	16, // 4: authority.v1.ReleasePolicy.windows:type_name -> authority.v1.ChangeWindow
+	2,  // 5: authority.v1.ChangeWindow.kind:type_name -> authority.v1.WindowKind
+	4,  // 6: authority.v1.Member.state:type_name -> authority.v1.MemberState
+	5,  // 7: authority.v1.ProgressReport.state:type_name -> authority.v1.ReplicaState
+	20, // 8: authority.v1.ProgressReport.chain:type_name -> authority.v1.ChainPoint
+	6,  // 9: authority.v1.LeaseObservation.state:type_name -> authority.v1.LeaseState
+	7,  // 10: authority.v1.PromotionRequest.initiated_by:type_name -> authority.v1.Initiator
+	24, // 11: authority.v1.Check.observed:type_name -> authority.v1.Observed
+	23, // 12: authority.v1.Decision.checks:type_name -> authority.v1.Check
+	22, // 13: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
+	25, // 14: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
+	21, // 15: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
+	19, // 16: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
+	19, // 17: authority.v1.AttemptRecord.fence_reports:type_name -> authority.v1.ProgressReport
+	35, // 18: authority.v1.AttemptRecord.fence:type_name -> authority.v1.Fence
+	8,  // 19: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
+	0,  // 20: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
+	13, // 21: authority.v1.Domain.policy:type_name -> authority.v1.Policy
+	17, // 22: authority.v1.Domain.members:type_name -> authority.v1.Member
+	18, // 23: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
+	26, // 24: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
+	26, // 25: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
+	27, // 26: authority.v1.Domain.work:type_name -> authority.v1.WorkState
+	36, // 27: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
+	35, // 28: authority.v1.Domain.fence:type_name -> authority.v1.Fence
+	32, // 29: authority.v1.Domain.deployment:type_name -> authority.v1.Deployment
+	29, // 30: authority.v1.Domain.release:type_name -> authority.v1.ReleaseState
+	9,  // 31: authority.v1.ReleaseState.phase:type_name -> authority.v1.ReleasePhase
+	30, // 32: authority.v1.ReleaseState.canary_manifest:type_name -> authority.v1.EvidenceRef
+	31, // 33: authority.v1.ReleaseState.decisions:type_name -> authority.v1.ReleaseDecision
+	10, // 34: authority.v1.ReleaseDecision.action:type_name -> authority.v1.ReleaseAction
+	25, // 35: authority.v1.ReleaseDecision.decision:type_name -> authority.v1.Decision
+	9,  // 36: authority.v1.ReleaseDecision.from_phase:type_name -> authority.v1.ReleasePhase
+	9,  // 37: authority.v1.ReleaseDecision.to_phase:type_name -> authority.v1.ReleasePhase
+	30, // 38: authority.v1.ReleaseDecision.evidence:type_name -> authority.v1.EvidenceRef
+	11, // 39: authority.v1.Deployment.status:type_name -> authority.v1.DeployStatus
+	33, // 40: authority.v1.Deployment.overrides:type_name -> authority.v1.DeployOverride
+	34, // 41: authority.v1.Deployment.transitions:type_name -> authority.v1.DeployTransition
+	12, // 42: authority.v1.DeployTransition.action:type_name -> authority.v1.DeployAction
+	11, // 43: authority.v1.DeployTransition.from:type_name -> authority.v1.DeployStatus
+	11, // 44: authority.v1.DeployTransition.to:type_name -> authority.v1.DeployStatus
+	38, // 45: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_state_proto_init() }
@@ -2936,14 +3841,14 @@ func file_authority_v1_state_proto_init() {
 	if File_authority_v1_state_proto != nil {
 		return
 	}
-	file_authority_v1_state_proto_msgTypes[6].OneofWrappers = []any{}
+	file_authority_v1_state_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_state_proto_rawDesc), len(file_authority_v1_state_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   21,
+			NumEnums:      13,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,469 @@
+package validator
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+)
+
+// Release checks (docs/RELEASES.md), in the order they run.
+const (
+	CheckTransitionLegal = "transition_legal"
+	CheckSignedManifest  = "signed_manifest"
+	CheckDigestAllowed   = "digest_allowed"
+	CheckChangeWindow    = "change_window"
+	CheckAnalysisVerdict = "analysis_verdict"
+	CheckErrorBudget     = "error_budget"
+	CheckKnownGood       = "known_good"
+)
+
+// Release denial reasons.
+const (
+	ReasonIllegalTransition    = "IllegalTransition"
+	ReasonManifestUnsigned     = "ManifestUnsigned"
+	ReasonManifestInvalid      = "ManifestSignatureInvalid"
+	ReasonManifestMismatch     = "ManifestDigestMismatch"
+	ReasonDigestNotAllowed     = "DigestNotAllowed"
+	ReasonChangeFrozen         = "ChangeFrozen"
+	ReasonOutsideChangeWindow  = "OutsideChangeWindow"
+	ReasonAnalysisMissing      = "AnalysisMissing"
+	ReasonAnalysisInvalid      = "AnalysisSignatureInvalid"
+	ReasonAnalysisNotPassing   = "AnalysisNotPassing"
+	ReasonAnalysisStale        = "AnalysisStale"
+	ReasonAnalysisIncomplete   = "AnalysisIncomplete"
+	ReasonBudgetMissing        = "BudgetEvidenceMissing"
+	ReasonBudgetInvalid        = "BudgetSignatureInvalid"
+	ReasonBudgetStale          = "BudgetEvidenceStale"
+	ReasonErrorBudgetExhausted = "ErrorBudgetExhausted"
+	ReasonNoKnownGood          = "NoKnownGood"
+)
+
+// Evidence types and the in-toto predicate types they carry.
+const (
+	EvidenceManifest = "manifest"
+	EvidenceAnalysis = "analysis"
+	EvidenceBudget   = "budget"
+
+	StatementType          = "https://in-toto.io/Statement/v1"
+	PredicateManifest      = "https://aerodb.dev/release/manifest/v1"
+	PredicateAnalysis      = "https://aerodb.dev/release/analysis/v1"
+	PredicateBudget        = "https://aerodb.dev/release/error-budget/v1"
+	PayloadTypeInToto      = "application/vnd.in-toto+json"
+	MaxEvidenceBytes       = 64 << 10
+	MaxEvidenceSignatures  = 8
+	MaxEvidencePerDecision = 8
+)
+
+// Statement is an in-toto Statement v1 as the release checks read it.
+type Statement struct {
+	Type          string          `json:"_type"`
+	Subject       []Subject       `json:"subject"`
+	PredicateType string          `json:"predicateType"`
+	Predicate     json.RawMessage `json:"predicate"`
+}
+
+// Subject names an artefact by digest.
+type Subject struct {
+	Name   string            `json:"name"`
+	Digest map[string]string `json:"digest"`
+}
+
+// AnalysisPredicate is a canary analysis verdict.
+type AnalysisPredicate struct {
+	Verdict         string   `json:"verdict"` // pass, fail, inconclusive
+	Metrics         []string `json:"metrics"`
+	WindowEndUnixMs int64    `json:"window_end_unix_ms"`
+}
+
+// BudgetPredicate is error-budget evidence for the environment.
+type BudgetPredicate struct {
+	Objective        float64 `json:"objective"`
+	Remaining        float64 `json:"remaining"` // fraction of the budget left; <= 0 exhausted
+	MeasuredAtUnixMs int64   `json:"measured_at_unix_ms"`
+}
+
+// ReleaseInput is everything a release decision reads: the state before,
+// the domain's policy, the requested transition with its evidence, and the
+// leader's stamp. Nothing else: the decision is a pure function of it.
+type ReleaseInput struct {
+	State         *pb.ReleaseState
+	Policy        *pb.ReleasePolicy
+	Action        pb.ReleaseAction
+	Canary        string // START_CANARY: the requested canary
+	Step, Weight  uint32
+	Evidence      []*pb.Evidence
+	StampedUnixMs int64
+}
+
+// EvaluateRelease decides a release transition. Every check that applies to
+// the action runs (in a fixed order) and is shown; the first failed one
+// names the denial.
+func EvaluateRelease(in ReleaseInput) (*pb.Decision, []*pb.EvidenceRef) {
+	r := &releaseEval{in: in, st: in.State}
+	if r.st == nil {
+		r.st = &pb.ReleaseState{}
+	}
+	r.legal()
+	switch in.Action {
+	case pb.ReleaseAction_RELEASE_ACTION_START_CANARY:
+		r.manifest()
+		r.allowed(in.Canary)
+		r.window()
+	case pb.ReleaseAction_RELEASE_ACTION_ADVANCE_STEP, pb.ReleaseAction_RELEASE_ACTION_RESUME:
+		r.window()
+	case pb.ReleaseAction_RELEASE_ACTION_PROMOTE:
+		r.allowed(r.st.GetCanary())
+		r.window()
+		r.analysis()
+		r.budget()
+	case pb.ReleaseAction_RELEASE_ACTION_ROLLBACK:
+		r.knownGood()
+	}
+	d := &pb.Decision{Allowed: true, Checks: r.checks}
+	for _, c := range r.checks {
+		if !c.Satisfied {
+			d.Allowed, d.DenialReason, d.FailedInvariant = false, c.Reason, c.Invariant
+			break
+		}
+	}
+	return d, r.refs
+}
+
+type releaseEval struct {
+	in     ReleaseInput
+	st     *pb.ReleaseState
+	checks []*pb.Check
+	refs   []*pb.EvidenceRef
+}
+
+func (r *releaseEval) add(name, reason, detail string, observed ...string) {
+	c := &pb.Check{Name: name, Invariant: "REL", Satisfied: reason == "", Reason: reason, Detail: detail}
+	for i := 0; i+1 < len(observed); i += 2 {
+		c.Observed = append(c.Observed, &pb.Observed{Key: observed[i], Value: observed[i+1]})
+	}
+	r.checks = append(r.checks, c)
+}
+
+// legal: the action is legal from the current phase.
+func (r *releaseEval) legal() {
+	ph := r.st.GetPhase()
+	active := ph == pb.ReleasePhase_RELEASE_PHASE_PROGRESSING || ph == pb.ReleasePhase_RELEASE_PHASE_PAUSED
+	var ok bool
+	switch r.in.Action {
+	case pb.ReleaseAction_RELEASE_ACTION_START_CANARY:
+		ok = !active
+	case pb.ReleaseAction_RELEASE_ACTION_ADVANCE_STEP:
+		ok = ph == pb.ReleasePhase_RELEASE_PHASE_PROGRESSING && r.in.Step == r.st.GetStep()+1 && r.in.Weight <= 100
+	case pb.ReleaseAction_RELEASE_ACTION_PAUSE:
+		ok = ph == pb.ReleasePhase_RELEASE_PHASE_PROGRESSING
+	case pb.ReleaseAction_RELEASE_ACTION_RESUME:
+		ok = ph == pb.ReleasePhase_RELEASE_PHASE_PAUSED
+	case pb.ReleaseAction_RELEASE_ACTION_PROMOTE, pb.ReleaseAction_RELEASE_ACTION_ABORT:
+		ok = active
+	case pb.ReleaseAction_RELEASE_ACTION_ROLLBACK:
+		ok = true // from every state
+	}
+	detail := fmt.Sprintf("%s is legal from %s", actionWord(r.in.Action), phaseWord(ph))
+	reason := ""
+	if !ok {
+		reason = ReasonIllegalTransition
+		detail = fmt.Sprintf("%s is not legal from %s (step %d)", actionWord(r.in.Action), phaseWord(ph), r.st.GetStep())
+	}
+	r.add(CheckTransitionLegal, reason, detail, "phase", phaseWord(ph), "step", fmt.Sprint(r.st.GetStep()),
+		"requested_step", fmt.Sprint(r.in.Step), "weight", fmt.Sprint(r.in.Weight))
+}
+
+// manifest: a manifest statement over the canary's digest, signed by a key
+// trusted for manifests.
+func (r *releaseEval) manifest() {
+	stmt, ref, reason, why := r.verified(EvidenceManifest, PredicateManifest)
+	if reason != "" {
+		r.add(CheckSignedManifest, reason, why, "canary", r.in.Canary)
+		return
+	}
+	if !subjectHas(stmt, r.in.Canary) {
+		r.add(CheckSignedManifest, ReasonManifestMismatch, "the signed manifest names another digest than the canary", "canary", r.in.Canary,
+			"signed", subjectDigests(stmt))
+		return
+	}
+	r.add(CheckSignedManifest, "", "the canary's manifest is signed by a trusted key", "canary", r.in.Canary, "key_id", ref.KeyId)
+}
+
+// allowed: the digest is on the environment's allowlist (when it has one).
+func (r *releaseEval) allowed(digest string) {
+	list := r.in.Policy.GetAllowedDigests()
+	if len(list) == 0 {
+		r.add(CheckDigestAllowed, "", "the environment has no allowlist: any signed manifest", "digest", digest)
+		return
+	}
+	if !slices.Contains(list, digest) {
+		r.add(CheckDigestAllowed, ReasonDigestNotAllowed, "the digest is not on the environment's allowlist", "digest", digest,
+			"environment", r.in.Policy.GetEnvironment())
+		return
+	}
+	r.add(CheckDigestAllowed, "", "the digest is on the environment's allowlist", "digest", digest)
+}
+
+// window: no deny window is active, and an allow window is when any exists.
+func (r *releaseEval) window() {
+	at := r.in.StampedUnixMs
+	var allows []string
+	anyAllow := false
+	for _, w := range r.in.Policy.GetWindows() {
+		active := WindowActive(w, at)
+		switch w.GetKind() {
+		case pb.WindowKind_WINDOW_KIND_DENY:
+			if active {
+				r.add(CheckChangeWindow, ReasonChangeFrozen, "a deny window (freeze) is active", "window", w.GetName(), "at_unix_ms", fmt.Sprint(at))
+				return
+			}
+		case pb.WindowKind_WINDOW_KIND_ALLOW:
+			anyAllow = true
+			if active {
+				allows = append(allows, w.GetName())
+			}
+		}
+	}
+	if anyAllow && len(allows) == 0 {
+		r.add(CheckChangeWindow, ReasonOutsideChangeWindow, "no allow window is active", "at_unix_ms", fmt.Sprint(at))
+		return
+	}
+	r.add(CheckChangeWindow, "", "no freeze is active and changes are allowed now", "at_unix_ms", fmt.Sprint(at),
+		"allow_windows", strings.Join(allows, ","))
+}
+
+// analysis: a signed, fresh, passing verdict over the canary covering every
+// required metric.
+func (r *releaseEval) analysis() {
+	stmt, ref, reason, why := r.verified(EvidenceAnalysis, PredicateAnalysis)
+	if reason == ReasonManifestUnsigned {
+		reason = ReasonAnalysisMissing
+	} else if reason != "" {
+		reason = ReasonAnalysisInvalid
+	}
+	if reason != "" {
+		r.add(CheckAnalysisVerdict, reason, why, "canary", r.st.GetCanary())
+		return
+	}
+	var p AnalysisPredicate
+	if err := json.Unmarshal(stmt.Predicate, &p); err != nil || !subjectHas(stmt, r.st.GetCanary()) {
+		r.add(CheckAnalysisVerdict, ReasonAnalysisInvalid, "the analysis statement is malformed or names another digest", "canary", r.st.GetCanary())
+		return
+	}
+	age := r.in.StampedUnixMs - p.WindowEndUnixMs
+	maxAge := int64(r.in.Policy.GetAnalysisMaxAgeMs())
+	var missing []string
+	for _, m := range r.in.Policy.GetRequiredMetrics() {
+		if !slices.Contains(p.Metrics, m) {
+			missing = append(missing, m)
+		}
+	}
+	obs := []string{"verdict", p.Verdict, "age_ms", fmt.Sprint(age), "max_age_ms", fmt.Sprint(maxAge), "key_id", ref.KeyId}
+	switch {
+	case p.Verdict != "pass":
+		r.add(CheckAnalysisVerdict, ReasonAnalysisNotPassing, "the analysis verdict is not pass (inconclusive and no data never promote)", obs...)
+	case maxAge > 0 && (age > maxAge || age < -maxAge):
+		r.add(CheckAnalysisVerdict, ReasonAnalysisStale, "the analysis window ended too long before the leader's stamp", obs...)
+	case len(missing) > 0:
+		r.add(CheckAnalysisVerdict, ReasonAnalysisIncomplete, "the verdict does not cover every required metric",
+			append(obs, "missing", strings.Join(missing, ","))...)
+	default:
+		r.add(CheckAnalysisVerdict, "", "a fresh signed pass covering every required metric", obs...)
+	}
+}
+
+// budget: when the policy requires it, fresh signed budget evidence with
+// budget left (an exhausted budget freezes promotion).
+func (r *releaseEval) budget() {
+	if !r.in.Policy.GetRequireBudget() {
+		r.add(CheckErrorBudget, "", "the policy does not gate promotion on the error budget")
+		return
+	}
+	stmt, ref, reason, why := r.verified(EvidenceBudget, PredicateBudget)
+	if reason == ReasonManifestUnsigned {
+		reason = ReasonBudgetMissing
+	} else if reason != "" {
+		reason = ReasonBudgetInvalid
+	}
+	if reason != "" {
+		r.add(CheckErrorBudget, reason, why)
+		return
+	}
+	var p BudgetPredicate
+	if err := json.Unmarshal(stmt.Predicate, &p); err != nil {
+		r.add(CheckErrorBudget, ReasonBudgetInvalid, "the budget statement is malformed")
+		return
+	}
+	age := r.in.StampedUnixMs - p.MeasuredAtUnixMs
+	maxAge := int64(r.in.Policy.GetBudgetMaxAgeMs())
+	obs := []string{"remaining", fmt.Sprint(p.Remaining), "objective", fmt.Sprint(p.Objective), "age_ms", fmt.Sprint(age), "key_id", ref.KeyId}
+	switch {
+	case maxAge > 0 && (age > maxAge || age < -maxAge):
+		r.add(CheckErrorBudget, ReasonBudgetStale, "the budget evidence is too old", obs...)
+	case p.Remaining <= 0:
+		r.add(CheckErrorBudget, ReasonErrorBudgetExhausted, "the error budget is exhausted: promotion is frozen (rollback is not)", obs...)
+	default:
+		r.add(CheckErrorBudget, "", "error budget left", obs...)
+	}
+}
+
+// knownGood: a rollback needs a release to roll back to.
+func (r *releaseEval) knownGood() {
+	if len(r.st.GetKnownGood()) == 0 {
+		r.add(CheckKnownGood, ReasonNoKnownGood, "no earlier known-good release to roll back to", "stable", r.st.GetStable())
+		return
+	}
+	r.add(CheckKnownGood, "", "roll back to the last known-good release", "stable", r.st.GetStable(), "to", r.st.GetKnownGood()[0])
+}
+
+// verified finds the evidence of typ, checks its DSSE signatures against
+// the keys trusted for typ and decodes its statement. reason is
+// ReasonManifestUnsigned when there is no such evidence (callers rename
+// it), ReasonManifestInvalid when it does not verify.
+func (r *releaseEval) verified(typ, predicate string) (*Statement, *pb.EvidenceRef, string, string) {
+	var ev *pb.Evidence
+	for _, e := range r.in.Evidence {
+		if e.GetType() == typ {
+			ev = e
+			break
+		}
+	}
+	if ev == nil {
+		return nil, nil, ReasonManifestUnsigned, "no " + typ + " evidence was submitted"
+	}
+	sum := sha256.Sum256(ev.GetEnvelope())
+	ref := &pb.EvidenceRef{Type: typ, Digest: "sha256:" + hex.EncodeToString(sum[:])}
+	stmt, keyID, err := VerifyEvidence(ev.GetEnvelope(), typ, predicate, r.in.Policy.GetKeys())
+	if err != nil {
+		return nil, nil, ReasonManifestInvalid, "the " + typ + " evidence does not verify: " + err.Error()
+	}
+	ref.KeyId = keyID
+	r.refs = append(r.refs, ref)
+	return stmt, ref, "", ""
+}
+
+// VerifyEvidence checks a DSSE envelope against the keys trusted for typ
+// and returns its in-toto statement (of predicate type predicate) and the
+// key id that verified it. Deterministic: no clock, no I/O.
+func VerifyEvidence(envelope []byte, typ, predicate string, keys []*pb.TrustedKey) (*Statement, string, error) {
+	if len(envelope) > MaxEvidenceBytes {
+		return nil, "", fmt.Errorf("envelope is %d bytes, more than %d", len(envelope), MaxEvidenceBytes)
+	}
+	var env dsse.Envelope
+	if err := json.Unmarshal(envelope, &env); err != nil {
+		return nil, "", errors.New("not a DSSE envelope (JSON)")
+	}
+	if env.PayloadType != PayloadTypeInToto {
+		return nil, "", fmt.Errorf("payload type is not %s", PayloadTypeInToto)
+	}
+	if n := len(env.Signatures); n == 0 || n > MaxEvidenceSignatures {
+		return nil, "", fmt.Errorf("%d signatures (want 1..%d)", n, MaxEvidenceSignatures)
+	}
+	var verifiers []dsse.Verifier
+	for _, k := range keys {
+		if k.GetEvidenceType() == typ && len(k.GetEd25519PublicKey()) == ed25519.PublicKeySize {
+			verifiers = append(verifiers, edVerifier{id: k.GetKeyId(), pub: ed25519.PublicKey(k.GetEd25519PublicKey())})
+		}
+	}
+	if len(verifiers) == 0 {
+		return nil, "", fmt.Errorf("no key is trusted for %s evidence", typ)
+	}
+	ev, err := dsse.NewEnvelopeVerifier(verifiers...)
+	if err != nil {
+		return nil, "", err
+	}
+	accepted, body, err := ev.VerifyAndDecode(context.Background(), &env)
+	if err != nil || len(accepted) == 0 {
+		return nil, "", errors.New("no signature by a trusted key")
+	}
+	var st Statement
+	if err := json.Unmarshal(body, &st); err != nil || st.Type != StatementType || st.PredicateType != predicate {
+		return nil, "", fmt.Errorf("not an in-toto Statement v1 of predicate type %s", predicate)
+	}
+	return &st, accepted[0].KeyID, nil
+}
+
+// edVerifier is an Ed25519 DSSE verifier named by its pinned key id.
+type edVerifier struct {
+	id  string
+	pub ed25519.PublicKey
+}
+
+func (v edVerifier) Verify(_ context.Context, data, sig []byte) error {
+	if !ed25519.Verify(v.pub, data, sig) {
+		return errors.New("bad signature")
+	}
+	return nil
+}
+func (v edVerifier) KeyID() (string, error)   { return v.id, nil }
+func (v edVerifier) Public() crypto.PublicKey { return v.pub }
+
+func subjectHas(st *Statement, digest string) bool {
+	hexPart, ok := strings.CutPrefix(digest, "sha256:")
+	if !ok {
+		return false
+	}
+	for _, s := range st.Subject {
+		if s.Digest["sha256"] == hexPart {
+			return true
+		}
+	}
+	return false
+}
+
+func subjectDigests(st *Statement) string {
+	var out []string
+	for _, s := range st.Subject {
+		out = append(out, "sha256:"+s.Digest["sha256"])
+	}
+	return strings.Join(out, ",")
+}
+
+// WindowActive reports whether change window w covers the instant at (unix
+// ms, UTC). Integer arithmetic only: the core reads no clock.
+func WindowActive(w *pb.ChangeWindow, at int64) bool {
+	if w.GetWeekdays() == 0 {
+		return at >= w.GetStartUnixMs() && at < w.GetEndUnixMs()
+	}
+	const minuteMs, dayMin, weekMin = 60_000, 24 * 60, 7 * 24 * 60
+	if at < 0 {
+		return false
+	}
+	minutes := at / minuteMs
+	// 1970-01-01 was a Thursday (weekday 4, Sunday = 0).
+	weekMinute := (minutes + 4*dayMin) % weekMin
+	dur := int64(w.GetDurationMinutes())
+	for day := int64(0); day < 7; day++ {
+		if w.GetWeekdays()&(1<<day) == 0 {
+			continue
+		}
+		start := day*dayMin + int64(w.GetStartMinute())
+		// the window may wrap past the end of the week
+		off := (weekMinute - start + weekMin) % weekMin
+		if off < dur {
+			return true
+		}
+	}
+	return false
+}
+
+func actionWord(a pb.ReleaseAction) string {
+	return strings.ToLower(strings.TrimPrefix(a.String(), "RELEASE_ACTION_"))
+}
+
+func phaseWord(p pb.ReleasePhase) string {
+	if p == pb.ReleasePhase_RELEASE_PHASE_UNSPECIFIED {
+		return "stable"
+	}
+	return strings.ToLower(strings.TrimPrefix(p.String(), "RELEASE_PHASE_"))
+}
