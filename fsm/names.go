@@ -106,7 +106,9 @@ const (
 // window, returning every violation at once.
 func validateReleasePolicy(r *pb.ReleasePolicy) error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("%w: policy.release."+format, append([]any{ErrInvalid}, args...)...)) }
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: policy.release."+format, append([]any{ErrInvalid}, args...)...))
+	}
 	if r.GetEnvironment() != "" {
 		if err := ValidateName("policy.release.environment", r.GetEnvironment()); err != nil {
 			errs = append(errs, err)
