@@ -97,6 +97,8 @@ var Table = map[string]Rule{
 	svcLeases + "Release":   {Access: ActAsHolder, Subjects: releaseSubjects},
 	// A deploy step acts as the lock's holder (a deployer on its lock).
 	svcLeases + "DeployStep": {Access: ActAsHolder, Subjects: deployStepSubjects},
+	// A release transition acts as the release domain's controller.
+	svcLeases + "ReleaseTransition": {Access: ActAsHolder, Subjects: releaseTransitionSubjects},
 
 	svcWatermarks + "Advance":        {Access: ActAsHolder, Subjects: advanceSubjects},
 	svcWatermarks + "ReportProgress": {Access: ActAsHolder, Subjects: progressSubjects},
@@ -135,6 +137,11 @@ func releaseSubjects(req any) []Subject {
 func deployStepSubjects(req any) []Subject {
 	r, _ := req.(*pb.DeployStepRequest)
 	return []Subject{{Domain: r.GetStep().GetDomain(), Holder: r.GetStep().GetHolder()}}
+}
+
+func releaseTransitionSubjects(req any) []Subject {
+	r, _ := req.(*pb.ReleaseTransitionRequest)
+	return []Subject{{Domain: r.GetTransition().GetDomain(), Holder: r.GetTransition().GetHolder()}}
 }
 
 func advanceSubjects(req any) []Subject {

@@ -24,10 +24,11 @@ var expected = map[string][]identity.Role{
 	"Domains/RegisterMember": {identity.Operator},
 	"Domains/AssignInitial":  {identity.Operator},
 
-	"Leases/Acquire":    {identity.Node, identity.Deployer, identity.Releaser},
-	"Leases/KeepAlive":  {identity.Node, identity.Deployer, identity.Releaser},
-	"Leases/Release":    {identity.Node, identity.Deployer, identity.Releaser},
-	"Leases/DeployStep": {identity.Node, identity.Deployer, identity.Releaser},
+	"Leases/Acquire":           {identity.Node, identity.Deployer, identity.Releaser},
+	"Leases/KeepAlive":         {identity.Node, identity.Deployer, identity.Releaser},
+	"Leases/Release":           {identity.Node, identity.Deployer, identity.Releaser},
+	"Leases/DeployStep":        {identity.Node, identity.Deployer, identity.Releaser},
+	"Leases/ReleaseTransition": {identity.Node, identity.Deployer, identity.Releaser},
 
 	"Watermarks/Advance":        {identity.Node, identity.Deployer, identity.Releaser},
 	"Watermarks/ReportProgress": {identity.Node, identity.Deployer, identity.Releaser},
@@ -79,6 +80,8 @@ func requestActingAs(method, holder string) any {
 		return &pb.KeepAliveRequest{Domain: "d", Holder: holder, Epoch: 1}
 	case svcLeases + "Release":
 		return &pb.ReleaseRequest{Domain: "d", Holder: holder, Epoch: 1}
+	case svcLeases + "ReleaseTransition":
+		return &pb.ReleaseTransitionRequest{Transition: &pb.ReleaseTransition{Domain: "d", Holder: holder, Epoch: 1}}
 	case svcLeases + "DeployStep":
 		return &pb.DeployStepRequest{Step: &pb.DeployStep{Domain: "d", Holder: holder, Epoch: 1}}
 	case svcWatermarks + "Advance":

@@ -22,3 +22,19 @@ func (c *Client) DeployStep(ctx context.Context, step *pb.DeployStep) (*pb.Deplo
 	})
 	return resp.GetDeployment(), err
 }
+
+// ReleaseTransition submits one release transition with its evidence as
+// the release domain's controller (docs/RELEASES.md) and returns the
+// recorded decision, allowed or denied.
+//
+// Outcome: a transition is not idempotent (a repeated promote is fenced by
+// the epoch it moved), so only NOT_LEADER (nothing proposed) is retried; a
+// transport failure after sending returns ErrOutcomeUnknown: read the
+// domain's release record to learn whether it was decided.
+func (c *Client) ReleaseTransition(ctx context.Context, tr *pb.ReleaseTransition) (*pb.ReleaseTransitionResponse, error) {
+	req := &pb.ReleaseTransitionRequest{Transition: tr}
+	resp, _, err := unary(ctx, c, retryNotLeader, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.ReleaseTransitionResponse, error) {
+		return pb.NewLeasesClient(conn).ReleaseTransition(ctx, req)
+	})
+	return resp, err
+}

@@ -48,6 +48,9 @@ type Config struct {
 	// log it cannot read): authorityd logs the one-line *DamageError and
 	// exits with status 3. Nil leaves it to raft.
 	OnCorruption func(error)
+	// Evidence keeps the evidence of applied release transitions by digest
+	// (evidence.Store under the data dir); nil keeps none.
+	Evidence EvidenceKeeper
 
 	// HeartbeatTimeout is raft's follower timeout: a follower that hears no
 	// leader for this long starts an election (raft's name is misleading).

@@ -96,7 +96,8 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	rf := &raftFSM{f: n.fsm, hooks: cfg.Hooks, path: n.logs.path, onCorrupt: cfg.OnCorruption}
+	rf := &raftFSM{f: n.fsm, hooks: cfg.Hooks, path: n.logs.path, onCorrupt: cfg.OnCorruption, evidence: cfg.Evidence,
+		onEvidenceError: func(index uint64, err error) { cfg.Logger.Warn("evidence store", "index", index, "error", err) }}
 	r, err := raft.NewRaft(n.raftConfig(), rf, logs, n.store, snaps, n.transport)
 	if err != nil {
 		closeTransport(n.transport)
@@ -287,10 +288,14 @@ func closeTransport(t raft.Transport) {
 type raftFSM struct {
 	f     *fsm.FSM
 	hooks Hooks
+	// evidence keeps the evidence of applied release transitions (nil: not
+	// kept). Beside apply, never part of it: the decision was taken.
+	evidence EvidenceKeeper
 	// path and onCorrupt report an entry whose checksum fails right
 	// before apply (checkBeforeApply).
-	path      string
-	onCorrupt func(error)
+	path            string
+	onCorrupt       func(error)
+	onEvidenceError func(index uint64, err error)
 }
 
 func (a *raftFSM) Apply(l *raft.Log) interface{} {
@@ -305,10 +310,33 @@ func (a *raftFSM) Apply(l *raft.Log) interface{} {
 	start := time.Now()
 	res := a.f.Apply(l.Index, l.Term, l.Data)
 	a.hooks.Applied(time.Since(start))
+	if res != nil && res.Release != nil && a.evidence != nil {
+		a.keepEvidence(l)
+	}
 	if promo {
 		failpoint.Eval(failpoint.FSMAfterApplyPromote)
 	}
 	return res
+}
+
+// EvidenceKeeper stores the evidence of release decisions by digest
+// (evidence.Store).
+type EvidenceKeeper interface {
+	Put(b []byte) (string, error)
+}
+
+// keepEvidence stores the evidence a release transition was decided on.
+// A failure is reported and changes nothing: the state records the digests.
+func (a *raftFSM) keepEvidence(l *raft.Log) {
+	var cmd pb.Command
+	if err := proto.Unmarshal(l.Data, &cmd); err != nil {
+		return
+	}
+	for _, ev := range cmd.GetReleaseTransition().GetEvidence() {
+		if _, err := a.evidence.Put(ev.GetEnvelope()); err != nil && a.onEvidenceError != nil {
+			a.onEvidenceError(l.Index, err)
+		}
+	}
 }
 
 func (a *raftFSM) Snapshot() (raft.FSMSnapshot, error) {

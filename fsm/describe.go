@@ -38,6 +38,18 @@ func DescribeDomain(d *pb.Domain) string {
 	if dep := d.GetDeployment(); dep != nil {
 		b.WriteString(DescribeDeployment(dep))
 	}
+	if rs := d.GetRelease(); rs != nil {
+		fmt.Fprintf(&b, "  release phase=%s stable=%s canary=%s step=%d weight=%d known_good=%s\n", phaseName(rs.Phase),
+			orNone(rs.Stable), orNone(rs.Canary), rs.Step, rs.Weight, orNone(strings.Join(rs.KnownGood, ",")))
+		for _, dec := range rs.Decisions {
+			verdict := "allowed"
+			if !dec.GetDecision().GetAllowed() {
+				verdict = "denied " + dec.GetDecision().GetDenialReason()
+			}
+			fmt.Fprintf(&b, "    %d %s %s epoch %d->%d\n", dec.Index,
+				strings.ToLower(strings.TrimPrefix(dec.Action.String(), "RELEASE_ACTION_")), verdict, dec.EpochBefore, dec.EpochAfter)
+		}
+	}
 	fmt.Fprintf(&b, "  attempts allowed=%d denied=%d\n", d.AllowedCount, d.DeniedCount)
 	return b.String()
 }
@@ -127,5 +139,20 @@ func DescribeDeployment(dep *pb.Deployment) string {
 			strings.ToLower(strings.TrimPrefix(tr.Action.String(), "DEPLOY_ACTION_")),
 			statusWord(tr.From), statusWord(tr.To), tr.Holder, tr.Epoch, tr.RunnerGroup)
 	}
+	return b.String()
+}
+
+// DescribeReleaseDecision renders one release decision with every check
+// (the explanation), byte-identical on every server.
+func DescribeReleaseDecision(d *pb.ReleaseDecision) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "release %s at index %d: phase %s -> %s, stable=%s canary=%s step=%d weight=%d, epoch %d -> %d, holder %s, reason %q\n",
+		strings.ToLower(strings.TrimPrefix(d.GetAction().String(), "RELEASE_ACTION_")), d.GetIndex(), phaseName(d.GetFromPhase()),
+		phaseName(d.GetToPhase()), orNone(d.GetStable()), orNone(d.GetCanary()), d.GetStep(), d.GetWeight(), d.GetEpochBefore(),
+		d.GetEpochAfter(), d.GetHolder(), d.GetReason())
+	for _, ev := range d.GetEvidence() {
+		fmt.Fprintf(&b, "  evidence %s %s key_id=%s\n", ev.GetType(), ev.GetDigest(), ev.GetKeyId())
+	}
+	b.WriteString(validator.Describe(d.GetDecision()))
 	return b.String()
 }

@@ -207,6 +207,18 @@ func (s *Service) DeployStep(ctx context.Context, c *pb.DeployStep) (*fsm.Result
 	return res, err
 }
 
+// ReleaseTransition decides and records one release transition. Promote,
+// abort and rollback grant the next epoch to the same controller: its lease
+// follows to that epoch here.
+func (s *Service) ReleaseTransition(ctx context.Context, c *pb.ReleaseTransition) (*fsm.Result, error) {
+	res, err := s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_ReleaseTransition{ReleaseTransition: c}})
+	s.fencedIf(err, c.GetDomain(), "release")
+	if err == nil && res.Epoch != c.GetEpoch() {
+		s.granted(c.GetDomain(), res.Holder, res.Epoch, true)
+	}
+	return res, err
+}
+
 // Complete and Abort finish a lock or release domain's work at an epoch.
 func (s *Service) Complete(ctx context.Context, c *pb.Complete) (*fsm.Result, error) {
 	res, err := s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_Complete{Complete: c}})

@@ -79,6 +79,29 @@ func (l *leases) DeployStep(ctx context.Context, req *pb.DeployStepRequest) (*pb
 	return &pb.DeployStepResponse{Header: l.header(), Deployment: d.GetDeployment(), Epoch: res.Epoch, LogIndex: res.Index}, nil
 }
 
+// ReleaseTransition decides one release transition (docs/RELEASES.md).
+func (l *leases) ReleaseTransition(ctx context.Context, req *pb.ReleaseTransitionRequest) (*pb.ReleaseTransitionResponse, error) {
+	tr := req.GetTransition()
+	if err := validateFenced(tr.GetDomain(), tr.GetHolder(), tr.GetEpoch()); err != nil {
+		return nil, err
+	}
+	if err := fsm.ValidateReleaseTransition(tr); err != nil {
+		return nil, l.fail(err)
+	}
+	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ReleaseTransitionResponse, error) {
+		return pb.NewLeasesClient(c).ReleaseTransition(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := l.svc.ReleaseTransition(ctx, tr)
+	if err != nil {
+		return nil, l.fail(err)
+	}
+	d, _ := l.node.FSM().Domain(tr.GetDomain())
+	return &pb.ReleaseTransitionResponse{Header: l.header(), Decision: res.Release, Release: d.GetRelease(), Epoch: res.Epoch,
+		LogIndex: res.Index}, nil
+}
+
 // KeepAlive renews leases on the leader; renewals never touch the log. It
 // is served only by the leader: a follower answers NOT_LEADER (with the
 // leader's address) and ends the stream, and the client reconnects there.

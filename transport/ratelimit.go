@@ -126,6 +126,10 @@ var rpcKinds = map[string]rpcKind{
 	"/authority.v1.Leases/Acquire":   rpcWrite,
 	"/authority.v1.Leases/KeepAlive": rpcStream,
 	"/authority.v1.Leases/Release":   rpcWrite,
+	// One committed entry each (a deploy step; a release decision, whose
+	// evidence the validator verifies).
+	"/authority.v1.Leases/DeployStep":        rpcWrite,
+	"/authority.v1.Leases/ReleaseTransition": rpcWrite,
 
 	"/authority.v1.Watermarks/Advance":        rpcWrite,
 	"/authority.v1.Watermarks/ReportProgress": rpcStream,

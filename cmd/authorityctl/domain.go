@@ -9,6 +9,7 @@ import (
 	"github.com/aerodb/authority/fsm"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -41,6 +42,8 @@ type policyFlags struct {
 	minSync           uint32
 	durability        enumValue
 	watermarkInterval time.Duration
+	releasePolicy     string
+	rp                *pb.ReleasePolicy // parsed from releasePolicy by check
 }
 
 // durabilities maps --durability to the policy's enum.
@@ -65,6 +68,7 @@ func (f *policyFlags) add(cmd *cobra.Command) {
 	fs.Var(&f.durability, "durability", "aerodb domains: replica-quorum (acknowledge after K replicas flushed; the default of a new aerodb domain) "+
 		"or authority-gated (acknowledge after the watermark commits); docs/DURABILITY.md. Not given, update keeps the domain's")
 	fs.DurationVar(&f.watermarkInterval, "watermark-interval", 0, "replica-quorum: the holder advances the watermark at most once per interval (0: 1s)")
+	fs.StringVar(&f.releasePolicy, "release-policy", "", "release domains: the release policy, a JSON file (proto3 JSON of authority.v1.ReleasePolicy: keys, windows, allowlist, analysis and budget; docs/RELEASES.md)")
 	cmd.MarkFlagsMutuallyExclusive("manual", "automatic")
 }
 
@@ -96,10 +100,13 @@ func (f *policyFlags) overlay(fs *pflag.FlagSet, p *pb.Policy, all bool) {
 	if set("watermark-interval") {
 		p.WatermarkIntervalMs = uint64(f.watermarkInterval.Milliseconds())
 	}
+	if fs.Changed("release-policy") {
+		p.Release = f.rp
+	}
 }
 
 // policyFlagNames are the flags add registers.
-var policyFlagNames = [...]string{"ttl", "manual", "automatic", "promotion-disabled", "report-max-age", "min-sync", "durability", "watermark-interval"}
+var policyFlagNames = [...]string{"ttl", "manual", "automatic", "promotion-disabled", "report-max-age", "min-sync", "durability", "watermark-interval", "release-policy"}
 
 // anyGiven reports whether a policy flag was given on the command line.
 func (f *policyFlags) anyGiven(fs *pflag.FlagSet) bool {
@@ -115,6 +122,16 @@ func (f *policyFlags) anyGiven(fs *pflag.FlagSet) bool {
 // over the defaults so that only the given values can fail; it needs no
 // network.
 func (f *policyFlags) check(fs *pflag.FlagSet) error {
+	if fs.Changed("release-policy") {
+		b, err := readBounded(f.releasePolicy, 1<<20)
+		if err != nil {
+			return usageError{err}
+		}
+		f.rp = &pb.ReleasePolicy{}
+		if err := protojson.Unmarshal(b, f.rp); err != nil {
+			return usagef("--release-policy %s: %v", f.releasePolicy, err)
+		}
+	}
 	p := &pb.Policy{Mode: pb.PromotionMode_PROMOTION_MODE_MANUAL, LeaseTtlMs: uint64(defaultLeaseTTL.Milliseconds()),
 		ReportMaxAgeMs: uint64(defaultReportMaxAge.Milliseconds()), MinSyncReplicas: defaultMinSync}
 	f.overlay(fs, p, false)

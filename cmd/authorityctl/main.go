@@ -120,6 +120,7 @@ sorted keys.`,
 		newFenceCmd(o),
 		newPreflightCmd(o),
 		newGateCmd(o),
+		newReleaseCmd(o),
 	)
 	return root
 }
@@ -171,13 +172,14 @@ func runE(body func(cmd *cobra.Command, args []string) error) func(*cobra.Comman
 func exitCodeOf(err error) exitCode {
 	var usage usageError
 	var denied *client.DeniedError
+	var releaseDenial releaseDenied
 	var runtime runtimeError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &usage):
 		return exitUsage
-	case errors.As(err, &denied):
+	case errors.As(err, &denied), errors.As(err, &releaseDenial):
 		return exitDenied
 	case errors.As(err, &runtime):
 		return exitError

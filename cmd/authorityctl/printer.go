@@ -44,6 +44,7 @@ type printer interface {
 	Watermark(domain string, w *pb.Watermark) error
 	LeaseEvent(e leaseEvent) error
 	Deployment(d *pb.Deployment) error
+	ReleaseDecision(d *pb.ReleaseDecision) error
 }
 
 // statusRow is one endpoint's answer to `cluster status`.
@@ -181,6 +182,9 @@ func (p jsonPrinter) LeaderTransfer(r *pb.TransferLeadershipResponse) error {
 func (p jsonPrinter) Snapshot(r *pb.SnapshotResponse) error { return p.proto(r) }
 func (p jsonPrinter) Domain(d *pb.Domain) error             { return p.proto(d) }
 func (p jsonPrinter) Deployment(d *pb.Deployment) error     { return p.proto(d) }
+func (p jsonPrinter) ReleaseDecision(d *pb.ReleaseDecision) error {
+	return p.proto(d)
+}
 func (p jsonPrinter) Domains(ds []*pb.DomainSummary) error {
 	return protoList(p, "domains", ds, nil)
 }
@@ -318,6 +322,11 @@ func (p textPrinter) Snapshot(r *pb.SnapshotResponse) error {
 
 func (p textPrinter) Domain(d *pb.Domain) error {
 	_, err := io.WriteString(p.w, fsm.DescribeDomain(d))
+	return err
+}
+
+func (p textPrinter) ReleaseDecision(d *pb.ReleaseDecision) error {
+	_, err := io.WriteString(p.w, fsm.DescribeReleaseDecision(d))
 	return err
 }
 

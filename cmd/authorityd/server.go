@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/cluster"
+	"github.com/aerodb/authority/evidence"
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/identity"
@@ -54,9 +56,13 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	evidenceStore, err := evidence.Open(filepath.Join(cfg.DataDir, "evidence"))
+	if err != nil {
+		return fmt.Errorf("evidence store: %w", err)
+	}
 	rejects := newPeerRejects(logger.Named("tls"))
 	clusterCfg := cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Logger: logger,
-		FSM: state, Hooks: metrics, RaftRoutes: cfg.RaftRoutes, TLS: src, ClusterID: clusterID, RejectPeer: rejects.reject,
+		FSM: state, Hooks: metrics, Evidence: evidenceStore, RaftRoutes: cfg.RaftRoutes, TLS: src, ClusterID: clusterID, RejectPeer: rejects.reject,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs,

@@ -785,6 +785,127 @@ func (x *AuthorityResponse) GetLogIndex() uint64 {
 	return 0
 }
 
+type ReleaseTransitionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Transition    *ReleaseTransition     `protobuf:"bytes,1,opt,name=transition,proto3" json:"transition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseTransitionRequest) Reset() {
+	*x = ReleaseTransitionRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseTransitionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseTransitionRequest) ProtoMessage() {}
+
+func (x *ReleaseTransitionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseTransitionRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseTransitionRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReleaseTransitionRequest) GetTransition() *ReleaseTransition {
+	if x != nil {
+		return x.Transition
+	}
+	return nil
+}
+
+type ReleaseTransitionResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The recorded decision (allowed or denied) and the state after it.
+	Decision      *ReleaseDecision `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	Release       *ReleaseState    `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
+	Epoch         uint64           `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LogIndex      uint64           `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseTransitionResponse) Reset() {
+	*x = ReleaseTransitionResponse{}
+	mi := &file_authority_v1_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseTransitionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseTransitionResponse) ProtoMessage() {}
+
+func (x *ReleaseTransitionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseTransitionResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseTransitionResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReleaseTransitionResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ReleaseTransitionResponse) GetDecision() *ReleaseDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *ReleaseTransitionResponse) GetRelease() *ReleaseState {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+func (x *ReleaseTransitionResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ReleaseTransitionResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
 type DeployStepRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Step          *DeployStep            `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
@@ -794,7 +915,7 @@ type DeployStepRequest struct {
 
 func (x *DeployStepRequest) Reset() {
 	*x = DeployStepRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[12]
+	mi := &file_authority_v1_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +927,7 @@ func (x *DeployStepRequest) String() string {
 func (*DeployStepRequest) ProtoMessage() {}
 
 func (x *DeployStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[12]
+	mi := &file_authority_v1_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +940,7 @@ func (x *DeployStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployStepRequest.ProtoReflect.Descriptor instead.
 func (*DeployStepRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeployStepRequest) GetStep() *DeployStep {
@@ -842,7 +963,7 @@ type DeployStepResponse struct {
 
 func (x *DeployStepResponse) Reset() {
 	*x = DeployStepResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[13]
+	mi := &file_authority_v1_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +975,7 @@ func (x *DeployStepResponse) String() string {
 func (*DeployStepResponse) ProtoMessage() {}
 
 func (x *DeployStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[13]
+	mi := &file_authority_v1_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +988,7 @@ func (x *DeployStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployStepResponse.ProtoReflect.Descriptor instead.
 func (*DeployStepResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeployStepResponse) GetHeader() *ResponseHeader {
@@ -917,7 +1038,7 @@ type AcquireRequest struct {
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[14]
+	mi := &file_authority_v1_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1050,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[14]
+	mi := &file_authority_v1_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1063,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{14}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AcquireRequest) GetDomain() string {
@@ -987,7 +1108,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[15]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1120,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[15]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1133,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{15}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeaseResponse) GetHeader() *ResponseHeader {
@@ -1070,7 +1191,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1203,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1216,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KeepAliveRequest) GetDomain() string {
@@ -1147,7 +1268,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1280,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1293,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeepAliveResponse) GetHeader() *ResponseHeader {
@@ -1243,7 +1364,7 @@ type HandoverRequest struct {
 
 func (x *HandoverRequest) Reset() {
 	*x = HandoverRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1376,7 @@ func (x *HandoverRequest) String() string {
 func (*HandoverRequest) ProtoMessage() {}
 
 func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1389,7 @@ func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
 func (*HandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HandoverRequest) GetCandidate() string {
@@ -1296,7 +1417,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1429,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1442,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReleaseRequest) GetDomain() string {
@@ -1354,7 +1475,7 @@ type AdvanceRequest struct {
 
 func (x *AdvanceRequest) Reset() {
 	*x = AdvanceRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1487,7 @@ func (x *AdvanceRequest) String() string {
 func (*AdvanceRequest) ProtoMessage() {}
 
 func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1500,7 @@ func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceRequest.ProtoReflect.Descriptor instead.
 func (*AdvanceRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AdvanceRequest) GetAdvances() []*WatermarkAdvance {
@@ -1401,7 +1522,7 @@ type AdvanceResult struct {
 
 func (x *AdvanceResult) Reset() {
 	*x = AdvanceResult{}
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1534,7 @@ func (x *AdvanceResult) String() string {
 func (*AdvanceResult) ProtoMessage() {}
 
 func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1547,7 @@ func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResult.ProtoReflect.Descriptor instead.
 func (*AdvanceResult) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AdvanceResult) GetDomain() string {
@@ -1469,7 +1590,7 @@ type AdvanceResponse struct {
 
 func (x *AdvanceResponse) Reset() {
 	*x = AdvanceResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1602,7 @@ func (x *AdvanceResponse) String() string {
 func (*AdvanceResponse) ProtoMessage() {}
 
 func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1615,7 @@ func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResponse.ProtoReflect.Descriptor instead.
 func (*AdvanceResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AdvanceResponse) GetHeader() *ResponseHeader {
@@ -1528,7 +1649,7 @@ type ProgressReportRequest struct {
 
 func (x *ProgressReportRequest) Reset() {
 	*x = ProgressReportRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1661,7 @@ func (x *ProgressReportRequest) String() string {
 func (*ProgressReportRequest) ProtoMessage() {}
 
 func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1674,7 @@ func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportRequest.ProtoReflect.Descriptor instead.
 func (*ProgressReportRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ProgressReportRequest) GetDomain() string {
@@ -1589,7 +1710,7 @@ type ProgressReportResponse struct {
 
 func (x *ProgressReportResponse) Reset() {
 	*x = ProgressReportResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1722,7 @@ func (x *ProgressReportResponse) String() string {
 func (*ProgressReportResponse) ProtoMessage() {}
 
 func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1735,7 @@ func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportResponse.ProtoReflect.Descriptor instead.
 func (*ProgressReportResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ProgressReportResponse) GetHeader() *ResponseHeader {
@@ -1679,7 +1800,7 @@ type RequestHandoverRequest struct {
 
 func (x *RequestHandoverRequest) Reset() {
 	*x = RequestHandoverRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1812,7 @@ func (x *RequestHandoverRequest) String() string {
 func (*RequestHandoverRequest) ProtoMessage() {}
 
 func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1825,7 @@ func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverRequest.ProtoReflect.Descriptor instead.
 func (*RequestHandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RequestHandoverRequest) GetDomain() string {
@@ -1746,7 +1867,7 @@ type RequestHandoverResponse struct {
 
 func (x *RequestHandoverResponse) Reset() {
 	*x = RequestHandoverResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1879,7 @@ func (x *RequestHandoverResponse) String() string {
 func (*RequestHandoverResponse) ProtoMessage() {}
 
 func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1892,7 @@ func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverResponse.ProtoReflect.Descriptor instead.
 func (*RequestHandoverResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RequestHandoverResponse) GetHeader() *ResponseHeader {
@@ -1804,7 +1925,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1937,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1950,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PromoteRequest) GetRequest() *PromotionRequest {
@@ -1853,7 +1974,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +1986,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +1999,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PromoteResponse) GetHeader() *ResponseHeader {
@@ -1927,7 +2048,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2060,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2073,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExplainRequest) GetDomain() string {
@@ -1986,7 +2107,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2119,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2132,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ExplainResponse) GetHeader() *ResponseHeader {
@@ -2043,7 +2164,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2176,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2189,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HistoryRequest) GetDomain() string {
@@ -2120,7 +2241,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2253,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2266,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HistoryResponse) GetHeader() *ResponseHeader {
@@ -2188,7 +2309,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2321,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2334,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -2240,7 +2361,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2373,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2386,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2290,7 +2411,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2423,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2436,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
 }
 
 type StatusResponse struct {
@@ -2346,7 +2467,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2479,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2492,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2459,7 +2580,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2592,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2605,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
 }
 
 type ServerInfo struct {
@@ -2500,7 +2621,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2512,7 +2633,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2525,7 +2646,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ServerInfo) GetId() string {
@@ -2574,7 +2695,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2707,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2720,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2633,7 +2754,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2766,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2779,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -2678,7 +2799,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +2811,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +2824,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -2728,7 +2849,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +2861,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +2874,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 type SnapshotResponse struct {
@@ -2766,7 +2887,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2899,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2912,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -2819,7 +2940,7 @@ type AddServerRequest struct {
 
 func (x *AddServerRequest) Reset() {
 	*x = AddServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2952,7 @@ func (x *AddServerRequest) String() string {
 func (*AddServerRequest) ProtoMessage() {}
 
 func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2965,7 @@ func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
 func (*AddServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AddServerRequest) GetId() string {
@@ -2878,7 +2999,7 @@ type AddServerResponse struct {
 
 func (x *AddServerResponse) Reset() {
 	*x = AddServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3011,7 @@ func (x *AddServerResponse) String() string {
 func (*AddServerResponse) ProtoMessage() {}
 
 func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3024,7 @@ func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
 func (*AddServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AddServerResponse) GetHeader() *ResponseHeader {
@@ -2929,7 +3050,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[46]
+	mi := &file_authority_v1_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3062,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[46]
+	mi := &file_authority_v1_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3075,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{46}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -2974,7 +3095,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[47]
+	mi := &file_authority_v1_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2986,7 +3107,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[47]
+	mi := &file_authority_v1_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2999,7 +3120,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{47}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RemoveServerResponse) GetHeader() *ResponseHeader {
@@ -3073,6 +3194,16 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"[\n" +
+	"\x18ReleaseTransitionRequest\x12?\n" +
+	"\n" +
+	"transition\x18\x01 \x01(\v2\x1f.authority.v1.ReleaseTransitionR\n" +
+	"transition\"\xf5\x01\n" +
+	"\x19ReleaseTransitionResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x129\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1d.authority.v1.ReleaseDecisionR\bdecision\x124\n" +
+	"\arelease\x18\x03 \x01(\v2\x1a.authority.v1.ReleaseStateR\arelease\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x1b\n" +
 	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"A\n" +
 	"\x11DeployStepRequest\x12,\n" +
 	"\x04step\x18\x01 \x01(\v2\x18.authority.v1.DeployStepR\x04step\"\xb7\x01\n" +
@@ -3243,13 +3374,14 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\vListDomains\x12 .authority.v1.ListDomainsRequest\x1a!.authority.v1.ListDomainsResponse\x12O\n" +
 	"\fUpdatePolicy\x12!.authority.v1.UpdatePolicyRequest\x1a\x1c.authority.v1.DomainResponse\x12S\n" +
 	"\x0eRegisterMember\x12#.authority.v1.RegisterMemberRequest\x1a\x1c.authority.v1.DomainResponse\x12T\n" +
-	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse2\xbb\x02\n" +
+	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse2\xa1\x03\n" +
 	"\x06Leases\x12D\n" +
 	"\aAcquire\x12\x1c.authority.v1.AcquireRequest\x1a\x1b.authority.v1.LeaseResponse\x12P\n" +
 	"\tKeepAlive\x12\x1e.authority.v1.KeepAliveRequest\x1a\x1f.authority.v1.KeepAliveResponse(\x010\x01\x12H\n" +
 	"\aRelease\x12\x1c.authority.v1.ReleaseRequest\x1a\x1f.authority.v1.AuthorityResponse\x12O\n" +
 	"\n" +
-	"DeployStep\x12\x1f.authority.v1.DeployStepRequest\x1a .authority.v1.DeployStepResponse2\xb5\x01\n" +
+	"DeployStep\x12\x1f.authority.v1.DeployStepRequest\x1a .authority.v1.DeployStepResponse\x12d\n" +
+	"\x11ReleaseTransition\x12&.authority.v1.ReleaseTransitionRequest\x1a'.authority.v1.ReleaseTransitionResponse2\xb5\x01\n" +
 	"\n" +
 	"Watermarks\x12F\n" +
 	"\aAdvance\x12\x1c.authority.v1.AdvanceRequest\x1a\x1d.authority.v1.AdvanceResponse\x12_\n" +
@@ -3281,7 +3413,7 @@ func file_authority_v1_service_proto_rawDescGZIP() []byte {
 	return file_authority_v1_service_proto_rawDescData
 }
 
-var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_authority_v1_service_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -3295,155 +3427,166 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*RegisterMemberRequest)(nil),      // 9: authority.v1.RegisterMemberRequest
 	(*AssignInitialRequest)(nil),       // 10: authority.v1.AssignInitialRequest
 	(*AuthorityResponse)(nil),          // 11: authority.v1.AuthorityResponse
-	(*DeployStepRequest)(nil),          // 12: authority.v1.DeployStepRequest
-	(*DeployStepResponse)(nil),         // 13: authority.v1.DeployStepResponse
-	(*AcquireRequest)(nil),             // 14: authority.v1.AcquireRequest
-	(*LeaseResponse)(nil),              // 15: authority.v1.LeaseResponse
-	(*KeepAliveRequest)(nil),           // 16: authority.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),          // 17: authority.v1.KeepAliveResponse
-	(*HandoverRequest)(nil),            // 18: authority.v1.HandoverRequest
-	(*ReleaseRequest)(nil),             // 19: authority.v1.ReleaseRequest
-	(*AdvanceRequest)(nil),             // 20: authority.v1.AdvanceRequest
-	(*AdvanceResult)(nil),              // 21: authority.v1.AdvanceResult
-	(*AdvanceResponse)(nil),            // 22: authority.v1.AdvanceResponse
-	(*ProgressReportRequest)(nil),      // 23: authority.v1.ProgressReportRequest
-	(*ProgressReportResponse)(nil),     // 24: authority.v1.ProgressReportResponse
-	(*RequestHandoverRequest)(nil),     // 25: authority.v1.RequestHandoverRequest
-	(*RequestHandoverResponse)(nil),    // 26: authority.v1.RequestHandoverResponse
-	(*PromoteRequest)(nil),             // 27: authority.v1.PromoteRequest
-	(*PromoteResponse)(nil),            // 28: authority.v1.PromoteResponse
-	(*ExplainRequest)(nil),             // 29: authority.v1.ExplainRequest
-	(*ExplainResponse)(nil),            // 30: authority.v1.ExplainResponse
-	(*HistoryRequest)(nil),             // 31: authority.v1.HistoryRequest
-	(*HistoryResponse)(nil),            // 32: authority.v1.HistoryResponse
-	(*WatchRequest)(nil),               // 33: authority.v1.WatchRequest
-	(*WatchResponse)(nil),              // 34: authority.v1.WatchResponse
-	(*StatusRequest)(nil),              // 35: authority.v1.StatusRequest
-	(*StatusResponse)(nil),             // 36: authority.v1.StatusResponse
-	(*MembersRequest)(nil),             // 37: authority.v1.MembersRequest
-	(*ServerInfo)(nil),                 // 38: authority.v1.ServerInfo
-	(*MembersResponse)(nil),            // 39: authority.v1.MembersResponse
-	(*TransferLeadershipRequest)(nil),  // 40: authority.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 41: authority.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 42: authority.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 43: authority.v1.SnapshotResponse
-	(*AddServerRequest)(nil),           // 44: authority.v1.AddServerRequest
-	(*AddServerResponse)(nil),          // 45: authority.v1.AddServerResponse
-	(*RemoveServerRequest)(nil),        // 46: authority.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 47: authority.v1.RemoveServerResponse
-	(DomainKind)(0),                    // 48: authority.v1.DomainKind
-	(*Policy)(nil),                     // 49: authority.v1.Policy
-	(*Domain)(nil),                     // 50: authority.v1.Domain
-	(*Watermark)(nil),                  // 51: authority.v1.Watermark
-	(MemberState)(0),                   // 52: authority.v1.MemberState
-	(*DeployStep)(nil),                 // 53: authority.v1.DeployStep
-	(*Deployment)(nil),                 // 54: authority.v1.Deployment
-	(*WatermarkAdvance)(nil),           // 55: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 56: authority.v1.ProgressReport
-	(*Fence)(nil),                      // 57: authority.v1.Fence
-	(*PromotionRequest)(nil),           // 58: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 59: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 60: authority.v1.Event
+	(*ReleaseTransitionRequest)(nil),   // 12: authority.v1.ReleaseTransitionRequest
+	(*ReleaseTransitionResponse)(nil),  // 13: authority.v1.ReleaseTransitionResponse
+	(*DeployStepRequest)(nil),          // 14: authority.v1.DeployStepRequest
+	(*DeployStepResponse)(nil),         // 15: authority.v1.DeployStepResponse
+	(*AcquireRequest)(nil),             // 16: authority.v1.AcquireRequest
+	(*LeaseResponse)(nil),              // 17: authority.v1.LeaseResponse
+	(*KeepAliveRequest)(nil),           // 18: authority.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),          // 19: authority.v1.KeepAliveResponse
+	(*HandoverRequest)(nil),            // 20: authority.v1.HandoverRequest
+	(*ReleaseRequest)(nil),             // 21: authority.v1.ReleaseRequest
+	(*AdvanceRequest)(nil),             // 22: authority.v1.AdvanceRequest
+	(*AdvanceResult)(nil),              // 23: authority.v1.AdvanceResult
+	(*AdvanceResponse)(nil),            // 24: authority.v1.AdvanceResponse
+	(*ProgressReportRequest)(nil),      // 25: authority.v1.ProgressReportRequest
+	(*ProgressReportResponse)(nil),     // 26: authority.v1.ProgressReportResponse
+	(*RequestHandoverRequest)(nil),     // 27: authority.v1.RequestHandoverRequest
+	(*RequestHandoverResponse)(nil),    // 28: authority.v1.RequestHandoverResponse
+	(*PromoteRequest)(nil),             // 29: authority.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 30: authority.v1.PromoteResponse
+	(*ExplainRequest)(nil),             // 31: authority.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 32: authority.v1.ExplainResponse
+	(*HistoryRequest)(nil),             // 33: authority.v1.HistoryRequest
+	(*HistoryResponse)(nil),            // 34: authority.v1.HistoryResponse
+	(*WatchRequest)(nil),               // 35: authority.v1.WatchRequest
+	(*WatchResponse)(nil),              // 36: authority.v1.WatchResponse
+	(*StatusRequest)(nil),              // 37: authority.v1.StatusRequest
+	(*StatusResponse)(nil),             // 38: authority.v1.StatusResponse
+	(*MembersRequest)(nil),             // 39: authority.v1.MembersRequest
+	(*ServerInfo)(nil),                 // 40: authority.v1.ServerInfo
+	(*MembersResponse)(nil),            // 41: authority.v1.MembersResponse
+	(*TransferLeadershipRequest)(nil),  // 42: authority.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 43: authority.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 44: authority.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 45: authority.v1.SnapshotResponse
+	(*AddServerRequest)(nil),           // 46: authority.v1.AddServerRequest
+	(*AddServerResponse)(nil),          // 47: authority.v1.AddServerResponse
+	(*RemoveServerRequest)(nil),        // 48: authority.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 49: authority.v1.RemoveServerResponse
+	(DomainKind)(0),                    // 50: authority.v1.DomainKind
+	(*Policy)(nil),                     // 51: authority.v1.Policy
+	(*Domain)(nil),                     // 52: authority.v1.Domain
+	(*Watermark)(nil),                  // 53: authority.v1.Watermark
+	(MemberState)(0),                   // 54: authority.v1.MemberState
+	(*ReleaseTransition)(nil),          // 55: authority.v1.ReleaseTransition
+	(*ReleaseDecision)(nil),            // 56: authority.v1.ReleaseDecision
+	(*ReleaseState)(nil),               // 57: authority.v1.ReleaseState
+	(*DeployStep)(nil),                 // 58: authority.v1.DeployStep
+	(*Deployment)(nil),                 // 59: authority.v1.Deployment
+	(*WatermarkAdvance)(nil),           // 60: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 61: authority.v1.ProgressReport
+	(*Fence)(nil),                      // 62: authority.v1.Fence
+	(*PromotionRequest)(nil),           // 63: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 64: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 65: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
-	48, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	49, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	50, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	51, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	50, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	52, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	48, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	51, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	50, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	53, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	49, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	52, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	51, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	54, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
-	53, // 13: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
-	0,  // 14: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
-	54, // 15: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
-	0,  // 16: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 17: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
-	18, // 18: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
-	55, // 19: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
-	0,  // 20: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
-	21, // 21: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	56, // 22: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
-	0,  // 23: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	51, // 24: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	57, // 25: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
-	0,  // 26: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
-	58, // 27: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
-	0,  // 28: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	59, // 29: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 30: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 31: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	59, // 32: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 33: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 34: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	59, // 35: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
-	0,  // 36: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	60, // 37: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
-	0,  // 38: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 39: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
-	38, // 40: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 41: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 42: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 43: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
-	38, // 44: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 45: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
-	38, // 46: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
-	2,  // 47: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 48: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 49: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 50: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 51: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 52: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	14, // 53: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	16, // 54: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	19, // 55: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	12, // 56: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
-	20, // 57: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	23, // 58: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	27, // 59: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	29, // 60: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	31, // 61: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	25, // 62: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
-	33, // 63: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	44, // 64: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	46, // 65: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
-	35, // 66: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	37, // 67: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	40, // 68: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	42, // 69: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 70: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 71: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 72: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 73: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 74: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 75: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	15, // 76: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	17, // 77: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 78: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	13, // 79: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
-	22, // 80: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	24, // 81: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	28, // 82: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	30, // 83: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	32, // 84: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	26, // 85: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
-	34, // 86: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	45, // 87: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	47, // 88: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
-	36, // 89: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	39, // 90: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	41, // 91: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	43, // 92: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	70, // [70:93] is the sub-list for method output_type
-	47, // [47:70] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	55, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
+	0,  // 14: authority.v1.ReleaseTransitionResponse.header:type_name -> authority.v1.ResponseHeader
+	56, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
+	57, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
+	58, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
+	0,  // 18: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
+	59, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
+	0,  // 20: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 21: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
+	20, // 22: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
+	60, // 23: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	0,  // 24: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
+	23, // 25: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
+	61, // 26: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	0,  // 27: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
+	53, // 28: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	62, // 29: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
+	0,  // 30: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
+	63, // 31: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	0,  // 32: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
+	64, // 33: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 34: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 35: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
+	64, // 36: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 37: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 38: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
+	64, // 39: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	0,  // 40: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
+	65, // 41: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	0,  // 42: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 43: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
+	40, // 44: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 45: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 46: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 47: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	40, // 48: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 49: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	40, // 50: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 51: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 52: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 53: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 54: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 55: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 56: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	16, // 57: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	18, // 58: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	21, // 59: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	14, // 60: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
+	12, // 61: authority.v1.Leases.ReleaseTransition:input_type -> authority.v1.ReleaseTransitionRequest
+	22, // 62: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	25, // 63: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	29, // 64: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	31, // 65: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	33, // 66: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	27, // 67: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
+	35, // 68: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	46, // 69: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	48, // 70: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	37, // 71: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	39, // 72: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	42, // 73: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	44, // 74: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	4,  // 75: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 76: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 77: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 78: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 79: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 80: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	17, // 81: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	19, // 82: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 83: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	15, // 84: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
+	13, // 85: authority.v1.Leases.ReleaseTransition:output_type -> authority.v1.ReleaseTransitionResponse
+	24, // 86: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	26, // 87: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	30, // 88: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	32, // 89: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	34, // 90: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	28, // 91: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
+	36, // 92: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	47, // 93: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	49, // 94: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	38, // 95: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	41, // 96: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	43, // 97: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	45, // 98: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	75, // [75:99] is the sub-list for method output_type
+	51, // [51:75] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }
@@ -3454,14 +3597,14 @@ func file_authority_v1_service_proto_init() {
 	file_authority_v1_state_proto_init()
 	file_authority_v1_events_proto_init()
 	file_authority_v1_commands_proto_init()
-	file_authority_v1_service_proto_msgTypes[14].OneofWrappers = []any{}
+	file_authority_v1_service_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_service_proto_rawDesc), len(file_authority_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

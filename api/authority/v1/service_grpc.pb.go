@@ -316,10 +316,11 @@ var Domains_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Leases_Acquire_FullMethodName    = "/authority.v1.Leases/Acquire"
-	Leases_KeepAlive_FullMethodName  = "/authority.v1.Leases/KeepAlive"
-	Leases_Release_FullMethodName    = "/authority.v1.Leases/Release"
-	Leases_DeployStep_FullMethodName = "/authority.v1.Leases/DeployStep"
+	Leases_Acquire_FullMethodName           = "/authority.v1.Leases/Acquire"
+	Leases_KeepAlive_FullMethodName         = "/authority.v1.Leases/KeepAlive"
+	Leases_Release_FullMethodName           = "/authority.v1.Leases/Release"
+	Leases_DeployStep_FullMethodName        = "/authority.v1.Leases/DeployStep"
+	Leases_ReleaseTransition_FullMethodName = "/authority.v1.Leases/ReleaseTransition"
 )
 
 // LeasesClient is the client API for Leases service.
@@ -334,6 +335,10 @@ type LeasesClient interface {
 	// One transition of a deploy lock's deployment, fenced by the holder's
 	// epoch (docs/DEPLOY.md).
 	DeployStep(ctx context.Context, in *DeployStepRequest, opts ...grpc.CallOption) (*DeployStepResponse, error)
+	// One transition of a release domain (docs/RELEASES.md), decided by the
+	// pure release validator on the submitted evidence and recorded, allowed
+	// or denied, with its explanation. Fenced by the controller's epoch.
+	ReleaseTransition(ctx context.Context, in *ReleaseTransitionRequest, opts ...grpc.CallOption) (*ReleaseTransitionResponse, error)
 }
 
 type leasesClient struct {
@@ -387,6 +392,16 @@ func (c *leasesClient) DeployStep(ctx context.Context, in *DeployStepRequest, op
 	return out, nil
 }
 
+func (c *leasesClient) ReleaseTransition(ctx context.Context, in *ReleaseTransitionRequest, opts ...grpc.CallOption) (*ReleaseTransitionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseTransitionResponse)
+	err := c.cc.Invoke(ctx, Leases_ReleaseTransition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LeasesServer is the server API for Leases service.
 // All implementations must embed UnimplementedLeasesServer
 // for forward compatibility.
@@ -399,6 +414,10 @@ type LeasesServer interface {
 	// One transition of a deploy lock's deployment, fenced by the holder's
 	// epoch (docs/DEPLOY.md).
 	DeployStep(context.Context, *DeployStepRequest) (*DeployStepResponse, error)
+	// One transition of a release domain (docs/RELEASES.md), decided by the
+	// pure release validator on the submitted evidence and recorded, allowed
+	// or denied, with its explanation. Fenced by the controller's epoch.
+	ReleaseTransition(context.Context, *ReleaseTransitionRequest) (*ReleaseTransitionResponse, error)
 	mustEmbedUnimplementedLeasesServer()
 }
 
@@ -420,6 +439,9 @@ func (UnimplementedLeasesServer) Release(context.Context, *ReleaseRequest) (*Aut
 }
 func (UnimplementedLeasesServer) DeployStep(context.Context, *DeployStepRequest) (*DeployStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeployStep not implemented")
+}
+func (UnimplementedLeasesServer) ReleaseTransition(context.Context, *ReleaseTransitionRequest) (*ReleaseTransitionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseTransition not implemented")
 }
 func (UnimplementedLeasesServer) mustEmbedUnimplementedLeasesServer() {}
 func (UnimplementedLeasesServer) testEmbeddedByValue()                {}
@@ -503,6 +525,24 @@ func _Leases_DeployStep_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Leases_ReleaseTransition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseTransitionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LeasesServer).ReleaseTransition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Leases_ReleaseTransition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LeasesServer).ReleaseTransition(ctx, req.(*ReleaseTransitionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Leases_ServiceDesc is the grpc.ServiceDesc for Leases service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -521,6 +561,10 @@ var Leases_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeployStep",
 			Handler:    _Leases_DeployStep_Handler,
+		},
+		{
+			MethodName: "ReleaseTransition",
+			Handler:    _Leases_ReleaseTransition_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
