@@ -43,9 +43,11 @@ func newKey(id string, seed byte) key {
 	return key{id: id, priv: ed25519.NewKeyFromSeed(s)}
 }
 
-func (k key) Sign(_ context.Context, data []byte) ([]byte, error) { return ed25519.Sign(k.priv, data), nil }
-func (k key) KeyID() (string, error)                              { return k.id, nil }
-func (k key) Public() crypto.PublicKey                            { return k.priv.Public() }
+func (k key) Sign(_ context.Context, data []byte) ([]byte, error) {
+	return ed25519.Sign(k.priv, data), nil
+}
+func (k key) KeyID() (string, error)   { return k.id, nil }
+func (k key) Public() crypto.PublicKey { return k.priv.Public() }
 
 // sign writes a DSSE envelope over an in-toto statement about digest.
 func sign(t *testing.T, k key, predicateType, digest string, predicate any) string {
@@ -114,7 +116,9 @@ func TestReleaseDecisionsEndToEnd(t *testing.T) {
 		return string(out)
 	}
 	now := func() int64 { return time.Now().UnixMilli() }
-	manifest := func(k key, d string) string { return "manifest=" + sign(t, k, validator.PredicateManifest, d, map[string]string{"image": "app"}) }
+	manifest := func(k key, d string) string {
+		return "manifest=" + sign(t, k, validator.PredicateManifest, d, map[string]string{"image": "app"})
+	}
 	analysis := func(d string) string {
 		return "analysis=" + sign(t, analyst, validator.PredicateAnalysis, d, validator.AnalysisPredicate{Verdict: "pass",
 			Metrics: []string{"error_rate"}, WindowEndUnixMs: now()})
