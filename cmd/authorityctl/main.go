@@ -121,6 +121,7 @@ sorted keys.`,
 		newPreflightCmd(o),
 		newGateCmd(o),
 		newReleaseCmd(o),
+		newEvidenceCmd(o),
 	)
 	return root
 }

@@ -48,6 +48,7 @@ func run(ctx context.Context, cfg Config) error {
 	state := fsm.New()
 	metrics := observability.NewMetrics(reg, state)
 	deployMetrics := observability.NewDeployMetrics(reg)
+	releaseMetrics := observability.NewReleaseMetrics(reg)
 	src, err := loadTLS(cfg, logger)
 	if err != nil {
 		return err
@@ -187,6 +188,11 @@ func run(ctx context.Context, cfg Config) error {
 	go func() { // the deploy metrics count committed deploy events
 		defer wg.Done()
 		observability.RunSink(leadCtx, node.FSM(), 1, deployMetrics, logger.Named("deploy-metrics"))
+	}()
+	wg.Add(1)
+	go func() { // the release metrics count committed release decisions
+		defer wg.Done()
+		observability.RunSink(leadCtx, node.FSM(), 1, releaseMetrics, logger.Named("release-metrics"))
 	}()
 	if src != nil {
 		wg.Add(1)

@@ -9,6 +9,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,6 +198,50 @@ func TestReleaseDecisionsEndToEnd(t *testing.T) {
 		}
 	}
 	t.Logf("%d decisions, byte-identical on %d servers; the last:\n%s", len(first), len(c.Servers), first[len(first)-1])
+
+	// The decision counters equal the decisions, on every server.
+	for _, s := range c.Servers {
+		want := map[string]string{
+			`release_decisions_total{action="start_canary",reason="",result="allowed"}`:                        "3",
+			`release_decisions_total{action="start_canary",reason="ManifestUnsigned",result="denied"}`:         "1",
+			`release_decisions_total{action="start_canary",reason="ManifestSignatureInvalid",result="denied"}`: "1",
+			`release_decisions_total{action="promote",reason="ErrorBudgetExhausted",result="denied"}`:          "1",
+			`release_decisions_total{action="promote",reason="ChangeFrozen",result="denied"}`:                  "1",
+			`release_decisions_total{action="promote",reason="",result="allowed"}`:                             "2",
+			`release_decisions_total{action="rollback",reason="",result="allowed"}`:                            "1",
+		}
+		awaitMetrics(t, c, s, want)
+	}
+}
+
+// awaitMetrics waits (bounded) until server s's /metrics has every line of
+// want (series → value).
+func awaitMetrics(t *testing.T, c *testcluster.Cluster, s *testcluster.Server, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var text string
+		resp, err := c.HTTPClient(testcluster.Reader).Get(c.URL(s, "/metrics"))
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+			resp.Body.Close()
+			text = string(b)
+		}
+		missing := ""
+		for series, v := range want {
+			if !strings.Contains(text, series+" "+v+"\n") {
+				missing = series + " " + v
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: /metrics lacks %s", s.ID, missing)
+		}
+		time.Sleep(100 * time.Millisecond) // polling an observable condition, bounded
+	}
 }
 
 // staleDomain reads a domain from one server's applied state, waiting
