@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,21 @@ func TestJSONPath(t *testing.T) {
 		if _, err := parseJSONPath(p); err == nil {
 			t.Errorf("%s accepted", p)
 		}
+	}
+}
+
+// The example in docs/CANARY-ANALYSIS.md parses.
+func TestDocExampleParses(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/CANARY-ANALYSIS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Example\n\n```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no example block")
+	}
+	if _, err := Parse([]byte(block)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -169,6 +169,9 @@ func TestRunWorstOfAndDryRun(t *testing.T) {
 				t.Fatalf("run %s (%s) verdict %s %v; want %s %s %v", res.Phase, res.Message, v, ms, c.want, c.verdict, c.metrics)
 			}
 			for _, m := range res.Metrics {
+				if m.Count < c.ms[0].Count && m.Phase != Inconclusive && m.Phase != Failed {
+					t.Fatalf("metric %s stopped early reported %s, want Inconclusive (never Successful)", m.Name, m.Phase)
+				}
 				if m.DryRun && m.Phase == Pending {
 					t.Fatalf("dryRun metric %s was not measured/reported", m.Name)
 				}
@@ -223,6 +226,19 @@ func TestCancelledRunNeverPasses(t *testing.T) {
 	res, err := rn.Run(ctx, &Config{Metrics: []Metric{metric("m", 5, func(m *Metric) { m.Provider.Custom = "s" })}})
 	if !errors.Is(err, context.Canceled) || res.Phase != Inconclusive {
 		t.Fatalf("%v %s %s", err, res.Phase, res.Message)
+	}
+	if v, _ := Verdict(res); v != "inconclusive" {
+		t.Fatal(v)
+	}
+}
+
+// An invalid configuration handed to Run is an error and a pause, never a
+// pass and never an abort of the canary.
+func TestRunRejectsInvalidConfig(t *testing.T) {
+	rn := &Runner{Clock: NewVirtualClock(t0)}
+	res, err := rn.Run(context.Background(), &Config{Metrics: []Metric{metric("m", 1, nil)}}) // custom "script" not registered
+	if err == nil || res.Phase != Inconclusive || res.Action() != "pause" || !strings.Contains(err.Error(), `unknown provider "script"`) {
+		t.Fatalf("%v %s", err, res.Phase)
 	}
 	if v, _ := Verdict(res); v != "inconclusive" {
 		t.Fatal(v)

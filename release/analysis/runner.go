@@ -95,7 +95,9 @@ func (rn *Runner) Run(ctx context.Context, cfg *Config) (Result, error) {
 		names = append(names, n)
 	}
 	if err := cfg.Validate(names...); err != nil {
-		return Result{Phase: Error, Message: "invalid analysis: " + clip(err.Error(), 500)}, err
+		// Our own configuration bug pauses (never promotes, never aborts
+		// a healthy canary); Parse/Validate catch it before any run.
+		return Result{Phase: Inconclusive, Message: "invalid analysis: " + clip(err.Error(), 500)}, err
 	}
 	clock := rn.Clock
 	if clock == nil {
