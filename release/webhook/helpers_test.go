@@ -224,9 +224,14 @@ func endpoint(name, url string) Endpoint {
 // start builds a dispatcher (instant backoff recorded, jitter 0.5) and runs it.
 func start(t *testing.T, log *fakeLog, statePath string, eps ...Endpoint) *harness {
 	t.Helper()
+	return startWith(t, log.subscribe, 0, statePath, eps...)
+}
+
+func startWith(t *testing.T, sub Subscribe, from uint64, statePath string, eps ...Endpoint) *harness {
+	t.Helper()
 	h := &harness{reg: prometheus.NewRegistry(), settled: make(chan settled, 1024), logs: &syncBuffer{}, done: make(chan error, 1)}
 	d, err := New(Options{
-		Endpoints: eps, Namespace: "prod", Subscribe: log.subscribe, StatePath: statePath, LookupEnv: env,
+		Endpoints: eps, Namespace: "prod", Subscribe: sub, FromIndex: from, StatePath: statePath, LookupEnv: env,
 		Registerer: h.reg, Logger: slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			h.mu.Lock()
