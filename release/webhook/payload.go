@@ -10,6 +10,7 @@
 package webhook
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -154,11 +155,16 @@ func PayloadFromEvent(ev *pb.Event, namespace string) (Payload, bool) {
 
 // Encode returns the JSON body of p (at most MaxBodyBytes for a payload
 // built by PayloadFromEvent).
+// It is compact JSON without HTML escaping (">" stays ">"). Receivers
+// verify the signature over the bytes received, never a re-encoding.
 func (p Payload) Encode() ([]byte, error) {
-	b, err := json.Marshal(p)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(p); err != nil {
 		return nil, err
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if len(b) > MaxBodyBytes {
 		return nil, fmt.Errorf("webhook: payload of %d bytes exceeds %d", len(b), MaxBodyBytes)
 	}
