@@ -183,9 +183,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for attempt := 1; ctx.Err() == nil; attempt++ {
+				before := w.cur
 				err := d.follow(ctx, w)
 				if ctx.Err() != nil {
 					return
+				}
+				if w.cur != before { // it made progress: back off from the start
+					attempt = 1
 				}
 				d.log.Warn("release webhook: event source ended; reopening", "endpoint", w.ep.Name, "error", err)
 				if d.opts.Sleep(ctx, d.backoff(w, min(attempt, 16))) != nil {

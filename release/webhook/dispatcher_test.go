@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"os"
 	"strings"
@@ -274,6 +276,9 @@ func TestSecretNeverLoggedNorInErrors(t *testing.T) {
 	h.await(t, "leaky", len(rel))
 	h.await(t, "gone", len(rel))
 	h.stop(t)
+	if x, r := h.count("gone", ResultDropped), h.count("gone", ResultRetried); x != float64(len(rel)) || r != float64(len(rel)) {
+		t.Fatalf("unreachable endpoint: dropped %v retried %v, want %d each (2 attempts)", x, r, len(rel))
+	}
 	logs := h.logs.String()
 	if !strings.Contains(logs, "attempts exhausted") || !strings.Contains(logs, "transport") {
 		t.Fatalf("failure paths not taken:\n%s", logs)
@@ -297,4 +302,55 @@ func TestSecretNeverLoggedNorInErrors(t *testing.T) {
 			t.Fatalf("config error %v", err)
 		}
 	}
+}
+
+// A subscription that fails is reopened at the endpoint's position: the
+// events after it arrive once, nothing settled is sent again.
+func TestSourceFailureReopensAtPosition(t *testing.T) {
+	l, rel := mixedLog(10)
+	rv := newRecv(t)
+	failing := &failOnce{l: l, after: 5}
+	h := startWith(t, failing.subscribe, 0, statePath(t), endpoint("ops", rv.srv.URL))
+	h.await(t, "ops", len(rel))
+	raw, handled, _ := rv.snapshot()
+	for _, ev := range rel {
+		if k := keyOf(ev, "ops"); raw[k] != 1 || handled[k] != 1 {
+			t.Fatalf("event (%d,%d): %d raw deliveries, handled %d", ev.GetIndex(), ev.GetSeq(), raw[k], handled[k])
+		}
+	}
+	l.mu.Lock()
+	opened := append([]uint64(nil), l.opened...)
+	l.mu.Unlock()
+	if len(opened) != 2 || opened[1] == 0 || !strings.Contains(h.logs.String(), "reopening") {
+		t.Fatalf("subscriptions opened at %v", opened)
+	}
+}
+
+// failOnce's first subscription fails after `after` events.
+type failOnce struct {
+	l     *fakeLog
+	after int
+	n     int
+}
+
+func (f *failOnce) subscribe(ctx context.Context, from uint64) (Source, error) {
+	src, _ := f.l.subscribe(ctx, from)
+	f.n++
+	if f.n == 1 {
+		return &failingSource{Source: src, left: f.after}, nil
+	}
+	return src, nil
+}
+
+type failingSource struct {
+	Source
+	left int
+}
+
+func (s *failingSource) Next(ctx context.Context) (*pb.Event, error) {
+	if s.left == 0 {
+		return nil, errors.New("stream reset")
+	}
+	s.left--
+	return s.Source.Next(ctx)
 }
