@@ -106,3 +106,22 @@ func TestPipelineChecksLinkNothingOfTheModule(t *testing.T) {
 		})
 	}
 }
+
+// The release controller's parts are clients: release/... links no server
+// package of this module (the API, the client library and the validator's
+// evidence types only).
+func TestReleaseControllerIsAClient(t *testing.T) {
+	for _, pkg := range []string{"release/analysis", "release/actuator", "release/webhook"} {
+		forbid(t, pkg, func(d string) bool {
+			if !strings.HasPrefix(d, module+"/") {
+				return false
+			}
+			for _, ok := range []string{"/api/", "/client", "/validator", "/release/"} {
+				if strings.HasPrefix(d, module+ok) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
