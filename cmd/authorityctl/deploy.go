@@ -267,7 +267,10 @@ func (r *deployRun) acquire(ctx context.Context) (*client.Lease, error) {
 	wctx, cancel := context.WithTimeout(ctx, r.cfg.lockWait)
 	defer cancel()
 	for {
-		cctx, ccancel := context.WithTimeout(wctx, time.Minute)
+		// Each blocking call is bounded well below --lock-wait, so that a
+		// wait cut by a leader change, or a grant whose first renewal is
+		// slow to confirm, is retried within seconds.
+		cctx, ccancel := context.WithTimeout(wctx, 20*time.Second)
 		l, err := r.c.Acquire(cctx, r.cfg.domain, r.cfg.holder, client.WithWait(), client.WithMargin(r.cfg.killGrace+time.Second))
 		ccancel()
 		if err == nil {
