@@ -39,7 +39,7 @@ func DescribeDomain(d *pb.Domain) string {
 		b.WriteString(DescribeDeployment(dep))
 	}
 	if rs := d.GetRelease(); rs != nil {
-		fmt.Fprintf(&b, "  release phase=%s stable=%s canary=%s step=%d weight=%d known_good=%s\n", phaseName(rs.Phase),
+		fmt.Fprintf(&b, "  release phase=%s stable=%s canary=%s step=%d weight=%d known_good=%s\n", validator.PhaseName(rs.Phase),
 			orNone(rs.Stable), orNone(rs.Canary), rs.Step, rs.Weight, orNone(strings.Join(rs.KnownGood, ",")))
 		for _, dec := range rs.Decisions {
 			verdict := "allowed"
@@ -47,7 +47,7 @@ func DescribeDomain(d *pb.Domain) string {
 				verdict = "denied " + dec.GetDecision().GetDenialReason()
 			}
 			fmt.Fprintf(&b, "    %d %s %s epoch %d->%d\n", dec.Index,
-				strings.ToLower(strings.TrimPrefix(dec.Action.String(), "RELEASE_ACTION_")), verdict, dec.EpochBefore, dec.EpochAfter)
+				validator.ActionName(dec.Action), verdict, dec.EpochBefore, dec.EpochAfter)
 		}
 	}
 	fmt.Fprintf(&b, "  attempts allowed=%d denied=%d\n", d.AllowedCount, d.DeniedCount)
@@ -147,8 +147,8 @@ func DescribeDeployment(dep *pb.Deployment) string {
 func DescribeReleaseDecision(d *pb.ReleaseDecision) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "release %s at index %d: phase %s -> %s, stable=%s canary=%s step=%d weight=%d, epoch %d -> %d, holder %s, reason %q\n",
-		strings.ToLower(strings.TrimPrefix(d.GetAction().String(), "RELEASE_ACTION_")), d.GetIndex(), phaseName(d.GetFromPhase()),
-		phaseName(d.GetToPhase()), orNone(d.GetStable()), orNone(d.GetCanary()), d.GetStep(), d.GetWeight(), d.GetEpochBefore(),
+		validator.ActionName(d.GetAction()), d.GetIndex(), validator.PhaseName(d.GetFromPhase()),
+		validator.PhaseName(d.GetToPhase()), orNone(d.GetStable()), orNone(d.GetCanary()), d.GetStep(), d.GetWeight(), d.GetEpochBefore(),
 		d.GetEpochAfter(), d.GetHolder(), d.GetReason())
 	for _, ev := range d.GetEvidence() {
 		fmt.Fprintf(&b, "  evidence %s %s key_id=%s\n", ev.GetType(), ev.GetDigest(), ev.GetKeyId())

@@ -64,9 +64,9 @@ func applyReleaseTransition(f *FSM, e entry) *Result {
 	for _, r := range refs {
 		digests = append(digests, r.Type+"="+r.Digest)
 	}
-	f.emit(e, EventReleaseDecided, d, "action", strings.ToLower(strings.TrimPrefix(c.GetAction().String(), "RELEASE_ACTION_")),
+	f.emit(e, EventReleaseDecided, d, "action", validator.ActionName(c.GetAction()),
 		"allowed", fmt.Sprint(decision.Allowed), "denial_reason", decision.DenialReason,
-		"phase", phaseName(rs.Phase), "stable", rs.Stable, "canary", rs.Canary, "step", u(uint64(rs.Step)),
+		"phase", validator.PhaseName(rs.Phase), "stable", rs.Stable, "canary", rs.Canary, "step", u(uint64(rs.Step)),
 		"weight", u(uint64(rs.Weight)), "epoch_before", u(rec.EpochBefore), "evidence", strings.Join(digests, ","), "reason", c.GetReason())
 	res := done(d)
 	res.Release = rec
@@ -161,11 +161,4 @@ func validateDigest(s string) error {
 		return fmt.Errorf("%w: canary digest must be sha256:<64 lowercase hex digits> (%d bytes given)", ErrInvalid, len(s))
 	}
 	return nil
-}
-
-func phaseName(p pb.ReleasePhase) string {
-	if p == pb.ReleasePhase_RELEASE_PHASE_UNSPECIFIED {
-		return "stable"
-	}
-	return strings.ToLower(strings.TrimPrefix(p.String(), "RELEASE_PHASE_"))
 }

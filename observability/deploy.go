@@ -23,13 +23,18 @@ type DeployMetrics struct {
 	preflightFailure *prometheus.CounterVec
 	gateFailure      *prometheus.CounterVec
 
-	mu     sync.Mutex
-	labels map[string]map[string]bool // per label kind: values seen
+	labels labelBound
 }
 
-// maxLabelValues bounds each label's distinct values: a deployer names
-// environments and checks, and must not be able to grow the metric set
-// without bound. Further values are counted as "other".
+// labelBound bounds each label's distinct values: a deployer or a release
+// controller names environments, checks and reasons, and must not be able
+// to grow the metric set without bound. Further values count as "other".
+type labelBound struct {
+	mu   sync.Mutex
+	seen map[string]map[string]bool // per label kind: values seen
+}
+
+// maxLabelValues bounds each label's distinct values (labelBound).
 const maxLabelValues = 64
 
 // NewDeployMetrics registers the deploy metrics with reg.
@@ -49,7 +54,6 @@ func NewDeployMetrics(reg prometheus.Registerer) *DeployMetrics {
 			Help: "Preflight checks that failed on a runner holding a deploy lock, by check."}, []string{"check"}),
 		gateFailure: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "health_gate_failures_total",
 			Help: "Health gates that failed after a deploy, by service."}, []string{"service"}),
-		labels: map[string]map[string]bool{},
 	}
 	reg.MustRegister(m.attempts, m.duration, m.failovers, m.failoverSeconds, m.preflightFailure, m.gateFailure)
 	return m
@@ -63,7 +67,7 @@ func (m *DeployMetrics) Write(_ context.Context, ev *pb.Event) error {
 		if ev.Type == fsm.EventDeployFailed {
 			result = "failed"
 		}
-		env := m.bounded("env", field(ev, "env"))
+		env := m.labels.bounded("env", field(ev, "env"))
 		m.attempts.WithLabelValues(env, result).Inc()
 		if ms, err := strconv.ParseInt(field(ev, "duration_ms"), 10, 64); err == nil {
 			m.duration.WithLabelValues(env).Observe(float64(ms) / 1000)
@@ -74,7 +78,7 @@ func (m *DeployMetrics) Write(_ context.Context, ev *pb.Event) error {
 		m.failedChecks(field(ev, "failed_checks"))
 	case fsm.EventDeployFailover:
 		if ms, err := strconv.ParseInt(field(ev, "failover_ms"), 10, 64); err == nil {
-			m.failoverSeconds.WithLabelValues(m.bounded("env", field(ev, "env"))).Observe(float64(ms) / 1000)
+			m.failoverSeconds.WithLabelValues(m.labels.bounded("env", field(ev, "env"))).Observe(float64(ms) / 1000)
 		}
 	case fsm.EventDeployHandoff:
 		m.failedChecks(field(ev, "failed_checks"))
@@ -86,20 +90,23 @@ func (m *DeployMetrics) Write(_ context.Context, ev *pb.Event) error {
 func (m *DeployMetrics) failedChecks(list string) {
 	for _, c := range strings.Split(list, ",") {
 		if name, ok := strings.CutPrefix(c, "preflight:"); ok {
-			m.preflightFailure.WithLabelValues(m.bounded("check", name)).Inc()
+			m.preflightFailure.WithLabelValues(m.labels.bounded("check", name)).Inc()
 		} else if name, ok := strings.CutPrefix(c, "gate:"); ok {
-			m.gateFailure.WithLabelValues(m.bounded("service", name)).Inc()
+			m.gateFailure.WithLabelValues(m.labels.bounded("service", name)).Inc()
 		}
 	}
 }
 
-func (m *DeployMetrics) bounded(kind, v string) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	seen := m.labels[kind]
+func (b *labelBound) bounded(kind, v string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.seen == nil {
+		b.seen = map[string]map[string]bool{}
+	}
+	seen := b.seen[kind]
 	if seen == nil {
 		seen = map[string]bool{}
-		m.labels[kind] = seen
+		b.seen[kind] = seen
 	}
 	if !seen[v] && len(seen) >= maxLabelValues {
 		return "other"

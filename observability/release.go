@@ -16,7 +16,7 @@ import (
 type ReleaseMetrics struct {
 	decisions *prometheus.CounterVec
 	aborts    *prometheus.CounterVec
-	labels    *DeployMetrics // label bounding
+	labels    labelBound
 }
 
 // NewReleaseMetrics registers the release metrics with reg.
@@ -26,7 +26,6 @@ func NewReleaseMetrics(reg prometheus.Registerer) *ReleaseMetrics {
 			Help: "Release transitions decided, by action, result (allowed, denied) and denial reason."}, []string{"action", "result", "reason"}),
 		aborts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canary_aborts_total",
 			Help: "Canaries aborted, by the reason the controller gave (bounded label values)."}, []string{"reason"}),
-		labels: &DeployMetrics{labels: map[string]map[string]bool{}},
 	}
 	reg.MustRegister(m.decisions, m.aborts)
 	return m

@@ -173,13 +173,13 @@ func (r *releaseEval) legal() {
 	case pb.ReleaseAction_RELEASE_ACTION_ROLLBACK:
 		ok = true // from every state
 	}
-	detail := fmt.Sprintf("%s is legal from %s", actionWord(r.in.Action), phaseWord(ph))
+	detail := fmt.Sprintf("%s is legal from %s", ActionName(r.in.Action), PhaseName(ph))
 	reason := ""
 	if !ok {
 		reason = ReasonIllegalTransition
-		detail = fmt.Sprintf("%s is not legal from %s (step %d)", actionWord(r.in.Action), phaseWord(ph), r.st.GetStep())
+		detail = fmt.Sprintf("%s is not legal from %s (step %d)", ActionName(r.in.Action), PhaseName(ph), r.st.GetStep())
 	}
-	r.add(CheckTransitionLegal, reason, detail, "phase", phaseWord(ph), "step", fmt.Sprint(r.st.GetStep()),
+	r.add(CheckTransitionLegal, reason, detail, "phase", PhaseName(ph), "step", fmt.Sprint(r.st.GetStep()),
 		"requested_step", fmt.Sprint(r.in.Step), "weight", fmt.Sprint(r.in.Weight))
 }
 
@@ -457,11 +457,13 @@ func WindowActive(w *pb.ChangeWindow, at int64) bool {
 	return false
 }
 
-func actionWord(a pb.ReleaseAction) string {
+// ActionName is a release action as operators write it (start_canary, promote, ...).
+func ActionName(a pb.ReleaseAction) string {
 	return strings.ToLower(strings.TrimPrefix(a.String(), "RELEASE_ACTION_"))
 }
 
-func phaseWord(p pb.ReleasePhase) string {
+// PhaseName is a release phase as operators read it ("stable" when no canary).
+func PhaseName(p pb.ReleasePhase) string {
 	if p == pb.ReleasePhase_RELEASE_PHASE_UNSPECIFIED {
 		return "stable"
 	}

@@ -579,14 +579,7 @@ func newDeployGetCmd(o *options) *cobra.Command {
 		Short: "Print the deployment a deploy lock records (status, runner, failovers, transitions)",
 		Args:  exactArgs("DOMAIN"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := o.withTimeout(cmd.Context())
-			defer cancel()
-			c, err := o.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeQuietly(c)
-			d, err := c.GetDomain(ctx, args[0])
+			d, err := fetchDomain(cmd.Context(), o, args[0])
 			if err != nil {
 				return err
 			}

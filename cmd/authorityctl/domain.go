@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"time"
 
@@ -193,14 +194,7 @@ func newDomainGetCmd(o *options) *cobra.Command {
 			if err := checkNames("domain", args[0]); err != nil {
 				return err
 			}
-			ctx, cancel := o.withTimeout(cmd.Context())
-			defer cancel()
-			c, err := o.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeQuietly(c)
-			d, err := c.GetDomain(ctx, args[0], readOpts(stale)...)
+			d, err := fetchDomain(cmd.Context(), o, args[0], readOpts(stale)...)
 			if err != nil {
 				return err
 			}
@@ -292,4 +286,17 @@ func readOpts(stale bool) []client.ReadOption {
 		return []client.ReadOption{client.Stale()}
 	}
 	return nil
+}
+
+// fetchDomain reads one domain in its own connection, bounded by --timeout
+// (domain get, deploy get, release get, fence).
+func fetchDomain(ctx context.Context, o *options, name string, opts ...client.ReadOption) (*pb.Domain, error) {
+	ctx, cancel := o.withTimeout(ctx)
+	defer cancel()
+	c, err := o.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closeQuietly(c)
+	return c.GetDomain(ctx, name, opts...)
 }

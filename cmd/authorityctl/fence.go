@@ -54,14 +54,7 @@ closes the window. --offline skips the authority (the state file alone).`,
 			if offline {
 				return nil
 			}
-			ctx, cancel := o.withTimeout(cmd.Context())
-			defer cancel()
-			c, err := o.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeQuietly(c)
-			d, err := c.GetDomain(ctx, domain)
+			d, err := fetchDomain(cmd.Context(), o, domain)
 			if err != nil {
 				return err
 			}

@@ -127,14 +127,7 @@ func newReleaseGetCmd(o *options) *cobra.Command {
 		Short: "Print a release domain's state and its recent decisions",
 		Args:  exactArgs("DOMAIN"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := o.withTimeout(cmd.Context())
-			defer cancel()
-			c, err := o.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeQuietly(c)
-			d, err := c.GetDomain(ctx, args[0])
+			d, err := fetchDomain(cmd.Context(), o, args[0])
 			if err != nil {
 				return err
 			}
