@@ -17,6 +17,11 @@ type failpointLogStore struct{ raft.LogStore }
 func (s failpointLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
 func (s failpointLogStore) StoreLogs(logs []*raft.Log) error {
+	if failpoint.Enabled && containsIntent(logs) {
+		if err := failpoint.Eval(failpoint.RaftLogBeforeStoreIntent); err != nil {
+			return err
+		}
+	}
 	promo := failpoint.Enabled && containsPromotion(logs)
 	if promo {
 		if err := failpoint.Eval(failpoint.RaftLogBeforeStore); err != nil {
@@ -36,6 +41,23 @@ func containsPromotion(logs []*raft.Log) bool {
 	for _, l := range logs {
 		if isPromotion(l) {
 			return true
+		}
+	}
+	return false
+}
+
+// containsIntent: the batch carries a PromotionIntent (failpoint builds
+// only: it costs a decode per entry).
+func containsIntent(logs []*raft.Log) bool {
+	for _, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		var cmd pb.Command
+		if proto.Unmarshal(l.Data, &cmd) == nil {
+			if _, ok := cmd.Body.(*pb.Command_PromotionIntent); ok {
+				return true
+			}
 		}
 	}
 	return false

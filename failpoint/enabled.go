@@ -118,7 +118,7 @@ func parse(s string) (action, error) {
 }
 
 func known(name string) bool {
-	for _, n := range append(All[:len(All):len(All)], Quorum...) {
+	for _, n := range append(append(All[:len(All):len(All)], Quorum...), Recovery...) {
 		if n == name {
 			return true
 		}

@@ -31,6 +31,15 @@ const (
 	// PromoteAfterPrepare: a replica-quorum promotion's fence is committed,
 	// its decision not yet proposed (docs/DURABILITY.md).
 	PromoteAfterPrepare = "promote/after-prepare"
+	// RaftLogBeforeStoreIntent: before raft writes an entry batch carrying
+	// a PromotionIntent (the request's durable intent) to the log store.
+	RaftLogBeforeStoreIntent = "raftlog/before-store-intent"
+	// PromoteBeforeAbort: a new leader found an undecided intent and is
+	// about to propose its PromotionAbort (aborted_on_crash).
+	PromoteBeforeAbort = "promote/before-abort"
+	// PromoteAfterAbort: that PromotionAbort is committed and applied, the
+	// new leader does not serve yet.
+	PromoteAfterAbort = "promote/after-abort"
 )
 
 // All lists every point (documentation, admin endpoint, tests).
@@ -41,6 +50,11 @@ var All = []string{PromoteReceived, PromoteValidating, PromoteBeforePropose, Raf
 // matrix over All runs on authority-gated domains, which never reach them
 // (crashmatrix/quorum_test.go covers them).
 var Quorum = []string{PromoteAfterPrepare}
+
+// Recovery lists the points around the intent and the abort: the intent's
+// write and a new leader's recording of an abort. Each has its own cell
+// (crashmatrix/additions_test.go), not one per role and outcome.
+var Recovery = []string{RaftLogBeforeStoreIntent, PromoteBeforeAbort, PromoteAfterAbort}
 
 // ErrInjected is returned by Eval for the `error` action.
 var ErrInjected = errors.New("failpoint: injected error")

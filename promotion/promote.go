@@ -321,6 +321,9 @@ const LastKnownRequested = "PromotionRequested"
 // serving): replication.promotion.aborted_on_crash, through the log.
 func (s *Service) abortUndecided(ctx context.Context) error {
 	for _, p := range s.fsm.PendingIntents() {
+		if err := failpoint.Eval(failpoint.PromoteBeforeAbort); err != nil {
+			return err
+		}
 		res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionAbort{PromotionAbort: &pb.PromotionAbort{
 			Domain: p.Domain, RequestId: p.RequestID, LastKnownState: LastKnownRequested}}})
 		if err != nil {
@@ -328,6 +331,9 @@ func (s *Service) abortUndecided(ctx context.Context) error {
 		}
 		if res.Err != nil && !errors.Is(res.Err, fsm.ErrPrecondition) {
 			return res.Err
+		}
+		if err := failpoint.Eval(failpoint.PromoteAfterAbort); err != nil {
+			return err
 		}
 		s.logger.Warn("promotion aborted on crash", "domain", p.Domain, "request_id", p.RequestID,
 			"candidate", p.Candidate, "requested_at_index", p.Index)
