@@ -53,6 +53,8 @@ var additions = []addition{
 	{"error/raftlog.before-store", failpoint.RaftLogBeforeStore, (*rig).cellErrorStepDown},
 }
 
+// TestCrashMatrixAdditions runs the cells of additions. Readiness: P6-A2,
+// P6-F2, AU-2, P6-D2, AU-10, P6-A3, AU-3, AU-13, P6-F3 (see above).
 func TestCrashMatrixAdditions(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "additions")

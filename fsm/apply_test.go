@@ -714,6 +714,7 @@ func TestPromotionMalformed(t *testing.T) {
 // TestPromotionSplitBrain: two operators (or an operator and the automatic
 // policy) race to promote different candidates on the same evidence. The
 // entries are ordered by the log; the second must see the first's epoch.
+// Readiness: P6-A1 (AU-1); docs/READINESS.md.
 func TestPromotionSplitBrain(t *testing.T) {
 	for _, cas := range []bool{true, false} {
 		t.Run(fmt.Sprintf("expected_epoch=%t", cas), func(t *testing.T) {

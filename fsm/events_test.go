@@ -29,6 +29,7 @@ func field(ev *pb.Event, key string) string {
 // An allowed attempt emits AeroDB's six events in lifecycle order, all at
 // the entry's index; a denied one stops at validation_failed with the
 // failed invariant and reason.
+// Readiness: P6-O1 (every attempt emits its events); docs/READINESS.md.
 func TestPromotionEvents(t *testing.T) {
 	h, attempt := readyToPromote(t)
 	denied := cloneAttempt(attempt)

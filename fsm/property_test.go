@@ -616,6 +616,7 @@ func (s *genStats) add(results []*Result) {
 	}
 }
 
+// Readiness: P6-D1, AU-9; docs/READINESS.md.
 func TestPropertyDeterminism(t *testing.T) {
 	var stats genStats
 	for _, seed := range propertySeeds() {

@@ -142,6 +142,7 @@ func itoa(i int) string { return fmt.Sprintf("%04d", i) }
 
 // A sink that blocks or fails delays nothing but itself: applies go on and
 // the sink catches up, in order, once it works again.
+// Readiness: AU-11 (observability never changes a decision); docs/READINESS.md.
 func TestSinkBlockedOrFailingChangesNothing(t *testing.T) {
 	f := fsm.New()
 	s := &flakySink{block: make(chan struct{})}

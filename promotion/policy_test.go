@@ -286,6 +286,7 @@ func TestPolicyDwellAfterPromotion(t *testing.T) {
 	}
 }
 
+// Readiness: P6-F3, AU-8 (a denied attempt is not retried automatically); docs/READINESS.md.
 func TestPolicyDeniedNotRetriedWithoutNewReport(t *testing.T) {
 	r := newPolicyRig(t, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC)
 	rep := good("n2", 1, 120)
@@ -346,6 +347,7 @@ func TestPolicyBackoffDoubles(t *testing.T) {
 	}
 }
 
+// Readiness: P6-A3, AU-3 (no authority from a timeout on a manual domain); docs/READINESS.md.
 func TestPolicyLeavesManualDomainsAlone(t *testing.T) {
 	r := newPolicyRig(t, pb.PromotionMode_PROMOTION_MODE_MANUAL)
 	r.send(good("n2", 1, 120))

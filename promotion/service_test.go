@@ -271,6 +271,7 @@ func TestDryRunCommitsNothing(t *testing.T) {
 	}
 }
 
+// Readiness: AU-12 (fenced by epoch); docs/READINESS.md.
 func TestFencingAfterPromotion(t *testing.T) {
 	r := newRig(t, false)
 	r.report("n2", 1, 100, h100, 50)
@@ -311,6 +312,7 @@ func TestWatermarkFencedAtApplyToo(t *testing.T) {
 	}
 }
 
+// Readiness: AU-1 (compare-and-set on the epoch); docs/READINESS.md.
 func TestStaleExpectedEpochDenied(t *testing.T) {
 	r := newRig(t, false)
 	r.report("n2", 1, 100, h100, 50)
@@ -527,6 +529,7 @@ func TestWithDefaults(t *testing.T) {
 // A leader that recorded the request but died before the attempt committed:
 // the next leader records aborted_on_crash through the log, and the attempt
 // is forgotten (authority unchanged); a retry decides afresh.
+// Readiness: P6-D2, AU-10 (recovery records what the log says, decides nothing); docs/READINESS.md.
 func TestNewLeaderAbortsUndecidedAttempts(t *testing.T) {
 	r := newRig(t, false)
 	r.report("n2", 1, 100, h100, 50)

@@ -24,6 +24,7 @@ func chain(n int) []Position {
 	return out
 }
 
+// Readiness: P6-S2, AU-5 (identity by chain hash, not a counter); docs/READINESS.md.
 func TestChainHashVerifyNext(t *testing.T) {
 	prev := Position{Epoch: 2, LSN: 7, Hash: bytes.Repeat([]byte{1}, HashSize)}
 	e := Entry{Epoch: 2, LSN: 8, CommitID: 9, Key: []byte("k"), Value: []byte("v")}

@@ -46,6 +46,7 @@ func allInputs() map[string]Input {
 // TestAllChecksAlwaysPresent: every decision lists all checks in the fixed
 // order with their fixed observed keys, however early a check fails, and a
 // check carries a Reason exactly when it failed.
+// Readiness: P6-O2 (every check named with its invariant); docs/READINESS.md.
 func TestAllChecksAlwaysPresent(t *testing.T) {
 	for name, in := range allInputs() {
 		d := Evaluate(in)
@@ -92,6 +93,7 @@ func TestEarlyFailureStillEvaluatesLaterChecks(t *testing.T) {
 
 // TestNilEvidenceDeniesWithoutPanic covers the degenerate inputs Evaluate
 // promises to survive.
+// Readiness: P6-F1, AU-7 (fail closed); docs/READINESS.md.
 func TestNilEvidenceDeniesWithoutPanic(t *testing.T) {
 	cases := map[string]Input{
 		"nil-everything": {},

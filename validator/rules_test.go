@@ -280,6 +280,7 @@ var ruleCases = []ruleCase{
 		observed: obs("visible_commit_id", "unknown")},
 }
 
+// Readiness: AU-4, P6-S1, AU-5, P6-S2, AU-6, P6-S3 (every rule and denial); docs/READINESS.md.
 func TestRules(t *testing.T) {
 	for _, tc := range ruleCases {
 		t.Run(tc.name, func(t *testing.T) {

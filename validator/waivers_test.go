@@ -22,6 +22,7 @@ func TestKnownWaiversSorted(t *testing.T) {
 
 // TestWaiversLetThrough: a covered failure keeps Satisfied=false and its
 // Reason, records WaivedBy, and no longer denies.
+// Readiness: AU-13; docs/READINESS.md.
 func TestWaiversLetThrough(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -104,6 +105,7 @@ func TestWaiversLetThrough(t *testing.T) {
 // TestWaiversCannotWaive: fencing, disablement, eligibility, missing or
 // stale evidence, and the other waiver's domain all stay denials, even with
 // every waiver requested.
+// Readiness: P6-A1a, AU-13 (nothing waives fencing); docs/READINESS.md.
 func TestWaiversCannotWaive(t *testing.T) {
 	both := withWaivers(WaiverAllowDataLoss, WaiverAllowVisibilityRegression)
 	cases := []struct {

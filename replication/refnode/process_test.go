@@ -175,6 +175,7 @@ func (r *reader) checkAfter(t *testing.T, p *proc) {
 
 // Acceptance 4: a reader never sees a commit on the new primary go
 // backwards compared with what it read before the failover.
+// Readiness: P6-S3, AU-6; docs/READINESS.md.
 func TestNoPhantomCommitsAcrossFailover(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 4))
 	auth, ac := startAuthority(t)
