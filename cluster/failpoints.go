@@ -10,8 +10,10 @@ import (
 // failpointLogStore wraps raft's log store with the raftlog/before-store
 // and raftlog/after-store points, evaluated only for writes that carry a
 // promotion attempt (so a test can crash a node exactly while the
-// authority-changing entry is being made durable). Without the failpoints
-// build tag it only forwards.
+// authority-changing entry is being made durable), and
+// raftlog/before-store-intent, evaluated for writes that carry a
+// promotion intent (the request made durable before validation). Without
+// the failpoints build tag it only forwards.
 type failpointLogStore struct{ raft.LogStore }
 
 func (s failpointLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
