@@ -16,6 +16,8 @@ import (
 //
 // The record is a pure function of (state, entry) (AU-9). A repeated request
 // id returns the recorded outcome and changes nothing.
+// A promotion is this one entry (AU-2 [P6-A2]): the epoch and the holder
+// change together in its apply, or not at all.
 func applyPromotionAttempt(f *FSM, e entry) *Result {
 	a := e.cmd.GetPromotionAttempt()
 	req := a.GetRequest()
@@ -78,6 +80,7 @@ func SameRequest(a, b *pb.PromotionRequest) bool {
 
 // emitAttempt records AeroDB's promotion events for one decided attempt, in
 // lifecycle order, with AeroDB's field names.
+// Every decided attempt is observable (AU-11 [P6-O1]).
 func (f *FSM) emitAttempt(e entry, d *pb.Domain, rec *pb.AttemptRecord, announced bool) {
 	req := rec.GetRequest()
 	cand := req.GetCandidate()

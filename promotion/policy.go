@@ -295,6 +295,8 @@ func (t *policyTerm) skipped(domain, reason string) {
 // consider is one evaluation of an automatic domain: arm the timer while
 // the lease is held; once it expired, wait out dwell and backoff, pick the
 // best eligible member and submit the attempt.
+// A denied domain is not considered again until a new report arrives, with
+// backoff, and a new attempt gets a new request id (AU-8 [P6-F3]).
 func (t *policyTerm) consider(name string, st *policyDomain) {
 	if t.s.checkReady() != nil {
 		return

@@ -216,6 +216,8 @@ func (s *Service) decided(out *Outcome, took time.Duration) {
 // For a replica-quorum domain the entry also carries the fenced reports
 // the leader holds; a dry run with no fence prepared yet shows the fence a
 // prepare would record, with the replicas' current positions as if final.
+// Authority follows only from a committed entry: the lease observation is
+// this leader's own, recorded in the entry, never inherited (AU-3 [P6-A3]).
 func (s *Service) evaluate(req *pb.PromotionRequest, dryRun bool) (*pb.PromotionAttempt, *pb.AttemptRecord, time.Duration, error) {
 	d, ok := s.fsm.Domain(req.Domain)
 	if !ok {
@@ -304,6 +306,8 @@ func IsDenied(err error) bool {
 }
 
 // recordIntent commits the PromotionIntent of a request (idempotent).
+// Crash safety (AU-2 [P6-F2]): before the attempt commits, nothing but
+// this intent is in the log, and a new leader aborts it (abortUndecided).
 func (s *Service) recordIntent(ctx context.Context, req *pb.PromotionRequest) error {
 	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionIntent{PromotionIntent: &pb.PromotionIntent{
 		Request: proto.Clone(req).(*pb.PromotionRequest)}}})
@@ -319,6 +323,8 @@ const LastKnownRequested = "PromotionRequested"
 // abortUndecided records the abort of every attempt that was requested but
 // never decided under an earlier leader (run after the barrier, before
 // serving): replication.promotion.aborted_on_crash, through the log.
+// Recovery decides nothing and infers no intent (AU-10 [P6-D2]): it writes
+// only what the log proves, the last state being PromotionRequested.
 func (s *Service) abortUndecided(ctx context.Context) error {
 	for _, p := range s.fsm.PendingIntents() {
 		if err := failpoint.Eval(failpoint.PromoteBeforeAbort); err != nil {

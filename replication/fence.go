@@ -54,6 +54,7 @@ func (g *FenceGuard) Observe(epoch uint64) (bool, error) {
 
 // Check returns an error wrapping ErrStaleEpoch when epoch is below the
 // highest seen.
+// Fencing by epoch, not by belief that the old holder is dead (AU-12).
 func (g *FenceGuard) Check(epoch uint64) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -14,6 +14,8 @@ import (
 //
 //	decision: denied reason=ReplicaBehindWal invariant="AU-4 [P6-S1]" waivers_applied=none
 //	check candidate_contains_watermark: failed reason=ReplicaBehindWal invariant="AU-4 [P6-S1]" observed{flushed_lsn=90 watermark_lsn=100} detail="..."
+//
+// Every decision explainable, naming each invariant checked (AU-11 [P6-O2]).
 func Describe(d *pb.Decision) string {
 	if d == nil {
 		return "decision: none\n"

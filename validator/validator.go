@@ -104,6 +104,7 @@ var order = [...]checkFunc{
 
 // Evaluate runs every check in the fixed order and returns the decision.
 // It never mutates in and never panics on absent optional evidence.
+// The decision is a pure function of in (AU-9 [P6-D1]).
 func Evaluate(in Input) *pb.Decision {
 	d := &pb.Decision{Checks: make([]*pb.Check, 0, len(order)+len(quorumOrder))}
 	for _, run := range order {
@@ -135,6 +136,8 @@ func Evaluate(in Input) *pb.Decision {
 // applyWaivers marks each failed check a requested waiver covers and returns
 // the sorted, unique waivers that actually waived something. The check keeps
 // Satisfied=false and its Reason so the explanation shows what was waived.
+// Nothing here can waive fencing (AU-1, AU-12): AeroDB's force override let
+// two writers through (P6-A1a); ours is a named waiver of one check (AU-13).
 func applyWaivers(checks []*pb.Check, requested []string) []string {
 	var applied []string
 	for _, c := range checks {

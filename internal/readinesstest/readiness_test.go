@@ -32,7 +32,7 @@ func root(t *testing.T) string {
 
 // TestReadiness is the audit's guard: it fails on a missing or unknown
 // invariant id, a row without a code path or a test, a row none of whose
-// tests names the id in its doc comment or body, a named test or
+// code paths or none of whose tests names the id in its doc comment or body, a named test or
 // symbol that does not exist, or a coverage line that does not match.
 func TestReadiness(t *testing.T) {
 	r := root(t)
@@ -94,6 +94,8 @@ func TestCheckerCatchesBrokenDocs(t *testing.T) {
 			"P6-A2: no test"},
 		{"no test names the id", ids, strings.Replace(doc, p6a2, "| "+strings.Join(append(cells(p6a2)[:3:3], "`fsm.TestIntentThenAttempt`"), " | ")+" |", 1),
 			"none of its tests names P6-A2"},
+		{"no code path names the id", ids, strings.Replace(doc, p6a2, "| "+strings.Join([]string{"P6-A2", cells(p6a2)[1], "`fsm.grant`", cells(p6a2)[3]}, " | ")+" |", 1),
+			"none of its code paths names P6-A2"},
 		{"unknown id", ids, strings.Replace(doc, "| P6-A2 |", "| P6-A9 |", 1), "P6-A9: not in docs/invariants.txt"},
 		{"new canonical id", ids + "P6-Z1\tsomething new\tsomewhere\n", doc, "P6-Z1: no row"},
 		{"coverage line stale", ids, regexp.MustCompile(`Coverage: \d+ ids`).ReplaceAllString(doc, "Coverage: 7 ids"), "coverage line"},
@@ -181,6 +183,7 @@ func check(res *resolver, idList, doc string) report {
 		if len(codes) == 0 {
 			errf("%s: no code path", at)
 		}
+		inCode := false
 		for _, m := range codes {
 			if isTest(m[1]) {
 				errf("%s: %s is a test, in the code column", at, m[1])
@@ -188,7 +191,15 @@ func check(res *resolver, idList, doc string) report {
 			if err := res.resolve(m[1]); err != nil {
 				errf("%s: %v", at, err)
 			}
+			if idIn(res.texts[m[1]], id) {
+				inCode = true
+			}
 			rep.refs++
+		}
+		// S001 §4: every invariant explicitly referenced in the code that
+		// enforces it (a doc comment or the body of one of its code paths).
+		if len(codes) > 0 && !inCode {
+			errf("%s: none of its code paths names %s in its doc comment or body", at, id)
 		}
 		tests := tickRe.FindAllStringSubmatch(c[3], -1)
 		ok, named := 0, false
@@ -358,11 +369,16 @@ func (r *resolver) load(dir string) error {
 					}
 					continue
 				}
-				if d.Recv == nil {
-					syms[d.Name.Name] = true
-				} else if recv := recvName(d.Recv.List[0].Type); recv != "" {
-					syms[recv+"."+d.Name.Name] = true
+				name := d.Name.Name
+				if d.Recv != nil {
+					name = recvName(d.Recv.List[0].Type) + "." + name
 				}
+				syms[name] = true
+				from := d.Pos()
+				if d.Doc != nil {
+					from = d.Doc.Pos()
+				}
+				r.texts[dir+"."+name] = string(src[fset.Position(from).Offset:fset.Position(d.End()).Offset])
 			case *ast.GenDecl:
 				if isTestFile {
 					continue
@@ -371,6 +387,7 @@ func (r *resolver) load(dir string) error {
 					switch s := s.(type) {
 					case *ast.TypeSpec:
 						syms[s.Name.Name] = true
+						r.texts[dir+"."+s.Name.Name] = string(src[fset.Position(d.Pos()).Offset:fset.Position(d.End()).Offset]) + commentText(d.Doc)
 						if st, ok := s.Type.(*ast.StructType); ok {
 							for _, fl := range st.Fields.List {
 								for _, n := range fl.Names {
@@ -381,6 +398,7 @@ func (r *resolver) load(dir string) error {
 					case *ast.ValueSpec:
 						for _, n := range s.Names {
 							syms[n.Name] = true
+							r.texts[dir+"."+n.Name] = string(src[fset.Position(d.Pos()).Offset:fset.Position(d.End()).Offset]) + commentText(d.Doc)
 						}
 					}
 				}
@@ -389,6 +407,13 @@ func (r *resolver) load(dir string) error {
 	}
 	r.syms[dir], r.tests[dir] = syms, tests
 	return nil
+}
+
+func commentText(g *ast.CommentGroup) string {
+	if g == nil {
+		return ""
+	}
+	return g.Text()
 }
 
 func recvName(e ast.Expr) string {
