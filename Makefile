@@ -21,6 +21,14 @@ build:
 test: lint check-rules fuzz
 	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/... ./replication/refnode/
+	$(MAKE) test-modules
+
+# Separate Go modules (their own go.mod, so the product module never
+# depends on Kubernetes): the rollouts templates decoded strictly into Argo
+# Rollouts' and Flagger's types (docs/ROLLOUTS-TEMPLATES.md).
+.PHONY: test-modules
+test-modules:
+	cd deploy/rollouts/conformance && $(GO) test -count=1 ./...
 
 test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)
