@@ -127,6 +127,8 @@ check-rules:
 	promtool check rules deploy/observability/prometheus-rules.yml
 	promtool check rules deploy/observability/deploy-rules.yml
 	promtool test rules deploy/observability/deploy-rules.test.yml
+	promtool check rules deploy/observability/release-rules.yml
+	promtool test rules deploy/observability/release-rules.test.yml
 
 # A local 3-node cluster (three authorityd processes on 127.0.0.1, data
 # under ./.data) with a seeded demo domain; Ctrl-C stops it cleanly.
