@@ -125,6 +125,11 @@ func TestReleaseRules(t *testing.T) {
 			if s := r.Labels["severity"]; !slices.Contains([]string{"critical", "warning", "info"}, s) {
 				t.Errorf("%s: severity %q", where, s)
 			}
+			for _, rb := range regexp.MustCompile(`docs/runbooks/[a-z0-9-]+\.md`).FindAllString(r.Annotations["description"], -1) {
+				if _, err := os.Stat(filepath.Join("..", "..", rb)); err != nil {
+					t.Errorf("%s: runbook %s: %v", where, rb, err)
+				}
+			}
 			if r.Annotations["summary"] == "" || len(r.Annotations["description"]) < 80 || !strings.Contains(r.Annotations["description"], "docs/runbooks/") && !strings.Contains(r.Annotations["description"], "authorityctl") {
 				t.Errorf("%s: needs a summary and a description telling the operator what to do (a runbook or a command)", where)
 			}
