@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/validator"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -52,6 +54,7 @@ type exportPredicate struct {
 	SinceUnixMs      int64            `json:"since_unix_ms"`
 	Actions          []string         `json:"actions"`
 	Source           string           `json:"source"`
+	EventsCompacted  bool             `json:"events_compacted"`
 	AppliedIndex     uint64           `json:"applied_index"`
 	PolicyKeys       []exportKey      `json:"policy_keys"`
 	Records          []exportRecord   `json:"records"`
@@ -80,7 +83,10 @@ type exportRecord struct {
 type recordBody struct {
 	Domain      string          `json:"domain"`
 	Explanation string          `json:"explanation"`
-	Decision    json.RawMessage `json:"decision"`
+	Decision    json.RawMessage `json:"decision,omitempty"`
+	// Event: a decision older than the state keeps, from its committed
+	// release.decided event (authority.v1.Event; no per-check detail).
+	Event json.RawMessage `json:"event,omitempty"`
 }
 
 // exportEvidence is an evidence envelope as the evidence store keeps it.
@@ -96,6 +102,10 @@ type exportOptions struct {
 	since   int64    // unix ms; 0: every record kept
 	actions []string // validator.ActionName values
 	now     time.Time
+	// events: the domain's release.decided events older than its kept
+	// decisions (fetchReleaseEvents); compacted: some were gone.
+	events    []*pb.Event
+	compacted bool
 }
 
 // buildExport makes the export statement of d from its committed release
@@ -110,12 +120,69 @@ func buildExport(d *pb.Domain, appliedIndex uint64, opts exportOptions, lookup f
 	pol := d.GetPolicy().GetRelease()
 	pred := &exportPredicate{Domain: d.GetName(), Environment: pol.GetEnvironment(), ExportedAtUnixMs: opts.now.UnixMilli(),
 		SinceUnixMs: opts.since, Actions: opts.actions, AppliedIndex: appliedIndex,
-		Source: "the domain's committed release state (its last decisions, at most 32), linearizable read"}
+		Source: "the domain's committed release state (its last decisions, at most 32, linearizable read) and, before them, its release.decided events",
+		EventsCompacted: opts.compacted}
 	for _, k := range pol.GetKeys() {
 		pred.PolicyKeys = append(pred.PolicyKeys, exportKey{KeyID: k.GetKeyId(), EvidenceType: k.GetEvidenceType(), Ed25519: k.GetEd25519PublicKey()})
 	}
 	st := &validator.Statement{Type: validator.StatementType, PredicateType: PredicateExport}
 	seen := map[string]bool{}
+	addRecord := func(name string, body recordBody) error {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		var c bytes.Buffer
+		if err := json.Compact(&c, b); err != nil {
+			return err
+		}
+		sum := sha256.Sum256(c.Bytes())
+		pred.Records = append(pred.Records, exportRecord{Name: name, Digest: "sha256:" + hex.EncodeToString(sum[:]), Record: c.Bytes()})
+		st.Subject = append(st.Subject, validator.Subject{Name: name, Digest: map[string]string{"sha256": hex.EncodeToString(sum[:])}})
+		return nil
+	}
+	addEvidence := func(index uint64, refs []*pb.EvidenceRef) error {
+		for _, ref := range refs {
+			if seen[ref.GetDigest()] {
+				continue
+			}
+			seen[ref.GetDigest()] = true
+			env, err := lookup(ref.GetDigest())
+			if err != nil {
+				return fmt.Errorf("decision %d: %s evidence %s: %w", index, ref.GetType(), ref.GetDigest(), err)
+			}
+			e := exportEvidence{Digest: ref.GetDigest(), Type: ref.GetType(), KeyID: ref.GetKeyId(), Envelope: env}
+			if err := checkExportEvidence(e, pol.GetKeys()); err != nil {
+				return fmt.Errorf("decision %d: %w", index, err)
+			}
+			pred.Evidence = append(pred.Evidence, e)
+		}
+		return nil
+	}
+	oldest := uint64(math.MaxUint64)
+	if decs := d.GetRelease().GetDecisions(); len(decs) > 0 {
+		oldest = decs[0].GetIndex()
+	}
+	for _, ev := range opts.events {
+		if ev.GetType() != fsm.EventReleaseDecided || ev.GetDomain() != d.GetName() || ev.GetIndex() >= oldest ||
+			ev.GetStampedUnixMs() < opts.since || !slices.Contains(opts.actions, eventField(ev, "action")) {
+			continue
+		}
+		ej, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ev)
+		if err != nil {
+			return nil, nil, err
+		}
+		refs, err := eventEvidence(ev)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := addRecord(fmt.Sprintf("%s/event/%d", d.GetName(), ev.GetIndex()), recordBody{Domain: d.GetName(), Explanation: describeEvent(ev), Event: ej}); err != nil {
+			return nil, nil, err
+		}
+		if err := addEvidence(ev.GetIndex(), refs); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, rec := range d.GetRelease().GetDecisions() {
 		if rec.GetStampedUnixMs() < opts.since || !slices.Contains(opts.actions, validator.ActionName(rec.GetAction())) {
 			continue
@@ -124,38 +191,81 @@ func buildExport(d *pb.Domain, appliedIndex uint64, opts exportOptions, lookup f
 		if err != nil {
 			return nil, nil, err
 		}
-		b, err := json.Marshal(recordBody{Domain: d.GetName(), Explanation: fsm.DescribeReleaseDecision(rec), Decision: dj})
-		if err != nil {
+		if err := addRecord(fmt.Sprintf("%s/decision/%d", d.GetName(), rec.GetIndex()),
+			recordBody{Domain: d.GetName(), Explanation: fsm.DescribeReleaseDecision(rec), Decision: dj}); err != nil {
 			return nil, nil, err
 		}
-		var c bytes.Buffer
-		if err := json.Compact(&c, b); err != nil {
+		if err := addEvidence(rec.GetIndex(), rec.GetEvidence()); err != nil {
 			return nil, nil, err
-		}
-		sum := sha256.Sum256(c.Bytes())
-		name := fmt.Sprintf("%s/decision/%d", d.GetName(), rec.GetIndex())
-		pred.Records = append(pred.Records, exportRecord{Name: name, Digest: "sha256:" + hex.EncodeToString(sum[:]), Record: c.Bytes()})
-		st.Subject = append(st.Subject, validator.Subject{Name: name, Digest: map[string]string{"sha256": hex.EncodeToString(sum[:])}})
-		for _, ref := range rec.GetEvidence() {
-			if seen[ref.GetDigest()] {
-				continue
-			}
-			seen[ref.GetDigest()] = true
-			env, err := lookup(ref.GetDigest())
-			if err != nil {
-				return nil, nil, fmt.Errorf("decision %d: %s evidence %s: %w", rec.GetIndex(), ref.GetType(), ref.GetDigest(), err)
-			}
-			e := exportEvidence{Digest: ref.GetDigest(), Type: ref.GetType(), KeyID: ref.GetKeyId(), Envelope: env}
-			if err := checkExportEvidence(e, pol.GetKeys()); err != nil {
-				return nil, nil, fmt.Errorf("decision %d: %w", rec.GetIndex(), err)
-			}
-			pred.Evidence = append(pred.Evidence, e)
 		}
 	}
 	if len(pred.Records) > maxExportRecords {
 		return nil, nil, fmt.Errorf("%d records, more than %d", len(pred.Records), maxExportRecords)
 	}
 	return st, pred, nil
+}
+
+// eventEvidence parses a release.decided event's evidence field
+// ("type=sha256:…,type=sha256:…"); the key ids are not in the event.
+func eventEvidence(ev *pb.Event) ([]*pb.EvidenceRef, error) {
+	var refs []*pb.EvidenceRef
+	v := eventField(ev, "evidence")
+	if v == "" {
+		return nil, nil
+	}
+	for _, part := range strings.Split(v, ",") {
+		typ, digest, ok := strings.Cut(part, "=")
+		if !ok || len(refs) >= validator.MaxEvidencePerDecision {
+			return nil, fmt.Errorf("event %d: malformed evidence field", ev.GetIndex())
+		}
+		refs = append(refs, &pb.EvidenceRef{Type: typ, Digest: digest})
+	}
+	return refs, nil
+}
+
+// describeEvent is a one-line explanation of a release.decided event.
+func describeEvent(ev *pb.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "release %s at index %d (from the event log):", eventField(ev, "action"), ev.GetIndex())
+	for _, f := range ev.GetFields() {
+		if f.GetKey() != "action" && f.GetValue() != "" {
+			fmt.Fprintf(&b, " %s=%s", f.GetKey(), f.GetValue())
+		}
+	}
+	fmt.Fprintf(&b, ", epoch %d, holder %s", ev.GetEpoch(), ev.GetHolder())
+	return b.String()
+}
+
+// fetchReleaseEvents reads domain's release.decided events with an index
+// below stop from the start of the event log; compacted reports that the
+// log no longer holds the first ones (the export then says so).
+func fetchReleaseEvents(ctx context.Context, c *client.Client, domain string, stop uint64) (out []*pb.Event, compacted bool, err error) {
+	if stop <= 1 || stop == math.MaxUint64 {
+		return nil, false, nil
+	}
+	w, err := c.Watch(ctx, 1, domain)
+	if err != nil {
+		return nil, false, err
+	}
+	defer w.Close()
+	for {
+		ev, err := w.Next(ctx)
+		if errors.Is(err, client.ErrCompacted) {
+			return out, true, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("reading the event log: %w", err)
+		}
+		if ev.GetIndex() >= stop {
+			return out, false, nil
+		}
+		if ev.GetType() == fsm.EventReleaseDecided {
+			if len(out) >= maxExportRecords {
+				return nil, false, fmt.Errorf("more than %d decisions in the event log: narrow with --since", maxExportRecords)
+			}
+			out = append(out, ev)
+		}
+	}
 }
 
 // checkExportEvidence: the envelope hashes to its digest and verifies with
@@ -295,25 +405,46 @@ func verifyExport(bundle []byte, pub ed25519.PublicKey, keyID string) (*exportSu
 			return nil, fmt.Errorf("record %.200q does not hash to its subject digest", r.Name)
 		}
 		var body recordBody
-		var rec pb.ReleaseDecision
 		if err := strictJSON(r.Record, &body); err != nil {
-			return nil, fmt.Errorf("record %.200q: %w", r.Name, err)
-		}
-		if err := protojson.Unmarshal(body.Decision, &rec); err != nil {
 			return nil, fmt.Errorf("record %.200q: %w", r.Name, err)
 		}
 		if body.Domain != pred.Domain {
 			return nil, fmt.Errorf("record %.200q is not of the bundle's domain", r.Name)
 		}
-		if want := fmt.Sprintf("%s/decision/%d", pred.Domain, rec.GetIndex()); r.Name != want {
+		var refs []*pb.EvidenceRef
+		var want string
+		switch {
+		case len(body.Decision) > 0 && len(body.Event) == 0:
+			var rec pb.ReleaseDecision
+			if err := protojson.Unmarshal(body.Decision, &rec); err != nil {
+				return nil, fmt.Errorf("record %.200q: %w", r.Name, err)
+			}
+			want, refs = fmt.Sprintf("%s/decision/%d", pred.Domain, rec.GetIndex()), rec.GetEvidence()
+		case len(body.Event) > 0 && len(body.Decision) == 0:
+			var ev pb.Event
+			if err := protojson.Unmarshal(body.Event, &ev); err != nil {
+				return nil, fmt.Errorf("record %.200q: %w", r.Name, err)
+			}
+			if ev.GetDomain() != pred.Domain || ev.GetType() != fsm.EventReleaseDecided {
+				return nil, fmt.Errorf("record %.200q is not a release decision of the bundle's domain", r.Name)
+			}
+			var err error
+			if refs, err = eventEvidence(&ev); err != nil {
+				return nil, err
+			}
+			want = fmt.Sprintf("%s/event/%d", pred.Domain, ev.GetIndex())
+		default:
+			return nil, fmt.Errorf("record %.200q holds neither one decision nor one event", r.Name)
+		}
+		if r.Name != want {
 			return nil, fmt.Errorf("record %.200q is named not as its domain and index (%s)", r.Name, want)
 		}
-		for _, ref := range rec.GetEvidence() {
+		for _, ref := range refs {
 			e, ok := evidence[ref.GetDigest()]
 			if !ok {
 				return nil, fmt.Errorf("record %s: %s evidence %.80s is not in the bundle", r.Name, ref.GetType(), ref.GetDigest())
 			}
-			if e.Type != ref.GetType() || e.KeyID != ref.GetKeyId() {
+			if e.Type != ref.GetType() || ref.GetKeyId() != "" && e.KeyID != ref.GetKeyId() {
 				return nil, fmt.Errorf("record %s: evidence %.80s carried as %.32s/%.64s, recorded as %.32s/%.64s", r.Name, ref.GetDigest(), e.Type, e.KeyID, ref.GetType(), ref.GetKeyId())
 			}
 			if verified[e.Digest] {
@@ -454,8 +585,10 @@ Statement v1 (predicate type ` + PredicateExport + `) holding:
              copy), checked against its digest and verified with the policy
   policy     the release policy's trusted keys
 
-The records come from the domain's committed state (a linearizable read): the
-last 32 decisions. Verify with 'authorityctl release verify-export'.`,
+The records are the domain's kept decisions (its committed state, a linearizable
+read: the last 32, with every check) and, before them, its release.decided
+events from the event log (without the per-check detail); when the log was
+compacted, the bundle says so (events_compacted). Verify with 'authorityctl release verify-export'.`,
 		Args: exactArgs(),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			if err := checkNames("domain", domain, "key id", keyID); err != nil {
@@ -486,7 +619,16 @@ last 32 decisions. Verify with 'authorityctl release verify-export'.`,
 			if err != nil {
 				return err
 			}
-			st, pred, err := buildExport(d, d.GetUpdatedIndex(), exportOptions{since: sinceMs, actions: actions, now: now}, evidenceDirLookup(dirs))
+			stop := uint64(math.MaxUint64)
+			if decs := d.GetRelease().GetDecisions(); len(decs) > 0 {
+				stop = decs[0].GetIndex()
+			}
+			events, compacted, err := fetchReleaseEvents(ctx, c, domain, stop)
+			if err != nil {
+				return err
+			}
+			st, pred, err := buildExport(d, d.GetUpdatedIndex(), exportOptions{since: sinceMs, actions: actions, now: now,
+				events: events, compacted: compacted}, evidenceDirLookup(dirs))
 			if err != nil {
 				return err
 			}
@@ -508,6 +650,9 @@ last 32 decisions. Verify with 'authorityctl release verify-export'.`,
 			sum := sha256.Sum256(bundle)
 			o.progressf("exported %d records and %d evidence envelopes of %s to %s (sha256:%x, signed by %s)",
 				len(pred.Records), len(pred.Evidence), domain, out, sum, keyID)
+			if compacted {
+				o.progressf("warning: the event log no longer holds the oldest decisions (compacted): the bundle says so (events_compacted)")
+			}
 			return nil
 		}),
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"os"
@@ -59,6 +61,7 @@ type exportFixture struct {
 	signerPub  ed25519.PublicKey
 	manifestEv []byte
 	analysisEv []byte
+	events     []*pb.Event
 }
 
 func newExportFixture(t *testing.T) *exportFixture {
@@ -80,6 +83,23 @@ func newExportFixture(t *testing.T) *exportFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Two older decisions, only in the event log.
+	oldMan := signEvidence(t, manKey, "rel-signer", "manifest", exDigestA, map[string]string{"image": "a"})
+	oldAna := signEvidence(t, anaKey, "analysis", "analysis", exDigestA, validator.AnalysisPredicate{Verdict: "pass", Metrics: []string{"error_rate"}, WindowEndUnixMs: 100})
+	oldManD, err := st.Put(oldMan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldAnaD, err := st.Put(oldAna)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func(index uint64, action, evidence string) *pb.Event {
+		return &pb.Event{Index: index, Type: "release.decided", Domain: "rel.app", Epoch: 1, Holder: "app", StampedUnixMs: int64(index) * 100,
+			Fields: []*pb.Observed{{Key: "action", Value: action}, {Key: "allowed", Value: "true"}, {Key: "evidence", Value: evidence}}}
+	}
+	f.events = []*pb.Event{ev(3, "start_canary", "manifest="+oldManD), ev(5, "promote", "analysis="+oldAnaD),
+		{Index: 6, Type: "authority.lease.acquired", Domain: "rel.app"}}
 	allowed := &pb.Decision{Allowed: true}
 	f.domain = &pb.Domain{Name: "rel.app", Kind: pb.DomainKind_DOMAIN_KIND_RELEASE, UpdatedIndex: 40,
 		Policy: &pb.Policy{Release: &pb.ReleasePolicy{Environment: "prod", Keys: []*pb.TrustedKey{
@@ -102,6 +122,7 @@ func (f *exportFixture) bundle(t *testing.T, opts exportOptions, mutate func(*va
 	if opts.actions == nil {
 		opts.actions = []string{"start_canary", "promote", "abort", "rollback"}
 	}
+	opts.events = f.events
 	st, pred, err := buildExport(f.domain, 40, opts, evidenceDirLookup([]string{f.dir}))
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +148,7 @@ func TestExportVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Records != 4 || s.Evidence != 2 || s.Domain != "rel.app" || s.KeyID != "export-1" {
+	if s.Records != 6 || s.Evidence != 4 || s.Domain != "rel.app" || s.KeyID != "export-1" {
 		t.Fatalf("summary %+v", s)
 	}
 	if _, err := verifyExport(b, f.signerPub, ""); err != nil {
@@ -174,7 +195,7 @@ func TestExportTamperedFails(t *testing.T) {
 		}), f.signerPub, "signature does not verify"},
 		"wrong public key": {good, other.Public().(ed25519.PublicKey), "signature does not verify"},
 		"record edited and re-signed": {f.bundle(t, exportOptions{}, func(_ *validator.Statement, p *exportPredicate) {
-			p.Records[1].Record = bytes.Replace(p.Records[1].Record, []byte(`ChangeFrozen`), []byte(`ChangeFrozeX`), 1)
+			p.Records[3].Record = mustReplace(t, p.Records[3].Record, `ChangeFrozen`, `ChangeFrozeX`)
 		}), f.signerPub, "does not hash to its subject digest"},
 		"subject dropped and re-signed": {f.bundle(t, exportOptions{}, func(st *validator.Statement, _ *exportPredicate) {
 			st.Subject = st.Subject[1:]
@@ -188,6 +209,12 @@ func TestExportTamperedFails(t *testing.T) {
 		"policy key replaced and re-signed": {f.bundle(t, exportOptions{}, func(_ *validator.Statement, p *exportPredicate) {
 			p.PolicyKeys[0].Ed25519 = other.Public().(ed25519.PublicKey)
 		}), f.signerPub, "does not verify"},
+		"event of another domain, re-hashed and re-signed": {f.bundle(t, exportOptions{}, func(st *validator.Statement, p *exportPredicate) {
+			p.Records[0].Record = mustReplace(t, p.Records[0].Record, `"domain":"rel.app","epoch"`, `"domain":"rel.ap2","epoch"`)
+			sum := sha256.Sum256(p.Records[0].Record)
+			p.Records[0].Digest = "sha256:" + hex.EncodeToString(sum[:])
+			st.Subject[0].Digest["sha256"] = hex.EncodeToString(sum[:])
+		}), f.signerPub, "not a release decision of the bundle's domain"},
 		"not a bundle": {[]byte(`{"payloadType":"text/plain","payload":"","signatures":[]}`), f.signerPub, "payload type"},
 	}
 	for name, c := range cases {
@@ -265,6 +292,12 @@ func TestProcessReleaseExport(t *testing.T) {
 	step(pb.ReleaseAction_RELEASE_ACTION_PROMOTE, "", &pb.Evidence{Type: "analysis", Envelope: signEvidence(t, anaKey, "analysis", "analysis", exDigestA,
 		validator.AnalysisPredicate{Verdict: "pass", Metrics: []string{"error_rate"}, WindowEndUnixMs: now})})
 	step(pb.ReleaseAction_RELEASE_ACTION_START_CANARY, exDigestB, &pb.Evidence{Type: "manifest", Envelope: signEvidence(t, manKey, "rel-signer", "manifest", exDigestB, map[string]string{"image": "b"})})
+	// 30 more decisions: the state keeps the last 32, so the first
+	// promotion is only in the event log and comes from there.
+	for range 15 {
+		step(pb.ReleaseAction_RELEASE_ACTION_PAUSE, "")
+		step(pb.ReleaseAction_RELEASE_ACTION_RESUME, "")
+	}
 	step(pb.ReleaseAction_RELEASE_ACTION_PROMOTE, "", &pb.Evidence{Type: "analysis", Envelope: signEvidence(t, anaKey, "analysis", "analysis", exDigestB,
 		validator.AnalysisPredicate{Verdict: "pass", Metrics: []string{"error_rate"}, WindowEndUnixMs: now})})
 	step(pb.ReleaseAction_RELEASE_ACTION_ROLLBACK, "")
@@ -298,6 +331,29 @@ func TestProcessReleaseExport(t *testing.T) {
 		t.Fatalf("verify-export: exit %d\n%s", code, msg)
 	}
 	t.Log(strings.TrimSpace(msg))
+	b0, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e0 dsse.Envelope
+	if err := json.Unmarshal(b0, &e0); err != nil {
+		t.Fatal(err)
+	}
+	raw0, _ := base64.StdEncoding.DecodeString(e0.Payload)
+	if !bytes.Contains(raw0, []byte(`"name":"rel.app/event/`)) || !bytes.Contains(raw0, []byte(`"name":"rel.app/decision/`)) {
+		t.Fatalf("want the first promotion from the event log and the later ones from the state:\n%.2000s", raw0)
+	}
+	// Every action: 35 decisions (the 3 oldest from the event log).
+	all := filepath.Join(dir, "all.dsse")
+	if code, msg = ctlRun("release", "export", "--domain", "rel.app", "--signing-key", keyFile, "--key-id", "compliance",
+		"--out", all, "--evidence-dir", filepath.Join(c.Servers[0].DataDir, "evidence"), "--actions", "start_canary,promote,pause,resume,abort,rollback,advance_step"); code != exitOK {
+		t.Fatalf("export --actions all: exit %d\n%s", code, msg)
+	}
+	code, msg = ctlRun("release", "verify-export", all, "--pubkey", pub)
+	if code != exitOK || !strings.Contains(msg, "verified: rel.app, 35 records, 4 evidence envelopes") {
+		t.Fatalf("verify-export: exit %d\n%s", code, msg)
+	}
+	t.Log(strings.TrimSpace(msg))
 	// The public key from the private key's PEM file works too.
 	if code, msg = ctlRun("release", "verify-export", out, "--pubkey", keyFile); code != exitOK {
 		t.Fatalf("verify-export --pubkey FILE: exit %d\n%s", code, msg)
@@ -322,4 +378,13 @@ func TestProcessReleaseExport(t *testing.T) {
 	if code, msg = ctlRun("release", "verify-export", tampered, "--pubkey", pub); code != exitError || !strings.Contains(msg, "signature does not verify") {
 		t.Fatalf("tampered bundle: exit %d\n%s", code, msg)
 	}
+}
+
+func mustReplace(t *testing.T, b []byte, old, new string) []byte {
+	t.Helper()
+	out := bytes.Replace(b, []byte(old), []byte(new), 1)
+	if bytes.Equal(out, b) {
+		t.Fatalf("mutation %q did not apply to %s", old, b)
+	}
+	return out
 }
