@@ -120,7 +120,7 @@ func buildExport(d *pb.Domain, appliedIndex uint64, opts exportOptions, lookup f
 	pol := d.GetPolicy().GetRelease()
 	pred := &exportPredicate{Domain: d.GetName(), Environment: pol.GetEnvironment(), ExportedAtUnixMs: opts.now.UnixMilli(),
 		SinceUnixMs: opts.since, Actions: opts.actions, AppliedIndex: appliedIndex,
-		Source: "the domain's committed release state (its last decisions, at most 32, linearizable read) and, before them, its release.decided events",
+		Source:          "the domain's committed release state (its last decisions, at most 32, linearizable read) and, before them, its release.decided events",
 		EventsCompacted: opts.compacted}
 	for _, k := range pol.GetKeys() {
 		pred.PolicyKeys = append(pred.PolicyKeys, exportKey{KeyID: k.GetKeyId(), EvidenceType: k.GetEvidenceType(), Ed25519: k.GetEd25519PublicKey()})
