@@ -21,6 +21,14 @@ build:
 test: lint check-rules fuzz
 	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/... ./replication/refnode/
+	$(MAKE) test-modules
+
+# Separate Go modules (their own go.mod, so the product module never
+# depends on Kubernetes): the rollouts templates decoded strictly into Argo
+# Rollouts' and Flagger's types (docs/ROLLOUTS-TEMPLATES.md).
+.PHONY: test-modules
+test-modules:
+	cd deploy/rollouts/conformance && $(GO) test -count=1 ./...
 
 test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)
@@ -119,6 +127,8 @@ check-rules:
 	promtool check rules deploy/observability/prometheus-rules.yml
 	promtool check rules deploy/observability/deploy-rules.yml
 	promtool test rules deploy/observability/deploy-rules.test.yml
+	promtool check rules deploy/observability/release-rules.yml
+	promtool test rules deploy/observability/release-rules.test.yml
 
 # A local 3-node cluster (three authorityd processes on 127.0.0.1, data
 # under ./.data) with a seeded demo domain; Ctrl-C stops it cleanly.

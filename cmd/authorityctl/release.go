@@ -27,7 +27,7 @@ func newReleaseCmd(o *options) *cobra.Command {
 	} {
 		cmd.AddCommand(newReleaseTransitionCmd(o, a.use, a.short, a.action))
 	}
-	cmd.AddCommand(newReleaseGetCmd(o))
+	cmd.AddCommand(newReleaseGetCmd(o), newReleaseExportCmd(o), newReleaseVerifyExportCmd(o))
 	return cmd
 }
 

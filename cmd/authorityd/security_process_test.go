@@ -43,7 +43,7 @@ func TestMetricsAddrPlaintext(t *testing.T) {
 		t.Fatalf("plaintext /readyz: %d %q", code, body)
 	}
 	// Nothing that reveals domain state on the plaintext listener.
-	for _, p := range []string{"/", "/v1/domains", "/v1/domains/x"} {
+	for _, p := range []string{"/", "/v1/domains", "/v1/domains/x", "/v1/releases/x/verdict"} {
 		if code, body := get(t, ctx, plain, "http://"+metricsAddr+p); code != http.StatusNotFound {
 			t.Errorf("plaintext %s: %d, want 404\n%s", p, code, truncate(body))
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/promotion"
+	"github.com/aerodb/authority/release/verdict"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -66,6 +67,8 @@ func newStatusPage(node *cluster.Node, svc *promotion.Service, insecureMode bool
 	p.mux.HandleFunc("GET /{$}", p.serveHTML)
 	p.mux.HandleFunc("GET /v1/domains", p.serveDomainList)
 	p.mux.HandleFunc("GET /v1/domains/{name}", p.serveDomain)
+	// Release verdicts and gates for Argo Rollouts and Flagger (docs/ROLLOUTS-TEMPLATES.md).
+	(&verdict.Handler{Lookup: node.FSM().Domain, Served: func() (string, uint64) { return node.ID(), node.FSM().LastIndex() }}).Register(p.mux)
 	return p
 }
 
