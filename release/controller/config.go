@@ -154,7 +154,8 @@ var (
 
 // Parse decodes a rollouts.yaml strictly (unknown fields are errors) and
 // validates it, returning every problem at once.
-func Parse(data []byte) (*Config, error) {
+// custom names analysis providers registered in Options.Custom.
+func Parse(data []byte, custom ...string) (*Config, error) {
 	if len(data) > MaxConfigBytes {
 		return nil, fmt.Errorf("rollouts config: %d bytes exceeds %d", len(data), MaxConfigBytes)
 	}
@@ -171,14 +172,15 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("rollouts config: more than one YAML document")
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.Validate(custom...); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
 // Validate returns every problem at once.
-func (c *Config) Validate() error {
+// custom names analysis providers registered in Options.Custom.
+func (c *Config) Validate(custom ...string) error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !nameRE.MatchString(c.Service) {
@@ -210,7 +212,7 @@ func (c *Config) Validate() error {
 			bad("analysisTemplates: bad name %q", clip(name))
 			continue
 		}
-		if err := t.Validate(customProviders(c)...); err != nil {
+		if err := t.Validate(customProviders(c, custom)...); err != nil {
 			bad("analysisTemplates.%s: %w", name, err)
 		}
 	}
@@ -249,7 +251,7 @@ func (c *Config) Validate() error {
 				}
 			}
 			if known && len(s.Analysis.Templates) > 1 {
-				if err := c.analysisFor(s.Analysis).Validate(customProviders(c)...); err != nil {
+				if err := c.analysisFor(s.Analysis).Validate(customProviders(c, custom)...); err != nil {
 					bad("steps[%d].analysis: the templates together: %w", i, err)
 				}
 			}
@@ -335,11 +337,11 @@ func (c *Config) holder() string {
 // CanaryBurnProvider is the custom analysis provider backed by CanaryBurn.
 const CanaryBurnProvider = "canary-burn"
 
-func customProviders(c *Config) []string {
+func customProviders(c *Config, custom []string) []string {
 	if c.CanaryBurn != nil {
-		return []string{CanaryBurnProvider}
+		return append([]string{CanaryBurnProvider}, custom...)
 	}
-	return nil
+	return custom
 }
 
 // analysisFor merges the step's templates into one analysis.

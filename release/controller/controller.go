@@ -294,7 +294,13 @@ func (c *Controller) SetWeight(ctx context.Context, weight uint32) error {
 	if c.o.BeforeActuate != nil {
 		c.o.BeforeActuate(call)
 	}
-	if err := c.gw.SetWeight(ctx, call); err != nil {
+	// A traffic change once begun is not torn halfway by a cancellation
+	// (one HAProxy server set, the other not): it runs to completion,
+	// bounded by its own timeout. A call that outlived the lease is
+	// refused by the gateway's epoch fence, not by this process.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := c.gw.SetWeight(actx, call); err != nil {
 		return fmt.Errorf("setting the canary's weight to %d at epoch %d: %w", weight, call.Epoch, err)
 	}
 	c.log.Info("traffic moved", "weight", weight, "epoch", call.Epoch)
@@ -358,7 +364,7 @@ func (c *Controller) Run(ctx context.Context) (Report, error) {
 	go c.watchLease(ctx, cancel)
 	out, msg, err := c.run(ctx, l)
 	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) {
-		err = fmt.Errorf("%w (%v)", cause, err)
+		err = fmt.Errorf("%w: %w", cause, err)
 	}
 	c.mu.Lock()
 	c.report.Outcome, c.report.Message = out, msg
