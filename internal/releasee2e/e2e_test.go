@@ -7,6 +7,8 @@ package releasee2e
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -293,13 +296,50 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 	})
 
 	t.Run("CanaryWithoutTrafficPausesAndNeverPromotes", func(t *testing.T) {
+		// This one runs the releasectl binary: lint, then run (exit 4: paused).
 		r := e.rollouts["idle"]
 		e.bootstrap(ctx, r)
-		run := e.controller(t, r, e.rolloutsYAML(r, spec{steps: `  - setWeight: 50
-  - analysis: {templates: [error-rate]}`}), nil)
-		rep, err := run.ctl.Run(ctx)
-		if err != nil || rep.Outcome != controller.Paused {
-			t.Fatalf("idle canary: %s %q %v\n%s", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"))
+		der, err := x509.MarshalPKCS8PrivateKey(e.keys["controller"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyPath := filepath.Join(e.dir, "controller.pem")
+		if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rollouts := strings.Replace(e.rolloutsYAML(r, spec{steps: `  - setWeight: 50
+  - analysis: {templates: [error-rate]}`}), "key: unused-key-file", "key: "+keyPath, 1)
+		rpath, cpath := filepath.Join(e.dir, "idle.rollouts.yaml"), filepath.Join(e.dir, "idle.controller.yaml")
+		f := testcluster.Files(t, releaser(r.name))
+		ccfg := fmt.Sprintf("rollouts: %s\nauthority:\n  endpoints: [%s]\n  caCert: %s\n  cert: %s\n  key: %s\nmetricsAddr: 127.0.0.1:0\n",
+			rpath, strings.Join(e.c.Endpoints(), ", "), f.CA, f.Cert, f.Key)
+		if err := errors.Join(os.WriteFile(rpath, []byte(rollouts), 0o600), os.WriteFile(cpath, []byte(ccfg), 0o600),
+			os.WriteFile(rpath+".bad", []byte(strings.Replace(rollouts, "setWeight: 50", "setWeight: 500", 1)+"bogus: 1\n"), 0o600)); err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(testcluster.Binaries(t), "releasectl")
+		releasectl := func(want int, args ...string) string {
+			t.Helper()
+			cmd := exec.CommandContext(ctx, bin, args...)
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != want {
+				t.Fatalf("releasectl %v: exit %d, want %d:\n%s", args, code, want, out)
+			}
+			return string(out)
+		}
+		releasectl(0, "lint", rpath)
+		if out := releasectl(2, "lint", rpath+".bad"); !strings.Contains(out, "bogus") {
+			t.Fatalf("lint of a bad file:\n%s", out)
+		}
+		out := releasectl(4, "run", "--config", cpath)
+		if !strings.Contains(out, "outcome: paused") {
+			t.Fatalf("releasectl run:\n%s", out)
+		}
+		rep := controller.Report{Message: out}
+		for _, l := range strings.Split(out, "\n") {
+			if d, ok := strings.CutPrefix(l, "decision: "); ok {
+				rep.Decisions = append(rep.Decisions, d)
+			}
 		}
 		rs := e.release(t, ctx, r)
 		if rs.GetStable() != digestV1 || rs.GetCanary() != digestV2 || rs.GetPhase() != pb.ReleasePhase_RELEASE_PHASE_PAUSED {
@@ -313,7 +353,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		if !strings.Contains(rep.Message, "no data") {
 			t.Fatalf("pause reason %q does not say no data", rep.Message)
 		}
-		t.Logf("paused: %s", rep.Message)
+		t.Logf("releasectl run (exit 4, paused):\n%s", out)
 	})
 
 	t.Run("BurnInTheBakeWindowRollsBack", func(t *testing.T) {

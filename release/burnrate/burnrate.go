@@ -315,3 +315,45 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// Clock is release/analysis's clock (RealClock, or VirtualClock in tests).
+type Clock = analysis.Clock
+
+// Watch evaluates s at once and then every interval until duration has
+// passed (the bake window). It returns the first firing Decision with
+// fired true, or the last evaluation with fired false when the window
+// passed without a burn. A query error is reported to onError (if set)
+// and never fires: errors are not burns. It returns ctx's cause when ctx
+// ends first.
+func Watch(ctx context.Context, clock Clock, q Querier, s *SLO, duration, interval time.Duration, onError func(error)) (Decision, bool, error) {
+	if interval <= 0 || duration <= 0 {
+		return Decision{}, false, fmt.Errorf("watch: interval %v and duration %v must be positive", interval, duration)
+	}
+	end := clock.Now().Add(duration)
+	var last Decision
+	for {
+		now := clock.Now()
+		if !now.Before(end) {
+			return last, false, nil
+		}
+		d, err := Evaluate(ctx, q, s, now)
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return last, false, context.Cause(ctx)
+			}
+			if onError != nil {
+				onError(err)
+			}
+		case d.Firing:
+			return d, true, nil
+		default:
+			last = d
+		}
+		select {
+		case <-ctx.Done():
+			return last, false, context.Cause(ctx)
+		case <-clock.After(interval):
+		}
+	}
+}

@@ -3,6 +3,7 @@ package burnrate
 import (
 	"context"
 	"fmt"
+	"github.com/aerodb/authority/release/analysis"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -120,5 +121,89 @@ func TestPrometheusQuerier(t *testing.T) {
 		if v != c.v || ok != c.ok || (c.errHas == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.errHas)) {
 			t.Errorf("%s: %v %v %v", c.q, v, ok, err)
 		}
+	}
+}
+
+// timeline is a fake Prometheus whose error ratio over a window ending at
+// `at` is the mean of a per-second error ratio function over the window.
+type timeline struct {
+	start time.Time
+	ratio func(sec int) float64 // error ratio during second sec after start
+	fail  func(sec int) bool    // the query fails at this second
+	calls int
+}
+
+func (tl *timeline) Query(_ context.Context, q string, at time.Time) (float64, bool, error) {
+	tl.calls++
+	i := strings.LastIndex(q, "[")
+	j := strings.Index(q[i:], "s]")
+	w, _ := time.ParseDuration(q[i+1:i+j] + "s")
+	end := int(at.Sub(tl.start) / time.Second)
+	if tl.fail != nil && tl.fail(end) {
+		return 0, false, fmt.Errorf("prometheus unreachable")
+	}
+	n, sum := 0, 0.0
+	for s := end - int(w/time.Second); s < end; s++ {
+		if s >= 0 {
+			sum += tl.ratio(s)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, false, nil
+	}
+	return sum / float64(n), true, nil
+}
+
+// The bake window on a virtual clock (seed-free: the timelines are fixed):
+// a release that starts failing 5 % of requests 40 minutes into a 2 h bake
+// is caught by the fast rule (14.4× over 1 h and 5 m) once the hour's mean
+// crosses 1.44 %; a 30-second spike of 100 % errors is not (the hour burns
+// 8.3×: a full minute would burn 16.7× and page); query errors never
+// fire; a burn after the window ends is not seen.
+func TestWatchBakeWindow(t *testing.T) {
+	t0 := time.Unix(1_796_400_000, 0)
+	s := &SLO{Objective: 0.999, ErrorRatio: `sum(rate(e[$window]))/sum(rate(r[$window]))`}
+	run := func(tl *timeline, bake time.Duration) (Decision, bool, int, time.Duration) {
+		clock := analysis.NewVirtualClock(t0)
+		tl.start = t0.Add(-2 * time.Hour) // two healthy hours of history
+		errs := 0
+		d, fired, err := Watch(context.Background(), clock, tl, s, bake, 30*time.Second, func(error) { errs++ })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, fired, errs, clock.Now().Sub(t0)
+	}
+	healthy := func(int) float64 { return 0.0002 }
+	at := func(from, to int, bad float64) func(int) float64 {
+		return func(s int) float64 {
+			if s >= from && s < to {
+				return bad
+			}
+			return 0.0002
+		}
+	}
+	h2 := 7200 // seconds of history before the bake starts
+	if _, fired, _, took := run(&timeline{ratio: healthy}, 2*time.Hour); fired || took != 2*time.Hour {
+		t.Fatalf("healthy release fired (%v) or the window did not last (%v)", fired, took)
+	}
+	d, fired, _, took := run(&timeline{ratio: at(h2+40*60, 1<<30, 0.05)}, 2*time.Hour)
+	if !fired || d.Rule != "fast" {
+		t.Fatalf("a 5%% burn was not caught by the fast rule: %v %s", fired, d.Message())
+	}
+	// 1.44 % of an hour at 5 % errors: after ~17.3 minutes of burn.
+	if burn := took - 40*time.Minute; burn < 17*time.Minute || burn > 18*time.Minute {
+		t.Fatalf("fired %v after the burn began, want about 17.3 minutes", burn)
+	}
+	t.Logf("5%% errors from minute 40: %s, %v after the burn began", d.Message(), took-40*time.Minute)
+	if d, fired, _, _ := run(&timeline{ratio: at(h2+600, h2+630, 1)}, time.Hour); fired {
+		t.Fatalf("a 30-second spike fired: %s", d.Message())
+	}
+	tl := &timeline{ratio: at(h2, 1<<30, 0.5), fail: func(int) bool { return true }}
+	if _, fired, errs, _ := run(tl, 10*time.Minute); fired || errs != 20 {
+		t.Fatalf("query errors: fired %v, %d errors reported (want 20, one per evaluation)", fired, errs)
+	}
+	if _, fired, _, _ := run(&timeline{ratio: at(h2+3600, 1<<30, 1)}, time.Hour); fired {
+		t.Fatal("a burn after the bake window was seen")
 	}
 }

@@ -652,36 +652,25 @@ func (c *Controller) budgetEvidence(ctx context.Context) ([]byte, error) {
 // rolls back at once.
 func (c *Controller) bake(ctx context.Context) (Outcome, string, error) {
 	b := c.cfg.Bake
-	end := c.clock.Now().Add(b.Duration.D())
 	errs := 0
-	for {
-		now := c.clock.Now()
-		if !now.Before(end) {
-			return Promoted, fmt.Sprintf("promoted and baked %v without a burn", b.Duration.D()), nil
-		}
-		d, err := burnrate.Evaluate(ctx, c.prom, &b.SLO, now)
-		switch {
-		case err != nil:
-			errs++
-			c.log.Warn("bake: burn-rate query failed", "err", err, "consecutive", errs)
-		case d.Firing:
-			t, err := c.Rollback(ctx, d.Message(), c.clock.Now())
-			if err != nil {
-				return RolledBack, d.Message(), err
-			}
-			c.mu.Lock()
-			c.report.Rollback = &t
-			c.mu.Unlock()
-			return RolledBack, d.Message(), nil
-		default:
-			errs = 0
-		}
-		select {
-		case <-ctx.Done():
-			return "", "", context.Cause(ctx)
-		case <-c.clock.After(b.Interval.D()):
-		}
+	d, fired, err := burnrate.Watch(ctx, c.clock, c.prom, &b.SLO, b.Duration.D(), b.Interval.D(), func(err error) {
+		errs++
+		c.log.Warn("bake: burn-rate query failed", "err", err, "errors", errs)
+	})
+	if err != nil {
+		return "", "", err
 	}
+	if !fired {
+		return Promoted, fmt.Sprintf("promoted and baked %v without a burn (%d query errors)", b.Duration.D(), errs), nil
+	}
+	t, err := c.Rollback(ctx, d.Message(), c.clock.Now())
+	if err != nil {
+		return RolledBack, d.Message(), err
+	}
+	c.mu.Lock()
+	c.report.Rollback = &t
+	c.mu.Unlock()
+	return RolledBack, d.Message(), nil
 }
 
 // Rollback moves the release back to the last known good without
