@@ -484,12 +484,12 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		case <-time.After(60 * time.Second):
 			t.Fatal("controller A did not end after resuming")
 		}
+		if s, c := weights(t, r); s != 100 || c != 0 {
+			t.Fatalf("the stale controller moved traffic: stable %d canary %d", s, c)
+		}
 		var fe *actuator.FencedError
 		if !errors.As(aErr, &fe) || fe.Epoch != stale.Epoch {
 			t.Fatalf("A's stale call: %v, want a FencedError at epoch %d", aErr, stale.Epoch)
-		}
-		if s, c := weights(t, r); s != 100 || c != 0 {
-			t.Fatalf("the stale controller moved traffic: stable %d canary %d", s, c)
 		}
 		t.Logf("stale controller at epoch %d refused: %v (B at epoch %d)", stale.Epoch, fe, rep.Epoch)
 	})
