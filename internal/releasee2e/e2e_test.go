@@ -29,8 +29,10 @@ import (
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/release/actuator"
 	"github.com/aerodb/authority/release/analysis"
+	"github.com/aerodb/authority/release/burnrate"
 	"github.com/aerodb/authority/release/controller"
 	"github.com/aerodb/authority/release/webhook"
+	"github.com/aerodb/authority/validator"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -174,7 +176,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		}
 		drills = n
 	}
-	e := setup(t, "good", "bad", "idle", "bake", "fence")
+	e := setup(t, "good", "bad", "idle", "bake", "fence", "budget")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	for _, r := range e.rollouts {
@@ -219,7 +221,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		if a := r.answers(t, 20); a["v2"] != 20 {
 			t.Fatalf("after promotion, answers %v", a)
 		}
-		want := []string{"start_canary step=1 weight=30", "advance_step step=2 weight=30", "advance_step step=3 weight=60", "advance_step step=4 weight=60", "promote"}
+		want := []string{"start_canary step=1 weight=30", "advance_step step=2 weight=30", "advance_step step=3 weight=60", "advance_step step=4 weight=60", "promote allowed=true"}
 		if len(rep.Decisions) != len(want) {
 			t.Fatalf("decisions %q, want %q", rep.Decisions, want)
 		}
@@ -293,6 +295,48 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("canary_aborts_total{reason=analysis_failed} = %v", n)
 		}
 		t.Logf("aborted: %s", rep.Message)
+
+		// The same digest, fixed, retried by the same controller: promoted,
+		// and the abort is counted as a false one.
+		r.canary.errorEvery.Store(0)
+		q := &burnrate.Prometheus{Address: e.prom, Timeout: 2 * time.Second}
+		waitFor(t, 30*time.Second, "the injected errors to leave the analysis window", func() error {
+			v, ok, err := q.Query(ctx, `sum(rate(app_errors_total{case="bad",version="v2"}[5s]))`, time.Now())
+			if err == nil && ok && v > 0 {
+				err = fmt.Errorf("error rate %v", v)
+			}
+			return err
+		})
+		rep, err = run.ctl.Run(ctx)
+		if err != nil || rep.Outcome != controller.Promoted {
+			t.Fatalf("retry of the aborted digest: %s %q %v\n%s", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"))
+		}
+		if n := testutil.ToFloat64(run.ctl.Metrics().AbortVerdict.WithLabelValues("false")); n != 1 {
+			t.Fatalf("canary_abort_verdict_total{verdict=false} = %v after a successful retry", n)
+		}
+	})
+
+	t.Run("ExhaustedErrorBudgetFreezesPromotion", func(t *testing.T) {
+		// The stable release fails 5 % of its requests against a 99 %
+		// objective: the controller's signed budget evidence says the
+		// budget is exhausted, the validator denies the promotion of a
+		// healthy canary, and the controller pauses.
+		r := e.rollouts["budget"]
+		e.bootstrap(ctx, r)
+		r.stable.errorEvery.Store(20)
+		r.traffic.Store(true)
+		defer r.traffic.Store(false)
+		run := e.controller(t, r, e.rolloutsYAML(r, spec{steps: `  - setWeight: 50
+  - analysis: {templates: [error-rate]}`}), nil)
+		rep, err := run.ctl.Run(ctx)
+		if err != nil || rep.Outcome != controller.Paused || !strings.Contains(rep.Message, validator.ReasonErrorBudgetExhausted) {
+			t.Fatalf("promotion on an exhausted budget: %s %q %v\n%s", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"))
+		}
+		rs := e.release(t, ctx, r)
+		if rs.GetStable() != digestV1 || rs.GetPhase() != pb.ReleasePhase_RELEASE_PHASE_PAUSED {
+			t.Fatalf("after a frozen promotion: %v", rs)
+		}
+		t.Logf("frozen: %s", rep.Message)
 	})
 
 	t.Run("CanaryWithoutTrafficPausesAndNeverPromotes", func(t *testing.T) {

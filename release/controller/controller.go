@@ -322,7 +322,11 @@ func (c *Controller) transition(ctx context.Context, tr *pb.ReleaseTransition) (
 		return nil, fmt.Errorf("%s: %w", validator.ActionName(tr.Action), err)
 	}
 	dec := resp.GetDecision().GetDecision()
-	line := fmt.Sprintf("%s step=%d weight=%d allowed=%v %s", validator.ActionName(tr.Action), tr.Step, tr.Weight, dec.GetAllowed(), dec.GetDenialReason())
+	line := validator.ActionName(tr.Action)
+	if tr.Action == pb.ReleaseAction_RELEASE_ACTION_START_CANARY || tr.Action == pb.ReleaseAction_RELEASE_ACTION_ADVANCE_STEP {
+		line += fmt.Sprintf(" step=%d weight=%d", tr.Step, tr.Weight)
+	}
+	line += fmt.Sprintf(" allowed=%v %s", dec.GetAllowed(), dec.GetDenialReason())
 	c.mu.Lock()
 	c.report.Decisions = append(c.report.Decisions, strings.TrimSpace(line))
 	c.report.LastIndex = max(c.report.LastIndex, resp.GetLogIndex())
