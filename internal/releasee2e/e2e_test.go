@@ -198,10 +198,17 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
     - {name: ops, url: %s, secret_env: E2E_HOOK_SECRET, backoff_base: 50ms, backoff_max: 400ms, max_attempts: 20}
     - {name: audit, url: %s, secret_env: E2E_HOOK_SECRET, backoff_base: 50ms, backoff_max: 400ms, max_attempts: 20}
 `, filepath.Join(e.dir, "hooks.state"), from, hooks[0].srv.URL, hooks[1].srv.URL)
+		// The second analysis also asks the probe service for its verdict.
+		probe := fmt.Sprintf(`  home-probe:
+    metrics:
+      - name: home-probe
+        provider: {probe: {address: %s, flow: home, window: 30s}}
+        count: 1
+        successCondition: result == 1`, e.probed)
 		run := e.controller(t, r, e.rolloutsYAML(r, spec{steps: `  - setWeight: 30
   - analysis: {templates: [error-rate]}
   - setWeight: 60
-  - analysis: {templates: [error-rate]}`, webhooks: wh}), nil)
+  - analysis: {templates: [error-rate, home-probe]}`, webhooks: wh, extraTmpl: probe}), nil)
 		wctx, wcancel := context.WithCancel(ctx)
 		wdone := make(chan error, 1)
 		go func() { wdone <- run.ctl.RunWebhooks(wctx, nil) }()
@@ -209,7 +216,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 
 		rep, err := run.ctl.Run(ctx)
 		if err != nil || rep.Outcome != controller.Promoted {
-			t.Fatalf("good canary: %s %q %v\n%s", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"))
+			t.Fatalf("good canary: %s %q %v\n%s\nanalyses: %+v", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"), rep.Analyses)
 		}
 		rs := e.release(t, ctx, r)
 		if rs.GetStable() != digestV2 || rs.GetPhase() != pb.ReleasePhase_RELEASE_PHASE_PROMOTED || rs.GetKnownGood()[0] != digestV1 {
@@ -231,6 +238,9 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			}
 		}
 		t.Logf("promoted through %d steps: %s", len(want)-1, strings.Join(rep.Decisions, "; "))
+		if last := rep.Analyses[len(rep.Analyses)-1]; len(last.Metrics) != 2 || last.Metrics[1].Name != "home-probe" || last.Metrics[1].Phase != analysis.Successful {
+			t.Fatalf("the last analysis did not pass the probe service's verdict: %+v", last)
+		}
 
 		// Acceptance 4: every event exactly once per receiver, signed,
 		// with retries on 5xx.

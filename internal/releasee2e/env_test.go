@@ -109,6 +109,7 @@ type env struct {
 	policy   *pb.Policy
 	opOnce   sync.Once
 	op       *client.Client
+	probed   string // the probe service (cmd/probed), probing the "good" frontend
 }
 
 var (
@@ -204,6 +205,48 @@ func setup(t *testing.T, cases ...string) *env {
 		}
 		return err
 	})
+
+	// The probe service, probing the good case's frontend every second.
+	if r, ok := e.rollouts["good"]; ok {
+		flows := filepath.Join(e.dir, "flows.yaml")
+		if err := os.WriteFile(flows, []byte(fmt.Sprintf(`environments:
+  e2e:
+    base_url: %s
+flows:
+  - name: home
+    schedule: {every: 1s}
+    timeout: 2s
+    verdict: {min_samples: 3, min_success_ratio: 1.0}
+    steps:
+      - name: get
+        request: {url: /}
+        assert:
+          - status == 200
+`, strings.TrimSuffix(r.frontend, "/"))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addr := freeAddr(t)
+		startProc(t, e.dir, "probed", filepath.Join(testcluster.Binaries(t), "probed"), "serve", "--env", "e2e", "--listen", addr, flows)
+		e.probed = "http://" + addr
+		waitFor(t, 60*time.Second, "the probe service's first pass verdict", func() error {
+			resp, err := http.Get(e.probed + "/v1/verdicts/home?window=30s")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var v struct {
+				Verdict string `json:"verdict"`
+				Reason  string `json:"reason"`
+			}
+			if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&v); err != nil {
+				return err
+			}
+			if v.Verdict != "pass" {
+				return fmt.Errorf("verdict %s: %s", v.Verdict, v.Reason)
+			}
+			return nil
+		})
+	}
 
 	// The release policy: manifests signed by the release signer; analysis
 	// and budget evidence by the controller's key.
