@@ -5,6 +5,7 @@
 package releasee2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -385,9 +387,36 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		if out := releasectl(2, "lint", rpath+".bad"); !strings.Contains(out, "bogus") {
 			t.Fatalf("lint of a bad file:\n%s", out)
 		}
-		out := releasectl(4, "run", "--config", cpath)
-		if !strings.Contains(out, "outcome: paused") {
-			t.Fatalf("releasectl run:\n%s", out)
+		// run, scraping its /metrics while it runs.
+		cmd := exec.CommandContext(ctx, bin, "run", "--config", cpath)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		first, err := bufio.NewReader(stdout).ReadString('\n')
+		var metricsText string
+		if m := regexp.MustCompile(`metrics on (http://\S+)`).FindStringSubmatch(first); err == nil && m != nil {
+			if resp, err := http.Get(m[1]); err == nil {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				resp.Body.Close()
+				metricsText = string(b)
+			}
+		}
+		rest, _ := io.ReadAll(stdout)
+		_ = cmd.Wait()
+		out := first + string(rest) + stderr.String()
+		if code := cmd.ProcessState.ExitCode(); code != 4 || !strings.Contains(out, "outcome: paused") {
+			t.Fatalf("releasectl run: exit %d, want 4 (paused):\n%s", code, out)
+		}
+		for _, m := range []string{"rollback_duration_seconds_count 0", `canary_aborts_total{reason="analysis_failed"} 0`, `canary_abort_verdict_total{verdict="false"} 0`} {
+			if !strings.Contains(metricsText, m) {
+				t.Fatalf("releasectl's /metrics lacks %q:\n%s", m, metricsText)
+			}
 		}
 		rep := controller.Report{Message: out}
 		for _, l := range strings.Split(out, "\n") {
@@ -408,6 +437,17 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("pause reason %q does not say no data", rep.Message)
 		}
 		t.Logf("releasectl run (exit 4, paused):\n%s", out)
+
+		// Pause when no data, resume when data: with traffic, a new run
+		// resumes the paused canary at its step and promotes it.
+		r.traffic.Store(true)
+		defer r.traffic.Store(false)
+		run := e.controller(t, r, strings.Replace(rollouts, "key: "+keyPath, "key: unused-key-file", 1), nil)
+		rep2, err := run.ctl.Run(ctx)
+		if err != nil || rep2.Outcome != controller.Promoted || len(rep2.Decisions) != 2 || !strings.HasPrefix(rep2.Decisions[0], "resume") {
+			t.Fatalf("resumed canary: %s %q %v\n%s", rep2.Outcome, rep2.Message, err, strings.Join(rep2.Decisions, "\n"))
+		}
+		t.Logf("resumed with traffic: %s", strings.Join(rep2.Decisions, "; "))
 	})
 
 	t.Run("BurnInTheBakeWindowRollsBack", func(t *testing.T) {
