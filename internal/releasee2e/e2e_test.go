@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,6 +170,29 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 	return h
 }
 
+// processFiles writes the signing key, a rollouts.yaml and a controller.yaml
+// for running the releasectl binary on the case.
+func (e *env) processFiles(t *testing.T, r *rollout, steps string) (rollouts, keyPath, rpath, cpath string) {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(e.keys["controller"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath = filepath.Join(e.dir, "controller.pem")
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rollouts = strings.Replace(e.rolloutsYAML(r, spec{steps: steps}), "key: unused-key-file", "key: "+keyPath, 1)
+	rpath, cpath = filepath.Join(e.dir, r.name+".rollouts.yaml"), filepath.Join(e.dir, r.name+".controller.yaml")
+	f := testcluster.Files(t, releaser(r.name))
+	ccfg := fmt.Sprintf("rollouts: %s\nauthority:\n  endpoints: [%s]\n  caCert: %s\n  cert: %s\n  key: %s\nmetricsAddr: 127.0.0.1:0\n",
+		rpath, strings.Join(e.c.Endpoints(), ", "), f.CA, f.Cert, f.Key)
+	if err := errors.Join(os.WriteFile(rpath, []byte(rollouts), 0o600), os.WriteFile(cpath, []byte(ccfg), 0o600)); err != nil {
+		t.Fatal(err)
+	}
+	return rollouts, keyPath, rpath, cpath
+}
+
 func TestReleaseControllerEndToEnd(t *testing.T) {
 	drills := 3
 	if v := os.Getenv("RELEASE_DRILLS"); v != "" {
@@ -178,7 +202,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		}
 		drills = n
 	}
-	e := setup(t, "good", "bad", "idle", "bake", "fence", "budget")
+	e := setup(t, "good", "bad", "idle", "bake", "fence", "budget", "sigstop")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	for _, r := range e.rollouts {
@@ -355,22 +379,9 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		// This one runs the releasectl binary: lint, then run (exit 4: paused).
 		r := e.rollouts["idle"]
 		e.bootstrap(ctx, r)
-		der, err := x509.MarshalPKCS8PrivateKey(e.keys["controller"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyPath := filepath.Join(e.dir, "controller.pem")
-		if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		rollouts := strings.Replace(e.rolloutsYAML(r, spec{steps: `  - setWeight: 50
-  - analysis: {templates: [error-rate]}`}), "key: unused-key-file", "key: "+keyPath, 1)
-		rpath, cpath := filepath.Join(e.dir, "idle.rollouts.yaml"), filepath.Join(e.dir, "idle.controller.yaml")
-		f := testcluster.Files(t, releaser(r.name))
-		ccfg := fmt.Sprintf("rollouts: %s\nauthority:\n  endpoints: [%s]\n  caCert: %s\n  cert: %s\n  key: %s\nmetricsAddr: 127.0.0.1:0\n",
-			rpath, strings.Join(e.c.Endpoints(), ", "), f.CA, f.Cert, f.Key)
-		if err := errors.Join(os.WriteFile(rpath, []byte(rollouts), 0o600), os.WriteFile(cpath, []byte(ccfg), 0o600),
-			os.WriteFile(rpath+".bad", []byte(strings.Replace(rollouts, "setWeight: 50", "setWeight: 500", 1)+"bogus: 1\n"), 0o600)); err != nil {
+		rollouts, keyPath, rpath, cpath := e.processFiles(t, r, `  - setWeight: 50
+  - analysis: {templates: [error-rate]}`)
+		if err := os.WriteFile(rpath+".bad", []byte(strings.Replace(rollouts, "setWeight: 50", "setWeight: 500", 1)+"bogus: 1\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		bin := filepath.Join(testcluster.Binaries(t), "releasectl")
@@ -586,5 +597,71 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("A's stale call: %v, want a FencedError at epoch %d", aErr, stale.Epoch)
 		}
 		t.Logf("stale controller at epoch %d refused: %v (B at epoch %d)", stale.Epoch, fe, rep.Epoch)
+	})
+
+	t.Run("StoppedReleasectlProcessCannotMoveTraffic", func(t *testing.T) {
+		// A releasectl process is stopped (SIGSTOP) during a pause step,
+		// past its lease; another controller takes over and moves the
+		// canary to 40 %. A is continued (SIGCONT): it learns it lost the
+		// lease and exits without touching the traffic again.
+		r := e.rollouts["sigstop"]
+		e.bootstrap(ctx, r)
+		steps := `  - setWeight: 10
+  - pause: {duration: 20s}
+  - setWeight: 40
+  - analysis: {templates: [error-rate]}`
+		_, _, _, cpath := e.processFiles(t, r, steps)
+		var out syncBuf
+		cmd := exec.Command(filepath.Join(testcluster.Binaries(t), "releasectl"), "run", "--config", cpath)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGCONT)
+			_ = cmd.Process.Kill()
+			<-exited
+			if t.Failed() {
+				t.Logf("releasectl A:\n%s", out.String())
+			}
+		})
+		waitFor(t, 30*time.Second, "A moving the canary to 10 %", func() error {
+			if _, c := weights(t, r); c != 10 {
+				return fmt.Errorf("canary weight %d", c)
+			}
+			return nil
+		})
+		if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		b := e.controller(t, r, e.rolloutsYAML(r, spec{steps: strings.Replace(steps, "duration: 20s", "duration: 1s", 1)}), nil)
+		rep, err := b.ctl.Run(ctx) // no traffic: B pauses after moving the canary to 40 %
+		if err != nil || rep.Outcome != controller.Paused {
+			t.Fatalf("controller B: %s %q %v\n%s", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"))
+		}
+		if _, c := weights(t, r); c != 40 {
+			t.Fatalf("B did not move the canary to 40 %%: %d", c)
+		}
+		if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			t.Fatal("releasectl A did not exit after SIGCONT")
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "lease") {
+			t.Fatalf("releasectl A: exit %d, want 1 naming its lost lease:\n%s", code, out.String())
+		}
+		if _, c := weights(t, r); c != 40 {
+			t.Fatalf("the stopped controller moved traffic after SIGCONT: canary %d", c)
+		}
+		last := strings.TrimSpace(out.String())
+		if i := strings.LastIndex(last, "\n"); i >= 0 {
+			last = last[i+1:]
+		}
+		t.Logf("releasectl A after SIGCONT: exit 1: %s", last)
 	})
 }

@@ -367,7 +367,7 @@ func (c *Controller) Run(ctx context.Context) (Report, error) {
 	defer cancel(nil)
 	go c.watchLease(ctx, cancel)
 	out, msg, err := c.run(ctx, l)
-	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) {
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) && !errors.Is(err, ErrLeaseLost) {
 		err = fmt.Errorf("%w: %w", cause, err)
 	}
 	c.mu.Lock()
