@@ -111,7 +111,7 @@ func TestPipelineChecksLinkNothingOfTheModule(t *testing.T) {
 // package of this module (the API, the client library and the validator's
 // evidence types only).
 func TestReleaseControllerIsAClient(t *testing.T) {
-	for _, pkg := range []string{"release/analysis", "release/actuator", "release/webhook"} {
+	for _, pkg := range []string{"release/analysis", "release/actuator", "release/webhook", "release/controller", "release/burnrate", "release/verdict"} {
 		forbid(t, pkg, func(d string) bool {
 			if !strings.HasPrefix(d, module+"/") {
 				return false
