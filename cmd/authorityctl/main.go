@@ -174,6 +174,9 @@ func newGroupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
 
 func noSubcommand(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
 		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 			return usagef("unknown command %q for %q; did you mean %s?", args[0], cmd.CommandPath(), strings.Join(s, " or "))
 		}
