@@ -43,7 +43,7 @@ func newCtl(t *testing.T, c *testcluster.Cluster) *ctl {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), processTestBudget)
 	t.Cleanup(cancel)
-	return &ctl{t: t, bin: filepath.Join(testcluster.Binaries(t), "authorityctl"), c: c, id: testcluster.Operator,
+	return &ctl{t: t, bin: ctlBinary(t), c: c, id: testcluster.Operator,
 		endpoints: c.Endpoints(), ctx: ctx}
 }
 
