@@ -26,6 +26,7 @@ func TestProcessOperatorUX(t *testing.T) {
 	r.want(0, "assign", "ux", "n1")
 
 	t.Run("lease view", func(t *testing.T) {
+		r := r.on(t)
 		res := r.want(0, "lease", "ux")
 		if !strings.Contains(res.stdout, "HOLDER") || !strings.Contains(res.stdout, "n1") || !strings.Contains(res.stdout, "held") {
 			t.Fatalf("lease ux:\n%s", res.stdout)
@@ -51,6 +52,7 @@ func TestProcessOperatorUX(t *testing.T) {
 	})
 
 	t.Run("member list DOMAIN", func(t *testing.T) {
+		r := r.on(t)
 		out := r.want(0, "member", "list", "ux").stdout
 		for _, want := range []string{"MEMBER", "n1", "10.0.0.1:5432", "n2", "active", "yes"} {
 			if !strings.Contains(out, want) {
@@ -61,6 +63,7 @@ func TestProcessOperatorUX(t *testing.T) {
 
 	// Re-registering with only --priority erased the address before.
 	t.Run("register merges", func(t *testing.T) {
+		r := r.on(t)
 		r.want(0, "member", "register", "ux", "n2", "--priority", "7")
 		d := decodeJSON(t, r.want(0, "-o", "json", "domain", "get", "ux").stdout)
 		for _, m := range d["members"].([]any) {
@@ -73,6 +76,7 @@ func TestProcessOperatorUX(t *testing.T) {
 
 	// --decommission of the current holder was accepted with no prompt.
 	t.Run("decommission holder confirms", func(t *testing.T) {
+		r := r.on(t)
 		before := r.stateHashes()
 		res := r.want(2, "member", "register", "ux", "n1", "--decommission")
 		if !strings.Contains(res.stderr, "HOLDS domain ux") || !strings.Contains(res.stderr, "--yes") {
@@ -86,6 +90,7 @@ func TestProcessOperatorUX(t *testing.T) {
 	// The README trap: a request id denied once is the recorded decision
 	// of that request; the CLI says so, and how to try again.
 	t.Run("reused request id", func(t *testing.T) {
+		r := r.on(t)
 		args := []string{"promote", "ux", "--to", "n2", "--request-id", "try-1", "--reason", "n1 gone"}
 		first := r.want(3, args...)
 		if strings.Contains(first.stderr, "recorded decision") {
@@ -107,6 +112,7 @@ func TestProcessOperatorUX(t *testing.T) {
 
 	// READY was false on healthy followers whose /readyz answers 200.
 	t.Run("ready as readyz", func(t *testing.T) {
+		r := r.on(t)
 		js := decodeJSON(t, r.want(0, "-o", "json", "cluster", "status").stdout)
 		for _, e := range js["endpoints"].([]any) {
 			if m := e.(map[string]any); m["ready"] != true {
@@ -121,6 +127,7 @@ func TestProcessOperatorUX(t *testing.T) {
 	})
 
 	t.Run("completion", func(t *testing.T) {
+		r := r.on(t)
 		if out := r.want(0, "completion", "bash").stdout; !strings.Contains(out, "authorityctl") {
 			t.Fatalf("completion bash: %.200s", out)
 		}
@@ -130,6 +137,7 @@ func TestProcessOperatorUX(t *testing.T) {
 	})
 
 	t.Run("did you mean", func(t *testing.T) {
+		r := r.on(t)
 		if res := r.want(2, "domian", "list"); !strings.Contains(res.stderr, "did you mean domain") {
 			t.Fatalf("stderr %q", res.stderr)
 		}
@@ -137,6 +145,7 @@ func TestProcessOperatorUX(t *testing.T) {
 
 	// leader-transfer printed "leader is now -" when raft picked.
 	t.Run("leader-transfer names the leader", func(t *testing.T) {
+		r := r.on(t)
 		out := r.want(0, "cluster", "leader-transfer").stdout
 		if !strings.HasPrefix(out, "leader is now ") || strings.Contains(out, "leader is now -") {
 			t.Fatalf("leader-transfer: %q", out)
@@ -197,6 +206,13 @@ func TestProcessSignalNotSwallowed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the first SIGTERM was swallowed: still running 10 s later")
 	}
+}
+
+// on is the same runner reporting to t (a subtest).
+func (r *ctl) on(t *testing.T) *ctl {
+	cp := *r
+	cp.t = t
+	return &cp
 }
 
 // ctlBinary is the authorityctl under test: AUTHORITYCTL_TEST_BIN when set
