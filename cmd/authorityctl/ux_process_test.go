@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -143,6 +144,46 @@ func TestProcessOperatorUX(t *testing.T) {
 		}
 	})
 
+	// The README's promote steps, run in order as a newcomer would
+	// against the state `make run` seeds (TTL 2 s instead of 15 s): the
+	// dry run until it exits 0, then the real promotion, which must be
+	// allowed (its request id was recorded as a denial before).
+	t.Run("README steps in order", func(t *testing.T) {
+		r := r.on(t)
+		n1, n2 := r.as(testcluster.Node("n1")), r.as(testcluster.Node("n2"))
+		r.want(0, "domain", "create", "orders", "--kind", "aerodb", "--ttl", "2s", "--durability", "authority-gated")
+		for _, m := range []string{"n1", "n2", "n3"} {
+			r.want(0, "member", "register", "orders", m)
+		}
+		r.want(0, "assign", "orders", "n1")
+		n2.want(0, "node", "report-progress", "orders", "n2", "--epoch", "1", "--flushed-lsn", "10", "--flushed-hash", "aa10",
+			"--wm-lsn", "10", "--wm-hash", "aa10", "--applied", "5", "--read-safe", "--state", "streaming")
+		n1.want(0, "node", "advance-watermark", "orders", "n1", "--epoch", "1", "--lsn", "10", "--hash", "aa10", "--visible", "5")
+		b, err := os.ReadFile("../../README.md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := 0
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.HasPrefix(line, "bin/authorityctl ") || !strings.Contains(line, " promote ") && !strings.Contains(line, " lease ") {
+				continue
+			}
+			args := shellWords(t, strings.TrimPrefix(line, "bin/authorityctl "))
+			steps++
+			if slices.Contains(args, "--dry-run") {
+				r.poll(10*time.Second, 0, args...)
+				continue
+			}
+			r.want(0, args...)
+		}
+		if steps < 3 {
+			t.Fatalf("README: %d promote/lease steps found", steps)
+		}
+		if d := decodeJSON(t, r.want(0, "-o", "json", "domain", "get", "orders").stdout); d["holder"] != "n2" {
+			t.Fatalf("after the README steps: holder %v", d["holder"])
+		}
+	})
+
 	// leader-transfer printed "leader is now -" when raft picked.
 	t.Run("leader-transfer names the leader", func(t *testing.T) {
 		r := r.on(t)
@@ -206,6 +247,38 @@ func TestProcessSignalNotSwallowed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the first SIGTERM was swallowed: still running 10 s later")
 	}
+}
+
+// shellWords splits a shell command line (double quotes, a trailing
+// comment) into words.
+func shellWords(t *testing.T, line string) []string {
+	var words []string
+	var cur strings.Builder
+	in, quoted := false, false
+	for _, r := range line {
+		switch {
+		case r == '"':
+			quoted, in = !quoted, true
+		case r == '#' && !quoted && !in:
+			return words
+		case r == ' ' && !quoted:
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if quoted {
+		t.Fatalf("unbalanced quote in %q", line)
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
 }
 
 // on is the same runner reporting to t (a subtest).

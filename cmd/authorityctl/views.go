@@ -32,8 +32,9 @@ func (f *watchFlags) add(cmd *cobra.Command) {
 
 // run renders once, or with --watch redraws every interval until ctx
 // ends (exit 0). A redraw clears the screen when stdout is a terminal;
-// otherwise frames follow each other, each after a "# <time>" line. A
-// failed render is shown in its frame and the view goes on.
+// otherwise frames follow each other, each text frame after a "# <time>"
+// line (JSON and YAML frames are one document each). A failed render is
+// shown in its frame (on stderr for JSON and YAML) and the view goes on.
 func (f *watchFlags) run(ctx context.Context, o *options, render func(ctx context.Context, w io.Writer) error) error {
 	if !f.on {
 		return render(ctx, o.stdout)
@@ -52,13 +53,17 @@ func (f *watchFlags) run(ctx context.Context, o *options, render func(ctx contex
 		if tty {
 			frame.WriteString("\x1b[H\x1b[2J")
 		}
-		fmt.Fprintf(&frame, "# %s (every %v; Ctrl-C to stop)\n", o.now().UTC().Format(time.RFC3339), f.interval)
+		if o.output.value == outputText { // JSON and YAML frames stay documents
+			fmt.Fprintf(&frame, "# %s (every %v; Ctrl-C to stop)\n", o.now().UTC().Format(time.RFC3339), f.interval)
+		}
 		err := render(ctx, &frame)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
+		if err != nil && o.output.value == outputText {
 			fmt.Fprintf(&frame, "error: %s\n", humanize(describeError(err)))
+		} else if err != nil {
+			fmt.Fprintf(o.stderr, "error: %s\n", humanize(describeError(err)))
 		}
 		if _, err := o.stdout.Write(frame.Bytes()); err != nil {
 			return err
