@@ -344,7 +344,14 @@ func (h *hexValue) Set(s string) error {
 // positiveDuration is a duration flag that must be > 0.
 type positiveDuration time.Duration
 
-func (d *positiveDuration) String() string { return time.Duration(*d).String() }
+// String is "" when unset, so help shows no "(default 0s)" for a flag
+// whose default is something else (the domain's policy, say).
+func (d *positiveDuration) String() string {
+	if *d == 0 {
+		return ""
+	}
+	return time.Duration(*d).String()
+}
 func (d *positiveDuration) Type() string   { return "duration" }
 
 func (d *positiveDuration) Set(s string) error {

@@ -185,6 +185,10 @@ func TestHelpDefaultsTrue(t *testing.T) {
 			t.Errorf("watch --help lacks %q:\n%s", want, stdout)
 		}
 	}
+	_, stdout, _, _ = runArgs(t, nil, "node", "lease", "--help")
+	if strings.Contains(stdout, "(default 0s)") {
+		t.Errorf("node lease --help shows a default of 0s for --ttl (it is the domain's policy):\n%s", stdout)
+	}
 	_, stdout, _, _ = runArgs(t, nil, "member", "register", "--help")
 	if !strings.Contains(stdout, "kept when not given") {
 		t.Errorf("member register --help does not say unchanged fields are kept:\n%s", stdout)
