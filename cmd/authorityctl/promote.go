@@ -102,6 +102,7 @@ func newPromoteCmd(o *options) *cobra.Command {
 		expectedEpoch nonZeroUint64
 		waivers       []string
 		dryRun        bool
+		yes           bool
 	)
 	cmd := &cobra.Command{
 		Use:               "promote DOMAIN --to CANDIDATE [--request-id ID]",
@@ -122,7 +123,9 @@ OUTCOME_UNKNOWN) run the same command with the same --request-id, or
 'explain DOMAIN ID' (NOT_FOUND: it did not commit). Without --request-id a
 random id is drawn and printed on stderr first.
 
-Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs --reason).`,
+Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs --reason). A promotion
+with a waiver (not a dry run) asks for confirmation on a terminal; --yes
+skips it, and without a terminal it is refused unless --yes is given.`,
 		Args: exactArgs("DOMAIN"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			req, generated, err := pf.request(o, args[0], waivers)
@@ -130,6 +133,13 @@ Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs 
 				return err
 			}
 			req.DryRun = dryRun
+			if len(waivers) > 0 && !dryRun {
+				q := fmt.Sprintf("promote %s in domain %s waiving %s (the checks that guard against losing acknowledged data)?",
+					req.Candidate, req.Domain, strings.Join(waivers, ", "))
+				if err := confirm(o, yes, q); err != nil {
+					return err
+				}
+			}
 			if cmd.Flags().Changed("expected-epoch") {
 				e := uint64(expectedEpoch)
 				req.ExpectedEpoch = &e
@@ -154,6 +164,7 @@ Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs 
 	fs.Var(&expectedEpoch, "expected-epoch", "compare-and-set: only promote at this epoch")
 	fs.StringArrayVar(&waivers, "waive", nil, "a named waiver (repeatable): "+strings.Join(validator.KnownWaivers(), ", "))
 	fs.BoolVar(&dryRun, "dry-run", false, "evaluate without committing anything")
+	addYesFlag(cmd, &yes)
 	return cmd
 }
 

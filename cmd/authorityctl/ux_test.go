@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -210,10 +211,16 @@ func TestConfirmations(t *testing.T) {
 		!strings.Contains(stderr.String(), "remove server s3") || !strings.Contains(stderr.String(), "not confirmed") {
 		t.Fatalf("answered n: exit %d, dialed %d, stderr %q", code, len(*dialed), stderr)
 	}
+	waive := []string{"promote", "d", "--to", "n2", "--waive", "allow-data-loss", "--reason", "r"}
+	o, _, stderr, dialed = testOptions(nil)
+	if code := run(context.Background(), o, waive); code != exitUsage || len(*dialed) != 0 || !strings.Contains(stderr.String(), "--yes") {
+		t.Fatalf("waiver without a terminal: exit %d, dialed %d, stderr %q", code, len(*dialed), stderr)
+	}
 	for _, tc := range []struct {
 		stdin string
 		args  []string
-	}{{"y\n", []string{"member", "remove", "s3"}}, {"", []string{"member", "remove", "s3", "--yes"}}} {
+	}{{"y\n", []string{"member", "remove", "s3"}}, {"", []string{"member", "remove", "s3", "--yes"}},
+		{"", append(slices.Clone(waive), "--yes")}, {"", append(slices.Clone(waive), "--dry-run")}, {"yes\n", waive}} {
 		o, _, _, dialed = testOptions(nil)
 		o.isTerminal = func(uintptr) bool { return tc.stdin != "" }
 		o.stdin = strings.NewReader(tc.stdin)
