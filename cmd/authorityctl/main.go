@@ -40,20 +40,27 @@ const (
 )
 
 // interruptGrace is how long a command has, after SIGINT or SIGTERM, to end
-// cleanly (streams do at once) before the process exits anyway: a command
-// blocked where no context reaches (opening a FIFO, reading a file) must
-// not swallow the signal.
+// before the process exits anyway: a command blocked where no context
+// reaches (opening a FIFO, reading a file) must not swallow the signal.
+// Commands that clean up on the signal (watch, node lease releasing its
+// lease, deploy run stopping its child, switchover) set options.cleansUp
+// and are waited for; a second signal kills them at once.
 const interruptGrace = 2 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	o := newOptions(os.Getenv, os.Stdout, os.Stderr)
 	done := make(chan exitCode, 1)
-	go func() { done <- run(ctx, newOptions(os.Getenv, os.Stdout, os.Stderr), os.Args[1:]) }()
+	go func() { done <- run(ctx, o, os.Args[1:]) }()
 	var code exitCode
 	select {
 	case code = <-done:
 	case <-ctx.Done():
 		stop() // a second signal kills at once
+		if o.cleansUp.Load() {
+			code = <-done // it ends cleanly on ctx (releases, stops its child)
+			break
+		}
 		select {
 		case code = <-done:
 		case <-time.After(interruptGrace):

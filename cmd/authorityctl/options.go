@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aerodb/authority/client"
@@ -93,6 +94,9 @@ type options struct {
 	probe func(ctx context.Context, endpoints []string) error
 	// watchMinInterval is the least --interval of a refreshing view.
 	watchMinInterval time.Duration
+	// cleansUp: the running command ends cleanly on SIGINT/SIGTERM and
+	// may take longer than interruptGrace doing so (see main).
+	cleansUp atomic.Bool
 }
 
 // newOptions returns the options of one invocation with the real dialer.
@@ -241,14 +245,17 @@ func (o *options) withTimeout(ctx context.Context) (context.Context, context.Can
 }
 
 // printer returns the printer of the chosen output format.
-func (o *options) printer() printer {
+func (o *options) printer() printer { return o.printerTo(o.stdout) }
+
+// printerTo is the printer of the chosen output format writing to w.
+func (o *options) printerTo(w io.Writer) printer {
 	switch o.output.value {
 	case outputJSON:
-		return jsonPrinter{w: o.stdout}
+		return jsonPrinter{w: w}
 	case outputYAML:
-		return jsonPrinter{w: &yamlWriter{w: o.stdout}}
+		return jsonPrinter{w: &yamlWriter{w: w}}
 	}
-	return textPrinter{w: o.stdout}
+	return textPrinter{w: w}
 }
 
 // streamPrinter is the printer of streaming commands (watch, node lease):

@@ -365,6 +365,7 @@ epoch moved meanwhile; exit 3 when the promotion was denied.`,
 }
 
 func switchover(ctx context.Context, o *options, req *pb.PromotionRequest, generated bool, timeout time.Duration) error {
+	o.cleansUp.Store(true) // an interrupted switchover withdraws its handover request
 	dctx, cancel := o.withTimeout(ctx)
 	defer cancel()
 	c, err := o.connect(dctx)

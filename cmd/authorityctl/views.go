@@ -77,11 +77,7 @@ func (f *watchFlags) run(ctx context.Context, o *options, render func(ctx contex
 }
 
 // withPrinter is o with output to w (a refreshing view's frame).
-func (o *options) withPrinter(w io.Writer) printer {
-	cp := *o
-	cp.stdout = w
-	return cp.printer()
-}
+func (o *options) withPrinter(w io.Writer) printer { return o.printerTo(w) }
 
 // ---- confirmations ----
 

@@ -21,6 +21,7 @@ event; an index the servers no longer keep ends with COMPACTED (exit 1).`,
 				}
 			}
 			ctx := cmd.Context() // ends on SIGINT/SIGTERM
+			o.cleansUp.Store(true)
 			dctx, cancel := o.withTimeout(ctx)
 			c, err := o.connect(dctx)
 			cancel()
