@@ -71,6 +71,8 @@ func seedDemo(ctx context.Context, cl clients) error {
 	fmt.Printf("\nPromoting n2 while n1's 15 s lease is valid is DENIED (%s); the committed explanation:\n%s",
 		denied.Reason(), fsm.DescribeAttempt(denied.Record))
 	fmt.Println("\nn1's lease is not renewed by anyone, so it expires 15 s after the assignment;")
-	fmt.Println("then `promote orders --to n2 --request-id try-1 --expected-epoch 1` is allowed (n2 holds the watermark).")
+	fmt.Println("then the dry run `promote orders --to n2 --dry-run` exits 0, and the real promotion")
+	fmt.Println("`promote orders --to n2 --request-id after-expiry --expected-epoch 1 --reason \"n1 gone\"` is allowed")
+	fmt.Println("(n2 holds the watermark). A request id names one request: after a denial, retry with a new one.")
 	return nil
 }

@@ -219,7 +219,8 @@ func printExamples(bin string, cs *certs, s1 *server) {
 	fmt.Printf(`  %[1]s cluster status
   %[1]s domain get orders
   %[1]s explain orders demo-early
-  %[1]s promote orders --to n2 --request-id try-1 --dry-run
+  %[1]s lease orders
+  %[1]s promote orders --to n2 --dry-run
   %[1]s watch --from 1 orders
   %[1]s -o json history orders --denied
 `, ctl)

@@ -92,6 +92,7 @@ deployment's outcome: 0 succeeded, 1 otherwise.`,
 			return nil
 		},
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			o.cleansUp.Store(true) // stops CMD (SIGTERM, --kill-grace) and hands off
 			cfg.argv, cfg.role = args, role.value
 			cfg.primaryGrace, cfg.cmdTimeout, cfg.killGrace = time.Duration(primaryGrace), time.Duration(cmdTimeout), time.Duration(killGrace)
 			cfg.outcomeWait, cfg.lockWait = time.Duration(outcomeWait), time.Duration(lockWait)

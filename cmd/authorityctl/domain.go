@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"strings"
 	"time"
 
@@ -187,9 +188,10 @@ replica, and for an aerodb domain replica-quorum durability: give
 func newDomainGetCmd(o *options) *cobra.Command {
 	var stale bool
 	cmd := &cobra.Command{
-		Use:   "get NAME",
-		Short: "Show a domain's full state",
-		Args:  exactArgs("NAME"),
+		Use:               "get NAME",
+		ValidArgsFunction: completeDomains(o),
+		Short:             "Show a domain's full state",
+		Args:              exactArgs("NAME"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			if err := checkNames("domain", args[0]); err != nil {
 				return err
@@ -206,35 +208,42 @@ func newDomainGetCmd(o *options) *cobra.Command {
 }
 
 func newDomainListCmd(o *options) *cobra.Command {
-	var stale bool
+	var (
+		stale bool
+		wf    watchFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List every domain's summary, sorted by name",
 		Args:  exactArgs(),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := o.withTimeout(cmd.Context())
-			defer cancel()
-			c, err := o.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeQuietly(c)
-			ds, err := c.ListDomains(ctx, readOpts(stale)...)
-			if err != nil {
-				return err
-			}
-			return o.printer().Domains(ds)
+			return wf.run(cmd.Context(), o, func(ctx context.Context, w io.Writer) error {
+				ctx, cancel := o.withTimeout(ctx)
+				defer cancel()
+				c, err := o.connect(ctx)
+				if err != nil {
+					return err
+				}
+				defer closeQuietly(c)
+				ds, err := c.ListDomains(ctx, readOpts(stale)...)
+				if err != nil {
+					return err
+				}
+				return o.withPrinter(w).Domains(ds)
+			})
 		}),
 	}
 	addStaleFlag(cmd, &stale)
+	wf.add(cmd)
 	return cmd
 }
 
 func newDomainUpdateCmd(o *options) *cobra.Command {
 	var pf policyFlags
 	cmd := &cobra.Command{
-		Use:   "update NAME [policy flags]",
-		Short: "Change a domain's policy: the flags given replace those fields, the rest stay",
+		Use:               "update NAME [policy flags]",
+		ValidArgsFunction: completeDomains(o),
+		Short:             "Change a domain's policy: the flags given replace those fields, the rest stay",
 		Long: `Reads the domain's current policy, applies the flags given and sends the whole
 policy back. A concurrent change between the read and the write is
 overwritten (the API has no compare-and-set on policies).`,

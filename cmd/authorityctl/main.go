@@ -19,7 +19,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
@@ -37,10 +39,35 @@ const (
 	exitDenied exitCode = 3
 )
 
+// interruptGrace is how long a command has, after SIGINT or SIGTERM, to end
+// before the process exits anyway: a command blocked where no context
+// reaches (opening a FIFO, reading a file) must not swallow the signal.
+// Commands that clean up on the signal (watch, node lease releasing its
+// lease, deploy run stopping its child, switchover) set options.cleansUp
+// and are waited for; a second signal kills them at once.
+const interruptGrace = 2 * time.Second
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	context.AfterFunc(ctx, stop) // after the first signal, a second one kills at once
-	code := run(ctx, newOptions(os.Getenv, os.Stdout, os.Stderr), os.Args[1:])
+	o := newOptions(os.Getenv, os.Stdout, os.Stderr)
+	done := make(chan exitCode, 1)
+	go func() { done <- run(ctx, o, os.Args[1:]) }()
+	var code exitCode
+	select {
+	case code = <-done:
+	case <-ctx.Done():
+		stop() // a second signal kills at once
+		if o.cleansUp.Load() {
+			code = <-done // it ends cleanly on ctx (releases, stops its child)
+			break
+		}
+		select {
+		case code = <-done:
+		case <-time.After(interruptGrace):
+			fmt.Fprintln(os.Stderr, "error: interrupted before the command finished")
+			code = exitError
+		}
+	}
 	stop()
 	os.Exit(int(code))
 }
@@ -57,11 +84,11 @@ func run(ctx context.Context, o *options, args []string) exitCode {
 	code := exitCodeOf(err)
 	switch code {
 	case exitUsage:
-		fmt.Fprintf(o.stderr, "error: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		fmt.Fprintf(o.stderr, "error: %s\nRun '%s --help' for usage.\n", humanize(err.Error()), cmd.CommandPath())
 	case exitDenied:
 		fmt.Fprintf(o.stderr, "%v\n", err)
 	default:
-		fmt.Fprintf(o.stderr, "error: %s\n", describeError(err))
+		fmt.Fprintf(o.stderr, "error: %s\n", humanize(describeError(err)))
 	}
 	return code
 }
@@ -76,7 +103,21 @@ func newRootCmd(o *options) *cobra.Command {
 Global flags have environment variables: --endpoints AUTHORITY_ENDPOINTS,
 -o/--output AUTHORITY_OUTPUT, --timeout AUTHORITY_TIMEOUT, --cacert
 AUTHORITY_CACERT, --cert AUTHORITY_CERT, --key AUTHORITY_KEY, --insecure
-AUTHORITY_INSECURE. A flag on the command line wins over its variable.
+AUTHORITY_INSECURE, --trust-domain AUTHORITY_TRUST_DOMAIN, and a config file
+(--config, AUTHORITYCTL_CONFIG, else ~/.config/authorityctl/config.yaml):
+
+  endpoints: [10.0.0.1:8001, 10.0.0.2:8001, 10.0.0.3:8001]
+  cacert: certs/ca.pem        # relative to the file
+  cert: certs/operator.pem
+  key: certs/operator-key.pem
+  output: text                # text, json or yaml
+  timeout: 10s
+
+A flag on the command line wins over its variable, which wins over the file.
+
+Destructive commands (decommissioning a member, removing a server) ask for
+confirmation on a terminal; --yes skips the question, and without a
+terminal they refuse unless --yes is given.
 
 Every call runs over mutual TLS: the certificate's identity (operator,
 node/ID, reader, ...) decides what it may do; 'authorityctl certs init DIR'
@@ -87,10 +128,11 @@ Exit codes: 0 ok, 1 error, 2 usage (found before any network call),
 
 JSON output is deterministic, so equal state prints equal bytes on every
 server: explain, promote and history print the explanation artifact (fixed
-field order, hashes in hex); watch and node lease print one JSON line per
-event; other commands print proto messages in the proto3 JSON mapping
-(proto field names, bytes in base64, 64-bit integers as strings) with
-sorted keys.`,
+field order); watch and node lease print one JSON line per event; other
+commands print proto messages in the proto3 JSON mapping (proto field
+names, 64-bit integers as strings) with sorted keys. Hashes are hex in
+every output. -o yaml prints the same structures as YAML (streams: one
+document per event).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          noSubcommand,
@@ -99,7 +141,8 @@ sorted keys.`,
 			return o.applyEnv(cmd.Flags())
 		},
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.CompletionOptions.HiddenDefaultCmd = false
+	root.SuggestionsMinimumDistance = 2
 	root.SetOut(o.stdout)
 	root.SetErr(o.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -122,6 +165,7 @@ sorted keys.`,
 		newGateCmd(o),
 		newReleaseCmd(o),
 		newEvidenceCmd(o),
+		newLeaseCmd(o),
 	)
 	return root
 }
@@ -137,6 +181,12 @@ func newGroupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
 
 func noSubcommand(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			return usagef("unknown command %q for %q; did you mean %s?", args[0], cmd.CommandPath(), strings.Join(s, " or "))
+		}
 		return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
 	}
 	return usagef("%s needs a subcommand", cmd.CommandPath())

@@ -41,6 +41,9 @@ func testOptions(env map[string]string) (o *options, stdout, stderr *bytes.Buffe
 		return nil, errNoNetwork
 	}
 	o.newRequestID = func() (string, error) { return "test-request-id", nil }
+	o.probe = nil
+	o.isTerminal = func(uintptr) bool { return false }
+	o.stdin = strings.NewReader("")
 	return o, stdout, stderr, &cfgs
 }
 
@@ -57,7 +60,7 @@ func TestUsageErrorsNeedNoNetwork(t *testing.T) {
 		{"domain", "get"},
 		{"domain", "get", "a", "b"},
 		{"domain", "get", "x", "--bogus"},
-		{"-o", "yaml", "domain", "list"},
+		{"-o", "xml", "domain", "list"},
 		{"--output=xml", "domain", "list"},
 		{"--timeout", "0s", "domain", "list"},
 		{"--timeout", "soon", "domain", "list"},
@@ -118,7 +121,7 @@ func TestUsageErrorsNeedNoNetwork(t *testing.T) {
 		{"member", "add", "s4", "--raft-address", "127.0.0.1:7004"},
 		{"member", "remove"},
 		{"member", "remove", long},
-		{"member", "list", "extra"},
+		{"member", "list", "a", "extra"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			o, stdout, stderr, dialed := testOptions(nil)

@@ -69,6 +69,7 @@ lease expires on the service after its TTL. A lost lease exits 1.`,
 				return usagef("--ttl applies to a kept lease (--epoch): with --acquire the service grants the domain's TTL")
 			}
 			ctx := cmd.Context() // ends on SIGINT/SIGTERM
+			o.cleansUp.Store(true)
 			l, c, err := startLease(ctx, o, domain, node, acquire, uint64(epoch), time.Duration(ttl))
 			if err != nil {
 				return err

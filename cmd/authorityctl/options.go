@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aerodb/authority/client"
@@ -18,6 +21,7 @@ import (
 	"github.com/aerodb/authority/tlsfiles"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -64,6 +68,8 @@ type options struct {
 	cacert, cert, key string
 	insecure          bool
 	trustDomain       string
+	// configPath: --config (else AUTHORITYCTL_CONFIG, else the default).
+	configPath string
 
 	getenv         func(string) string
 	stdout, stderr io.Writer
@@ -78,29 +84,48 @@ type options struct {
 	// pollInterval paces the waits of switchover and the renewal check of
 	// `node lease`.
 	pollInterval time.Duration
+	// stdin and isTerminal: where confirmations are read, and whether a
+	// file is a terminal (a prompt is only shown on one).
+	stdin      io.Reader
+	isTerminal func(fd uintptr) bool
+	stdinFd    uintptr
+	// probe checks, before dialing, that some endpoint accepts a TCP
+	// connection (nil: no probe), so a refused connection fails at once.
+	probe func(ctx context.Context, endpoints []string) error
+	// watchMinInterval is the least --interval of a refreshing view.
+	watchMinInterval time.Duration
+	// cleansUp: the running command ends cleanly on SIGINT/SIGTERM and
+	// may take longer than interruptGrace doing so (see main).
+	cleansUp atomic.Bool
 }
 
 // newOptions returns the options of one invocation with the real dialer.
 func newOptions(getenv func(string) string, stdout, stderr io.Writer) *options {
 	return &options{
-		endpoints:    endpointsValue(strings.Split(defaultEndpoints, ",")),
-		output:       enumValue{value: outputText, allowed: []string{outputJSON, outputText}},
-		timeout:      defaultTimeout,
-		getenv:       getenv,
-		stdout:       stdout,
-		stderr:       stderr,
-		dial:         client.DialConfig,
-		newRequestID: randomRequestID,
-		now:          time.Now,
-		pollInterval: 100 * time.Millisecond,
+		endpoints:        endpointsValue(strings.Split(defaultEndpoints, ",")),
+		output:           enumValue{value: outputText, allowed: []string{outputJSON, outputText, outputYAML}},
+		timeout:          defaultTimeout,
+		getenv:           getenv,
+		stdout:           stdout,
+		stderr:           stderr,
+		dial:             client.DialConfig,
+		newRequestID:     randomRequestID,
+		now:              time.Now,
+		pollInterval:     100 * time.Millisecond,
+		stdin:            os.Stdin,
+		stdinFd:          os.Stdin.Fd(),
+		isTerminal:       func(fd uintptr) bool { return term.IsTerminal(int(fd)) },
+		probe:            probeEndpoints,
+		watchMinInterval: 500 * time.Millisecond,
 	}
 }
 
 // addGlobalFlags registers the global flags on the root command.
 func (o *options) addGlobalFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.endpoints, flagEndpoints, "comma-separated gRPC addresses of authority servers (env "+envEndpoints+")")
-	fs.VarP(&o.output, flagOutput, "o", "output format: json or text (env "+envOutput+")")
+	fs.VarP(&o.output, flagOutput, "o", "output format: text, json or yaml (env "+envOutput+"; streams default to json lines)")
 	fs.DurationVar(&o.timeout, flagTimeout, defaultTimeout, "bound on each command's calls, dial included (env "+envTimeout+")")
+	fs.StringVar(&o.configPath, flagConfig, "", "CLI config file (env "+envConfig+"; default $XDG_CONFIG_HOME/authorityctl/config.yaml or ~/.config/authorityctl/config.yaml)")
 	fs.StringVar(&o.cacert, flagCACert, "", "CA bundle (PEM) the servers' certificates must chain to (env "+envCACert+")")
 	fs.StringVar(&o.cert, flagCert, "", "client certificate (PEM); its identity decides what you may do (env "+envCert+")")
 	fs.StringVar(&o.key, flagKey, "", "client private key (PEM) (env "+envKey+")")
@@ -109,9 +134,24 @@ func (o *options) addGlobalFlags(fs *pflag.FlagSet) {
 }
 
 // applyEnv fills the global flags not given on the command line from their
-// environment variables, then checks them. Errors are usage errors.
+// environment variables, else from the config file, then checks them.
+// Errors are usage errors.
 func (o *options) applyEnv(fs *pflag.FlagSet) error {
-	if f := fs.Lookup(flagOutput); f != nil && (f.Changed || o.getenv(envOutput) != "") {
+	path, explicit := o.configPath, true
+	if path == "" {
+		path = o.getenv(envConfig)
+	}
+	if path == "" {
+		path, explicit = defaultConfigPath(o.getenv), false
+	}
+	var file map[string]string
+	if path != "" {
+		var err error
+		if file, err = loadConfigFile(path, explicit); err != nil {
+			return usageError{err}
+		}
+	}
+	if f := fs.Lookup(flagOutput); f != nil && (f.Changed || o.getenv(envOutput) != "" || file[flagOutput] != "") {
 		o.outputChosen = true
 	}
 	for _, fe := range [...]struct{ flag, env string }{
@@ -119,12 +159,18 @@ func (o *options) applyEnv(fs *pflag.FlagSet) error {
 		{flagCACert, envCACert}, {flagCert, envCert}, {flagKey, envKey}, {flagInsecure, envInsecure}, {flagTrust, envTrust},
 	} {
 		f := fs.Lookup(fe.flag)
-		v := o.getenv(fe.env)
-		if f == nil || f.Changed || v == "" {
+		if f == nil || f.Changed {
+			continue
+		}
+		src, v := fe.env, o.getenv(fe.env)
+		if v == "" {
+			src, v = path+": "+fe.flag, file[fe.flag]
+		}
+		if v == "" {
 			continue
 		}
 		if err := f.Value.Set(v); err != nil {
-			return usagef("%s=%q: %v", fe.env, v, err)
+			return usagef("%s=%q: %v", src, v, cleanFlagError(err))
 		}
 	}
 	if o.timeout <= 0 {
@@ -134,6 +180,8 @@ func (o *options) applyEnv(fs *pflag.FlagSet) error {
 }
 
 // connect dials the cluster; --timeout bounds the dial and every attempt.
+// When no endpoint accepts a TCP connection it fails at once, naming each
+// endpoint's error, instead of waiting out --timeout.
 func (o *options) connect(ctx context.Context) (*client.Client, error) {
 	cfg := client.Config{Endpoints: o.endpoints, DialTimeout: o.timeout, RequestTimeout: o.timeout}
 	tlsCfg, err := o.tlsConfig()
@@ -141,7 +189,17 @@ func (o *options) connect(ctx context.Context) (*client.Client, error) {
 		return nil, err
 	}
 	cfg.Credentials = tlsCfg
-	return o.dial(ctx, cfg)
+	if o.probe != nil {
+		if err := o.probe(ctx, o.endpoints); err != nil {
+			return nil, err
+		}
+	}
+	c, err := o.dial(ctx, cfg)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("no endpoint of %s answered within --timeout %v (are the servers up, and is this their gRPC port?): %w",
+			strings.Join(o.endpoints, ","), o.timeout, err)
+	}
+	return c, err
 }
 
 // tlsConfig loads the client certificate (nil with --insecure).
@@ -187,11 +245,17 @@ func (o *options) withTimeout(ctx context.Context) (context.Context, context.Can
 }
 
 // printer returns the printer of the chosen output format.
-func (o *options) printer() printer {
-	if o.output.value == outputJSON {
-		return jsonPrinter{w: o.stdout}
+func (o *options) printer() printer { return o.printerTo(o.stdout) }
+
+// printerTo is the printer of the chosen output format writing to w.
+func (o *options) printerTo(w io.Writer) printer {
+	switch o.output.value {
+	case outputJSON:
+		return jsonPrinter{w: w}
+	case outputYAML:
+		return jsonPrinter{w: &yamlWriter{w: w}}
 	}
-	return textPrinter{w: o.stdout}
+	return textPrinter{w: w}
 }
 
 // streamPrinter is the printer of streaming commands (watch, node lease):
@@ -199,6 +263,9 @@ func (o *options) printer() printer {
 func (o *options) streamPrinter() printer {
 	if o.outputChosen && o.output.value == outputText {
 		return textPrinter{w: o.stdout}
+	}
+	if o.outputChosen && o.output.value == outputYAML {
+		return jsonPrinter{w: &yamlWriter{w: o.stdout, stream: true}}
 	}
 	return jsonPrinter{w: o.stdout}
 }
@@ -230,6 +297,9 @@ func (e *endpointsValue) Set(s string) error {
 		p = strings.TrimSpace(p)
 		if p == "" {
 			continue
+		}
+		if scheme, _, ok := strings.Cut(p, "://"); ok && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
+			return fmt.Errorf("endpoint %q: authorityctl speaks gRPC over mutual TLS, not %s; give the gRPC host:port (e.g. 127.0.0.1:8001), not the HTTP address", p, scheme)
 		}
 		if !strings.Contains(p, "://") {
 			if _, port, err := net.SplitHostPort(p); err != nil || port == "" {
@@ -272,7 +342,7 @@ func (h *hexValue) Type() string   { return "hex" }
 func (h *hexValue) Set(s string) error {
 	b, err := hex.DecodeString(s)
 	if err != nil {
-		return fmt.Errorf("%q is not hex: %v", s, err)
+		return fmt.Errorf("%q is not hex (an even number of digits 0-9, a-f, no 0x)", s)
 	}
 	*h = b
 	return nil
@@ -281,13 +351,20 @@ func (h *hexValue) Set(s string) error {
 // positiveDuration is a duration flag that must be > 0.
 type positiveDuration time.Duration
 
-func (d *positiveDuration) String() string { return time.Duration(*d).String() }
-func (d *positiveDuration) Type() string   { return "duration" }
+// String is "" when unset, so help shows no "(default 0s)" for a flag
+// whose default is something else (the domain's policy, say).
+func (d *positiveDuration) String() string {
+	if *d == 0 {
+		return ""
+	}
+	return time.Duration(*d).String()
+}
+func (d *positiveDuration) Type() string { return "duration" }
 
 func (d *positiveDuration) Set(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("%q is not a duration (e.g. 500ms, 30s, 2m)", s)
 	}
 	if v <= 0 {
 		return fmt.Errorf("%v: must be positive", v)
@@ -319,7 +396,7 @@ func (n *nonZeroUint64) Set(s string) error {
 func checkNames(pairs ...string) error {
 	for i := 0; i+1 < len(pairs); i += 2 {
 		if err := fsm.ValidateName(pairs[i], pairs[i+1]); err != nil {
-			return usageError{err}
+			return usageError{nameError(pairs[i], pairs[i+1], err)}
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/aerodb/authority/observability"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Output formats (-o).
@@ -31,6 +33,7 @@ const (
 type printer interface {
 	Status(rows []statusRow) error
 	Members(m *pb.MembersResponse) error
+	DomainMembers(d *pb.Domain) error
 	LeaderTransfer(r *pb.TransferLeadershipResponse) error
 	Snapshot(r *pb.SnapshotResponse) error
 	Domain(d *pb.Domain) error
@@ -91,7 +94,67 @@ func protoValue(m proto.Message) (any, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	return v, nil
+	return hexBytes(v, m.ProtoReflect().Descriptor()), nil
+}
+
+// hexBytes re-encodes the hash fields of v (bytes fields named *hash*, in
+// the proto3 JSON of a message of type md, where they are base64) in hex,
+// the encoding of every other hash the CLI prints. Keys and envelopes stay
+// base64, the form the CLI takes them in.
+func hexBytes(v any, md protoreflect.MessageDescriptor) any {
+	obj, ok := v.(map[string]any)
+	if !ok || strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return v
+	}
+	for k, fv := range obj {
+		fd := md.Fields().ByName(protoreflect.Name(k))
+		if fd == nil {
+			continue
+		}
+		conv := func(x any) any { return x }
+		kind, sub := fd.Kind(), fd.Message()
+		if fd.IsMap() {
+			kind, sub = fd.MapValue().Kind(), fd.MapValue().Message()
+		}
+		switch kind {
+		case protoreflect.BytesKind:
+			if !strings.Contains(k, "hash") {
+				continue
+			}
+			conv = func(x any) any {
+				s, ok := x.(string)
+				if !ok {
+					return x
+				}
+				b, err := base64.StdEncoding.DecodeString(s)
+				if err != nil {
+					return x
+				}
+				return hex.EncodeToString(b)
+			}
+		case protoreflect.MessageKind, protoreflect.GroupKind:
+			conv = func(x any) any { return hexBytes(x, sub) }
+		default:
+			continue
+		}
+		switch {
+		case fd.IsMap():
+			if m, ok := fv.(map[string]any); ok {
+				for mk, mv := range m {
+					m[mk] = conv(mv)
+				}
+			}
+		case fd.IsList():
+			if l, ok := fv.([]any); ok {
+				for i := range l {
+					l[i] = conv(l[i])
+				}
+			}
+		default:
+			obj[k] = conv(fv)
+		}
+	}
+	return obj
 }
 
 // canonicalJSON encodes v with sorted keys; indent selects the two-space
@@ -159,7 +222,7 @@ func (p jsonPrinter) Status(rows []statusRow) error {
 	for _, r := range rows {
 		obj := map[string]any{"endpoint": r.Endpoint}
 		if r.Err != nil {
-			obj["error"] = r.Err.Error()
+			obj["error"] = humanize(r.Err.Error())
 			if reason := errorReason(r.Err); reason != "" {
 				obj["reason"] = reason
 			}
@@ -169,6 +232,9 @@ func (p jsonPrinter) Status(rows []statusRow) error {
 				return err
 			}
 			obj["status"] = v
+			// ready: what /readyz answers (status.ready is the leader's
+			// readiness to serve leader requests, false on followers).
+			obj["ready"] = statusReady(r.Status)
 		}
 		list = append(list, obj)
 	}
@@ -176,6 +242,12 @@ func (p jsonPrinter) Status(rows []statusRow) error {
 }
 
 func (p jsonPrinter) Members(m *pb.MembersResponse) error { return p.proto(m) }
+
+// DomainMembers writes {"domain", "holder", "epoch", "members": [...]}.
+func (p jsonPrinter) DomainMembers(d *pb.Domain) error {
+	return protoList(p, "members", d.GetMembers(), map[string]any{"domain": d.GetName(), "holder": d.GetHolder(),
+		"epoch": json.Number(u64(d.GetEpoch()))})
+}
 func (p jsonPrinter) LeaderTransfer(r *pb.TransferLeadershipResponse) error {
 	return p.proto(r)
 }
@@ -291,12 +363,12 @@ func (p textPrinter) Status(rows []statusRow) error {
 	var out [][]string
 	for _, r := range rows {
 		if r.Err != nil {
-			out = append(out, []string{r.Endpoint, "-", "error: " + describeError(r.Err)})
+			out = append(out, []string{r.Endpoint, "-", "error: " + humanize(describeError(r.Err))})
 			continue
 		}
 		s, h := r.Status, r.Status.GetHeader()
 		out = append(out, []string{r.Endpoint, s.GetNodeId(), s.GetRaftState(), orDash(h.GetLeaderId()), u64(h.GetTerm()),
-			u64(s.GetCommitIndex()), u64(h.GetAppliedIndex()), u64(s.GetLastIndex()), fmt.Sprint(s.GetReady()),
+			u64(s.GetCommitIndex()), u64(h.GetAppliedIndex()), u64(s.GetLastIndex()), fmt.Sprint(statusReady(s)),
 			u64(s.GetDomains()), s.GetStateHash()})
 	}
 	return p.table("ENDPOINT\tNODE\tSTATE\tLEADER\tTERM\tCOMMIT\tAPPLIED\tLAST\tREADY\tDOMAINS\tSTATE_HASH", out)
@@ -308,6 +380,29 @@ func (p textPrinter) Members(m *pb.MembersResponse) error {
 		out = append(out, []string{s.GetId(), s.GetRaftAddress(), orDash(s.GetGrpcAddress()), s.GetSuffrage(), fmt.Sprint(s.GetLeader())})
 	}
 	return p.table("ID\tRAFT_ADDRESS\tGRPC_ADDRESS\tSUFFRAGE\tLEADER", out)
+}
+
+func (p textPrinter) DomainMembers(d *pb.Domain) error {
+	var out [][]string
+	for _, m := range d.GetMembers() {
+		holder := ""
+		if m.GetId() == d.GetHolder() {
+			holder = "yes"
+		}
+		out = append(out, []string{m.GetId(), orDash(m.GetAddress()), fmt.Sprint(m.GetPriority()),
+			strings.ToLower(strings.TrimPrefix(m.GetState().String(), "MEMBER_STATE_")), orDash(holder)})
+	}
+	return p.table("MEMBER\tADDRESS\tPRIORITY\tSTATE\tHOLDER", out)
+}
+
+// statusReady is what the server's /readyz answers: it knows a raft
+// leader; the leader itself must also serve leader requests (the status's
+// ready field, which is true on the ready leader only).
+func statusReady(s *pb.StatusResponse) bool {
+	if s.GetRaftState() == "Leader" {
+		return s.GetReady()
+	}
+	return s.GetHeader().GetLeaderId() != ""
 }
 
 func (p textPrinter) LeaderTransfer(r *pb.TransferLeadershipResponse) error {

@@ -43,7 +43,7 @@ func newCtl(t *testing.T, c *testcluster.Cluster) *ctl {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), processTestBudget)
 	t.Cleanup(cancel)
-	return &ctl{t: t, bin: filepath.Join(testcluster.Binaries(t), "authorityctl"), c: c, id: testcluster.Operator,
+	return &ctl{t: t, bin: ctlBinary(t), c: c, id: testcluster.Operator,
 		endpoints: c.Endpoints(), ctx: ctx}
 }
 
@@ -616,7 +616,8 @@ func TestProcessBadInput(t *testing.T) {
 		{[]string{"member", "register", "good", "n2"}, 1, "(PERMISSION_DENIED)", n2},
 		{[]string{"promote", "good", "--to", "n1", "--request-id", "x2"}, 1, "(PERMISSION_DENIED)", reader},
 		{[]string{"cluster", "snapshot"}, 1, "(PERMISSION_DENIED)", reader},
-		{[]string{"member", "remove", "s3"}, 1, "(PERMISSION_DENIED)", reader},
+		{[]string{"member", "remove", "s3", "--yes"}, 1, "(PERMISSION_DENIED)", reader},
+		{[]string{"member", "remove", "s3"}, 2, "give --yes", nil},
 		// Certificates: none given is a usage error; so are unreadable
 		// files and --insecure with certificate files.
 		{[]string{"domain", "get", "good"}, 2, "--cacert", noCerts},
@@ -629,7 +630,7 @@ func TestProcessBadInput(t *testing.T) {
 		{[]string{"promote", "good", "--to", "n1", "--request-id", "endless", "--reason-file", "/dev/zero"}, 2, "longer than 1048576 bytes", nil},
 		{[]string{"bogus"}, 2, "unknown command", nil},
 		{[]string{"domain", "get", "good", "--bogus"}, 2, "unknown flag", nil},
-		{[]string{"-o", "yaml", "domain", "get", "good"}, 2, "not one of", nil},
+		{[]string{"-o", "xml", "domain", "get", "good"}, 2, "not one of", nil},
 	} {
 		run := r
 		if tc.as != nil {

@@ -102,20 +102,30 @@ func newPromoteCmd(o *options) *cobra.Command {
 		expectedEpoch nonZeroUint64
 		waivers       []string
 		dryRun        bool
+		yes           bool
 	)
 	cmd := &cobra.Command{
-		Use:   "promote DOMAIN --to CANDIDATE [--request-id ID]",
-		Short: "Propose a promotion (or evaluate one with --dry-run); exit 3 when denied",
+		Use:               "promote DOMAIN --to CANDIDATE [--request-id ID]",
+		ValidArgsFunction: completeDomains(o),
+		Short:             "Propose a promotion (or evaluate one with --dry-run); exit 3 when denied",
 		Long: `Proposes promoting CANDIDATE to holder of DOMAIN. The decision and every check
-are printed; a denial exits 3 (a dry run that would be denied too). A denial
-is permanent for its request id.
+are printed; a denial exits 3 (a dry run that would be denied too).
+
+A request id names one request, and its decision is final: the same command
+run again (even after the reason for a denial is gone) prints the recorded
+decision of that earlier request (duplicate=true, and a note on stderr), and
+a different request (another candidate, reason, or a dry run) with that id
+is refused with CONFLICT. To try again after a denial use a new request id.
+Dry runs need no request id.
 
 The request id makes the call idempotent: when the outcome is unknown (exit 1,
 OUTCOME_UNKNOWN) run the same command with the same --request-id, or
 'explain DOMAIN ID' (NOT_FOUND: it did not commit). Without --request-id a
 random id is drawn and printed on stderr first.
 
-Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs --reason).`,
+Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs --reason). A promotion
+with a waiver (not a dry run) asks for confirmation on a terminal; --yes
+skips it, and without a terminal it is refused unless --yes is given.`,
 		Args: exactArgs("DOMAIN"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			req, generated, err := pf.request(o, args[0], waivers)
@@ -123,6 +133,13 @@ Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs 
 				return err
 			}
 			req.DryRun = dryRun
+			if len(waivers) > 0 && !dryRun {
+				q := fmt.Sprintf("promote %s in domain %s waiving %s (the checks that guard against losing acknowledged data)?",
+					req.Candidate, req.Domain, strings.Join(waivers, ", "))
+				if err := confirm(o, yes, q); err != nil {
+					return err
+				}
+			}
 			if cmd.Flags().Changed("expected-epoch") {
 				e := uint64(expectedEpoch)
 				req.ExpectedEpoch = &e
@@ -139,7 +156,7 @@ Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs 
 					req.RequestId, req.RequestId, req.Domain, req.RequestId)
 			}
 			resp, err := c.Promote(ctx, req)
-			return printPromotion(o, resp, err)
+			return explainReuse(o, req, printPromotion(o, resp, err), resp)
 		}),
 	}
 	pf.add(cmd)
@@ -147,6 +164,7 @@ Known waivers: ` + strings.Join(validator.KnownWaivers(), ", ") + ` (each needs 
 	fs.Var(&expectedEpoch, "expected-epoch", "compare-and-set: only promote at this epoch")
 	fs.StringArrayVar(&waivers, "waive", nil, "a named waiver (repeatable): "+strings.Join(validator.KnownWaivers(), ", "))
 	fs.BoolVar(&dryRun, "dry-run", false, "evaluate without committing anything")
+	addYesFlag(cmd, &yes)
 	return cmd
 }
 
@@ -165,11 +183,57 @@ func printPromotion(o *options, resp *pb.PromoteResponse, err error) error {
 	return err
 }
 
+// explainReuse says plainly when a promotion's request id was decided
+// before: a duplicate is the recorded decision of the earlier request with
+// that id (returned again, nothing evaluated now), and a CONFLICT means the
+// id names another request. Either way a new attempt needs a new id.
+func explainReuse(o *options, req *pb.PromotionRequest, err error, resp *pb.PromoteResponse) error {
+	id, domain := req.GetRequestId(), req.GetDomain()
+	retry := fmt.Sprintf("to try again now, run it with a new --request-id (or without one: a random id is drawn); 'authorityctl explain %s %s' shows the earlier decision", domain, id)
+	if resp.GetDuplicate() {
+		rec := resp.GetRecord()
+		outcome := "ALLOWED"
+		if !rec.GetDecision().GetAllowed() {
+			outcome = "DENIED " + rec.GetDecision().GetDenialReason()
+		}
+		o.progressf("note: request id %s was already decided at log index %d (%s): this is the recorded decision of that earlier request, returned again; nothing was evaluated now.",
+			id, rec.GetLogIndex(), outcome)
+		if !rec.GetDecision().GetAllowed() {
+			o.progressf("note: %s", retry)
+			var denied *client.DeniedError
+			if errors.As(err, &denied) {
+				return reusedDenial{err: err, msg: fmt.Sprintf("promotion denied earlier under request id %s: %s (%s), the recorded decision of that request; %s",
+					id, denied.Reason(), denied.Invariant(), retry)}
+			}
+		}
+		return err
+	}
+	if errorReason(err) == "CONFLICT" {
+		what := "a promotion"
+		if req.GetDryRun() {
+			what = "a dry run"
+		}
+		return fmt.Errorf("%w; request id %s already names an earlier, different request in domain %s (%s with this id is refused, not evaluated): %s",
+			err, id, domain, what, retry)
+	}
+	return err
+}
+
+// reusedDenial is a denial returned again for a reused request id (exit 3).
+type reusedDenial struct {
+	err error
+	msg string
+}
+
+func (e reusedDenial) Error() string { return e.msg }
+func (e reusedDenial) Unwrap() error { return e.err }
+
 func newExplainCmd(o *options) *cobra.Command {
 	var stale bool
 	cmd := &cobra.Command{
-		Use:   "explain DOMAIN REQUEST_ID",
-		Short: "Show the recorded decision of a promotion attempt and every check",
+		Use:               "explain DOMAIN REQUEST_ID",
+		ValidArgsFunction: completeDomains(o),
+		Short:             "Show the recorded decision of a promotion attempt and every check",
 		Long: `Prints the attempt record: the request, the decision, every check with the
 invariant it enforces and the values it compared, and the evidence. The JSON
 form is byte-identical from every server.`,
@@ -203,9 +267,10 @@ func newHistoryCmd(o *options) *cobra.Command {
 		limit         uint32
 	)
 	cmd := &cobra.Command{
-		Use:   "history DOMAIN",
-		Short: "List a domain's promotion attempts in log order",
-		Args:  exactArgs("DOMAIN"),
+		Use:               "history DOMAIN",
+		ValidArgsFunction: completeDomains(o),
+		Short:             "List a domain's promotion attempts in log order",
+		Args:              exactArgs("DOMAIN"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			if err := checkNames("domain", args[0]); err != nil {
 				return err
@@ -248,8 +313,9 @@ func newSwitchoverCmd(o *options) *cobra.Command {
 		timeout positiveDuration = positiveDuration(30 * time.Second)
 	)
 	cmd := &cobra.Command{
-		Use:   "switchover DOMAIN --to CANDIDATE | --best [--timeout D]",
-		Short: "Planned handover: ask the holder to drain and release, then promote at that epoch",
+		Use:               "switchover DOMAIN --to CANDIDATE | --best [--timeout D]",
+		ValidArgsFunction: completeDomains(o),
+		Short:             "Planned handover: ask the holder to drain and release, then promote at that epoch",
 		Long: `A planned handover. The holder is asked through its lease stream to stop
 accepting writes, drain, advance its final watermark and release (refnode
 does; a holder that ignores the request may release by itself, e.g.
@@ -299,6 +365,7 @@ epoch moved meanwhile; exit 3 when the promotion was denied.`,
 }
 
 func switchover(ctx context.Context, o *options, req *pb.PromotionRequest, generated bool, timeout time.Duration) error {
+	o.cleansUp.Store(true) // an interrupted switchover withdraws its handover request
 	dctx, cancel := o.withTimeout(ctx)
 	defer cancel()
 	c, err := o.connect(dctx)
@@ -312,7 +379,7 @@ func switchover(ctx context.Context, o *options, req *pb.PromotionRequest, gener
 	}
 	resp, err := c.Switchover(ctx, client.Switchover{Request: req, Timeout: timeout, Poll: min(o.pollInterval, 20*time.Millisecond),
 		Progress: o.progressf})
-	if perr := printPromotion(o, resp, err); perr != nil {
+	if perr := explainReuse(o, req, printPromotion(o, resp, err), resp); perr != nil {
 		return perr
 	}
 	o.progressf("switchover: %s holds domain %s at epoch %d", resp.GetRecord().GetHolderAfter(), req.Domain,

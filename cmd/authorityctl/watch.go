@@ -7,8 +7,9 @@ import (
 func newWatchCmd(o *options) *cobra.Command {
 	var from uint64
 	cmd := &cobra.Command{
-		Use:   "watch [DOMAIN...]",
-		Short: "Stream events (all domains, or the ones named) until interrupted",
+		Use:               "watch [DOMAIN...]",
+		ValidArgsFunction: completeDomains(o),
+		Short:             "Stream events (all domains, or the ones named) until interrupted",
 		Long: `Streams the event log, one line per event (-o json: one JSON object per line,
 deterministic), resuming across servers without gaps or duplicates. Runs until
 SIGINT or SIGTERM (exit 0). --from 0 (the default) starts with the next
@@ -20,6 +21,7 @@ event; an index the servers no longer keep ends with COMPACTED (exit 1).`,
 				}
 			}
 			ctx := cmd.Context() // ends on SIGINT/SIGTERM
+			o.cleansUp.Store(true)
 			dctx, cancel := o.withTimeout(ctx)
 			c, err := o.connect(dctx)
 			cancel()
