@@ -57,7 +57,7 @@ func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, erro
 	}
 	l.index++
 	if _, note := cmd.Body.(*pb.Command_Note); !note {
-		l.entries++ // notes are the notary's, written asynchronously
+		l.entries++ // notes ride ahead of the next write: counted apart
 	}
 	b, err := proto.Marshal(cmd)
 	if err != nil {
