@@ -356,6 +356,10 @@ func TestConcurrentPromotionsExactlyOneWins(t *testing.T) {
 
 func TestMissingReportDeniedMetadataMissing(t *testing.T) {
 	r := newRig(t, false)
+	// Waivers permitted (a recorded deviation): even they cannot stand in
+	// for missing evidence.
+	r.ok(r.svc.UpdatePolicy(r.ctx, "db1", &pb.Policy{LeaseTtlMs: uint64(testTTL.Milliseconds()),
+		WaiverMode: pb.WaiverMode_WAIVER_MODE_PERMITTED, WaiverReason: "test: evidence, not waivers"}))
 	r.clock.Advance(testTTL)
 	q := req("r1", "n2", 1)
 	q.Waivers, q.Reason = []string{validator.WaiverAllowDataLoss, validator.WaiverAllowVisibilityRegression}, "operator accepts loss"

@@ -17,7 +17,7 @@ var fixedOrder = []string{
 
 // observedKeys is each check's fixed key order.
 var observedKeys = map[string][]string{
-	CheckRequestWellformed:          {"request_id", "domain", "candidate", "kind", "waivers"},
+	CheckRequestWellformed:          {"request_id", "domain", "candidate", "kind", "waivers", "waiver_mode", "deviation"},
 	CheckPromotionEnabled:           {"promotion_disabled"},
 	CheckCandidateEligible:          {"candidate", "registered", "holder", "member_state", "report_state"},
 	CheckExpectedEpoch:              {"expected_epoch", "current_epoch"},
@@ -155,7 +155,7 @@ func TestDescribeGolden(t *testing.T) {
 	in.Attempt.CandidateReport.AppliedCommitId = 50
 	got := Describe(Evaluate(in))
 	want := `decision: denied reason=MvccVisibilityViolation invariant="AU-6 [P6-S3]" waivers_applied=allow-data-loss
-check request_wellformed: ok invariant="AU-13 [P6-F1]" observed{request_id=req-1 domain=db1 candidate=r2 kind=DOMAIN_KIND_AERODB waivers=allow-data-loss} detail="Request \"req-1\" to promote \"r2\" in domain \"db1\" is well-formed."
+check request_wellformed: ok invariant="AU-13 [P6-F1]" observed{request_id=req-1 domain=db1 candidate=r2 kind=DOMAIN_KIND_AERODB waivers=allow-data-loss waiver_mode=legacy deviation=none} detail="Request \"req-1\" to promote \"r2\" in domain \"db1\" is well-formed."
 check promotion_enabled: ok invariant="AU-14 [P5-I16]" observed{promotion_disabled=false} detail="Promotion is enabled for domain \"db1\"."
 check candidate_eligible: ok invariant=[P6-A3] observed{candidate=r2 registered=true holder=p1 member_state=MEMBER_STATE_ACTIVE report_state=REPLICA_STATE_STREAMING} detail="Candidate \"r2\" is an active registered member and not the current holder \"p1\"."
 check expected_epoch: ok invariant=AU-1 observed{expected_epoch=none current_epoch=7} detail="No expected epoch was given; the current epoch is 7."
