@@ -12,8 +12,10 @@ import (
 )
 
 // Leader observations that belong in the ordered, replicated event log but
-// change no state: a leader change, a lease the leader found expired, and
-// fencing rejections (coalesced per domain and kind). There is no
+// change no state: a leader change, a lease the leader found expired,
+// fencing rejections (coalesced per domain and kind), and promotion
+// requests refused before the lifecycle or dry-run (coalesced per domain,
+// reason and outcome: refusals.go). There is no
 // background writer and no timer (readiness §9): an observation is made
 // when a request needs it (a renewal, an acquire or a status read finds
 // the lease expired; a fenced request is refused) and waits in the term's
@@ -27,8 +29,8 @@ import (
 //
 // So a domain nobody touches costs no timer and no log write. Noting never
 // blocks a decision or a renewal; the notebook is bounded (noteQueue
-// ordered notes, noteKinds coalesced fencing keys): past that, a note is
-// dropped and counted.
+// ordered notes, noteKinds coalesced keys): past that, a note is dropped
+// and counted.
 const (
 	noteQueue = 1024
 	noteKinds = 1024
@@ -36,21 +38,25 @@ const (
 
 // Note kinds (the fsm maps them to event types).
 const (
-	noteLeaderChanged   = "leader_changed"
-	noteLeaseExpired    = "lease_expired"
-	noteFencingRejected = "fencing_rejected"
+	noteLeaderChanged    = "leader_changed"
+	noteLeaseExpired     = "lease_expired"
+	noteFencingRejected  = "fencing_rejected"
+	notePromotionRefused = "promotion_refused"
+	notePromotionDryRun  = "promotion_dry_run"
 )
 
-type fenceKey struct{ domain, kind string }
+// noteKey is a coalesced observation: a kind, a domain ("" for none) and
+// up to two fixed fields (values from small fixed sets), counted.
+type noteKey struct{ kind, domain, k1, v1, k2, v2 string }
 
 type notebook struct {
 	mu      sync.Mutex
 	pending []*pb.Note
-	fenced  map[fenceKey]uint64
+	counted map[noteKey]uint64
 	dropped atomic.Uint64
 }
 
-func newNotebook() *notebook { return &notebook{fenced: map[fenceKey]uint64{}} }
+func newNotebook() *notebook { return &notebook{counted: map[noteKey]uint64{}} }
 
 // note records an observation without blocking (nil-safe when no notebook:
 // a follower notes nothing).
@@ -71,24 +77,28 @@ func (n *notebook) note(kind, domain string, fields ...string) {
 	n.pending = append(n.pending, obs)
 }
 
-// fenced counts a fencing rejection; the count is written as one note per
-// (domain, kind) with the next flush.
-func (n *notebook) fencedOnce(domain, kind string) {
+// count adds one to a coalesced observation; the count is written as one
+// note per key with the next flush.
+func (n *notebook) count(k noteKey) {
 	if n == nil {
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	k := fenceKey{domain, kind}
-	if _, ok := n.fenced[k]; !ok && len(n.fenced) >= noteKinds {
+	if _, ok := n.counted[k]; !ok && len(n.counted) >= noteKinds {
 		n.dropped.Add(1)
 		return
 	}
-	n.fenced[k]++
+	n.counted[k]++
+}
+
+// fencedOnce counts a fencing rejection (coalesced per domain and kind).
+func (n *notebook) fencedOnce(domain, kind string) {
+	n.count(noteKey{kind: noteFencingRejected, domain: domain, k1: "kind", v1: kind})
 }
 
 // take empties the notebook: the ordered notes, then one coalesced note
-// per (domain, kind) in a fixed order.
+// per key in a fixed order.
 func (n *notebook) take() []*pb.Note {
 	if n == nil {
 		return nil
@@ -97,18 +107,22 @@ func (n *notebook) take() []*pb.Note {
 	defer n.mu.Unlock()
 	out := n.pending
 	n.pending = nil
-	keys := make([]fenceKey, 0, len(n.fenced))
-	for k := range n.fenced {
+	keys := make([]noteKey, 0, len(n.counted))
+	for k := range n.counted {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b fenceKey) int {
-		return cmp.Or(cmp.Compare(a.domain, b.domain), cmp.Compare(a.kind, b.kind))
+	slices.SortFunc(keys, func(a, b noteKey) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.domain, b.domain), cmp.Compare(a.v1, b.v1), cmp.Compare(a.v2, b.v2))
 	})
 	for _, k := range keys {
-		out = append(out, &pb.Note{Kind: noteFencingRejected, Domain: k.domain, Fields: []*pb.Observed{
-			{Key: "kind", Value: k.kind}, {Key: "count", Value: fmt.Sprint(n.fenced[k])}}})
+		obs := &pb.Note{Kind: k.kind, Domain: k.domain, Fields: []*pb.Observed{{Key: k.k1, Value: k.v1}}}
+		if k.k2 != "" {
+			obs.Fields = append(obs.Fields, &pb.Observed{Key: k.k2, Value: k.v2})
+		}
+		obs.Fields = append(obs.Fields, &pb.Observed{Key: "count", Value: fmt.Sprint(n.counted[k])})
+		out = append(out, obs)
 	}
-	clear(n.fenced)
+	clear(n.counted)
 	return out
 }
 
@@ -121,7 +135,7 @@ func (s *Service) PendingNotes() (pending int, dropped uint64) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return len(n.pending) + len(n.fenced), n.dropped.Load()
+	return len(n.pending) + len(n.counted), n.dropped.Load()
 }
 
 // FlushNotes writes the pending observations now (a reader needs them). A

@@ -68,6 +68,9 @@ type Service struct {
 	// follower).
 	policy    atomic.Pointer[policyTerm]
 	policyCfg PolicyConfig
+	// undecided remembers the attempts this node led that returned without
+	// a decision (for the abort's last_known_state); kept across terms.
+	undecided undecided
 	fenceWait time.Duration
 	// policyRun runs a policy evaluation off the caller's goroutine (nil:
 	// go f(); tests queue and drain).
