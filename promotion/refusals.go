@@ -42,9 +42,9 @@ func (s *Service) refused(req *pb.PromotionRequest, reason string) {
 	s.notes.Load().count(noteKey{kind: notePromotionRefused, domain: domain,
 		k1: "reason", v1: reason, k2: "dry_run", v2: strconv.FormatBool(dry)})
 	if domain != "" {
-		s.logger.Info("promotion refused", "reason", reason, "domain", domain, "request_id", req.GetRequestId(), "dry_run", dry)
+		s.logger.Debug("promotion refused", "reason", reason, "domain", domain, "request_id", req.GetRequestId(), "dry_run", dry)
 	} else {
-		s.logger.Info("promotion refused", "reason", reason, "dry_run", dry)
+		s.logger.Debug("promotion refused", "reason", reason, "dry_run", dry)
 	}
 }
 
