@@ -14,19 +14,34 @@ import (
 // (non-nil) together with a *DeniedError naming the reason and invariant;
 // a committed denial is permanent and is never retried (AU-8).
 //
-// Outcome: the request id makes the call idempotent (the service returns
-// the recorded outcome for an id it has seen), so the call is retried with
-// the same id across leader changes and transport failures. An error
-// wrapping ErrOutcomeUnknown (the context ended after a send) means the
-// attempt may or may not have committed: call Promote again with the same
-// request id, or Explain(domain, requestID) (ErrNotFound: it did not).
+// No automatic retry (P6-F3). A promotion is re-sent only when nothing
+// was proposed (NOT_LEADER: the next server is tried, following the hint).
+// Once a send may have reached a leader — a transport failure, a server's
+// OUTCOME_UNKNOWN, the context ending — the call returns an error wrapping
+// ErrOutcomeUnknown and sends nothing more: that leader may have recorded
+// the request's intent and crashed, and its successor has then recorded
+// replication.promotion.aborted_on_crash for it. Re-sending the same id
+// would not return that outcome: the attempt was never decided, so the
+// service would decide it afresh, on a state nobody looked at — a
+// promotion nobody asked for again. Resolve instead: Explain(domain,
+// requestID) returns the record if the attempt was decided; ErrNotFound
+// means it was not (never received, or aborted on crash: the domain's
+// events say which). Promoting again is then the caller's own decision,
+// preferably under a new request id (docs/ARCHITECTURE.md, "Promotion
+// intents and aborted_on_crash").
+//
+// Dry runs commit nothing and are retried like reads.
 func (c *Client) Promote(ctx context.Context, req *pb.PromotionRequest) (*pb.PromoteResponse, error) {
 	req = proto.Clone(req).(*pb.PromotionRequest)
 	if req.RequestId == "" {
 		req.RequestId = c.randomID()
 	}
 	wire := &pb.PromoteRequest{Request: req}
-	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.PromoteResponse, error) {
+	policy := retryNotLeader
+	if req.DryRun {
+		policy = retryIdempotent
+	}
+	resp, _, err := unary(ctx, c, policy, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.PromoteResponse, error) {
 		return pb.NewPromotionClient(conn).Promote(ctx, wire)
 	})
 	if err != nil {

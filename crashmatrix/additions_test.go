@@ -287,7 +287,12 @@ func (r *rig) cellLeaseExpiry(t *testing.T, dom, point string) {
 // commit the waiver is in the committed record on every node.
 func (r *rig) cellWaived(t *testing.T, dom, point string) {
 	committed := point == failpoint.FSMBeforeApplyPromote
-	r.setupDomain(t, dom, time.Minute, true)
+	// A new aerodb domain is strict (no waiver possible): this one carries
+	// the operator's recorded deviation that permits them.
+	r.setupDomainWith(t, dom, time.Minute, true, func(p *pb.Policy) {
+		p.WaiverMode = pb.WaiverMode_WAIVER_MODE_PERMITTED
+		p.WaiverReason = "crash matrix: waived promotions"
+	})
 	req := request(dom)
 	req.Waivers = []string{validator.WaiverAllowDataLoss}
 	req.Reason = "crash matrix: waived"

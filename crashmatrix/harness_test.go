@@ -414,10 +414,20 @@ func reasonOf(err error) string {
 // timing is involved: a released holder is inactive by the log's account).
 func (r *rig) setupDomain(t testing.TB, dom string, ttl time.Duration, release bool) {
 	t.Helper()
+	r.setupDomainWith(t, dom, ttl, release, nil)
+}
+
+// setupDomainWith is setupDomain with the policy adjusted by mutate first
+// (nil: none), e.g. to permit waivers on a domain that is strict by default.
+func (r *rig) setupDomainWith(t testing.TB, dom string, ttl time.Duration, release bool, mutate func(*pb.Policy)) {
+	t.Helper()
 	ctx, cancel := ctxT(30 * time.Second)
 	defer cancel()
-	if _, err := r.cli.CreateDomain(ctx, dom, pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: uint64(ttl.Milliseconds()),
-		Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}); err != nil {
+	policy := &pb.Policy{LeaseTtlMs: uint64(ttl.Milliseconds()), Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}
+	if mutate != nil {
+		mutate(policy)
+	}
+	if _, err := r.cli.CreateDomain(ctx, dom, pb.DomainKind_DOMAIN_KIND_AERODB, policy); err != nil {
 		t.Fatalf("create %s: %v", dom, err)
 	}
 	for _, m := range members {

@@ -230,6 +230,8 @@ func ddPolicy(a *ddArgs) *pb.Policy {
 		MinSyncReplicas:     uint32(a.u64Or("min-sync", 1)),
 		Durability:          pb.Durability(ddEnum(a, "durability", pb.Durability_value, "DURABILITY_", "unspecified")),
 		WatermarkIntervalMs: a.u64Or("wm-interval", 0),
+		WaiverMode:          pb.WaiverMode(ddEnum(a, "waivers", pb.WaiverMode_value, "WAIVER_MODE_", "unspecified")),
+		WaiverReason:        a.strOr("waiver-reason", ""),
 	}
 }
 

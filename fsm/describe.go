@@ -22,6 +22,15 @@ func DescribeDomain(d *pb.Domain) string {
 	if ReplicaQuorum(p) {
 		fmt.Fprintf(&b, "  durability replica-quorum quorum_acks=%d watermark_interval_ms=%d\n", p.GetMinSyncReplicas(), p.GetWatermarkIntervalMs())
 	}
+	if d.Kind == pb.DomainKind_DOMAIN_KIND_AERODB {
+		// The waiver mode; a permitted one is a recorded deviation from
+		// Phase 6 readiness §4, named with its reason.
+		fmt.Fprintf(&b, "  waivers %s", validator.WaiverModeName(p))
+		if r := p.GetWaiverReason(); r != "" {
+			fmt.Fprintf(&b, " deviation=%q", r)
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "  watermark %s\n", DescribeWatermark(d.Watermark))
 	if fc := d.GetFence(); fc != nil {
 		fmt.Fprintf(&b, "  fence epoch=%d candidate=%s sync_set=%s quorum_acks=%d needed=%d request_id=%s index=%d\n",

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/validator"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -34,6 +35,9 @@ func applyCreateDomain(f *FSM, e entry) *Result {
 	if ReplicaQuorum(c.Policy) && c.Kind != pb.DomainKind_DOMAIN_KIND_AERODB {
 		return failed(e.index, fmt.Errorf("%w: replica-quorum durability is for aerodb domains, not %v", ErrInvalid, c.Kind))
 	}
+	if err := waiverModeKind(c.Kind, c.Policy); err != nil {
+		return failed(e.index, err)
+	}
 	if _, ok := f.domains[c.Name]; ok {
 		return failed(e.index, fmt.Errorf("%w: domain %q", ErrExists, c.Name))
 	}
@@ -49,8 +53,8 @@ func applyCreateDomain(f *FSM, e entry) *Result {
 	}
 	f.domains[c.Name] = d
 	f.touch(c.Name)
-	f.emit(e, EventDomainCreated, d, "kind", kindName(d.Kind), "mode", modeName(d.Policy.Mode),
-		"lease_ttl_ms", u(d.Policy.LeaseTtlMs), "promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled))
+	f.emit(e, EventDomainCreated, d, append([]string{"kind", kindName(d.Kind), "mode", modeName(d.Policy.Mode),
+		"lease_ttl_ms", u(d.Policy.LeaseTtlMs), "promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled)}, waiverFields(d)...)...)
 	return done(d)
 }
 
@@ -66,11 +70,36 @@ func applyUpdatePolicy(f *FSM, e entry) *Result {
 	if err := durabilityChange(d, c.Policy); err != nil {
 		return failed(e.index, err)
 	}
+	if err := waiverModeKind(d.Kind, c.Policy); err != nil {
+		return failed(e.index, err)
+	}
 	d.Policy = proto.Clone(c.Policy).(*pb.Policy)
 	d.UpdatedIndex = e.index
-	f.emit(e, EventDomainUpdated, d, "mode", modeName(d.Policy.Mode), "lease_ttl_ms", u(d.Policy.LeaseTtlMs),
-		"promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled), "report_max_age_ms", u(d.Policy.ReportMaxAgeMs))
+	f.emit(e, EventDomainUpdated, d, append([]string{"mode", modeName(d.Policy.Mode), "lease_ttl_ms", u(d.Policy.LeaseTtlMs),
+		"promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled), "report_max_age_ms", u(d.Policy.ReportMaxAgeMs)}, waiverFields(d)...)...)
 	return done(d)
+}
+
+// waiverModeKind: waivers are an aerodb promotion's; another kind of
+// domain names no waiver mode.
+func waiverModeKind(kind pb.DomainKind, p *pb.Policy) error {
+	if kind != pb.DomainKind_DOMAIN_KIND_AERODB && p.GetWaiverMode() != pb.WaiverMode_WAIVER_MODE_UNSPECIFIED {
+		return fmt.Errorf("%w: policy.waiver_mode is for aerodb domains, not %v", ErrInvalid, kind)
+	}
+	return nil
+}
+
+// waiverFields name an aerodb domain's waiver mode in its created/updated
+// events (and, for a permitted deviation, the operator's reason).
+func waiverFields(d *pb.Domain) []string {
+	if d.GetKind() != pb.DomainKind_DOMAIN_KIND_AERODB {
+		return nil
+	}
+	out := []string{"waivers", validator.WaiverModeName(d.GetPolicy())}
+	if r := d.GetPolicy().GetWaiverReason(); r != "" {
+		out = append(out, "waiver_reason", r)
+	}
+	return out
 }
 
 // durabilityChange refuses the policy changes that would let a promotion

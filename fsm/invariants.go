@@ -17,8 +17,13 @@ type invariantChecker struct {
 	last map[string]uint64            // domain → highest epoch seen
 }
 
+// reset is called after a snapshot is restored into this FSM. The history
+// is kept, not cleared: raft only installs a snapshot at a later index, so
+// the restored state must continue what this FSM already saw (no epoch
+// going back, no epoch with another holder). Clearing it would let a
+// restore silently undo a grant. A fresh FSM (a restart) starts with no
+// history, so its first restore checks nothing but the state itself.
 func (c *invariantChecker) reset(f *FSM) {
-	c.seen, c.last = nil, nil
 	c.afterApply(f)
 }
 

@@ -3,6 +3,9 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 )
@@ -74,7 +77,36 @@ func ValidatePolicy(p *pb.Policy) error {
 	if r := p.GetRelease(); r != nil {
 		errs = append(errs, validateReleasePolicy(r))
 	}
+	errs = append(errs, validateWaiverMode(p))
 	return errors.Join(errs...)
+}
+
+// MaxWaiverReason bounds the operator's recorded reason for permitting
+// waivers on a domain (it is rendered into every waived explanation).
+const MaxWaiverReason = 256
+
+// validateWaiverMode: a permitted deviation needs its reason; a strict or
+// legacy (unspecified) domain carries none.
+func validateWaiverMode(p *pb.Policy) error {
+	reason := p.GetWaiverReason()
+	switch p.GetWaiverMode() {
+	case pb.WaiverMode_WAIVER_MODE_UNSPECIFIED, pb.WaiverMode_WAIVER_MODE_STRICT:
+		if reason != "" {
+			return fmt.Errorf("%w: policy.waiver_reason is set but waivers are not permitted (waiver_mode %v)", ErrInvalid, p.GetWaiverMode())
+		}
+	case pb.WaiverMode_WAIVER_MODE_PERMITTED:
+		switch {
+		case strings.TrimSpace(reason) == "":
+			return fmt.Errorf("%w: policy.waiver_mode PERMITTED needs a waiver_reason (the recorded deviation)", ErrInvalid)
+		case len(reason) > MaxWaiverReason:
+			return fmt.Errorf("%w: policy.waiver_reason is %d bytes, at most %d", ErrInvalid, len(reason), MaxWaiverReason)
+		case !utf8.ValidString(reason) || strings.ContainsFunc(reason, unicode.IsControl):
+			return fmt.Errorf("%w: policy.waiver_reason must be printable UTF-8", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("%w: policy.waiver_mode %v is not strict or permitted", ErrInvalid, p.GetWaiverMode())
+	}
+	return nil
 }
 
 // MaxWatermarkIntervalMs bounds a replica-quorum holder's watermark

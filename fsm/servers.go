@@ -15,13 +15,20 @@ const (
 	EventLeaderChanged    = "authority.leader.changed"
 	EventLeaseExpired     = "authority.lease.expired"
 	EventFencingRejected  = "authority.fencing.rejected"
+	// A promotion request refused before the lifecycle (no intent), and a
+	// dry run: coalesced per domain ("" when the name was unknown or
+	// malformed) with a count; fields reason/dry_run and outcome/reason.
+	EventPromotionRefused = "replication.promotion.refused"
+	EventPromotionDryRun  = "replication.promotion.dry_run"
 )
 
 // noteEvents maps a Note's kind to its event type.
 var noteEvents = map[string]string{
-	"leader_changed":   EventLeaderChanged,
-	"lease_expired":    EventLeaseExpired,
-	"fencing_rejected": EventFencingRejected,
+	"leader_changed":    EventLeaderChanged,
+	"lease_expired":     EventLeaseExpired,
+	"fencing_rejected":  EventFencingRejected,
+	"promotion_refused": EventPromotionRefused,
+	"promotion_dry_run": EventPromotionDryRun,
 }
 
 // maxAddress bounds a registered gRPC address.

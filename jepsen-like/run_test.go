@@ -1,7 +1,11 @@
 // CI mode of the fault-injection cluster: every scenario once with a fixed
-// seed, all nine checkers, and a proof that each fault happened. The whole
-// mode is capped by JEPSEN_BUDGET (default 720s): scenarios that would
-// start after the budget is spent are skipped, saying so.
+// seed, all nine checkers, and a proof that each fault happened. Every
+// scenario always runs: none is skipped for time (a skipped scenario would
+// let the mode pass without checking what it names). Each scenario's work is
+// sized by its own fixed fault windows and workload, not by the clock; the
+// wall time of each and of the whole mode is logged (about 350 s on the CI
+// machine), and `go test -timeout` (make jepsen: 20m) bounds a run that
+// hangs.
 package jepsenlike_test
 
 import (
@@ -259,30 +263,16 @@ func staleRejected(r *runner.Result) error {
 	return nil
 }
 
-// The CI budget is shared by every scenario of this test binary.
-var began = time.Now()
-
-func budget() time.Duration {
-	if v := os.Getenv("JEPSEN_BUDGET"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return 720 * time.Second
-}
-
-// perScenario is a pessimistic estimate of one scenario's wall time.
-const perScenario = 40 * time.Second
-
 func TestJepsen(t *testing.T) {
 	if testing.Short() {
 		t.Skip("jepsen-like CI mode: skipped in -short")
 	}
+	began := time.Now()
+	defer func() {
+		t.Logf("jepsen-like CI mode: %d scenarios in %v", len(scenarios()), time.Since(began).Round(time.Second))
+	}()
 	for _, sc := range scenarios() {
 		t.Run(sc.Name, func(t *testing.T) {
-			if spent := time.Since(began); spent+perScenario > budget() {
-				t.Skipf("JEPSEN_BUDGET %v: %v spent, not starting %s (estimated %v); raise JEPSEN_BUDGET to run it", budget(), spent.Round(time.Second), sc.Name, perScenario)
-			}
 			res := runner.Execute(t, sc)
 			t.Logf("%s: %v, %d history records, %d policy promotions of %s", sc.Name, res.Elapsed.Round(time.Millisecond), len(res.Input.History),
 				res.PolicyPromotions(), runner.AutoDomain)

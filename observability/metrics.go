@@ -5,6 +5,7 @@
 package observability
 
 import (
+	"strconv"
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -38,6 +39,8 @@ type Metrics struct {
 	apply        prometheus.Histogram
 	snapshot     prometheus.Histogram
 	policy       *prometheus.CounterVec
+	refused      *prometheus.CounterVec
+	dryRuns      *prometheus.CounterVec
 }
 
 var _ promotion.Observer = (*Metrics)(nil)
@@ -75,9 +78,15 @@ func NewMetrics(reg prometheus.Registerer, f *fsm.FSM) *Metrics {
 		policy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authority_policy_attempts_total",
 			Help: "Automatic-policy evaluations of an expired lease on this leader, by result (allowed, denied, skipped, error) and reason (denial reason, skip reason or error class)."},
 			[]string{"result", "reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replication_promotion_refused_total",
+			Help: "Promotion requests refused before the lifecycle on this node, by reason (not_leader, not_ready, invalid_request, unknown_domain, globally_disabled, request_id_conflict) and dry_run."},
+			[]string{"reason", "dry_run"}),
+		dryRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replication_promotion_dry_runs_total",
+			Help: "Promotion dry runs evaluated on this leader, by outcome (allowed, denied) and denial reason."},
+			[]string{"outcome", "reason"}),
 	}
 	reg.MustRegister(m.requests, m.success, m.denied, m.crashAbort, m.validation, m.epochChanges, m.renewals,
-		m.expiries, m.fenced, m.advances, m.batchSize, m.apply, m.snapshot, m.policy)
+		m.expiries, m.fenced, m.advances, m.batchSize, m.apply, m.snapshot, m.policy, m.refused, m.dryRuns)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "replication_promotion_in_progress",
 		Help: "Promotion requests recorded but not yet decided (all domains)."},
 		func() float64 { return float64(len(f.PendingIntents())) }))
@@ -106,6 +115,16 @@ func (m *Metrics) CrashAborted(string, string) { m.crashAbort.Inc() }
 func (m *Metrics) EpochChanged(string)         { m.epochChanges.Inc() }
 func (m *Metrics) PolicyAttempt(result, reason string) {
 	m.policy.WithLabelValues(result, reason).Inc()
+}
+func (m *Metrics) Refused(reason string, dryRun bool) {
+	m.refused.WithLabelValues(reason, strconv.FormatBool(dryRun)).Inc()
+}
+func (m *Metrics) DryRun(allowed bool, reason string) {
+	outcome := "denied"
+	if allowed {
+		outcome = "allowed"
+	}
+	m.dryRuns.WithLabelValues(outcome, reason).Inc()
 }
 func (m *Metrics) Applied(d time.Duration)     { m.apply.Observe(d.Seconds()) }
 func (m *Metrics) Snapshotted(d time.Duration) { m.snapshot.Observe(d.Seconds()) }

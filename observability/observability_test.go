@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/aerodb/authority/promotion"
 	"strings"
 	"sync"
 	"testing"
@@ -207,4 +208,28 @@ func (s *flakySink) events() []*pb.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]*pb.Event(nil), s.got...)
+}
+
+// Issue 17: refusals before the lifecycle and dry runs are counted with
+// bounded labels (the refusal reasons, dry_run, outcome and the validator's
+// denial reasons).
+func TestMetricsCountRefusalsAndDryRuns(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg, fsm.New())
+	for _, reason := range promotion.RefusalReasons() {
+		m.Refused(reason, false)
+	}
+	m.Refused(promotion.RefusedUnknownDomain, true)
+	m.DryRun(true, "")
+	m.DryRun(false, validator.ReasonReplicaBehindWal)
+	m.DryRun(false, validator.ReasonReplicaBehindWal)
+	if got := testutil.ToFloat64(m.refused.WithLabelValues(promotion.RefusedUnknownDomain, "true")); got != 1 {
+		t.Fatalf("refused{unknown_domain,dry_run=true} = %v", got)
+	}
+	if got := testutil.ToFloat64(m.dryRuns.WithLabelValues("denied", validator.ReasonReplicaBehindWal)); got != 2 {
+		t.Fatalf("dry runs denied = %v", got)
+	}
+	if n := testutil.CollectAndCount(m.refused); n != len(promotion.RefusalReasons())+1 {
+		t.Fatalf("refused series %d", n)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/aerodb/authority/fsm"
 	"io"
 	"net/http"
 	"os"
@@ -98,6 +99,11 @@ func eventLog(t *testing.T, s *testcluster.Server) []observability.EventJSON {
 func promotionEvents(evs []observability.EventJSON) []string {
 	var out []string
 	for _, ev := range evs {
+		// Dry runs and refusals are coalesced leader observations (counts,
+		// no request id; how many probes ran is timing): checked apart.
+		if ev.Type == fsm.EventPromotionDryRun || ev.Type == fsm.EventPromotionRefused {
+			continue
+		}
 		if strings.HasPrefix(ev.Type, "replication.promotion.") {
 			out = append(out, ev.Type+"/"+field(ev, "request_id"))
 		}
@@ -208,6 +214,20 @@ func TestProcessObservablePromotions(t *testing.T) {
 		} else if fmt.Sprint(evs) != fmt.Sprint(first) {
 			t.Fatalf("%s event log differs from another node's", id)
 		}
+	}
+	// The allowed dry run (issue 17: dry runs are observable) is in the log,
+	// carried ahead of the write that followed it: the failover's intent.
+	dryAt, requestedAt := -1, -1
+	for i, ev := range first {
+		if ev.Type == fsm.EventPromotionDryRun && field(ev, "outcome") == "allowed" && dryAt < 0 {
+			dryAt = i
+		}
+		if ev.Type == fsm.EventPromotionRequested && field(ev, "request_id") == "failover" {
+			requestedAt = i
+		}
+	}
+	if dryAt < 0 || requestedAt < 0 || dryAt > requestedAt {
+		t.Fatalf("allowed dry run event at %d, failover requested at %d: want the dry run first", dryAt, requestedAt)
 	}
 	// The watch stream shows the same sequence.
 	w, err := c.Watch(ctx, 1, "db1")

@@ -5,112 +5,158 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
-	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 )
 
 // Leader observations that belong in the ordered, replicated event log but
-// change no state: a leader change, a lease the leader found expired, and
-// fencing rejections (coalesced per domain and kind, at most one entry per
-// noteFlush). They are written by the notary, one goroutine per leadership
-// term, from a bounded queue: noting never blocks a decision or a renewal;
-// when the queue is full the note is dropped and counted.
+// change no state: a leader change, a lease the leader found expired,
+// fencing rejections (coalesced per domain and kind), and promotion
+// requests refused before the lifecycle or dry-run (coalesced per domain,
+// reason and outcome: refusals.go). There is no
+// background writer and no timer (readiness §9): an observation is made
+// when a request needs it (a renewal, an acquire or a status read finds
+// the lease expired; a fenced request is refused) and waits in the term's
+// notebook until
+//
+//   - the next entry this leader proposes carries it: the pending notes are
+//     written just ahead of that entry, so an observation precedes the
+//     write that followed it; or
+//   - a linearizable read asks for it (FlushNotes): a reader of the log
+//     sees every observation made before its read.
+//
+// So a domain nobody touches costs no timer and no log write. Noting never
+// blocks a decision or a renewal; the notebook is bounded (noteQueue
+// ordered notes, noteKinds coalesced keys): past that, a note is dropped
+// and counted.
 const (
 	noteQueue = 1024
-	noteFlush = time.Second
+	noteKinds = 1024
 )
 
-type notary struct {
-	queue   chan *pb.Note
+// Note kinds (the fsm maps them to event types).
+const (
+	noteLeaderChanged    = "leader_changed"
+	noteLeaseExpired     = "lease_expired"
+	noteFencingRejected  = "fencing_rejected"
+	notePromotionRefused = "promotion_refused"
+	notePromotionDryRun  = "promotion_dry_run"
+)
+
+// noteKey is a coalesced observation: a kind, a domain ("" for none) and
+// up to two fixed fields (values from small fixed sets), counted.
+type noteKey struct{ kind, domain, k1, v1, k2, v2 string }
+
+type notebook struct {
+	mu      sync.Mutex
+	pending []*pb.Note
+	counted map[noteKey]uint64
 	dropped atomic.Uint64
-	cancel  context.CancelFunc
-	done    chan struct{}
 }
 
-// note queues an observation without blocking (nil-safe when no notary).
-func (n *notary) note(kind, domain string, fields ...string) {
+func newNotebook() *notebook { return &notebook{counted: map[noteKey]uint64{}} }
+
+// note records an observation without blocking (nil-safe when no notebook:
+// a follower notes nothing).
+func (n *notebook) note(kind, domain string, fields ...string) {
 	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.pending) >= noteQueue {
+		n.dropped.Add(1)
 		return
 	}
 	obs := &pb.Note{Kind: kind, Domain: domain}
 	for i := 0; i+1 < len(fields); i += 2 {
 		obs.Fields = append(obs.Fields, &pb.Observed{Key: fields[i], Value: fields[i+1]})
 	}
-	select {
-	case n.queue <- obs:
-	default:
-		n.dropped.Add(1)
-	}
+	n.pending = append(n.pending, obs)
 }
 
-// startNotary starts the notary of a new leadership term (called by
-// BecomeLeader, with s.mu held).
-func (s *Service) startNotary() {
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &notary{queue: make(chan *pb.Note, noteQueue), cancel: cancel, done: make(chan struct{})}
-	s.notes.Store(n)
-	go func() {
-		defer close(n.done)
-		s.runNotary(ctx, n)
-	}()
-}
-
-// stopNotary ends the current term's notary (StepDown, with s.mu held).
-// Queued notes are dropped: a follower writes nothing.
-func (s *Service) stopNotary() {
-	n := s.notes.Swap(nil)
+// count adds one to a coalesced observation; the count is written as one
+// note per key with the next flush.
+func (n *notebook) count(k noteKey) {
 	if n == nil {
 		return
 	}
-	n.cancel()
-	<-n.done
-}
-
-type fenceKey struct{ domain, kind string }
-
-func (s *Service) runNotary(ctx context.Context, n *notary) {
-	tick := time.NewTicker(noteFlush)
-	defer tick.Stop()
-	fenced := map[fenceKey]int{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case obs := <-n.queue:
-			if obs.Kind == "fencing_rejected" {
-				fenced[fenceKey{obs.Domain, obs.Fields[0].Value}]++
-				continue
-			}
-			s.proposeNote(ctx, obs)
-		case <-tick.C:
-			s.flushFenced(ctx, fenced)
-			clear(fenced)
-		}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.counted[k]; !ok && len(n.counted) >= noteKinds {
+		n.dropped.Add(1)
+		return
 	}
+	n.counted[k]++
 }
 
-// flushFenced writes one note per (domain, kind) with the count, in a
-// fixed order.
-func (s *Service) flushFenced(ctx context.Context, fenced map[fenceKey]int) {
-	keys := make([]fenceKey, 0, len(fenced))
-	for k := range fenced {
+// fencedOnce counts a fencing rejection (coalesced per domain and kind).
+func (n *notebook) fencedOnce(domain, kind string) {
+	n.count(noteKey{kind: noteFencingRejected, domain: domain, k1: "kind", v1: kind})
+}
+
+// take empties the notebook: the ordered notes, then one coalesced note
+// per key in a fixed order.
+func (n *notebook) take() []*pb.Note {
+	if n == nil {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := n.pending
+	n.pending = nil
+	keys := make([]noteKey, 0, len(n.counted))
+	for k := range n.counted {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b fenceKey) int {
-		return cmp.Or(cmp.Compare(a.domain, b.domain), cmp.Compare(a.kind, b.kind))
+	slices.SortFunc(keys, func(a, b noteKey) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.domain, b.domain), cmp.Compare(a.v1, b.v1), cmp.Compare(a.v2, b.v2))
 	})
 	for _, k := range keys {
-		s.proposeNote(ctx, &pb.Note{Kind: "fencing_rejected", Domain: k.domain, Fields: []*pb.Observed{
-			{Key: "kind", Value: k.kind}, {Key: "count", Value: fmt.Sprint(fenced[k])}}})
+		obs := &pb.Note{Kind: k.kind, Domain: k.domain, Fields: []*pb.Observed{{Key: k.k1, Value: k.v1}}}
+		if k.k2 != "" {
+			obs.Fields = append(obs.Fields, &pb.Observed{Key: k.k2, Value: k.v2})
+		}
+		obs.Fields = append(obs.Fields, &pb.Observed{Key: "count", Value: fmt.Sprint(n.counted[k])})
+		out = append(out, obs)
+	}
+	clear(n.counted)
+	return out
+}
+
+// PendingNotes reports how many observations wait for the next write (ordered
+// notes plus coalesced fencing keys) and how many were dropped this term.
+func (s *Service) PendingNotes() (pending int, dropped uint64) {
+	n := s.notes.Load()
+	if n == nil {
+		return 0, 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.pending) + len(n.counted), n.dropped.Load()
+}
+
+// FlushNotes writes the pending observations now (a reader needs them). A
+// note that cannot be written is dropped and logged: an observation never
+// fails the request that carried it. Nothing pending writes nothing.
+func (s *Service) FlushNotes(ctx context.Context) {
+	for _, obs := range s.notes.Load().take() {
+		s.writeNote(ctx, obs)
 	}
 }
 
-func (s *Service) proposeNote(ctx context.Context, obs *pb.Note) {
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	res, err := s.propose(pctx, &pb.Command{Body: &pb.Command_Note{Note: obs}})
+// startNotes opens the notebook of a new leadership term (BecomeLeader,
+// with s.mu held).
+func (s *Service) startNotes() { s.notes.Store(newNotebook()) }
+
+// stopNotes drops the current term's notebook (StepDown, with s.mu held):
+// a follower writes nothing.
+func (s *Service) stopNotes() { s.notes.Store(nil) }
+
+func (s *Service) writeNote(ctx context.Context, obs *pb.Note) {
+	res, err := s.proposeOne(ctx, &pb.Command{Body: &pb.Command_Note{Note: obs}})
 	if err == nil {
 		err = res.Err
 	}

@@ -32,6 +32,12 @@ type Observer interface {
 	CrashAborted(domain, requestID string)
 	// EpochChanged: a committed grant moved a domain to a new epoch.
 	EpochChanged(domain string)
+	// Refused: a promotion request refused before the lifecycle, by reason
+	// (one of RefusalReasons) and whether it was a dry run.
+	Refused(reason string, dryRun bool)
+	// DryRun: one dry run evaluated (committing nothing), its outcome and
+	// denial reason ("" when allowed).
+	DryRun(allowed bool, reason string)
 	// PolicyAttempt: one evaluation of the automatic policy on an expired
 	// lease, by result (allowed, denied, skipped, error) and reason (a
 	// denial reason, a skip reason or an error class; "" when allowed).
@@ -49,3 +55,5 @@ func (noopObserver) Requested(string)                               {}
 func (noopObserver) CrashAborted(string, string)                    {}
 func (noopObserver) EpochChanged(string)                            {}
 func (noopObserver) PolicyAttempt(string, string)                   {}
+func (noopObserver) Refused(string, bool)                           {}
+func (noopObserver) DryRun(bool, string)                            {}

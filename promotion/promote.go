@@ -71,6 +71,13 @@ func (s *Service) Promote(ctx context.Context, req *pb.PromotionRequest) (*Outco
 	if out == nil {
 		out = &Outcome{}
 	}
+	if out.Committed || lc.State() == Steady {
+		s.undecided.forget(req.GetDomain(), req.GetRequestId())
+	} else {
+		// No decision: if the intent is pending, the next leader records
+		// its abort; should that be this node, it names this state.
+		s.undecided.remember(req.GetDomain(), req.GetRequestId(), lc.State())
+	}
 	out.Lifecycle = lc.History()
 	return out, err
 }
@@ -152,8 +159,17 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 }
 
 // admit rejects what must not enter the lifecycle: not leader, malformed,
-// disabled on this server, or a request id already recorded.
+// disabled on this server, or a request id already recorded. Every refusal
+// is observed (refusals.go); a duplicate is not a refusal.
 func (s *Service) admit(req *pb.PromotionRequest) (*Outcome, error) {
+	out, err := s.admission(req)
+	if out == nil && err != nil {
+		s.refused(req, refusalReason(err))
+	}
+	return out, err
+}
+
+func (s *Service) admission(req *pb.PromotionRequest) (*Outcome, error) {
 	if err := s.checkReady(); err != nil {
 		return nil, err
 	}
@@ -190,6 +206,7 @@ func (s *Service) dryRun(req *pb.PromotionRequest) (*Outcome, error) {
 		return nil, err
 	}
 	s.obs.Decided(rec, false, took)
+	s.dryRunObserved(rec)
 	return &Outcome{Record: rec}, denied(rec)
 }
 
@@ -323,15 +340,19 @@ const LastKnownRequested = "PromotionRequested"
 // abortUndecided records the abort of every attempt that was requested but
 // never decided under an earlier leader (run after the barrier, before
 // serving): replication.promotion.aborted_on_crash, through the log.
-// Recovery decides nothing and infers no intent (AU-10 [P6-D2]): it writes
-// only what the log proves, the last state being PromotionRequested.
+// Recovery decides nothing and infers no intent (AU-10 [P6-D2]). Its
+// last_known_state is the last lifecycle state this node saw the attempt
+// reach when it led it (undecided), else PromotionRequested: all the log
+// proves of an attempt whose leader crashed.
 func (s *Service) abortUndecided(ctx context.Context) error {
-	for _, p := range s.fsm.PendingIntents() {
+	pending := s.fsm.PendingIntents()
+	s.undecided.keepOnly(pending)
+	for _, p := range pending {
 		if err := failpoint.Eval(failpoint.PromoteBeforeAbort); err != nil {
 			return err
 		}
 		res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionAbort{PromotionAbort: &pb.PromotionAbort{
-			Domain: p.Domain, RequestId: p.RequestID, LastKnownState: LastKnownRequested}}})
+			Domain: p.Domain, RequestId: p.RequestID, LastKnownState: s.undecided.lastKnown(p.Domain, p.RequestID)}}})
 		if err != nil {
 			return err
 		}
@@ -341,6 +362,7 @@ func (s *Service) abortUndecided(ctx context.Context) error {
 		if err := failpoint.Eval(failpoint.PromoteAfterAbort); err != nil {
 			return err
 		}
+		s.undecided.forget(p.Domain, p.RequestID)
 		s.logger.Warn("promotion aborted on crash", "domain", p.Domain, "request_id", p.RequestID,
 			"candidate", p.Candidate, "requested_at_index", p.Index)
 		if res.Err == nil {

@@ -57,9 +57,10 @@ type Service struct {
 	mu    sync.RWMutex
 	ready bool   // barrier done in the current term
 	term  uint64 // term the barrier was done in
-	// notes is the current term's notary (nil while a follower); read
-	// without s.mu from the lease table's expiry callback.
-	notes atomic.Pointer[notary]
+	// notes is the current term's notebook of observations waiting for
+	// the next write (nil while a follower); read without s.mu from the
+	// lease table's expiry callback.
+	notes atomic.Pointer[notebook]
 	// waits holds the current term's Acquire(wait) calls (nil while a
 	// follower).
 	waits atomic.Pointer[waitRoom]
@@ -67,6 +68,9 @@ type Service struct {
 	// follower).
 	policy    atomic.Pointer[policyTerm]
 	policyCfg PolicyConfig
+	// undecided remembers the attempts this node led that returned without
+	// a decision (for the abort's last_known_state); kept across terms.
+	undecided undecided
 	fenceWait time.Duration
 	// policyRun runs a policy evaluation off the caller's goroutine (nil:
 	// go f(); tests queue and drain).
@@ -104,13 +108,13 @@ func NewService(cfg Config) *Service {
 // finds a lease expired: count it and note it, without blocking.
 func (s *Service) leaseExpired(domain string) {
 	s.obs.LeaseExpired(domain)
-	s.notes.Load().note("lease_expired", domain)
+	s.notes.Load().note(noteLeaseExpired, domain)
 }
 
 // fenced counts and notes a request refused for a stale (holder, epoch).
 func (s *Service) fenced(domain, kind string) {
 	s.obs.Fenced(kind)
-	s.notes.Load().note("fencing_rejected", domain, "kind", kind)
+	s.notes.Load().fencedOnce(domain, kind)
 }
 
 // BecomeLeader is called when raft reports leadership. It waits for the
@@ -124,9 +128,10 @@ func (s *Service) BecomeLeader(ctx context.Context) error {
 	if err := s.abortUndecided(ctx); err != nil {
 		return fmt.Errorf("promotion: recording aborted attempts: %w", err)
 	}
-	// The leader change is noted before serving, so it precedes every entry
-	// this leader writes.
-	s.proposeNote(ctx, &pb.Note{Kind: "leader_changed", Fields: []*pb.Observed{
+	// The leader change is written before serving, so it precedes every
+	// entry this leader writes (one entry per term, not a steady-state
+	// write).
+	s.writeNote(ctx, &pb.Note{Kind: noteLeaderChanged, Fields: []*pb.Observed{
 		{Key: "leader_id", Value: s.log.ID()}, {Key: "term", Value: fmt.Sprint(term)}}})
 	var grants []Grant
 	for _, a := range s.fsm.Authorities() {
@@ -135,13 +140,13 @@ func (s *Service) BecomeLeader(ctx context.Context) error {
 		}
 	}
 	s.mu.Lock()
-	s.stopNotary()
+	s.stopNotes()
 	s.waits.Swap(nil).close()
 	s.policy.Swap(nil).close()
 	s.leases.Promote(grants)
 	s.reports.reset()
 	s.ready, s.term = true, term
-	s.startNotary()
+	s.startNotes()
 	s.waits.Store(newWaitRoom(s.clock))
 	policy := s.newPolicyTerm()
 	s.policy.Store(policy)
@@ -157,7 +162,7 @@ func (s *Service) StepDown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ready = false
-	s.stopNotary()
+	s.stopNotes()
 	s.waits.Swap(nil).close() // waiters answer ErrNotLeader
 	s.policy.Swap(nil).close()
 	s.leases.Demote()
@@ -186,9 +191,16 @@ func (s *Service) checkReady() error {
 // Leases exposes the leader-local lease table (for status and tests).
 func (s *Service) Leases() *LeaseTable { return s.leases }
 
-// propose stamps a command with the leader's wall time and term and
-// replicates it.
+// propose replicates a command, after the observations waiting in the
+// notebook (they precede the write that carries them).
 func (s *Service) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	s.FlushNotes(ctx)
+	return s.proposeOne(ctx, cmd)
+}
+
+// proposeOne stamps a command with the leader's wall time and term and
+// replicates it.
+func (s *Service) proposeOne(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
 	cmd.StampedUnixMs = s.clock.Now().UnixMilli()
 	cmd.Term = s.log.Term()
 	cmd.Proposer = s.log.ID()

@@ -57,7 +57,7 @@ func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, erro
 	}
 	l.index++
 	if _, note := cmd.Body.(*pb.Command_Note); !note {
-		l.entries++ // notes are the notary's, written asynchronously
+		l.entries++ // notes ride ahead of the next write: counted apart
 	}
 	b, err := proto.Marshal(cmd)
 	if err != nil {
@@ -358,6 +358,10 @@ func TestConcurrentPromotionsExactlyOneWins(t *testing.T) {
 
 func TestMissingReportDeniedMetadataMissing(t *testing.T) {
 	r := newRig(t, false)
+	// Waivers permitted (a recorded deviation): even they cannot stand in
+	// for missing evidence.
+	r.ok(r.svc.UpdatePolicy(r.ctx, "db1", &pb.Policy{LeaseTtlMs: uint64(testTTL.Milliseconds()),
+		WaiverMode: pb.WaiverMode_WAIVER_MODE_PERMITTED, WaiverReason: "test: evidence, not waivers"}))
 	r.clock.Advance(testTTL)
 	q := req("r1", "n2", 1)
 	q.Waivers, q.Reason = []string{validator.WaiverAllowDataLoss, validator.WaiverAllowVisibilityRegression}, "operator accepts loss"

@@ -78,8 +78,17 @@ func CreateDefaults(kind pb.DomainKind, p *pb.Policy) *pb.Policy {
 	if kind == pb.DomainKind_DOMAIN_KIND_AERODB && out.Durability == pb.Durability_DURABILITY_UNSPECIFIED {
 		out.Durability = DefaultDurability
 	}
+	if kind == pb.DomainKind_DOMAIN_KIND_AERODB && out.WaiverMode == pb.WaiverMode_WAIVER_MODE_UNSPECIFIED {
+		out.WaiverMode = DefaultWaiverMode
+	}
 	return out
 }
+
+// DefaultWaiverMode is what the leader writes into a new aerodb domain
+// whose request names no waiver mode: strict (Phase 6 readiness §4). The
+// state machine reads an unspecified mode as it always did (waivers
+// permitted), so domains created before strict mode keep their behaviour.
+const DefaultWaiverMode = pb.WaiverMode_WAIVER_MODE_STRICT
 
 // UpdateDefaults is the policy an UpdateDomainPolicy entry carries:
 // WithDefaults, and an unspecified durability replaced by the domain's
@@ -95,6 +104,12 @@ func UpdateDefaults(cur *pb.Domain, p *pb.Policy) *pb.Policy {
 	out := WithDefaults(p)
 	if out.Durability == pb.Durability_DURABILITY_UNSPECIFIED {
 		out.Durability = cur.GetPolicy().GetDurability()
+	}
+	// Likewise the waiver mode and its reason: an update that names none
+	// never turns a strict domain into a legacy (permitting) one.
+	if out.WaiverMode == pb.WaiverMode_WAIVER_MODE_UNSPECIFIED && out.WaiverReason == "" {
+		out.WaiverMode = cur.GetPolicy().GetWaiverMode()
+		out.WaiverReason = cur.GetPolicy().GetWaiverReason()
 	}
 	return out
 }

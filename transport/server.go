@@ -261,6 +261,10 @@ func (s *Server) linearizable(ctx context.Context) error {
 		}
 		return s.fail(err)
 	}
+	// The leader's pending observations (a lease found expired, fencing
+	// rejections) are written before the read: a reader sees every
+	// observation made before it asked. Nothing pending writes nothing.
+	s.svc.FlushNotes(ctx)
 	return nil
 }
 

@@ -17,12 +17,17 @@ import (
 // (AU-13).
 func checkRequestWellformed(in Input) *pb.Check {
 	req := in.Attempt.GetRequest()
+	// The domain's waiver mode and, for an operator's recorded deviation,
+	// its reason: every explanation names whether waivers could apply.
+	p := in.Domain.GetPolicy()
 	c := newCheck(CheckRequestWellformed, "AU-13 [P6-F1]",
 		kv("request_id", orNone(req.GetRequestId())),
 		kv("domain", orNone(req.GetDomain())),
 		kv("candidate", orNone(req.GetCandidate())),
 		kv("kind", in.Domain.GetKind().String()),
 		kv("waivers", joinOrNone(req.GetWaivers())),
+		kv("waiver_mode", WaiverModeName(p)),
+		kv("deviation", orNone(p.GetWaiverReason())),
 	)
 	if problem := requestProblem(in); problem != "" {
 		return deny(c, ReasonInvalidRequest, problem)
@@ -48,7 +53,14 @@ func requestProblem(in Input) string {
 		// here would apply database rules to something that is not a database.
 		return fmt.Sprintf("Domain %q is of kind %s, not DOMAIN_KIND_AERODB.", in.Domain.GetName(), in.Domain.GetKind())
 	}
-	return waiverProblem(req)
+	if problem := waiverProblem(req); problem != "" {
+		return problem
+	}
+	if len(req.GetWaivers()) > 0 && in.Domain.GetPolicy().GetWaiverMode() == pb.WaiverMode_WAIVER_MODE_STRICT {
+		return fmt.Sprintf("Domain %q is strict (Phase 6 readiness §4): no waiver relaxes P6-S1..S3, and waivers %s are refused; "+
+			"only an operator's recorded deviation (waiver_mode permitted, with a reason) allows them.", in.Domain.GetName(), joinOrNone(req.GetWaivers()))
+	}
+	return ""
 }
 
 // waiverProblem checks that every waiver is known, unrepeated and justified.

@@ -2,8 +2,16 @@ package validator
 
 import (
 	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"google.golang.org/protobuf/proto"
@@ -17,7 +25,7 @@ var fixedOrder = []string{
 
 // observedKeys is each check's fixed key order.
 var observedKeys = map[string][]string{
-	CheckRequestWellformed:          {"request_id", "domain", "candidate", "kind", "waivers"},
+	CheckRequestWellformed:          {"request_id", "domain", "candidate", "kind", "waivers", "waiver_mode", "deviation"},
 	CheckPromotionEnabled:           {"promotion_disabled"},
 	CheckCandidateEligible:          {"candidate", "registered", "holder", "member_state", "report_state"},
 	CheckExpectedEpoch:              {"expected_epoch", "current_epoch"},
@@ -125,9 +133,6 @@ func TestNilEvidenceDeniesWithoutPanic(t *testing.T) {
 func TestDeterministicAndPure(t *testing.T) {
 	marshal := proto.MarshalOptions{Deterministic: true}
 	for name, in := range allInputs() {
-		if in.Domain == nil {
-			continue // proto.Clone of a typed nil is not a meaningful comparison
-		}
 		before := cloneInput(in)
 		d1 := Evaluate(cloneInput(in))
 		d2 := Evaluate(cloneInput(in))
@@ -140,13 +145,93 @@ func TestDeterministicAndPure(t *testing.T) {
 		if err1 != nil || err2 != nil || !bytes.Equal(b1, b2) {
 			t.Errorf("%s: deterministic bytes differ (errs %v, %v)", name, err1, err2)
 		}
-		if Describe(d1) != Describe(d2) || Describe(d1) != Describe(d1) {
-			t.Errorf("%s: Describe differs", name)
+		// Three independent evaluations render the same text.
+		if Describe(d1) != Describe(d2) || Describe(d1) != Describe(d3) {
+			t.Errorf("%s: Describe differs between independent evaluations", name)
 		}
 		if !proto.Equal(before.Domain, in.Domain) || !proto.Equal(before.Attempt, in.Attempt) {
 			t.Errorf("%s: Evaluate mutated its input", name)
 		}
 	}
+	// No hidden state carried between calls: every input evaluated in the
+	// opposite order renders the same transcript.
+	names := slices.Sorted(maps.Keys(allInputs()))
+	forward := transcript(names)
+	slices.Reverse(names)
+	backward := transcript(names)
+	slices.Reverse(names)
+	for _, n := range names {
+		if forward[n] != backward[n] {
+			t.Errorf("%s: the decision depends on what was evaluated before it:\n%s\nvs\n%s", n, forward[n], backward[n])
+		}
+	}
+	// And no process state (clock, randomness, map order, addresses): a
+	// second, independent process renders the same transcript, byte for
+	// byte.
+	child := childTranscript(t)
+	if want := joinTranscript(names, forward); child != want {
+		t.Fatalf("a second process renders a different transcript (%d vs %d bytes); first difference at byte %d",
+			len(child), len(want), firstDiff(child, want))
+	}
+}
+
+// transcriptEnv makes the test binary print the transcript of every input
+// and exit (TestMain): the second, independent run.
+const transcriptEnv = "VALIDATOR_TRANSCRIPT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(transcriptEnv) != "" {
+		names := slices.Sorted(maps.Keys(allInputs()))
+		fmt.Print(joinTranscript(names, transcript(names)))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// transcript evaluates every named input in the given order and renders
+// each decision (text and deterministic bytes).
+func transcript(names []string) map[string]string {
+	all := allInputs()
+	out := make(map[string]string, len(names))
+	for _, n := range names {
+		d := Evaluate(cloneInput(all[n]))
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(d)
+		if err != nil {
+			panic(err)
+		}
+		out[n] = Describe(d) + hex.EncodeToString(b) + "\n"
+	}
+	return out
+}
+
+func joinTranscript(names []string, tr map[string]string) string {
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteString("== " + n + "\n" + tr[n])
+	}
+	return b.String()
+}
+
+func childTranscript(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), transcriptEnv+"=1", "GOMAXPROCS=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("second process: %v", err)
+	}
+	return string(out)
+}
+
+func firstDiff(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
 
 // TestDescribeGolden pins the rendering: tests, logs and the CLI rely on it
@@ -157,7 +242,7 @@ func TestDescribeGolden(t *testing.T) {
 	in.Attempt.CandidateReport.AppliedCommitId = 50
 	got := Describe(Evaluate(in))
 	want := `decision: denied reason=MvccVisibilityViolation invariant="AU-6 [P6-S3]" waivers_applied=allow-data-loss
-check request_wellformed: ok invariant="AU-13 [P6-F1]" observed{request_id=req-1 domain=db1 candidate=r2 kind=DOMAIN_KIND_AERODB waivers=allow-data-loss} detail="Request \"req-1\" to promote \"r2\" in domain \"db1\" is well-formed."
+check request_wellformed: ok invariant="AU-13 [P6-F1]" observed{request_id=req-1 domain=db1 candidate=r2 kind=DOMAIN_KIND_AERODB waivers=allow-data-loss waiver_mode=legacy deviation=none} detail="Request \"req-1\" to promote \"r2\" in domain \"db1\" is well-formed."
 check promotion_enabled: ok invariant="AU-14 [P5-I16]" observed{promotion_disabled=false} detail="Promotion is enabled for domain \"db1\"."
 check candidate_eligible: ok invariant=[P6-A3] observed{candidate=r2 registered=true holder=p1 member_state=MEMBER_STATE_ACTIVE report_state=REPLICA_STATE_STREAMING} detail="Candidate \"r2\" is an active registered member and not the current holder \"p1\"."
 check expected_epoch: ok invariant=AU-1 observed{expected_epoch=none current_epoch=7} detail="No expected epoch was given; the current epoch is 7."

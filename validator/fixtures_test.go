@@ -59,10 +59,14 @@ func allowedInput() Input {
 
 // cloneInput deep-copies an input so callers can compare before and after.
 func cloneInput(in Input) Input {
-	return Input{
-		Domain:  proto.Clone(in.Domain).(*pb.Domain),
-		Attempt: proto.Clone(in.Attempt).(*pb.PromotionAttempt),
+	var out Input
+	if in.Domain != nil {
+		out.Domain = proto.Clone(in.Domain).(*pb.Domain)
 	}
+	if in.Attempt != nil {
+		out.Attempt = proto.Clone(in.Attempt).(*pb.PromotionAttempt)
+	}
+	return out
 }
 
 // behindReplica: r2 flushed only up to lsn 90, so it has no hash at the

@@ -43,12 +43,29 @@ func obs(kvs ...string) [][2]string {
 
 func noop(*Input) {}
 
+func withWaiverMode(m pb.WaiverMode, reason string) func(*Input) {
+	return func(in *Input) { in.Domain.Policy.WaiverMode, in.Domain.Policy.WaiverReason = m, reason }
+}
+
 // ruleCases has, for every check, at least one allow and one deny case, and
 // covers every denial reason as the decision's reason.
 var ruleCases = []ruleCase{
 	// 1. request_wellformed
 	{name: "wellformed/allow", mutate: noop, check: CheckRequestWellformed, satisfied: true,
-		observed: obs("request_id", "req-1", "domain", "db1", "candidate", "r2", "kind", "DOMAIN_KIND_AERODB", "waivers", "none")},
+		observed: obs("request_id", "req-1", "domain", "db1", "candidate", "r2", "kind", "DOMAIN_KIND_AERODB", "waivers", "none",
+			"waiver_mode", "legacy", "deviation", "none")},
+	// Strict mode (issue 17, Phase 6 readiness §4): no waiver, however
+	// justified; a request without waivers is unaffected.
+	{name: "wellformed/deny-waiver-on-strict-domain",
+		mutate: compose(withWaivers(WaiverAllowDataLoss), withWaiverMode(pb.WaiverMode_WAIVER_MODE_STRICT, "")),
+		check:  CheckRequestWellformed, reason: ReasonInvalidRequest, denial: ReasonInvalidRequest,
+		observed: obs("waivers", "allow-data-loss", "waiver_mode", "strict", "deviation", "none")},
+	{name: "wellformed/allow-strict-without-waivers", mutate: withWaiverMode(pb.WaiverMode_WAIVER_MODE_STRICT, ""),
+		check: CheckRequestWellformed, satisfied: true, observed: obs("waivers", "none", "waiver_mode", "strict")},
+	{name: "wellformed/allow-waiver-on-permitted-domain",
+		mutate: compose(withWaivers(WaiverAllowDataLoss), withWaiverMode(pb.WaiverMode_WAIVER_MODE_PERMITTED, "n1 disk lost, ticket OPS-7")),
+		check:  CheckRequestWellformed, satisfied: true,
+		observed: obs("waivers", "allow-data-loss", "waiver_mode", "permitted", "deviation", "n1 disk lost, ticket OPS-7")},
 	{name: "wellformed/allow-with-justified-waivers", mutate: withWaivers(WaiverAllowVisibilityRegression, WaiverAllowDataLoss),
 		check: CheckRequestWellformed, satisfied: true,
 		observed: obs("waivers", "allow-visibility-regression,allow-data-loss")},

@@ -63,6 +63,21 @@ const (
 	CheckMvccVisibility             = "mvcc_visibility"
 )
 
+// WaiverModeName names a domain's waiver mode as explanations, events and
+// the CLI show it: "strict" (Phase 6 readiness §4: no waiver), "permitted"
+// (an operator's recorded deviation), or "legacy" (unspecified: a domain
+// created before strict mode, permitted without a recorded reason).
+func WaiverModeName(p *pb.Policy) string {
+	switch p.GetWaiverMode() {
+	case pb.WaiverMode_WAIVER_MODE_STRICT:
+		return "strict"
+	case pb.WaiverMode_WAIVER_MODE_PERMITTED:
+		return "permitted"
+	default:
+		return "legacy"
+	}
+}
+
 // KnownWaivers returns the waiver names a request may carry, sorted.
 func KnownWaivers() []string {
 	return []string{WaiverAllowDataLoss, WaiverAllowVisibilityRegression}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -46,6 +47,14 @@ type policyFlags struct {
 	watermarkInterval time.Duration
 	releasePolicy     string
 	rp                *pb.ReleasePolicy // parsed from releasePolicy by check
+	waivers           enumValue
+	waiverReason      string
+}
+
+// waiverModes maps --waivers to the policy's enum.
+var waiverModes = map[string]pb.WaiverMode{
+	"strict":    pb.WaiverMode_WAIVER_MODE_STRICT,
+	"permitted": pb.WaiverMode_WAIVER_MODE_PERMITTED,
 }
 
 // durabilities maps --durability to the policy's enum.
@@ -70,6 +79,12 @@ func (f *policyFlags) add(cmd *cobra.Command) {
 	fs.Var(&f.durability, "durability", "aerodb domains: replica-quorum (acknowledge after K replicas flushed; the default of a new aerodb domain) "+
 		"or authority-gated (acknowledge after the watermark commits); docs/DURABILITY.md. Not given, update keeps the domain's")
 	fs.DurationVar(&f.watermarkInterval, "watermark-interval", 0, "replica-quorum: the holder advances the watermark at most once per interval (0: 1s)")
+	// Like --durability: not given, create takes the server's default
+	// (strict for a new aerodb domain) and update keeps the domain's.
+	f.waivers = enumValue{allowed: []string{"strict", "permitted"}}
+	fs.Var(&f.waivers, "waivers", "aerodb domains: strict (no promotion request may carry a waiver: Phase 6 readiness §4; the default of a new aerodb domain) "+
+		"or permitted (an explicit deviation: needs --waiver-reason, named in every waived explanation); docs/WAIVERS.md. Not given, update keeps the domain's")
+	fs.StringVar(&f.waiverReason, "waiver-reason", "", fmt.Sprintf("with --waivers permitted: why waivers are permitted on this domain (recorded; at most %d bytes)", fsm.MaxWaiverReason))
 	fs.StringVar(&f.releasePolicy, "release-policy", "", "release domains: the release policy, a JSON file (proto3 JSON of authority.v1.ReleasePolicy: keys, windows, allowlist, analysis and budget; docs/RELEASES.md)")
 	cmd.MarkFlagsMutuallyExclusive("manual", "automatic")
 }
@@ -105,10 +120,13 @@ func (f *policyFlags) overlay(fs *pflag.FlagSet, p *pb.Policy, all bool) {
 	if fs.Changed("release-policy") {
 		p.Release = f.rp
 	}
+	if fs.Changed("waivers") { // strict clears a previous deviation's reason
+		p.WaiverMode, p.WaiverReason = waiverModes[f.waivers.value], f.waiverReason
+	}
 }
 
 // policyFlagNames are the flags add registers.
-var policyFlagNames = [...]string{"ttl", "manual", "automatic", "promotion-disabled", "report-max-age", "min-sync", "durability", "watermark-interval", "release-policy"}
+var policyFlagNames = [...]string{"ttl", "manual", "automatic", "promotion-disabled", "report-max-age", "min-sync", "durability", "watermark-interval", "release-policy", "waivers"}
 
 // anyGiven reports whether a policy flag was given on the command line.
 func (f *policyFlags) anyGiven(fs *pflag.FlagSet) bool {
@@ -124,6 +142,9 @@ func (f *policyFlags) anyGiven(fs *pflag.FlagSet) bool {
 // over the defaults so that only the given values can fail; it needs no
 // network.
 func (f *policyFlags) check(fs *pflag.FlagSet) error {
+	if fs.Changed("waiver-reason") && f.waivers.value != "permitted" {
+		return usagef("--waiver-reason goes with --waivers permitted (the recorded deviation)")
+	}
 	if fs.Changed("release-policy") {
 		b, err := readBounded(f.releasePolicy, 1<<20)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 	"os"
 	"path/filepath"
 	"slices"
@@ -79,6 +80,12 @@ func TestUsageErrorsNeedNoNetwork(t *testing.T) {
 		{"domain", "get", long},
 		{"domain", "update", "x", "--ttl", "-5s"},
 		{"domain", "update", "x"},
+		{"domain", "create", "x", "--kind", "aerodb", "--waivers", "sometimes"},
+		{"domain", "create", "x", "--kind", "aerodb", "--waivers", "permitted"},
+		{"domain", "create", "x", "--kind", "aerodb", "--waiver-reason", "why"},
+		{"domain", "create", "x", "--kind", "aerodb", "--waivers", "strict", "--waiver-reason", "why"},
+		{"domain", "update", "x", "--waivers", "permitted", "--waiver-reason", strings.Repeat("r", 257)},
+		{"domain", "update", "x", "--waiver-reason", "why"},
 		{"domain", "list", "extra"},
 		{"member", "register", "d"},
 		{"member", "register", "d", long},
@@ -604,5 +611,36 @@ func TestWatchTextEscapesValues(t *testing.T) {
 	want := `2027-01-15T08:00:00.123Z 7.1 replication.promotion.requested domain=db1 epoch=1 holder=n1 reason="drill\n0.0 replication.promotion.transition_completed new_primary_id=evil\x1b[31m" request_id=r1 note="a=b c"` + "\n"
 	if got != want {
 		t.Fatalf("event line:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// --waivers lays the mode over the policy read back by update: permitted
+// carries its reason, strict clears a previous deviation's; not given, the
+// domain's mode stays (issue 17).
+func TestWaiverFlagsOverlay(t *testing.T) {
+	for _, c := range []struct {
+		args       []string
+		want       pb.WaiverMode
+		wantReason string
+	}{
+		{nil, pb.WaiverMode_WAIVER_MODE_PERMITTED, "old"},
+		{[]string{"--ttl", "5s"}, pb.WaiverMode_WAIVER_MODE_PERMITTED, "old"},
+		{[]string{"--waivers", "strict"}, pb.WaiverMode_WAIVER_MODE_STRICT, ""},
+		{[]string{"--waivers", "permitted", "--waiver-reason", "new"}, pb.WaiverMode_WAIVER_MODE_PERMITTED, "new"},
+	} {
+		var pf policyFlags
+		cmd := &cobra.Command{Use: "x"}
+		pf.add(cmd)
+		if err := cmd.Flags().Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := pf.check(cmd.Flags()); err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		p := &pb.Policy{WaiverMode: pb.WaiverMode_WAIVER_MODE_PERMITTED, WaiverReason: "old"}
+		pf.overlay(cmd.Flags(), p, false)
+		if p.WaiverMode != c.want || p.WaiverReason != c.wantReason {
+			t.Errorf("%v: %v %q, want %v %q", c.args, p.WaiverMode, p.WaiverReason, c.want, c.wantReason)
+		}
 	}
 }

@@ -152,8 +152,11 @@ skips it, and without a terminal it is refused unless --yes is given.`,
 			}
 			defer closeQuietly(c)
 			if generated && !dryRun {
-				o.progressf("request id %s (generated): retry with --request-id %s, or run: authorityctl explain %s %s",
-					req.RequestId, req.RequestId, req.Domain, req.RequestId)
+				// P6-F3: an unknown outcome is resolved, not retried: the
+				// attempt may have been aborted on crash, and re-sending it
+				// would decide afresh (client.Promote).
+				o.progressf("request id %s (generated): on an unknown outcome run: authorityctl explain %s %s (NOT_FOUND: not decided, possibly aborted on crash; promote again deliberately)",
+					req.RequestId, req.Domain, req.RequestId)
 			}
 			resp, err := c.Promote(ctx, req)
 			return explainReuse(o, req, printPromotion(o, resp, err), resp)

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,18 +20,7 @@ import (
 const switchoverRuns = 20
 
 // switchoverSeed is fixed (printed); REFNODE_TEST_SEED overrides it.
-func switchoverSeed(t *testing.T) uint64 {
-	seed := uint64(13)
-	if s := os.Getenv("REFNODE_TEST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed = v
-	}
-	t.Logf("seed=%d (rerun with REFNODE_TEST_SEED=%d)", seed, seed)
-	return seed
-}
+func switchoverSeed(t *testing.T) uint64 { return seedOr(t, 13) }
 
 // followingWriters are k writers that follow the primary: a write refused
 // with NOT_PRIMARY naming a holder goes there next.

@@ -133,6 +133,61 @@ func (PromotionMode) EnumDescriptor() ([]byte, []int) {
 	return file_authority_v1_state_proto_rawDescGZIP(), []int{1}
 }
 
+type WaiverMode int32
+
+const (
+	// Permitted without a recorded reason: a domain created before strict
+	// mode (legacy; `authorityctl domain update --waivers=strict` ends it).
+	WaiverMode_WAIVER_MODE_UNSPECIFIED WaiverMode = 0
+	// Phase 6 readiness §4: no waiver relaxes P6-S1..S3; a request carrying
+	// one is refused (InvalidRequest).
+	WaiverMode_WAIVER_MODE_STRICT WaiverMode = 1
+	// An explicit, recorded deviation: requests may carry the named waivers
+	// (AU-13), and the explanation names this policy and its reason.
+	WaiverMode_WAIVER_MODE_PERMITTED WaiverMode = 2
+)
+
+// Enum value maps for WaiverMode.
+var (
+	WaiverMode_name = map[int32]string{
+		0: "WAIVER_MODE_UNSPECIFIED",
+		1: "WAIVER_MODE_STRICT",
+		2: "WAIVER_MODE_PERMITTED",
+	}
+	WaiverMode_value = map[string]int32{
+		"WAIVER_MODE_UNSPECIFIED": 0,
+		"WAIVER_MODE_STRICT":      1,
+		"WAIVER_MODE_PERMITTED":   2,
+	}
+)
+
+func (x WaiverMode) Enum() *WaiverMode {
+	p := new(WaiverMode)
+	*p = x
+	return p
+}
+
+func (x WaiverMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WaiverMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_authority_v1_state_proto_enumTypes[2].Descriptor()
+}
+
+func (WaiverMode) Type() protoreflect.EnumType {
+	return &file_authority_v1_state_proto_enumTypes[2]
+}
+
+func (x WaiverMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WaiverMode.Descriptor instead.
+func (WaiverMode) EnumDescriptor() ([]byte, []int) {
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
 type WindowKind int32
 
 const (
@@ -168,11 +223,11 @@ func (x WindowKind) String() string {
 }
 
 func (WindowKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[2].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[3].Descriptor()
 }
 
 func (WindowKind) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[2]
+	return &file_authority_v1_state_proto_enumTypes[3]
 }
 
 func (x WindowKind) Number() protoreflect.EnumNumber {
@@ -181,7 +236,7 @@ func (x WindowKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WindowKind.Descriptor instead.
 func (WindowKind) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
 }
 
 type Durability int32
@@ -225,11 +280,11 @@ func (x Durability) String() string {
 }
 
 func (Durability) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[3].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[4].Descriptor()
 }
 
 func (Durability) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[3]
+	return &file_authority_v1_state_proto_enumTypes[4]
 }
 
 func (x Durability) Number() protoreflect.EnumNumber {
@@ -238,7 +293,7 @@ func (x Durability) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Durability.Descriptor instead.
 func (Durability) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 type MemberState int32
@@ -275,11 +330,11 @@ func (x MemberState) String() string {
 }
 
 func (MemberState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[4].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[5].Descriptor()
 }
 
 func (MemberState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[4]
+	return &file_authority_v1_state_proto_enumTypes[5]
 }
 
 func (x MemberState) Number() protoreflect.EnumNumber {
@@ -288,7 +343,7 @@ func (x MemberState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberState.Descriptor instead.
 func (MemberState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 type ReplicaState int32
@@ -330,11 +385,11 @@ func (x ReplicaState) String() string {
 }
 
 func (ReplicaState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[5].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[6].Descriptor()
 }
 
 func (ReplicaState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[5]
+	return &file_authority_v1_state_proto_enumTypes[6]
 }
 
 func (x ReplicaState) Number() protoreflect.EnumNumber {
@@ -343,7 +398,7 @@ func (x ReplicaState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReplicaState.Descriptor instead.
 func (ReplicaState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 type LeaseState int32
@@ -389,11 +444,11 @@ func (x LeaseState) String() string {
 }
 
 func (LeaseState) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[6].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[7].Descriptor()
 }
 
 func (LeaseState) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[6]
+	return &file_authority_v1_state_proto_enumTypes[7]
 }
 
 func (x LeaseState) Number() protoreflect.EnumNumber {
@@ -402,7 +457,7 @@ func (x LeaseState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LeaseState.Descriptor instead.
 func (LeaseState) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 type Initiator int32
@@ -441,11 +496,11 @@ func (x Initiator) String() string {
 }
 
 func (Initiator) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[7].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[8].Descriptor()
 }
 
 func (Initiator) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[7]
+	return &file_authority_v1_state_proto_enumTypes[8]
 }
 
 func (x Initiator) Number() protoreflect.EnumNumber {
@@ -454,7 +509,7 @@ func (x Initiator) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Initiator.Descriptor instead.
 func (Initiator) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 type LockStatus int32
@@ -496,11 +551,11 @@ func (x LockStatus) String() string {
 }
 
 func (LockStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[8].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[9].Descriptor()
 }
 
 func (LockStatus) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[8]
+	return &file_authority_v1_state_proto_enumTypes[9]
 }
 
 func (x LockStatus) Number() protoreflect.EnumNumber {
@@ -509,7 +564,7 @@ func (x LockStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LockStatus.Descriptor instead.
 func (LockStatus) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 type ReleasePhase int32
@@ -555,11 +610,11 @@ func (x ReleasePhase) String() string {
 }
 
 func (ReleasePhase) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[9].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[10].Descriptor()
 }
 
 func (ReleasePhase) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[9]
+	return &file_authority_v1_state_proto_enumTypes[10]
 }
 
 func (x ReleasePhase) Number() protoreflect.EnumNumber {
@@ -568,7 +623,7 @@ func (x ReleasePhase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReleasePhase.Descriptor instead.
 func (ReleasePhase) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 type ReleaseAction int32
@@ -623,11 +678,11 @@ func (x ReleaseAction) String() string {
 }
 
 func (ReleaseAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[10].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[11].Descriptor()
 }
 
 func (ReleaseAction) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[10]
+	return &file_authority_v1_state_proto_enumTypes[11]
 }
 
 func (x ReleaseAction) Number() protoreflect.EnumNumber {
@@ -636,7 +691,7 @@ func (x ReleaseAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReleaseAction.Descriptor instead.
 func (ReleaseAction) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 type DeployStatus int32
@@ -679,11 +734,11 @@ func (x DeployStatus) String() string {
 }
 
 func (DeployStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[11].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[12].Descriptor()
 }
 
 func (DeployStatus) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[11]
+	return &file_authority_v1_state_proto_enumTypes[12]
 }
 
 func (x DeployStatus) Number() protoreflect.EnumNumber {
@@ -692,7 +747,7 @@ func (x DeployStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeployStatus.Descriptor instead.
 func (DeployStatus) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 type DeployAction int32
@@ -744,11 +799,11 @@ func (x DeployAction) String() string {
 }
 
 func (DeployAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_authority_v1_state_proto_enumTypes[12].Descriptor()
+	return file_authority_v1_state_proto_enumTypes[13].Descriptor()
 }
 
 func (DeployAction) Type() protoreflect.EnumType {
-	return &file_authority_v1_state_proto_enumTypes[12]
+	return &file_authority_v1_state_proto_enumTypes[13]
 }
 
 func (x DeployAction) Number() protoreflect.EnumNumber {
@@ -757,7 +812,7 @@ func (x DeployAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeployAction.Descriptor instead.
 func (DeployAction) EnumDescriptor() ([]byte, []int) {
-	return file_authority_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 type Policy struct {
@@ -782,7 +837,17 @@ type Policy struct {
 	// this interval (it is progress, not the acknowledgement path); 0 = 1000.
 	WatermarkIntervalMs uint64 `protobuf:"varint,7,opt,name=watermark_interval_ms,json=watermarkIntervalMs,proto3" json:"watermark_interval_ms,omitempty"`
 	// Release domains: what a canary must prove (docs/RELEASES.md).
-	Release       *ReleasePolicy `protobuf:"bytes,8,opt,name=release,proto3" json:"release,omitempty"`
+	Release *ReleasePolicy `protobuf:"bytes,8,opt,name=release,proto3" json:"release,omitempty"`
+	// Whether a promotion request may carry waivers (aerodb domains;
+	// docs/WAIVERS.md). Unspecified: permitted, as every domain created before
+	// strict mode read it (entries and snapshots keep their behaviour); the
+	// leader writes STRICT into a new aerodb domain, and an update that leaves
+	// it unspecified keeps the domain's.
+	WaiverMode WaiverMode `protobuf:"varint,9,opt,name=waiver_mode,json=waiverMode,proto3,enum=authority.v1.WaiverMode" json:"waiver_mode,omitempty"`
+	// Why an operator permitted waivers (required with WAIVER_MODE_PERMITTED,
+	// empty otherwise; at most 256 bytes): the deviation every explanation of
+	// a waived request names.
+	WaiverReason  string `protobuf:"bytes,10,opt,name=waiver_reason,json=waiverReason,proto3" json:"waiver_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -871,6 +936,20 @@ func (x *Policy) GetRelease() *ReleasePolicy {
 		return x.Release
 	}
 	return nil
+}
+
+func (x *Policy) GetWaiverMode() WaiverMode {
+	if x != nil {
+		return x.WaiverMode
+	}
+	return WaiverMode_WAIVER_MODE_UNSPECIFIED
+}
+
+func (x *Policy) GetWaiverReason() string {
+	if x != nil {
+		return x.WaiverReason
+	}
+	return ""
 }
 
 // The release policy of a release domain: trusted keys per evidence type,
@@ -3395,7 +3474,7 @@ var File_authority_v1_state_proto protoreflect.FileDescriptor
 
 const file_authority_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x18authority/v1/state.proto\x12\fauthority.v1\"\x86\x03\n" +
+	"\x18authority/v1/state.proto\x12\fauthority.v1\"\xe6\x03\n" +
 	"\x06Policy\x12/\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1b.authority.v1.PromotionModeR\x04mode\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x04R\n" +
@@ -3407,7 +3486,11 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"durability\x18\x06 \x01(\x0e2\x18.authority.v1.DurabilityR\n" +
 	"durability\x122\n" +
 	"\x15watermark_interval_ms\x18\a \x01(\x04R\x13watermarkIntervalMs\x125\n" +
-	"\arelease\x18\b \x01(\v2\x1b.authority.v1.ReleasePolicyR\arelease\"\xea\x02\n" +
+	"\arelease\x18\b \x01(\v2\x1b.authority.v1.ReleasePolicyR\arelease\x129\n" +
+	"\vwaiver_mode\x18\t \x01(\x0e2\x18.authority.v1.WaiverModeR\n" +
+	"waiverMode\x12#\n" +
+	"\rwaiver_reason\x18\n" +
+	" \x01(\tR\fwaiverReason\"\xea\x02\n" +
 	"\rReleasePolicy\x12 \n" +
 	"\venvironment\x18\x01 \x01(\tR\venvironment\x12,\n" +
 	"\x04keys\x18\x02 \x03(\v2\x18.authority.v1.TrustedKeyR\x04keys\x124\n" +
@@ -3656,7 +3739,12 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\rPromotionMode\x12\x1e\n" +
 	"\x1aPROMOTION_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROMOTION_MODE_MANUAL\x10\x01\x12\x1c\n" +
-	"\x18PROMOTION_MODE_AUTOMATIC\x10\x02*V\n" +
+	"\x18PROMOTION_MODE_AUTOMATIC\x10\x02*\\\n" +
+	"\n" +
+	"WaiverMode\x12\x1b\n" +
+	"\x17WAIVER_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12WAIVER_MODE_STRICT\x10\x01\x12\x19\n" +
+	"\x15WAIVER_MODE_PERMITTED\x10\x02*V\n" +
 	"\n" +
 	"WindowKind\x12\x1b\n" +
 	"\x17WINDOW_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -3738,102 +3826,104 @@ func file_authority_v1_state_proto_rawDescGZIP() []byte {
 	return file_authority_v1_state_proto_rawDescData
 }
 
-var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 13)
+var file_authority_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 14)
 var file_authority_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_authority_v1_state_proto_goTypes = []any{
 	(DomainKind)(0),          // 0: authority.v1.DomainKind
 	(PromotionMode)(0),       // 1: authority.v1.PromotionMode
-	(WindowKind)(0),          // 2: authority.v1.WindowKind
-	(Durability)(0),          // 3: authority.v1.Durability
-	(MemberState)(0),         // 4: authority.v1.MemberState
-	(ReplicaState)(0),        // 5: authority.v1.ReplicaState
-	(LeaseState)(0),          // 6: authority.v1.LeaseState
-	(Initiator)(0),           // 7: authority.v1.Initiator
-	(LockStatus)(0),          // 8: authority.v1.LockStatus
-	(ReleasePhase)(0),        // 9: authority.v1.ReleasePhase
-	(ReleaseAction)(0),       // 10: authority.v1.ReleaseAction
-	(DeployStatus)(0),        // 11: authority.v1.DeployStatus
-	(DeployAction)(0),        // 12: authority.v1.DeployAction
-	(*Policy)(nil),           // 13: authority.v1.Policy
-	(*ReleasePolicy)(nil),    // 14: authority.v1.ReleasePolicy
-	(*TrustedKey)(nil),       // 15: authority.v1.TrustedKey
-	(*ChangeWindow)(nil),     // 16: authority.v1.ChangeWindow
-	(*Member)(nil),           // 17: authority.v1.Member
-	(*Watermark)(nil),        // 18: authority.v1.Watermark
-	(*ProgressReport)(nil),   // 19: authority.v1.ProgressReport
-	(*ChainPoint)(nil),       // 20: authority.v1.ChainPoint
-	(*LeaseObservation)(nil), // 21: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil), // 22: authority.v1.PromotionRequest
-	(*Check)(nil),            // 23: authority.v1.Check
-	(*Observed)(nil),         // 24: authority.v1.Observed
-	(*Decision)(nil),         // 25: authority.v1.Decision
-	(*AttemptRecord)(nil),    // 26: authority.v1.AttemptRecord
-	(*WorkState)(nil),        // 27: authority.v1.WorkState
-	(*Domain)(nil),           // 28: authority.v1.Domain
-	(*ReleaseState)(nil),     // 29: authority.v1.ReleaseState
-	(*EvidenceRef)(nil),      // 30: authority.v1.EvidenceRef
-	(*ReleaseDecision)(nil),  // 31: authority.v1.ReleaseDecision
-	(*Deployment)(nil),       // 32: authority.v1.Deployment
-	(*DeployOverride)(nil),   // 33: authority.v1.DeployOverride
-	(*DeployTransition)(nil), // 34: authority.v1.DeployTransition
-	(*Fence)(nil),            // 35: authority.v1.Fence
-	(*PendingIntent)(nil),    // 36: authority.v1.PendingIntent
-	(*ServerDirectory)(nil),  // 37: authority.v1.ServerDirectory
-	(*ServerAddress)(nil),    // 38: authority.v1.ServerAddress
-	(*SnapshotHeader)(nil),   // 39: authority.v1.SnapshotHeader
+	(WaiverMode)(0),          // 2: authority.v1.WaiverMode
+	(WindowKind)(0),          // 3: authority.v1.WindowKind
+	(Durability)(0),          // 4: authority.v1.Durability
+	(MemberState)(0),         // 5: authority.v1.MemberState
+	(ReplicaState)(0),        // 6: authority.v1.ReplicaState
+	(LeaseState)(0),          // 7: authority.v1.LeaseState
+	(Initiator)(0),           // 8: authority.v1.Initiator
+	(LockStatus)(0),          // 9: authority.v1.LockStatus
+	(ReleasePhase)(0),        // 10: authority.v1.ReleasePhase
+	(ReleaseAction)(0),       // 11: authority.v1.ReleaseAction
+	(DeployStatus)(0),        // 12: authority.v1.DeployStatus
+	(DeployAction)(0),        // 13: authority.v1.DeployAction
+	(*Policy)(nil),           // 14: authority.v1.Policy
+	(*ReleasePolicy)(nil),    // 15: authority.v1.ReleasePolicy
+	(*TrustedKey)(nil),       // 16: authority.v1.TrustedKey
+	(*ChangeWindow)(nil),     // 17: authority.v1.ChangeWindow
+	(*Member)(nil),           // 18: authority.v1.Member
+	(*Watermark)(nil),        // 19: authority.v1.Watermark
+	(*ProgressReport)(nil),   // 20: authority.v1.ProgressReport
+	(*ChainPoint)(nil),       // 21: authority.v1.ChainPoint
+	(*LeaseObservation)(nil), // 22: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil), // 23: authority.v1.PromotionRequest
+	(*Check)(nil),            // 24: authority.v1.Check
+	(*Observed)(nil),         // 25: authority.v1.Observed
+	(*Decision)(nil),         // 26: authority.v1.Decision
+	(*AttemptRecord)(nil),    // 27: authority.v1.AttemptRecord
+	(*WorkState)(nil),        // 28: authority.v1.WorkState
+	(*Domain)(nil),           // 29: authority.v1.Domain
+	(*ReleaseState)(nil),     // 30: authority.v1.ReleaseState
+	(*EvidenceRef)(nil),      // 31: authority.v1.EvidenceRef
+	(*ReleaseDecision)(nil),  // 32: authority.v1.ReleaseDecision
+	(*Deployment)(nil),       // 33: authority.v1.Deployment
+	(*DeployOverride)(nil),   // 34: authority.v1.DeployOverride
+	(*DeployTransition)(nil), // 35: authority.v1.DeployTransition
+	(*Fence)(nil),            // 36: authority.v1.Fence
+	(*PendingIntent)(nil),    // 37: authority.v1.PendingIntent
+	(*ServerDirectory)(nil),  // 38: authority.v1.ServerDirectory
+	(*ServerAddress)(nil),    // 39: authority.v1.ServerAddress
+	(*SnapshotHeader)(nil),   // 40: authority.v1.SnapshotHeader
 }
 var file_authority_v1_state_proto_depIdxs = []int32{
 	1,  // 0: authority.v1.Policy.mode:type_name -> authority.v1.PromotionMode
-	3,  // 1: authority.v1.Policy.durability:type_name -> authority.v1.Durability
-	14, // 2: authority.v1.Policy.release:type_name -> authority.v1.ReleasePolicy
-	15, // 3: authority.v1.ReleasePolicy.keys:type_name -> authority.v1.TrustedKey
-	16, // 4: authority.v1.ReleasePolicy.windows:type_name -> authority.v1.ChangeWindow
-	2,  // 5: authority.v1.ChangeWindow.kind:type_name -> authority.v1.WindowKind
-	4,  // 6: authority.v1.Member.state:type_name -> authority.v1.MemberState
-	5,  // 7: authority.v1.ProgressReport.state:type_name -> authority.v1.ReplicaState
-	20, // 8: authority.v1.ProgressReport.chain:type_name -> authority.v1.ChainPoint
-	6,  // 9: authority.v1.LeaseObservation.state:type_name -> authority.v1.LeaseState
-	7,  // 10: authority.v1.PromotionRequest.initiated_by:type_name -> authority.v1.Initiator
-	24, // 11: authority.v1.Check.observed:type_name -> authority.v1.Observed
-	23, // 12: authority.v1.Decision.checks:type_name -> authority.v1.Check
-	22, // 13: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
-	25, // 14: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
-	21, // 15: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
-	19, // 16: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
-	19, // 17: authority.v1.AttemptRecord.fence_reports:type_name -> authority.v1.ProgressReport
-	35, // 18: authority.v1.AttemptRecord.fence:type_name -> authority.v1.Fence
-	8,  // 19: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
-	0,  // 20: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
-	13, // 21: authority.v1.Domain.policy:type_name -> authority.v1.Policy
-	17, // 22: authority.v1.Domain.members:type_name -> authority.v1.Member
-	18, // 23: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
-	26, // 24: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
-	26, // 25: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
-	27, // 26: authority.v1.Domain.work:type_name -> authority.v1.WorkState
-	36, // 27: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
-	35, // 28: authority.v1.Domain.fence:type_name -> authority.v1.Fence
-	32, // 29: authority.v1.Domain.deployment:type_name -> authority.v1.Deployment
-	29, // 30: authority.v1.Domain.release:type_name -> authority.v1.ReleaseState
-	9,  // 31: authority.v1.ReleaseState.phase:type_name -> authority.v1.ReleasePhase
-	30, // 32: authority.v1.ReleaseState.canary_manifest:type_name -> authority.v1.EvidenceRef
-	31, // 33: authority.v1.ReleaseState.decisions:type_name -> authority.v1.ReleaseDecision
-	10, // 34: authority.v1.ReleaseDecision.action:type_name -> authority.v1.ReleaseAction
-	25, // 35: authority.v1.ReleaseDecision.decision:type_name -> authority.v1.Decision
-	9,  // 36: authority.v1.ReleaseDecision.from_phase:type_name -> authority.v1.ReleasePhase
-	9,  // 37: authority.v1.ReleaseDecision.to_phase:type_name -> authority.v1.ReleasePhase
-	30, // 38: authority.v1.ReleaseDecision.evidence:type_name -> authority.v1.EvidenceRef
-	11, // 39: authority.v1.Deployment.status:type_name -> authority.v1.DeployStatus
-	33, // 40: authority.v1.Deployment.overrides:type_name -> authority.v1.DeployOverride
-	34, // 41: authority.v1.Deployment.transitions:type_name -> authority.v1.DeployTransition
-	12, // 42: authority.v1.DeployTransition.action:type_name -> authority.v1.DeployAction
-	11, // 43: authority.v1.DeployTransition.from:type_name -> authority.v1.DeployStatus
-	11, // 44: authority.v1.DeployTransition.to:type_name -> authority.v1.DeployStatus
-	38, // 45: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	4,  // 1: authority.v1.Policy.durability:type_name -> authority.v1.Durability
+	15, // 2: authority.v1.Policy.release:type_name -> authority.v1.ReleasePolicy
+	2,  // 3: authority.v1.Policy.waiver_mode:type_name -> authority.v1.WaiverMode
+	16, // 4: authority.v1.ReleasePolicy.keys:type_name -> authority.v1.TrustedKey
+	17, // 5: authority.v1.ReleasePolicy.windows:type_name -> authority.v1.ChangeWindow
+	3,  // 6: authority.v1.ChangeWindow.kind:type_name -> authority.v1.WindowKind
+	5,  // 7: authority.v1.Member.state:type_name -> authority.v1.MemberState
+	6,  // 8: authority.v1.ProgressReport.state:type_name -> authority.v1.ReplicaState
+	21, // 9: authority.v1.ProgressReport.chain:type_name -> authority.v1.ChainPoint
+	7,  // 10: authority.v1.LeaseObservation.state:type_name -> authority.v1.LeaseState
+	8,  // 11: authority.v1.PromotionRequest.initiated_by:type_name -> authority.v1.Initiator
+	25, // 12: authority.v1.Check.observed:type_name -> authority.v1.Observed
+	24, // 13: authority.v1.Decision.checks:type_name -> authority.v1.Check
+	23, // 14: authority.v1.AttemptRecord.request:type_name -> authority.v1.PromotionRequest
+	26, // 15: authority.v1.AttemptRecord.decision:type_name -> authority.v1.Decision
+	22, // 16: authority.v1.AttemptRecord.lease:type_name -> authority.v1.LeaseObservation
+	20, // 17: authority.v1.AttemptRecord.candidate_report:type_name -> authority.v1.ProgressReport
+	20, // 18: authority.v1.AttemptRecord.fence_reports:type_name -> authority.v1.ProgressReport
+	36, // 19: authority.v1.AttemptRecord.fence:type_name -> authority.v1.Fence
+	9,  // 20: authority.v1.WorkState.status:type_name -> authority.v1.LockStatus
+	0,  // 21: authority.v1.Domain.kind:type_name -> authority.v1.DomainKind
+	14, // 22: authority.v1.Domain.policy:type_name -> authority.v1.Policy
+	18, // 23: authority.v1.Domain.members:type_name -> authority.v1.Member
+	19, // 24: authority.v1.Domain.watermark:type_name -> authority.v1.Watermark
+	27, // 25: authority.v1.Domain.legacy_allowed:type_name -> authority.v1.AttemptRecord
+	27, // 26: authority.v1.Domain.legacy_denied:type_name -> authority.v1.AttemptRecord
+	28, // 27: authority.v1.Domain.work:type_name -> authority.v1.WorkState
+	37, // 28: authority.v1.Domain.pending:type_name -> authority.v1.PendingIntent
+	36, // 29: authority.v1.Domain.fence:type_name -> authority.v1.Fence
+	33, // 30: authority.v1.Domain.deployment:type_name -> authority.v1.Deployment
+	30, // 31: authority.v1.Domain.release:type_name -> authority.v1.ReleaseState
+	10, // 32: authority.v1.ReleaseState.phase:type_name -> authority.v1.ReleasePhase
+	31, // 33: authority.v1.ReleaseState.canary_manifest:type_name -> authority.v1.EvidenceRef
+	32, // 34: authority.v1.ReleaseState.decisions:type_name -> authority.v1.ReleaseDecision
+	11, // 35: authority.v1.ReleaseDecision.action:type_name -> authority.v1.ReleaseAction
+	26, // 36: authority.v1.ReleaseDecision.decision:type_name -> authority.v1.Decision
+	10, // 37: authority.v1.ReleaseDecision.from_phase:type_name -> authority.v1.ReleasePhase
+	10, // 38: authority.v1.ReleaseDecision.to_phase:type_name -> authority.v1.ReleasePhase
+	31, // 39: authority.v1.ReleaseDecision.evidence:type_name -> authority.v1.EvidenceRef
+	12, // 40: authority.v1.Deployment.status:type_name -> authority.v1.DeployStatus
+	34, // 41: authority.v1.Deployment.overrides:type_name -> authority.v1.DeployOverride
+	35, // 42: authority.v1.Deployment.transitions:type_name -> authority.v1.DeployTransition
+	13, // 43: authority.v1.DeployTransition.action:type_name -> authority.v1.DeployAction
+	12, // 44: authority.v1.DeployTransition.from:type_name -> authority.v1.DeployStatus
+	12, // 45: authority.v1.DeployTransition.to:type_name -> authority.v1.DeployStatus
+	39, // 46: authority.v1.ServerDirectory.servers:type_name -> authority.v1.ServerAddress
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_state_proto_init() }
@@ -3847,7 +3937,7 @@ func file_authority_v1_state_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_state_proto_rawDesc), len(file_authority_v1_state_proto_rawDesc)),
-			NumEnums:      13,
+			NumEnums:      14,
 			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
