@@ -122,6 +122,8 @@ sorted keys.`,
 		newGateCmd(o),
 		newReleaseCmd(o),
 		newEvidenceCmd(o),
+		newSnapshotCmd(o),
+		newVersionCmd(o),
 	)
 	return root
 }
