@@ -28,3 +28,15 @@ func TestRestoreFromAndVersionFlags(t *testing.T) {
 		t.Fatalf("--version: %v", err)
 	}
 }
+
+// deploy/systemd/authorityd.yaml, the example configuration, loads with
+// the real keys (unknown keys fail) and validates.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := loadConfig([]string{"--config", "../../deploy/systemd/authorityd.yaml"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NodeID != "s1" || len(cfg.Peers) != 3 || !cfg.Bootstrap || cfg.DataDir != "/var/lib/authority" || cfg.MetricsAddr == "" || cfg.CACert == "" {
+		t.Fatalf("%+v", cfg)
+	}
+}
