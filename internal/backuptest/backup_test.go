@@ -64,32 +64,36 @@ func TestSaveUnderLoadRestoreIntoNewCluster(t *testing.T) {
 	defer cancel()
 
 	// Writers: each creates w<i>-<n> one after the other and records
-	// which it saw acknowledged, and when.
+	// which it saw acknowledged, when it sent it and when the answer came.
+	// A failed create (a leader change on a loaded machine: its outcome
+	// may be unknown) is logged and left out of the checks.
 	type ack struct {
-		name string
-		at   time.Time
+		name      string
+		began, at time.Time
 	}
 	var mu sync.Mutex
 	var acks []ack
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	var count atomic.Int64
+	var count, failed atomic.Int64
 	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for n := 0; !stop.Load() && ctx.Err() == nil; n++ {
 				name := fmt.Sprintf("w%d-%d", w, n)
+				began := time.Now()
 				if _, err := op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 10_000}); err != nil {
 					if ctx.Err() == nil && !stop.Load() {
-						t.Errorf("writer %d: %v", w, err)
+						t.Logf("writer %d: %s: %v", w, name, err)
+						failed.Add(1)
 					}
-					return
+					continue
 				}
-				count.Add(1)
 				mu.Lock()
-				acks = append(acks, ack{name, time.Now()})
+				acks = append(acks, ack{name, began, time.Now()})
 				mu.Unlock()
+				count.Add(1)
 			}
 		}()
 	}
@@ -173,14 +177,18 @@ func TestSaveUnderLoadRestoreIntoNewCluster(t *testing.T) {
 			if !have[a.name] {
 				t.Errorf("%s, acknowledged before the save began, is missing", a.name)
 			}
-		case a.at.After(saveEnd):
+		case a.began.After(saveEnd):
 			after++
 			if have[a.name] {
-				t.Errorf("%s, created after the save ended, is in the backup", a.name)
+				t.Errorf("%s, sent after the save ended, is in the backup", a.name)
 			}
 		}
 	}
-	t.Logf("%d domains in the backup: %d acknowledged before the save (all present), %d after it (none present)", len(have), before, after)
+	t.Logf("%d domains in the backup: %d acknowledged before the save (all present), %d sent after it (none present); %d creates failed",
+		len(have), before, after, failed.Load())
+	if before < 30 || after < 20 {
+		t.Fatalf("%d writes acknowledged before the save, %d sent after it: too few to tell", before, after)
+	}
 	d, err := nop.GetDomain(ctx, acks[0].name)
 	if err != nil || d.GetName() != acks[0].name {
 		t.Fatalf("read %s: %v %v", acks[0].name, d, err)
