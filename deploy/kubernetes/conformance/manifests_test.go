@@ -13,6 +13,8 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
@@ -349,5 +351,17 @@ func TestChartRenders(t *testing.T) {
 	if o.statefulSets[0].Namespace != "prod" || !slices.Contains(o.statefulSets[0].Spec.Template.Spec.Containers[0].Args,
 		"--peer=auth-4,auth-4.auth.prod.svc.cluster.local:7001,auth-4.auth.prod.svc.cluster.local:8001") {
 		t.Errorf("release auth in prod: %v", o.statefulSets[0].Spec.Template.Spec.Containers[0].Args)
+	}
+}
+
+// helm lint (Helm's Go linter) finds no warning or error in the chart.
+func TestChartLint(t *testing.T) {
+	l := lint.RunAll(filepath.Join(deployDir, "helm", "authority"), nil, "authority")
+	for _, m := range l.Messages {
+		if m.Severity >= support.WarningSev {
+			t.Errorf("helm lint: %s", m)
+		} else {
+			t.Logf("helm lint: %s", m)
+		}
 	}
 }
