@@ -11,14 +11,21 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
 all: build
 
+# Version stamping (internal/version): `authorityctl version` and
+# `authorityd --version` print these, the Go version and the platform.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/aerodb/authority/internal/version.Version=$(VERSION) \
+	-X github.com/aerodb/authority/internal/version.Commit=$(COMMIT)
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 # Unit, property, script and in-process cluster tests, with the FSM's
 # invariant assertions compiled in (build tag `invariants`) and the race
 # detector on; then the negative controls (mutants behind the jepsen_mutants
 # tag) of the jepsen-like checkers and of the replica-quorum refnode.
-test: lint check-rules fuzz
+test: lint check-rules fuzz test-deploy-modules
 	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/... ./replication/refnode/
 	$(MAKE) test-modules
@@ -29,6 +36,15 @@ test: lint check-rules fuzz
 .PHONY: test-modules
 test-modules:
 	cd deploy/rollouts/conformance && $(GO) test -count=1 ./...
+
+# The deployment files (deploy/: Kubernetes manifests and Helm chart decoded
+# strictly into the Kubernetes Go types, Dockerfile, systemd unit through
+# systemd-analyze verify, compose file), in a module of their own so that
+# the Kubernetes and Helm libraries stay out of the server's go.mod.
+DEPLOY_MODULES := deploy/kubernetes/conformance
+.PHONY: test-deploy-modules
+test-deploy-modules:
+	@for m in $(DEPLOY_MODULES); do (cd $$m && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...) || exit 1; done
 
 test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)

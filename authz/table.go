@@ -117,6 +117,8 @@ var Table = map[string]Rule{
 	svcCluster + "Members":            {Access: Read},
 	svcCluster + "TransferLeadership": {Access: Admin},
 	svcCluster + "Snapshot":           {Access: Admin},
+	// A backup holds every domain's state: operator only.
+	svcCluster + "SaveSnapshot": {Access: Admin},
 }
 
 func acquireSubjects(req any) []Subject {

@@ -46,6 +46,7 @@ var expected = map[string][]identity.Role{
 	"Cluster/Members":            identity.Roles,
 	"Cluster/TransferLeadership": {identity.Operator},
 	"Cluster/Snapshot":           {identity.Operator},
+	"Cluster/SaveSnapshot":       {identity.Operator},
 }
 
 // apiMethods lists every RPC of authority.v1 from the protobuf descriptor,

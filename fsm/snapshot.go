@@ -60,11 +60,12 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // attempts are shared (stored attempts are immutable and their lists only
 // grow at the end or drop from the front).
 type Capture struct {
-	header   []byte
-	domains  []capturedDomain
-	servers  []byte
-	events   []byte
-	attempts uint64
+	lastIndex uint64
+	header    []byte
+	domains   []capturedDomain
+	servers   []byte
+	events    []byte
+	attempts  uint64
 }
 
 type capturedDomain struct {
@@ -77,8 +78,31 @@ type capturedDomain struct {
 func (f *FSM) Capture() (*Capture, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.captureLocked()
+}
+
+// CaptureWithHash is Capture and StateHash of the same point in time (one
+// read lock): a backup carries the hash of exactly the state it holds.
+func (f *FSM) CaptureWithHash() (*Capture, [32]byte, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c, err := f.captureLocked()
+	if err != nil {
+		return nil, [32]byte{}, err
+	}
+	h, err := f.stateHashLocked()
+	return c, h, err
+}
+
+// LastIndex is the applied index the capture was taken at.
+func (c *Capture) LastIndex() uint64 { return c.lastIndex }
+
+// Domains is the number of domains in the capture.
+func (c *Capture) Domains() int { return len(c.domains) }
+
+func (f *FSM) captureLocked() (*Capture, error) {
 	names := f.sortedNames()
-	c := &Capture{domains: make([]capturedDomain, len(names))}
+	c := &Capture{lastIndex: f.lastIndex, domains: make([]capturedDomain, len(names))}
 	var err error
 	for i, n := range names {
 		cd := &c.domains[i]
@@ -394,3 +418,6 @@ func readTrailer(cr *crcReader) error {
 	}
 	return nil
 }
+
+// SnapshotVersion is the format version Capture.WriteTo writes.
+const SnapshotVersion = snapshotVersion

@@ -88,6 +88,10 @@ func (f *FSM) rehash(name string) {
 func (f *FSM) StateHash() ([32]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.stateHashLocked()
+}
+
+func (f *FSM) stateHashLocked() ([32]byte, error) {
 	dir, err := marshal.Marshal(f.serverDirectory())
 	if err != nil {
 		return [32]byte{}, err

@@ -149,6 +149,9 @@ var rpcKinds = map[string]rpcKind{
 	"/authority.v1.Cluster/Members":            rpcRead,
 	"/authority.v1.Cluster/TransferLeadership": rpcWrite,
 	"/authority.v1.Cluster/Snapshot":           rpcLocalWrite,
+	// A backup stream (one at a time per server and its own bucket:
+	// SaveSnapshot).
+	"/authority.v1.Cluster/SaveSnapshot": rpcStream,
 }
 
 // buckets is a token bucket per key, at most max keys (least recently used

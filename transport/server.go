@@ -69,6 +69,7 @@ type Server struct {
 	logger hclog.Logger
 	dialOp []grpc.DialOption
 	limits *limiter
+	saves  *saveLimits
 	minTTL time.Duration
 	ttlWhy string
 
@@ -88,7 +89,7 @@ func New(cfg Config) *Server {
 	}
 	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, cfg.DialOptions...)
 	return &Server{node: cfg.Node, svc: cfg.Service, peers: cfg.Peers, routes: cfg.ForwardRoutes, logger: logger, dialOp: dial,
-		limits: newLimiter(cfg.Limits, cfg.Metrics), conns: map[string]*grpc.ClientConn{}, minTTL: cfg.MinLeaseTTL, ttlWhy: cfg.MinLeaseTTLWhy}
+		limits: newLimiter(cfg.Limits, cfg.Metrics), saves: newSaveLimits(), conns: map[string]*grpc.ClientConn{}, minTTL: cfg.MinLeaseTTL, ttlWhy: cfg.MinLeaseTTLWhy}
 }
 
 // Register attaches every service to g. The gRPC server must chain

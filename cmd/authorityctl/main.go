@@ -166,6 +166,8 @@ document per event).`,
 		newReleaseCmd(o),
 		newEvidenceCmd(o),
 		newLeaseCmd(o),
+		newSnapshotCmd(o),
+		newVersionCmd(o),
 	)
 	return root
 }

@@ -96,6 +96,13 @@ type Config struct {
 	// server's configuration is rewritten to itself alone, keeping every
 	// entry of its log (docs/OPERATIONS.md). Use once, then drop the flag.
 	ForceNewCluster bool `yaml:"force_new_cluster"`
+	// RestoreFrom starts a new cluster from a backup file (authorityctl
+	// snapshot save): on first boot of an empty data dir, with --bootstrap
+	// and the new cluster's --peer list (and a new --cluster-token), the
+	// backup's state becomes the cluster's first snapshot. Every server of
+	// the new cluster is started with the same file; a restart with it is
+	// a no-op (docs/OPERATIONS.md).
+	RestoreFrom string `yaml:"restore_from"`
 	// Limits on the resources one client can hold (docs/LIMITS.md).
 	Limits Limits `yaml:",inline"`
 }
@@ -295,6 +302,9 @@ func (p *peerList) Set(v string) error {
 	return nil
 }
 
+// errShowVersion: --version was given (main prints it and exits 0).
+var errShowVersion = errors.New("show version")
+
 // loadConfig parses flags, environment and the YAML file into a validated
 // config.
 func loadConfig(args []string, env func(string) string) (Config, error) {
@@ -334,6 +344,8 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.StringVar(&flagCfg.MetricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz in plaintext on this extra address")
 	fs.StringVar(&flagCfg.ClusterToken, "cluster-token", "", "token mixed into the cluster id at bootstrap (default authority)")
 	forceNew := fs.Bool("force-new-cluster", false, "lost-quorum recovery: restart as a one-server cluster keeping every log entry")
+	fs.StringVar(&flagCfg.RestoreFrom, "restore-from", "", "start a new cluster from this backup file (first boot of an empty data dir; with --bootstrap, --peer and a new --cluster-token)")
+	showVersion := fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	for _, f := range limitFlags {
 		if f.dur != nil {
 			fs.DurationVar(f.dur(&flagCfg.Limits), f.name, 0, f.usage)
@@ -343,6 +355,9 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	if *showVersion {
+		return Config{}, errShowVersion
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -495,6 +510,8 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.ClusterToken = v
 	case "force-new-cluster":
 		cfg.ForceNewCluster, err = strconv.ParseBool(v)
+	case "restore-from":
+		cfg.RestoreFrom = v
 	default:
 		for _, f := range limitFlags {
 			if f.name == name {
@@ -509,11 +526,13 @@ func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	str := map[string]*string{"node-id": &cfg.NodeID, "raft-addr": &cfg.RaftAddr, "grpc-addr": &cfg.GRPCAddr,
 		"http-addr": &cfg.HTTPAddr, "data-dir": &cfg.DataDir, "log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat,
 		"event-log": &cfg.EventLog, "cacert": &cfg.CACert, "cert": &cfg.Cert, "key": &cfg.Key,
-		"trust-domain": &cfg.TrustDomain, "metrics-addr": &cfg.MetricsAddr, "cluster-token": &cfg.ClusterToken}
+		"trust-domain": &cfg.TrustDomain, "metrics-addr": &cfg.MetricsAddr, "cluster-token": &cfg.ClusterToken,
+		"restore-from": &cfg.RestoreFrom}
 	src := map[string]string{"node-id": f.NodeID, "raft-addr": f.RaftAddr, "grpc-addr": f.GRPCAddr,
 		"http-addr": f.HTTPAddr, "data-dir": f.DataDir, "log-level": f.LogLevel, "log-format": f.LogFormat,
 		"event-log": f.EventLog, "cacert": f.CACert, "cert": f.Cert, "key": f.Key,
-		"trust-domain": f.TrustDomain, "metrics-addr": f.MetricsAddr, "cluster-token": f.ClusterToken}
+		"trust-domain": f.TrustDomain, "metrics-addr": f.MetricsAddr, "cluster-token": f.ClusterToken,
+		"restore-from": f.RestoreFrom}
 	for name, dst := range str {
 		if set[name] {
 			*dst = src[name]
@@ -626,6 +645,9 @@ func (c Config) Validate() error {
 	}
 	if c.ForceNewCluster && (c.Bootstrap || len(c.Join) > 0) {
 		errs = append(errs, errors.New("--force-new-cluster recovers an existing data dir: drop --bootstrap and --join"))
+	}
+	if c.RestoreFrom != "" && (!c.Bootstrap || len(c.Peers) == 0 || len(c.Join) > 0 || c.ForceNewCluster) {
+		errs = append(errs, errors.New("--restore-from starts a new cluster: give it with --bootstrap and the new cluster's --peer list, without --join or --force-new-cluster"))
 	}
 	if c.MinLeaseTTL < 0 || c.MinLeaseTTL > time.Hour {
 		errs = append(errs, fmt.Errorf("min-lease-ttl %v: want 0 (derived from the raft timeouts) up to 1h", c.MinLeaseTTL))

@@ -15,11 +15,17 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/aerodb/authority/internal/version"
 )
 
 func main() {
 	cfg, err := loadConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if errors.Is(err, errShowVersion) {
+		fmt.Println(version.Get().String("authorityd"))
 		os.Exit(0)
 	}
 	if err != nil {

@@ -53,6 +53,10 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	restore, err := checkRestore(cfg, logger)
+	if err != nil {
+		return err
+	}
 	clusterID, err := clusterIDOf(ctx, cfg, src, logger)
 	if err != nil {
 		return err
@@ -78,6 +82,11 @@ func run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		logger.Warn("FORCE NEW CLUSTER: the raft configuration is now this server alone; every log entry kept; add servers with --join and restart without --force-new-cluster")
+	}
+	if restore != nil {
+		if err := restoreFrom(cfg, clusterCfg, restore, logger); err != nil {
+			return err
+		}
 	}
 	node, err := cluster.Open(clusterCfg)
 	if err != nil {

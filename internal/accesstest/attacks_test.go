@@ -139,6 +139,13 @@ func attack(t *testing.T, c *testcluster.Cluster, addr string, lockEpoch uint64)
 		wantDenied(t, name+" moves leadership", err)
 		_, err = pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 		wantDenied(t, name+" snapshots", err)
+		// A backup holds every domain's state: operators only.
+		if save, err := pb.NewClusterClient(conn).SaveSnapshot(ctx, &pb.SaveSnapshotRequest{}); err != nil {
+			wantDenied(t, name+" saves a backup", err)
+		} else {
+			_, err = save.Recv()
+			wantDenied(t, name+" saves a backup", err)
+		}
 		_, err = pb.NewDomainsClient(conn).CreateDomain(ctx, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 		wantDenied(t, name+" creates a domain", err)
 		_, err = pb.NewDomainsClient(conn).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "db", MemberId: "evil"})

@@ -2403,6 +2403,233 @@ func (x *WatchResponse) GetEvents() []*Event {
 	return nil
 }
 
+type SaveSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes per data message: 0 for the default (256 KiB), at most 1 MiB.
+	ChunkBytes    uint32 `protobuf:"varint,1,opt,name=chunk_bytes,json=chunkBytes,proto3" json:"chunk_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SaveSnapshotRequest) GetChunkBytes() uint32 {
+	if x != nil {
+		return x.ChunkBytes
+	}
+	return 0
+}
+
+type SaveSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set on the first message.
+	Header *ResponseHeader    `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Info   *SavedSnapshotInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	// A chunk of the snapshot bytes (fsm snapshot format).
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The last message: done, with the total size and SHA-256 (hex) of data.
+	Done          bool   `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`
+	Size          uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotResponse) Reset() {
+	*x = SaveSnapshotResponse{}
+	mi := &file_authority_v1_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotResponse) ProtoMessage() {}
+
+func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SaveSnapshotResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetInfo() *SavedSnapshotInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *SaveSnapshotResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SaveSnapshotResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type SavedSnapshotInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The fsm snapshot format version of data.
+	FormatVersion uint32 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
+	// The applied index the state was captured at, and the leader's term.
+	LastIndex uint64 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	Term      uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	// Hex SHA-256 state hash (as Status) of exactly the state in data.
+	StateHash     string `protobuf:"bytes,4,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ServerId      string `protobuf:"bytes,6,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	Domains       uint64 `protobuf:"varint,7,opt,name=domains,proto3" json:"domains,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SavedSnapshotInfo) Reset() {
+	*x = SavedSnapshotInfo{}
+	mi := &file_authority_v1_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SavedSnapshotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SavedSnapshotInfo) ProtoMessage() {}
+
+func (x *SavedSnapshotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SavedSnapshotInfo.ProtoReflect.Descriptor instead.
+func (*SavedSnapshotInfo) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *SavedSnapshotInfo) GetFormatVersion() uint32 {
+	if x != nil {
+		return x.FormatVersion
+	}
+	return 0
+}
+
+func (x *SavedSnapshotInfo) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *SavedSnapshotInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SavedSnapshotInfo) GetStateHash() string {
+	if x != nil {
+		return x.StateHash
+	}
+	return ""
+}
+
+func (x *SavedSnapshotInfo) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *SavedSnapshotInfo) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *SavedSnapshotInfo) GetDomains() uint64 {
+	if x != nil {
+		return x.Domains
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2411,7 +2638,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2650,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2663,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 type StatusResponse struct {
@@ -2467,7 +2694,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2706,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2719,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2580,7 +2807,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2819,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2832,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 type ServerInfo struct {
@@ -2621,7 +2848,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +2860,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +2873,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ServerInfo) GetId() string {
@@ -2695,7 +2922,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +2934,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +2947,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2754,7 +2981,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2993,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +3006,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -2799,7 +3026,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +3038,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +3051,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -2849,7 +3076,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3088,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3101,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{47}
 }
 
 type SnapshotResponse struct {
@@ -2887,7 +3114,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3126,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3139,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -2940,7 +3167,7 @@ type AddServerRequest struct {
 
 func (x *AddServerRequest) Reset() {
 	*x = AddServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[46]
+	mi := &file_authority_v1_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3179,7 @@ func (x *AddServerRequest) String() string {
 func (*AddServerRequest) ProtoMessage() {}
 
 func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[46]
+	mi := &file_authority_v1_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3192,7 @@ func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
 func (*AddServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{46}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddServerRequest) GetId() string {
@@ -2999,7 +3226,7 @@ type AddServerResponse struct {
 
 func (x *AddServerResponse) Reset() {
 	*x = AddServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[47]
+	mi := &file_authority_v1_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3238,7 @@ func (x *AddServerResponse) String() string {
 func (*AddServerResponse) ProtoMessage() {}
 
 func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[47]
+	mi := &file_authority_v1_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3251,7 @@ func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
 func (*AddServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{47}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AddServerResponse) GetHeader() *ResponseHeader {
@@ -3050,7 +3277,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[48]
+	mi := &file_authority_v1_service_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3062,7 +3289,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[48]
+	mi := &file_authority_v1_service_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3075,7 +3302,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{48}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -3095,7 +3322,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[49]
+	mi := &file_authority_v1_service_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3334,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[49]
+	mi := &file_authority_v1_service_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3347,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{49}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemoveServerResponse) GetHeader() *ResponseHeader {
@@ -3315,7 +3542,28 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\adomains\x18\x02 \x03(\tR\adomains\"r\n" +
 	"\rWatchResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12+\n" +
-	"\x06events\x18\x02 \x03(\v2\x13.authority.v1.EventR\x06events\"\x0f\n" +
+	"\x06events\x18\x02 \x03(\v2\x13.authority.v1.EventR\x06events\"6\n" +
+	"\x13SaveSnapshotRequest\x12\x1f\n" +
+	"\vchunk_bytes\x18\x01 \x01(\rR\n" +
+	"chunkBytes\"\xd5\x01\n" +
+	"\x14SaveSnapshotResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x123\n" +
+	"\x04info\x18\x02 \x01(\v2\x1f.authority.v1.SavedSnapshotInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04done\x18\x04 \x01(\bR\x04done\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\tR\x06sha256\"\xe2\x01\n" +
+	"\x11SavedSnapshotInfo\x12%\n" +
+	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x04 \x01(\tR\tstateHash\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12\x1b\n" +
+	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x18\n" +
+	"\adomains\x18\a \x01(\x04R\adomains\"\x0f\n" +
 	"\rStatusRequest\"\xef\x02\n" +
 	"\x0eStatusResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x17\n" +
@@ -3392,14 +3640,15 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\aHistory\x12\x1c.authority.v1.HistoryRequest\x1a\x1d.authority.v1.HistoryResponse\x12^\n" +
 	"\x0fRequestHandover\x12$.authority.v1.RequestHandoverRequest\x1a%.authority.v1.RequestHandoverResponse2K\n" +
 	"\x05Watch\x12B\n" +
-	"\x05Watch\x12\x1a.authority.v1.WatchRequest\x1a\x1b.authority.v1.WatchResponse0\x012\xef\x03\n" +
+	"\x05Watch\x12\x1a.authority.v1.WatchRequest\x1a\x1b.authority.v1.WatchResponse0\x012\xc8\x04\n" +
 	"\aCluster\x12L\n" +
 	"\tAddServer\x12\x1e.authority.v1.AddServerRequest\x1a\x1f.authority.v1.AddServerResponse\x12U\n" +
 	"\fRemoveServer\x12!.authority.v1.RemoveServerRequest\x1a\".authority.v1.RemoveServerResponse\x12C\n" +
 	"\x06Status\x12\x1b.authority.v1.StatusRequest\x1a\x1c.authority.v1.StatusResponse\x12F\n" +
 	"\aMembers\x12\x1c.authority.v1.MembersRequest\x1a\x1d.authority.v1.MembersResponse\x12g\n" +
 	"\x12TransferLeadership\x12'.authority.v1.TransferLeadershipRequest\x1a(.authority.v1.TransferLeadershipResponse\x12I\n" +
-	"\bSnapshot\x12\x1d.authority.v1.SnapshotRequest\x1a\x1e.authority.v1.SnapshotResponseB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
+	"\bSnapshot\x12\x1d.authority.v1.SnapshotRequest\x1a\x1e.authority.v1.SnapshotResponse\x12W\n" +
+	"\fSaveSnapshot\x12!.authority.v1.SaveSnapshotRequest\x1a\".authority.v1.SaveSnapshotResponse0\x01B:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
 
 var (
 	file_authority_v1_service_proto_rawDescOnce sync.Once
@@ -3413,7 +3662,7 @@ func file_authority_v1_service_proto_rawDescGZIP() []byte {
 	return file_authority_v1_service_proto_rawDescData
 }
 
-var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_authority_v1_service_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -3452,141 +3701,148 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*HistoryResponse)(nil),            // 34: authority.v1.HistoryResponse
 	(*WatchRequest)(nil),               // 35: authority.v1.WatchRequest
 	(*WatchResponse)(nil),              // 36: authority.v1.WatchResponse
-	(*StatusRequest)(nil),              // 37: authority.v1.StatusRequest
-	(*StatusResponse)(nil),             // 38: authority.v1.StatusResponse
-	(*MembersRequest)(nil),             // 39: authority.v1.MembersRequest
-	(*ServerInfo)(nil),                 // 40: authority.v1.ServerInfo
-	(*MembersResponse)(nil),            // 41: authority.v1.MembersResponse
-	(*TransferLeadershipRequest)(nil),  // 42: authority.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 43: authority.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 44: authority.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 45: authority.v1.SnapshotResponse
-	(*AddServerRequest)(nil),           // 46: authority.v1.AddServerRequest
-	(*AddServerResponse)(nil),          // 47: authority.v1.AddServerResponse
-	(*RemoveServerRequest)(nil),        // 48: authority.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 49: authority.v1.RemoveServerResponse
-	(DomainKind)(0),                    // 50: authority.v1.DomainKind
-	(*Policy)(nil),                     // 51: authority.v1.Policy
-	(*Domain)(nil),                     // 52: authority.v1.Domain
-	(*Watermark)(nil),                  // 53: authority.v1.Watermark
-	(MemberState)(0),                   // 54: authority.v1.MemberState
-	(*ReleaseTransition)(nil),          // 55: authority.v1.ReleaseTransition
-	(*ReleaseDecision)(nil),            // 56: authority.v1.ReleaseDecision
-	(*ReleaseState)(nil),               // 57: authority.v1.ReleaseState
-	(*DeployStep)(nil),                 // 58: authority.v1.DeployStep
-	(*Deployment)(nil),                 // 59: authority.v1.Deployment
-	(*WatermarkAdvance)(nil),           // 60: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 61: authority.v1.ProgressReport
-	(*Fence)(nil),                      // 62: authority.v1.Fence
-	(*PromotionRequest)(nil),           // 63: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 64: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 65: authority.v1.Event
+	(*SaveSnapshotRequest)(nil),        // 37: authority.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),       // 38: authority.v1.SaveSnapshotResponse
+	(*SavedSnapshotInfo)(nil),          // 39: authority.v1.SavedSnapshotInfo
+	(*StatusRequest)(nil),              // 40: authority.v1.StatusRequest
+	(*StatusResponse)(nil),             // 41: authority.v1.StatusResponse
+	(*MembersRequest)(nil),             // 42: authority.v1.MembersRequest
+	(*ServerInfo)(nil),                 // 43: authority.v1.ServerInfo
+	(*MembersResponse)(nil),            // 44: authority.v1.MembersResponse
+	(*TransferLeadershipRequest)(nil),  // 45: authority.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 46: authority.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 47: authority.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 48: authority.v1.SnapshotResponse
+	(*AddServerRequest)(nil),           // 49: authority.v1.AddServerRequest
+	(*AddServerResponse)(nil),          // 50: authority.v1.AddServerResponse
+	(*RemoveServerRequest)(nil),        // 51: authority.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 52: authority.v1.RemoveServerResponse
+	(DomainKind)(0),                    // 53: authority.v1.DomainKind
+	(*Policy)(nil),                     // 54: authority.v1.Policy
+	(*Domain)(nil),                     // 55: authority.v1.Domain
+	(*Watermark)(nil),                  // 56: authority.v1.Watermark
+	(MemberState)(0),                   // 57: authority.v1.MemberState
+	(*ReleaseTransition)(nil),          // 58: authority.v1.ReleaseTransition
+	(*ReleaseDecision)(nil),            // 59: authority.v1.ReleaseDecision
+	(*ReleaseState)(nil),               // 60: authority.v1.ReleaseState
+	(*DeployStep)(nil),                 // 61: authority.v1.DeployStep
+	(*Deployment)(nil),                 // 62: authority.v1.Deployment
+	(*WatermarkAdvance)(nil),           // 63: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 64: authority.v1.ProgressReport
+	(*Fence)(nil),                      // 65: authority.v1.Fence
+	(*PromotionRequest)(nil),           // 66: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 67: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 68: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
-	50, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	51, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	53, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	54, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	52, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	55, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	50, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	53, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	53, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	56, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	51, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	54, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	54, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	57, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
-	55, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
+	58, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
 	0,  // 14: authority.v1.ReleaseTransitionResponse.header:type_name -> authority.v1.ResponseHeader
-	56, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
-	57, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
-	58, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
+	59, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
+	60, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
+	61, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
 	0,  // 18: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
-	59, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
+	62, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
 	0,  // 20: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 21: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
 	20, // 22: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
-	60, // 23: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	63, // 23: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
 	0,  // 24: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
 	23, // 25: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	61, // 26: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	64, // 26: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
 	0,  // 27: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	53, // 28: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	62, // 29: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
+	56, // 28: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	65, // 29: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
 	0,  // 30: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
-	63, // 31: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	66, // 31: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
 	0,  // 32: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	64, // 33: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	67, // 33: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 34: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 35: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	64, // 36: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	67, // 36: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 37: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 38: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	64, // 39: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	67, // 39: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
 	0,  // 40: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	65, // 41: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
-	0,  // 42: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 43: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 44: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 45: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 46: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 47: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 48: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 49: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 50: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
-	2,  // 51: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 52: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 53: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 54: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 55: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 56: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	16, // 57: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	18, // 58: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	21, // 59: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	14, // 60: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
-	12, // 61: authority.v1.Leases.ReleaseTransition:input_type -> authority.v1.ReleaseTransitionRequest
-	22, // 62: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	25, // 63: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	29, // 64: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	31, // 65: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	33, // 66: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	27, // 67: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
-	35, // 68: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	46, // 69: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	48, // 70: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
-	37, // 71: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	39, // 72: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	42, // 73: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	44, // 74: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 75: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 76: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 77: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 78: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 79: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 80: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	17, // 81: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	19, // 82: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 83: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	15, // 84: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
-	13, // 85: authority.v1.Leases.ReleaseTransition:output_type -> authority.v1.ReleaseTransitionResponse
-	24, // 86: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	26, // 87: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	30, // 88: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	32, // 89: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	34, // 90: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	28, // 91: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
-	36, // 92: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	47, // 93: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	49, // 94: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
-	38, // 95: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	41, // 96: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	43, // 97: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	45, // 98: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	75, // [75:99] is the sub-list for method output_type
-	51, // [51:75] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	68, // 41: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	0,  // 42: authority.v1.SaveSnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	39, // 43: authority.v1.SaveSnapshotResponse.info:type_name -> authority.v1.SavedSnapshotInfo
+	0,  // 44: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 45: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
+	43, // 46: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 47: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 48: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 49: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	43, // 50: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 51: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	43, // 52: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 53: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 54: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 55: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 56: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 57: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 58: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	16, // 59: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	18, // 60: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	21, // 61: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	14, // 62: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
+	12, // 63: authority.v1.Leases.ReleaseTransition:input_type -> authority.v1.ReleaseTransitionRequest
+	22, // 64: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	25, // 65: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	29, // 66: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	31, // 67: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	33, // 68: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	27, // 69: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
+	35, // 70: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	49, // 71: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	51, // 72: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	40, // 73: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	42, // 74: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	45, // 75: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	47, // 76: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	37, // 77: authority.v1.Cluster.SaveSnapshot:input_type -> authority.v1.SaveSnapshotRequest
+	4,  // 78: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 79: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 80: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 81: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 82: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 83: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	17, // 84: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	19, // 85: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 86: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	15, // 87: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
+	13, // 88: authority.v1.Leases.ReleaseTransition:output_type -> authority.v1.ReleaseTransitionResponse
+	24, // 89: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	26, // 90: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	30, // 91: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	32, // 92: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	34, // 93: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	28, // 94: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
+	36, // 95: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	50, // 96: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	52, // 97: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	41, // 98: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	44, // 99: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	46, // 100: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	48, // 101: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	38, // 102: authority.v1.Cluster.SaveSnapshot:output_type -> authority.v1.SaveSnapshotResponse
+	78, // [78:103] is the sub-list for method output_type
+	53, // [53:78] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }
@@ -3604,7 +3860,7 @@ func file_authority_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_service_proto_rawDesc), len(file_authority_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

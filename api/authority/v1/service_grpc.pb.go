@@ -1049,6 +1049,7 @@ const (
 	Cluster_Members_FullMethodName            = "/authority.v1.Cluster/Members"
 	Cluster_TransferLeadership_FullMethodName = "/authority.v1.Cluster/TransferLeadership"
 	Cluster_Snapshot_FullMethodName           = "/authority.v1.Cluster/Snapshot"
+	Cluster_SaveSnapshot_FullMethodName       = "/authority.v1.Cluster/SaveSnapshot"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -1066,6 +1067,14 @@ type ClusterClient interface {
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error)
+	// SaveSnapshot streams a consistent point-in-time copy of the replicated
+	// state from the leader, for a backup (authorityctl snapshot save):
+	// first a message with info (index, term, state hash of exactly these
+	// bytes), then data chunks in the fsm snapshot format, then a last
+	// message with done, the size and the SHA-256 of the data. Operators
+	// only; served by the leader (others answer NOT_LEADER with the hint);
+	// one at a time per server and rate limited (RESOURCE_EXHAUSTED).
+	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error)
 }
 
 type clusterClient struct {
@@ -1136,6 +1145,25 @@ func (c *clusterClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts 
 	return out, nil
 }
 
+func (c *clusterClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_SaveSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SaveSnapshotRequest, SaveSnapshotResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotResponse]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -1151,6 +1179,14 @@ type ClusterServer interface {
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
 	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error)
+	// SaveSnapshot streams a consistent point-in-time copy of the replicated
+	// state from the leader, for a backup (authorityctl snapshot save):
+	// first a message with info (index, term, state hash of exactly these
+	// bytes), then data chunks in the fsm snapshot format, then a last
+	// message with done, the size and the SHA-256 of the data. Operators
+	// only; served by the leader (others answer NOT_LEADER with the hint);
+	// one at a time per server and rate limited (RESOURCE_EXHAUSTED).
+	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -1178,6 +1214,9 @@ func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferL
 }
 func (UnimplementedClusterServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedClusterServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -1308,6 +1347,17 @@ func _Cluster_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SaveSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SaveSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotResponse]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1340,6 +1390,12 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_Snapshot_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SaveSnapshot",
+			Handler:       _Cluster_SaveSnapshot_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "authority/v1/service.proto",
 }
