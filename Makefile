@@ -25,26 +25,20 @@ build:
 # invariant assertions compiled in (build tag `invariants`) and the race
 # detector on; then the negative controls (mutants behind the jepsen_mutants
 # tag) of the jepsen-like checkers and of the replica-quorum refnode.
-test: lint check-rules fuzz test-deploy-modules
+test: lint check-rules fuzz test-modules
 	$(GO) test -tags "invariants failpoints" -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags "invariants failpoints jepsen_mutants" -race -count=1 -timeout 10m -run Mutant ./jepsen-like/... ./replication/refnode/
-	$(MAKE) test-modules
 
 # Separate Go modules (their own go.mod, so the product module never
 # depends on Kubernetes): the rollouts templates decoded strictly into Argo
-# Rollouts' and Flagger's types (docs/ROLLOUTS-TEMPLATES.md).
+# Rollouts' and Flagger's types (docs/ROLLOUTS-TEMPLATES.md), and the
+# deployment files (deploy/: Kubernetes manifests and Helm chart decoded
+# strictly into the Kubernetes Go types, Dockerfile, systemd unit through
+# systemd-analyze verify, compose file).
+TEST_MODULES := deploy/rollouts/conformance deploy/kubernetes/conformance
 .PHONY: test-modules
 test-modules:
-	cd deploy/rollouts/conformance && $(GO) test -count=1 ./...
-
-# The deployment files (deploy/: Kubernetes manifests and Helm chart decoded
-# strictly into the Kubernetes Go types, Dockerfile, systemd unit through
-# systemd-analyze verify, compose file), in a module of their own so that
-# the Kubernetes and Helm libraries stay out of the server's go.mod.
-DEPLOY_MODULES := deploy/kubernetes/conformance
-.PHONY: test-deploy-modules
-test-deploy-modules:
-	@for m in $(DEPLOY_MODULES); do (cd $$m && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...) || exit 1; done
+	@for m in $(TEST_MODULES); do (cd $$m && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...) || exit 1; done
 
 test-short:
 	$(GO) test -tags "invariants failpoints" -count=1 $(PKGS)
