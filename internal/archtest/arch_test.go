@@ -135,6 +135,25 @@ func TestClientsLinkNoServerPackage(t *testing.T) {
 	forbid(t, "identity", func(d string) bool { return strings.HasPrefix(d, module+"/") && d != module+"/identity" })
 }
 
+// authorityctl links no server package: it renders explanations and
+// events with package render (std and the API messages only), which the
+// server shares, not with observability.
+func TestCLILinksNoServerPackage(t *testing.T) {
+	server := []string{"/cluster", "/transport", "/promotion", "/authz", "/observability", "/failpoint", "/evidence", "/cmd/authorityd"}
+	forbid(t, "cmd/authorityctl", func(d string) bool {
+		for _, s := range server {
+			if d == module+s {
+				return true
+			}
+		}
+		return d == "github.com/hashicorp/go-hclog" || strings.HasPrefix(d, "github.com/prometheus/client_golang")
+	})
+	forbid(t, "render", func(d string) bool {
+		return strings.HasPrefix(d, module+"/") && d != module+"/api/authority/v1" && d != module+"/render" ||
+			d == "net" || strings.HasPrefix(d, "google.golang.org/grpc")
+	})
+}
+
 // The probe service is a client of nothing but its targets: probe/... and
 // cmd/probed link no other package of this module.
 func TestProbeLinksOnlyItself(t *testing.T) {
