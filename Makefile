@@ -6,6 +6,7 @@ PROTO_DIR := api
 PROTOS    := $(wildcard $(PROTO_DIR)/authority/v1/*.proto) $(wildcard $(PROTO_DIR)/refnode/v1/*.proto)
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+MODULE    := github.com/aerodb/authority
 
 .PHONY: all build test test-short bench proto lint check-rules run demo screenshot clean jepsen jepsen-soak probe-soak
 
@@ -121,9 +122,11 @@ proto:
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler"; exit 1; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	# Output goes by go_package (module=), so the services of
+	# authority/v1/service.proto land in api/authority/v1/authorityv1grpc.
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I $(PROTO_DIR) \
-	  --go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
-	  --go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative $(PROTOS)
+	  --go_out=. --go_opt=module=$(MODULE) \
+	  --go-grpc_out=. --go-grpc_opt=module=$(MODULE) $(PROTOS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/identity"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -54,7 +55,7 @@ var expected = map[string][]identity.Role{
 func apiMethods(t *testing.T) []protoreflect.MethodDescriptor {
 	t.Helper()
 	var out []protoreflect.MethodDescriptor
-	svcs := pb.File_authority_v1_service_proto.Services()
+	svcs := pbgrpc.File_authority_v1_service_proto.Services()
 	for i := range svcs.Len() {
 		ms := svcs.Get(i).Methods()
 		for j := range ms.Len() {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -128,7 +129,7 @@ func newDomainPromoter(b *testing.B, k *cluster, domain string) *promoter {
 func (p *promoter) round(b *testing.B) time.Duration {
 	ctx := context.Background()
 	cand := map[string]string{"a": "b", "b": "a"}[p.holder]
-	_, err := pb.NewLeasesClient(p.nodes[p.holder].Conn()).Release(ctx, &pb.ReleaseRequest{Domain: p.domain, Holder: p.holder, Epoch: p.epoch})
+	_, err := pbgrpc.NewLeasesClient(p.nodes[p.holder].Conn()).Release(ctx, &pb.ReleaseRequest{Domain: p.domain, Holder: p.holder, Epoch: p.epoch})
 	must(b, err)
 	for try := 0; ; try++ {
 		_, err = p.nodes[cand].ReportProgress(ctx, p.domain, &pb.ProgressReport{MemberId: cand, Epoch: p.epoch, FlushedLsn: 10, FlushedHash: promoHash,
@@ -248,7 +249,7 @@ func newRenewer(b *testing.B, k *cluster) *renewer {
 			name := renewDomain(i)
 			_, err := k.op.CreateDomain(ctx, name, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 600_000})
 			if err == nil {
-				_, err = pb.NewLeasesClient(holders[i/renewPer].Conn()).Acquire(ctx, &pb.AcquireRequest{Domain: name, Holder: renewHolder(i / renewPer)})
+				_, err = pbgrpc.NewLeasesClient(holders[i/renewPer].Conn()).Acquire(ctx, &pb.AcquireRequest{Domain: name, Holder: renewHolder(i / renewPer)})
 			}
 			if err != nil {
 				b.Error(err)
@@ -277,7 +278,7 @@ func (r *renewer) run(b *testing.B, total int) (int64, time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stream, err := pb.NewLeasesClient(r.conns[h]).KeepAlive(ctx)
+			stream, err := pbgrpc.NewLeasesClient(r.conns[h]).KeepAlive(ctx)
 			if err != nil {
 				b.Error(err)
 				return
@@ -369,7 +370,7 @@ func BenchmarkClusterWatermarks(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			wm := pb.NewWatermarksClient(conn)
+			wm := pbgrpc.NewWatermarksClient(conn)
 			for range batchesPerWriter {
 				req := &pb.AdvanceRequest{Advances: make([]*pb.WatermarkAdvance, domains)}
 				base := lsn.Add(1)

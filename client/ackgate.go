@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 )
 
@@ -33,7 +34,7 @@ const maxAdvanceBatch = 4096
 func (c *Client) AdvanceWatermark(ctx context.Context, advances []*pb.WatermarkAdvance) ([]error, error) {
 	req := &pb.AdvanceRequest{Advances: advances}
 	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.AdvanceResponse, error) {
-		return pb.NewWatermarksClient(conn).Advance(ctx, req)
+		return pbgrpc.NewWatermarksClient(conn).Advance(ctx, req)
 	})
 	if err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -245,7 +246,7 @@ func (c *Client) discover(ctx context.Context) {
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-		resp, err := pb.NewClusterClient(conn).Members(actx, &pb.MembersRequest{})
+		resp, err := pbgrpc.NewClusterClient(conn).Members(actx, &pb.MembersRequest{})
 		cancel()
 		if err == nil {
 			c.learnMembers(resp)

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 )
 
@@ -33,7 +34,7 @@ func onServer[Resp headered](ctx context.Context, c *Client, endpoint string,
 // the current best endpoint when endpoint is "" (retried across servers).
 func (c *Client) Status(ctx context.Context, endpoint string) (*pb.StatusResponse, error) {
 	return onServer(ctx, c, endpoint, func(ctx context.Context, conn *grpc.ClientConn) (*pb.StatusResponse, error) {
-		return pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+		return pbgrpc.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
 	})
 }
 
@@ -42,7 +43,7 @@ func (c *Client) Status(ctx context.Context, endpoint string) (*pb.StatusRespons
 // learns the addresses from it.
 func (c *Client) Members(ctx context.Context) (*pb.MembersResponse, error) {
 	resp, _, err := unary(ctx, c, retryRead, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.MembersResponse, error) {
-		return pb.NewClusterClient(conn).Members(ctx, &pb.MembersRequest{})
+		return pbgrpc.NewClusterClient(conn).Members(ctx, &pb.MembersRequest{})
 	})
 	if err == nil {
 		c.learnMembers(resp)
@@ -59,7 +60,7 @@ func (c *Client) Members(ctx context.Context) (*pb.MembersResponse, error) {
 func (c *Client) TransferLeadership(ctx context.Context, to string) (*pb.TransferLeadershipResponse, error) {
 	req := &pb.TransferLeadershipRequest{To: to}
 	resp, _, err := unary(ctx, c, retryNotLeader, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.TransferLeadershipResponse, error) {
-		return pb.NewClusterClient(conn).TransferLeadership(ctx, req)
+		return pbgrpc.NewClusterClient(conn).TransferLeadership(ctx, req)
 	})
 	if err == nil {
 		c.mu.Lock()
@@ -74,7 +75,7 @@ func (c *Client) TransferLeadership(ctx context.Context, to string) (*pb.Transfe
 // endpoint is named; a snapshot changes no replicated state.
 func (c *Client) Snapshot(ctx context.Context, endpoint string) (*pb.SnapshotResponse, error) {
 	return onServer(ctx, c, endpoint, func(ctx context.Context, conn *grpc.ClientConn) (*pb.SnapshotResponse, error) {
-		return pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
+		return pbgrpc.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 	})
 }
 
@@ -83,7 +84,7 @@ func (c *Client) Snapshot(ctx context.Context, endpoint string) (*pb.SnapshotRes
 // so the call is safe to retry after an unknown outcome.
 func (c *Client) AddServer(ctx context.Context, id, raftAddress, grpcAddress string) (*pb.AddServerResponse, error) {
 	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.AddServerResponse, error) {
-		return pb.NewClusterClient(conn).AddServer(ctx, &pb.AddServerRequest{Id: id, RaftAddress: raftAddress, GrpcAddress: grpcAddress})
+		return pbgrpc.NewClusterClient(conn).AddServer(ctx, &pb.AddServerRequest{Id: id, RaftAddress: raftAddress, GrpcAddress: grpcAddress})
 	})
 	return resp, err
 }
@@ -94,7 +95,7 @@ func (c *Client) AddServer(ctx context.Context, id, raftAddress, grpcAddress str
 // NOT_FOUND.
 func (c *Client) RemoveServer(ctx context.Context, id string) (*pb.RemoveServerResponse, error) {
 	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.RemoveServerResponse, error) {
-		return pb.NewClusterClient(conn).RemoveServer(ctx, &pb.RemoveServerRequest{Id: id})
+		return pbgrpc.NewClusterClient(conn).RemoveServer(ctx, &pb.RemoveServerRequest{Id: id})
 	})
 	return resp, err
 }

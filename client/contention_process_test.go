@@ -11,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/internal/testcluster"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -241,7 +242,7 @@ func TestProcessAcquireWaitForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	leases := pb.NewLeasesClient(conn)
+	leases := pbgrpc.NewLeasesClient(conn)
 	before, _ := lastIndex(t, ctx, op, cl)
 
 	wctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 )
 
@@ -18,7 +19,7 @@ import (
 func (c *Client) DeployStep(ctx context.Context, step *pb.DeployStep) (*pb.Deployment, error) {
 	req := &pb.DeployStepRequest{Step: step}
 	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.DeployStepResponse, error) {
-		return pb.NewLeasesClient(conn).DeployStep(ctx, req)
+		return pbgrpc.NewLeasesClient(conn).DeployStep(ctx, req)
 	})
 	return resp.GetDeployment(), err
 }
@@ -34,7 +35,7 @@ func (c *Client) DeployStep(ctx context.Context, step *pb.DeployStep) (*pb.Deplo
 func (c *Client) ReleaseTransition(ctx context.Context, tr *pb.ReleaseTransition) (*pb.ReleaseTransitionResponse, error) {
 	req := &pb.ReleaseTransitionRequest{Transition: tr}
 	resp, _, err := unary(ctx, c, retryNotLeader, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.ReleaseTransitionResponse, error) {
-		return pb.NewLeasesClient(conn).ReleaseTransition(ctx, req)
+		return pbgrpc.NewLeasesClient(conn).ReleaseTransition(ctx, req)
 	})
 	return resp, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 )
 
@@ -25,7 +26,7 @@ import (
 func (c *Client) CreateDomain(ctx context.Context, name string, kind pb.DomainKind, policy *pb.Policy) (*pb.Domain, error) {
 	req := &pb.CreateDomainRequest{Name: name, Kind: kind, Policy: policy}
 	resp, unknown, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.DomainResponse, error) {
-		return pb.NewDomainsClient(conn).CreateDomain(ctx, req)
+		return pbgrpc.NewDomainsClient(conn).CreateDomain(ctx, req)
 	})
 	if err == nil {
 		return resp.GetDomain(), nil
@@ -66,7 +67,7 @@ func (c *Client) GetDomain(ctx context.Context, name string, opts ...ReadOption)
 	o := readOpts(opts)
 	req := &pb.GetDomainRequest{Name: name, Read: o.proto()}
 	resp, _, err := unary(ctx, c, retryRead, o.stale, func(ctx context.Context, conn *grpc.ClientConn) (*pb.DomainResponse, error) {
-		return pb.NewDomainsClient(conn).GetDomain(ctx, req)
+		return pbgrpc.NewDomainsClient(conn).GetDomain(ctx, req)
 	})
 	return resp.GetDomain(), err
 }
@@ -81,7 +82,7 @@ func (c *Client) ListDomains(ctx context.Context, opts ...ReadOption) ([]*pb.Dom
 	for {
 		req := &pb.ListDomainsRequest{Read: o.proto(), After: after}
 		resp, _, err := unary(ctx, c, retryRead, o.stale, func(ctx context.Context, conn *grpc.ClientConn) (*pb.ListDomainsResponse, error) {
-			return pb.NewDomainsClient(conn).ListDomains(ctx, req)
+			return pbgrpc.NewDomainsClient(conn).ListDomains(ctx, req)
 		})
 		if err != nil {
 			return nil, err
@@ -104,7 +105,7 @@ func (c *Client) ListDomains(ctx context.Context, opts ...ReadOption) ([]*pb.Dom
 func (c *Client) UpdatePolicy(ctx context.Context, name string, policy *pb.Policy) (*pb.Domain, error) {
 	req := &pb.UpdatePolicyRequest{Name: name, Policy: policy}
 	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.DomainResponse, error) {
-		return pb.NewDomainsClient(conn).UpdatePolicy(ctx, req)
+		return pbgrpc.NewDomainsClient(conn).UpdatePolicy(ctx, req)
 	})
 	return resp.GetDomain(), err
 }
@@ -117,7 +118,7 @@ func (c *Client) UpdatePolicy(ctx context.Context, name string, policy *pb.Polic
 // send) means the member may or may not be registered: call again.
 func (c *Client) RegisterMember(ctx context.Context, req *pb.RegisterMemberRequest) (*pb.Domain, error) {
 	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.DomainResponse, error) {
-		return pb.NewDomainsClient(conn).RegisterMember(ctx, req)
+		return pbgrpc.NewDomainsClient(conn).RegisterMember(ctx, req)
 	})
 	return resp.GetDomain(), err
 }
@@ -135,7 +136,7 @@ func (c *Client) RegisterMember(ctx context.Context, req *pb.RegisterMemberReque
 func (c *Client) AssignInitial(ctx context.Context, domain, holder string) (*pb.AuthorityResponse, error) {
 	req := &pb.AssignInitialRequest{Domain: domain, Holder: holder}
 	resp, unknown, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.AuthorityResponse, error) {
-		return pb.NewDomainsClient(conn).AssignInitial(ctx, req)
+		return pbgrpc.NewDomainsClient(conn).AssignInitial(ctx, req)
 	})
 	if err == nil || !unknown || errors.Is(err, ErrOutcomeUnknown) {
 		return resp, err

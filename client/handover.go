@@ -5,6 +5,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 )
 
@@ -45,7 +46,7 @@ func (l *Lease) HandoverDeadline() time.Time {
 func (c *Client) RequestHandover(ctx context.Context, domain string, epoch uint64, candidate string, timeout time.Duration) (*pb.RequestHandoverResponse, error) {
 	req := &pb.RequestHandoverRequest{Domain: domain, Epoch: epoch, Candidate: candidate, TimeoutMs: uint64(timeout.Milliseconds())}
 	resp, _, err := unary(ctx, c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.RequestHandoverResponse, error) {
-		return pb.NewPromotionClient(conn).RequestHandover(ctx, req)
+		return pbgrpc.NewPromotionClient(conn).RequestHandover(ctx, req)
 	})
 	return resp, err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,9 +19,9 @@ import (
 // fakeServer is an in-process authority.v1 server whose answers the test
 // scripts.
 type fakeServer struct {
-	pb.UnimplementedDomainsServer
-	pb.UnimplementedWatermarksServer
-	pb.UnimplementedClusterServer
+	pbgrpc.UnimplementedDomainsServer
+	pbgrpc.UnimplementedWatermarksServer
+	pbgrpc.UnimplementedClusterServer
 
 	addr string
 
@@ -45,9 +46,9 @@ func startFake(t *testing.T) *fakeServer {
 	}
 	f := &fakeServer{addr: lis.Addr().String(), advanced: make(chan struct{}, 64)}
 	g := grpc.NewServer()
-	pb.RegisterDomainsServer(g, f)
-	pb.RegisterWatermarksServer(g, f)
-	pb.RegisterClusterServer(g, f)
+	pbgrpc.RegisterDomainsServer(g, f)
+	pbgrpc.RegisterWatermarksServer(g, f)
+	pbgrpc.RegisterClusterServer(g, f)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
 	return f

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 )
 
@@ -242,7 +243,7 @@ func (c *Client) newLease(domain, holder string, epoch uint64, ttl time.Duration
 		if err != nil {
 			return nil, err
 		}
-		return pb.NewLeasesClient(conn).KeepAlive(ctx)
+		return pbgrpc.NewLeasesClient(conn).KeepAlive(ctx)
 	}
 	return l
 }
@@ -305,7 +306,7 @@ func (c *Client) Acquire(ctx context.Context, domain, holder string, opts ...Lea
 			actx = ctx
 		}
 		lastSent = c.cfg.Clock.Now()
-		return pb.NewLeasesClient(conn).Acquire(actx, req)
+		return pbgrpc.NewLeasesClient(conn).Acquire(actx, req)
 	})
 	var epoch, ttlMs uint64
 	switch {
@@ -501,7 +502,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	<-l.done
 	req := &pb.ReleaseRequest{Domain: l.domain, Holder: l.holder, Epoch: l.epoch}
 	_, unknown, err := unary(ctx, l.c, retryIdempotent, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.AuthorityResponse, error) {
-		return pb.NewLeasesClient(conn).Release(ctx, req)
+		return pbgrpc.NewLeasesClient(conn).Release(ctx, req)
 	})
 	if err == nil || !unknown || errors.Is(err, ErrOutcomeUnknown) {
 		return err

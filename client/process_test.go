@@ -12,6 +12,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -507,7 +508,7 @@ func TestProcessLeaderKill(t *testing.T) {
 	if !lease.Deadline().After(killAt) {
 		t.Fatalf("no renewal since the kill: deadline %v", lease.Deadline())
 	}
-	ka, err := pb.NewLeasesClient(fresh.Conn()).KeepAlive(ctx)
+	ka, err := pbgrpc.NewLeasesClient(fresh.Conn()).KeepAlive(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

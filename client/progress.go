@@ -6,6 +6,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
@@ -20,7 +21,7 @@ func (c *Client) ReportProgress(ctx context.Context, domain string, r *pb.Progre
 	_, err := c.invoke(ctx, retryRead, false, func(ctx context.Context, conn *grpc.ClientConn) error {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		s, err := pb.NewWatermarksClient(conn).ReportProgress(ctx)
+		s, err := pbgrpc.NewWatermarksClient(conn).ReportProgress(ctx)
 		if err != nil {
 			return err
 		}
@@ -157,7 +158,7 @@ func (r *ProgressReporter) receive(ctx context.Context, gen uint64, addr string,
 		deliver(progressEvent{gen: gen, err: err})
 		return
 	}
-	s, err := pb.NewWatermarksClient(conn).ReportProgress(ctx)
+	s, err := pbgrpc.NewWatermarksClient(conn).ReportProgress(ctx)
 	if err != nil {
 		deliver(progressEvent{gen: gen, err: err})
 		return

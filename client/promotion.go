@@ -4,6 +4,7 @@ import (
 	"context"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
@@ -42,7 +43,7 @@ func (c *Client) Promote(ctx context.Context, req *pb.PromotionRequest) (*pb.Pro
 		policy = retryIdempotent
 	}
 	resp, _, err := unary(ctx, c, policy, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.PromoteResponse, error) {
-		return pb.NewPromotionClient(conn).Promote(ctx, wire)
+		return pbgrpc.NewPromotionClient(conn).Promote(ctx, wire)
 	})
 	if err != nil {
 		return nil, err
@@ -60,7 +61,7 @@ func (c *Client) Explain(ctx context.Context, domain, requestID string, opts ...
 	o := readOpts(opts)
 	req := &pb.ExplainRequest{Domain: domain, RequestId: requestID, Read: o.proto()}
 	resp, _, err := unary(ctx, c, retryRead, o.stale, func(ctx context.Context, conn *grpc.ClientConn) (*pb.ExplainResponse, error) {
-		return pb.NewPromotionClient(conn).Explain(ctx, req)
+		return pbgrpc.NewPromotionClient(conn).Explain(ctx, req)
 	})
 	return resp.GetRecord(), err
 }
@@ -100,7 +101,7 @@ func (c *Client) HistoryPage(ctx context.Context, q HistoryQuery, opts ...ReadOp
 	o := readOpts(opts)
 	req := &pb.HistoryRequest{Domain: q.Domain, Read: o.proto(), IncludeDenied: q.IncludeDenied, AfterIndex: q.After, Limit: q.Limit}
 	resp, _, err := unary(ctx, c, retryRead, o.stale, func(ctx context.Context, conn *grpc.ClientConn) (*pb.HistoryResponse, error) {
-		return pb.NewPromotionClient(conn).History(ctx, req)
+		return pbgrpc.NewPromotionClient(conn).History(ctx, req)
 	})
 	return resp, err
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,8 +18,8 @@ import (
 // promoteFake answers Promote from a script of errors, then with an
 // allowed record, counting the sends.
 type promoteFake struct {
-	pb.UnimplementedPromotionServer
-	pb.UnimplementedClusterServer
+	pbgrpc.UnimplementedPromotionServer
+	pbgrpc.UnimplementedClusterServer
 	mu    sync.Mutex
 	errs  []error
 	sends int
@@ -46,8 +47,8 @@ func startPromoteFake(t *testing.T, errs ...error) (*promoteFake, string) {
 	}
 	f := &promoteFake{errs: errs}
 	g := grpc.NewServer()
-	pb.RegisterPromotionServer(g, f)
-	pb.RegisterClusterServer(g, f)
+	pbgrpc.RegisterPromotionServer(g, f)
+	pbgrpc.RegisterClusterServer(g, f)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
 	return f, lis.Addr().String()

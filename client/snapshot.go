@@ -7,6 +7,7 @@ import (
 	"io"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 )
 
 // SaveSnapshot streams a backup of the whole state from the leader into w
@@ -68,7 +69,7 @@ func (c *Client) saveFrom(ctx context.Context, addr string, w io.Writer, chunk u
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := pb.NewClusterClient(conn).SaveSnapshot(ctx, &pb.SaveSnapshotRequest{ChunkBytes: chunk})
+	s, err := pbgrpc.NewClusterClient(conn).SaveSnapshot(ctx, &pb.SaveSnapshotRequest{ChunkBytes: chunk})
 	if err != nil {
 		return nil, nil, false, err
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 )
 
 // Watcher streams events in log order, resuming after disconnects on any
@@ -174,7 +175,7 @@ func (w *Watcher) stream(ctx context.Context, bo *backoff) error {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := pb.NewWatchClient(conn).Watch(sctx, &pb.WatchRequest{FromIndex: w.resumeIndex(), Domains: w.domains})
+	s, err := pbgrpc.NewWatchClient(conn).Watch(sctx, &pb.WatchRequest{FromIndex: w.resumeIndex(), Domains: w.domains})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -143,7 +144,7 @@ func refuseAll(t *testing.T, r *rig, dom string) {
 		req.RequestId = fmt.Sprintf("%s-off-%d", dom, i)
 		p.mod(req)
 		ctx, cancel := ctxT(rpcTimeout)
-		resp, err := pb.NewPromotionClient(p.conn).Promote(ctx, &pb.PromoteRequest{Request: req})
+		resp, err := pbgrpc.NewPromotionClient(p.conn).Promote(ctx, &pb.PromoteRequest{Request: req})
 		cancel()
 		want := p.want
 		if want == "" {
@@ -177,40 +178,40 @@ var policy = &pb.Policy{LeaseTtlMs: 60000, Durability: pb.Durability_DURABILITY_
 // advance is node:<holder> advancing holder's watermark.
 func advance(dom, holder string, epoch, lsn uint64) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
 	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewWatermarksClient(r.as(s, testcluster.Node(holder))).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
+		return pbgrpc.NewWatermarksClient(r.as(s, testcluster.Node(holder))).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
 			{Domain: dom, Epoch: epoch, Holder: holder, Lsn: lsn, Hash: lsnHash(lsn), VisibleCommitId: lsn}}})
 	}
 }
 
 func create(name string, kind pb.DomainKind, p *pb.Policy) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
 	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewDomainsClient(r.conns[s.ID]).CreateDomain(ctx, &pb.CreateDomainRequest{Name: name, Kind: kind, Policy: p})
+		return pbgrpc.NewDomainsClient(r.conns[s.ID]).CreateDomain(ctx, &pb.CreateDomainRequest{Name: name, Kind: kind, Policy: p})
 	}
 }
 
 func register(dom, m string) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
 	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewDomainsClient(r.conns[s.ID]).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: dom, MemberId: m})
+		return pbgrpc.NewDomainsClient(r.conns[s.ID]).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: dom, MemberId: m})
 	}
 }
 
 func assign(dom, h string) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
 	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewDomainsClient(r.conns[s.ID]).AssignInitial(ctx, &pb.AssignInitialRequest{Domain: dom, Holder: h})
+		return pbgrpc.NewDomainsClient(r.conns[s.ID]).AssignInitial(ctx, &pb.AssignInitialRequest{Domain: dom, Holder: h})
 	}
 }
 
 // acquire is node:<h> acquiring as h.
 func acquire(dom, h string) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
 	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewLeasesClient(r.as(s, testcluster.Node(h))).Acquire(ctx, &pb.AcquireRequest{Domain: dom, Holder: h})
+		return pbgrpc.NewLeasesClient(r.as(s, testcluster.Node(h))).Acquire(ctx, &pb.AcquireRequest{Domain: dom, Holder: h})
 	}
 }
 
 // releaseStep is node:<h> releasing as h.
 func releaseStep(dom, h string, e uint64) func(context.Context, *rig, *testcluster.Server) (proto.Message, error) {
 	return func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewLeasesClient(r.as(s, testcluster.Node(h))).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: h, Epoch: e})
+		return pbgrpc.NewLeasesClient(r.as(s, testcluster.Node(h))).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: h, Epoch: e})
 	}
 }
 
@@ -247,7 +248,7 @@ var part2 = []step{
 	{"advance by a non-holder", advance("d.db", "n2", 1, 130)},
 	{"advance an unknown domain", advance("d.none", "n1", 1, 130)},
 	{"update d.db policy", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewDomainsClient(r.conns[s.ID]).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "d.db", Policy: &pb.Policy{LeaseTtlMs: 30000}})
+		return pbgrpc.NewDomainsClient(r.conns[s.ID]).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "d.db", Policy: &pb.Policy{LeaseTtlMs: 30000}})
 	}},
 	{"acquire d.lock w1", acquire("d.lock", "w1")},
 	{"acquire d.lock w2 while held", acquire("d.lock", "w2")},
@@ -257,16 +258,16 @@ var part2 = []step{
 	{"release d.db", releaseStep("d.db", "n1", 1)},
 	{"assign d.db again", assign("d.db", "n2")},
 	{"get d.db", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewDomainsClient(r.conns[s.ID]).GetDomain(ctx, &pb.GetDomainRequest{Name: "d.db"})
+		return pbgrpc.NewDomainsClient(r.conns[s.ID]).GetDomain(ctx, &pb.GetDomainRequest{Name: "d.db"})
 	}},
 	{"list", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewDomainsClient(r.conns[s.ID]).ListDomains(ctx, &pb.ListDomainsRequest{})
+		return pbgrpc.NewDomainsClient(r.conns[s.ID]).ListDomains(ctx, &pb.ListDomainsRequest{})
 	}},
 	{"history d.db", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewPromotionClient(r.conns[s.ID]).History(ctx, &pb.HistoryRequest{Domain: "d.db", IncludeDenied: true})
+		return pbgrpc.NewPromotionClient(r.conns[s.ID]).History(ctx, &pb.HistoryRequest{Domain: "d.db", IncludeDenied: true})
 	}},
 	{"explain a request never made", func(ctx context.Context, r *rig, s *testcluster.Server) (proto.Message, error) {
-		return pb.NewPromotionClient(r.conns[s.ID]).Explain(ctx, &pb.ExplainRequest{Domain: "d.db", RequestId: "never"})
+		return pbgrpc.NewPromotionClient(r.conns[s.ID]).Explain(ctx, &pb.ExplainRequest{Domain: "d.db", RequestId: "never"})
 	}},
 }
 

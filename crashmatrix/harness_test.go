@@ -19,6 +19,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/replay"
@@ -186,7 +187,7 @@ func (r *rig) running() []*testcluster.Server {
 func (r *rig) status(s *testcluster.Server) (*pb.StatusResponse, error) {
 	ctx, cancel := ctxT(rpcTimeout)
 	defer cancel()
-	return pb.NewClusterClient(r.conns[s.ID]).Status(ctx, &pb.StatusRequest{})
+	return pbgrpc.NewClusterClient(r.conns[s.ID]).Status(ctx, &pb.StatusRequest{})
 }
 
 // ready waits until the running servers agree on a leader and that leader
@@ -457,7 +458,7 @@ func (r *rig) release(t testing.TB, dom, holder string, epoch uint64) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := ctxT(rpcTimeout)
-		_, err := pb.NewLeasesClient(r.node(holder).Conn()).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: holder, Epoch: epoch})
+		_, err := pbgrpc.NewLeasesClient(r.node(holder).Conn()).Release(ctx, &pb.ReleaseRequest{Domain: dom, Holder: holder, Epoch: epoch})
 		cancel()
 		if err == nil {
 			return
@@ -499,7 +500,7 @@ func (r *rig) nodeDomain(t testing.TB, s *testcluster.Server, dom string) *pb.Do
 	t.Helper()
 	ctx, cancel := ctxT(rpcTimeout)
 	defer cancel()
-	resp, err := pb.NewDomainsClient(r.conns[s.ID]).GetDomain(ctx, &pb.GetDomainRequest{Name: dom, Read: &pb.ReadOptions{Stale: true}})
+	resp, err := pbgrpc.NewDomainsClient(r.conns[s.ID]).GetDomain(ctx, &pb.GetDomainRequest{Name: dom, Read: &pb.ReadOptions{Stale: true}})
 	if err != nil {
 		t.Fatalf("%s: stale read of %s: %v", s.ID, dom, err)
 	}
@@ -513,7 +514,7 @@ func (r *rig) nodeHistory(t testing.TB, s *testcluster.Server, dom string) []*pb
 	var out []*pb.AttemptRecord
 	for after := uint64(0); ; {
 		ctx, cancel := ctxT(rpcTimeout)
-		resp, err := pb.NewPromotionClient(r.conns[s.ID]).History(ctx, &pb.HistoryRequest{Domain: dom, IncludeDenied: true,
+		resp, err := pbgrpc.NewPromotionClient(r.conns[s.ID]).History(ctx, &pb.HistoryRequest{Domain: dom, IncludeDenied: true,
 			AfterIndex: after, Read: &pb.ReadOptions{Stale: true}})
 		cancel()
 		if err != nil {
@@ -531,7 +532,7 @@ func (r *rig) nodeHistory(t testing.TB, s *testcluster.Server, dom string) []*pb
 func (r *rig) nodeExplain(s *testcluster.Server, dom, id string) (*pb.AttemptRecord, error) {
 	ctx, cancel := ctxT(rpcTimeout)
 	defer cancel()
-	resp, err := pb.NewPromotionClient(r.conns[s.ID]).Explain(ctx, &pb.ExplainRequest{Domain: dom, RequestId: id, Read: &pb.ReadOptions{Stale: true}})
+	resp, err := pbgrpc.NewPromotionClient(r.conns[s.ID]).Explain(ctx, &pb.ExplainRequest{Domain: dom, RequestId: id, Read: &pb.ReadOptions{Stale: true}})
 	if err != nil {
 		return nil, err
 	}
@@ -545,7 +546,7 @@ func (r *rig) nodeEpochs(t testing.TB, s *testcluster.Server) map[string]uint64 
 	after := ""
 	for {
 		ctx, cancel := ctxT(rpcTimeout)
-		resp, err := pb.NewDomainsClient(r.conns[s.ID]).ListDomains(ctx, &pb.ListDomainsRequest{Read: &pb.ReadOptions{Stale: true}, After: after})
+		resp, err := pbgrpc.NewDomainsClient(r.conns[s.ID]).ListDomains(ctx, &pb.ListDomainsRequest{Read: &pb.ReadOptions{Stale: true}, After: after})
 		cancel()
 		if err != nil {
 			t.Fatalf("%s: list domains: %v", s.ID, err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -296,7 +297,7 @@ func (r *rig) cell(t *testing.T, point, role, outcome string) {
 func (r *rig) promoteRaw(s *testcluster.Server, req *pb.PromotionRequest) (*pb.PromoteResponse, error) {
 	ctx, cancel := ctxT(15 * time.Second)
 	defer cancel()
-	return pb.NewPromotionClient(r.conns[s.ID]).Promote(ctx, &pb.PromoteRequest{Request: req})
+	return pbgrpc.NewPromotionClient(r.conns[s.ID]).Promote(ctx, &pb.PromoteRequest{Request: req})
 }
 
 // snapshotOn makes s take a snapshot now.

@@ -57,7 +57,7 @@ func TestExplanationJSON(t *testing.T) {
 	}
 	c := e.Checks[7]
 	if c.Name != validator.CheckCandidateContainsWatermark || c.Satisfied || c.Reason != validator.ReasonReplicaBehindWal ||
-		len(c.Observed) != 1 || c.Observed[0] != (KV{"flushed_lsn", "90"}) || len(c.Required) != 1 || c.Required[0] != (KV{"watermark_lsn", "100"}) {
+		len(c.Observed) != 1 || c.Observed[0] != (KV{Key: "flushed_lsn", Value: "90"}) || len(c.Required) != 1 || c.Required[0] != (KV{Key: "watermark_lsn", Value: "100"}) {
 		t.Fatalf("check %+v", c)
 	}
 	if !strings.Contains(string(a), `"reason": "<n1> & co"`) {

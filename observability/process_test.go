@@ -17,6 +17,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/observability"
@@ -322,7 +323,7 @@ func TestProcessCrashAbort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, err = pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
+	_, err = pbgrpc.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
 		RequestId: "doomed", Domain: "db1", Candidate: "n2", Reason: "crash drill"}})
 	if err == nil {
 		t.Fatal("the leader answered although its failpoint kills it")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/promotion"
@@ -47,7 +48,7 @@ func newSaveLimits() *saveLimits {
 // chunks, then done with the size and SHA-256. The capture and its state
 // hash are taken under one read lock of the FSM, after a barrier (every
 // write acknowledged before the call is in it).
-func (c *clusterAPI) SaveSnapshot(req *pb.SaveSnapshotRequest, stream pb.Cluster_SaveSnapshotServer) error {
+func (c *clusterAPI) SaveSnapshot(req *pb.SaveSnapshotRequest, stream pbgrpc.Cluster_SaveSnapshotServer) error {
 	chunk := int(req.GetChunkBytes())
 	if chunk == 0 {
 		chunk = DefaultSnapshotChunk

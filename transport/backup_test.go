@@ -11,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/fsm"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,7 +19,7 @@ import (
 
 // saveSnapshot reads one SaveSnapshot stream whole.
 func saveSnapshot(ctx context.Context, n *apiNode, chunk uint32) (*pb.SavedSnapshotInfo, []byte, *pb.SaveSnapshotResponse, int, error) {
-	s, err := pb.NewClusterClient(n.conn).SaveSnapshot(ctx, &pb.SaveSnapshotRequest{ChunkBytes: chunk})
+	s, err := pbgrpc.NewClusterClient(n.conn).SaveSnapshot(ctx, &pb.SaveSnapshotRequest{ChunkBytes: chunk})
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}

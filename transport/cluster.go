@@ -6,6 +6,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/promotion"
@@ -14,7 +15,7 @@ import (
 )
 
 type clusterAPI struct {
-	pb.UnimplementedClusterServer
+	pbgrpc.UnimplementedClusterServer
 	*Server
 }
 
@@ -51,7 +52,7 @@ func (c *clusterAPI) TransferLeadership(ctx context.Context, req *pb.TransferLea
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, c.Server, func(ctx context.Context, conn *grpc.ClientConn) (*pb.TransferLeadershipResponse, error) {
-		return pb.NewClusterClient(conn).TransferLeadership(ctx, req)
+		return pbgrpc.NewClusterClient(conn).TransferLeadership(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -119,7 +120,7 @@ func (c *clusterAPI) AddServer(ctx context.Context, req *pb.AddServerRequest) (*
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, c.Server, func(ctx context.Context, conn *grpc.ClientConn) (*pb.AddServerResponse, error) {
-		return pb.NewClusterClient(conn).AddServer(ctx, req)
+		return pbgrpc.NewClusterClient(conn).AddServer(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -214,7 +215,7 @@ func (c *clusterAPI) RemoveServer(ctx context.Context, req *pb.RemoveServerReque
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, c.Server, func(ctx context.Context, conn *grpc.ClientConn) (*pb.RemoveServerResponse, error) {
-		return pb.NewClusterClient(conn).RemoveServer(ctx, req)
+		return pbgrpc.NewClusterClient(conn).RemoveServer(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -318,7 +319,7 @@ func (c *clusterAPI) probe(ctx context.Context, grpcAddr string) (uint64, error)
 	defer conn.Close()
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	st, err := pb.NewClusterClient(conn).Status(pctx, &pb.StatusRequest{})
+	st, err := pbgrpc.NewClusterClient(conn).Status(pctx, &pb.StatusRequest{})
 	if err != nil {
 		return 0, err
 	}

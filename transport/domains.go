@@ -5,12 +5,13 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/fsm"
 	"google.golang.org/grpc"
 )
 
 type domains struct {
-	pb.UnimplementedDomainsServer
+	pbgrpc.UnimplementedDomainsServer
 	*Server
 }
 
@@ -22,7 +23,7 @@ func (d *domains) CreateDomain(ctx context.Context, req *pb.CreateDomainRequest)
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
-		return pb.NewDomainsClient(c).CreateDomain(ctx, req)
+		return pbgrpc.NewDomainsClient(c).CreateDomain(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -40,7 +41,7 @@ func (d *domains) UpdatePolicy(ctx context.Context, req *pb.UpdatePolicyRequest)
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
-		return pb.NewDomainsClient(c).UpdatePolicy(ctx, req)
+		return pbgrpc.NewDomainsClient(c).UpdatePolicy(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -58,7 +59,7 @@ func (d *domains) RegisterMember(ctx context.Context, req *pb.RegisterMemberRequ
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
-		return pb.NewDomainsClient(c).RegisterMember(ctx, req)
+		return pbgrpc.NewDomainsClient(c).RegisterMember(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -75,7 +76,7 @@ func (d *domains) AssignInitial(ctx context.Context, req *pb.AssignInitialReques
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AuthorityResponse, error) {
-		return pb.NewDomainsClient(c).AssignInitial(ctx, req)
+		return pbgrpc.NewDomainsClient(c).AssignInitial(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -92,7 +93,7 @@ func (d *domains) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.
 	}
 	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forwardRead(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DomainResponse, error) {
-			return pb.NewDomainsClient(c).GetDomain(ctx, req)
+			return pbgrpc.NewDomainsClient(c).GetDomain(ctx, req)
 		}); ok {
 			return resp, err
 		}
@@ -120,7 +121,7 @@ func (d *domains) ListDomains(ctx context.Context, req *pb.ListDomainsRequest) (
 	}
 	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forwardRead(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ListDomainsResponse, error) {
-			return pb.NewDomainsClient(c).ListDomains(ctx, req)
+			return pbgrpc.NewDomainsClient(c).ListDomains(ctx, req)
 		}); ok {
 			return resp, err
 		}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -35,7 +36,7 @@ func (p *promotionAPI) RequestHandover(ctx context.Context, req *pb.RequestHando
 		}
 	}
 	if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.RequestHandoverResponse, error) {
-		return pb.NewPromotionClient(c).RequestHandover(ctx, req)
+		return pbgrpc.NewPromotionClient(c).RequestHandover(ctx, req)
 	}); ok {
 		return resp, err
 	}

@@ -7,12 +7,13 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/fsm"
 	"google.golang.org/grpc"
 )
 
 type leases struct {
-	pb.UnimplementedLeasesServer
+	pbgrpc.UnimplementedLeasesServer
 	*Server
 }
 
@@ -21,7 +22,7 @@ func (l *leases) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.Lease
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.LeaseResponse, error) {
-		return pb.NewLeasesClient(c).Acquire(ctx, req)
+		return pbgrpc.NewLeasesClient(c).Acquire(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -45,7 +46,7 @@ func (l *leases) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.Autho
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AuthorityResponse, error) {
-		return pb.NewLeasesClient(c).Release(ctx, req)
+		return pbgrpc.NewLeasesClient(c).Release(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -67,7 +68,7 @@ func (l *leases) DeployStep(ctx context.Context, req *pb.DeployStepRequest) (*pb
 		return nil, l.fail(err)
 	}
 	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.DeployStepResponse, error) {
-		return pb.NewLeasesClient(c).DeployStep(ctx, req)
+		return pbgrpc.NewLeasesClient(c).DeployStep(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -89,7 +90,7 @@ func (l *leases) ReleaseTransition(ctx context.Context, req *pb.ReleaseTransitio
 		return nil, l.fail(err)
 	}
 	if resp, ok, err := forward(ctx, l.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ReleaseTransitionResponse, error) {
-		return pb.NewLeasesClient(c).ReleaseTransition(ctx, req)
+		return pbgrpc.NewLeasesClient(c).ReleaseTransition(ctx, req)
 	}); ok {
 		return resp, err
 	}

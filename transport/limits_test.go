@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/validator"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -50,7 +51,7 @@ func TestInputLimits(t *testing.T) {
 	seed(t, l.conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dom, wm, promo := pb.NewDomainsClient(l.conn), pb.NewWatermarksClient(l.conn), pb.NewPromotionClient(l.conn)
+	dom, wm, promo := pbgrpc.NewDomainsClient(l.conn), pbgrpc.NewWatermarksClient(l.conn), pbgrpc.NewPromotionClient(l.conn)
 	if _, err := dom.CreateDomain(ctx, &pb.CreateDomainRequest{Name: "big", Kind: pb.DomainKind_DOMAIN_KIND_AERODB,
 		Policy: &pb.Policy{LeaseTtlMs: 10_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}}); err != nil {
 		t.Fatal(err)
@@ -99,7 +100,7 @@ func TestInputLimits(t *testing.T) {
 	}
 	report := func(st pb.ReplicaState) func() error {
 		return func() error {
-			s, err := pb.NewWatermarksClient(l.conn).ReportProgress(ctx)
+			s, err := pbgrpc.NewWatermarksClient(l.conn).ReportProgress(ctx)
 			if err != nil {
 				return err
 			}
@@ -126,7 +127,7 @@ func TestInputLimits(t *testing.T) {
 				req.Domains = append(req.Domains, fmt.Sprintf("w%d", i))
 			}
 			req.Domains[0] = "db1"
-			s, err := pb.NewWatchClient(l.conn).Watch(wctx, req)
+			s, err := pbgrpc.NewWatchClient(l.conn).Watch(wctx, req)
 			if err != nil {
 				return err
 			}
@@ -333,7 +334,7 @@ func TestHugeFieldsGiveSmallErrors(t *testing.T) {
 	}()
 	huge := []byte(strings.Repeat("\x00é1", 1<<20/4))
 	ctx := context.Background()
-	services := pb.File_authority_v1_service_proto.Services()
+	services := pbgrpc.File_authority_v1_service_proto.Services()
 	tried, longest := 0, 0
 	// RPCs whose requests have no string or bytes field: nothing to
 	// oversize here (their bounded numbers are checked by their own

@@ -4,13 +4,14 @@ import (
 	"context"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/promotion"
 	"google.golang.org/grpc"
 )
 
 type promotionAPI struct {
-	pb.UnimplementedPromotionServer
+	pbgrpc.UnimplementedPromotionServer
 	*Server
 }
 
@@ -21,7 +22,7 @@ func (p *promotionAPI) Promote(ctx context.Context, req *pb.PromoteRequest) (*pb
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.PromoteResponse, error) {
-		return pb.NewPromotionClient(c).Promote(ctx, req)
+		return pbgrpc.NewPromotionClient(c).Promote(ctx, req)
 	}); ok {
 		return resp, err
 	}
@@ -42,7 +43,7 @@ func (p *promotionAPI) Explain(ctx context.Context, req *pb.ExplainRequest) (*pb
 	}
 	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forwardRead(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.ExplainResponse, error) {
-			return pb.NewPromotionClient(c).Explain(ctx, req)
+			return pbgrpc.NewPromotionClient(c).Explain(ctx, req)
 		}); ok {
 			return resp, err
 		}
@@ -66,7 +67,7 @@ func (p *promotionAPI) History(ctx context.Context, req *pb.HistoryRequest) (*pb
 	}
 	if !req.GetRead().GetStale() && !staleReads {
 		if resp, ok, err := forwardRead(ctx, p.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.HistoryResponse, error) {
-			return pb.NewPromotionClient(c).History(ctx, req)
+			return pbgrpc.NewPromotionClient(c).History(ctx, req)
 		}); ok {
 			return resp, err
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/identity"
 	"github.com/prometheus/client_golang/prometheus"
@@ -387,7 +388,7 @@ func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
 // denied promotions in front of Promote (on the leader; a follower
 // forwards, and the leader applies it).
 type limitedPromotion struct {
-	pb.PromotionServer
+	pbgrpc.PromotionServer
 	s *Server
 }
 

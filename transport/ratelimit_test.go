@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/identity"
 	"github.com/prometheus/client_golang/prometheus"
@@ -181,8 +182,8 @@ func TestEveryRPCHasARateKind(t *testing.T) {
 		}
 	}
 	streams := map[string]bool{}
-	for _, sd := range []grpc.ServiceDesc{pb.Domains_ServiceDesc, pb.Leases_ServiceDesc, pb.Watermarks_ServiceDesc,
-		pb.Promotion_ServiceDesc, pb.Watch_ServiceDesc, pb.Cluster_ServiceDesc} {
+	for _, sd := range []grpc.ServiceDesc{pbgrpc.Domains_ServiceDesc, pbgrpc.Leases_ServiceDesc, pbgrpc.Watermarks_ServiceDesc,
+		pbgrpc.Promotion_ServiceDesc, pbgrpc.Watch_ServiceDesc, pbgrpc.Cluster_ServiceDesc} {
 		for _, st := range sd.Streams {
 			streams["/"+sd.ServiceName+"/"+st.StreamName] = true
 		}

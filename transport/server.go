@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/promotion"
@@ -95,12 +96,12 @@ func New(cfg Config) *Server {
 // Register attaches every service to g. The gRPC server must chain
 // UnaryInterceptor and StreamInterceptor after authz's (rate limits).
 func (s *Server) Register(g *grpc.Server) {
-	pb.RegisterDomainsServer(g, &domains{Server: s})
-	pb.RegisterLeasesServer(g, &leases{Server: s})
-	pb.RegisterWatermarksServer(g, &watermarks{Server: s})
-	pb.RegisterPromotionServer(g, limitedPromotion{PromotionServer: &promotionAPI{Server: s}, s: s})
-	pb.RegisterWatchServer(g, &watch{Server: s})
-	pb.RegisterClusterServer(g, &clusterAPI{Server: s})
+	pbgrpc.RegisterDomainsServer(g, &domains{Server: s})
+	pbgrpc.RegisterLeasesServer(g, &leases{Server: s})
+	pbgrpc.RegisterWatermarksServer(g, &watermarks{Server: s})
+	pbgrpc.RegisterPromotionServer(g, limitedPromotion{PromotionServer: &promotionAPI{Server: s}, s: s})
+	pbgrpc.RegisterWatchServer(g, &watch{Server: s})
+	pbgrpc.RegisterClusterServer(g, &clusterAPI{Server: s})
 }
 
 // Close drops forwarding connections.

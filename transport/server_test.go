@@ -11,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/promotion"
 	"github.com/hashicorp/raft"
@@ -146,7 +147,7 @@ var h100 = []byte{0xab, 0xcd}
 func seed(t *testing.T, conn *grpc.ClientConn) {
 	t.Helper()
 	ctx := context.Background()
-	d := pb.NewDomainsClient(conn)
+	d := pbgrpc.NewDomainsClient(conn)
 	if _, err := d.CreateDomain(ctx, &pb.CreateDomainRequest{Name: "db1", Kind: pb.DomainKind_DOMAIN_KIND_AERODB,
 		Policy: &pb.Policy{LeaseTtlMs: 60_000, Durability: pb.Durability_DURABILITY_AUTHORITY_GATED}}); err != nil {
 		t.Fatal(err)
@@ -159,7 +160,7 @@ func seed(t *testing.T, conn *grpc.ClientConn) {
 	if _, err := d.AssignInitial(ctx, &pb.AssignInitialRequest{Domain: "db1", Holder: "n1"}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := pb.NewWatermarksClient(conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
+	resp, err := pbgrpc.NewWatermarksClient(conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
 		{Domain: "db1", Epoch: 1, Holder: "n1", Lsn: 100, Hash: h100, VisibleCommitId: 7}}})
 	if err != nil || !resp.Results[0].Ok {
 		t.Fatal(err, resp)
@@ -174,30 +175,30 @@ func TestFollowerForwardsWrites(t *testing.T) {
 	seed(t, f.conn)
 	ctx := context.Background()
 	for _, n := range nodes {
-		resp, err := pb.NewDomainsClient(n.conn).GetDomain(ctx, &pb.GetDomainRequest{Name: "db1"})
+		resp, err := pbgrpc.NewDomainsClient(n.conn).GetDomain(ctx, &pb.GetDomainRequest{Name: "db1"})
 		if err != nil || resp.Domain.Epoch != 1 || resp.Domain.Watermark.GetLsn() != 100 {
 			t.Fatalf("read via %s: %v %v", n.node.ID(), resp, err)
 		}
 	}
 	// Promotion through a follower: denied while n1's lease is valid.
-	resp, err := pb.NewPromotionClient(f.conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
+	resp, err := pbgrpc.NewPromotionClient(f.conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
 		RequestId: "r1", Domain: "db1", Candidate: "n2"}})
 	if err != nil || resp.Record.GetDecision().GetAllowed() || resp.Record.Decision.DenialReason != "PrimaryStillActive" || !resp.Committed {
 		t.Fatalf("promote via follower: %v %v", resp, err)
 	}
 	// Explain gives the byte-identical record from every node.
 	for _, n := range nodes {
-		ex, err := pb.NewPromotionClient(n.conn).Explain(ctx, &pb.ExplainRequest{Domain: "db1", RequestId: "r1"})
+		ex, err := pbgrpc.NewPromotionClient(n.conn).Explain(ctx, &pb.ExplainRequest{Domain: "db1", RequestId: "r1"})
 		if err != nil || ex.Record.LogIndex != resp.Record.LogIndex || ex.Record.Decision.DenialReason != "PrimaryStillActive" {
 			t.Fatalf("explain via %s: %v %v", n.node.ID(), ex, err)
 		}
 	}
 	// The old holder is fenced after a move of the epoch: here n1 releases
 	// and a later advance at epoch 1 is refused with FENCED.
-	if _, err := pb.NewLeasesClient(f.conn).Release(ctx, &pb.ReleaseRequest{Domain: "db1", Holder: "n1", Epoch: 1}); err != nil {
+	if _, err := pbgrpc.NewLeasesClient(f.conn).Release(ctx, &pb.ReleaseRequest{Domain: "db1", Holder: "n1", Epoch: 1}); err != nil {
 		t.Fatal(err)
 	}
-	adv, err := pb.NewWatermarksClient(f.conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
+	adv, err := pbgrpc.NewWatermarksClient(f.conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
 		{Domain: "db1", Epoch: 1, Holder: "n1", Lsn: 101, Hash: h100}}})
 	if err != nil || adv.Results[0].Ok || adv.Results[0].ErrorReason != pb.ReasonFenced {
 		t.Fatalf("advance after release: %v %v", adv, err)
@@ -212,7 +213,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	seed(t, l.conn)
 	ctx := context.Background()
 	before := stateHash(t, l)
-	dom, lease, wm, promo := pb.NewDomainsClient(l.conn), pb.NewLeasesClient(l.conn), pb.NewWatermarksClient(l.conn), pb.NewPromotionClient(l.conn)
+	dom, lease, wm, promo := pbgrpc.NewDomainsClient(l.conn), pbgrpc.NewLeasesClient(l.conn), pbgrpc.NewWatermarksClient(l.conn), pbgrpc.NewPromotionClient(l.conn)
 	long := strings.Repeat("x", 129)
 	big := strings.Repeat("y", 4<<20)
 	one := uint64(1)
@@ -330,7 +331,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 
 func stateHash(t *testing.T, n *apiNode) string {
 	t.Helper()
-	resp, err := pb.NewClusterClient(n.conn).Status(context.Background(), &pb.StatusRequest{})
+	resp, err := pbgrpc.NewClusterClient(n.conn).Status(context.Background(), &pb.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,13 +346,13 @@ func TestWatchFromAnyNode(t *testing.T) {
 	seed(t, l.conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := pb.NewPromotionClient(l.conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{RequestId: "r1", Domain: "db1", Candidate: "n2"}})
+	resp, err := pbgrpc.NewPromotionClient(l.conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{RequestId: "r1", Domain: "db1", Candidate: "n2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"replication.promotion.requested", "replication.promotion.validation_started", "replication.promotion.validation_failed"}
 	for _, n := range nodes {
-		stream, err := pb.NewWatchClient(n.conn).Watch(ctx, &pb.WatchRequest{FromIndex: 1, Domains: []string{"db1"}})
+		stream, err := pbgrpc.NewWatchClient(n.conn).Watch(ctx, &pb.WatchRequest{FromIndex: 1, Domains: []string{"db1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,7 +374,7 @@ func TestWatchFromAnyNode(t *testing.T) {
 		}
 	}
 	// From index 1: every event from the start, in (index, seq) order.
-	stream, err := pb.NewWatchClient(l.conn).Watch(ctx, &pb.WatchRequest{FromIndex: 1})
+	stream, err := pbgrpc.NewWatchClient(l.conn).Watch(ctx, &pb.WatchRequest{FromIndex: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

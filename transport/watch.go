@@ -4,11 +4,12 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"google.golang.org/grpc"
 )
 
 type watch struct {
-	pb.UnimplementedWatchServer
+	pbgrpc.UnimplementedWatchServer
 	*Server
 }
 

@@ -6,12 +6,13 @@ import (
 	"io"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/promotion"
 	"google.golang.org/grpc"
 )
 
 type watermarks struct {
-	pb.UnimplementedWatermarksServer
+	pbgrpc.UnimplementedWatermarksServer
 	*Server
 }
 
@@ -24,7 +25,7 @@ func (w *watermarks) Advance(ctx context.Context, req *pb.AdvanceRequest) (*pb.A
 		return nil, err
 	}
 	if resp, ok, err := forward(ctx, w.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.AdvanceResponse, error) {
-		return pb.NewWatermarksClient(c).Advance(ctx, req)
+		return pbgrpc.NewWatermarksClient(c).Advance(ctx, req)
 	}); ok {
 		return resp, err
 	}

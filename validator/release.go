@@ -1,10 +1,10 @@
 package validator
 
 import (
-	"context"
-	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
-	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 // Release checks (docs/RELEASES.md), in the order they run.
@@ -359,7 +358,7 @@ func VerifyEvidence(envelope []byte, typ, predicate string, keys []*pb.TrustedKe
 	if len(envelope) > MaxEvidenceBytes {
 		return nil, "", fmt.Errorf("envelope is %d bytes, more than %d", len(envelope), MaxEvidenceBytes)
 	}
-	var env dsse.Envelope
+	var env dsseEnvelope
 	if err := json.Unmarshal(envelope, &env); err != nil {
 		return nil, "", errors.New("not a DSSE envelope (JSON)")
 	}
@@ -369,44 +368,108 @@ func VerifyEvidence(envelope []byte, typ, predicate string, keys []*pb.TrustedKe
 	if n := len(env.Signatures); n == 0 || n > MaxEvidenceSignatures {
 		return nil, "", fmt.Errorf("%d signatures (want 1..%d)", n, MaxEvidenceSignatures)
 	}
-	var verifiers []dsse.Verifier
+	var trusted []*pb.TrustedKey
 	for _, k := range keys {
 		if k.GetEvidenceType() == typ && len(k.GetEd25519PublicKey()) == ed25519.PublicKeySize {
-			verifiers = append(verifiers, edVerifier{id: k.GetKeyId(), pub: ed25519.PublicKey(k.GetEd25519PublicKey())})
+			trusted = append(trusted, k)
 		}
 	}
-	if len(verifiers) == 0 {
+	if len(trusted) == 0 {
 		return nil, "", fmt.Errorf("no key is trusted for %s evidence", typ)
 	}
-	ev, err := dsse.NewEnvelopeVerifier(verifiers...)
+	keyID, body, err := dsseVerify(&env, trusted)
 	if err != nil {
 		return nil, "", err
-	}
-	accepted, body, err := ev.VerifyAndDecode(context.Background(), &env)
-	if err != nil || len(accepted) == 0 {
-		return nil, "", errors.New("no signature by a trusted key")
 	}
 	var st Statement
 	if err := json.Unmarshal(body, &st); err != nil || st.Type != StatementType || st.PredicateType != predicate {
 		return nil, "", fmt.Errorf("not an in-toto Statement v1 of predicate type %s", predicate)
 	}
-	return &st, accepted[0].KeyID, nil
+	return &st, keyID, nil
 }
 
-// edVerifier is an Ed25519 DSSE verifier named by its pinned key id.
-type edVerifier struct {
-	id  string
-	pub ed25519.PublicKey
+// dsseEnvelope and dsseSignature are the DSSE envelope's JSON
+// (https://github.com/secure-systems-lab/dsse/blob/master/envelope.md).
+// The validator verifies envelopes itself rather than with
+// go-securesystemslib/dsse, whose package links golang.org/x/crypto/ssh
+// and with it net, os and crypto/rand, and prints to stdout: the core
+// links none of these (docs/ARCHITECTURE.md, internal/archtest).
+type dsseEnvelope struct {
+	PayloadType string          `json:"payloadType"`
+	Payload     string          `json:"payload"`
+	Signatures  []dsseSignature `json:"signatures"`
 }
 
-func (v edVerifier) Verify(_ context.Context, data, sig []byte) error {
-	if !ed25519.Verify(v.pub, data, sig) {
-		return errors.New("bad signature")
+type dsseSignature struct {
+	KeyID string `json:"keyid"`
+	Sig   string `json:"sig"`
+}
+
+// dsseVerify accepts env when one of its signatures verifies under one of
+// the trusted Ed25519 keys, with the semantics of go-securesystemslib's
+// EnvelopeVerifier at threshold 1 (which this replaces): the payload and
+// every signature must be base64 (standard or URL alphabet); a signature
+// naming a key id is tried only with the key of that id; the accepted key
+// is that of the first signature, in envelope order, that verifies, under
+// the first trusted key, in policy order, that verifies it. It returns
+// that key's id (for a key without one, its OpenSSH SHA256 fingerprint,
+// as the library did) and the decoded payload.
+func dsseVerify(env *dsseEnvelope, trusted []*pb.TrustedKey) (string, []byte, error) {
+	body, err := dsseB64(env.Payload)
+	if err != nil {
+		return "", nil, err
 	}
-	return nil
+	sigs := make([][]byte, len(env.Signatures))
+	for i, s := range env.Signatures {
+		if sigs[i], err = dsseB64(s.Sig); err != nil {
+			return "", nil, err
+		}
+	}
+	pae := dssePAE(env.PayloadType, body)
+	for i, s := range env.Signatures {
+		for _, k := range trusted {
+			id := k.GetKeyId()
+			if id == "" {
+				id = sshFingerprint(k.GetEd25519PublicKey())
+			}
+			if s.KeyID != "" && s.KeyID != id {
+				continue
+			}
+			if ed25519.Verify(ed25519.PublicKey(k.GetEd25519PublicKey()), pae, sigs[i]) {
+				return id, body, nil
+			}
+		}
+	}
+	return "", nil, errors.New("no signature by a trusted key")
 }
-func (v edVerifier) KeyID() (string, error)   { return v.id, nil }
-func (v edVerifier) Public() crypto.PublicKey { return v.pub }
+
+// dssePAE is DSSE's pre-authentication encoding, what is signed.
+func dssePAE(payloadType string, payload []byte) []byte {
+	b := fmt.Appendf(nil, "DSSEv1 %d %s %d ", len(payloadType), payloadType, len(payload))
+	return append(b, payload...)
+}
+
+func dsseB64(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		if b, err = base64.URLEncoding.DecodeString(s); err != nil {
+			return nil, errors.New("unable to base64 decode payload (is payload in the right format?)")
+		}
+	}
+	return b, nil
+}
+
+// sshFingerprint is ssh.FingerprintSHA256 of an Ed25519 public key: the
+// key id go-securesystemslib gave a verifier without one.
+func sshFingerprint(pub []byte) string {
+	var w []byte
+	for _, f := range [][]byte{[]byte("ssh-ed25519"), pub} {
+		w = binary.BigEndian.AppendUint32(w, uint32(len(f)))
+		w = append(w, f...)
+	}
+	sum := sha256.Sum256(w)
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
+}
 
 func subjectHas(st *Statement, digest string) bool {
 	hexPart, ok := strings.CutPrefix(digest, "sha256:")

@@ -15,7 +15,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/fsm"
-	"github.com/aerodb/authority/observability"
+	"github.com/aerodb/authority/render"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -266,10 +266,10 @@ func (p jsonPrinter) Authority(r *pb.AuthorityResponse) error { return p.proto(r
 // one explain prints) plus what the call itself did. The header (who
 // served it) is left out, so a retried promotion prints what the first did.
 type promotionJSON struct {
-	Committed   bool                       `json:"committed"`
-	Duplicate   bool                       `json:"duplicate"`
-	Lifecycle   []string                   `json:"lifecycle"`
-	Explanation *observability.Explanation `json:"explanation"`
+	Committed   bool                `json:"committed"`
+	Duplicate   bool                `json:"duplicate"`
+	Lifecycle   []string            `json:"lifecycle"`
+	Explanation *render.Explanation `json:"explanation"`
 }
 
 func (p jsonPrinter) Promotion(r *pb.PromoteResponse) error {
@@ -278,13 +278,13 @@ func (p jsonPrinter) Promotion(r *pb.PromoteResponse) error {
 		lc = []string{}
 	}
 	return p.write(promotionJSON{Committed: r.GetCommitted(), Duplicate: r.GetDuplicate(), Lifecycle: lc,
-		Explanation: observability.Explain(r.GetRecord())}, true)
+		Explanation: render.Explain(r.GetRecord())}, true)
 }
 
-// Attempt prints the explanation artifact (observability.Explain): fixed
+// Attempt prints the explanation artifact (render.Explain): fixed
 // field order, byte-identical from every server.
 func (p jsonPrinter) Attempt(r *pb.AttemptRecord) error {
-	b, err := observability.ExplanationJSON(r)
+	b, err := render.ExplanationJSON(r)
 	if err != nil {
 		return err
 	}
@@ -293,14 +293,14 @@ func (p jsonPrinter) Attempt(r *pb.AttemptRecord) error {
 }
 
 type historyJSON struct {
-	Domain  string                       `json:"domain"`
-	Records []*observability.Explanation `json:"records"`
+	Domain  string                `json:"domain"`
+	Records []*render.Explanation `json:"records"`
 }
 
 func (p jsonPrinter) History(domain string, rs []*pb.AttemptRecord) error {
-	h := historyJSON{Domain: domain, Records: []*observability.Explanation{}}
+	h := historyJSON{Domain: domain, Records: []*render.Explanation{}}
 	for _, r := range rs {
-		h.Records = append(h.Records, observability.Explain(r))
+		h.Records = append(h.Records, render.Explain(r))
 	}
 	return p.write(h, true)
 }
@@ -308,7 +308,7 @@ func (p jsonPrinter) History(domain string, rs []*pb.AttemptRecord) error {
 // Event writes one JSON line per event (the same form as authorityd's
 // --event-log).
 func (p jsonPrinter) Event(e *pb.Event) error {
-	b, err := observability.EventLine(e)
+	b, err := render.EventLine(e)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/internal/testcluster"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -56,7 +57,7 @@ func TestHostileInputAndConnectionFlood(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st, err := pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+			st, err := pbgrpc.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
 			conn.Close()
 			if err != nil {
 				t.Fatal(err)
@@ -88,34 +89,34 @@ func TestHostileInputAndConnectionFlood(t *testing.T) {
 		want string
 	}{
 		{"10,000 waivers", func(conn *grpc.ClientConn) error {
-			_, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
+			_, err := pbgrpc.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
 				RequestId: "w1", Domain: "db1", Candidate: "n2", Reason: "flood", Waivers: waivers}})
 			return err
 		}, codes.InvalidArgument, "waivers has 10000 entries, more than the limit of 8"},
 		{"1 MiB reason", func(conn *grpc.ClientConn) error {
-			_, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
+			_, err := pbgrpc.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
 				RequestId: "w2", Domain: "db1", Candidate: "n2", Reason: mb}})
 			return err
 		}, codes.InvalidArgument, "reason is 1048576 bytes, more than 1024"},
 		{"1 MiB waiver", func(conn *grpc.ClientConn) error {
-			_, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
+			_, err := pbgrpc.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
 				RequestId: "w3", Domain: "db1", Candidate: "n2", Reason: "x", Waivers: []string{mb}}})
 			return err
 		}, codes.InvalidArgument, "waivers[0] is 1048576 bytes, not a known waiver"},
 		{"1 MiB domain name", func(conn *grpc.ClientConn) error {
-			_, err := pb.NewDomainsClient(conn).CreateDomain(ctx, &pb.CreateDomainRequest{Name: mb, Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
+			_, err := pbgrpc.NewDomainsClient(conn).CreateDomain(ctx, &pb.CreateDomainRequest{Name: mb, Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 			return err
 		}, codes.InvalidArgument, "domain is 1048576 bytes, longer than 128"},
 		{"1 MiB member address", func(conn *grpc.ClientConn) error {
-			_, err := pb.NewDomainsClient(conn).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "db1", MemberId: "n3", Address: mb})
+			_, err := pbgrpc.NewDomainsClient(conn).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "db1", MemberId: "n3", Address: mb})
 			return err
 		}, codes.InvalidArgument, "address is 1048576 bytes, more than 256"},
 		{"1 MiB explain request id", func(conn *grpc.ClientConn) error {
-			_, err := pb.NewPromotionClient(conn).Explain(ctx, &pb.ExplainRequest{Domain: "db1", RequestId: mb})
+			_, err := pbgrpc.NewPromotionClient(conn).Explain(ctx, &pb.ExplainRequest{Domain: "db1", RequestId: mb})
 			return err
 		}, codes.InvalidArgument, "request_id is 1048576 bytes, longer than 128"},
 		{"3 MiB message", func(conn *grpc.ClientConn) error {
-			_, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
+			_, err := pbgrpc.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{
 				RequestId: "w4", Domain: "db1", Candidate: "n2", Reason: huge}})
 			return err
 		}, codes.ResourceExhausted, "larger than max"},

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/cluster"
 	"github.com/aerodb/authority/identity"
@@ -151,7 +152,7 @@ func askClusterID(ctx context.Context, cfg Config, src *tlsfiles.Source) (string
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		st, err := pb.NewClusterClient(conn).Status(cctx, &pb.StatusRequest{})
+		st, err := pbgrpc.NewClusterClient(conn).Status(cctx, &pb.StatusRequest{})
 		cancel()
 		conn.Close()
 		if err == nil && st.GetClusterId() != "" {
@@ -262,7 +263,7 @@ func joinedPeers(ctx context.Context, cfg Config, src *tlsfiles.Source) map[stri
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		m, err := pb.NewClusterClient(conn).Members(cctx, &pb.MembersRequest{})
+		m, err := pbgrpc.NewClusterClient(conn).Members(cctx, &pb.MembersRequest{})
 		cancel()
 		conn.Close()
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -94,72 +95,72 @@ func attack(t *testing.T, c *testcluster.Cluster, addr string, lockEpoch uint64)
 	deployer := stub(t, c, addr, identity.Identity{Role: identity.Deployer, Name: "a"})
 
 	for i := range 3 {
-		_, err := pb.NewClusterClient(n2).AddServer(ctx, &pb.AddServerRequest{Id: "evil" + string(rune('0'+i)),
+		_, err := pbgrpc.NewClusterClient(n2).AddServer(ctx, &pb.AddServerRequest{Id: "evil" + string(rune('0'+i)),
 			RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:1"})
 		wantDenied(t, "node adds a server", err)
 	}
-	_, err := pb.NewClusterClient(reader).RemoveServer(ctx, &pb.RemoveServerRequest{Id: "s3"})
+	_, err := pbgrpc.NewClusterClient(reader).RemoveServer(ctx, &pb.RemoveServerRequest{Id: "s3"})
 	wantDenied(t, "reader removes a server", err)
-	_, err = pb.NewLeasesClient(b).Release(ctx, &pb.ReleaseRequest{Domain: "lk", Holder: "a", Epoch: lockEpoch})
+	_, err = pbgrpc.NewLeasesClient(b).Release(ctx, &pb.ReleaseRequest{Domain: "lk", Holder: "a", Epoch: lockEpoch})
 	wantDenied(t, "b releases a's lock", err)
-	_, err = pb.NewLeasesClient(b).Acquire(ctx, &pb.AcquireRequest{Domain: "lk", Holder: "a"})
+	_, err = pbgrpc.NewLeasesClient(b).Acquire(ctx, &pb.AcquireRequest{Domain: "lk", Holder: "a"})
 	wantDenied(t, "b acquires as a", err)
 	// A deployer may act only on lock domains, as itself: "a" on the aerodb
 	// domain is refused by kind.
-	_, err = pb.NewLeasesClient(deployer).Release(ctx, &pb.ReleaseRequest{Domain: "db", Holder: "a", Epoch: 1})
+	_, err = pbgrpc.NewLeasesClient(deployer).Release(ctx, &pb.ReleaseRequest{Domain: "db", Holder: "a", Epoch: 1})
 	wantDenied(t, "deployer on an aerodb domain", err)
 
-	ka, err := pb.NewLeasesClient(n2).KeepAlive(ctx)
+	ka, err := pbgrpc.NewLeasesClient(n2).KeepAlive(ctx)
 	mustOK(t, "open keep-alive", err)
 	mustOK(t, "send", ka.Send(&pb.KeepAliveRequest{Domain: "db", Holder: "n1", Epoch: 1, Seq: 1}))
 	_, err = ka.Recv()
 	wantDenied(t, "n2 renews n1's lease", err)
 
-	pr, err := pb.NewWatermarksClient(n2).ReportProgress(ctx)
+	pr, err := pbgrpc.NewWatermarksClient(n2).ReportProgress(ctx)
 	mustOK(t, "open progress", err)
 	mustOK(t, "send", pr.Send(&pb.ProgressReportRequest{Domain: "db", Report: &pb.ProgressReport{MemberId: "n3", Epoch: 1,
 		FlushedLsn: 1 << 40, FlushedHash: []byte("x"), AppliedCommitId: 1 << 40, ReadSafe: true}}))
 	_, err = pr.Recv()
 	wantDenied(t, "n2 reports as n3", err)
 
-	_, err = pb.NewWatermarksClient(n2).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
+	_, err = pbgrpc.NewWatermarksClient(n2).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{
 		{Domain: "db", Epoch: 1, Holder: "n1", Lsn: 11, Hash: []byte("h11"), VisibleCommitId: 6}}})
 	wantDenied(t, "n2 advances n1's watermark", err)
-	_, err = pb.NewLeasesClient(n2).Release(ctx, &pb.ReleaseRequest{Domain: "db", Holder: "n1", Epoch: 1})
+	_, err = pbgrpc.NewLeasesClient(n2).Release(ctx, &pb.ReleaseRequest{Domain: "db", Holder: "n1", Epoch: 1})
 	wantDenied(t, "n2 releases n1", err)
-	_, err = pb.NewPromotionClient(n2).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{Domain: "db", Candidate: "n2",
+	_, err = pbgrpc.NewPromotionClient(n2).Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{Domain: "db", Candidate: "n2",
 		RequestId: "evil-1", Reason: "takeover"}})
 	wantDenied(t, "n2 promotes itself", err)
 	for name, conn := range map[string]*grpc.ClientConn{"node": n2, "reader": reader} {
-		_, err = pb.NewDomainsClient(conn).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "db", Policy: &pb.Policy{LeaseTtlMs: 100}})
+		_, err = pbgrpc.NewDomainsClient(conn).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "db", Policy: &pb.Policy{LeaseTtlMs: 100}})
 		wantDenied(t, name+" sets a 100 ms TTL", err)
-		_, err = pb.NewDomainsClient(conn).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "db", Policy: &pb.Policy{LeaseTtlMs: 5000, PromotionDisabled: true}})
+		_, err = pbgrpc.NewDomainsClient(conn).UpdatePolicy(ctx, &pb.UpdatePolicyRequest{Name: "db", Policy: &pb.Policy{LeaseTtlMs: 5000, PromotionDisabled: true}})
 		wantDenied(t, name+" disables promotion", err)
-		_, err = pb.NewClusterClient(conn).TransferLeadership(ctx, &pb.TransferLeadershipRequest{})
+		_, err = pbgrpc.NewClusterClient(conn).TransferLeadership(ctx, &pb.TransferLeadershipRequest{})
 		wantDenied(t, name+" moves leadership", err)
-		_, err = pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
+		_, err = pbgrpc.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 		wantDenied(t, name+" snapshots", err)
 		// A backup holds every domain's state: operators only.
-		if save, err := pb.NewClusterClient(conn).SaveSnapshot(ctx, &pb.SaveSnapshotRequest{}); err != nil {
+		if save, err := pbgrpc.NewClusterClient(conn).SaveSnapshot(ctx, &pb.SaveSnapshotRequest{}); err != nil {
 			wantDenied(t, name+" saves a backup", err)
 		} else {
 			_, err = save.Recv()
 			wantDenied(t, name+" saves a backup", err)
 		}
-		_, err = pb.NewDomainsClient(conn).CreateDomain(ctx, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
+		_, err = pbgrpc.NewDomainsClient(conn).CreateDomain(ctx, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 		wantDenied(t, name+" creates a domain", err)
-		_, err = pb.NewDomainsClient(conn).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "db", MemberId: "evil"})
+		_, err = pbgrpc.NewDomainsClient(conn).RegisterMember(ctx, &pb.RegisterMemberRequest{Domain: "db", MemberId: "evil"})
 		wantDenied(t, name+" registers a member", err)
 	}
 
 	// Forging the forwarding metadata: only servers may speak for others.
 	forged := metadata.AppendToOutgoingContext(ctx, authz.MetaOnBehalfOf, "operator:admin")
-	_, err = pb.NewDomainsClient(n2).CreateDomain(forged, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
+	_, err = pbgrpc.NewDomainsClient(n2).CreateDomain(forged, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 	wantDenied(t, "node forges on-behalf-of", err)
 	// A server certificate of our CA from another cluster cannot forward.
 	other := stub(t, c, addr, identity.Identity{Role: identity.Server, Name: "s9"})
 	otherCtx := metadata.AppendToOutgoingContext(ctx, authz.MetaOnBehalfOf, "operator:admin", authz.MetaClusterID, "0000000000000000")
-	_, err = pb.NewDomainsClient(other).CreateDomain(otherCtx, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
+	_, err = pbgrpc.NewDomainsClient(other).CreateDomain(otherCtx, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 	wantDenied(t, "server of another cluster forwards", err)
 
 	// No certificate, or no TLS at all: no call gets through.
@@ -168,7 +169,7 @@ func attack(t *testing.T, c *testcluster.Cluster, addr string, lockEpoch uint64)
 	defer plain.Close()
 	short, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := pb.NewDomainsClient(plain).CreateDomain(short, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK}); err == nil {
+	if _, err := pbgrpc.NewDomainsClient(plain).CreateDomain(short, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK}); err == nil {
 		t.Error("a plaintext client created a domain")
 	}
 }
@@ -222,7 +223,7 @@ func TestBadCertificatesAreRefusedAndLogged(t *testing.T) {
 			conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(src.Credentials(true)))
 			mustOK(t, "client", err)
 			short, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, err = pb.NewDomainsClient(conn).CreateDomain(short, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
+			_, err = pbgrpc.NewDomainsClient(conn).CreateDomain(short, &pb.CreateDomainRequest{Name: "evil", Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 			cancel()
 			conn.Close()
 			if err == nil {

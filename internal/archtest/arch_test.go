@@ -39,23 +39,72 @@ func imports(t *testing.T, pkg string) []string {
 	return strings.Fields(string(out))
 }
 
-// The core is pure: fsm and validator import no network, OS, RPC, metrics
-// or raft package of their own, and no package of this module but the API
-// and each other. (The API package holds the generated gRPC stubs beside
-// the messages, so "go list -deps" of the core still lists grpc: see
-// docs/ARCHITECTURE.md.)
+// The core is pure: fsm and validator import no network, OS, clock,
+// randomness, RPC, metrics or raft package of their own, and no package of
+// this module but the API messages and each other. (What they link is
+// TestCoreLinksNoNetworkOrRPC's.)
 func TestCoreIsPure(t *testing.T) {
 	for _, pkg := range []string{"fsm", "validator"} {
 		for _, d := range imports(t, pkg) {
 			bad := d == "net" || d == "os" || d == "time" || d == "math/rand" || d == "math/rand/v2" || strings.HasPrefix(d, "net/") ||
 				strings.HasPrefix(d, "google.golang.org/grpc") || strings.HasPrefix(d, "github.com/prometheus/") ||
 				strings.HasPrefix(d, "github.com/hashicorp/") ||
+				d == "crypto/rand" || d == "os/exec" || d == "syscall" ||
 				(strings.HasPrefix(d, module+"/") && d != module+"/api/authority/v1" && d != module+"/validator")
 			if bad {
 				t.Errorf("%s imports %s, which docs/ARCHITECTURE.md rules out", pkg, d)
 			}
 		}
 	}
+}
+
+// What the core links (go list -deps of fsm and validator): no network
+// package, no module but the protobuf runtime, and no package of this
+// module but the API messages (api/authority/v1, not the gRPC services of
+// api/authority/v1/authorityv1grpc) and each other, so no grpc,
+// prometheus, raft or go-securesystemslib. os, time, syscall and the
+// random packages are linked, but only through the standard library (fmt
+// imports os, crypto/ed25519 crypto/rand, math/big math/rand) and the
+// protobuf runtime (its detrand imports os): never through a package that
+// could do I/O for the core.
+func TestCoreLinksNoNetworkOrRPC(t *testing.T) {
+	args := []string{"list", "-deps", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, module + "/fsm", module + "/validator"}
+	out, err := exec.Command("go", args...).Output()
+	if err != nil {
+		t.Fatalf("go list -deps fsm validator: %v", err)
+	}
+	ownAPI := map[string]bool{module + "/api/authority/v1": true, module + "/fsm": true, module + "/validator": true}
+	std := func(p string) bool { return !strings.Contains(strings.SplitN(p, "/", 2)[0], ".") }
+	sensitive := map[string]bool{"os": true, "time": true, "syscall": true, "crypto/rand": true, "math/rand": true, "math/rand/v2": true}
+	n := 0
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		pkg := f[0]
+		n++
+		switch {
+		case pkg == "net" || strings.HasPrefix(pkg, "net/") || pkg == "os/exec" || pkg == "os/signal" || pkg == "crypto/tls":
+			t.Errorf("the core links %s, which docs/ARCHITECTURE.md rules out", pkg)
+		case strings.HasPrefix(pkg, module+"/") && !ownAPI[pkg]:
+			t.Errorf("the core links %s; of this module only the API messages, fsm and validator are allowed", pkg)
+		case !std(pkg) && !strings.HasPrefix(pkg, module+"/") && !strings.HasPrefix(pkg, "google.golang.org/protobuf/"):
+			t.Errorf("the core links %s; of other modules only the protobuf runtime is allowed", pkg)
+		}
+		if std(pkg) || strings.HasPrefix(pkg, "google.golang.org/protobuf/") {
+			continue
+		}
+		for _, imp := range f[1:] {
+			if sensitive[imp] {
+				t.Errorf("%s, linked by the core, imports %s", pkg, imp)
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("go list -deps listed %d packages; the check checks nothing", n)
+	}
+	t.Logf("the core links %d packages", n)
 }
 
 // hashicorp/raft is assembled in cluster only.
@@ -84,6 +133,25 @@ func TestClientsLinkNoServerPackage(t *testing.T) {
 		forbid(t, pkg, isServer)
 	}
 	forbid(t, "identity", func(d string) bool { return strings.HasPrefix(d, module+"/") && d != module+"/identity" })
+}
+
+// authorityctl links no server package: it renders explanations and
+// events with package render (std and the API messages only), which the
+// server shares, not with observability.
+func TestCLILinksNoServerPackage(t *testing.T) {
+	server := []string{"/cluster", "/transport", "/promotion", "/authz", "/observability", "/failpoint", "/evidence", "/cmd/authorityd"}
+	forbid(t, "cmd/authorityctl", func(d string) bool {
+		for _, s := range server {
+			if d == module+s {
+				return true
+			}
+		}
+		return d == "github.com/hashicorp/go-hclog" || strings.HasPrefix(d, "github.com/prometheus/client_golang")
+	})
+	forbid(t, "render", func(d string) bool {
+		return strings.HasPrefix(d, module+"/") && d != module+"/api/authority/v1" && d != module+"/render" ||
+			d == "net" || strings.HasPrefix(d, "google.golang.org/grpc")
+	})
 }
 
 // The probe service is a client of nothing but its targets: probe/... and

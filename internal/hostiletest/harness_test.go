@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -179,14 +180,14 @@ func startHonest(t *testing.T, c *testcluster.Cluster, leader *testcluster.Serve
 	t.Helper()
 	conn := dialStub(t, c, leader.GRPCAddr, testcluster.Node(holder))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	res, err := pb.NewLeasesClient(conn).Acquire(ctx, &pb.AcquireRequest{Domain: domain, Holder: holder})
+	res, err := pbgrpc.NewLeasesClient(conn).Acquire(ctx, &pb.AcquireRequest{Domain: domain, Holder: holder})
 	cancel()
 	if err != nil {
 		t.Fatalf("honest acquire: %v", err)
 	}
 	h := &honest{domain: domain, holder: holder, epoch: res.GetEpoch(), ttl: ttl, sent: map[uint64]time.Time{}, lastOK: time.Now()}
 	sctx, stop := context.WithCancel(context.Background())
-	stream, err := pb.NewLeasesClient(conn).KeepAlive(sctx)
+	stream, err := pbgrpc.NewLeasesClient(conn).KeepAlive(sctx)
 	if err != nil {
 		t.Fatalf("honest keepalive: %v", err)
 	}

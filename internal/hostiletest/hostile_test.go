@@ -14,6 +14,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/internal/testcluster"
 	"google.golang.org/grpc"
@@ -97,7 +98,7 @@ func TestHostileLoad(t *testing.T) {
 		}
 	}
 	e.leader, e.term = leaderOf(t, c, e.rd)
-	res, err := pb.NewLeasesClient(dialStub(t, c, e.leader.GRPCAddr, testcluster.Node(attacker))).Acquire(ctx, &pb.AcquireRequest{Domain: attackerLock, Holder: attacker})
+	res, err := pbgrpc.NewLeasesClient(dialStub(t, c, e.leader.GRPCAddr, testcluster.Node(attacker))).Acquire(ctx, &pb.AcquireRequest{Domain: attackerLock, Holder: attacker})
 	if err != nil {
 		t.Fatalf("attacker acquire: %v", err)
 	}
@@ -404,7 +405,7 @@ func rowFlood(t *testing.T, e *env) string {
 	)
 	before := listDomains(t, e.rd)
 	conn := dialStub(t, e.c, e.leader.GRPCAddr, testcluster.Operator)
-	stub := pb.NewDomainsClient(conn)
+	stub := pbgrpc.NewDomainsClient(conn)
 	var (
 		mu       sync.Mutex
 		accepted = map[string]bool{}
@@ -473,7 +474,7 @@ func rowFlood(t *testing.T, e *env) string {
 // rest; registrations in flight together may pass it together (it is
 // checked on the applied state), so at most workers−1 more. The domain
 // holds exactly the acknowledged members.
-func floodMembers(t *testing.T, e *env, stub pb.DomainsClient, workers int) string {
+func floodMembers(t *testing.T, e *env, stub pbgrpc.DomainsClient, workers int) string {
 	const total = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

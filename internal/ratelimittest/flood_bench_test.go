@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/internal/testcluster"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,7 +45,7 @@ func flood(b *testing.B, c *testcluster.Cluster) {
 		b.Fatal(err)
 	}
 	h := c.Dial(testcluster.Node("h"))
-	lease, err := pb.NewLeasesClient(h.Conn()).Acquire(ctx, &pb.AcquireRequest{Domain: "lock", Holder: "h"})
+	lease, err := pbgrpc.NewLeasesClient(h.Conn()).Acquire(ctx, &pb.AcquireRequest{Domain: "lock", Holder: "h"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func flood(b *testing.B, c *testcluster.Cluster) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dc := pb.NewDomainsClient(conn)
+			dc := pbgrpc.NewDomainsClient(conn)
 			for i := 0; fctx.Err() == nil; i++ {
 				_, err := dc.CreateDomain(fctx, &pb.CreateDomainRequest{Name: fmt.Sprintf("f-%d-%d", w, i), Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 				switch {
@@ -84,7 +85,7 @@ func flood(b *testing.B, c *testcluster.Cluster) {
 	}
 	var writes, renewals []time.Duration
 	var honestErrs int
-	hc := pb.NewDomainsClient(c.Dial(honest).Conn())
+	hc := pbgrpc.NewDomainsClient(c.Dial(honest).Conn())
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -99,7 +100,7 @@ func flood(b *testing.B, c *testcluster.Cluster) {
 			time.Sleep(20 * time.Millisecond) // the honest client's pace
 		}
 	}()
-	ka, err := pb.NewLeasesClient(hconn).KeepAlive(ctx)
+	ka, err := pbgrpc.NewLeasesClient(hconn).KeepAlive(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -99,7 +100,7 @@ func rateLimited(t *testing.T, what string, err error, flag string) time.Duratio
 // refusal. Any other error fails the test.
 func createUntilRefused(t *testing.T, ctx context.Context, conn *grpc.ClientConn, prefix string) (int, error) {
 	t.Helper()
-	d := pb.NewDomainsClient(conn)
+	d := pbgrpc.NewDomainsClient(conn)
 	for i := range maxCalls {
 		_, err := d.CreateDomain(ctx, &pb.CreateDomainRequest{Name: fmt.Sprintf("%s-%d", prefix, i), Kind: pb.DomainKind_DOMAIN_KIND_LOCK})
 		if status.Code(err) == codes.ResourceExhausted {
@@ -189,7 +190,7 @@ func testWriteLimit(t *testing.T, c *testcluster.Cluster) {
 	rateLimited(t, "flooder through a follower", err, "--write-rate-per-identity")
 
 	// Another identity has its own bucket: its burst passes at once.
-	hd := pb.NewDomainsClient(stub(t, c, follower.GRPCAddr, honest))
+	hd := pbgrpc.NewDomainsClient(stub(t, c, follower.GRPCAddr, honest))
 	for i := range writeBurst {
 		if _, err := hd.CreateDomain(ctx, &pb.CreateDomainRequest{Name: fmt.Sprintf("honest-%d", i), Kind: pb.DomainKind_DOMAIN_KIND_LOCK}); err != nil {
 			t.Fatalf("honest write %d while the flooder is limited: %v", i, err)
@@ -243,7 +244,7 @@ func testDeniedPromotions(t *testing.T, c *testcluster.Cluster) {
 			t.Fatal(err)
 		}
 	}
-	p := pb.NewPromotionClient(stub(t, c, c.WaitLeader().GRPCAddr, promoter))
+	p := pbgrpc.NewPromotionClient(stub(t, c, c.WaitLeader().GRPCAddr, promoter))
 	promote := func(domain, id string, dry bool) (*pb.PromoteResponse, error) {
 		// Candidate b never reported progress, and a holds its lease: denied.
 		return p.Promote(ctx, &pb.PromoteRequest{Request: &pb.PromotionRequest{RequestId: id, Domain: domain, Candidate: "b",
@@ -297,7 +298,7 @@ func testDeniedPromotions(t *testing.T, c *testcluster.Cluster) {
 func openWatch(t *testing.T, c *testcluster.Cluster, conn *grpc.ClientConn) (context.CancelFunc, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	s, err := pb.NewWatchClient(conn).Watch(ctx, &pb.WatchRequest{})
+	s, err := pbgrpc.NewWatchClient(conn).Watch(ctx, &pb.WatchRequest{})
 	if err == nil {
 		_, err = s.Recv()
 	}

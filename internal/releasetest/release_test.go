@@ -18,6 +18,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/evidence"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/identity"
@@ -256,7 +257,7 @@ func staleDomain(t *testing.T, c *testcluster.Cluster, s *testcluster.Server, na
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		resp, err := pb.NewDomainsClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: name, Read: &pb.ReadOptions{Stale: true}})
+		resp, err := pbgrpc.NewDomainsClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: name, Read: &pb.ReadOptions{Stale: true}})
 		cancel()
 		if err == nil && len(resp.GetDomain().GetRelease().GetDecisions()) >= want {
 			return resp.GetDomain()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/jepsen-like/history"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -58,7 +59,7 @@ func (e *Env) StartHostileRenewals(domain, name string, pid int) (stop func()) {
 			}
 			server := e.Cluster.Servers[node].ID
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			d, err := pb.NewDomainsClient(conns[node]).GetDomain(ctx, &pb.GetDomainRequest{Name: domain})
+			d, err := pbgrpc.NewDomainsClient(conns[node]).GetDomain(ctx, &pb.GetDomainRequest{Name: domain})
 			holder, epoch := d.GetDomain().GetHolder(), d.GetDomain().GetEpoch()
 			if err != nil || holder == "" || holder == name {
 				cancel()
@@ -111,7 +112,7 @@ func (e *Env) StartHostileRenewals(domain, name string, pid int) (stop func()) {
 func renewOnce(ctx context.Context, conn *grpc.ClientConn, req *pb.KeepAliveRequest) (*pb.KeepAliveResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := pb.NewLeasesClient(conn).KeepAlive(ctx)
+	st, err := pbgrpc.NewLeasesClient(conn).KeepAlive(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/jepsen-like/history"
@@ -338,7 +339,7 @@ func (e *Env) status(addr string) (*pb.StatusResponse, error) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	return pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+	return pbgrpc.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
 }
 
 func ids(ss []*testcluster.Server) []string {
@@ -639,5 +640,5 @@ func (e *Env) snapshot(addr string) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	pb.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
+	pbgrpc.NewClusterClient(conn).Snapshot(ctx, &pb.SnapshotRequest{})
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
@@ -506,7 +507,7 @@ func watchLeaders(cl *testcluster.Cluster, h *history.Writer) func() {
 					conns[s.ID] = c
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
-				st, err := pb.NewClusterClient(conns[s.ID]).Status(ctx, &pb.StatusRequest{})
+				st, err := pbgrpc.NewClusterClient(conns[s.ID]).Status(ctx, &pb.StatusRequest{})
 				cancel()
 				if err != nil || st.GetRaftState() != "Leader" || !st.GetReady() {
 					continue
@@ -538,7 +539,7 @@ func converge(t *testing.T, cl *testcluster.Cluster) {
 				break
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			st, err := pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+			st, err := pbgrpc.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
 			cancel()
 			conn.Close()
 			if err != nil {

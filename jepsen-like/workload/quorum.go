@@ -11,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/jepsen-like/dbsim"
 	"github.com/aerodb/authority/jepsen-like/history"
@@ -271,7 +272,7 @@ func (q *quorumDB) read(now time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), q.w.cfg.OpTimeout)
 	defer cancel()
 	q.rec(history.Invoke, history.FRead, history.Value{}, nil)
-	resp, err := pb.NewDomainsClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: q.d.Name})
+	resp, err := pbgrpc.NewDomainsClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: q.d.Name})
 	if err != nil {
 		q.failed(history.FRead, history.Value{}, err, false)
 		return
@@ -403,7 +404,7 @@ func (q *quorumDB) renew(now time.Time) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), q.w.cfg.OpTimeout)
 	defer cancel()
-	s, err := pb.NewLeasesClient(conn).KeepAlive(ctx)
+	s, err := pbgrpc.NewLeasesClient(conn).KeepAlive(ctx)
 	if err == nil {
 		err = s.Send(&pb.KeepAliveRequest{Domain: q.d.Name, Holder: t.member.ID, Epoch: t.epoch, Seq: 1})
 	}
@@ -440,7 +441,7 @@ func (q *quorumDB) reacquire(t *dbTerm) {
 	exp := t.epoch
 	args := history.Value{Holder: t.member.ID, ExpectedEpoch: exp}
 	q.rec(history.Invoke, history.FAcquire, args, nil)
-	resp, err := pb.NewLeasesClient(conn).Acquire(ctx, &pb.AcquireRequest{Domain: q.d.Name, Holder: t.member.ID, ExpectedEpoch: &exp})
+	resp, err := pbgrpc.NewLeasesClient(conn).Acquire(ctx, &pb.AcquireRequest{Domain: q.d.Name, Holder: t.member.ID, ExpectedEpoch: &exp})
 	if err != nil {
 		q.failed(history.FAcquire, args, err, true)
 		q.needRead = true
@@ -479,7 +480,7 @@ func (q *quorumDB) advance(now time.Time) {
 	defer cancel()
 	args := history.Value{Epoch: t.epoch, Holder: t.member.ID, Lsn: lsn}
 	q.rec(history.Invoke, history.FAdvance, args, nil)
-	resp, err := pb.NewWatermarksClient(conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{{
+	resp, err := pbgrpc.NewWatermarksClient(conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{{
 		Domain: q.d.Name, Epoch: t.epoch, Holder: t.member.ID, Lsn: lsn, Hash: h, VisibleCommitId: lsn}}})
 	if err != nil {
 		q.failed(history.FAdvance, args, err, true)
@@ -534,7 +535,7 @@ func (q *quorumDB) reportRound(ctx context.Context, node int) (ok, again bool) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	resp, err := pb.NewDomainsClient(readers[node]).GetDomain(rctx, &pb.GetDomainRequest{Name: q.d.Name})
+	resp, err := pbgrpc.NewDomainsClient(readers[node]).GetDomain(rctx, &pb.GetDomainRequest{Name: q.d.Name})
 	if err != nil {
 		return false, false
 	}
@@ -604,7 +605,7 @@ func (q *quorumDB) progress(id string, epoch uint64, wm *pb.Watermark) *pb.Progr
 func sendReport(ctx context.Context, conn *grpc.ClientConn, domain string, r *pb.ProgressReport) (*pb.ProgressReportResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := pb.NewWatermarksClient(conn).ReportProgress(ctx)
+	s, err := pbgrpc.NewWatermarksClient(conn).ReportProgress(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/client"
 	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/jepsen-like/history"
@@ -464,7 +465,7 @@ func (c *logical) step() {
 	switch {
 	case p < 0.45:
 		rec(history.Invoke, history.FRead, history.Value{}, "", nil)
-		resp, err := pb.NewDomainsClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: c.d.Name})
+		resp, err := pbgrpc.NewDomainsClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: c.d.Name})
 		if err != nil {
 			finish(history.FRead, history.Value{}, "", err, false)
 			return
@@ -519,7 +520,7 @@ func (c *logical) step() {
 			ctx, cancel = context.WithTimeout(context.Background(), max(c.w.cfg.OpTimeout, quorumPromoteTimeout))
 			defer cancel()
 		}
-		resp, err := pb.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: req})
+		resp, err := pbgrpc.NewPromotionClient(conn).Promote(ctx, &pb.PromoteRequest{Request: req})
 		if err != nil {
 			if typ, _ := outcome(err); typ == history.Fail {
 				c.lastPromo = time.Time{} // nothing was decided: try again soon
@@ -545,7 +546,7 @@ func (c *logical) step() {
 		if exp != 0 {
 			req.ExpectedEpoch = &exp
 		}
-		resp, err := pb.NewLeasesClient(conn).Acquire(ctx, req)
+		resp, err := pbgrpc.NewLeasesClient(conn).Acquire(ctx, req)
 		if err != nil {
 			finish(history.FAcquire, args, "", err, true)
 			return
@@ -560,7 +561,7 @@ func (c *logical) step() {
 		args := history.Value{Holder: c.holder, Epoch: c.held}
 		c.held = 0
 		rec(history.Invoke, history.FRelease, args, "", nil)
-		_, err := pb.NewLeasesClient(conn).Release(ctx, &pb.ReleaseRequest{Domain: c.d.Name, Holder: c.holder, Epoch: args.Epoch})
+		_, err := pbgrpc.NewLeasesClient(conn).Release(ctx, &pb.ReleaseRequest{Domain: c.d.Name, Holder: c.holder, Epoch: args.Epoch})
 		if err != nil {
 			finish(history.FRelease, args, "", err, true)
 			return
@@ -598,7 +599,7 @@ func (c *logical) advance(ctx context.Context, conn *grpc.ClientConn, rec func(t
 	lsn := c.lastLsn + 1
 	args := history.Value{Epoch: c.lastEp, Holder: c.lastHolder, Lsn: lsn}
 	rec(history.Invoke, history.FAdvance, args, "", nil)
-	resp, err := pb.NewWatermarksClient(conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{{
+	resp, err := pbgrpc.NewWatermarksClient(conn).Advance(ctx, &pb.AdvanceRequest{Advances: []*pb.WatermarkAdvance{{
 		Domain: c.d.Name, Epoch: c.lastEp, Holder: c.lastHolder, Lsn: lsn, Hash: ChainHash(c.d.Name, lsn), VisibleCommitId: lsn}}})
 	if err != nil {
 		finish(history.FAdvance, args, "", err, true)
@@ -638,7 +639,7 @@ func (c *logical) reacquireLease(ctx context.Context, conn *grpc.ClientConn, rec
 	exp := c.lastEp
 	args := history.Value{Holder: c.lastHolder, ExpectedEpoch: exp}
 	rec(history.Invoke, history.FAcquire, args, "", nil)
-	resp, err := pb.NewLeasesClient(conn).Acquire(ctx, &pb.AcquireRequest{Domain: c.d.Name, Holder: c.lastHolder, ExpectedEpoch: &exp})
+	resp, err := pbgrpc.NewLeasesClient(conn).Acquire(ctx, &pb.AcquireRequest{Domain: c.d.Name, Holder: c.lastHolder, ExpectedEpoch: &exp})
 	c.reacquire = false
 	if err != nil {
 		finish(history.FAcquire, args, "", err, true)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
 	"github.com/aerodb/authority/tlsfiles"
 	"google.golang.org/grpc"
 )
@@ -133,7 +134,7 @@ func keepAlive(spec Spec) error {
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	for i := range spec.N {
-		st, err := pb.NewLeasesClient(conns[i%len(conns)]).KeepAlive(ctx)
+		st, err := pbgrpc.NewLeasesClient(conns[i%len(conns)]).KeepAlive(ctx)
 		if err != nil {
 			return fmt.Errorf("open stream %d: %w", i, err)
 		}

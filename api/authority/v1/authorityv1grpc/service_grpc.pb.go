@@ -9,10 +9,11 @@
 // - protoc             v3.21.12
 // source: authority/v1/service.proto
 
-package authorityv1
+package authorityv1grpc
 
 import (
 	context "context"
+	v1 "github.com/aerodb/authority/api/authority/v1"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -36,12 +37,12 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type DomainsClient interface {
-	CreateDomain(ctx context.Context, in *CreateDomainRequest, opts ...grpc.CallOption) (*DomainResponse, error)
-	GetDomain(ctx context.Context, in *GetDomainRequest, opts ...grpc.CallOption) (*DomainResponse, error)
-	ListDomains(ctx context.Context, in *ListDomainsRequest, opts ...grpc.CallOption) (*ListDomainsResponse, error)
-	UpdatePolicy(ctx context.Context, in *UpdatePolicyRequest, opts ...grpc.CallOption) (*DomainResponse, error)
-	RegisterMember(ctx context.Context, in *RegisterMemberRequest, opts ...grpc.CallOption) (*DomainResponse, error)
-	AssignInitial(ctx context.Context, in *AssignInitialRequest, opts ...grpc.CallOption) (*AuthorityResponse, error)
+	CreateDomain(ctx context.Context, in *v1.CreateDomainRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error)
+	GetDomain(ctx context.Context, in *v1.GetDomainRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error)
+	ListDomains(ctx context.Context, in *v1.ListDomainsRequest, opts ...grpc.CallOption) (*v1.ListDomainsResponse, error)
+	UpdatePolicy(ctx context.Context, in *v1.UpdatePolicyRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error)
+	RegisterMember(ctx context.Context, in *v1.RegisterMemberRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error)
+	AssignInitial(ctx context.Context, in *v1.AssignInitialRequest, opts ...grpc.CallOption) (*v1.AuthorityResponse, error)
 }
 
 type domainsClient struct {
@@ -52,9 +53,9 @@ func NewDomainsClient(cc grpc.ClientConnInterface) DomainsClient {
 	return &domainsClient{cc}
 }
 
-func (c *domainsClient) CreateDomain(ctx context.Context, in *CreateDomainRequest, opts ...grpc.CallOption) (*DomainResponse, error) {
+func (c *domainsClient) CreateDomain(ctx context.Context, in *v1.CreateDomainRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DomainResponse)
+	out := new(v1.DomainResponse)
 	err := c.cc.Invoke(ctx, Domains_CreateDomain_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -62,9 +63,9 @@ func (c *domainsClient) CreateDomain(ctx context.Context, in *CreateDomainReques
 	return out, nil
 }
 
-func (c *domainsClient) GetDomain(ctx context.Context, in *GetDomainRequest, opts ...grpc.CallOption) (*DomainResponse, error) {
+func (c *domainsClient) GetDomain(ctx context.Context, in *v1.GetDomainRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DomainResponse)
+	out := new(v1.DomainResponse)
 	err := c.cc.Invoke(ctx, Domains_GetDomain_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -72,9 +73,9 @@ func (c *domainsClient) GetDomain(ctx context.Context, in *GetDomainRequest, opt
 	return out, nil
 }
 
-func (c *domainsClient) ListDomains(ctx context.Context, in *ListDomainsRequest, opts ...grpc.CallOption) (*ListDomainsResponse, error) {
+func (c *domainsClient) ListDomains(ctx context.Context, in *v1.ListDomainsRequest, opts ...grpc.CallOption) (*v1.ListDomainsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListDomainsResponse)
+	out := new(v1.ListDomainsResponse)
 	err := c.cc.Invoke(ctx, Domains_ListDomains_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -82,9 +83,9 @@ func (c *domainsClient) ListDomains(ctx context.Context, in *ListDomainsRequest,
 	return out, nil
 }
 
-func (c *domainsClient) UpdatePolicy(ctx context.Context, in *UpdatePolicyRequest, opts ...grpc.CallOption) (*DomainResponse, error) {
+func (c *domainsClient) UpdatePolicy(ctx context.Context, in *v1.UpdatePolicyRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DomainResponse)
+	out := new(v1.DomainResponse)
 	err := c.cc.Invoke(ctx, Domains_UpdatePolicy_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -92,9 +93,9 @@ func (c *domainsClient) UpdatePolicy(ctx context.Context, in *UpdatePolicyReques
 	return out, nil
 }
 
-func (c *domainsClient) RegisterMember(ctx context.Context, in *RegisterMemberRequest, opts ...grpc.CallOption) (*DomainResponse, error) {
+func (c *domainsClient) RegisterMember(ctx context.Context, in *v1.RegisterMemberRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DomainResponse)
+	out := new(v1.DomainResponse)
 	err := c.cc.Invoke(ctx, Domains_RegisterMember_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -102,9 +103,9 @@ func (c *domainsClient) RegisterMember(ctx context.Context, in *RegisterMemberRe
 	return out, nil
 }
 
-func (c *domainsClient) AssignInitial(ctx context.Context, in *AssignInitialRequest, opts ...grpc.CallOption) (*AuthorityResponse, error) {
+func (c *domainsClient) AssignInitial(ctx context.Context, in *v1.AssignInitialRequest, opts ...grpc.CallOption) (*v1.AuthorityResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(AuthorityResponse)
+	out := new(v1.AuthorityResponse)
 	err := c.cc.Invoke(ctx, Domains_AssignInitial_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -116,12 +117,12 @@ func (c *domainsClient) AssignInitial(ctx context.Context, in *AssignInitialRequ
 // All implementations must embed UnimplementedDomainsServer
 // for forward compatibility.
 type DomainsServer interface {
-	CreateDomain(context.Context, *CreateDomainRequest) (*DomainResponse, error)
-	GetDomain(context.Context, *GetDomainRequest) (*DomainResponse, error)
-	ListDomains(context.Context, *ListDomainsRequest) (*ListDomainsResponse, error)
-	UpdatePolicy(context.Context, *UpdatePolicyRequest) (*DomainResponse, error)
-	RegisterMember(context.Context, *RegisterMemberRequest) (*DomainResponse, error)
-	AssignInitial(context.Context, *AssignInitialRequest) (*AuthorityResponse, error)
+	CreateDomain(context.Context, *v1.CreateDomainRequest) (*v1.DomainResponse, error)
+	GetDomain(context.Context, *v1.GetDomainRequest) (*v1.DomainResponse, error)
+	ListDomains(context.Context, *v1.ListDomainsRequest) (*v1.ListDomainsResponse, error)
+	UpdatePolicy(context.Context, *v1.UpdatePolicyRequest) (*v1.DomainResponse, error)
+	RegisterMember(context.Context, *v1.RegisterMemberRequest) (*v1.DomainResponse, error)
+	AssignInitial(context.Context, *v1.AssignInitialRequest) (*v1.AuthorityResponse, error)
 	mustEmbedUnimplementedDomainsServer()
 }
 
@@ -132,22 +133,22 @@ type DomainsServer interface {
 // pointer dereference when methods are called.
 type UnimplementedDomainsServer struct{}
 
-func (UnimplementedDomainsServer) CreateDomain(context.Context, *CreateDomainRequest) (*DomainResponse, error) {
+func (UnimplementedDomainsServer) CreateDomain(context.Context, *v1.CreateDomainRequest) (*v1.DomainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateDomain not implemented")
 }
-func (UnimplementedDomainsServer) GetDomain(context.Context, *GetDomainRequest) (*DomainResponse, error) {
+func (UnimplementedDomainsServer) GetDomain(context.Context, *v1.GetDomainRequest) (*v1.DomainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetDomain not implemented")
 }
-func (UnimplementedDomainsServer) ListDomains(context.Context, *ListDomainsRequest) (*ListDomainsResponse, error) {
+func (UnimplementedDomainsServer) ListDomains(context.Context, *v1.ListDomainsRequest) (*v1.ListDomainsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDomains not implemented")
 }
-func (UnimplementedDomainsServer) UpdatePolicy(context.Context, *UpdatePolicyRequest) (*DomainResponse, error) {
+func (UnimplementedDomainsServer) UpdatePolicy(context.Context, *v1.UpdatePolicyRequest) (*v1.DomainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdatePolicy not implemented")
 }
-func (UnimplementedDomainsServer) RegisterMember(context.Context, *RegisterMemberRequest) (*DomainResponse, error) {
+func (UnimplementedDomainsServer) RegisterMember(context.Context, *v1.RegisterMemberRequest) (*v1.DomainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterMember not implemented")
 }
-func (UnimplementedDomainsServer) AssignInitial(context.Context, *AssignInitialRequest) (*AuthorityResponse, error) {
+func (UnimplementedDomainsServer) AssignInitial(context.Context, *v1.AssignInitialRequest) (*v1.AuthorityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AssignInitial not implemented")
 }
 func (UnimplementedDomainsServer) mustEmbedUnimplementedDomainsServer() {}
@@ -172,7 +173,7 @@ func RegisterDomainsServer(s grpc.ServiceRegistrar, srv DomainsServer) {
 }
 
 func _Domains_CreateDomain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(CreateDomainRequest)
+	in := new(v1.CreateDomainRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -184,13 +185,13 @@ func _Domains_CreateDomain_Handler(srv interface{}, ctx context.Context, dec fun
 		FullMethod: Domains_CreateDomain_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(DomainsServer).CreateDomain(ctx, req.(*CreateDomainRequest))
+		return srv.(DomainsServer).CreateDomain(ctx, req.(*v1.CreateDomainRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Domains_GetDomain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetDomainRequest)
+	in := new(v1.GetDomainRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -202,13 +203,13 @@ func _Domains_GetDomain_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Domains_GetDomain_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(DomainsServer).GetDomain(ctx, req.(*GetDomainRequest))
+		return srv.(DomainsServer).GetDomain(ctx, req.(*v1.GetDomainRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Domains_ListDomains_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListDomainsRequest)
+	in := new(v1.ListDomainsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -220,13 +221,13 @@ func _Domains_ListDomains_Handler(srv interface{}, ctx context.Context, dec func
 		FullMethod: Domains_ListDomains_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(DomainsServer).ListDomains(ctx, req.(*ListDomainsRequest))
+		return srv.(DomainsServer).ListDomains(ctx, req.(*v1.ListDomainsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Domains_UpdatePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(UpdatePolicyRequest)
+	in := new(v1.UpdatePolicyRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -238,13 +239,13 @@ func _Domains_UpdatePolicy_Handler(srv interface{}, ctx context.Context, dec fun
 		FullMethod: Domains_UpdatePolicy_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(DomainsServer).UpdatePolicy(ctx, req.(*UpdatePolicyRequest))
+		return srv.(DomainsServer).UpdatePolicy(ctx, req.(*v1.UpdatePolicyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Domains_RegisterMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RegisterMemberRequest)
+	in := new(v1.RegisterMemberRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -256,13 +257,13 @@ func _Domains_RegisterMember_Handler(srv interface{}, ctx context.Context, dec f
 		FullMethod: Domains_RegisterMember_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(DomainsServer).RegisterMember(ctx, req.(*RegisterMemberRequest))
+		return srv.(DomainsServer).RegisterMember(ctx, req.(*v1.RegisterMemberRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Domains_AssignInitial_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AssignInitialRequest)
+	in := new(v1.AssignInitialRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -274,7 +275,7 @@ func _Domains_AssignInitial_Handler(srv interface{}, ctx context.Context, dec fu
 		FullMethod: Domains_AssignInitial_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(DomainsServer).AssignInitial(ctx, req.(*AssignInitialRequest))
+		return srv.(DomainsServer).AssignInitial(ctx, req.(*v1.AssignInitialRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -327,18 +328,18 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type LeasesClient interface {
-	Acquire(ctx context.Context, in *AcquireRequest, opts ...grpc.CallOption) (*LeaseResponse, error)
+	Acquire(ctx context.Context, in *v1.AcquireRequest, opts ...grpc.CallOption) (*v1.LeaseResponse, error)
 	// One stream per holder connection: every request renews the named
 	// lease; every response carries the remaining TTL or the reason it ended.
-	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[KeepAliveRequest, KeepAliveResponse], error)
-	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*AuthorityResponse, error)
+	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.KeepAliveRequest, v1.KeepAliveResponse], error)
+	Release(ctx context.Context, in *v1.ReleaseRequest, opts ...grpc.CallOption) (*v1.AuthorityResponse, error)
 	// One transition of a deploy lock's deployment, fenced by the holder's
 	// epoch (docs/DEPLOY.md).
-	DeployStep(ctx context.Context, in *DeployStepRequest, opts ...grpc.CallOption) (*DeployStepResponse, error)
+	DeployStep(ctx context.Context, in *v1.DeployStepRequest, opts ...grpc.CallOption) (*v1.DeployStepResponse, error)
 	// One transition of a release domain (docs/RELEASES.md), decided by the
 	// pure release validator on the submitted evidence and recorded, allowed
 	// or denied, with its explanation. Fenced by the controller's epoch.
-	ReleaseTransition(ctx context.Context, in *ReleaseTransitionRequest, opts ...grpc.CallOption) (*ReleaseTransitionResponse, error)
+	ReleaseTransition(ctx context.Context, in *v1.ReleaseTransitionRequest, opts ...grpc.CallOption) (*v1.ReleaseTransitionResponse, error)
 }
 
 type leasesClient struct {
@@ -349,9 +350,9 @@ func NewLeasesClient(cc grpc.ClientConnInterface) LeasesClient {
 	return &leasesClient{cc}
 }
 
-func (c *leasesClient) Acquire(ctx context.Context, in *AcquireRequest, opts ...grpc.CallOption) (*LeaseResponse, error) {
+func (c *leasesClient) Acquire(ctx context.Context, in *v1.AcquireRequest, opts ...grpc.CallOption) (*v1.LeaseResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(LeaseResponse)
+	out := new(v1.LeaseResponse)
 	err := c.cc.Invoke(ctx, Leases_Acquire_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -359,22 +360,22 @@ func (c *leasesClient) Acquire(ctx context.Context, in *AcquireRequest, opts ...
 	return out, nil
 }
 
-func (c *leasesClient) KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[KeepAliveRequest, KeepAliveResponse], error) {
+func (c *leasesClient) KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.KeepAliveRequest, v1.KeepAliveResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Leases_ServiceDesc.Streams[0], Leases_KeepAlive_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[KeepAliveRequest, KeepAliveResponse]{ClientStream: stream}
+	x := &grpc.GenericClientStream[v1.KeepAliveRequest, v1.KeepAliveResponse]{ClientStream: stream}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Leases_KeepAliveClient = grpc.BidiStreamingClient[KeepAliveRequest, KeepAliveResponse]
+type Leases_KeepAliveClient = grpc.BidiStreamingClient[v1.KeepAliveRequest, v1.KeepAliveResponse]
 
-func (c *leasesClient) Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*AuthorityResponse, error) {
+func (c *leasesClient) Release(ctx context.Context, in *v1.ReleaseRequest, opts ...grpc.CallOption) (*v1.AuthorityResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(AuthorityResponse)
+	out := new(v1.AuthorityResponse)
 	err := c.cc.Invoke(ctx, Leases_Release_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -382,9 +383,9 @@ func (c *leasesClient) Release(ctx context.Context, in *ReleaseRequest, opts ...
 	return out, nil
 }
 
-func (c *leasesClient) DeployStep(ctx context.Context, in *DeployStepRequest, opts ...grpc.CallOption) (*DeployStepResponse, error) {
+func (c *leasesClient) DeployStep(ctx context.Context, in *v1.DeployStepRequest, opts ...grpc.CallOption) (*v1.DeployStepResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DeployStepResponse)
+	out := new(v1.DeployStepResponse)
 	err := c.cc.Invoke(ctx, Leases_DeployStep_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -392,9 +393,9 @@ func (c *leasesClient) DeployStep(ctx context.Context, in *DeployStepRequest, op
 	return out, nil
 }
 
-func (c *leasesClient) ReleaseTransition(ctx context.Context, in *ReleaseTransitionRequest, opts ...grpc.CallOption) (*ReleaseTransitionResponse, error) {
+func (c *leasesClient) ReleaseTransition(ctx context.Context, in *v1.ReleaseTransitionRequest, opts ...grpc.CallOption) (*v1.ReleaseTransitionResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ReleaseTransitionResponse)
+	out := new(v1.ReleaseTransitionResponse)
 	err := c.cc.Invoke(ctx, Leases_ReleaseTransition_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -406,18 +407,18 @@ func (c *leasesClient) ReleaseTransition(ctx context.Context, in *ReleaseTransit
 // All implementations must embed UnimplementedLeasesServer
 // for forward compatibility.
 type LeasesServer interface {
-	Acquire(context.Context, *AcquireRequest) (*LeaseResponse, error)
+	Acquire(context.Context, *v1.AcquireRequest) (*v1.LeaseResponse, error)
 	// One stream per holder connection: every request renews the named
 	// lease; every response carries the remaining TTL or the reason it ended.
-	KeepAlive(grpc.BidiStreamingServer[KeepAliveRequest, KeepAliveResponse]) error
-	Release(context.Context, *ReleaseRequest) (*AuthorityResponse, error)
+	KeepAlive(grpc.BidiStreamingServer[v1.KeepAliveRequest, v1.KeepAliveResponse]) error
+	Release(context.Context, *v1.ReleaseRequest) (*v1.AuthorityResponse, error)
 	// One transition of a deploy lock's deployment, fenced by the holder's
 	// epoch (docs/DEPLOY.md).
-	DeployStep(context.Context, *DeployStepRequest) (*DeployStepResponse, error)
+	DeployStep(context.Context, *v1.DeployStepRequest) (*v1.DeployStepResponse, error)
 	// One transition of a release domain (docs/RELEASES.md), decided by the
 	// pure release validator on the submitted evidence and recorded, allowed
 	// or denied, with its explanation. Fenced by the controller's epoch.
-	ReleaseTransition(context.Context, *ReleaseTransitionRequest) (*ReleaseTransitionResponse, error)
+	ReleaseTransition(context.Context, *v1.ReleaseTransitionRequest) (*v1.ReleaseTransitionResponse, error)
 	mustEmbedUnimplementedLeasesServer()
 }
 
@@ -428,19 +429,19 @@ type LeasesServer interface {
 // pointer dereference when methods are called.
 type UnimplementedLeasesServer struct{}
 
-func (UnimplementedLeasesServer) Acquire(context.Context, *AcquireRequest) (*LeaseResponse, error) {
+func (UnimplementedLeasesServer) Acquire(context.Context, *v1.AcquireRequest) (*v1.LeaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Acquire not implemented")
 }
-func (UnimplementedLeasesServer) KeepAlive(grpc.BidiStreamingServer[KeepAliveRequest, KeepAliveResponse]) error {
+func (UnimplementedLeasesServer) KeepAlive(grpc.BidiStreamingServer[v1.KeepAliveRequest, v1.KeepAliveResponse]) error {
 	return status.Error(codes.Unimplemented, "method KeepAlive not implemented")
 }
-func (UnimplementedLeasesServer) Release(context.Context, *ReleaseRequest) (*AuthorityResponse, error) {
+func (UnimplementedLeasesServer) Release(context.Context, *v1.ReleaseRequest) (*v1.AuthorityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
 }
-func (UnimplementedLeasesServer) DeployStep(context.Context, *DeployStepRequest) (*DeployStepResponse, error) {
+func (UnimplementedLeasesServer) DeployStep(context.Context, *v1.DeployStepRequest) (*v1.DeployStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeployStep not implemented")
 }
-func (UnimplementedLeasesServer) ReleaseTransition(context.Context, *ReleaseTransitionRequest) (*ReleaseTransitionResponse, error) {
+func (UnimplementedLeasesServer) ReleaseTransition(context.Context, *v1.ReleaseTransitionRequest) (*v1.ReleaseTransitionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseTransition not implemented")
 }
 func (UnimplementedLeasesServer) mustEmbedUnimplementedLeasesServer() {}
@@ -465,7 +466,7 @@ func RegisterLeasesServer(s grpc.ServiceRegistrar, srv LeasesServer) {
 }
 
 func _Leases_Acquire_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AcquireRequest)
+	in := new(v1.AcquireRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -477,20 +478,20 @@ func _Leases_Acquire_Handler(srv interface{}, ctx context.Context, dec func(inte
 		FullMethod: Leases_Acquire_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(LeasesServer).Acquire(ctx, req.(*AcquireRequest))
+		return srv.(LeasesServer).Acquire(ctx, req.(*v1.AcquireRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Leases_KeepAlive_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(LeasesServer).KeepAlive(&grpc.GenericServerStream[KeepAliveRequest, KeepAliveResponse]{ServerStream: stream})
+	return srv.(LeasesServer).KeepAlive(&grpc.GenericServerStream[v1.KeepAliveRequest, v1.KeepAliveResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Leases_KeepAliveServer = grpc.BidiStreamingServer[KeepAliveRequest, KeepAliveResponse]
+type Leases_KeepAliveServer = grpc.BidiStreamingServer[v1.KeepAliveRequest, v1.KeepAliveResponse]
 
 func _Leases_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReleaseRequest)
+	in := new(v1.ReleaseRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -502,13 +503,13 @@ func _Leases_Release_Handler(srv interface{}, ctx context.Context, dec func(inte
 		FullMethod: Leases_Release_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(LeasesServer).Release(ctx, req.(*ReleaseRequest))
+		return srv.(LeasesServer).Release(ctx, req.(*v1.ReleaseRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Leases_DeployStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(DeployStepRequest)
+	in := new(v1.DeployStepRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -520,13 +521,13 @@ func _Leases_DeployStep_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Leases_DeployStep_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(LeasesServer).DeployStep(ctx, req.(*DeployStepRequest))
+		return srv.(LeasesServer).DeployStep(ctx, req.(*v1.DeployStepRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Leases_ReleaseTransition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReleaseTransitionRequest)
+	in := new(v1.ReleaseTransitionRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -538,7 +539,7 @@ func _Leases_ReleaseTransition_Handler(srv interface{}, ctx context.Context, dec
 		FullMethod: Leases_ReleaseTransition_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(LeasesServer).ReleaseTransition(ctx, req.(*ReleaseTransitionRequest))
+		return srv.(LeasesServer).ReleaseTransition(ctx, req.(*v1.ReleaseTransitionRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -588,8 +589,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type WatermarksClient interface {
 	// Advance accepts a batch of domains in one call (one log entry).
-	Advance(ctx context.Context, in *AdvanceRequest, opts ...grpc.CallOption) (*AdvanceResponse, error)
-	ReportProgress(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProgressReportRequest, ProgressReportResponse], error)
+	Advance(ctx context.Context, in *v1.AdvanceRequest, opts ...grpc.CallOption) (*v1.AdvanceResponse, error)
+	ReportProgress(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.ProgressReportRequest, v1.ProgressReportResponse], error)
 }
 
 type watermarksClient struct {
@@ -600,9 +601,9 @@ func NewWatermarksClient(cc grpc.ClientConnInterface) WatermarksClient {
 	return &watermarksClient{cc}
 }
 
-func (c *watermarksClient) Advance(ctx context.Context, in *AdvanceRequest, opts ...grpc.CallOption) (*AdvanceResponse, error) {
+func (c *watermarksClient) Advance(ctx context.Context, in *v1.AdvanceRequest, opts ...grpc.CallOption) (*v1.AdvanceResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(AdvanceResponse)
+	out := new(v1.AdvanceResponse)
 	err := c.cc.Invoke(ctx, Watermarks_Advance_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -610,26 +611,26 @@ func (c *watermarksClient) Advance(ctx context.Context, in *AdvanceRequest, opts
 	return out, nil
 }
 
-func (c *watermarksClient) ReportProgress(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProgressReportRequest, ProgressReportResponse], error) {
+func (c *watermarksClient) ReportProgress(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.ProgressReportRequest, v1.ProgressReportResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Watermarks_ServiceDesc.Streams[0], Watermarks_ReportProgress_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[ProgressReportRequest, ProgressReportResponse]{ClientStream: stream}
+	x := &grpc.GenericClientStream[v1.ProgressReportRequest, v1.ProgressReportResponse]{ClientStream: stream}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Watermarks_ReportProgressClient = grpc.BidiStreamingClient[ProgressReportRequest, ProgressReportResponse]
+type Watermarks_ReportProgressClient = grpc.BidiStreamingClient[v1.ProgressReportRequest, v1.ProgressReportResponse]
 
 // WatermarksServer is the server API for Watermarks service.
 // All implementations must embed UnimplementedWatermarksServer
 // for forward compatibility.
 type WatermarksServer interface {
 	// Advance accepts a batch of domains in one call (one log entry).
-	Advance(context.Context, *AdvanceRequest) (*AdvanceResponse, error)
-	ReportProgress(grpc.BidiStreamingServer[ProgressReportRequest, ProgressReportResponse]) error
+	Advance(context.Context, *v1.AdvanceRequest) (*v1.AdvanceResponse, error)
+	ReportProgress(grpc.BidiStreamingServer[v1.ProgressReportRequest, v1.ProgressReportResponse]) error
 	mustEmbedUnimplementedWatermarksServer()
 }
 
@@ -640,10 +641,10 @@ type WatermarksServer interface {
 // pointer dereference when methods are called.
 type UnimplementedWatermarksServer struct{}
 
-func (UnimplementedWatermarksServer) Advance(context.Context, *AdvanceRequest) (*AdvanceResponse, error) {
+func (UnimplementedWatermarksServer) Advance(context.Context, *v1.AdvanceRequest) (*v1.AdvanceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Advance not implemented")
 }
-func (UnimplementedWatermarksServer) ReportProgress(grpc.BidiStreamingServer[ProgressReportRequest, ProgressReportResponse]) error {
+func (UnimplementedWatermarksServer) ReportProgress(grpc.BidiStreamingServer[v1.ProgressReportRequest, v1.ProgressReportResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReportProgress not implemented")
 }
 func (UnimplementedWatermarksServer) mustEmbedUnimplementedWatermarksServer() {}
@@ -668,7 +669,7 @@ func RegisterWatermarksServer(s grpc.ServiceRegistrar, srv WatermarksServer) {
 }
 
 func _Watermarks_Advance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AdvanceRequest)
+	in := new(v1.AdvanceRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -680,17 +681,17 @@ func _Watermarks_Advance_Handler(srv interface{}, ctx context.Context, dec func(
 		FullMethod: Watermarks_Advance_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(WatermarksServer).Advance(ctx, req.(*AdvanceRequest))
+		return srv.(WatermarksServer).Advance(ctx, req.(*v1.AdvanceRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Watermarks_ReportProgress_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(WatermarksServer).ReportProgress(&grpc.GenericServerStream[ProgressReportRequest, ProgressReportResponse]{ServerStream: stream})
+	return srv.(WatermarksServer).ReportProgress(&grpc.GenericServerStream[v1.ProgressReportRequest, v1.ProgressReportResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Watermarks_ReportProgressServer = grpc.BidiStreamingServer[ProgressReportRequest, ProgressReportResponse]
+type Watermarks_ReportProgressServer = grpc.BidiStreamingServer[v1.ProgressReportRequest, v1.ProgressReportResponse]
 
 // Watermarks_ServiceDesc is the grpc.ServiceDesc for Watermarks service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -726,13 +727,13 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type PromotionClient interface {
-	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
-	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
-	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	Promote(ctx context.Context, in *v1.PromoteRequest, opts ...grpc.CallOption) (*v1.PromoteResponse, error)
+	Explain(ctx context.Context, in *v1.ExplainRequest, opts ...grpc.CallOption) (*v1.ExplainResponse, error)
+	History(ctx context.Context, in *v1.HistoryRequest, opts ...grpc.CallOption) (*v1.HistoryResponse, error)
 	// RequestHandover asks the holder of domain at epoch (through its
 	// KeepAlive stream) to drain and release for candidate, until timeout.
 	// A zero timeout clears the request. Leader-local: nothing is logged.
-	RequestHandover(ctx context.Context, in *RequestHandoverRequest, opts ...grpc.CallOption) (*RequestHandoverResponse, error)
+	RequestHandover(ctx context.Context, in *v1.RequestHandoverRequest, opts ...grpc.CallOption) (*v1.RequestHandoverResponse, error)
 }
 
 type promotionClient struct {
@@ -743,9 +744,9 @@ func NewPromotionClient(cc grpc.ClientConnInterface) PromotionClient {
 	return &promotionClient{cc}
 }
 
-func (c *promotionClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error) {
+func (c *promotionClient) Promote(ctx context.Context, in *v1.PromoteRequest, opts ...grpc.CallOption) (*v1.PromoteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(PromoteResponse)
+	out := new(v1.PromoteResponse)
 	err := c.cc.Invoke(ctx, Promotion_Promote_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -753,9 +754,9 @@ func (c *promotionClient) Promote(ctx context.Context, in *PromoteRequest, opts 
 	return out, nil
 }
 
-func (c *promotionClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+func (c *promotionClient) Explain(ctx context.Context, in *v1.ExplainRequest, opts ...grpc.CallOption) (*v1.ExplainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ExplainResponse)
+	out := new(v1.ExplainResponse)
 	err := c.cc.Invoke(ctx, Promotion_Explain_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -763,9 +764,9 @@ func (c *promotionClient) Explain(ctx context.Context, in *ExplainRequest, opts 
 	return out, nil
 }
 
-func (c *promotionClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+func (c *promotionClient) History(ctx context.Context, in *v1.HistoryRequest, opts ...grpc.CallOption) (*v1.HistoryResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(HistoryResponse)
+	out := new(v1.HistoryResponse)
 	err := c.cc.Invoke(ctx, Promotion_History_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -773,9 +774,9 @@ func (c *promotionClient) History(ctx context.Context, in *HistoryRequest, opts 
 	return out, nil
 }
 
-func (c *promotionClient) RequestHandover(ctx context.Context, in *RequestHandoverRequest, opts ...grpc.CallOption) (*RequestHandoverResponse, error) {
+func (c *promotionClient) RequestHandover(ctx context.Context, in *v1.RequestHandoverRequest, opts ...grpc.CallOption) (*v1.RequestHandoverResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RequestHandoverResponse)
+	out := new(v1.RequestHandoverResponse)
 	err := c.cc.Invoke(ctx, Promotion_RequestHandover_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -787,13 +788,13 @@ func (c *promotionClient) RequestHandover(ctx context.Context, in *RequestHandov
 // All implementations must embed UnimplementedPromotionServer
 // for forward compatibility.
 type PromotionServer interface {
-	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
-	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
-	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	Promote(context.Context, *v1.PromoteRequest) (*v1.PromoteResponse, error)
+	Explain(context.Context, *v1.ExplainRequest) (*v1.ExplainResponse, error)
+	History(context.Context, *v1.HistoryRequest) (*v1.HistoryResponse, error)
 	// RequestHandover asks the holder of domain at epoch (through its
 	// KeepAlive stream) to drain and release for candidate, until timeout.
 	// A zero timeout clears the request. Leader-local: nothing is logged.
-	RequestHandover(context.Context, *RequestHandoverRequest) (*RequestHandoverResponse, error)
+	RequestHandover(context.Context, *v1.RequestHandoverRequest) (*v1.RequestHandoverResponse, error)
 	mustEmbedUnimplementedPromotionServer()
 }
 
@@ -804,16 +805,16 @@ type PromotionServer interface {
 // pointer dereference when methods are called.
 type UnimplementedPromotionServer struct{}
 
-func (UnimplementedPromotionServer) Promote(context.Context, *PromoteRequest) (*PromoteResponse, error) {
+func (UnimplementedPromotionServer) Promote(context.Context, *v1.PromoteRequest) (*v1.PromoteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
 }
-func (UnimplementedPromotionServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+func (UnimplementedPromotionServer) Explain(context.Context, *v1.ExplainRequest) (*v1.ExplainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
-func (UnimplementedPromotionServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+func (UnimplementedPromotionServer) History(context.Context, *v1.HistoryRequest) (*v1.HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
 }
-func (UnimplementedPromotionServer) RequestHandover(context.Context, *RequestHandoverRequest) (*RequestHandoverResponse, error) {
+func (UnimplementedPromotionServer) RequestHandover(context.Context, *v1.RequestHandoverRequest) (*v1.RequestHandoverResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestHandover not implemented")
 }
 func (UnimplementedPromotionServer) mustEmbedUnimplementedPromotionServer() {}
@@ -838,7 +839,7 @@ func RegisterPromotionServer(s grpc.ServiceRegistrar, srv PromotionServer) {
 }
 
 func _Promotion_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(PromoteRequest)
+	in := new(v1.PromoteRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -850,13 +851,13 @@ func _Promotion_Promote_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Promotion_Promote_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PromotionServer).Promote(ctx, req.(*PromoteRequest))
+		return srv.(PromotionServer).Promote(ctx, req.(*v1.PromoteRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Promotion_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ExplainRequest)
+	in := new(v1.ExplainRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -868,13 +869,13 @@ func _Promotion_Explain_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Promotion_Explain_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PromotionServer).Explain(ctx, req.(*ExplainRequest))
+		return srv.(PromotionServer).Explain(ctx, req.(*v1.ExplainRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Promotion_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(HistoryRequest)
+	in := new(v1.HistoryRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -886,13 +887,13 @@ func _Promotion_History_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Promotion_History_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PromotionServer).History(ctx, req.(*HistoryRequest))
+		return srv.(PromotionServer).History(ctx, req.(*v1.HistoryRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Promotion_RequestHandover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RequestHandoverRequest)
+	in := new(v1.RequestHandoverRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -904,7 +905,7 @@ func _Promotion_RequestHandover_Handler(srv interface{}, ctx context.Context, de
 		FullMethod: Promotion_RequestHandover_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PromotionServer).RequestHandover(ctx, req.(*RequestHandoverRequest))
+		return srv.(PromotionServer).RequestHandover(ctx, req.(*v1.RequestHandoverRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -945,7 +946,7 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type WatchClient interface {
-	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	Watch(ctx context.Context, in *v1.WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.WatchResponse], error)
 }
 
 type watchClient struct {
@@ -956,13 +957,13 @@ func NewWatchClient(cc grpc.ClientConnInterface) WatchClient {
 	return &watchClient{cc}
 }
 
-func (c *watchClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+func (c *watchClient) Watch(ctx context.Context, in *v1.WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.WatchResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Watch_ServiceDesc.Streams[0], Watch_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	x := &grpc.GenericClientStream[v1.WatchRequest, v1.WatchResponse]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -973,13 +974,13 @@ func (c *watchClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Watch_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+type Watch_WatchClient = grpc.ServerStreamingClient[v1.WatchResponse]
 
 // WatchServer is the server API for Watch service.
 // All implementations must embed UnimplementedWatchServer
 // for forward compatibility.
 type WatchServer interface {
-	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	Watch(*v1.WatchRequest, grpc.ServerStreamingServer[v1.WatchResponse]) error
 	mustEmbedUnimplementedWatchServer()
 }
 
@@ -990,7 +991,7 @@ type WatchServer interface {
 // pointer dereference when methods are called.
 type UnimplementedWatchServer struct{}
 
-func (UnimplementedWatchServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+func (UnimplementedWatchServer) Watch(*v1.WatchRequest, grpc.ServerStreamingServer[v1.WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedWatchServer) mustEmbedUnimplementedWatchServer() {}
@@ -1015,15 +1016,15 @@ func RegisterWatchServer(s grpc.ServiceRegistrar, srv WatchServer) {
 }
 
 func _Watch_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(WatchRequest)
+	m := new(v1.WatchRequest)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(WatchServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+	return srv.(WatchServer).Watch(m, &grpc.GenericServerStream[v1.WatchRequest, v1.WatchResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Watch_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+type Watch_WatchServer = grpc.ServerStreamingServer[v1.WatchResponse]
 
 // Watch_ServiceDesc is the grpc.ServiceDesc for Watch service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -1059,14 +1060,14 @@ type ClusterClient interface {
 	// AddServer adds a server: first as a non-voter, then, once it has
 	// caught up with the leader's log, as a voter (a node started with
 	// --join calls it for itself; operators for any server).
-	AddServer(ctx context.Context, in *AddServerRequest, opts ...grpc.CallOption) (*AddServerResponse, error)
+	AddServer(ctx context.Context, in *v1.AddServerRequest, opts ...grpc.CallOption) (*v1.AddServerResponse, error)
 	// RemoveServer removes a server from the raft configuration; refused
 	// when the voters left could not reach a quorum.
-	RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error)
-	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
-	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
-	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
-	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error)
+	RemoveServer(ctx context.Context, in *v1.RemoveServerRequest, opts ...grpc.CallOption) (*v1.RemoveServerResponse, error)
+	Status(ctx context.Context, in *v1.StatusRequest, opts ...grpc.CallOption) (*v1.StatusResponse, error)
+	Members(ctx context.Context, in *v1.MembersRequest, opts ...grpc.CallOption) (*v1.MembersResponse, error)
+	TransferLeadership(ctx context.Context, in *v1.TransferLeadershipRequest, opts ...grpc.CallOption) (*v1.TransferLeadershipResponse, error)
+	Snapshot(ctx context.Context, in *v1.SnapshotRequest, opts ...grpc.CallOption) (*v1.SnapshotResponse, error)
 	// SaveSnapshot streams a consistent point-in-time copy of the replicated
 	// state from the leader, for a backup (authorityctl snapshot save):
 	// first a message with info (index, term, state hash of exactly these
@@ -1074,7 +1075,7 @@ type ClusterClient interface {
 	// message with done, the size and the SHA-256 of the data. Operators
 	// only; served by the leader (others answer NOT_LEADER with the hint);
 	// one at a time per server and rate limited (RESOURCE_EXHAUSTED).
-	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error)
+	SaveSnapshot(ctx context.Context, in *v1.SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.SaveSnapshotResponse], error)
 }
 
 type clusterClient struct {
@@ -1085,9 +1086,9 @@ func NewClusterClient(cc grpc.ClientConnInterface) ClusterClient {
 	return &clusterClient{cc}
 }
 
-func (c *clusterClient) AddServer(ctx context.Context, in *AddServerRequest, opts ...grpc.CallOption) (*AddServerResponse, error) {
+func (c *clusterClient) AddServer(ctx context.Context, in *v1.AddServerRequest, opts ...grpc.CallOption) (*v1.AddServerResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(AddServerResponse)
+	out := new(v1.AddServerResponse)
 	err := c.cc.Invoke(ctx, Cluster_AddServer_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -1095,9 +1096,9 @@ func (c *clusterClient) AddServer(ctx context.Context, in *AddServerRequest, opt
 	return out, nil
 }
 
-func (c *clusterClient) RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error) {
+func (c *clusterClient) RemoveServer(ctx context.Context, in *v1.RemoveServerRequest, opts ...grpc.CallOption) (*v1.RemoveServerResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RemoveServerResponse)
+	out := new(v1.RemoveServerResponse)
 	err := c.cc.Invoke(ctx, Cluster_RemoveServer_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -1105,9 +1106,9 @@ func (c *clusterClient) RemoveServer(ctx context.Context, in *RemoveServerReques
 	return out, nil
 }
 
-func (c *clusterClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+func (c *clusterClient) Status(ctx context.Context, in *v1.StatusRequest, opts ...grpc.CallOption) (*v1.StatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(StatusResponse)
+	out := new(v1.StatusResponse)
 	err := c.cc.Invoke(ctx, Cluster_Status_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -1115,9 +1116,9 @@ func (c *clusterClient) Status(ctx context.Context, in *StatusRequest, opts ...g
 	return out, nil
 }
 
-func (c *clusterClient) Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error) {
+func (c *clusterClient) Members(ctx context.Context, in *v1.MembersRequest, opts ...grpc.CallOption) (*v1.MembersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MembersResponse)
+	out := new(v1.MembersResponse)
 	err := c.cc.Invoke(ctx, Cluster_Members_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -1125,9 +1126,9 @@ func (c *clusterClient) Members(ctx context.Context, in *MembersRequest, opts ..
 	return out, nil
 }
 
-func (c *clusterClient) TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error) {
+func (c *clusterClient) TransferLeadership(ctx context.Context, in *v1.TransferLeadershipRequest, opts ...grpc.CallOption) (*v1.TransferLeadershipResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(TransferLeadershipResponse)
+	out := new(v1.TransferLeadershipResponse)
 	err := c.cc.Invoke(ctx, Cluster_TransferLeadership_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -1135,9 +1136,9 @@ func (c *clusterClient) TransferLeadership(ctx context.Context, in *TransferLead
 	return out, nil
 }
 
-func (c *clusterClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error) {
+func (c *clusterClient) Snapshot(ctx context.Context, in *v1.SnapshotRequest, opts ...grpc.CallOption) (*v1.SnapshotResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SnapshotResponse)
+	out := new(v1.SnapshotResponse)
 	err := c.cc.Invoke(ctx, Cluster_Snapshot_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -1145,13 +1146,13 @@ func (c *clusterClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts 
 	return out, nil
 }
 
-func (c *clusterClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error) {
+func (c *clusterClient) SaveSnapshot(ctx context.Context, in *v1.SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.SaveSnapshotResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_SaveSnapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[SaveSnapshotRequest, SaveSnapshotResponse]{ClientStream: stream}
+	x := &grpc.GenericClientStream[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -1162,7 +1163,7 @@ func (c *clusterClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotReques
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Cluster_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotResponse]
+type Cluster_SaveSnapshotClient = grpc.ServerStreamingClient[v1.SaveSnapshotResponse]
 
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
@@ -1171,14 +1172,14 @@ type ClusterServer interface {
 	// AddServer adds a server: first as a non-voter, then, once it has
 	// caught up with the leader's log, as a voter (a node started with
 	// --join calls it for itself; operators for any server).
-	AddServer(context.Context, *AddServerRequest) (*AddServerResponse, error)
+	AddServer(context.Context, *v1.AddServerRequest) (*v1.AddServerResponse, error)
 	// RemoveServer removes a server from the raft configuration; refused
 	// when the voters left could not reach a quorum.
-	RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error)
-	Status(context.Context, *StatusRequest) (*StatusResponse, error)
-	Members(context.Context, *MembersRequest) (*MembersResponse, error)
-	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
-	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error)
+	RemoveServer(context.Context, *v1.RemoveServerRequest) (*v1.RemoveServerResponse, error)
+	Status(context.Context, *v1.StatusRequest) (*v1.StatusResponse, error)
+	Members(context.Context, *v1.MembersRequest) (*v1.MembersResponse, error)
+	TransferLeadership(context.Context, *v1.TransferLeadershipRequest) (*v1.TransferLeadershipResponse, error)
+	Snapshot(context.Context, *v1.SnapshotRequest) (*v1.SnapshotResponse, error)
 	// SaveSnapshot streams a consistent point-in-time copy of the replicated
 	// state from the leader, for a backup (authorityctl snapshot save):
 	// first a message with info (index, term, state hash of exactly these
@@ -1186,7 +1187,7 @@ type ClusterServer interface {
 	// message with done, the size and the SHA-256 of the data. Operators
 	// only; served by the leader (others answer NOT_LEADER with the hint);
 	// one at a time per server and rate limited (RESOURCE_EXHAUSTED).
-	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error
+	SaveSnapshot(*v1.SaveSnapshotRequest, grpc.ServerStreamingServer[v1.SaveSnapshotResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -1197,25 +1198,25 @@ type ClusterServer interface {
 // pointer dereference when methods are called.
 type UnimplementedClusterServer struct{}
 
-func (UnimplementedClusterServer) AddServer(context.Context, *AddServerRequest) (*AddServerResponse, error) {
+func (UnimplementedClusterServer) AddServer(context.Context, *v1.AddServerRequest) (*v1.AddServerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddServer not implemented")
 }
-func (UnimplementedClusterServer) RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error) {
+func (UnimplementedClusterServer) RemoveServer(context.Context, *v1.RemoveServerRequest) (*v1.RemoveServerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveServer not implemented")
 }
-func (UnimplementedClusterServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+func (UnimplementedClusterServer) Status(context.Context, *v1.StatusRequest) (*v1.StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
 }
-func (UnimplementedClusterServer) Members(context.Context, *MembersRequest) (*MembersResponse, error) {
+func (UnimplementedClusterServer) Members(context.Context, *v1.MembersRequest) (*v1.MembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Members not implemented")
 }
-func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
+func (UnimplementedClusterServer) TransferLeadership(context.Context, *v1.TransferLeadershipRequest) (*v1.TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
 }
-func (UnimplementedClusterServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error) {
+func (UnimplementedClusterServer) Snapshot(context.Context, *v1.SnapshotRequest) (*v1.SnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Snapshot not implemented")
 }
-func (UnimplementedClusterServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error {
+func (UnimplementedClusterServer) SaveSnapshot(*v1.SaveSnapshotRequest, grpc.ServerStreamingServer[v1.SaveSnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
@@ -1240,7 +1241,7 @@ func RegisterClusterServer(s grpc.ServiceRegistrar, srv ClusterServer) {
 }
 
 func _Cluster_AddServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AddServerRequest)
+	in := new(v1.AddServerRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1252,13 +1253,13 @@ func _Cluster_AddServer_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Cluster_AddServer_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServer).AddServer(ctx, req.(*AddServerRequest))
+		return srv.(ClusterServer).AddServer(ctx, req.(*v1.AddServerRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Cluster_RemoveServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RemoveServerRequest)
+	in := new(v1.RemoveServerRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1270,13 +1271,13 @@ func _Cluster_RemoveServer_Handler(srv interface{}, ctx context.Context, dec fun
 		FullMethod: Cluster_RemoveServer_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServer).RemoveServer(ctx, req.(*RemoveServerRequest))
+		return srv.(ClusterServer).RemoveServer(ctx, req.(*v1.RemoveServerRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Cluster_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(StatusRequest)
+	in := new(v1.StatusRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1288,13 +1289,13 @@ func _Cluster_Status_Handler(srv interface{}, ctx context.Context, dec func(inte
 		FullMethod: Cluster_Status_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServer).Status(ctx, req.(*StatusRequest))
+		return srv.(ClusterServer).Status(ctx, req.(*v1.StatusRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Cluster_Members_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MembersRequest)
+	in := new(v1.MembersRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1306,13 +1307,13 @@ func _Cluster_Members_Handler(srv interface{}, ctx context.Context, dec func(int
 		FullMethod: Cluster_Members_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServer).Members(ctx, req.(*MembersRequest))
+		return srv.(ClusterServer).Members(ctx, req.(*v1.MembersRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Cluster_TransferLeadership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(TransferLeadershipRequest)
+	in := new(v1.TransferLeadershipRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1324,13 +1325,13 @@ func _Cluster_TransferLeadership_Handler(srv interface{}, ctx context.Context, d
 		FullMethod: Cluster_TransferLeadership_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServer).TransferLeadership(ctx, req.(*TransferLeadershipRequest))
+		return srv.(ClusterServer).TransferLeadership(ctx, req.(*v1.TransferLeadershipRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Cluster_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SnapshotRequest)
+	in := new(v1.SnapshotRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -1342,21 +1343,21 @@ func _Cluster_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Cluster_Snapshot_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ClusterServer).Snapshot(ctx, req.(*SnapshotRequest))
+		return srv.(ClusterServer).Snapshot(ctx, req.(*v1.SnapshotRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Cluster_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(SaveSnapshotRequest)
+	m := new(v1.SaveSnapshotRequest)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(ClusterServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SaveSnapshotResponse]{ServerStream: stream})
+	return srv.(ClusterServer).SaveSnapshot(m, &grpc.GenericServerStream[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Cluster_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotResponse]
+type Cluster_SaveSnapshotServer = grpc.ServerStreamingServer[v1.SaveSnapshotResponse]
 
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
