@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"runtime"
 	"strconv"
 	"testing"
@@ -50,18 +51,20 @@ func TestStateHashSeesEveryRecord(t *testing.T) {
 	}
 	g = roundTrip(t, f)
 	h := g.histories["db1"]
-	rec := h.denied[0].record()
+	old := h.denied.segs[0].rawAt(0)
+	rec := record(old, 0)
 	rec.Request.Reason += "!"
 	raw, _ := marshal.Marshal(rec)
-	g.digest.sub(attemptDigest(h.denied[0].raw))
-	h.denied[0] = &storedAttempt{index: rec.LogIndex, requestID: rec.Request.RequestId, raw: raw}
+	g.digest.sub(attemptDigest(old))
+	h.denied = attemptList{}
+	h.denied.push(rec.LogIndex, raw, crc32.Checksum(raw, crcTable))
 	g.digest.add(attemptDigest(raw))
 	if mustHash(t, g) == base {
 		t.Fatal("a changed attempt record left the state hash unchanged")
 	}
 	g = roundTrip(t, f)
-	g.digest.sub(attemptDigest(g.histories["db1"].denied[0].raw))
-	g.histories["db1"].denied = nil
+	g.digest.sub(attemptDigest(g.histories["db1"].denied.segs[0].rawAt(0)))
+	g.histories["db1"].denied = attemptList{}
 	if mustHash(t, g) == base {
 		t.Fatal("a dropped attempt record left the state hash unchanged")
 	}
@@ -194,7 +197,7 @@ func TestDeniedHistoryBytesBound(t *testing.T) {
 	}
 	h.f.mu.RLock()
 	hist := h.f.histories["db1"]
-	n, size := len(hist.denied), hist.deniedBytes
+	n, size := hist.denied.len(), hist.deniedBytes
 	h.f.mu.RUnlock()
 	if size > DeniedHistoryBytes || n >= 40 || n < DeniedHistoryBytes/(20<<10) {
 		t.Fatalf("denied ring: %d records, %d bytes", n, size)
