@@ -239,12 +239,24 @@ func BenchmarkLargeState(b *testing.B) {
 // buildHistory creates an aerodb domain and applies n attempts to it: even
 // ones allowed promotions between n2 and n3, odd ones denied.
 func buildHistory(b testing.TB, h *harness, name string, n int) {
+	benchDomain(h, name)
+	addAttempts(b, h, name, n)
+}
+
+// benchDomain creates an aerodb domain with three members, n1 holding
+// epoch 1, and a watermark.
+func benchDomain(h *harness, name string) {
 	h.ok(createDB(name))
 	for _, m := range []string{"n1", "n2", "n3"} {
 		h.ok(registerCmd(name, m))
 	}
 	h.ok(assignCmd(name, "n1"))
 	h.ok(advanceCmd(wmAdv(name, "n1", 1, 100, h100, 50)))
+}
+
+// addAttempts applies n attempts to a bench domain: even ones allowed
+// promotions between n2 and n3, odd ones denied.
+func addAttempts(b testing.TB, h *harness, name string, n int) {
 	cmd := &pb.Command{}
 	for i := range n {
 		d := h.f.domains[name]

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,9 +135,11 @@ func goldenSnapshot(t *testing.T, version int) {
 		// Version 3 keeps histories as delta segments: domain "a" gets
 		// allowed records over more than one segment and a denied ring
 		// that has evicted (its front segment rebuilt).
+		filled := &pb.AttemptRecord{}
+		fillMessage(t, filled.ProtoReflect(), &n)
 		for i := range 110 {
-			rec := &pb.AttemptRecord{}
-			fillMessage(t, rec.ProtoReflect(), &n)
+			rec := proto.Clone(filled).(*pb.AttemptRecord)
+			rec.EpochAfter = uint64(i)
 			rec.Request.Domain, rec.Request.RequestId, rec.LogIndex = "a", fmt.Sprintf("req-%d", i), uint64(100+i)
 			rec.Decision.Allowed = i%3 == 0
 			raw, err := marshal.Marshal(rec)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"sort"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -75,23 +76,33 @@ func (s *segment) delta(i int) []byte {
 	return s.data[start:s.ents[i].end]
 }
 
-// decode returns record i's canonical encoding, given record i-1's (nil
-// for the first), checked against its checksum. A record that does not
-// decode to its checksum is memory corruption, or a snapshot written
-// wrong: stop rather than answer with a guess.
-func (s *segment) decode(i int, prev []byte) []byte {
-	raw := s.decodeInto(nil, i, prev)
+// bases returns what record i is a delta of, given the two records before
+// it (nil where there are none): the template for the first record of a
+// segment, the one before for the second, the two before for the rest.
+func bases(i int, prev2, prev1 []byte) ([]byte, []byte) {
+	switch i {
+	case 0:
+		return nil, keyTemplate
+	case 1:
+		return nil, prev1
+	}
+	return prev2, prev1
+}
+
+// decode returns record i's canonical encoding, given the two records
+// before it, checked against its checksum. A record that does not decode
+// to its checksum is memory corruption, or a snapshot written wrong: stop
+// rather than answer with a guess.
+func (s *segment) decode(i int, prev2, prev1 []byte) []byte {
+	raw := s.decodeInto(nil, i, prev2, prev1)
 	s.check(i, raw)
 	return raw
 }
 
 // decodeInto decodes record i into dst[:0], unchecked.
-func (s *segment) decodeInto(dst []byte, i int, prev []byte) []byte {
-	base := keyTemplate
-	if i > 0 {
-		base = prev
-	}
-	raw, err := applyDelta(dst[:0], base, s.delta(i))
+func (s *segment) decodeInto(dst []byte, i int, prev2, prev1 []byte) []byte {
+	b1, b2 := bases(i, prev2, prev1)
+	raw, err := applyDelta(dst[:0], b1, b2, s.delta(i))
 	if err != nil {
 		panic(fmt.Sprintf("fsm: stored attempt at index %d does not decode: %v", s.ents[i].index, err))
 	}
@@ -104,19 +115,36 @@ func (s *segment) check(i int, raw []byte) {
 	}
 }
 
-// rawAt decodes the segment up to record i and returns record i, checked
-// (the records before it are bases only: a damaged one shows in it).
-func (s *segment) rawAt(i int) []byte {
-	var a, b []byte
+// encode returns record i's delta, given the two records before it.
+func encode(dst []byte, i int, prev2, prev1, raw []byte) []byte {
+	b1, b2 := bases(i, prev2, prev1)
+	return appendDelta(dst, b1, b2, raw)
+}
+
+// last2 decodes the segment up to record i and returns records i-1 and i,
+// checked (the records before are bases only: damage in them shows in
+// these). Record i gets a buffer of its own.
+func (s *segment) last2(i int) (prev, raw []byte) {
+	var bufs [3][]byte
 	for j := 0; j <= i; j++ {
 		if j == i {
-			a = nil // the returned record gets its own buffer
+			bufs[j%3] = nil
 		}
-		a = s.decodeInto(a, j, b)
-		a, b = b, a
+		bufs[j%3] = s.decodeInto(bufs[j%3], j, bufs[(j+1)%3], bufs[(j+2)%3])
 	}
-	s.check(i, b)
-	return b
+	raw = bufs[i%3]
+	s.check(i, raw)
+	if i > 0 {
+		prev = bufs[(i+2)%3]
+		s.check(i-1, prev)
+	}
+	return prev, raw
+}
+
+// rawAt decodes the segment up to record i and returns record i.
+func (s *segment) rawAt(i int) []byte {
+	_, raw := s.last2(i)
+	return raw
 }
 
 // attemptList is a log-ordered list of records: a domain's allowed ones,
@@ -134,11 +162,16 @@ func (l *attemptList) len() int { return l.n }
 func (l *attemptList) push(index uint64, raw []byte, sum uint32) {
 	if k := len(l.segs); k > 0 && len(l.segs[k-1].ents) < segmentRecords {
 		s := &l.segs[k-1]
-		prev := s.rawAt(len(s.ents) - 1)
-		s.data = appendDelta(s.data, prev, raw)
+		prev2, prev1 := s.last2(len(s.ents) - 1)
+		s.data = encode(s.data, len(s.ents), prev2, prev1, raw)
 		s.ents = append(s.ents, attemptEnt{index: index, end: uint32(len(s.data)), sum: sum})
+		if len(s.ents) == segmentRecords {
+			// Full: it only changes again by being dropped, so give back
+			// what append reserved.
+			s.data, s.ents = slices.Clone(s.data), slices.Clone(s.ents)
+		}
 	} else {
-		data := appendDelta(nil, keyTemplate, raw)
+		data := encode(nil, 0, nil, nil, raw)
 		l.segs = append(l.segs, segment{data: data, ents: []attemptEnt{{index: index, end: uint32(len(data)), sum: sum}}})
 	}
 	l.n++
@@ -146,25 +179,35 @@ func (l *attemptList) push(index uint64, raw []byte, sum uint32) {
 
 // popFront drops the oldest record and returns its canonical encoding and
 // log index. The front segment is rebuilt, not changed, with its new first
-// record re-encoded against the template: a snapshot being written may
-// share the old one.
+// two records re-encoded (their bases change): a snapshot being written
+// may share the old one.
 func (l *attemptList) popFront() ([]byte, uint64) {
 	s := l.segs[0]
-	raw := s.decode(0, nil)
+	raw := s.decode(0, nil, nil)
 	l.n--
 	if len(s.ents) == 1 {
 		l.segs = l.segs[1:]
 		return raw, s.ents[0].index
 	}
-	next := s.decode(1, raw)
-	key := appendDelta(nil, keyTemplate, next)
-	rest := s.data[s.ents[1].end:]
-	data := make([]byte, len(key)+len(rest))
-	copy(data[copy(data, key):], rest)
-	ents := make([]attemptEnt, len(s.ents)-1)
-	for i, e := range s.ents[1:] {
-		e.end = e.end - s.ents[1].end + uint32(len(key))
-		ents[i] = e
+	r1 := s.decode(1, nil, raw)
+	head := encode(nil, 0, nil, nil, r1)
+	ends := []uint32{uint32(len(head))}
+	if len(s.ents) > 2 {
+		head = encode(head, 1, nil, r1, s.decode(2, raw, r1))
+		ends = append(ends, uint32(len(head)))
+	}
+	// Old records 1..len(ends) are re-encoded in head; the rest moves.
+	rest := s.data[s.ents[len(ends)].end:]
+	data := make([]byte, len(head)+len(rest))
+	copy(data[copy(data, head):], rest)
+	shift := int64(len(head)) - int64(s.ents[len(ends)].end)
+	ents := slices.Clone(s.ents[1:])
+	for i := range ents {
+		if i < len(ends) {
+			ents[i].end = ends[i]
+		} else {
+			ents[i].end = uint32(int64(ents[i].end) + shift)
+		}
 	}
 	l.segs[0] = segment{data: data, ents: ents}
 	return raw, s.ents[0].index
@@ -197,7 +240,8 @@ func (l *attemptList) get(index uint64) ([]byte, bool) {
 type cursor struct {
 	l      *attemptList
 	si, pi int
-	prev   []byte // the record before (si, pi), once decoded
+	// The two records before (si, pi) in its segment, once decoded.
+	prev2, prev1 []byte
 }
 
 func (l *attemptList) from(after uint64) *cursor {
@@ -211,13 +255,13 @@ func (c *cursor) index() uint64 { return c.l.segs[c.si].ents[c.pi].index }
 
 func (c *cursor) next() []byte {
 	s := &c.l.segs[c.si]
-	if c.prev == nil && c.pi > 0 {
-		c.prev = s.rawAt(c.pi - 1)
+	if c.prev1 == nil && c.pi > 0 {
+		c.prev2, c.prev1 = s.last2(c.pi - 1)
 	}
-	raw := s.decode(c.pi, c.prev)
-	c.prev = raw
+	raw := s.decode(c.pi, c.prev2, c.prev1)
+	c.prev2, c.prev1 = c.prev1, raw
 	if c.pi++; c.pi == len(s.ents) {
-		c.si, c.pi, c.prev = c.si+1, 0, nil
+		c.si, c.pi, c.prev2, c.prev1 = c.si+1, 0, nil, nil
 	}
 	return raw
 }
@@ -545,10 +589,11 @@ func (l *attemptList) newest(n int) []indexedRaw {
 	for si := len(l.segs) - 1; si >= 0 && len(out) < n; si-- {
 		s := &l.segs[si]
 		seg := make([]indexedRaw, len(s.ents))
-		var raw []byte
+		var prev2, prev1 []byte
 		for i := range s.ents {
-			raw = s.decode(i, raw)
+			raw := s.decode(i, prev2, prev1)
 			seg[i] = indexedRaw{s.ents[i].index, raw}
+			prev2, prev1 = prev1, raw
 		}
 		for i := len(seg) - 1; i >= 0 && len(out) < n; i-- {
 			out = append(out, seg[i])

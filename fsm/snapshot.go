@@ -292,9 +292,9 @@ type restored struct {
 	attempts   []restoredAttempt // versions 1 and 2: per domain in log order, domains sorted
 	histories  map[string]*history
 	attemptSum digestSum // version 3
-	servers   *pb.ServerDirectory
-	events    *pb.EventLog
-	lastIndex uint64
+	servers    *pb.ServerDirectory
+	events     *pb.EventLog
+	lastIndex  uint64
 }
 
 type restoredAttempt struct {

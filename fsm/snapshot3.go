@@ -240,13 +240,10 @@ func checkHistories(st *restored) error {
 		deniedBytes := 0
 		for _, l := range []*attemptList{&h.allowed, &h.denied} {
 			for _, s := range l.segs {
-				var prev []byte
+				var prev2, prev1 []byte
 				for i, e := range s.ents {
-					base := keyTemplate
-					if i > 0 {
-						base = prev
-					}
-					raw, err := applyDelta(nil, base, s.delta(i))
+					b1, b2 := bases(i, prev2, prev1)
+					raw, err := applyDelta(nil, b1, b2, s.delta(i))
 					if err != nil || crc32.Checksum(raw, crcTable) != e.sum {
 						return corrupt("domain %q: the record at index %d does not decode to its checksum", name, e.index)
 					}
@@ -269,7 +266,7 @@ func checkHistories(st *restored) error {
 						deniedBytes += len(raw)
 					}
 					sum.add(attemptDigest(raw))
-					prev = raw
+					prev2, prev1 = prev1, raw
 				}
 			}
 		}
