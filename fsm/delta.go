@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/binary"
 	"errors"
+	"sync"
 )
 
 // A delta encodes one byte string (the target) as copies from a base and
@@ -47,13 +48,17 @@ func deltaHash(b []byte) uint32 {
 
 // appendDelta appends the delta of target against base1+base2 to dst.
 func appendDelta(dst, base1, base2, target []byte) []byte {
+	sc := deltaScratch.Get().(*deltaBufs)
+	defer deltaScratch.Put(sc)
 	base := base2
 	if len(base1) > 0 {
-		base = append(append(make([]byte, 0, len(base1)+len(base2)), base1...), base2...)
+		sc.base = append(append(sc.base[:0], base1...), base2...)
+		base = sc.base
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(target)))
 	// table: the last position of each 4-byte hash in base, plus one.
-	var table [1 << deltaHashBits]int32
+	table := &sc.table
+	clear(table[:])
 	for i := 0; i+deltaMinMatch <= len(base); i++ {
 		table[deltaHash(base[i:])] = int32(i + 1)
 	}
@@ -89,6 +94,15 @@ func appendDelta(dst, base1, base2, target []byte) []byte {
 	}
 	return dst
 }
+
+// deltaBufs is the encoder's scratch space, reused (its contents never
+// reach the output but through the inputs).
+type deltaBufs struct {
+	table [1 << deltaHashBits]int32
+	base  []byte
+}
+
+var deltaScratch = sync.Pool{New: func() any { return new(deltaBufs) }}
 
 func appendSequence(dst, literal []byte, n int, offset int64) []byte {
 	h := uint64(0)

@@ -39,6 +39,7 @@ type FSM struct {
 	// captureGen counts captures: a domain's request index copied before
 	// the newest capture is shared with it (history.go, ownIDs).
 	captureGen atomic.Uint64
+	tails      tailCache // history.go
 }
 
 // New returns an empty state machine.

@@ -158,11 +158,16 @@ type attemptList struct {
 
 func (l *attemptList) len() int { return l.n }
 
-// push appends a record.
-func (l *attemptList) push(index uint64, raw []byte, sum uint32) {
+// push appends a record. tails (may be nil) spares decoding the open
+// segment's last two records when they were appended recently.
+func (l *attemptList) push(index uint64, raw []byte, sum uint32, tails *tailCache) {
 	if k := len(l.segs); k > 0 && len(l.segs[k-1].ents) < segmentRecords {
 		s := &l.segs[k-1]
-		prev2, prev1 := s.last2(len(s.ents) - 1)
+		last := len(s.ents) - 1
+		prev2, prev1, ok := tails.get(l, s.ents[last].index)
+		if !ok {
+			prev2, prev1 = s.last2(last)
+		}
 		s.data = encode(s.data, len(s.ents), prev2, prev1, raw)
 		s.ents = append(s.ents, attemptEnt{index: index, end: uint32(len(s.data)), sum: sum})
 		if len(s.ents) == segmentRecords {
@@ -170,12 +175,66 @@ func (l *attemptList) push(index uint64, raw []byte, sum uint32) {
 			// what append reserved.
 			s.data, s.ents = slices.Clone(s.data), slices.Clone(s.ents)
 		}
+		tails.put(l, index, prev1, raw)
 	} else {
 		data := encode(nil, 0, nil, nil, raw)
 		l.segs = append(l.segs, segment{data: data, ents: []attemptEnt{{index: index, end: uint32(len(data)), sum: sum}}})
+		tails.put(l, index, nil, raw)
 	}
 	l.n++
 }
+
+// tailCache keeps the last two records of the lists appended to most
+// recently, as appended, so that the next append to one of them need not
+// decode its open segment. Derived and bounded; the bytes it yields are
+// the same a decode would: the state does not depend on it.
+type tailCache struct {
+	m    map[*attemptList]*tail
+	fifo [tailCacheLists]*attemptList
+	next int
+}
+
+const tailCacheLists = 256
+
+// tail: the list's newest record (at index) and the one before it in the
+// same segment (nil when it is the segment's first). Records leave a list
+// only from the front, so while the newest is the same record the one
+// before it is either still there or no longer a base.
+type tail struct {
+	index        uint64
+	prev2, prev1 []byte
+}
+
+func (c *tailCache) get(l *attemptList, index uint64) ([]byte, []byte, bool) {
+	if c == nil {
+		return nil, nil, false
+	}
+	if t := c.m[l]; t != nil && t.index == index {
+		return t.prev2, t.prev1, true
+	}
+	return nil, nil, false
+}
+
+func (c *tailCache) put(l *attemptList, index uint64, prev2, prev1 []byte) {
+	if c == nil {
+		return
+	}
+	if c.m == nil {
+		c.m = make(map[*attemptList]*tail, tailCacheLists)
+	}
+	if t := c.m[l]; t != nil {
+		*t = tail{index, prev2, prev1}
+		return
+	}
+	if old := c.fifo[c.next]; old != nil {
+		delete(c.m, old)
+	}
+	c.fifo[c.next], c.next = l, (c.next+1)%tailCacheLists
+	c.m[l] = &tail{index, prev2, prev1}
+}
+
+// reset forgets every list (a restore replaces them all).
+func (c *tailCache) reset() { *c = tailCache{} }
 
 // popFront drops the oldest record and returns its canonical encoding and
 // log index. The front segment is rebuilt, not changed, with its new first
@@ -347,11 +406,11 @@ func (f *FSM) keep(domain string, s *storedAttempt) {
 	f.ownIDs(h)
 	h.ids = insertID(h.ids, idEnt{key: requestKey(s.requestID), index: s.index})
 	if s.allowed {
-		h.allowed.push(s.index, s.raw, sum)
+		h.allowed.push(s.index, s.raw, sum, &f.tails)
 		h.floorsKnown = false
 		return
 	}
-	h.denied.push(s.index, s.raw, sum)
+	h.denied.push(s.index, s.raw, sum, &f.tails)
 	h.deniedBytes += len(s.raw)
 	for h.denied.len() > 1 && (h.denied.len() > DeniedHistory || h.deniedBytes > DeniedHistoryBytes) {
 		raw, index := h.denied.popFront()

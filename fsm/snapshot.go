@@ -241,6 +241,7 @@ func (f *FSM) Restore(r io.Reader) error {
 		f.servers[s.Id] = s.GrpcAddress
 	}
 	f.digest, f.domainDigests, f.touched = digestSum{}, make(map[string][32]byte, len(f.domains)), f.touched[:0]
+	f.tails.reset()
 	if st.histories != nil { // version 3: the histories as they were kept
 		gen := f.captureGen.Load()
 		for _, h := range st.histories {
