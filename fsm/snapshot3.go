@@ -212,7 +212,7 @@ func readSegment(cr *crcReader, domain string) (segment, error) {
 	for i := range s.ents {
 		index, size, sum := w.uvarint(), w.uvarint(), w.fixed(4)
 		end += size
-		if w.bad || index == 0 || size == 0 || end >= 1<<32 || i > 0 && index <= s.ents[i-1].index {
+		if w.bad || size == 0 || end >= 1<<32 || i > 0 && index <= s.ents[i-1].index {
 			return segment{}, corrupt("history of domain %q: a malformed segment", domain)
 		}
 		s.ents[i] = attemptEnt{index: index, end: uint32(end), sum: uint32(sum)}
