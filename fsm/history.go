@@ -288,8 +288,16 @@ func (l *attemptList) search(after uint64) (si, pi int) {
 
 // get returns the canonical encoding of the record at a log index.
 func (l *attemptList) get(index uint64) ([]byte, bool) {
-	si, pi := l.search(index - 1)
-	if si == len(l.segs) || l.segs[si].ents[pi].index != index {
+	si := sort.Search(len(l.segs), func(k int) bool {
+		e := l.segs[k].ents
+		return e[len(e)-1].index >= index
+	})
+	if si == len(l.segs) {
+		return nil, false
+	}
+	e := l.segs[si].ents
+	pi := sort.Search(len(e), func(k int) bool { return e[k].index >= index })
+	if e[pi].index != index {
 		return nil, false
 	}
 	return l.segs[si].rawAt(pi), true

@@ -378,3 +378,28 @@ func sameRecords(a, b []*pb.AttemptRecord) bool {
 	}
 	return true
 }
+
+// TestVersion2RecordAtIndexZero: a version-2 snapshot may hold an attempt
+// record at log index 0 (FuzzRestore found one); restored, it re-encodes
+// to a version-3 snapshot that restores to the same state.
+func TestVersion2RecordAtIndexZero(t *testing.T) {
+	rec := &pb.AttemptRecord{Request: &pb.PromotionRequest{RequestId: "r0", Domain: "a", Candidate: "n1"}, Decision: &pb.Decision{}}
+	raw, err := marshal.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := buildSnapshot(snapshotMagic, []rawRecord{
+		headerRecord(t, &pb.SnapshotHeader{Version: 2, LastIndex: 9, DomainCount: 1, AttemptCount: 1}),
+		domainRecord(t, "a"), {recAttempt, raw}, {recServers, nil}, {recEvents, nil}})
+	f := New()
+	if err := f.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatalf("the version-2 snapshot does not restore: %v", err)
+	}
+	g := roundTrip(t, f)
+	if mustHash(t, g) != mustHash(t, f) {
+		t.Fatal("re-encoded as version 3, the state hashes differently")
+	}
+	if got, ok := g.Attempt("a", "r0"); !ok || got.LogIndex != 0 {
+		t.Fatal("the record at index 0 is lost")
+	}
+}

@@ -251,9 +251,6 @@ func checkHistories(st *restored) error {
 					if err := proto.Unmarshal(raw, rec); err != nil {
 						return corrupt("domain %q: the record at index %d: %v", name, e.index, err)
 					}
-					if b, err := marshal.Marshal(rec); err != nil || string(b) != string(raw) {
-						return corrupt("domain %q: the record at index %d is not canonical", name, e.index)
-					}
 					id := rec.GetRequest().GetRequestId()
 					if rec.GetRequest().GetDomain() != name || rec.LogIndex != e.index || id == "" ||
 						rec.GetDecision().GetAllowed() != (l == &h.allowed) {
