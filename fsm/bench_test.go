@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,7 +221,7 @@ func BenchmarkLargeState(b *testing.B) {
 	b.StopTimer()
 	stored := 0
 	for _, hist := range g.histories {
-		stored += len(hist.allowed) + len(hist.denied)
+		stored += hist.allowed.len() + hist.denied.len()
 	}
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1000, "get-p99-µs")
 	b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
@@ -228,19 +229,34 @@ func BenchmarkLargeState(b *testing.B) {
 	b.ReportMetric(snapTime.Seconds(), "snapshot-s")
 	b.ReportMetric(restoreTime.Seconds(), "restore-s")
 	b.ReportMetric(float64(heap)/float64(stored), "heap-B/attempt")
-	b.Logf("%d domains × %d attempts (%d stored): GetDomain p99 %v, heap %d MiB, snapshot %d MiB in %v, restore %v",
-		domains, attempts, stored, lat[len(lat)*99/100], heap>>20, size>>20, snapTime, restoreTime)
+	hwm, rss := procStatusKiB(b, "VmHWM"), procStatusKiB(b, "VmRSS")
+	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
+	b.ReportMetric(float64(rss)/1024, "RSS-MiB")
+	b.Logf("%d domains × %d attempts (%d stored): GetDomain p99 %v, heap %d MiB, snapshot %d MiB in %v, restore %v, RSS %d MiB (peak %d MiB)",
+		domains, attempts, stored, lat[len(lat)*99/100], heap>>20, size>>20, snapTime, restoreTime, rss>>10, hwm>>10)
 }
 
 // buildHistory creates an aerodb domain and applies n attempts to it: even
 // ones allowed promotions between n2 and n3, odd ones denied.
-func buildHistory(b *testing.B, h *harness, name string, n int) {
+func buildHistory(b testing.TB, h *harness, name string, n int) {
+	benchDomain(h, name)
+	addAttempts(b, h, name, n)
+}
+
+// benchDomain creates an aerodb domain with three members, n1 holding
+// epoch 1, and a watermark.
+func benchDomain(h *harness, name string) {
 	h.ok(createDB(name))
 	for _, m := range []string{"n1", "n2", "n3"} {
 		h.ok(registerCmd(name, m))
 	}
 	h.ok(assignCmd(name, "n1"))
 	h.ok(advanceCmd(wmAdv(name, "n1", 1, 100, h100, 50)))
+}
+
+// addAttempts applies n attempts to a bench domain: even ones allowed
+// promotions between n2 and n3, odd ones denied.
+func addAttempts(b testing.TB, h *harness, name string, n int) {
 	cmd := &pb.Command{}
 	for i := range n {
 		d := h.f.domains[name]
@@ -259,6 +275,25 @@ func buildHistory(b *testing.B, h *harness, name string, n int) {
 			b.Fatalf("%s attempt %d: %v %s", name, i, res.Err, DescribeAttempt(res.Attempt))
 		}
 	}
+}
+
+// procStatusKiB reads one "Name: N kB" line of /proc/self/status (Linux).
+func procStatusKiB(b *testing.B, name string) int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/self/status %s: %v", name, err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("/proc/self/status has no %s", name)
+	return 0
 }
 
 func envInt(b *testing.B, key string, def int) int {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"google.golang.org/protobuf/proto"
@@ -23,7 +24,6 @@ type FSM struct {
 	mu        sync.RWMutex
 	domains   map[string]*pb.Domain
 	histories map[string]*history // attempt history per domain
-	requests  requestIndex
 	lastIndex uint64
 	servers   map[string]string // raft server id → gRPC address
 	events    eventLog
@@ -33,13 +33,18 @@ type FSM struct {
 	// each domain's current digest, and the domains the entry being
 	// applied may have changed.
 	digest        digestSum
+	attemptSum    digestSum // the attempts' share of digest
 	domainDigests map[string][32]byte
 	touched       []string
+	// captureGen counts captures: a domain's request index copied before
+	// the newest capture is shared with it (history.go, ownIDs).
+	captureGen atomic.Uint64
+	tails      tailCache // history.go
 }
 
 // New returns an empty state machine.
 func New() *FSM {
-	return &FSM{domains: map[string]*pb.Domain{}, histories: map[string]*history{}, requests: requestIndex{},
+	return &FSM{domains: map[string]*pb.Domain{}, histories: map[string]*history{},
 		servers: map[string]string{}, domainDigests: map[string][32]byte{}}
 }
 
@@ -215,11 +220,7 @@ func authorityOf(d *pb.Domain) Authority {
 func (f *FSM) Attempt(domain, requestID string) (*pb.AttemptRecord, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s, ok := f.requests.get(domain, requestID)
-	if !ok {
-		return nil, false
-	}
-	return s.record(), true
+	return f.histories[domain].attempt(requestID)
 }
 
 // Watermark returns a copy of a domain's watermark (nil when unknown).

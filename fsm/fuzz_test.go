@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -405,6 +407,28 @@ func FuzzRestore(f *testing.F) {
 				f.Add(m, true)
 			}
 		}
+	}
+	// A version-3 history of several segments with a rebuilt ring front,
+	// flipped around each record boundary (the segment, data and history
+	// records carry checksums of their own); the committed snapshots of
+	// every version.
+	long := mustSnapshot(f, historyFixture(f, 70).f)
+	f.Add(long, false)
+	for _, b := range recordBoundaries(long) {
+		for _, p := range []int{b + 1, b + 3} {
+			if p < len(long) {
+				m := bytes.Clone(long)
+				m[p] ^= 0x01
+				f.Add(m, true)
+			}
+		}
+	}
+	for version := 2; version <= snapshotVersion; version++ {
+		snap, err := os.ReadFile(filepath.Join(goldenDir, fmt.Sprintf("snapshot-v%d.bin", version)))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(snap, false)
 	}
 	full := states[len(states)-1].snap
 	f.Add(append(bytes.Clone(full), 0), false)

@@ -3,18 +3,29 @@ package fsm
 import (
 	"crypto/sha256"
 	"fmt"
+	"hash/crc32"
 	"slices"
+	"sort"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
 // The attempt history lives beside the domain records, not inside them:
 // reading, changing or evaluating a domain never copies its history, so a
 // promotion costs the same on a domain with ten thousand allowed attempts
-// as on a new one. Each record is kept as its deterministic encoding —
-// immutable once stored, so a snapshot shares it with the live state and a
-// read decodes only the page it returns.
+// as on a new one.
+//
+// Each record's canonical form is its deterministic protobuf encoding (the
+// state hash, the snapshot checksum and every reply are defined over it),
+// but it is kept compact: a domain's records are grouped in segments of up
+// to segmentRecords, the first stored as a delta (delta.go) of a fixed
+// template, each next one as a delta of the record before it — about a
+// tenth of the encoding, as consecutive records of a domain differ in a
+// few dozen bytes. A segment is immutable once written except at its end,
+// so a snapshot shares it with the live state; every record read back is
+// checked against the CRC-32C of its canonical encoding.
 const (
 	// DeniedHistory bounds the per-domain ring of denied attempts by count.
 	// Allowed attempts are kept forever (AU-2: records are permanent).
@@ -28,9 +39,14 @@ const (
 	// HistoryPageBytes ends a page early once its records' encodings reach
 	// it, so a page stays well inside a 4 MiB gRPC message.
 	HistoryPageBytes = 1 << 20
+
+	// segmentRecords bounds a segment: reading one record decodes at most
+	// this many deltas.
+	segmentRecords = 32
 )
 
-// storedAttempt is one recorded attempt. Never modified after it is stored.
+// storedAttempt is one decided attempt to keep: its canonical encoding and
+// what the history indexes it by.
 type storedAttempt struct {
 	index     uint64
 	requestID string
@@ -38,31 +54,330 @@ type storedAttempt struct {
 	raw       []byte // deterministic protobuf encoding of the AttemptRecord
 }
 
-// record decodes the stored bytes. They were produced by this process's
-// own marshalling (or verified when a snapshot was restored), so a decode
-// failure is memory corruption: stop rather than answer with a guess.
-func (s *storedAttempt) record() *pb.AttemptRecord {
-	rec := &pb.AttemptRecord{}
-	if err := proto.Unmarshal(s.raw, rec); err != nil {
-		panic(fmt.Sprintf("fsm: stored attempt at index %d does not decode: %v", s.index, err))
-	}
-	return rec
+// attemptEnt describes one record of a segment.
+type attemptEnt struct {
+	index uint64 // log index
+	end   uint32 // end of its delta in the segment's data
+	sum   uint32 // CRC-32C of its canonical encoding
 }
 
-// history is one domain's attempts, each list in log order.
+// segment is a run of a list's records: data holds their deltas, the
+// first against keyTemplate, each next one against the record before it.
+type segment struct {
+	data []byte
+	ents []attemptEnt
+}
+
+func (s *segment) delta(i int) []byte {
+	start := uint32(0)
+	if i > 0 {
+		start = s.ents[i-1].end
+	}
+	return s.data[start:s.ents[i].end]
+}
+
+// bases returns what record i is a delta of, given the two records before
+// it (nil where there are none): the template for the first record of a
+// segment, the one before for the second, the two before for the rest.
+func bases(i int, prev2, prev1 []byte) ([]byte, []byte) {
+	switch i {
+	case 0:
+		return nil, keyTemplate
+	case 1:
+		return nil, prev1
+	}
+	return prev2, prev1
+}
+
+// decode returns record i's canonical encoding, given the two records
+// before it, checked against its checksum. A record that does not decode
+// to its checksum is memory corruption, or a snapshot written wrong: stop
+// rather than answer with a guess.
+func (s *segment) decode(i int, prev2, prev1 []byte) []byte {
+	raw := s.decodeInto(nil, i, prev2, prev1)
+	s.check(i, raw)
+	return raw
+}
+
+// decodeInto decodes record i into dst[:0], unchecked.
+func (s *segment) decodeInto(dst []byte, i int, prev2, prev1 []byte) []byte {
+	b1, b2 := bases(i, prev2, prev1)
+	raw, err := applyDelta(dst[:0], b1, b2, s.delta(i))
+	if err != nil {
+		panic(fmt.Sprintf("fsm: stored attempt at index %d does not decode: %v", s.ents[i].index, err))
+	}
+	return raw
+}
+
+func (s *segment) check(i int, raw []byte) {
+	if crc32.Checksum(raw, crcTable) != s.ents[i].sum {
+		panic(fmt.Sprintf("fsm: stored attempt at index %d does not match its checksum", s.ents[i].index))
+	}
+}
+
+// encode returns record i's delta, given the two records before it.
+func encode(dst []byte, i int, prev2, prev1, raw []byte) []byte {
+	b1, b2 := bases(i, prev2, prev1)
+	return appendDelta(dst, b1, b2, raw)
+}
+
+// last2 decodes the segment up to record i and returns records i-1 and i,
+// checked (the records before are bases only: damage in them shows in
+// these). Record i gets a buffer of its own.
+func (s *segment) last2(i int) (prev, raw []byte) {
+	var bufs [3][]byte
+	for j := 0; j <= i; j++ {
+		if j == i {
+			bufs[j%3] = nil
+		}
+		bufs[j%3] = s.decodeInto(bufs[j%3], j, bufs[(j+1)%3], bufs[(j+2)%3])
+	}
+	raw = bufs[i%3]
+	s.check(i, raw)
+	if i > 0 {
+		prev = bufs[(i+2)%3]
+		s.check(i-1, prev)
+	}
+	return prev, raw
+}
+
+// rawAt decodes the segment up to record i and returns record i.
+func (s *segment) rawAt(i int) []byte {
+	_, raw := s.last2(i)
+	return raw
+}
+
+// attemptList is a log-ordered list of records: a domain's allowed ones,
+// or its ring of denied ones. Its segments only grow at the end or drop
+// from the front (a front segment that loses its first record is replaced,
+// never changed).
+type attemptList struct {
+	segs []segment
+	n    int
+}
+
+func (l *attemptList) len() int { return l.n }
+
+// push appends a record. tails (may be nil) spares decoding the open
+// segment's last two records when they were appended recently.
+func (l *attemptList) push(index uint64, raw []byte, sum uint32, tails *tailCache) {
+	if k := len(l.segs); k > 0 && len(l.segs[k-1].ents) < segmentRecords {
+		s := &l.segs[k-1]
+		last := len(s.ents) - 1
+		prev2, prev1, ok := tails.get(l, s.ents[last].index)
+		if !ok {
+			prev2, prev1 = s.last2(last)
+		}
+		s.data = encode(s.data, len(s.ents), prev2, prev1, raw)
+		s.ents = append(s.ents, attemptEnt{index: index, end: uint32(len(s.data)), sum: sum})
+		if len(s.ents) == segmentRecords {
+			// Full: it only changes again by being dropped, so give back
+			// what append reserved.
+			s.data, s.ents = slices.Clone(s.data), slices.Clone(s.ents)
+		}
+		tails.put(l, index, prev1, raw)
+	} else {
+		data := encode(nil, 0, nil, nil, raw)
+		l.segs = append(l.segs, segment{data: data, ents: []attemptEnt{{index: index, end: uint32(len(data)), sum: sum}}})
+		tails.put(l, index, nil, raw)
+	}
+	l.n++
+}
+
+// tailCache keeps the last two records of the lists appended to most
+// recently, as appended, so that the next append to one of them need not
+// decode its open segment. Derived and bounded; the bytes it yields are
+// the same a decode would: the state does not depend on it.
+type tailCache struct {
+	m    map[*attemptList]*tail
+	fifo [tailCacheLists]*attemptList
+	next int
+}
+
+const tailCacheLists = 256
+
+// tail: the list's newest record (at index) and the one before it in the
+// same segment (nil when it is the segment's first). Records leave a list
+// only from the front, so while the newest is the same record the one
+// before it is either still there or no longer a base.
+type tail struct {
+	index        uint64
+	prev2, prev1 []byte
+}
+
+func (c *tailCache) get(l *attemptList, index uint64) ([]byte, []byte, bool) {
+	if c == nil {
+		return nil, nil, false
+	}
+	if t := c.m[l]; t != nil && t.index == index {
+		return t.prev2, t.prev1, true
+	}
+	return nil, nil, false
+}
+
+func (c *tailCache) put(l *attemptList, index uint64, prev2, prev1 []byte) {
+	if c == nil {
+		return
+	}
+	if c.m == nil {
+		c.m = make(map[*attemptList]*tail, tailCacheLists)
+	}
+	if t := c.m[l]; t != nil {
+		*t = tail{index, prev2, prev1}
+		return
+	}
+	if old := c.fifo[c.next]; old != nil {
+		delete(c.m, old)
+	}
+	c.fifo[c.next], c.next = l, (c.next+1)%tailCacheLists
+	c.m[l] = &tail{index, prev2, prev1}
+}
+
+// reset forgets every list (a restore replaces them all).
+func (c *tailCache) reset() { *c = tailCache{} }
+
+// popFront drops the oldest record and returns its canonical encoding and
+// log index. The front segment is rebuilt, not changed, with its new first
+// two records re-encoded (their bases change): a snapshot being written
+// may share the old one.
+func (l *attemptList) popFront() ([]byte, uint64) {
+	s := l.segs[0]
+	raw := s.decode(0, nil, nil)
+	l.n--
+	if len(s.ents) == 1 {
+		l.segs = l.segs[1:]
+		return raw, s.ents[0].index
+	}
+	r1 := s.decode(1, nil, raw)
+	head := encode(nil, 0, nil, nil, r1)
+	ends := []uint32{uint32(len(head))}
+	if len(s.ents) > 2 {
+		head = encode(head, 1, nil, r1, s.decode(2, raw, r1))
+		ends = append(ends, uint32(len(head)))
+	}
+	// Old records 1..len(ends) are re-encoded in head; the rest moves.
+	rest := s.data[s.ents[len(ends)].end:]
+	data := make([]byte, len(head)+len(rest))
+	copy(data[copy(data, head):], rest)
+	shift := int64(len(head)) - int64(s.ents[len(ends)].end)
+	ents := slices.Clone(s.ents[1:])
+	for i := range ents {
+		if i < len(ends) {
+			ents[i].end = ends[i]
+		} else {
+			ents[i].end = uint32(int64(ents[i].end) + shift)
+		}
+	}
+	l.segs[0] = segment{data: data, ents: ents}
+	return raw, s.ents[0].index
+}
+
+// search returns the position of the first record with an index above
+// after.
+func (l *attemptList) search(after uint64) (si, pi int) {
+	si = sort.Search(len(l.segs), func(k int) bool {
+		e := l.segs[k].ents
+		return e[len(e)-1].index > after
+	})
+	if si < len(l.segs) {
+		e := l.segs[si].ents
+		pi = sort.Search(len(e), func(k int) bool { return e[k].index > after })
+	}
+	return si, pi
+}
+
+// get returns the canonical encoding of the record at a log index.
+func (l *attemptList) get(index uint64) ([]byte, bool) {
+	si := sort.Search(len(l.segs), func(k int) bool {
+		e := l.segs[k].ents
+		return e[len(e)-1].index >= index
+	})
+	if si == len(l.segs) {
+		return nil, false
+	}
+	e := l.segs[si].ents
+	pi := sort.Search(len(e), func(k int) bool { return e[k].index >= index })
+	if e[pi].index != index {
+		return nil, false
+	}
+	return l.segs[si].rawAt(pi), true
+}
+
+// cursor reads a list forward from a position, decoding each record once.
+type cursor struct {
+	l      *attemptList
+	si, pi int
+	// The two records before (si, pi) in its segment, once decoded.
+	prev2, prev1 []byte
+}
+
+func (l *attemptList) from(after uint64) *cursor {
+	si, pi := l.search(after)
+	return &cursor{l: l, si: si, pi: pi}
+}
+
+func (c *cursor) done() bool { return c.si >= len(c.l.segs) }
+
+func (c *cursor) index() uint64 { return c.l.segs[c.si].ents[c.pi].index }
+
+func (c *cursor) next() []byte {
+	s := &c.l.segs[c.si]
+	if c.prev1 == nil && c.pi > 0 {
+		c.prev2, c.prev1 = s.last2(c.pi - 1)
+	}
+	raw := s.decode(c.pi, c.prev2, c.prev1)
+	c.prev2, c.prev1 = c.prev1, raw
+	if c.pi++; c.pi == len(s.ents) {
+		c.si, c.pi, c.prev2, c.prev1 = c.si+1, 0, nil, nil
+	}
+	return raw
+}
+
+// each calls fn with every record of the list, in log order.
+func (l *attemptList) each(fn func(index uint64, raw []byte)) {
+	for c := l.from(0); !c.done(); {
+		i := c.index()
+		fn(i, c.next())
+	}
+}
+
+// idEnt indexes a request id: key is requestKey(id), index the log index
+// of its record. A domain's ids are sorted by (key, index); a hit is
+// verified against the record itself.
+type idEnt struct{ key, index uint64 }
+
+// requestKey is FNV-1a, 64 bits: deterministic, so the index is the same
+// on every replica and can be written into a snapshot.
+func requestKey(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// history is one domain's attempts.
 type history struct {
-	allowed     []*storedAttempt
-	denied      []*storedAttempt // ring: the oldest are dropped from the front
+	allowed     attemptList
+	denied      attemptList // ring: the oldest are dropped from the front
 	deniedBytes int
-	// lastAllowed is the newest allowed record, decoded: the watermark
-	// floors depend on the waivers of the promotion that granted the epoch.
-	lastAllowed *pb.AttemptRecord
+	ids         []idEnt
+	// idsGen: the FSM's capture generation when ids was last copied; a
+	// capture taken since shares it, so the next change copies it first.
+	idsGen uint64
+	// The newest allowed record's epoch_after and waivers, for the
+	// watermark floors (watermark.go); decoded on first use after a
+	// restore.
+	floorsKnown bool
+	lastEpoch   uint64
+	lastWaivers []string
 }
 
 func (f *FSM) historyOf(domain string) *history {
 	h := f.histories[domain]
 	if h == nil {
-		h = &history{}
+		h = &history{idsGen: f.captureGen.Load()}
 		f.histories[domain] = h
 	}
 	return h
@@ -80,7 +395,8 @@ func (f *FSM) store(d *pb.Domain, rec *pb.AttemptRecord) {
 	s := &storedAttempt{index: rec.LogIndex, requestID: rec.GetRequest().GetRequestId(), allowed: rec.GetDecision().GetAllowed(), raw: raw}
 	f.keep(d.Name, s)
 	if s.allowed {
-		f.histories[d.Name].lastAllowed = proto.Clone(rec).(*pb.AttemptRecord)
+		h := f.histories[d.Name]
+		h.floorsKnown, h.lastEpoch, h.lastWaivers = true, rec.EpochAfter, rec.GetDecision().GetWaiversApplied()
 		d.AllowedCount++
 	} else {
 		d.DeniedCount++
@@ -91,23 +407,107 @@ func (f *FSM) store(d *pb.Domain, rec *pb.AttemptRecord) {
 // state digest, evicting denied attempts beyond the bounds.
 func (f *FSM) keep(domain string, s *storedAttempt) {
 	h := f.historyOf(domain)
-	f.requests.put(domain, s)
-	f.digest.add(attemptDigest(s.raw))
+	dig := attemptDigest(s.raw)
+	f.digest.add(dig)
+	f.attemptSum.add(dig)
+	sum := crc32.Checksum(s.raw, crcTable)
+	f.ownIDs(h)
+	h.ids = insertID(h.ids, idEnt{key: requestKey(s.requestID), index: s.index})
 	if s.allowed {
-		h.allowed = append(h.allowed, s)
+		h.allowed.push(s.index, s.raw, sum, &f.tails)
+		h.floorsKnown = false
 		return
 	}
-	h.denied = append(h.denied, s)
+	h.denied.push(s.index, s.raw, sum, &f.tails)
 	h.deniedBytes += len(s.raw)
-	for len(h.denied) > 1 && (len(h.denied) > DeniedHistory || h.deniedBytes > DeniedHistoryBytes) {
-		old := h.denied[0]
-		// Reslice, never shift: a snapshot being written may share the
-		// old backing array.
-		h.denied = h.denied[1:]
-		h.deniedBytes -= len(old.raw)
-		f.requests.drop(domain, old.requestID)
-		f.digest.sub(attemptDigest(old.raw))
+	for h.denied.len() > 1 && (h.denied.len() > DeniedHistory || h.deniedBytes > DeniedHistoryBytes) {
+		raw, index := h.denied.popFront()
+		h.deniedBytes -= len(raw)
+		h.ids = removeID(h.ids, idEnt{key: requestKey(requestIDOf(raw, index)), index: index})
+		dig := attemptDigest(raw)
+		f.digest.sub(dig)
+		f.attemptSum.sub(dig)
 	}
+}
+
+// ownIDs copies a domain's request index if a capture may share it.
+func (f *FSM) ownIDs(h *history) {
+	if gen := f.captureGen.Load(); h.idsGen != gen {
+		h.ids = append(make([]idEnt, 0, len(h.ids)+1), h.ids...)
+		h.idsGen = gen
+	}
+}
+
+func insertID(ids []idEnt, e idEnt) []idEnt {
+	i := sort.Search(len(ids), func(k int) bool {
+		return ids[k].key > e.key || ids[k].key == e.key && ids[k].index >= e.index
+	})
+	ids = append(ids, idEnt{})
+	copy(ids[i+1:], ids[i:])
+	ids[i] = e
+	return ids
+}
+
+func removeID(ids []idEnt, e idEnt) []idEnt {
+	i := sort.Search(len(ids), func(k int) bool {
+		return ids[k].key > e.key || ids[k].key == e.key && ids[k].index >= e.index
+	})
+	if i == len(ids) || ids[i] != e {
+		panic(fmt.Sprintf("fsm: request index has no entry for the record at index %d", e.index))
+	}
+	return append(ids[:i], ids[i+1:]...)
+}
+
+// requestIDOf reads the request id out of a record's canonical encoding
+// (AttemptRecord.request = 1, PromotionRequest.request_id = 1) without
+// decoding the rest.
+func requestIDOf(raw []byte, index uint64) string {
+	id, ok := "", false
+	for b := raw; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			msg, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				break
+			}
+			for r := msg; len(r) > 0; {
+				num, typ, n := protowire.ConsumeTag(r)
+				if n < 0 {
+					break
+				}
+				r = r[n:]
+				if num == 1 && typ == protowire.BytesType {
+					v, m := protowire.ConsumeBytes(r)
+					if m < 0 {
+						break
+					}
+					id, ok = string(v), true // the last one wins, as in proto.Unmarshal
+					r = r[m:]
+					continue
+				}
+				m := protowire.ConsumeFieldValue(num, typ, r)
+				if m < 0 {
+					break
+				}
+				r = r[m:]
+			}
+			b = b[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			break
+		}
+		b = b[m:]
+	}
+	if !ok {
+		panic(fmt.Sprintf("fsm: stored attempt at index %d has no request id", index))
+	}
+	return id
 }
 
 func attemptDigest(raw []byte) [32]byte {
@@ -115,6 +515,58 @@ func attemptDigest(raw []byte) [32]byte {
 	h.Write([]byte("attempt\x00"))
 	h.Write(raw)
 	return [32]byte(h.Sum(nil))
+}
+
+// record decodes a stored record; it was checked against its checksum.
+func record(raw []byte, index uint64) *pb.AttemptRecord {
+	rec := &pb.AttemptRecord{}
+	if err := proto.Unmarshal(raw, rec); err != nil {
+		panic(fmt.Sprintf("fsm: stored attempt at index %d does not decode: %v", index, err))
+	}
+	return rec
+}
+
+// rawAt returns the canonical encoding of a domain's record at a log
+// index.
+func (h *history) rawAt(index uint64) ([]byte, bool) {
+	if raw, ok := h.allowed.get(index); ok {
+		return raw, true
+	}
+	return h.denied.get(index)
+}
+
+// attempt returns the recorded attempt of a request id, if it is kept.
+func (h *history) attempt(id string) (*pb.AttemptRecord, bool) {
+	if h == nil {
+		return nil, false
+	}
+	key := requestKey(id)
+	i := sort.Search(len(h.ids), func(k int) bool { return h.ids[k].key >= key })
+	var found *pb.AttemptRecord
+	for ; i < len(h.ids) && h.ids[i].key == key; i++ {
+		raw, ok := h.rawAt(h.ids[i].index)
+		if !ok {
+			panic(fmt.Sprintf("fsm: request index names index %d, which holds no record", h.ids[i].index))
+		}
+		if requestIDOf(raw, h.ids[i].index) == id {
+			found = record(raw, h.ids[i].index) // the newest wins
+		}
+	}
+	return found, found != nil
+}
+
+// floors returns the newest allowed record's epoch_after and waivers.
+func (h *history) floors() (uint64, []string, bool) {
+	if h == nil || h.allowed.len() == 0 {
+		return 0, nil, false
+	}
+	if !h.floorsKnown {
+		l := &h.allowed
+		s := &l.segs[len(l.segs)-1]
+		rec := record(s.rawAt(len(s.ents)-1), s.ents[len(s.ents)-1].index)
+		h.floorsKnown, h.lastEpoch, h.lastWaivers = true, rec.EpochAfter, rec.GetDecision().GetWaiversApplied()
+	}
+	return h.lastEpoch, h.lastWaivers, true
 }
 
 // HistoryPage is one page of a domain's attempts.
@@ -143,26 +595,26 @@ func (f *FSM) History(domain string, after uint64, limit int, withDenied bool) (
 	if h == nil {
 		return HistoryPage{}, true
 	}
-	allowed, denied := from(h.allowed, after), []*storedAttempt(nil)
+	allowed, denied := h.allowed.from(after), &cursor{l: &attemptList{}}
 	if withDenied {
-		denied = from(h.denied, after)
+		denied = h.denied.from(after)
 	}
 	var page HistoryPage
 	size := 0
-	for len(allowed)+len(denied) > 0 {
+	for !allowed.done() || !denied.done() {
 		if len(page.Records) == limit || size >= HistoryPageBytes {
 			page.More = true
 			break
 		}
-		var s *storedAttempt
-		if len(denied) == 0 || len(allowed) > 0 && allowed[0].index < denied[0].index {
-			s, allowed = allowed[0], allowed[1:]
-		} else {
-			s, denied = denied[0], denied[1:]
+		c := allowed
+		if allowed.done() || !denied.done() && denied.index() < allowed.index() {
+			c = denied
 		}
-		page.Records = append(page.Records, s.record())
-		page.Next = s.index
-		size += len(s.raw)
+		index := c.index()
+		raw := c.next()
+		page.Records = append(page.Records, record(raw, index))
+		page.Next = index
+		size += len(raw)
 	}
 	if !page.More {
 		page.Next = 0
@@ -170,59 +622,49 @@ func (f *FSM) History(domain string, after uint64, limit int, withDenied bool) (
 	return page, true
 }
 
-// from returns the suffix of a log-ordered list with indexes above after.
-func from(list []*storedAttempt, after uint64) []*storedAttempt {
-	i, _ := slices.BinarySearchFunc(list, after+1, func(s *storedAttempt, idx uint64) int {
-		switch {
-		case s.index < idx:
-			return -1
-		case s.index > idx:
-			return 1
-		}
-		return 0
-	})
-	return list[i:]
-}
-
-// requestIndex maps (domain, request id) to the recorded attempt. It is
-// derived state: rebuilt from the histories on restore, never snapshotted.
-type requestIndex map[string]map[string]*storedAttempt
-
-func (r requestIndex) get(domain, id string) (*storedAttempt, bool) {
-	s, ok := r[domain][id]
-	return s, ok
-}
-
-func (r requestIndex) put(domain string, s *storedAttempt) {
-	m := r[domain]
-	if m == nil {
-		m = map[string]*storedAttempt{}
-		r[domain] = m
-	}
-	m[s.requestID] = s
-}
-
-func (r requestIndex) drop(domain, id string) { delete(r[domain], id) }
-
 // NewestAttempts returns up to n of a domain's newest attempts, allowed
 // and kept denied ones, newest first.
 func (f *FSM) NewestAttempts(domain string, n int) []*pb.AttemptRecord {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	h := f.histories[domain]
-	if h == nil {
+	if h == nil || n <= 0 {
 		return nil
 	}
+	a, d := h.allowed.newest(n), h.denied.newest(n)
 	var out []*pb.AttemptRecord
-	a, d := h.allowed, h.denied
 	for len(out) < n && len(a)+len(d) > 0 {
-		var s *storedAttempt
-		if len(d) == 0 || len(a) > 0 && a[len(a)-1].index > d[len(d)-1].index {
-			s, a = a[len(a)-1], a[:len(a)-1]
+		var r indexedRaw
+		if len(d) == 0 || len(a) > 0 && a[0].index > d[0].index {
+			r, a = a[0], a[1:]
 		} else {
-			s, d = d[len(d)-1], d[:len(d)-1]
+			r, d = d[0], d[1:]
 		}
-		out = append(out, s.record())
+		out = append(out, record(r.raw, r.index))
+	}
+	return out
+}
+
+type indexedRaw struct {
+	index uint64
+	raw   []byte
+}
+
+// newest returns up to n of the list's newest records, newest first.
+func (l *attemptList) newest(n int) []indexedRaw {
+	var out []indexedRaw
+	for si := len(l.segs) - 1; si >= 0 && len(out) < n; si-- {
+		s := &l.segs[si]
+		seg := make([]indexedRaw, len(s.ents))
+		var prev2, prev1 []byte
+		for i := range s.ents {
+			raw := s.decode(i, prev2, prev1)
+			seg[i] = indexedRaw{s.ents[i].index, raw}
+			prev2, prev1 = prev1, raw
+		}
+		for i := len(seg) - 1; i >= 0 && len(out) < n; i-- {
+			out = append(out, seg[i])
+		}
 	}
 	return out
 }

@@ -11,11 +11,7 @@ func attemptsOf(f *FSM, domain string) (allowed, denied []*pb.AttemptRecord) {
 	if h == nil {
 		return nil, nil
 	}
-	for _, s := range h.allowed {
-		allowed = append(allowed, s.record())
-	}
-	for _, s := range h.denied {
-		denied = append(denied, s.record())
-	}
+	h.allowed.each(func(index uint64, raw []byte) { allowed = append(allowed, record(raw, index)) })
+	h.denied.each(func(index uint64, raw []byte) { denied = append(denied, record(raw, index)) })
 	return allowed, denied
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"runtime"
 	"strconv"
 	"testing"
@@ -50,18 +51,20 @@ func TestStateHashSeesEveryRecord(t *testing.T) {
 	}
 	g = roundTrip(t, f)
 	h := g.histories["db1"]
-	rec := h.denied[0].record()
+	old := h.denied.segs[0].rawAt(0)
+	rec := record(old, 0)
 	rec.Request.Reason += "!"
 	raw, _ := marshal.Marshal(rec)
-	g.digest.sub(attemptDigest(h.denied[0].raw))
-	h.denied[0] = &storedAttempt{index: rec.LogIndex, requestID: rec.Request.RequestId, raw: raw}
+	g.digest.sub(attemptDigest(old))
+	h.denied = attemptList{}
+	h.denied.push(rec.LogIndex, raw, crc32.Checksum(raw, crcTable), nil)
 	g.digest.add(attemptDigest(raw))
 	if mustHash(t, g) == base {
 		t.Fatal("a changed attempt record left the state hash unchanged")
 	}
 	g = roundTrip(t, f)
-	g.digest.sub(attemptDigest(g.histories["db1"].denied[0].raw))
-	g.histories["db1"].denied = nil
+	g.digest.sub(attemptDigest(g.histories["db1"].denied.segs[0].rawAt(0)))
+	g.histories["db1"].denied = attemptList{}
 	if mustHash(t, g) == base {
 		t.Fatal("a dropped attempt record left the state hash unchanged")
 	}
@@ -194,7 +197,7 @@ func TestDeniedHistoryBytesBound(t *testing.T) {
 	}
 	h.f.mu.RLock()
 	hist := h.f.histories["db1"]
-	n, size := len(hist.denied), hist.deniedBytes
+	n, size := hist.denied.len(), hist.deniedBytes
 	h.f.mu.RUnlock()
 	if size > DeniedHistoryBytes || n >= 40 || n < DeniedHistoryBytes/(20<<10) {
 		t.Fatalf("denied ring: %d records, %d bytes", n, size)
@@ -302,5 +305,101 @@ func TestMemberLimitAtApply(t *testing.T) {
 	h.ok(registerCmd("big", "m000"))
 	if n := len(h.domain("big").Members); n != MaxMembersPerDomain {
 		t.Fatalf("%d members", n)
+	}
+}
+
+// TestCaptureWhileApplying: a capture shares the history segments and the
+// request index with the live state; entries applied after it — allowed
+// ones appending to a shared segment, denied ones evicting from the ring
+// (its front segment rebuilt, its request ids removed) — leave what the
+// capture writes exactly the state at the capture.
+func TestCaptureWhileApplying(t *testing.T) {
+	h := historyFixture(t, 70) // 70 allowed over three segments; a full ring that has evicted
+	want := mustHash(t, h.f)
+	wantAllowed, wantDenied := attemptsOf(h.f, "db1")
+	c, err := h.f.Capture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempt := func(id string, allowed bool) {
+		d := h.f.domains["db1"]
+		cand := map[string]string{"n1": "n2", "n2": "n3", "n3": "n2"}[d.Holder]
+		a := &pb.PromotionAttempt{
+			Request:         &pb.PromotionRequest{RequestId: id, Domain: "db1", Candidate: cand},
+			Lease:           leaseObs(d.Holder, d.Epoch, pb.LeaseState_LEASE_STATE_EXPIRED),
+			CandidateReport: report(cand, d.Epoch),
+		}
+		if !allowed {
+			a.Lease = nil
+		}
+		if res := h.ok(attemptCmd(a)); res.Attempt.Decision.Allowed != allowed {
+			t.Fatalf("%s: %s", id, DescribeAttempt(res.Attempt))
+		}
+	}
+	for i := range 40 {
+		attempt("later-d-"+strconv.Itoa(i), false)
+		if i%4 == 0 {
+			attempt("later-p-"+strconv.Itoa(i), true)
+		}
+	}
+	var buf bytes.Buffer
+	if _, err := c.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	g := New()
+	if err := g.Restore(&buf); err != nil {
+		t.Fatalf("the capture does not restore: %v", err)
+	}
+	if mustHash(t, g) != want {
+		t.Fatal("the capture restores to another state than the one captured")
+	}
+	gotAllowed, gotDenied := attemptsOf(g, "db1")
+	if !sameRecords(gotAllowed, wantAllowed) || !sameRecords(gotDenied, wantDenied) {
+		t.Fatal("the capture's records differ from the captured state's")
+	}
+	for _, rec := range append(wantAllowed, wantDenied...) {
+		if got, ok := g.Attempt("db1", rec.Request.RequestId); !ok || !proto.Equal(got, rec) {
+			t.Fatalf("request %q not found in the restored capture", rec.Request.RequestId)
+		}
+	}
+	if _, ok := g.Attempt("db1", "later-d-0"); ok {
+		t.Fatal("an attempt applied after the capture is in it")
+	}
+}
+
+func sameRecords(a, b []*pb.AttemptRecord) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestVersion2RecordAtIndexZero: a version-2 snapshot may hold an attempt
+// record at log index 0 (FuzzRestore found one); restored, it re-encodes
+// to a version-3 snapshot that restores to the same state.
+func TestVersion2RecordAtIndexZero(t *testing.T) {
+	rec := &pb.AttemptRecord{Request: &pb.PromotionRequest{RequestId: "r0", Domain: "a", Candidate: "n1"}, Decision: &pb.Decision{}}
+	raw, err := marshal.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := buildSnapshot(snapshotMagic, []rawRecord{
+		headerRecord(t, &pb.SnapshotHeader{Version: 2, LastIndex: 9, DomainCount: 1, AttemptCount: 1}),
+		domainRecord(t, "a"), {recAttempt, raw}, {recServers, nil}, {recEvents, nil}})
+	f := New()
+	if err := f.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatalf("the version-2 snapshot does not restore: %v", err)
+	}
+	g := roundTrip(t, f)
+	if mustHash(t, g) != mustHash(t, f) {
+		t.Fatal("re-encoded as version 3, the state hashes differently")
+	}
+	if got, ok := g.Attempt("a", "r0"); !ok || got.LogIndex != 0 {
+		t.Fatal("the record at index 0 is lost")
 	}
 }

@@ -34,8 +34,7 @@ func applyPromotionAttempt(f *FSM, e entry) *Result {
 	if err != nil {
 		return failed(e.index, err)
 	}
-	if s, ok := f.requests.get(d.Name, req.RequestId); ok {
-		rec := s.record()
+	if rec, ok := f.histories[d.Name].attempt(req.RequestId); ok {
 		if !SameRequest(rec.Request, req) {
 			return failed(e.index, fmt.Errorf("%w: request id %q was used for another request (candidate %q)",
 				ErrConflict, req.RequestId, rec.GetRequest().GetCandidate()))
@@ -123,8 +122,8 @@ func applyPromotionIntent(f *FSM, e entry) *Result {
 	if err != nil {
 		return failed(e.index, err)
 	}
-	if s, ok := f.requests.get(d.Name, req.RequestId); ok {
-		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: s.record(), Duplicate: true}
+	if rec, ok := f.histories[d.Name].attempt(req.RequestId); ok {
+		return &Result{Epoch: d.Epoch, Holder: d.Holder, Attempt: rec, Duplicate: true}
 	}
 	if pendingIndex(d, req.RequestId) >= 0 {
 		return done(d)

@@ -19,26 +19,50 @@ import (
 // fixed order):
 //
 //	magic "AUTHSNAP" | record* | trailer
-//	record  = type byte | uvarint length | protobuf bytes
+//	record  = type byte | uvarint length | body
 //	records = one header (SnapshotHeader), then per domain, sorted by name,
-//	          its record followed by its attempt records (AttemptRecord,
-//	          allowed and kept denied ones merged in log order), then the
-//	          server directory (ServerDirectory), then the retained event
-//	          log (EventLog)
+//	          its record (Domain) followed by its history, then the sum of
+//	          the attempts' digests (32 bytes), then the server directory
+//	          (ServerDirectory), then the retained event log (EventLog)
 //	trailer = type byte 0xFF | CRC-32C (Castagnoli) of every byte before it
 //
-// Marshalling is deterministic, so equal states give equal bytes on every
-// replica. Version 1 (before attempts had records of their own) kept the
-// history inside each domain record; Restore still reads it.
+// A domain's history (version 3) is written as it is kept (history.go),
+// not re-encoded: a history record, then a segment record and a data
+// record per segment, allowed ones first, then the denied ring. Each of
+// these bodies ends in the CRC-32C of the rest of it:
+//
+//	history  = uvarint denied bytes | uvarint allowed segments |
+//	           uvarint denied segments | uvarint n | n × (fixed64 request
+//	           key | uvarint log index), sorted | crc
+//	segment  = uvarint n | n × (uvarint log index | uvarint delta length |
+//	           fixed32 record CRC-32C) | crc
+//	data     = the segment's deltas | crc
+//
+// Restore checks the checksums and the structure (counts against the
+// domain record, log order, lengths, the request index against the
+// records) and takes the state hash's attempt share from the digest
+// record; it does not decode the records — each is checked against its
+// own CRC-32C whenever it is read, and the invariants build decodes every
+// record at restore and compares the digests.
+//
+// Marshalling and the delta codec are deterministic, so equal states give
+// equal bytes on every replica. Version 2 wrote every attempt record as
+// its protobuf encoding (type 5) after its domain; version 1 (before
+// attempts had records of their own) kept the history inside each domain
+// record; Restore still reads both.
 const (
 	snapshotMagic   = "AUTHSNAP"
-	snapshotVersion = 2
+	snapshotVersion = 3
 
 	recHeader  byte = 1
 	recDomain  byte = 2
 	recEvents  byte = 3
 	recServers byte = 4
-	recAttempt byte = 5
+	recAttempt byte = 5 // version 2
+	recHistory byte = 6
+	recSegment byte = 7
+	recData    byte = 8
+	recDigest  byte = 9
 	recTrailer byte = 0xFF
 
 	// maxRecord bounds one record so a corrupt length cannot allocate
@@ -58,19 +82,23 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // and written out later without it, while entries keep applying: the
 // domain records, directory and events are encoded at capture, the
 // attempts are shared (stored attempts are immutable and their lists only
-// grow at the end or drop from the front).
+// grow at the end or drop from the front, and a request index is copied
+// before it next changes).
 type Capture struct {
 	lastIndex uint64
 	header    []byte
 	domains   []capturedDomain
 	servers   []byte
 	events    []byte
+	digest    digestSum
 	attempts  uint64
 }
 
 type capturedDomain struct {
 	raw             []byte
-	allowed, denied []*storedAttempt
+	allowed, denied []segment
+	ids             []idEnt
+	deniedBytes     int
 }
 
 // Capture takes a point-in-time view for WriteTo. raft calls FSM.Snapshot
@@ -102,7 +130,8 @@ func (c *Capture) Domains() int { return len(c.domains) }
 
 func (f *FSM) captureLocked() (*Capture, error) {
 	names := f.sortedNames()
-	c := &Capture{lastIndex: f.lastIndex, domains: make([]capturedDomain, len(names))}
+	c := &Capture{lastIndex: f.lastIndex, domains: make([]capturedDomain, len(names)), digest: f.attemptSum}
+	f.captureGen.Add(1) // every request index is now shared
 	var err error
 	for i, n := range names {
 		cd := &c.domains[i]
@@ -110,8 +139,9 @@ func (f *FSM) captureLocked() (*Capture, error) {
 			return nil, fmt.Errorf("snapshot: marshal domain %q: %w", n, err)
 		}
 		if h := f.histories[n]; h != nil {
-			cd.allowed, cd.denied = h.allowed, h.denied
-			c.attempts += uint64(len(h.allowed) + len(h.denied))
+			cd.allowed, cd.denied = slices.Clone(h.allowed.segs), slices.Clone(h.denied.segs)
+			cd.ids, cd.deniedBytes = h.ids, h.deniedBytes
+			c.attempts += uint64(h.allowed.len() + h.denied.len())
 		}
 	}
 	hdr := &pb.SnapshotHeader{Version: snapshotVersion, LastIndex: f.lastIndex, DomainCount: uint64(len(names)), AttemptCount: c.attempts}
@@ -133,19 +163,32 @@ func (c *Capture) WriteTo(w io.Writer) (int64, error) {
 	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 256<<10)}
 	sw.write([]byte(snapshotMagic))
 	sw.record(recHeader, c.header)
+	var buf []byte
 	for _, d := range c.domains {
 		sw.record(recDomain, d.raw)
-		allowed, denied := d.allowed, d.denied
-		for len(allowed)+len(denied) > 0 {
-			if len(denied) == 0 || len(allowed) > 0 && allowed[0].index < denied[0].index {
-				sw.record(recAttempt, allowed[0].raw)
-				allowed = allowed[1:]
-			} else {
-				sw.record(recAttempt, denied[0].raw)
-				denied = denied[1:]
+		buf = binary.AppendUvarint(buf[:0], uint64(d.deniedBytes))
+		buf = binary.AppendUvarint(buf, uint64(len(d.allowed)))
+		buf = binary.AppendUvarint(buf, uint64(len(d.denied)))
+		buf = binary.AppendUvarint(buf, uint64(len(d.ids)))
+		for _, id := range d.ids {
+			buf = binary.LittleEndian.AppendUint64(buf, id.key)
+			buf = binary.AppendUvarint(buf, id.index)
+		}
+		sw.checkedRecord(recHistory, buf)
+		for _, s := range slices.Concat(d.allowed, d.denied) {
+			buf, start := buf[:0], uint32(0)
+			buf = binary.AppendUvarint(buf, uint64(len(s.ents)))
+			for _, e := range s.ents {
+				buf = binary.AppendUvarint(buf, e.index)
+				buf = binary.AppendUvarint(buf, uint64(e.end-start))
+				buf = binary.LittleEndian.AppendUint32(buf, e.sum)
+				start = e.end
 			}
+			sw.checkedRecord(recSegment, buf)
+			sw.checkedRecord(recData, s.data)
 		}
 	}
+	sw.record(recDigest, c.digest.bytes())
 	sw.record(recServers, c.servers)
 	sw.record(recEvents, c.events)
 	sw.write([]byte{recTrailer})
@@ -164,6 +207,7 @@ type snapshotWriter struct {
 	n      int64
 	err    error
 	lenBuf [binary.MaxVarintLen64 + 1]byte
+	sumBuf [4]byte
 }
 
 func (s *snapshotWriter) write(b []byte) {
@@ -181,6 +225,15 @@ func (s *snapshotWriter) record(typ byte, body []byte) {
 	n := binary.PutUvarint(s.lenBuf[1:], uint64(len(body)))
 	s.write(s.lenBuf[:1+n])
 	s.write(body)
+}
+
+// checkedRecord writes a record whose body ends in its own CRC-32C.
+func (s *snapshotWriter) checkedRecord(typ byte, body []byte) {
+	s.lenBuf[0] = typ
+	n := binary.PutUvarint(s.lenBuf[1:], uint64(len(body)+4))
+	s.write(s.lenBuf[:1+n])
+	s.write(body)
+	s.write(binary.LittleEndian.AppendUint32(s.sumBuf[:0], crc32.Checksum(body, crcTable)))
 }
 
 // Snapshot serialises the whole state into memory (tests, tools; the
@@ -211,14 +264,18 @@ func (f *FSM) Restore(r io.Reader) error {
 	for _, s := range st.servers.Servers {
 		f.servers[s.Id] = s.GrpcAddress
 	}
-	f.histories, f.requests = map[string]*history{}, requestIndex{}
 	f.digest, f.domainDigests, f.touched = digestSum{}, make(map[string][32]byte, len(f.domains)), f.touched[:0]
-	for _, a := range st.attempts {
-		f.keep(a.domain, a.stored) // adds each attempt's digest
-	}
-	for _, h := range f.histories {
-		if n := len(h.allowed); n > 0 {
-			h.lastAllowed = h.allowed[n-1].record()
+	f.tails.reset()
+	if st.histories != nil { // version 3: the histories as they were kept
+		gen := f.captureGen.Load()
+		for _, h := range st.histories {
+			h.idsGen = gen
+		}
+		f.histories, f.attemptSum, f.digest = st.histories, st.attemptSum, st.attemptSum
+	} else {
+		f.histories, f.attemptSum = map[string]*history{}, digestSum{}
+		for _, a := range st.attempts {
+			f.keep(a.domain, a.stored) // adds each attempt's digest
 		}
 	}
 	for name := range f.domains {
@@ -256,11 +313,13 @@ func (c *crcReader) Read(p []byte) (int, error) {
 
 // restored is a decoded snapshot, not yet swapped in.
 type restored struct {
-	domains   map[string]*pb.Domain
-	attempts  []restoredAttempt // per domain in log order, domains sorted
-	servers   *pb.ServerDirectory
-	events    *pb.EventLog
-	lastIndex uint64
+	domains    map[string]*pb.Domain
+	attempts   []restoredAttempt // versions 1 and 2: per domain in log order, domains sorted
+	histories  map[string]*history
+	attemptSum digestSum // version 3
+	servers    *pb.ServerDirectory
+	events     *pb.EventLog
+	lastIndex  uint64
 }
 
 type restoredAttempt struct {
@@ -278,8 +337,11 @@ func decode(r *bufio.Reader) (*restored, error) {
 	if _, err := readRecord(cr, recHeader, &hdr); err != nil {
 		return nil, err
 	}
-	if hdr.Version != 1 && hdr.Version != snapshotVersion {
-		return nil, corrupt("version %d, this build reads 1 and %d", hdr.Version, snapshotVersion)
+	if hdr.Version < 1 || hdr.Version > snapshotVersion {
+		return nil, corrupt("version %d, this build reads 1 to %d", hdr.Version, snapshotVersion)
+	}
+	if hdr.Version == 3 {
+		return decode3(cr, &hdr)
 	}
 	st := &restored{domains: make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)), lastIndex: hdr.LastIndex} // trust no count before the checksum
 	prev := ""
@@ -303,20 +365,22 @@ func decode(r *bufio.Reader) (*restored, error) {
 			return nil, err
 		}
 	}
-	if hdr.Version == snapshotVersion && uint64(len(st.attempts)) != hdr.AttemptCount {
+	if hdr.Version == 2 && uint64(len(st.attempts)) != hdr.AttemptCount {
 		return nil, corrupt("%d attempt records, the header says %d", len(st.attempts), hdr.AttemptCount)
 	}
+	return st, st.readTail(cr)
+}
+
+// readTail reads the server directory, the event log and the trailer.
+func (st *restored) readTail(cr *crcReader) error {
 	st.servers, st.events = &pb.ServerDirectory{}, &pb.EventLog{}
 	if _, err := readRecord(cr, recServers, st.servers); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := readRecord(cr, recEvents, st.events); err != nil {
-		return nil, err
+		return err
 	}
-	if err := readTrailer(cr); err != nil {
-		return nil, err
-	}
-	return st, nil
+	return readTrailer(cr)
 }
 
 // readAttempts reads the attempt records that follow a domain's record.
@@ -387,17 +451,32 @@ func readRecord(cr *crcReader, want byte, m proto.Message) ([]byte, error) {
 	if err != nil || n > maxRecord {
 		return nil, corrupt("bad record length")
 	}
+	body, err := readBody(cr, typ, n)
+	if err != nil {
+		return nil, err
+	}
+	if err := proto.Unmarshal(body, m); err != nil {
+		return nil, corrupt("record of type %d: %v", typ, err)
+	}
+	return body, nil
+}
+
+// readBody reads a record body of n bytes.
+func readBody(cr *crcReader, typ byte, n uint64) ([]byte, error) {
+	if n <= 64<<10 {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(cr, body); err != nil {
+			return nil, corrupt("truncated record of type %d", typ)
+		}
+		return body, nil
+	}
 	// Grow with the bytes actually present: a damaged length near
 	// maxRecord in a short stream costs what the stream holds, not n.
 	var buf bytes.Buffer
 	if got, err := buf.ReadFrom(io.LimitReader(cr, int64(n))); err != nil || uint64(got) != n {
 		return nil, corrupt("truncated record of type %d", typ)
 	}
-	body := buf.Bytes()
-	if err := proto.Unmarshal(body, m); err != nil {
-		return nil, corrupt("record of type %d: %v", typ, err)
-	}
-	return body, nil
+	return buf.Bytes(), nil
 }
 
 func readTrailer(cr *crcReader) error {

@@ -109,28 +109,33 @@ func TestSnapshotHeader(t *testing.T) {
 	if hdr.Version != snapshotVersion || hdr.LastIndex != f.LastIndex() || hdr.DomainCount != uint64(len(f.DomainNames())) {
 		t.Fatalf("header %v", &hdr)
 	}
-	if len(recs) != 3+len(f.DomainNames())+int(hdr.AttemptCount) || hdr.AttemptCount != 2 {
-		t.Fatalf("%d records, %d attempts", len(recs), hdr.AttemptCount)
+	if hdr.AttemptCount != 2 {
+		t.Fatalf("%d attempts", hdr.AttemptCount)
 	}
 	if last := recs[len(recs)-1]; last.typ != recEvents {
 		t.Fatalf("last record type %d, want the event log", last.typ)
 	}
-	// Each domain's record, then its attempts in log order.
-	i := 1
+	// Each domain's record, then its history record and a segment and a
+	// data record per segment; then the attempts' digest.
+	i, attempts := 1, 0
 	for _, name := range f.DomainNames() {
 		var d pb.Domain
 		if recs[i].typ != recDomain || proto.Unmarshal(recs[i].body, &d) != nil || d.Name != name {
 			t.Fatalf("record %d: type %d domain %q, want %q", i, recs[i].typ, d.Name, name)
 		}
-		i++
-		var prev uint64
-		for ; recs[i].typ == recAttempt; i++ {
-			var a pb.AttemptRecord
-			if proto.Unmarshal(recs[i].body, &a) != nil || a.Request.GetDomain() != name || a.LogIndex <= prev {
-				t.Fatalf("record %d: attempt %v inside domain %q after index %d", i, &a, name, prev)
-			}
-			prev = a.LogIndex
+		if recs[i+1].typ != recHistory {
+			t.Fatalf("record %d: type %d, want the history of %q", i+1, recs[i+1].typ, name)
 		}
+		for i += 2; recs[i].typ == recSegment; i += 2 {
+			if recs[i+1].typ != recData {
+				t.Fatalf("record %d: type %d, want a segment's data", i+1, recs[i+1].typ)
+			}
+			n, _ := binary.Uvarint(recs[i].body)
+			attempts += int(n)
+		}
+	}
+	if attempts != 2 || recs[i].typ != recDigest || len(recs[i].body) != 32 || len(recs) != i+3 {
+		t.Fatalf("%d attempts in segments; record %d of %d: type %d", attempts, i, len(recs), recs[i].typ)
 	}
 }
 

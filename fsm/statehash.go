@@ -105,17 +105,21 @@ func (f *FSM) stateHashLocked() ([32]byte, error) {
 
 // recomputeDigests rebuilds every digest from scratch (after a restore).
 func (f *FSM) recomputeDigests() {
-	f.digest = digestSum{}
+	f.attemptSum = attemptDigests(f.histories)
+	f.digest = f.attemptSum
 	f.domainDigests = make(map[string][32]byte, len(f.domains))
 	for name := range f.domains {
 		f.rehash(name)
 	}
-	for _, h := range f.histories {
-		for _, s := range h.allowed {
-			f.digest.add(attemptDigest(s.raw))
-		}
-		for _, s := range h.denied {
-			f.digest.add(attemptDigest(s.raw))
+}
+
+// attemptDigests sums the digests of every stored attempt, decoding each.
+func attemptDigests(histories map[string]*history) digestSum {
+	var sum digestSum
+	for _, h := range histories {
+		for _, l := range []*attemptList{&h.allowed, &h.denied} {
+			l.each(func(_ uint64, raw []byte) { sum.add(attemptDigest(raw)) })
 		}
 	}
+	return sum
 }

@@ -86,17 +86,14 @@ func monotonic(wm *pb.Watermark, adv *pb.WatermarkAdvance, lsnFloor, visibleFloo
 // both, unless the promotion that granted it applied a waiver.
 func (f *FSM) floors(d *pb.Domain) (lsnFloor, visibleFloor bool) {
 	lsnFloor, visibleFloor = true, true
-	var rec *pb.AttemptRecord
-	if h := f.histories[d.Name]; h != nil {
-		rec = h.lastAllowed
-	}
 	// Only a promotion grants an aerodb domain an epoch after the first,
 	// so the newest allowed attempt is the one that granted the current
 	// epoch, if any did.
-	if rec == nil || rec.EpochAfter != d.Epoch {
+	epochAfter, waivers, ok := f.histories[d.Name].floors()
+	if !ok || epochAfter != d.Epoch {
 		return lsnFloor, visibleFloor
 	}
-	for _, w := range rec.GetDecision().GetWaiversApplied() {
+	for _, w := range waivers {
 		switch w {
 		case validator.WaiverAllowDataLoss:
 			lsnFloor = false
