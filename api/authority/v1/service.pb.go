@@ -785,6 +785,111 @@ func (x *AuthorityResponse) GetLogIndex() uint64 {
 	return 0
 }
 
+type LabelReleaseAbortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Label         *LabelReleaseAbort     `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelReleaseAbortRequest) Reset() {
+	*x = LabelReleaseAbortRequest{}
+	mi := &file_authority_v1_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelReleaseAbortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelReleaseAbortRequest) ProtoMessage() {}
+
+func (x *LabelReleaseAbortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelReleaseAbortRequest.ProtoReflect.Descriptor instead.
+func (*LabelReleaseAbortRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LabelReleaseAbortRequest) GetLabel() *LabelReleaseAbort {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
+type LabelReleaseAbortResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The abort decision with its verdict.
+	Decision      *ReleaseDecision `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	LogIndex      uint64           `protobuf:"varint,3,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelReleaseAbortResponse) Reset() {
+	*x = LabelReleaseAbortResponse{}
+	mi := &file_authority_v1_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelReleaseAbortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelReleaseAbortResponse) ProtoMessage() {}
+
+func (x *LabelReleaseAbortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelReleaseAbortResponse.ProtoReflect.Descriptor instead.
+func (*LabelReleaseAbortResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LabelReleaseAbortResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LabelReleaseAbortResponse) GetDecision() *ReleaseDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *LabelReleaseAbortResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
 type ReleaseTransitionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Transition    *ReleaseTransition     `protobuf:"bytes,1,opt,name=transition,proto3" json:"transition,omitempty"`
@@ -794,7 +899,7 @@ type ReleaseTransitionRequest struct {
 
 func (x *ReleaseTransitionRequest) Reset() {
 	*x = ReleaseTransitionRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[12]
+	mi := &file_authority_v1_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +911,7 @@ func (x *ReleaseTransitionRequest) String() string {
 func (*ReleaseTransitionRequest) ProtoMessage() {}
 
 func (x *ReleaseTransitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[12]
+	mi := &file_authority_v1_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +924,7 @@ func (x *ReleaseTransitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseTransitionRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseTransitionRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{12}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReleaseTransitionRequest) GetTransition() *ReleaseTransition {
@@ -843,7 +948,7 @@ type ReleaseTransitionResponse struct {
 
 func (x *ReleaseTransitionResponse) Reset() {
 	*x = ReleaseTransitionResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[13]
+	mi := &file_authority_v1_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +960,7 @@ func (x *ReleaseTransitionResponse) String() string {
 func (*ReleaseTransitionResponse) ProtoMessage() {}
 
 func (x *ReleaseTransitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[13]
+	mi := &file_authority_v1_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +973,7 @@ func (x *ReleaseTransitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseTransitionResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseTransitionResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{13}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReleaseTransitionResponse) GetHeader() *ResponseHeader {
@@ -915,7 +1020,7 @@ type DeployStepRequest struct {
 
 func (x *DeployStepRequest) Reset() {
 	*x = DeployStepRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[14]
+	mi := &file_authority_v1_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1032,7 @@ func (x *DeployStepRequest) String() string {
 func (*DeployStepRequest) ProtoMessage() {}
 
 func (x *DeployStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[14]
+	mi := &file_authority_v1_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1045,7 @@ func (x *DeployStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployStepRequest.ProtoReflect.Descriptor instead.
 func (*DeployStepRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{14}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeployStepRequest) GetStep() *DeployStep {
@@ -963,7 +1068,7 @@ type DeployStepResponse struct {
 
 func (x *DeployStepResponse) Reset() {
 	*x = DeployStepResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[15]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1080,7 @@ func (x *DeployStepResponse) String() string {
 func (*DeployStepResponse) ProtoMessage() {}
 
 func (x *DeployStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[15]
+	mi := &file_authority_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1093,7 @@ func (x *DeployStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployStepResponse.ProtoReflect.Descriptor instead.
 func (*DeployStepResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{15}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeployStepResponse) GetHeader() *ResponseHeader {
@@ -1038,7 +1143,7 @@ type AcquireRequest struct {
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1155,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[16]
+	mi := &file_authority_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1168,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AcquireRequest) GetDomain() string {
@@ -1108,7 +1213,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1225,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[17]
+	mi := &file_authority_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1238,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LeaseResponse) GetHeader() *ResponseHeader {
@@ -1191,7 +1296,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1308,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[18]
+	mi := &file_authority_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1321,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeepAliveRequest) GetDomain() string {
@@ -1268,7 +1373,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1385,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[19]
+	mi := &file_authority_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1398,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KeepAliveResponse) GetHeader() *ResponseHeader {
@@ -1364,7 +1469,7 @@ type HandoverRequest struct {
 
 func (x *HandoverRequest) Reset() {
 	*x = HandoverRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1481,7 @@ func (x *HandoverRequest) String() string {
 func (*HandoverRequest) ProtoMessage() {}
 
 func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[20]
+	mi := &file_authority_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1494,7 @@ func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
 func (*HandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HandoverRequest) GetCandidate() string {
@@ -1417,7 +1522,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1534,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[21]
+	mi := &file_authority_v1_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1547,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReleaseRequest) GetDomain() string {
@@ -1475,7 +1580,7 @@ type AdvanceRequest struct {
 
 func (x *AdvanceRequest) Reset() {
 	*x = AdvanceRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1592,7 @@ func (x *AdvanceRequest) String() string {
 func (*AdvanceRequest) ProtoMessage() {}
 
 func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[22]
+	mi := &file_authority_v1_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1605,7 @@ func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceRequest.ProtoReflect.Descriptor instead.
 func (*AdvanceRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{22}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AdvanceRequest) GetAdvances() []*WatermarkAdvance {
@@ -1522,7 +1627,7 @@ type AdvanceResult struct {
 
 func (x *AdvanceResult) Reset() {
 	*x = AdvanceResult{}
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1639,7 @@ func (x *AdvanceResult) String() string {
 func (*AdvanceResult) ProtoMessage() {}
 
 func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[23]
+	mi := &file_authority_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1652,7 @@ func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResult.ProtoReflect.Descriptor instead.
 func (*AdvanceResult) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AdvanceResult) GetDomain() string {
@@ -1590,7 +1695,7 @@ type AdvanceResponse struct {
 
 func (x *AdvanceResponse) Reset() {
 	*x = AdvanceResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1707,7 @@ func (x *AdvanceResponse) String() string {
 func (*AdvanceResponse) ProtoMessage() {}
 
 func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[24]
+	mi := &file_authority_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1720,7 @@ func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResponse.ProtoReflect.Descriptor instead.
 func (*AdvanceResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AdvanceResponse) GetHeader() *ResponseHeader {
@@ -1649,7 +1754,7 @@ type ProgressReportRequest struct {
 
 func (x *ProgressReportRequest) Reset() {
 	*x = ProgressReportRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1766,7 @@ func (x *ProgressReportRequest) String() string {
 func (*ProgressReportRequest) ProtoMessage() {}
 
 func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[25]
+	mi := &file_authority_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1779,7 @@ func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportRequest.ProtoReflect.Descriptor instead.
 func (*ProgressReportRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProgressReportRequest) GetDomain() string {
@@ -1710,7 +1815,7 @@ type ProgressReportResponse struct {
 
 func (x *ProgressReportResponse) Reset() {
 	*x = ProgressReportResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1827,7 @@ func (x *ProgressReportResponse) String() string {
 func (*ProgressReportResponse) ProtoMessage() {}
 
 func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[26]
+	mi := &file_authority_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1840,7 @@ func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportResponse.ProtoReflect.Descriptor instead.
 func (*ProgressReportResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ProgressReportResponse) GetHeader() *ResponseHeader {
@@ -1800,7 +1905,7 @@ type RequestHandoverRequest struct {
 
 func (x *RequestHandoverRequest) Reset() {
 	*x = RequestHandoverRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1917,7 @@ func (x *RequestHandoverRequest) String() string {
 func (*RequestHandoverRequest) ProtoMessage() {}
 
 func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[27]
+	mi := &file_authority_v1_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1930,7 @@ func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverRequest.ProtoReflect.Descriptor instead.
 func (*RequestHandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{27}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RequestHandoverRequest) GetDomain() string {
@@ -1867,7 +1972,7 @@ type RequestHandoverResponse struct {
 
 func (x *RequestHandoverResponse) Reset() {
 	*x = RequestHandoverResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1984,7 @@ func (x *RequestHandoverResponse) String() string {
 func (*RequestHandoverResponse) ProtoMessage() {}
 
 func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[28]
+	mi := &file_authority_v1_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +1997,7 @@ func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverResponse.ProtoReflect.Descriptor instead.
 func (*RequestHandoverResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{28}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RequestHandoverResponse) GetHeader() *ResponseHeader {
@@ -1925,7 +2030,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2042,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[29]
+	mi := &file_authority_v1_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2055,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PromoteRequest) GetRequest() *PromotionRequest {
@@ -1974,7 +2079,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2091,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[30]
+	mi := &file_authority_v1_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2104,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PromoteResponse) GetHeader() *ResponseHeader {
@@ -2048,7 +2153,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2165,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[31]
+	mi := &file_authority_v1_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2178,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ExplainRequest) GetDomain() string {
@@ -2107,7 +2212,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2224,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[32]
+	mi := &file_authority_v1_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2237,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExplainResponse) GetHeader() *ResponseHeader {
@@ -2164,7 +2269,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2281,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[33]
+	mi := &file_authority_v1_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2294,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HistoryRequest) GetDomain() string {
@@ -2241,7 +2346,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2358,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[34]
+	mi := &file_authority_v1_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2371,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HistoryResponse) GetHeader() *ResponseHeader {
@@ -2309,7 +2414,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2426,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[35]
+	mi := &file_authority_v1_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2439,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -2361,7 +2466,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +2478,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[36]
+	mi := &file_authority_v1_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +2491,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{36}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2411,7 +2516,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2528,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[37]
+	mi := &file_authority_v1_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2541,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
 }
 
 type StatusResponse struct {
@@ -2467,7 +2572,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2584,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[38]
+	mi := &file_authority_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2597,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2580,7 +2685,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2697,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[39]
+	mi := &file_authority_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2710,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 type ServerInfo struct {
@@ -2621,7 +2726,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +2738,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[40]
+	mi := &file_authority_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +2751,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ServerInfo) GetId() string {
@@ -2695,7 +2800,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +2812,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[41]
+	mi := &file_authority_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +2825,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2754,7 +2859,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2871,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[42]
+	mi := &file_authority_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2884,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -2799,7 +2904,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +2916,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[43]
+	mi := &file_authority_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +2929,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{43}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -2849,7 +2954,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +2966,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[44]
+	mi := &file_authority_v1_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +2979,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{44}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{46}
 }
 
 type SnapshotResponse struct {
@@ -2887,7 +2992,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3004,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[45]
+	mi := &file_authority_v1_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3017,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{45}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -2940,7 +3045,7 @@ type AddServerRequest struct {
 
 func (x *AddServerRequest) Reset() {
 	*x = AddServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[46]
+	mi := &file_authority_v1_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3057,7 @@ func (x *AddServerRequest) String() string {
 func (*AddServerRequest) ProtoMessage() {}
 
 func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[46]
+	mi := &file_authority_v1_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3070,7 @@ func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
 func (*AddServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{46}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AddServerRequest) GetId() string {
@@ -2999,7 +3104,7 @@ type AddServerResponse struct {
 
 func (x *AddServerResponse) Reset() {
 	*x = AddServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[47]
+	mi := &file_authority_v1_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3116,7 @@ func (x *AddServerResponse) String() string {
 func (*AddServerResponse) ProtoMessage() {}
 
 func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[47]
+	mi := &file_authority_v1_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3129,7 @@ func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
 func (*AddServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{47}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddServerResponse) GetHeader() *ResponseHeader {
@@ -3050,7 +3155,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_authority_v1_service_proto_msgTypes[48]
+	mi := &file_authority_v1_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3062,7 +3167,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[48]
+	mi := &file_authority_v1_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3075,7 +3180,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{48}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -3095,7 +3200,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_authority_v1_service_proto_msgTypes[49]
+	mi := &file_authority_v1_service_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3212,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_service_proto_msgTypes[49]
+	mi := &file_authority_v1_service_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3225,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_service_proto_rawDescGZIP(), []int{49}
+	return file_authority_v1_service_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RemoveServerResponse) GetHeader() *ResponseHeader {
@@ -3194,7 +3299,13 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x1b\n" +
-	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"[\n" +
+	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\"Q\n" +
+	"\x18LabelReleaseAbortRequest\x125\n" +
+	"\x05label\x18\x01 \x01(\v2\x1f.authority.v1.LabelReleaseAbortR\x05label\"\xa9\x01\n" +
+	"\x19LabelReleaseAbortResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x129\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1d.authority.v1.ReleaseDecisionR\bdecision\x12\x1b\n" +
+	"\tlog_index\x18\x03 \x01(\x04R\blogIndex\"[\n" +
 	"\x18ReleaseTransitionRequest\x12?\n" +
 	"\n" +
 	"transition\x18\x01 \x01(\v2\x1f.authority.v1.ReleaseTransitionR\n" +
@@ -3367,14 +3478,15 @@ const file_authority_v1_service_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x80\x01\n" +
 	"\x14RemoveServerResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x122\n" +
-	"\aservers\x18\x02 \x03(\v2\x18.authority.v1.ServerInfoR\aservers2\xf5\x03\n" +
+	"\aservers\x18\x02 \x03(\v2\x18.authority.v1.ServerInfoR\aservers2\xdb\x04\n" +
 	"\aDomains\x12O\n" +
 	"\fCreateDomain\x12!.authority.v1.CreateDomainRequest\x1a\x1c.authority.v1.DomainResponse\x12I\n" +
 	"\tGetDomain\x12\x1e.authority.v1.GetDomainRequest\x1a\x1c.authority.v1.DomainResponse\x12R\n" +
 	"\vListDomains\x12 .authority.v1.ListDomainsRequest\x1a!.authority.v1.ListDomainsResponse\x12O\n" +
 	"\fUpdatePolicy\x12!.authority.v1.UpdatePolicyRequest\x1a\x1c.authority.v1.DomainResponse\x12S\n" +
 	"\x0eRegisterMember\x12#.authority.v1.RegisterMemberRequest\x1a\x1c.authority.v1.DomainResponse\x12T\n" +
-	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse2\xa1\x03\n" +
+	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse\x12d\n" +
+	"\x11LabelReleaseAbort\x12&.authority.v1.LabelReleaseAbortRequest\x1a'.authority.v1.LabelReleaseAbortResponse2\xa1\x03\n" +
 	"\x06Leases\x12D\n" +
 	"\aAcquire\x12\x1c.authority.v1.AcquireRequest\x1a\x1b.authority.v1.LeaseResponse\x12P\n" +
 	"\tKeepAlive\x12\x1e.authority.v1.KeepAliveRequest\x1a\x1f.authority.v1.KeepAliveResponse(\x010\x01\x12H\n" +
@@ -3413,7 +3525,7 @@ func file_authority_v1_service_proto_rawDescGZIP() []byte {
 	return file_authority_v1_service_proto_rawDescData
 }
 
-var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_authority_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_authority_v1_service_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -3427,166 +3539,174 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*RegisterMemberRequest)(nil),      // 9: authority.v1.RegisterMemberRequest
 	(*AssignInitialRequest)(nil),       // 10: authority.v1.AssignInitialRequest
 	(*AuthorityResponse)(nil),          // 11: authority.v1.AuthorityResponse
-	(*ReleaseTransitionRequest)(nil),   // 12: authority.v1.ReleaseTransitionRequest
-	(*ReleaseTransitionResponse)(nil),  // 13: authority.v1.ReleaseTransitionResponse
-	(*DeployStepRequest)(nil),          // 14: authority.v1.DeployStepRequest
-	(*DeployStepResponse)(nil),         // 15: authority.v1.DeployStepResponse
-	(*AcquireRequest)(nil),             // 16: authority.v1.AcquireRequest
-	(*LeaseResponse)(nil),              // 17: authority.v1.LeaseResponse
-	(*KeepAliveRequest)(nil),           // 18: authority.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),          // 19: authority.v1.KeepAliveResponse
-	(*HandoverRequest)(nil),            // 20: authority.v1.HandoverRequest
-	(*ReleaseRequest)(nil),             // 21: authority.v1.ReleaseRequest
-	(*AdvanceRequest)(nil),             // 22: authority.v1.AdvanceRequest
-	(*AdvanceResult)(nil),              // 23: authority.v1.AdvanceResult
-	(*AdvanceResponse)(nil),            // 24: authority.v1.AdvanceResponse
-	(*ProgressReportRequest)(nil),      // 25: authority.v1.ProgressReportRequest
-	(*ProgressReportResponse)(nil),     // 26: authority.v1.ProgressReportResponse
-	(*RequestHandoverRequest)(nil),     // 27: authority.v1.RequestHandoverRequest
-	(*RequestHandoverResponse)(nil),    // 28: authority.v1.RequestHandoverResponse
-	(*PromoteRequest)(nil),             // 29: authority.v1.PromoteRequest
-	(*PromoteResponse)(nil),            // 30: authority.v1.PromoteResponse
-	(*ExplainRequest)(nil),             // 31: authority.v1.ExplainRequest
-	(*ExplainResponse)(nil),            // 32: authority.v1.ExplainResponse
-	(*HistoryRequest)(nil),             // 33: authority.v1.HistoryRequest
-	(*HistoryResponse)(nil),            // 34: authority.v1.HistoryResponse
-	(*WatchRequest)(nil),               // 35: authority.v1.WatchRequest
-	(*WatchResponse)(nil),              // 36: authority.v1.WatchResponse
-	(*StatusRequest)(nil),              // 37: authority.v1.StatusRequest
-	(*StatusResponse)(nil),             // 38: authority.v1.StatusResponse
-	(*MembersRequest)(nil),             // 39: authority.v1.MembersRequest
-	(*ServerInfo)(nil),                 // 40: authority.v1.ServerInfo
-	(*MembersResponse)(nil),            // 41: authority.v1.MembersResponse
-	(*TransferLeadershipRequest)(nil),  // 42: authority.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 43: authority.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 44: authority.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 45: authority.v1.SnapshotResponse
-	(*AddServerRequest)(nil),           // 46: authority.v1.AddServerRequest
-	(*AddServerResponse)(nil),          // 47: authority.v1.AddServerResponse
-	(*RemoveServerRequest)(nil),        // 48: authority.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 49: authority.v1.RemoveServerResponse
-	(DomainKind)(0),                    // 50: authority.v1.DomainKind
-	(*Policy)(nil),                     // 51: authority.v1.Policy
-	(*Domain)(nil),                     // 52: authority.v1.Domain
-	(*Watermark)(nil),                  // 53: authority.v1.Watermark
-	(MemberState)(0),                   // 54: authority.v1.MemberState
-	(*ReleaseTransition)(nil),          // 55: authority.v1.ReleaseTransition
-	(*ReleaseDecision)(nil),            // 56: authority.v1.ReleaseDecision
-	(*ReleaseState)(nil),               // 57: authority.v1.ReleaseState
-	(*DeployStep)(nil),                 // 58: authority.v1.DeployStep
-	(*Deployment)(nil),                 // 59: authority.v1.Deployment
-	(*WatermarkAdvance)(nil),           // 60: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 61: authority.v1.ProgressReport
-	(*Fence)(nil),                      // 62: authority.v1.Fence
-	(*PromotionRequest)(nil),           // 63: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 64: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 65: authority.v1.Event
+	(*LabelReleaseAbortRequest)(nil),   // 12: authority.v1.LabelReleaseAbortRequest
+	(*LabelReleaseAbortResponse)(nil),  // 13: authority.v1.LabelReleaseAbortResponse
+	(*ReleaseTransitionRequest)(nil),   // 14: authority.v1.ReleaseTransitionRequest
+	(*ReleaseTransitionResponse)(nil),  // 15: authority.v1.ReleaseTransitionResponse
+	(*DeployStepRequest)(nil),          // 16: authority.v1.DeployStepRequest
+	(*DeployStepResponse)(nil),         // 17: authority.v1.DeployStepResponse
+	(*AcquireRequest)(nil),             // 18: authority.v1.AcquireRequest
+	(*LeaseResponse)(nil),              // 19: authority.v1.LeaseResponse
+	(*KeepAliveRequest)(nil),           // 20: authority.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),          // 21: authority.v1.KeepAliveResponse
+	(*HandoverRequest)(nil),            // 22: authority.v1.HandoverRequest
+	(*ReleaseRequest)(nil),             // 23: authority.v1.ReleaseRequest
+	(*AdvanceRequest)(nil),             // 24: authority.v1.AdvanceRequest
+	(*AdvanceResult)(nil),              // 25: authority.v1.AdvanceResult
+	(*AdvanceResponse)(nil),            // 26: authority.v1.AdvanceResponse
+	(*ProgressReportRequest)(nil),      // 27: authority.v1.ProgressReportRequest
+	(*ProgressReportResponse)(nil),     // 28: authority.v1.ProgressReportResponse
+	(*RequestHandoverRequest)(nil),     // 29: authority.v1.RequestHandoverRequest
+	(*RequestHandoverResponse)(nil),    // 30: authority.v1.RequestHandoverResponse
+	(*PromoteRequest)(nil),             // 31: authority.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 32: authority.v1.PromoteResponse
+	(*ExplainRequest)(nil),             // 33: authority.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 34: authority.v1.ExplainResponse
+	(*HistoryRequest)(nil),             // 35: authority.v1.HistoryRequest
+	(*HistoryResponse)(nil),            // 36: authority.v1.HistoryResponse
+	(*WatchRequest)(nil),               // 37: authority.v1.WatchRequest
+	(*WatchResponse)(nil),              // 38: authority.v1.WatchResponse
+	(*StatusRequest)(nil),              // 39: authority.v1.StatusRequest
+	(*StatusResponse)(nil),             // 40: authority.v1.StatusResponse
+	(*MembersRequest)(nil),             // 41: authority.v1.MembersRequest
+	(*ServerInfo)(nil),                 // 42: authority.v1.ServerInfo
+	(*MembersResponse)(nil),            // 43: authority.v1.MembersResponse
+	(*TransferLeadershipRequest)(nil),  // 44: authority.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 45: authority.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 46: authority.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 47: authority.v1.SnapshotResponse
+	(*AddServerRequest)(nil),           // 48: authority.v1.AddServerRequest
+	(*AddServerResponse)(nil),          // 49: authority.v1.AddServerResponse
+	(*RemoveServerRequest)(nil),        // 50: authority.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 51: authority.v1.RemoveServerResponse
+	(DomainKind)(0),                    // 52: authority.v1.DomainKind
+	(*Policy)(nil),                     // 53: authority.v1.Policy
+	(*Domain)(nil),                     // 54: authority.v1.Domain
+	(*Watermark)(nil),                  // 55: authority.v1.Watermark
+	(MemberState)(0),                   // 56: authority.v1.MemberState
+	(*LabelReleaseAbort)(nil),          // 57: authority.v1.LabelReleaseAbort
+	(*ReleaseDecision)(nil),            // 58: authority.v1.ReleaseDecision
+	(*ReleaseTransition)(nil),          // 59: authority.v1.ReleaseTransition
+	(*ReleaseState)(nil),               // 60: authority.v1.ReleaseState
+	(*DeployStep)(nil),                 // 61: authority.v1.DeployStep
+	(*Deployment)(nil),                 // 62: authority.v1.Deployment
+	(*WatermarkAdvance)(nil),           // 63: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 64: authority.v1.ProgressReport
+	(*Fence)(nil),                      // 65: authority.v1.Fence
+	(*PromotionRequest)(nil),           // 66: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 67: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 68: authority.v1.Event
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
-	50, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	51, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	52, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	53, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	52, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	54, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	50, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	53, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	52, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	55, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	51, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	54, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	53, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	56, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
-	55, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
-	0,  // 14: authority.v1.ReleaseTransitionResponse.header:type_name -> authority.v1.ResponseHeader
-	56, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
-	57, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
-	58, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
-	0,  // 18: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
-	59, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
-	0,  // 20: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 21: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
-	20, // 22: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
-	60, // 23: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
-	0,  // 24: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
-	23, // 25: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	61, // 26: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
-	0,  // 27: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	53, // 28: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	62, // 29: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
-	0,  // 30: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
-	63, // 31: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
-	0,  // 32: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	64, // 33: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 34: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 35: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	64, // 36: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 37: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 38: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	64, // 39: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
-	0,  // 40: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	65, // 41: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
-	0,  // 42: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 43: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 44: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 45: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 46: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 47: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 48: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 49: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 50: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
-	2,  // 51: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
-	3,  // 52: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
-	5,  // 53: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
-	8,  // 54: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
-	9,  // 55: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
-	10, // 56: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	16, // 57: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	18, // 58: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	21, // 59: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	14, // 60: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
-	12, // 61: authority.v1.Leases.ReleaseTransition:input_type -> authority.v1.ReleaseTransitionRequest
-	22, // 62: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	25, // 63: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	29, // 64: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	31, // 65: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	33, // 66: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	27, // 67: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
-	35, // 68: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	46, // 69: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	48, // 70: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
-	37, // 71: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	39, // 72: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	42, // 73: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	44, // 74: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	4,  // 75: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	4,  // 76: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	7,  // 77: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	4,  // 78: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	4,  // 79: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	11, // 80: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	17, // 81: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	19, // 82: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	11, // 83: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	15, // 84: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
-	13, // 85: authority.v1.Leases.ReleaseTransition:output_type -> authority.v1.ReleaseTransitionResponse
-	24, // 86: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	26, // 87: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	30, // 88: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	32, // 89: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	34, // 90: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	28, // 91: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
-	36, // 92: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	47, // 93: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	49, // 94: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
-	38, // 95: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	41, // 96: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	43, // 97: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	45, // 98: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	75, // [75:99] is the sub-list for method output_type
-	51, // [51:75] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	57, // 13: authority.v1.LabelReleaseAbortRequest.label:type_name -> authority.v1.LabelReleaseAbort
+	0,  // 14: authority.v1.LabelReleaseAbortResponse.header:type_name -> authority.v1.ResponseHeader
+	58, // 15: authority.v1.LabelReleaseAbortResponse.decision:type_name -> authority.v1.ReleaseDecision
+	59, // 16: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
+	0,  // 17: authority.v1.ReleaseTransitionResponse.header:type_name -> authority.v1.ResponseHeader
+	58, // 18: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
+	60, // 19: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
+	61, // 20: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
+	0,  // 21: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
+	62, // 22: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
+	0,  // 23: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 24: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
+	22, // 25: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
+	63, // 26: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	0,  // 27: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
+	25, // 28: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
+	64, // 29: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	0,  // 30: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
+	55, // 31: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	65, // 32: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
+	0,  // 33: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
+	66, // 34: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	0,  // 35: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
+	67, // 36: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 37: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 38: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
+	67, // 39: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 40: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 41: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
+	67, // 42: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	0,  // 43: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
+	68, // 44: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	0,  // 45: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 46: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
+	42, // 47: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 48: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 49: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 50: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	42, // 51: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 52: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	42, // 53: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	2,  // 54: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
+	3,  // 55: authority.v1.Domains.GetDomain:input_type -> authority.v1.GetDomainRequest
+	5,  // 56: authority.v1.Domains.ListDomains:input_type -> authority.v1.ListDomainsRequest
+	8,  // 57: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
+	9,  // 58: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
+	10, // 59: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
+	12, // 60: authority.v1.Domains.LabelReleaseAbort:input_type -> authority.v1.LabelReleaseAbortRequest
+	18, // 61: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	20, // 62: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	23, // 63: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	16, // 64: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
+	14, // 65: authority.v1.Leases.ReleaseTransition:input_type -> authority.v1.ReleaseTransitionRequest
+	24, // 66: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	27, // 67: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	31, // 68: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	33, // 69: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	35, // 70: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	29, // 71: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
+	37, // 72: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	48, // 73: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	50, // 74: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	39, // 75: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	41, // 76: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	44, // 77: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	46, // 78: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	4,  // 79: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	4,  // 80: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	7,  // 81: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	4,  // 82: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	4,  // 83: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	11, // 84: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	13, // 85: authority.v1.Domains.LabelReleaseAbort:output_type -> authority.v1.LabelReleaseAbortResponse
+	19, // 86: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	21, // 87: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	11, // 88: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	17, // 89: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
+	15, // 90: authority.v1.Leases.ReleaseTransition:output_type -> authority.v1.ReleaseTransitionResponse
+	26, // 91: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	28, // 92: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	32, // 93: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	34, // 94: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	36, // 95: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	30, // 96: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
+	38, // 97: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	49, // 98: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	51, // 99: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	40, // 100: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	43, // 101: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	45, // 102: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	47, // 103: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	79, // [79:104] is the sub-list for method output_type
+	54, // [54:79] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_service_proto_init() }
@@ -3597,14 +3717,14 @@ func file_authority_v1_service_proto_init() {
 	file_authority_v1_state_proto_init()
 	file_authority_v1_events_proto_init()
 	file_authority_v1_commands_proto_init()
-	file_authority_v1_service_proto_msgTypes[16].OneofWrappers = []any{}
+	file_authority_v1_service_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_service_proto_rawDesc), len(file_authority_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   6,
 		},
