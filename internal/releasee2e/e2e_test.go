@@ -29,6 +29,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/release/actuator"
 	"github.com/aerodb/authority/release/analysis"
@@ -96,6 +97,88 @@ func (e *env) release(t *testing.T, ctx context.Context, r *rollout) *pb.Release
 		t.Fatal(err)
 	}
 	return d.GetRelease()
+}
+
+// lastAbort is the index of the last allowed abort decision.
+func lastAbort(t *testing.T, rs *pb.ReleaseState) uint64 {
+	t.Helper()
+	var idx uint64
+	for _, d := range rs.GetDecisions() {
+		if d.GetAction() == pb.ReleaseAction_RELEASE_ACTION_ABORT && d.GetDecision().GetAllowed() {
+			idx = d.GetIndex()
+		}
+	}
+	if idx == 0 {
+		t.Fatalf("no abort among the decisions: %v", rs)
+	}
+	return idx
+}
+
+// verdicts is canary_abort_verdict_total{verdict} as every server reports
+// it (counted from committed events); it fails the test if they differ.
+func (e *env) verdicts(t *testing.T, verdict string) float64 {
+	t.Helper()
+	v, err := e.serverVerdicts(verdict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (e *env) serverVerdicts(verdict string) (float64, error) {
+	hc := e.c.HTTPClient(testcluster.Reader)
+	want := `canary_abort_verdict_total{verdict="` + verdict + `"} `
+	var got []float64
+	for _, s := range e.c.Servers {
+		resp, err := hc.Get(e.c.URL(s, "/metrics"))
+		if err != nil {
+			return 0, err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		if err != nil {
+			return 0, err
+		}
+		v := -1.0
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, want); ok {
+				v, err = strconv.ParseFloat(rest, 64)
+				if err != nil {
+					return 0, err
+				}
+			}
+		}
+		if v < 0 {
+			return 0, fmt.Errorf("server %s has no %s", s.ID, want)
+		}
+		got = append(got, v)
+	}
+	for _, v := range got[1:] {
+		if v != got[0] {
+			return 0, fmt.Errorf("servers disagree on %s: %v", want, got)
+		}
+	}
+	return got[0], nil
+}
+
+// waitVerdicts waits (bounded) until every server counts before+delta.
+func (e *env) waitVerdicts(t *testing.T, verdict string, before, delta float64) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "canary_abort_verdict_total{verdict="+verdict+"} on every server", func() error {
+		v, err := e.serverVerdicts(verdict)
+		if err == nil && v != before+delta {
+			err = fmt.Errorf("%v, want %v", v, before+delta)
+		}
+		return err
+	})
+}
+
+// authorityctl runs the authorityctl binary as id; its combined output.
+func (e *env) authorityctl(ctx context.Context, id identity.Identity, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(testcluster.Binaries(e.t), "authorityctl"), args...)
+	cmd.Env = append(os.Environ(), e.c.CtlEnv(id)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func weights(t *testing.T, r *rollout) (uint32, uint32) {
@@ -331,6 +414,8 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("canary_aborts_total{reason=analysis_failed} = %v", n)
 		}
 		t.Logf("aborted: %s", rep.Message)
+		abortIdx := lastAbort(t, rs)
+		falseBefore := e.verdicts(t, "false")
 
 		// The same digest, fixed, retried by the same controller: promoted,
 		// and the abort is counted as a false one.
@@ -347,8 +432,23 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		if err != nil || rep.Outcome != controller.Promoted {
 			t.Fatalf("retry of the aborted digest: %s %q %v\n%s", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"))
 		}
-		if n := testutil.ToFloat64(run.ctl.Metrics().AbortVerdict.WithLabelValues("false")); n != 1 {
-			t.Fatalf("canary_abort_verdict_total{verdict=false} = %v after a successful retry", n)
+		// The verdict is a committed fact, not the controller's memory: the
+		// promotion judged the abort false on every server.
+		rs = e.release(t, ctx, r)
+		var judged *pb.ReleaseDecision
+		for _, d := range rs.GetDecisions() {
+			if d.GetIndex() == abortIdx {
+				judged = d
+			}
+		}
+		if judged.GetAbortVerdict() != "false" || judged.GetAbortedCanary() != digestV2 || !strings.Contains(judged.GetAbortVerdictReason(), "promoted") {
+			t.Fatalf("the retried abort %d is not judged false: %v", abortIdx, judged)
+		}
+		e.waitVerdicts(t, "false", falseBefore, 1)
+		// An operator cannot judge it a second time.
+		if out, err := e.authorityctl(ctx, testcluster.Operator, "release", "label-abort", r.domain, "--decision-index", fmt.Sprint(abortIdx),
+			"--verdict", "true", "--reason", "late label"); err == nil || !strings.Contains(out, "already judged") {
+			t.Fatalf("a second label of abort %d: %v\n%s", abortIdx, err, out)
 		}
 	})
 
@@ -424,7 +524,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		if code := cmd.ProcessState.ExitCode(); code != 4 || !strings.Contains(out, "outcome: paused") {
 			t.Fatalf("releasectl run: exit %d, want 4 (paused):\n%s", code, out)
 		}
-		for _, m := range []string{"rollback_duration_seconds_count 0", `canary_aborts_total{reason="analysis_failed"} 0`, `canary_abort_verdict_total{verdict="false"} 0`} {
+		for _, m := range []string{"rollback_duration_seconds_count 0", `canary_aborts_total{reason="analysis_failed"} 0`} {
 			if !strings.Contains(metricsText, m) {
 				t.Fatalf("releasectl's /metrics lacks %q:\n%s", m, metricsText)
 			}
@@ -597,6 +697,21 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("A's stale call: %v, want a FencedError at epoch %d", aErr, stale.Epoch)
 		}
 		t.Logf("stale controller at epoch %d refused: %v (B at epoch %d)", stale.Epoch, fe, rep.Epoch)
+
+		// An operator judges B's abort (a scripted failure: right) through
+		// authorityctl; every server counts it.
+		trueBefore := e.verdicts(t, "true")
+		idx := lastAbort(t, e.release(t, ctx, r))
+		if out, err := e.authorityctl(ctx, releaser("ops"), "release", "label-abort", r.domain, "--decision-index", fmt.Sprint(idx),
+			"--verdict", "true"); err == nil || !strings.Contains(out, "PermissionDenied") && !strings.Contains(out, "permission") {
+			t.Fatalf("a releaser labelled an abort: %v\n%s", err, out)
+		}
+		out, err := e.authorityctl(ctx, testcluster.Operator, "release", "label-abort", r.domain, "--decision-index", fmt.Sprint(idx),
+			"--verdict", "true", "--reason", "the scripted analysis failed on purpose")
+		if err != nil || !strings.Contains(out, "abort verdict true") {
+			t.Fatalf("label-abort: %v\n%s", err, out)
+		}
+		e.waitVerdicts(t, "true", trueBefore, 1)
 	})
 
 	t.Run("StoppedReleasectlProcessCannotMoveTraffic", func(t *testing.T) {

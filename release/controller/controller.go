@@ -115,7 +115,6 @@ type Controller struct {
 
 	mu      sync.Mutex
 	lease   *client.Lease
-	aborted map[string]bool // canary digests this controller aborted (for canary_abort_verdict_total)
 	report  Report
 }
 
@@ -126,7 +125,7 @@ func New(o Options) (*Controller, error) {
 	}
 	cfg := o.Config
 	c := &Controller{cfg: cfg, o: o, cli: o.Client, clock: o.Clock, prom: o.Prometheus, signer: o.Signer,
-		manifest: o.Manifest, log: o.Logger, http: o.HTTPClient, aborted: map[string]bool{}}
+		manifest: o.Manifest, log: o.Logger, http: o.HTTPClient}
 	if c.clock == nil {
 		c.clock = analysis.RealClock{}
 	}
@@ -583,25 +582,10 @@ func (c *Controller) abort(ctx context.Context, res analysis.Result) (Outcome, s
 		return Aborted, why, err
 	}
 	c.metrics.Aborts.WithLabelValues(reason).Inc()
-	c.mu.Lock()
-	if len(c.aborted) < 1024 {
-		c.aborted[c.cfg.Canary] = true
-	}
-	c.mu.Unlock()
 	if err := c.SetWeight(ctx, 0); err != nil {
 		return Aborted, why, fmt.Errorf("aborted, but moving traffic back to stable failed: %w", err)
 	}
 	return Aborted, why, nil
-}
-
-// LabelAbort records an operator's verdict on an abort: "false" (the
-// canary was healthy) or "true".
-func (c *Controller) LabelAbort(verdict string) error {
-	if verdict != "true" && verdict != "false" {
-		return fmt.Errorf("verdict %q: want true or false", clip(verdict))
-	}
-	c.metrics.AbortVerdict.WithLabelValues(verdict).Inc()
-	return nil
 }
 
 func (c *Controller) promote(ctx context.Context, res analysis.Result) (Outcome, string, error) {
@@ -622,13 +606,6 @@ func (c *Controller) promote(ctx context.Context, res analysis.Result) (Outcome,
 		Reason: clipReason("analysis passed: " + res.Message), Evidence: ev})
 	if err != nil {
 		return c.pauseAfter(ctx, err)
-	}
-	c.mu.Lock()
-	retried := c.aborted[c.cfg.Canary]
-	delete(c.aborted, c.cfg.Canary)
-	c.mu.Unlock()
-	if retried { // an abort followed by a successful retry of the same digest
-		c.metrics.AbortVerdict.WithLabelValues("false").Inc()
 	}
 	if err := c.SetWeight(ctx, 100); err != nil {
 		return Promoted, "promoted, but moving all traffic failed", err
