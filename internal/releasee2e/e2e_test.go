@@ -99,6 +99,9 @@ func (e *env) release(t *testing.T, ctx context.Context, r *rollout) *pb.Release
 	return d.GetRelease()
 }
 
+// drillProbeWindow: the probe-flow window of the odd rollback drills.
+const drillProbeWindow = 3 * time.Second
+
 // lastAbort is the index of the last allowed abort decision.
 func lastAbort(t *testing.T, rs *pb.ReleaseState) uint64 {
 	t.Helper()
@@ -572,7 +575,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			r.canary.relabel(label)
 			r.canary.errorEvery.Store(0)
 			run := e.controller(t, r, e.rolloutsYAML(r, spec{steps: `  - setWeight: 50
-  - analysis: {templates: [error-rate]}`, count: 2, bake: true, label: label}), nil)
+  - analysis: {templates: [error-rate]}`, count: 2, bake: true, label: label, probeFlow: i%2 == 1}), nil)
 			type result struct {
 				rep controller.Report
 				err error
@@ -605,6 +608,14 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 				t.Fatalf("drill %d: haproxy weights after rollback: stable %d canary %d", i, s, c)
 			}
 			h := res.rep.Rollback
+			if i%2 == 1 {
+				// Green by the probe service's verdict: a pass over a whole
+				// window of runs after the traffic moved, never earlier.
+				if g := h.ProbesGreen.Sub(h.TrafficMoved); g < drillProbeWindow {
+					t.Fatalf("drill %d: probes green %v after the traffic moved, before a whole %v window of probe runs", i, g, drillProbeWindow)
+				}
+				t.Logf("drill %d: probes green by the probe service's verdict %.3fs after the traffic moved", i, h.ProbesGreen.Sub(h.TrafficMoved).Seconds())
+			}
 			totals = append(totals, h.Total().Seconds())
 			traffic = append(traffic, h.TrafficMoved.Sub(h.Decided).Seconds())
 			if n := testutil.CollectAndCount(run.ctl.Metrics().RollbackDuration); n != 1 {
