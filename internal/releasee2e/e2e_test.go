@@ -258,7 +258,7 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 
 // processFiles writes the signing key, a rollouts.yaml and a controller.yaml
 // for running the releasectl binary on the case.
-func (e *env) processFiles(t *testing.T, r *rollout, steps string) (rollouts, keyPath, rpath, cpath string) {
+func (e *env) processFiles(t *testing.T, r *rollout, steps string, webhooks ...string) (rollouts, keyPath, rpath, cpath string) {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(e.keys["controller"])
 	if err != nil {
@@ -268,10 +268,14 @@ func (e *env) processFiles(t *testing.T, r *rollout, steps string) (rollouts, ke
 	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rollouts = strings.Replace(e.rolloutsYAML(r, spec{steps: steps}), "key: unused-key-file", "key: "+keyPath, 1)
+	sp := spec{steps: steps}
+	if len(webhooks) > 0 {
+		sp.webhooks = webhooks[0]
+	}
+	rollouts = strings.Replace(e.rolloutsYAML(r, sp), "key: unused-key-file", "key: "+keyPath, 1)
 	rpath, cpath = filepath.Join(e.dir, r.name+".rollouts.yaml"), filepath.Join(e.dir, r.name+".controller.yaml")
 	f := testcluster.Files(t, releaser(r.name))
-	ccfg := fmt.Sprintf("rollouts: %s\nauthority:\n  endpoints: [%s]\n  caCert: %s\n  cert: %s\n  key: %s\nmetricsAddr: 127.0.0.1:0\n",
+	ccfg := fmt.Sprintf("rollouts: %s\nauthority:\n  endpoints: [%s]\n  caCert: %s\n  cert: %s\n  key: %s\nmetricsAddr: 127.0.0.1:0\ndrain: 30s\n",
 		rpath, strings.Join(e.c.Endpoints(), ", "), f.CA, f.Cert, f.Key)
 	if err := errors.Join(os.WriteFile(rpath, []byte(rollouts), 0o600), os.WriteFile(cpath, []byte(ccfg), 0o600)); err != nil {
 		t.Fatal(err)
@@ -481,9 +485,21 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 	t.Run("CanaryWithoutTrafficPausesAndNeverPromotes", func(t *testing.T) {
 		// This one runs the releasectl binary: lint, then run (exit 4: paused).
 		r := e.rollouts["idle"]
-		e.bootstrap(ctx, r)
+		from := e.bootstrap(ctx, r) + 1
+		// The process's own webhook dispatcher delivers its decisions to a
+		// receiver here (refusing and "losing" some answers), drained
+		// before the process exits.
+		const secret = "e2e-process-hook-secret"
+		os.Setenv("E2E_PROC_HOOK_SECRET", secret)
+		hook := newHookReceiver(t, secret)
+		wh := fmt.Sprintf(`  namespace: e2e-process
+  state: %s
+  fromIndex: %d
+  endpoints:
+    - {name: ops, url: %s, secret_env: E2E_PROC_HOOK_SECRET, backoff_base: 50ms, backoff_max: 400ms, max_attempts: 20}
+`, filepath.Join(e.dir, "proc-hooks.state"), from, hook.srv.URL)
 		rollouts, keyPath, rpath, cpath := e.processFiles(t, r, `  - setWeight: 50
-  - analysis: {templates: [error-rate]}`)
+  - analysis: {templates: [error-rate]}`, wh)
 		if err := os.WriteFile(rpath+".bad", []byte(strings.Replace(rollouts, "setWeight: 50", "setWeight: 500", 1)+"bogus: 1\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -551,6 +567,28 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("pause reason %q does not say no data", rep.Message)
 		}
 		t.Logf("releasectl run (exit 4, paused):\n%s", out)
+
+		// The process's webhooks: every decision it took, exactly once after
+		// de-duplication, signed, with retries.
+		hook.mu.Lock()
+		if hook.handleCalls != len(rep.Decisions) || len(hook.handled) != len(rep.Decisions) || hook.badSig != 0 || hook.refused+hook.lost == 0 {
+			t.Errorf("the releasectl process's webhooks: %d handle calls for %d keys (want %d each: %q), %d bad signatures, %d refused (503), %d answers lost",
+				hook.handleCalls, len(hook.handled), len(rep.Decisions), rep.Decisions, hook.badSig, hook.refused, hook.lost)
+		}
+		idx, phases := map[uint64]bool{}, map[string]int{}
+		for _, p := range hook.handled {
+			if p.Domain != r.domain || p.LogIndex < from || p.Namespace != "e2e-process" {
+				t.Errorf("the releasectl process delivered an unexpected event %+v", p)
+			}
+			idx[p.LogIndex] = true
+			phases[p.Phase]++
+		}
+		if len(idx) != len(rep.Decisions) {
+			t.Errorf("%d distinct log indexes delivered, want %d", len(idx), len(rep.Decisions))
+		}
+		t.Logf("releasectl process webhooks: %d events handled once each (phases %v), %d refused with 503, %d answers lost and re-sent",
+			len(hook.handled), phases, hook.refused, hook.lost)
+		hook.mu.Unlock()
 
 		// Pause when no data, resume when data: with traffic, a new run
 		// resumes the paused canary at its step and promotes it.
