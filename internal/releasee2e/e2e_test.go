@@ -100,7 +100,7 @@ func (e *env) release(t *testing.T, ctx context.Context, r *rollout) *pb.Release
 }
 
 // drillProbeWindow: the probe-flow window of the odd rollback drills.
-const drillProbeWindow = 3 * time.Second
+const drillProbeWindow = 10 * time.Second // the probe service's resolution
 
 // lastAbort is the index of the last allowed abort decision.
 func lastAbort(t *testing.T, rs *pb.ReleaseState) uint64 {

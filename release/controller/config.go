@@ -150,7 +150,7 @@ type RollbackConfig struct {
 type ProbeFlow struct {
 	Address    string            `yaml:"address"` // http(s)://host:port of the probe service
 	Flow       string            `yaml:"flow"`
-	Window     analysis.Duration `yaml:"window"`     // default 30s, ≤ 1h
+	Window     analysis.Duration `yaml:"window"`     // default 30s; a multiple of 10s, 10s..1h
 	MinSamples int               `yaml:"minSamples"` // default: the flow's own
 }
 
@@ -332,8 +332,10 @@ func (c *Config) Validate(custom ...string) error {
 		if pf.Flow == "" || len(pf.Flow) > 128 || strings.ContainsAny(pf.Flow, "/?#") {
 			bad("rollback.probeFlow.flow: want a flow name (1..128 bytes)")
 		}
-		if w := pf.Window.D(); w < 0 || w > time.Hour {
-			bad("rollback.probeFlow.window: want 0..1h")
+		// The probe service counts runs in 10 s buckets: a window that is a
+		// multiple of 10 s counts only runs after its start.
+		if w := pf.Window.D(); w != 0 && (w < 10*time.Second || w > time.Hour || w%(10*time.Second) != 0) {
+			bad("rollback.probeFlow.window: want a multiple of 10s within 10s..1h (the probe service's resolution)")
 		}
 		if pf.MinSamples < 0 || pf.MinSamples > 10000 {
 			bad("rollback.probeFlow.minSamples: want 0..10000")

@@ -23,7 +23,7 @@ func TestRollbackProbeFlowGreen(t *testing.T) {
 	// before the test sets it, fail and inconclusive alternately.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := calls.Add(1)
-		if r.URL.Path != "/v1/verdicts/home" || r.URL.Query().Get("window") != "3s" || r.URL.Query().Get("min_samples") != "2" {
+		if r.URL.Path != "/v1/verdicts/home" || r.URL.Query().Get("window") != "10s" || r.URL.Query().Get("min_samples") != "2" {
 			http.Error(w, "bad request "+r.URL.String(), http.StatusBadRequest)
 			return
 		}
@@ -39,7 +39,7 @@ func TestRollbackProbeFlowGreen(t *testing.T) {
 	defer srv.Close()
 	clock := &stepClock{now: moved}
 	c := &Controller{cfg: &Config{Rollback: RollbackConfig{Timeout: analysis.Duration(10 * time.Second),
-		ProbeFlow: &ProbeFlow{Address: srv.URL, Flow: "home", Window: analysis.Duration(3 * time.Second), MinSamples: 2}}},
+		ProbeFlow: &ProbeFlow{Address: srv.URL, Flow: "home", Window: analysis.Duration(10 * time.Second), MinSamples: 2}}},
 		clock: clock, http: srv.Client()}
 
 	// Before a whole window has passed on the controller's clock, the
@@ -52,7 +52,7 @@ func TestRollbackProbeFlowGreen(t *testing.T) {
 
 	// A window later: fail, inconclusive, then a pass whose window began
 	// before the traffic moved — none is green.
-	clock.set(moved.Add(3 * time.Second))
+	clock.set(moved.Add(10 * time.Second))
 	passFrom.Store(moved.Add(-time.Millisecond).UnixNano())
 	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
 	err := c.probeGreen(ctx, moved)
