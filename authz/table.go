@@ -91,6 +91,8 @@ var Table = map[string]Rule{
 	svcDomains + "UpdatePolicy":   {Access: Admin},
 	svcDomains + "RegisterMember": {Access: Admin},
 	svcDomains + "AssignInitial":  {Access: Admin},
+	// An operator's verdict on a release abort (canary_abort_verdict_total).
+	svcDomains + "LabelReleaseAbort": {Access: Admin},
 
 	svcLeases + "Acquire":   {Access: ActAsHolder, Subjects: acquireSubjects},
 	svcLeases + "KeepAlive": {Access: ActAsHolder, Subjects: keepAliveSubjects},

@@ -18,12 +18,13 @@ import (
 // only acting as itself (checked separately below). The test compares
 // Decide, for every RPC of the API and every role, with this table.
 var expected = map[string][]identity.Role{
-	"Domains/CreateDomain":   {identity.Operator},
-	"Domains/GetDomain":      identity.Roles,
-	"Domains/ListDomains":    identity.Roles,
-	"Domains/UpdatePolicy":   {identity.Operator},
-	"Domains/RegisterMember": {identity.Operator},
-	"Domains/AssignInitial":  {identity.Operator},
+	"Domains/CreateDomain":      {identity.Operator},
+	"Domains/GetDomain":         identity.Roles,
+	"Domains/ListDomains":       identity.Roles,
+	"Domains/UpdatePolicy":      {identity.Operator},
+	"Domains/RegisterMember":    {identity.Operator},
+	"Domains/AssignInitial":     {identity.Operator},
+	"Domains/LabelReleaseAbort": {identity.Operator},
 
 	"Leases/Acquire":           {identity.Node, identity.Deployer, identity.Releaser},
 	"Leases/KeepAlive":         {identity.Node, identity.Deployer, identity.Releaser},

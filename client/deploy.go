@@ -24,6 +24,17 @@ func (c *Client) DeployStep(ctx context.Context, step *pb.DeployStep) (*pb.Deplo
 	return resp.GetDeployment(), err
 }
 
+// LabelReleaseAbort records an operator's verdict on a release abort
+// (docs/RELEASES.md); not retried after sending (a repeat is refused as
+// already judged).
+func (c *Client) LabelReleaseAbort(ctx context.Context, l *pb.LabelReleaseAbort) (*pb.LabelReleaseAbortResponse, error) {
+	req := &pb.LabelReleaseAbortRequest{Label: l}
+	resp, _, err := unary(ctx, c, retryNotLeader, false, func(ctx context.Context, conn *grpc.ClientConn) (*pb.LabelReleaseAbortResponse, error) {
+		return pbgrpc.NewDomainsClient(conn).LabelReleaseAbort(ctx, req)
+	})
+	return resp, err
+}
+
 // ReleaseTransition submits one release transition with its evidence as
 // the release domain's controller (docs/RELEASES.md) and returns the
 // recorded decision, allowed or denied.

@@ -162,6 +162,12 @@ func DescribeReleaseDecision(d *pb.ReleaseDecision) string {
 	for _, ev := range d.GetEvidence() {
 		fmt.Fprintf(&b, "  evidence %s %s key_id=%s\n", ev.GetType(), ev.GetDigest(), ev.GetKeyId())
 	}
+	if d.GetAbortedCanary() != "" {
+		fmt.Fprintf(&b, "  aborted canary %s\n", d.GetAbortedCanary())
+	}
+	if d.GetAbortVerdict() != "" {
+		fmt.Fprintf(&b, "  abort verdict %s at index %d: %q\n", d.GetAbortVerdict(), d.GetAbortVerdictIndex(), d.GetAbortVerdictReason())
+	}
 	b.WriteString(validator.Describe(d.GetDecision()))
 	return b.String()
 }

@@ -135,6 +135,8 @@ func applierFor(cmd *pb.Command) (applyFunc, error) {
 		return applyDeployStep, nil
 	case *pb.Command_ReleaseTransition:
 		return applyReleaseTransition, nil
+	case *pb.Command_LabelReleaseAbort:
+		return applyLabelReleaseAbort, nil
 	case nil:
 		if len(cmd.ProtoReflect().GetUnknown()) > 0 {
 			panic("fsm: log entry carries a command unknown to this version; refusing to diverge")

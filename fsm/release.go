@@ -51,7 +51,14 @@ func applyReleaseTransition(f *FSM, e entry) *Result {
 	})
 	rec := &pb.ReleaseDecision{Index: e.index, StampedUnixMs: stamp, Action: c.GetAction(), Decision: decision,
 		FromPhase: rs.Phase, EpochBefore: d.Epoch, Holder: c.GetHolder(), Reason: c.GetReason(), Evidence: refs}
+	promoted := ""
 	if decision.Allowed {
+		if c.GetAction() == pb.ReleaseAction_RELEASE_ACTION_ABORT {
+			rec.AbortedCanary = rs.Canary
+		}
+		if c.GetAction() == pb.ReleaseAction_RELEASE_ACTION_PROMOTE {
+			promoted = rs.Canary
+		}
 		moveRelease(d, rs, c, refs, e.index, stamp)
 	}
 	rec.ToPhase, rec.Stable, rec.Canary, rec.Step, rec.Weight, rec.EpochAfter = rs.Phase, rs.Stable, rs.Canary, rs.Step, rs.Weight, d.Epoch
@@ -68,6 +75,10 @@ func applyReleaseTransition(f *FSM, e entry) *Result {
 		"allowed", fmt.Sprint(decision.Allowed), "denial_reason", decision.DenialReason,
 		"phase", validator.PhaseName(rs.Phase), "stable", rs.Stable, "canary", rs.Canary, "step", u(uint64(rs.Step)),
 		"weight", u(uint64(rs.Weight)), "epoch_before", u(rec.EpochBefore), "evidence", strings.Join(digests, ","), "reason", c.GetReason())
+	if promoted != "" {
+		// A successful retry: earlier aborts of this digest were false.
+		judgeRetried(f, e, d, promoted)
+	}
 	res := done(d)
 	res.Release = rec
 	return res

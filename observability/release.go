@@ -16,6 +16,7 @@ import (
 type ReleaseMetrics struct {
 	decisions *prometheus.CounterVec
 	aborts    *prometheus.CounterVec
+	verdicts  *prometheus.CounterVec
 	labels    labelBound
 }
 
@@ -26,13 +27,25 @@ func NewReleaseMetrics(reg prometheus.Registerer) *ReleaseMetrics {
 			Help: "Release transitions decided, by action, result (allowed, denied) and denial reason."}, []string{"action", "result", "reason"}),
 		aborts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canary_aborts_total",
 			Help: "Canaries aborted, by the reason the controller gave (bounded label values)."}, []string{"reason"}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canary_abort_verdict_total",
+			Help: "Aborts judged afterwards, from committed facts: false (labelled false by an operator, or the same digest later promoted) or true (labelled true)."}, []string{"verdict"}),
 	}
-	reg.MustRegister(m.decisions, m.aborts)
+	for _, v := range []string{"false", "true"} {
+		m.verdicts.WithLabelValues(v)
+	}
+	reg.MustRegister(m.decisions, m.aborts, m.verdicts)
 	return m
 }
 
 // Write counts one committed event (an EventSink, fed by RunSink).
 func (m *ReleaseMetrics) Write(_ context.Context, ev *pb.Event) error {
+	if ev.Type == fsm.EventReleaseAbortLabelled {
+		// The FSM admits only "true" and "false"; anything else is not counted.
+		if v := field(ev, "verdict"); v == "true" || v == "false" {
+			m.verdicts.WithLabelValues(v).Inc()
+		}
+		return nil
+	}
 	if ev.Type != fsm.EventReleaseDecided {
 		return nil
 	}

@@ -234,6 +234,12 @@ func (s *Service) ReleaseTransition(ctx context.Context, c *pb.ReleaseTransition
 	return res, err
 }
 
+// LabelReleaseAbort records an operator's verdict on a release abort: one
+// committed fact on the abort's decision (no epoch, no lease).
+func (s *Service) LabelReleaseAbort(ctx context.Context, c *pb.LabelReleaseAbort) (*fsm.Result, error) {
+	return s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_LabelReleaseAbort{LabelReleaseAbort: c}})
+}
+
 // Complete and Abort finish a lock or release domain's work at an epoch.
 func (s *Service) Complete(ctx context.Context, c *pb.Complete) (*fsm.Result, error) {
 	res, err := s.apply(ctx, c.GetDomain(), &pb.Command{Body: &pb.Command_Complete{Complete: c}})

@@ -6,6 +6,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
+	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/fsm"
 	"google.golang.org/grpc"
 )
@@ -155,3 +156,30 @@ func (s *Server) leaseTTLFloor(p *pb.Policy) error {
 
 // FlagMinLeaseTTL is authorityd's flag for Config.MinLeaseTTL.
 const FlagMinLeaseTTL = "--min-lease-ttl"
+
+// LabelReleaseAbort records an operator's verdict on an abort of a release
+// domain (docs/RELEASES.md). The operator named in the record is the
+// caller's identity, never the request's.
+func (d *domains) LabelReleaseAbort(ctx context.Context, req *pb.LabelReleaseAbortRequest) (*pb.LabelReleaseAbortResponse, error) {
+	l := req.GetLabel()
+	if l == nil {
+		return nil, invalid("label is required")
+	}
+	l.Operator = ""
+	if id, ok := authz.IdentityFrom(ctx); ok {
+		l.Operator = id.String()
+	}
+	if err := fsm.ValidateLabelReleaseAbort(l); err != nil {
+		return nil, d.fail(err)
+	}
+	if resp, ok, err := forward(ctx, d.Server, func(ctx context.Context, c *grpc.ClientConn) (*pb.LabelReleaseAbortResponse, error) {
+		return pbgrpc.NewDomainsClient(c).LabelReleaseAbort(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := d.svc.LabelReleaseAbort(ctx, l)
+	if err != nil {
+		return nil, d.fail(err)
+	}
+	return &pb.LabelReleaseAbortResponse{Header: d.header(), Decision: res.Release, LogIndex: res.Index}, nil
+}

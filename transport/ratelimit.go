@@ -117,12 +117,13 @@ const (
 // election); KeepAlive and ReportProgress are streams whose messages
 // touch no log.
 var rpcKinds = map[string]rpcKind{
-	"/authority.v1.Domains/CreateDomain":   rpcWrite,
-	"/authority.v1.Domains/GetDomain":      rpcRead,
-	"/authority.v1.Domains/ListDomains":    rpcRead,
-	"/authority.v1.Domains/UpdatePolicy":   rpcWrite,
-	"/authority.v1.Domains/RegisterMember": rpcWrite,
-	"/authority.v1.Domains/AssignInitial":  rpcWrite,
+	"/authority.v1.Domains/CreateDomain":      rpcWrite,
+	"/authority.v1.Domains/GetDomain":         rpcRead,
+	"/authority.v1.Domains/ListDomains":       rpcRead,
+	"/authority.v1.Domains/UpdatePolicy":      rpcWrite,
+	"/authority.v1.Domains/RegisterMember":    rpcWrite,
+	"/authority.v1.Domains/AssignInitial":     rpcWrite,
+	"/authority.v1.Domains/LabelReleaseAbort": rpcWrite,
 
 	"/authority.v1.Leases/Acquire":   rpcWrite,
 	"/authority.v1.Leases/KeepAlive": rpcStream,

@@ -27,7 +27,7 @@ func newReleaseCmd(o *options) *cobra.Command {
 	} {
 		cmd.AddCommand(newReleaseTransitionCmd(o, a.use, a.short, a.action))
 	}
-	cmd.AddCommand(newReleaseGetCmd(o), newReleaseExportCmd(o), newReleaseVerifyExportCmd(o))
+	cmd.AddCommand(newReleaseGetCmd(o), newReleaseLabelAbortCmd(o), newReleaseExportCmd(o), newReleaseVerifyExportCmd(o))
 	return cmd
 }
 
@@ -118,6 +118,58 @@ epoch when --holder (default: this certificate's name) holds it.`,
 		fs.Uint32Var(&step, "step", 1, "the step")
 		fs.Uint32Var(&weight, "weight", 0, "percent of traffic on the canary")
 	}
+	return cmd
+}
+
+// newReleaseLabelAbortCmd: an operator's verdict on an abort, one committed
+// fact counted as canary_abort_verdict_total{verdict} (docs/RELEASES.md).
+func newReleaseLabelAbortCmd(o *options) *cobra.Command {
+	var (
+		index           uint64
+		verdict, reason string
+	)
+	cmd := &cobra.Command{
+		Use:   "label-abort DOMAIN",
+		Short: "Record an operator's verdict on an abort (--verdict false: the canary was healthy)",
+		Long: `Record an operator's verdict on an allowed abort among the domain's kept
+decisions ('release get' shows them with their indexes): --verdict false when
+the canary was healthy (noise, a dependency outage), true when the abort was
+right. One committed fact on the abort's decision, judged once (a second label
+is refused; a later promotion of the same digest judges an unjudged abort
+false by itself), counted by every server as canary_abort_verdict_total.
+Operator only; it moves no epoch, lease or traffic.`,
+		Args: exactArgs("DOMAIN"),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			domain := args[0]
+			if err := checkNames("domain", domain); err != nil {
+				return err
+			}
+			if verdict != "true" && verdict != "false" {
+				return usagef("--verdict %q: want true or false", bounded(verdict, 16))
+			}
+			if index == 0 {
+				return usagef("--decision-index is required (the abort's index in 'release get')")
+			}
+			ctx, cancel := o.withTimeout(cmd.Context())
+			defer cancel()
+			c, err := o.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeQuietly(c)
+			resp, err := c.LabelReleaseAbort(ctx, &pb.LabelReleaseAbort{Domain: domain, DecisionIndex: index, Verdict: verdict, Reason: reason})
+			if err != nil {
+				return err
+			}
+			return o.printer().ReleaseDecision(resp.GetDecision())
+		}),
+	}
+	fs := cmd.Flags()
+	fs.Uint64Var(&index, "decision-index", 0, "the abort decision's log index")
+	fs.StringVar(&verdict, "verdict", "", "false (the canary was healthy: a false abort) or true (the abort was right)")
+	fs.StringVar(&reason, "reason", "", "why (recorded)")
+	markRequired(cmd, "decision-index")
+	markRequired(cmd, "verdict")
 	return cmd
 }
 

@@ -29,6 +29,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/release/actuator"
 	"github.com/aerodb/authority/release/analysis"
@@ -96,6 +97,91 @@ func (e *env) release(t *testing.T, ctx context.Context, r *rollout) *pb.Release
 		t.Fatal(err)
 	}
 	return d.GetRelease()
+}
+
+// drillProbeWindow: the probe-flow window of the odd rollback drills.
+const drillProbeWindow = 10 * time.Second // the probe service's resolution
+
+// lastAbort is the index of the last allowed abort decision.
+func lastAbort(t *testing.T, rs *pb.ReleaseState) uint64 {
+	t.Helper()
+	var idx uint64
+	for _, d := range rs.GetDecisions() {
+		if d.GetAction() == pb.ReleaseAction_RELEASE_ACTION_ABORT && d.GetDecision().GetAllowed() {
+			idx = d.GetIndex()
+		}
+	}
+	if idx == 0 {
+		t.Fatalf("no abort among the decisions: %v", rs)
+	}
+	return idx
+}
+
+// verdicts is canary_abort_verdict_total{verdict} as every server reports
+// it (counted from committed events); it fails the test if they differ.
+func (e *env) verdicts(t *testing.T, verdict string) float64 {
+	t.Helper()
+	v, err := e.serverVerdicts(verdict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (e *env) serverVerdicts(verdict string) (float64, error) {
+	hc := e.c.HTTPClient(testcluster.Reader)
+	want := `canary_abort_verdict_total{verdict="` + verdict + `"} `
+	var got []float64
+	for _, s := range e.c.Servers {
+		resp, err := hc.Get(e.c.URL(s, "/metrics"))
+		if err != nil {
+			return 0, err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		if err != nil {
+			return 0, err
+		}
+		v := -1.0
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, want); ok {
+				v, err = strconv.ParseFloat(rest, 64)
+				if err != nil {
+					return 0, err
+				}
+			}
+		}
+		if v < 0 {
+			return 0, fmt.Errorf("server %s has no %s", s.ID, want)
+		}
+		got = append(got, v)
+	}
+	for _, v := range got[1:] {
+		if v != got[0] {
+			return 0, fmt.Errorf("servers disagree on %s: %v", want, got)
+		}
+	}
+	return got[0], nil
+}
+
+// waitVerdicts waits (bounded) until every server counts before+delta.
+func (e *env) waitVerdicts(t *testing.T, verdict string, before, delta float64) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "canary_abort_verdict_total{verdict="+verdict+"} on every server", func() error {
+		v, err := e.serverVerdicts(verdict)
+		if err == nil && v != before+delta {
+			err = fmt.Errorf("%v, want %v", v, before+delta)
+		}
+		return err
+	})
+}
+
+// authorityctl runs the authorityctl binary as id; its combined output.
+func (e *env) authorityctl(ctx context.Context, id identity.Identity, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(testcluster.Binaries(e.t), "authorityctl"), args...)
+	cmd.Env = append(os.Environ(), e.c.CtlEnv(id)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func weights(t *testing.T, r *rollout) (uint32, uint32) {
@@ -172,7 +258,7 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 
 // processFiles writes the signing key, a rollouts.yaml and a controller.yaml
 // for running the releasectl binary on the case.
-func (e *env) processFiles(t *testing.T, r *rollout, steps string) (rollouts, keyPath, rpath, cpath string) {
+func (e *env) processFiles(t *testing.T, r *rollout, steps string, webhooks ...string) (rollouts, keyPath, rpath, cpath string) {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(e.keys["controller"])
 	if err != nil {
@@ -182,10 +268,14 @@ func (e *env) processFiles(t *testing.T, r *rollout, steps string) (rollouts, ke
 	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rollouts = strings.Replace(e.rolloutsYAML(r, spec{steps: steps}), "key: unused-key-file", "key: "+keyPath, 1)
+	sp := spec{steps: steps}
+	if len(webhooks) > 0 {
+		sp.webhooks = webhooks[0]
+	}
+	rollouts = strings.Replace(e.rolloutsYAML(r, sp), "key: unused-key-file", "key: "+keyPath, 1)
 	rpath, cpath = filepath.Join(e.dir, r.name+".rollouts.yaml"), filepath.Join(e.dir, r.name+".controller.yaml")
 	f := testcluster.Files(t, releaser(r.name))
-	ccfg := fmt.Sprintf("rollouts: %s\nauthority:\n  endpoints: [%s]\n  caCert: %s\n  cert: %s\n  key: %s\nmetricsAddr: 127.0.0.1:0\n",
+	ccfg := fmt.Sprintf("rollouts: %s\nauthority:\n  endpoints: [%s]\n  caCert: %s\n  cert: %s\n  key: %s\nmetricsAddr: 127.0.0.1:0\ndrain: 30s\n",
 		rpath, strings.Join(e.c.Endpoints(), ", "), f.CA, f.Cert, f.Key)
 	if err := errors.Join(os.WriteFile(rpath, []byte(rollouts), 0o600), os.WriteFile(cpath, []byte(ccfg), 0o600)); err != nil {
 		t.Fatal(err)
@@ -331,6 +421,8 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("canary_aborts_total{reason=analysis_failed} = %v", n)
 		}
 		t.Logf("aborted: %s", rep.Message)
+		abortIdx := lastAbort(t, rs)
+		falseBefore := e.verdicts(t, "false")
 
 		// The same digest, fixed, retried by the same controller: promoted,
 		// and the abort is counted as a false one.
@@ -347,8 +439,23 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		if err != nil || rep.Outcome != controller.Promoted {
 			t.Fatalf("retry of the aborted digest: %s %q %v\n%s", rep.Outcome, rep.Message, err, strings.Join(rep.Decisions, "\n"))
 		}
-		if n := testutil.ToFloat64(run.ctl.Metrics().AbortVerdict.WithLabelValues("false")); n != 1 {
-			t.Fatalf("canary_abort_verdict_total{verdict=false} = %v after a successful retry", n)
+		// The verdict is a committed fact, not the controller's memory: the
+		// promotion judged the abort false on every server.
+		rs = e.release(t, ctx, r)
+		var judged *pb.ReleaseDecision
+		for _, d := range rs.GetDecisions() {
+			if d.GetIndex() == abortIdx {
+				judged = d
+			}
+		}
+		if judged.GetAbortVerdict() != "false" || judged.GetAbortedCanary() != digestV2 || !strings.Contains(judged.GetAbortVerdictReason(), "promoted") {
+			t.Fatalf("the retried abort %d is not judged false: %v", abortIdx, judged)
+		}
+		e.waitVerdicts(t, "false", falseBefore, 1)
+		// An operator cannot judge it a second time.
+		if out, err := e.authorityctl(ctx, testcluster.Operator, "release", "label-abort", r.domain, "--decision-index", fmt.Sprint(abortIdx),
+			"--verdict", "true", "--reason", "late label"); err == nil || !strings.Contains(out, "already judged") {
+			t.Fatalf("a second label of abort %d: %v\n%s", abortIdx, err, out)
 		}
 	})
 
@@ -378,9 +485,21 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 	t.Run("CanaryWithoutTrafficPausesAndNeverPromotes", func(t *testing.T) {
 		// This one runs the releasectl binary: lint, then run (exit 4: paused).
 		r := e.rollouts["idle"]
-		e.bootstrap(ctx, r)
+		from := e.bootstrap(ctx, r) + 1
+		// The process's own webhook dispatcher delivers its decisions to a
+		// receiver here (refusing and "losing" some answers), drained
+		// before the process exits.
+		const secret = "e2e-process-hook-secret"
+		os.Setenv("E2E_PROC_HOOK_SECRET", secret)
+		hook := newHookReceiver(t, secret)
+		wh := fmt.Sprintf(`  namespace: e2e-process
+  state: %s
+  fromIndex: %d
+  endpoints:
+    - {name: ops, url: %s, secret_env: E2E_PROC_HOOK_SECRET, backoff_base: 50ms, backoff_max: 400ms, max_attempts: 20}
+`, filepath.Join(e.dir, "proc-hooks.state"), from, hook.srv.URL)
 		rollouts, keyPath, rpath, cpath := e.processFiles(t, r, `  - setWeight: 50
-  - analysis: {templates: [error-rate]}`)
+  - analysis: {templates: [error-rate]}`, wh)
 		if err := os.WriteFile(rpath+".bad", []byte(strings.Replace(rollouts, "setWeight: 50", "setWeight: 500", 1)+"bogus: 1\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -424,7 +543,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		if code := cmd.ProcessState.ExitCode(); code != 4 || !strings.Contains(out, "outcome: paused") {
 			t.Fatalf("releasectl run: exit %d, want 4 (paused):\n%s", code, out)
 		}
-		for _, m := range []string{"rollback_duration_seconds_count 0", `canary_aborts_total{reason="analysis_failed"} 0`, `canary_abort_verdict_total{verdict="false"} 0`} {
+		for _, m := range []string{"rollback_duration_seconds_count 0", `canary_aborts_total{reason="analysis_failed"} 0`} {
 			if !strings.Contains(metricsText, m) {
 				t.Fatalf("releasectl's /metrics lacks %q:\n%s", m, metricsText)
 			}
@@ -449,6 +568,28 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 		}
 		t.Logf("releasectl run (exit 4, paused):\n%s", out)
 
+		// The process's webhooks: every decision it took, exactly once after
+		// de-duplication, signed, with retries.
+		hook.mu.Lock()
+		if hook.handleCalls != len(rep.Decisions) || len(hook.handled) != len(rep.Decisions) || hook.badSig != 0 || hook.refused+hook.lost == 0 {
+			t.Errorf("the releasectl process's webhooks: %d handle calls for %d keys (want %d each: %q), %d bad signatures, %d refused (503), %d answers lost",
+				hook.handleCalls, len(hook.handled), len(rep.Decisions), rep.Decisions, hook.badSig, hook.refused, hook.lost)
+		}
+		idx, phases := map[uint64]bool{}, map[string]int{}
+		for _, p := range hook.handled {
+			if p.Domain != r.domain || p.LogIndex < from || p.Namespace != "e2e-process" {
+				t.Errorf("the releasectl process delivered an unexpected event %+v", p)
+			}
+			idx[p.LogIndex] = true
+			phases[p.Phase]++
+		}
+		if len(idx) != len(rep.Decisions) {
+			t.Errorf("%d distinct log indexes delivered, want %d", len(idx), len(rep.Decisions))
+		}
+		t.Logf("releasectl process webhooks: %d events handled once each (phases %v), %d refused with 503, %d answers lost and re-sent",
+			len(hook.handled), phases, hook.refused, hook.lost)
+		hook.mu.Unlock()
+
 		// Pause when no data, resume when data: with traffic, a new run
 		// resumes the paused canary at its step and promotes it.
 		r.traffic.Store(true)
@@ -472,7 +613,7 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			r.canary.relabel(label)
 			r.canary.errorEvery.Store(0)
 			run := e.controller(t, r, e.rolloutsYAML(r, spec{steps: `  - setWeight: 50
-  - analysis: {templates: [error-rate]}`, count: 2, bake: true, label: label}), nil)
+  - analysis: {templates: [error-rate]}`, count: 2, bake: true, label: label, probeFlow: i%2 == 1}), nil)
 			type result struct {
 				rep controller.Report
 				err error
@@ -505,6 +646,14 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 				t.Fatalf("drill %d: haproxy weights after rollback: stable %d canary %d", i, s, c)
 			}
 			h := res.rep.Rollback
+			if i%2 == 1 {
+				// Green by the probe service's verdict: a pass over a whole
+				// window of runs after the traffic moved, never earlier.
+				if g := h.ProbesGreen.Sub(h.TrafficMoved); g < drillProbeWindow {
+					t.Fatalf("drill %d: probes green %v after the traffic moved, before a whole %v window of probe runs", i, g, drillProbeWindow)
+				}
+				t.Logf("drill %d: probes green by the probe service's verdict %.3fs after the traffic moved", i, h.ProbesGreen.Sub(h.TrafficMoved).Seconds())
+			}
 			totals = append(totals, h.Total().Seconds())
 			traffic = append(traffic, h.TrafficMoved.Sub(h.Decided).Seconds())
 			if n := testutil.CollectAndCount(run.ctl.Metrics().RollbackDuration); n != 1 {
@@ -597,6 +746,21 @@ func TestReleaseControllerEndToEnd(t *testing.T) {
 			t.Fatalf("A's stale call: %v, want a FencedError at epoch %d", aErr, stale.Epoch)
 		}
 		t.Logf("stale controller at epoch %d refused: %v (B at epoch %d)", stale.Epoch, fe, rep.Epoch)
+
+		// An operator judges B's abort (a scripted failure: right) through
+		// authorityctl; every server counts it.
+		trueBefore := e.verdicts(t, "true")
+		idx := lastAbort(t, e.release(t, ctx, r))
+		if out, err := e.authorityctl(ctx, releaser("ops"), "release", "label-abort", r.domain, "--decision-index", fmt.Sprint(idx),
+			"--verdict", "true"); err == nil || !strings.Contains(out, "PermissionDenied") && !strings.Contains(out, "permission") {
+			t.Fatalf("a releaser labelled an abort: %v\n%s", err, out)
+		}
+		out, err := e.authorityctl(ctx, testcluster.Operator, "release", "label-abort", r.domain, "--decision-index", fmt.Sprint(idx),
+			"--verdict", "true", "--reason", "the scripted analysis failed on purpose")
+		if err != nil || !strings.Contains(out, "abort verdict true") {
+			t.Fatalf("label-abort: %v\n%s", err, out)
+		}
+		e.waitVerdicts(t, "true", trueBefore, 1)
 	})
 
 	t.Run("StoppedReleasectlProcessCannotMoveTraffic", func(t *testing.T) {

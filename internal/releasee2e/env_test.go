@@ -222,7 +222,7 @@ flows:
         request: {url: /}
         assert:
           - status == 200
-`, strings.TrimSuffix(r.frontend, "/"))), 0o600); err != nil {
+%s`, strings.TrimSuffix(r.frontend, "/"), bakeFlow(e))), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		addr := freeAddr(t)
@@ -418,6 +418,25 @@ func (e *env) bootstrap(ctx context.Context, r *rollout) uint64 {
 }
 
 // rolloutsYAML is the case's rollouts.yaml.
+// bakeFlow: a flow probing the bake case's frontend (absolute URL) every
+// second, the rollback drills' "probes green" through the probe service.
+func bakeFlow(e *env) string {
+	r, ok := e.rollouts["bake"]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf(`  - name: bake-home
+    schedule: {every: 1s}
+    timeout: 2s
+    verdict: {min_samples: 2, min_success_ratio: 1.0}
+    steps:
+      - name: get
+        request: {url: %s}
+        assert:
+          - status == 200
+`, r.frontend)
+}
+
 type spec struct {
 	steps      string // YAML list items
 	count      int    // measurements per analysis
@@ -428,6 +447,7 @@ type spec struct {
 	checkEpoch bool
 	extraTmpl  string
 	label      string // the canary's version label (default v2)
+	probeFlow  bool   // rollback: the probe service's verdict on bake-home, not the URL
 }
 
 func (e *env) rolloutsYAML(r *rollout, s spec) string {
@@ -446,6 +466,10 @@ func (e *env) rolloutsYAML(r *rollout, s spec) string {
 	}
 	if s.count == 0 {
 		s.count = 4
+	}
+	rollbackProbe := fmt.Sprintf("probe: %s\n  successes: 5", r.frontend)
+	if s.probeFlow {
+		rollbackProbe = fmt.Sprintf("probeFlow: {address: %s, flow: bake-home, window: %s}", e.probed, drillProbeWindow)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `service: %s
@@ -485,11 +509,10 @@ budget:
   errorRatio: '%s'
   budgetWindow: 60s
 rollback:
-  probe: %s
-  successes: 5
+  %s
   timeout: 20s
 `, r.name, r.domain, digestV2, manifest, e.prom, s.steps, e.prom, errRatio("$version", "5s"), sel("app_requests_total", "$version"), s.count, s.extraTmpl,
-		s.stateFile, s.checkEpoch, e.socket, r.name, errRatio("v1", burnrate.WindowVar), r.frontend)
+		s.stateFile, s.checkEpoch, e.socket, r.name, errRatio("v1", burnrate.WindowVar), rollbackProbe)
 	if s.holder != "" {
 		fmt.Fprintf(&b, "holder: %s\n", s.holder)
 	}

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/aerodb/authority/release/analysis"
@@ -138,6 +140,18 @@ type RollbackConfig struct {
 	Probe     string            `yaml:"probe"`
 	Successes int               `yaml:"successes"`
 	Timeout   analysis.Duration `yaml:"timeout"`
+	// ProbeFlow (instead of Probe): the probe service's verdict on a flow
+	// (GET /v1/verdicts/{flow}) must be pass over a window that began after
+	// the traffic moved.
+	ProbeFlow *ProbeFlow `yaml:"probeFlow"`
+}
+
+// ProbeFlow names a flow of the probe service (cmd/probed).
+type ProbeFlow struct {
+	Address    string            `yaml:"address"` // http(s)://host:port of the probe service
+	Flow       string            `yaml:"flow"`
+	Window     analysis.Duration `yaml:"window"`     // default 30s; a multiple of 10s, 10s..1h
+	MinSamples int               `yaml:"minSamples"` // default: the flow's own
 }
 
 // Webhooks runs release/webhook's dispatcher on the domain's events.
@@ -305,8 +319,27 @@ func (c *Config) Validate(custom ...string) error {
 	if r.Successes < 0 || r.Successes > 1000 {
 		bad("rollback.successes: want 0..1000")
 	}
-	if r.Probe != "" && (r.Timeout.D() < 0 || r.Timeout.D() > time.Hour) {
+	if (r.Probe != "" || r.ProbeFlow != nil) && (r.Timeout.D() < 0 || r.Timeout.D() > time.Hour) {
 		bad("rollback.timeout: want 0..1h")
+	}
+	if pf := r.ProbeFlow; pf != nil {
+		if r.Probe != "" {
+			bad("rollback: probe and probeFlow are exclusive")
+		}
+		if u, err := url.Parse(pf.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(pf.Address) > 512 {
+			bad("rollback.probeFlow.address: want http(s)://host:port")
+		}
+		if pf.Flow == "" || len(pf.Flow) > 128 || strings.ContainsAny(pf.Flow, "/?#") {
+			bad("rollback.probeFlow.flow: want a flow name (1..128 bytes)")
+		}
+		// The probe service counts runs in 10 s buckets: a window that is a
+		// multiple of 10 s counts only runs after its start.
+		if w := pf.Window.D(); w != 0 && (w < 10*time.Second || w > time.Hour || w%(10*time.Second) != 0) {
+			bad("rollback.probeFlow.window: want a multiple of 10s within 10s..1h (the probe service's resolution)")
+		}
+		if pf.MinSamples < 0 || pf.MinSamples > 10000 {
+			bad("rollback.probeFlow.minSamples: want 0..10000")
+		}
 	}
 	if w := c.Webhooks; w != nil {
 		if len(w.Endpoints) == 0 {

@@ -37,6 +37,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no actuator", "  haproxy: {socket: /run/haproxy/admin.sock, backend: payments, stable: stable, canary: canary}\n", "", []string{"exactly one of haproxy, script, webhook"}},
 		{"burn windows", "{name: canary-fast, factor: 14.4, long: 5m, short: 1m}", "{name: canary-fast, factor: 0, long: 1m, short: 5m}", []string{"factor 0", "short < long"}},
 		{"webhook secret inline", "secret_env: CHATOPS_WEBHOOK_SECRET", "secret_env: ''", []string{"secret_env"}},
+		{"probe and probeFlow", "  probe: http://127.0.0.1:8080/healthz\n", "  probe: http://127.0.0.1:8080/healthz\n  probeFlow: {address: 'ftp://x', flow: 'a/b', window: 2h, minSamples: -1}\n",
+			[]string{"probe and probeFlow are exclusive", "probeFlow.address", "probeFlow.flow", "probeFlow.window", "probeFlow.minSamples"}},
 		{"many at once", "canary: sha256:2c26", "canary: latest\nholder: 'bad holder'\n#", []string{"canary: want sha256", "holder:"}},
 	}
 	for _, c := range cases {

@@ -12,7 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -113,10 +115,9 @@ type Controller struct {
 	log      *slog.Logger
 	http     *http.Client
 
-	mu      sync.Mutex
-	lease   *client.Lease
-	aborted map[string]bool // canary digests this controller aborted (for canary_abort_verdict_total)
-	report  Report
+	mu     sync.Mutex
+	lease  *client.Lease
+	report Report
 }
 
 // New checks the wiring and loads the signing key, manifest and actuator.
@@ -126,7 +127,7 @@ func New(o Options) (*Controller, error) {
 	}
 	cfg := o.Config
 	c := &Controller{cfg: cfg, o: o, cli: o.Client, clock: o.Clock, prom: o.Prometheus, signer: o.Signer,
-		manifest: o.Manifest, log: o.Logger, http: o.HTTPClient, aborted: map[string]bool{}}
+		manifest: o.Manifest, log: o.Logger, http: o.HTTPClient}
 	if c.clock == nil {
 		c.clock = analysis.RealClock{}
 	}
@@ -583,25 +584,10 @@ func (c *Controller) abort(ctx context.Context, res analysis.Result) (Outcome, s
 		return Aborted, why, err
 	}
 	c.metrics.Aborts.WithLabelValues(reason).Inc()
-	c.mu.Lock()
-	if len(c.aborted) < 1024 {
-		c.aborted[c.cfg.Canary] = true
-	}
-	c.mu.Unlock()
 	if err := c.SetWeight(ctx, 0); err != nil {
 		return Aborted, why, fmt.Errorf("aborted, but moving traffic back to stable failed: %w", err)
 	}
 	return Aborted, why, nil
-}
-
-// LabelAbort records an operator's verdict on an abort: "false" (the
-// canary was healthy) or "true".
-func (c *Controller) LabelAbort(verdict string) error {
-	if verdict != "true" && verdict != "false" {
-		return fmt.Errorf("verdict %q: want true or false", clip(verdict))
-	}
-	c.metrics.AbortVerdict.WithLabelValues(verdict).Inc()
-	return nil
 }
 
 func (c *Controller) promote(ctx context.Context, res analysis.Result) (Outcome, string, error) {
@@ -622,13 +608,6 @@ func (c *Controller) promote(ctx context.Context, res analysis.Result) (Outcome,
 		Reason: clipReason("analysis passed: " + res.Message), Evidence: ev})
 	if err != nil {
 		return c.pauseAfter(ctx, err)
-	}
-	c.mu.Lock()
-	retried := c.aborted[c.cfg.Canary]
-	delete(c.aborted, c.cfg.Canary)
-	c.mu.Unlock()
-	if retried { // an abort followed by a successful retry of the same digest
-		c.metrics.AbortVerdict.WithLabelValues("false").Inc()
 	}
 	if err := c.SetWeight(ctx, 100); err != nil {
 		return Promoted, "promoted, but moving all traffic failed", err
@@ -691,7 +670,7 @@ func (c *Controller) Rollback(ctx context.Context, reason string, decided time.T
 		return t, fmt.Errorf("rolled back, but moving traffic failed: %w", err)
 	}
 	t.TrafficMoved = c.clock.Now()
-	if err := c.probeGreen(ctx); err != nil {
+	if err := c.probeGreen(ctx, t.TrafficMoved); err != nil {
 		return t, err
 	}
 	t.ProbesGreen = c.clock.Now()
@@ -700,8 +679,11 @@ func (c *Controller) Rollback(ctx context.Context, reason string, decided time.T
 	return t, nil
 }
 
-func (c *Controller) probeGreen(ctx context.Context) error {
+func (c *Controller) probeGreen(ctx context.Context, moved time.Time) error {
 	r := c.cfg.Rollback
+	if r.ProbeFlow != nil {
+		return c.probeFlowGreen(ctx, r.ProbeFlow, moved)
+	}
 	if r.Probe == "" {
 		return nil
 	}
@@ -742,6 +724,79 @@ func (c *Controller) probeGreen(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// probeFlowGreen waits for the probe service's verdict on the flow to be
+// pass over a window that began after the traffic moved (moved + window on
+// the controller's clock and, on the service's, a window starting at or
+// after moved): runs before the rollback never make it green.
+func (c *Controller) probeFlowGreen(ctx context.Context, pf *ProbeFlow, moved time.Time) error {
+	window := pf.Window.D()
+	if window == 0 {
+		window = 30 * time.Second
+	}
+	timeout := c.cfg.Rollback.Timeout.D()
+	if timeout == 0 {
+		timeout = time.Minute
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout+window)
+	defer cancel()
+	u := strings.TrimRight(pf.Address, "/") + "/v1/verdicts/" + url.PathEscape(pf.Flow) + "?window=" + url.QueryEscape(window.String())
+	if pf.MinSamples > 0 {
+		u += "&min_samples=" + strconv.Itoa(pf.MinSamples)
+	}
+	last, tries := "no answer yet", 0
+	for {
+		if !c.clock.Now().Before(moved.Add(window)) {
+			tries++
+			v, err := c.flowVerdict(pctx, u)
+			switch {
+			case err != nil:
+				last = err.Error()
+			case v.Verdict == "pass" && !v.From.Before(moved):
+				return nil
+			default:
+				last = fmt.Sprintf("verdict %.20q from %s: %s", v.Verdict, v.From.UTC().Format(time.RFC3339Nano), clip(v.Reason))
+			}
+		}
+		select {
+		case <-pctx.Done():
+			return fmt.Errorf("rollback probe flow %q not green within %v after the window (%d tries; last: %s)", clip(pf.Flow), timeout, tries, last)
+		case <-time.After(100 * time.Millisecond): // polling pace (real network), bounded by pctx
+		}
+	}
+}
+
+type flowVerdict struct {
+	Verdict string    `json:"verdict"`
+	From    time.Time `json:"from"`
+	Reason  string    `json:"reason"`
+}
+
+func (c *Controller) flowVerdict(ctx context.Context, u string) (flowVerdict, error) {
+	var v flowVerdict
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
+	if err != nil {
+		return v, fmt.Errorf("probe verdict request: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return v, fmt.Errorf("probe verdict: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return v, fmt.Errorf("probe verdict: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return v, fmt.Errorf("probe verdict: HTTP %d", resp.StatusCode)
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return v, fmt.Errorf("probe answer is not a verdict: %w", err)
+	}
+	return v, nil
 }
 
 func (c *Controller) sign(predicateType string, predicate any) ([]byte, error) {

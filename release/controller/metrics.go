@@ -9,9 +9,10 @@ type Metrics struct {
 	RollbackDuration prometheus.Histogram
 	// Aborts by reason: analysis_failed, analysis_error.
 	Aborts *prometheus.CounterVec
-	// AbortVerdict: an abort later labelled by an operator (true/false),
-	// or followed by a successful retry of the same digest (false).
-	AbortVerdict *prometheus.CounterVec
+	// canary_abort_verdict_total is not the controller's: it is counted by
+	// every server from committed facts (an operator's label, a promotion of
+	// an aborted digest), so it survives controller restarts
+	// (observability.ReleaseMetrics).
 }
 
 // NewMetrics registers the metrics with reg (none if nil).
@@ -22,17 +23,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}}),
 		Aborts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canary_aborts_total",
 			Help: "Canaries aborted by the controller, by reason."}, []string{"reason"}),
-		AbortVerdict: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canary_abort_verdict_total",
-			Help: "Aborts judged afterwards: false (labelled false, or the same digest later promoted) or true."}, []string{"verdict"}),
 	}
 	for _, r := range []string{"analysis_failed", "analysis_error"} {
 		m.Aborts.WithLabelValues(r)
 	}
-	for _, v := range []string{"true", "false"} {
-		m.AbortVerdict.WithLabelValues(v)
-	}
 	if reg != nil {
-		reg.MustRegister(m.RollbackDuration, m.Aborts, m.AbortVerdict)
+		reg.MustRegister(m.RollbackDuration, m.Aborts)
 	}
 	return m
 }

@@ -49,6 +49,7 @@ type Command struct {
 	//	*Command_PreparePromotion
 	//	*Command_DeployStep
 	//	*Command_ReleaseTransition
+	//	*Command_LabelReleaseAbort
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -265,6 +266,15 @@ func (x *Command) GetReleaseTransition() *ReleaseTransition {
 	return nil
 }
 
+func (x *Command) GetLabelReleaseAbort() *LabelReleaseAbort {
+	if x != nil {
+		if x, ok := x.Body.(*Command_LabelReleaseAbort); ok {
+			return x.LabelReleaseAbort
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -337,6 +347,10 @@ type Command_ReleaseTransition struct {
 	ReleaseTransition *ReleaseTransition `protobuf:"bytes,26,opt,name=release_transition,json=releaseTransition,proto3,oneof"`
 }
 
+type Command_LabelReleaseAbort struct {
+	LabelReleaseAbort *LabelReleaseAbort `protobuf:"bytes,27,opt,name=label_release_abort,json=labelReleaseAbort,proto3,oneof"`
+}
+
 func (*Command_CreateDomain) isCommand_Body() {}
 
 func (*Command_UpdateDomainPolicy) isCommand_Body() {}
@@ -370,6 +384,8 @@ func (*Command_PreparePromotion) isCommand_Body() {}
 func (*Command_DeployStep) isCommand_Body() {}
 
 func (*Command_ReleaseTransition) isCommand_Body() {}
+
+func (*Command_LabelReleaseAbort) isCommand_Body() {}
 
 // Records a raft server's gRPC address (servers that joined after
 // bootstrap), so every node can forward to it and hint clients.
@@ -1667,6 +1683,90 @@ func (x *ReleaseTransition) GetEvidence() []*Evidence {
 	return nil
 }
 
+// An operator's verdict on an allowed abort of a release domain
+// (docs/RELEASES.md): "false" (the canary was healthy: noise, a dependency
+// outage) or "true" (the abort was right). Recorded once on the abort's
+// decision (a second label is refused); not fenced by the controller's
+// epoch and changes no epoch. Counted as canary_abort_verdict_total.
+type LabelReleaseAbort struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// The log index of the abort decision (authorityctl release get).
+	DecisionIndex uint64 `protobuf:"varint,2,opt,name=decision_index,json=decisionIndex,proto3" json:"decision_index,omitempty"`
+	// "true" or "false".
+	Verdict string `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Reason  string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The operator, from the client certificate (set by the server).
+	Operator      string `protobuf:"bytes,5,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelReleaseAbort) Reset() {
+	*x = LabelReleaseAbort{}
+	mi := &file_authority_v1_commands_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelReleaseAbort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelReleaseAbort) ProtoMessage() {}
+
+func (x *LabelReleaseAbort) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_commands_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelReleaseAbort.ProtoReflect.Descriptor instead.
+func (*LabelReleaseAbort) Descriptor() ([]byte, []int) {
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LabelReleaseAbort) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *LabelReleaseAbort) GetDecisionIndex() uint64 {
+	if x != nil {
+		return x.DecisionIndex
+	}
+	return 0
+}
+
+func (x *LabelReleaseAbort) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *LabelReleaseAbort) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LabelReleaseAbort) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
 // Evidence as submitted: a DSSE envelope (JSON) of one type.
 type Evidence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1678,7 +1778,7 @@ type Evidence struct {
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_authority_v1_commands_proto_msgTypes[19]
+	mi := &file_authority_v1_commands_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1790,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_commands_proto_msgTypes[19]
+	mi := &file_authority_v1_commands_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1803,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_authority_v1_commands_proto_rawDescGZIP(), []int{19}
+	return file_authority_v1_commands_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Evidence) GetType() string {
@@ -1724,7 +1824,8 @@ var File_authority_v1_commands_proto protoreflect.FileDescriptor
 
 const file_authority_v1_commands_proto_rawDesc = "" +
 	"\n" +
-	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\xde\t\n" +
+	"\x1bauthority/v1/commands.proto\x12\fauthority.v1\x1a\x18authority/v1/state.proto\"\xb1\n" +
+	"\n" +
 	"\aCommand\x12&\n" +
 	"\x0fstamped_unix_ms\x18\x01 \x01(\x03R\rstampedUnixMs\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1a\n" +
@@ -1747,7 +1848,8 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x11prepare_promotion\x18\x18 \x01(\v2\x1e.authority.v1.PreparePromotionH\x00R\x10preparePromotion\x12;\n" +
 	"\vdeploy_step\x18\x19 \x01(\v2\x18.authority.v1.DeployStepH\x00R\n" +
 	"deployStep\x12P\n" +
-	"\x12release_transition\x18\x1a \x01(\v2\x1f.authority.v1.ReleaseTransitionH\x00R\x11releaseTransitionB\x06\n" +
+	"\x12release_transition\x18\x1a \x01(\v2\x1f.authority.v1.ReleaseTransitionH\x00R\x11releaseTransition\x12Q\n" +
+	"\x13label_release_abort\x18\x1b \x01(\v2\x1f.authority.v1.LabelReleaseAbortH\x00R\x11labelReleaseAbortB\x06\n" +
 	"\x04body\"C\n" +
 	"\x0eRegisterServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
@@ -1847,7 +1949,13 @@ const file_authority_v1_commands_proto_rawDesc = "" +
 	"\x04step\x18\x06 \x01(\rR\x04step\x12\x16\n" +
 	"\x06weight\x18\a \x01(\rR\x06weight\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x122\n" +
-	"\bevidence\x18\t \x03(\v2\x16.authority.v1.EvidenceR\bevidence\":\n" +
+	"\bevidence\x18\t \x03(\v2\x16.authority.v1.EvidenceR\bevidence\"\xa0\x01\n" +
+	"\x11LabelReleaseAbort\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12%\n" +
+	"\x0edecision_index\x18\x02 \x01(\x04R\rdecisionIndex\x12\x18\n" +
+	"\averdict\x18\x03 \x01(\tR\averdict\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1a\n" +
+	"\boperator\x18\x05 \x01(\tR\boperator\":\n" +
 	"\bEvidence\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1a\n" +
 	"\benvelope\x18\x02 \x01(\fR\benvelopeB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
@@ -1864,7 +1972,7 @@ func file_authority_v1_commands_proto_rawDescGZIP() []byte {
 	return file_authority_v1_commands_proto_rawDescData
 }
 
-var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_authority_v1_commands_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_authority_v1_commands_proto_goTypes = []any{
 	(*Command)(nil),            // 0: authority.v1.Command
 	(*RegisterServer)(nil),     // 1: authority.v1.RegisterServer
@@ -1885,17 +1993,18 @@ var file_authority_v1_commands_proto_goTypes = []any{
 	(*PromotionAbort)(nil),     // 16: authority.v1.PromotionAbort
 	(*DeployStep)(nil),         // 17: authority.v1.DeployStep
 	(*ReleaseTransition)(nil),  // 18: authority.v1.ReleaseTransition
-	(*Evidence)(nil),           // 19: authority.v1.Evidence
-	(*Observed)(nil),           // 20: authority.v1.Observed
-	(DomainKind)(0),            // 21: authority.v1.DomainKind
-	(*Policy)(nil),             // 22: authority.v1.Policy
-	(MemberState)(0),           // 23: authority.v1.MemberState
-	(*LeaseObservation)(nil),   // 24: authority.v1.LeaseObservation
-	(*PromotionRequest)(nil),   // 25: authority.v1.PromotionRequest
-	(*ProgressReport)(nil),     // 26: authority.v1.ProgressReport
-	(DeployAction)(0),          // 27: authority.v1.DeployAction
-	(*DeployOverride)(nil),     // 28: authority.v1.DeployOverride
-	(ReleaseAction)(0),         // 29: authority.v1.ReleaseAction
+	(*LabelReleaseAbort)(nil),  // 19: authority.v1.LabelReleaseAbort
+	(*Evidence)(nil),           // 20: authority.v1.Evidence
+	(*Observed)(nil),           // 21: authority.v1.Observed
+	(DomainKind)(0),            // 22: authority.v1.DomainKind
+	(*Policy)(nil),             // 23: authority.v1.Policy
+	(MemberState)(0),           // 24: authority.v1.MemberState
+	(*LeaseObservation)(nil),   // 25: authority.v1.LeaseObservation
+	(*PromotionRequest)(nil),   // 26: authority.v1.PromotionRequest
+	(*ProgressReport)(nil),     // 27: authority.v1.ProgressReport
+	(DeployAction)(0),          // 28: authority.v1.DeployAction
+	(*DeployOverride)(nil),     // 29: authority.v1.DeployOverride
+	(ReleaseAction)(0),         // 30: authority.v1.ReleaseAction
 }
 var file_authority_v1_commands_proto_depIdxs = []int32{
 	3,  // 0: authority.v1.Command.create_domain:type_name -> authority.v1.CreateDomain
@@ -1915,27 +2024,28 @@ var file_authority_v1_commands_proto_depIdxs = []int32{
 	12, // 14: authority.v1.Command.prepare_promotion:type_name -> authority.v1.PreparePromotion
 	17, // 15: authority.v1.Command.deploy_step:type_name -> authority.v1.DeployStep
 	18, // 16: authority.v1.Command.release_transition:type_name -> authority.v1.ReleaseTransition
-	20, // 17: authority.v1.Note.fields:type_name -> authority.v1.Observed
-	21, // 18: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
-	22, // 19: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
-	22, // 20: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
-	23, // 21: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
-	24, // 22: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
-	9,  // 23: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
-	25, // 24: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
-	24, // 25: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
-	26, // 26: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
-	26, // 27: authority.v1.PromotionAttempt.fence_reports:type_name -> authority.v1.ProgressReport
-	25, // 28: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
-	27, // 29: authority.v1.DeployStep.action:type_name -> authority.v1.DeployAction
-	28, // 30: authority.v1.DeployStep.overrides:type_name -> authority.v1.DeployOverride
-	29, // 31: authority.v1.ReleaseTransition.action:type_name -> authority.v1.ReleaseAction
-	19, // 32: authority.v1.ReleaseTransition.evidence:type_name -> authority.v1.Evidence
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	19, // 17: authority.v1.Command.label_release_abort:type_name -> authority.v1.LabelReleaseAbort
+	21, // 18: authority.v1.Note.fields:type_name -> authority.v1.Observed
+	22, // 19: authority.v1.CreateDomain.kind:type_name -> authority.v1.DomainKind
+	23, // 20: authority.v1.CreateDomain.policy:type_name -> authority.v1.Policy
+	23, // 21: authority.v1.UpdateDomainPolicy.policy:type_name -> authority.v1.Policy
+	24, // 22: authority.v1.RegisterMember.state:type_name -> authority.v1.MemberState
+	25, // 23: authority.v1.Acquire.lease:type_name -> authority.v1.LeaseObservation
+	9,  // 24: authority.v1.AdvanceWatermark.advances:type_name -> authority.v1.WatermarkAdvance
+	26, // 25: authority.v1.PromotionAttempt.request:type_name -> authority.v1.PromotionRequest
+	25, // 26: authority.v1.PromotionAttempt.lease:type_name -> authority.v1.LeaseObservation
+	27, // 27: authority.v1.PromotionAttempt.candidate_report:type_name -> authority.v1.ProgressReport
+	27, // 28: authority.v1.PromotionAttempt.fence_reports:type_name -> authority.v1.ProgressReport
+	26, // 29: authority.v1.PromotionIntent.request:type_name -> authority.v1.PromotionRequest
+	28, // 30: authority.v1.DeployStep.action:type_name -> authority.v1.DeployAction
+	29, // 31: authority.v1.DeployStep.overrides:type_name -> authority.v1.DeployOverride
+	30, // 32: authority.v1.ReleaseTransition.action:type_name -> authority.v1.ReleaseAction
+	20, // 33: authority.v1.ReleaseTransition.evidence:type_name -> authority.v1.Evidence
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_commands_proto_init() }
@@ -1962,6 +2072,7 @@ func file_authority_v1_commands_proto_init() {
 		(*Command_PreparePromotion)(nil),
 		(*Command_DeployStep)(nil),
 		(*Command_ReleaseTransition)(nil),
+		(*Command_LabelReleaseAbort)(nil),
 	}
 	file_authority_v1_commands_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
@@ -1970,7 +2081,7 @@ func file_authority_v1_commands_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_commands_proto_rawDesc), len(file_authority_v1_commands_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -3364,6 +3364,111 @@ func (x *SavedSnapshotInfo) GetDomains() uint64 {
 	return 0
 }
 
+type LabelReleaseAbortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Label         *LabelReleaseAbort     `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelReleaseAbortRequest) Reset() {
+	*x = LabelReleaseAbortRequest{}
+	mi := &file_authority_v1_rpc_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelReleaseAbortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelReleaseAbortRequest) ProtoMessage() {}
+
+func (x *LabelReleaseAbortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_rpc_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelReleaseAbortRequest.ProtoReflect.Descriptor instead.
+func (*LabelReleaseAbortRequest) Descriptor() ([]byte, []int) {
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *LabelReleaseAbortRequest) GetLabel() *LabelReleaseAbort {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
+type LabelReleaseAbortResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The abort decision with its verdict.
+	Decision      *ReleaseDecision `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	LogIndex      uint64           `protobuf:"varint,3,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelReleaseAbortResponse) Reset() {
+	*x = LabelReleaseAbortResponse{}
+	mi := &file_authority_v1_rpc_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelReleaseAbortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelReleaseAbortResponse) ProtoMessage() {}
+
+func (x *LabelReleaseAbortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_rpc_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelReleaseAbortResponse.ProtoReflect.Descriptor instead.
+func (*LabelReleaseAbortResponse) Descriptor() ([]byte, []int) {
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *LabelReleaseAbortResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LabelReleaseAbortResponse) GetDecision() *ReleaseDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *LabelReleaseAbortResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
 var File_authority_v1_rpc_proto protoreflect.FileDescriptor
 
 const file_authority_v1_rpc_proto_rawDesc = "" +
@@ -3615,7 +3720,13 @@ const file_authority_v1_rpc_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12\x1b\n" +
 	"\tserver_id\x18\x06 \x01(\tR\bserverId\x12\x18\n" +
-	"\adomains\x18\a \x01(\x04R\adomainsB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
+	"\adomains\x18\a \x01(\x04R\adomains\"Q\n" +
+	"\x18LabelReleaseAbortRequest\x125\n" +
+	"\x05label\x18\x01 \x01(\v2\x1f.authority.v1.LabelReleaseAbortR\x05label\"\xa9\x01\n" +
+	"\x19LabelReleaseAbortResponse\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x129\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1d.authority.v1.ReleaseDecisionR\bdecision\x12\x1b\n" +
+	"\tlog_index\x18\x03 \x01(\x04R\blogIndexB:Z8github.com/aerodb/authority/api/authority/v1;authorityv1b\x06proto3"
 
 var (
 	file_authority_v1_rpc_proto_rawDescOnce sync.Once
@@ -3629,7 +3740,7 @@ func file_authority_v1_rpc_proto_rawDescGZIP() []byte {
 	return file_authority_v1_rpc_proto_rawDescData
 }
 
-var file_authority_v1_rpc_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_authority_v1_rpc_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_authority_v1_rpc_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -3684,66 +3795,69 @@ var file_authority_v1_rpc_proto_goTypes = []any{
 	(*SaveSnapshotRequest)(nil),        // 50: authority.v1.SaveSnapshotRequest
 	(*SaveSnapshotResponse)(nil),       // 51: authority.v1.SaveSnapshotResponse
 	(*SavedSnapshotInfo)(nil),          // 52: authority.v1.SavedSnapshotInfo
-	(DomainKind)(0),                    // 53: authority.v1.DomainKind
-	(*Policy)(nil),                     // 54: authority.v1.Policy
-	(*Domain)(nil),                     // 55: authority.v1.Domain
-	(*Watermark)(nil),                  // 56: authority.v1.Watermark
-	(MemberState)(0),                   // 57: authority.v1.MemberState
-	(*ReleaseTransition)(nil),          // 58: authority.v1.ReleaseTransition
-	(*ReleaseDecision)(nil),            // 59: authority.v1.ReleaseDecision
-	(*ReleaseState)(nil),               // 60: authority.v1.ReleaseState
-	(*DeployStep)(nil),                 // 61: authority.v1.DeployStep
-	(*Deployment)(nil),                 // 62: authority.v1.Deployment
-	(*WatermarkAdvance)(nil),           // 63: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 64: authority.v1.ProgressReport
-	(*Fence)(nil),                      // 65: authority.v1.Fence
-	(*PromotionRequest)(nil),           // 66: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 67: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 68: authority.v1.Event
+	(*LabelReleaseAbortRequest)(nil),   // 53: authority.v1.LabelReleaseAbortRequest
+	(*LabelReleaseAbortResponse)(nil),  // 54: authority.v1.LabelReleaseAbortResponse
+	(DomainKind)(0),                    // 55: authority.v1.DomainKind
+	(*Policy)(nil),                     // 56: authority.v1.Policy
+	(*Domain)(nil),                     // 57: authority.v1.Domain
+	(*Watermark)(nil),                  // 58: authority.v1.Watermark
+	(MemberState)(0),                   // 59: authority.v1.MemberState
+	(*ReleaseTransition)(nil),          // 60: authority.v1.ReleaseTransition
+	(*ReleaseDecision)(nil),            // 61: authority.v1.ReleaseDecision
+	(*ReleaseState)(nil),               // 62: authority.v1.ReleaseState
+	(*DeployStep)(nil),                 // 63: authority.v1.DeployStep
+	(*Deployment)(nil),                 // 64: authority.v1.Deployment
+	(*WatermarkAdvance)(nil),           // 65: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 66: authority.v1.ProgressReport
+	(*Fence)(nil),                      // 67: authority.v1.Fence
+	(*PromotionRequest)(nil),           // 68: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 69: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 70: authority.v1.Event
+	(*LabelReleaseAbort)(nil),          // 71: authority.v1.LabelReleaseAbort
 }
 var file_authority_v1_rpc_proto_depIdxs = []int32{
-	53, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	54, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	55, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	56, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	55, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	57, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	53, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	56, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	55, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	58, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	54, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	57, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	56, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	59, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
-	58, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
+	60, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
 	0,  // 14: authority.v1.ReleaseTransitionResponse.header:type_name -> authority.v1.ResponseHeader
-	59, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
-	60, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
-	61, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
+	61, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
+	62, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
+	63, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
 	0,  // 18: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
-	62, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
+	64, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
 	0,  // 20: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 21: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
 	20, // 22: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
-	63, // 23: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	65, // 23: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
 	0,  // 24: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
 	23, // 25: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	64, // 26: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	66, // 26: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
 	0,  // 27: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	56, // 28: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	65, // 29: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
+	58, // 28: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	67, // 29: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
 	0,  // 30: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
-	66, // 31: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	68, // 31: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
 	0,  // 32: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	67, // 33: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	69, // 33: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 34: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 35: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	67, // 36: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	69, // 36: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
 	1,  // 37: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 38: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	67, // 39: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	69, // 39: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
 	0,  // 40: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	68, // 41: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	70, // 41: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
 	0,  // 42: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 43: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
 	40, // 44: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
@@ -3755,11 +3869,14 @@ var file_authority_v1_rpc_proto_depIdxs = []int32{
 	40, // 50: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
 	0,  // 51: authority.v1.SaveSnapshotResponse.header:type_name -> authority.v1.ResponseHeader
 	52, // 52: authority.v1.SaveSnapshotResponse.info:type_name -> authority.v1.SavedSnapshotInfo
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	71, // 53: authority.v1.LabelReleaseAbortRequest.label:type_name -> authority.v1.LabelReleaseAbort
+	0,  // 54: authority.v1.LabelReleaseAbortResponse.header:type_name -> authority.v1.ResponseHeader
+	61, // 55: authority.v1.LabelReleaseAbortResponse.decision:type_name -> authority.v1.ReleaseDecision
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_rpc_proto_init() }
@@ -3777,7 +3894,7 @@ func file_authority_v1_rpc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_rpc_proto_rawDesc), len(file_authority_v1_rpc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

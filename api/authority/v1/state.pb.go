@@ -2635,8 +2635,17 @@ type ReleaseDecision struct {
 	Holder        string                 `protobuf:"bytes,13,opt,name=holder,proto3" json:"holder,omitempty"`
 	Reason        string                 `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
 	Evidence      []*EvidenceRef         `protobuf:"bytes,15,rep,name=evidence,proto3" json:"evidence,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// ABORT: the canary the abort cleared.
+	AbortedCanary string `protobuf:"bytes,16,opt,name=aborted_canary,json=abortedCanary,proto3" json:"aborted_canary,omitempty"`
+	// ABORT: its verdict once judged, "false" (a false abort) or "true":
+	// labelled by an operator (LabelReleaseAbort), or "false" when the same
+	// digest was later promoted (a successful retry). Set once.
+	AbortVerdict       string `protobuf:"bytes,17,opt,name=abort_verdict,json=abortVerdict,proto3" json:"abort_verdict,omitempty"`
+	AbortVerdictReason string `protobuf:"bytes,18,opt,name=abort_verdict_reason,json=abortVerdictReason,proto3" json:"abort_verdict_reason,omitempty"`
+	// The log index of the entry that judged it.
+	AbortVerdictIndex uint64 `protobuf:"varint,19,opt,name=abort_verdict_index,json=abortVerdictIndex,proto3" json:"abort_verdict_index,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ReleaseDecision) Reset() {
@@ -2772,6 +2781,34 @@ func (x *ReleaseDecision) GetEvidence() []*EvidenceRef {
 		return x.Evidence
 	}
 	return nil
+}
+
+func (x *ReleaseDecision) GetAbortedCanary() string {
+	if x != nil {
+		return x.AbortedCanary
+	}
+	return ""
+}
+
+func (x *ReleaseDecision) GetAbortVerdict() string {
+	if x != nil {
+		return x.AbortVerdict
+	}
+	return ""
+}
+
+func (x *ReleaseDecision) GetAbortVerdictReason() string {
+	if x != nil {
+		return x.AbortVerdictReason
+	}
+	return ""
+}
+
+func (x *ReleaseDecision) GetAbortVerdictIndex() uint64 {
+	if x != nil {
+		return x.AbortVerdictIndex
+	}
+	return 0
 }
 
 // A deployment recorded in a lock domain. Times are leader-stamped.
@@ -3645,7 +3682,7 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"\vEvidenceRef\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x15\n" +
-	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\xb1\x04\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\"\xdf\x05\n" +
 	"\x0fReleaseDecision\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12&\n" +
 	"\x0fstamped_unix_ms\x18\x02 \x01(\x03R\rstampedUnixMs\x123\n" +
@@ -3664,7 +3701,11 @@ const file_authority_v1_state_proto_rawDesc = "" +
 	"epochAfter\x12\x16\n" +
 	"\x06holder\x18\r \x01(\tR\x06holder\x12\x16\n" +
 	"\x06reason\x18\x0e \x01(\tR\x06reason\x125\n" +
-	"\bevidence\x18\x0f \x03(\v2\x19.authority.v1.EvidenceRefR\bevidence\"\xd7\x05\n" +
+	"\bevidence\x18\x0f \x03(\v2\x19.authority.v1.EvidenceRefR\bevidence\x12%\n" +
+	"\x0eaborted_canary\x18\x10 \x01(\tR\rabortedCanary\x12#\n" +
+	"\rabort_verdict\x18\x11 \x01(\tR\fabortVerdict\x120\n" +
+	"\x14abort_verdict_reason\x18\x12 \x01(\tR\x12abortVerdictReason\x12.\n" +
+	"\x13abort_verdict_index\x18\x13 \x01(\x04R\x11abortVerdictIndex\"\xd7\x05\n" +
 	"\n" +
 	"Deployment\x12\x1b\n" +
 	"\tdeploy_id\x18\x01 \x01(\tR\bdeployId\x12 \n" +

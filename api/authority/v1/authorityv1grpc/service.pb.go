@@ -30,14 +30,15 @@ var File_authority_v1_service_proto protoreflect.FileDescriptor
 
 const file_authority_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1aauthority/v1/service.proto\x12\fauthority.v1\x1a\x16authority/v1/rpc.proto2\xf5\x03\n" +
+	"\x1aauthority/v1/service.proto\x12\fauthority.v1\x1a\x16authority/v1/rpc.proto2\xdb\x04\n" +
 	"\aDomains\x12O\n" +
 	"\fCreateDomain\x12!.authority.v1.CreateDomainRequest\x1a\x1c.authority.v1.DomainResponse\x12I\n" +
 	"\tGetDomain\x12\x1e.authority.v1.GetDomainRequest\x1a\x1c.authority.v1.DomainResponse\x12R\n" +
 	"\vListDomains\x12 .authority.v1.ListDomainsRequest\x1a!.authority.v1.ListDomainsResponse\x12O\n" +
 	"\fUpdatePolicy\x12!.authority.v1.UpdatePolicyRequest\x1a\x1c.authority.v1.DomainResponse\x12S\n" +
 	"\x0eRegisterMember\x12#.authority.v1.RegisterMemberRequest\x1a\x1c.authority.v1.DomainResponse\x12T\n" +
-	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse2\xa1\x03\n" +
+	"\rAssignInitial\x12\".authority.v1.AssignInitialRequest\x1a\x1f.authority.v1.AuthorityResponse\x12d\n" +
+	"\x11LabelReleaseAbort\x12&.authority.v1.LabelReleaseAbortRequest\x1a'.authority.v1.LabelReleaseAbortResponse2\xa1\x03\n" +
 	"\x06Leases\x12D\n" +
 	"\aAcquire\x12\x1c.authority.v1.AcquireRequest\x1a\x1b.authority.v1.LeaseResponse\x12P\n" +
 	"\tKeepAlive\x12\x1e.authority.v1.KeepAliveRequest\x1a\x1f.authority.v1.KeepAliveResponse(\x010\x01\x12H\n" +
@@ -72,46 +73,48 @@ var file_authority_v1_service_proto_goTypes = []any{
 	(*v1.UpdatePolicyRequest)(nil),        // 3: authority.v1.UpdatePolicyRequest
 	(*v1.RegisterMemberRequest)(nil),      // 4: authority.v1.RegisterMemberRequest
 	(*v1.AssignInitialRequest)(nil),       // 5: authority.v1.AssignInitialRequest
-	(*v1.AcquireRequest)(nil),             // 6: authority.v1.AcquireRequest
-	(*v1.KeepAliveRequest)(nil),           // 7: authority.v1.KeepAliveRequest
-	(*v1.ReleaseRequest)(nil),             // 8: authority.v1.ReleaseRequest
-	(*v1.DeployStepRequest)(nil),          // 9: authority.v1.DeployStepRequest
-	(*v1.ReleaseTransitionRequest)(nil),   // 10: authority.v1.ReleaseTransitionRequest
-	(*v1.AdvanceRequest)(nil),             // 11: authority.v1.AdvanceRequest
-	(*v1.ProgressReportRequest)(nil),      // 12: authority.v1.ProgressReportRequest
-	(*v1.PromoteRequest)(nil),             // 13: authority.v1.PromoteRequest
-	(*v1.ExplainRequest)(nil),             // 14: authority.v1.ExplainRequest
-	(*v1.HistoryRequest)(nil),             // 15: authority.v1.HistoryRequest
-	(*v1.RequestHandoverRequest)(nil),     // 16: authority.v1.RequestHandoverRequest
-	(*v1.WatchRequest)(nil),               // 17: authority.v1.WatchRequest
-	(*v1.AddServerRequest)(nil),           // 18: authority.v1.AddServerRequest
-	(*v1.RemoveServerRequest)(nil),        // 19: authority.v1.RemoveServerRequest
-	(*v1.StatusRequest)(nil),              // 20: authority.v1.StatusRequest
-	(*v1.MembersRequest)(nil),             // 21: authority.v1.MembersRequest
-	(*v1.TransferLeadershipRequest)(nil),  // 22: authority.v1.TransferLeadershipRequest
-	(*v1.SnapshotRequest)(nil),            // 23: authority.v1.SnapshotRequest
-	(*v1.SaveSnapshotRequest)(nil),        // 24: authority.v1.SaveSnapshotRequest
-	(*v1.DomainResponse)(nil),             // 25: authority.v1.DomainResponse
-	(*v1.ListDomainsResponse)(nil),        // 26: authority.v1.ListDomainsResponse
-	(*v1.AuthorityResponse)(nil),          // 27: authority.v1.AuthorityResponse
-	(*v1.LeaseResponse)(nil),              // 28: authority.v1.LeaseResponse
-	(*v1.KeepAliveResponse)(nil),          // 29: authority.v1.KeepAliveResponse
-	(*v1.DeployStepResponse)(nil),         // 30: authority.v1.DeployStepResponse
-	(*v1.ReleaseTransitionResponse)(nil),  // 31: authority.v1.ReleaseTransitionResponse
-	(*v1.AdvanceResponse)(nil),            // 32: authority.v1.AdvanceResponse
-	(*v1.ProgressReportResponse)(nil),     // 33: authority.v1.ProgressReportResponse
-	(*v1.PromoteResponse)(nil),            // 34: authority.v1.PromoteResponse
-	(*v1.ExplainResponse)(nil),            // 35: authority.v1.ExplainResponse
-	(*v1.HistoryResponse)(nil),            // 36: authority.v1.HistoryResponse
-	(*v1.RequestHandoverResponse)(nil),    // 37: authority.v1.RequestHandoverResponse
-	(*v1.WatchResponse)(nil),              // 38: authority.v1.WatchResponse
-	(*v1.AddServerResponse)(nil),          // 39: authority.v1.AddServerResponse
-	(*v1.RemoveServerResponse)(nil),       // 40: authority.v1.RemoveServerResponse
-	(*v1.StatusResponse)(nil),             // 41: authority.v1.StatusResponse
-	(*v1.MembersResponse)(nil),            // 42: authority.v1.MembersResponse
-	(*v1.TransferLeadershipResponse)(nil), // 43: authority.v1.TransferLeadershipResponse
-	(*v1.SnapshotResponse)(nil),           // 44: authority.v1.SnapshotResponse
-	(*v1.SaveSnapshotResponse)(nil),       // 45: authority.v1.SaveSnapshotResponse
+	(*v1.LabelReleaseAbortRequest)(nil),   // 6: authority.v1.LabelReleaseAbortRequest
+	(*v1.AcquireRequest)(nil),             // 7: authority.v1.AcquireRequest
+	(*v1.KeepAliveRequest)(nil),           // 8: authority.v1.KeepAliveRequest
+	(*v1.ReleaseRequest)(nil),             // 9: authority.v1.ReleaseRequest
+	(*v1.DeployStepRequest)(nil),          // 10: authority.v1.DeployStepRequest
+	(*v1.ReleaseTransitionRequest)(nil),   // 11: authority.v1.ReleaseTransitionRequest
+	(*v1.AdvanceRequest)(nil),             // 12: authority.v1.AdvanceRequest
+	(*v1.ProgressReportRequest)(nil),      // 13: authority.v1.ProgressReportRequest
+	(*v1.PromoteRequest)(nil),             // 14: authority.v1.PromoteRequest
+	(*v1.ExplainRequest)(nil),             // 15: authority.v1.ExplainRequest
+	(*v1.HistoryRequest)(nil),             // 16: authority.v1.HistoryRequest
+	(*v1.RequestHandoverRequest)(nil),     // 17: authority.v1.RequestHandoverRequest
+	(*v1.WatchRequest)(nil),               // 18: authority.v1.WatchRequest
+	(*v1.AddServerRequest)(nil),           // 19: authority.v1.AddServerRequest
+	(*v1.RemoveServerRequest)(nil),        // 20: authority.v1.RemoveServerRequest
+	(*v1.StatusRequest)(nil),              // 21: authority.v1.StatusRequest
+	(*v1.MembersRequest)(nil),             // 22: authority.v1.MembersRequest
+	(*v1.TransferLeadershipRequest)(nil),  // 23: authority.v1.TransferLeadershipRequest
+	(*v1.SnapshotRequest)(nil),            // 24: authority.v1.SnapshotRequest
+	(*v1.SaveSnapshotRequest)(nil),        // 25: authority.v1.SaveSnapshotRequest
+	(*v1.DomainResponse)(nil),             // 26: authority.v1.DomainResponse
+	(*v1.ListDomainsResponse)(nil),        // 27: authority.v1.ListDomainsResponse
+	(*v1.AuthorityResponse)(nil),          // 28: authority.v1.AuthorityResponse
+	(*v1.LabelReleaseAbortResponse)(nil),  // 29: authority.v1.LabelReleaseAbortResponse
+	(*v1.LeaseResponse)(nil),              // 30: authority.v1.LeaseResponse
+	(*v1.KeepAliveResponse)(nil),          // 31: authority.v1.KeepAliveResponse
+	(*v1.DeployStepResponse)(nil),         // 32: authority.v1.DeployStepResponse
+	(*v1.ReleaseTransitionResponse)(nil),  // 33: authority.v1.ReleaseTransitionResponse
+	(*v1.AdvanceResponse)(nil),            // 34: authority.v1.AdvanceResponse
+	(*v1.ProgressReportResponse)(nil),     // 35: authority.v1.ProgressReportResponse
+	(*v1.PromoteResponse)(nil),            // 36: authority.v1.PromoteResponse
+	(*v1.ExplainResponse)(nil),            // 37: authority.v1.ExplainResponse
+	(*v1.HistoryResponse)(nil),            // 38: authority.v1.HistoryResponse
+	(*v1.RequestHandoverResponse)(nil),    // 39: authority.v1.RequestHandoverResponse
+	(*v1.WatchResponse)(nil),              // 40: authority.v1.WatchResponse
+	(*v1.AddServerResponse)(nil),          // 41: authority.v1.AddServerResponse
+	(*v1.RemoveServerResponse)(nil),       // 42: authority.v1.RemoveServerResponse
+	(*v1.StatusResponse)(nil),             // 43: authority.v1.StatusResponse
+	(*v1.MembersResponse)(nil),            // 44: authority.v1.MembersResponse
+	(*v1.TransferLeadershipResponse)(nil), // 45: authority.v1.TransferLeadershipResponse
+	(*v1.SnapshotResponse)(nil),           // 46: authority.v1.SnapshotResponse
+	(*v1.SaveSnapshotResponse)(nil),       // 47: authority.v1.SaveSnapshotResponse
 }
 var file_authority_v1_service_proto_depIdxs = []int32{
 	0,  // 0: authority.v1.Domains.CreateDomain:input_type -> authority.v1.CreateDomainRequest
@@ -120,52 +123,54 @@ var file_authority_v1_service_proto_depIdxs = []int32{
 	3,  // 3: authority.v1.Domains.UpdatePolicy:input_type -> authority.v1.UpdatePolicyRequest
 	4,  // 4: authority.v1.Domains.RegisterMember:input_type -> authority.v1.RegisterMemberRequest
 	5,  // 5: authority.v1.Domains.AssignInitial:input_type -> authority.v1.AssignInitialRequest
-	6,  // 6: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
-	7,  // 7: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
-	8,  // 8: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
-	9,  // 9: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
-	10, // 10: authority.v1.Leases.ReleaseTransition:input_type -> authority.v1.ReleaseTransitionRequest
-	11, // 11: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
-	12, // 12: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
-	13, // 13: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
-	14, // 14: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
-	15, // 15: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
-	16, // 16: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
-	17, // 17: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
-	18, // 18: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
-	19, // 19: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
-	20, // 20: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
-	21, // 21: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
-	22, // 22: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
-	23, // 23: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
-	24, // 24: authority.v1.Cluster.SaveSnapshot:input_type -> authority.v1.SaveSnapshotRequest
-	25, // 25: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
-	25, // 26: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
-	26, // 27: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
-	25, // 28: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
-	25, // 29: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
-	27, // 30: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
-	28, // 31: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
-	29, // 32: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
-	27, // 33: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
-	30, // 34: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
-	31, // 35: authority.v1.Leases.ReleaseTransition:output_type -> authority.v1.ReleaseTransitionResponse
-	32, // 36: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
-	33, // 37: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
-	34, // 38: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
-	35, // 39: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
-	36, // 40: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
-	37, // 41: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
-	38, // 42: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
-	39, // 43: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
-	40, // 44: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
-	41, // 45: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
-	42, // 46: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
-	43, // 47: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
-	44, // 48: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
-	45, // 49: authority.v1.Cluster.SaveSnapshot:output_type -> authority.v1.SaveSnapshotResponse
-	25, // [25:50] is the sub-list for method output_type
-	0,  // [0:25] is the sub-list for method input_type
+	6,  // 6: authority.v1.Domains.LabelReleaseAbort:input_type -> authority.v1.LabelReleaseAbortRequest
+	7,  // 7: authority.v1.Leases.Acquire:input_type -> authority.v1.AcquireRequest
+	8,  // 8: authority.v1.Leases.KeepAlive:input_type -> authority.v1.KeepAliveRequest
+	9,  // 9: authority.v1.Leases.Release:input_type -> authority.v1.ReleaseRequest
+	10, // 10: authority.v1.Leases.DeployStep:input_type -> authority.v1.DeployStepRequest
+	11, // 11: authority.v1.Leases.ReleaseTransition:input_type -> authority.v1.ReleaseTransitionRequest
+	12, // 12: authority.v1.Watermarks.Advance:input_type -> authority.v1.AdvanceRequest
+	13, // 13: authority.v1.Watermarks.ReportProgress:input_type -> authority.v1.ProgressReportRequest
+	14, // 14: authority.v1.Promotion.Promote:input_type -> authority.v1.PromoteRequest
+	15, // 15: authority.v1.Promotion.Explain:input_type -> authority.v1.ExplainRequest
+	16, // 16: authority.v1.Promotion.History:input_type -> authority.v1.HistoryRequest
+	17, // 17: authority.v1.Promotion.RequestHandover:input_type -> authority.v1.RequestHandoverRequest
+	18, // 18: authority.v1.Watch.Watch:input_type -> authority.v1.WatchRequest
+	19, // 19: authority.v1.Cluster.AddServer:input_type -> authority.v1.AddServerRequest
+	20, // 20: authority.v1.Cluster.RemoveServer:input_type -> authority.v1.RemoveServerRequest
+	21, // 21: authority.v1.Cluster.Status:input_type -> authority.v1.StatusRequest
+	22, // 22: authority.v1.Cluster.Members:input_type -> authority.v1.MembersRequest
+	23, // 23: authority.v1.Cluster.TransferLeadership:input_type -> authority.v1.TransferLeadershipRequest
+	24, // 24: authority.v1.Cluster.Snapshot:input_type -> authority.v1.SnapshotRequest
+	25, // 25: authority.v1.Cluster.SaveSnapshot:input_type -> authority.v1.SaveSnapshotRequest
+	26, // 26: authority.v1.Domains.CreateDomain:output_type -> authority.v1.DomainResponse
+	26, // 27: authority.v1.Domains.GetDomain:output_type -> authority.v1.DomainResponse
+	27, // 28: authority.v1.Domains.ListDomains:output_type -> authority.v1.ListDomainsResponse
+	26, // 29: authority.v1.Domains.UpdatePolicy:output_type -> authority.v1.DomainResponse
+	26, // 30: authority.v1.Domains.RegisterMember:output_type -> authority.v1.DomainResponse
+	28, // 31: authority.v1.Domains.AssignInitial:output_type -> authority.v1.AuthorityResponse
+	29, // 32: authority.v1.Domains.LabelReleaseAbort:output_type -> authority.v1.LabelReleaseAbortResponse
+	30, // 33: authority.v1.Leases.Acquire:output_type -> authority.v1.LeaseResponse
+	31, // 34: authority.v1.Leases.KeepAlive:output_type -> authority.v1.KeepAliveResponse
+	28, // 35: authority.v1.Leases.Release:output_type -> authority.v1.AuthorityResponse
+	32, // 36: authority.v1.Leases.DeployStep:output_type -> authority.v1.DeployStepResponse
+	33, // 37: authority.v1.Leases.ReleaseTransition:output_type -> authority.v1.ReleaseTransitionResponse
+	34, // 38: authority.v1.Watermarks.Advance:output_type -> authority.v1.AdvanceResponse
+	35, // 39: authority.v1.Watermarks.ReportProgress:output_type -> authority.v1.ProgressReportResponse
+	36, // 40: authority.v1.Promotion.Promote:output_type -> authority.v1.PromoteResponse
+	37, // 41: authority.v1.Promotion.Explain:output_type -> authority.v1.ExplainResponse
+	38, // 42: authority.v1.Promotion.History:output_type -> authority.v1.HistoryResponse
+	39, // 43: authority.v1.Promotion.RequestHandover:output_type -> authority.v1.RequestHandoverResponse
+	40, // 44: authority.v1.Watch.Watch:output_type -> authority.v1.WatchResponse
+	41, // 45: authority.v1.Cluster.AddServer:output_type -> authority.v1.AddServerResponse
+	42, // 46: authority.v1.Cluster.RemoveServer:output_type -> authority.v1.RemoveServerResponse
+	43, // 47: authority.v1.Cluster.Status:output_type -> authority.v1.StatusResponse
+	44, // 48: authority.v1.Cluster.Members:output_type -> authority.v1.MembersResponse
+	45, // 49: authority.v1.Cluster.TransferLeadership:output_type -> authority.v1.TransferLeadershipResponse
+	46, // 50: authority.v1.Cluster.Snapshot:output_type -> authority.v1.SnapshotResponse
+	47, // 51: authority.v1.Cluster.SaveSnapshot:output_type -> authority.v1.SaveSnapshotResponse
+	26, // [26:52] is the sub-list for method output_type
+	0,  // [0:26] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name

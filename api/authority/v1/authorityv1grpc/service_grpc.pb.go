@@ -25,12 +25,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Domains_CreateDomain_FullMethodName   = "/authority.v1.Domains/CreateDomain"
-	Domains_GetDomain_FullMethodName      = "/authority.v1.Domains/GetDomain"
-	Domains_ListDomains_FullMethodName    = "/authority.v1.Domains/ListDomains"
-	Domains_UpdatePolicy_FullMethodName   = "/authority.v1.Domains/UpdatePolicy"
-	Domains_RegisterMember_FullMethodName = "/authority.v1.Domains/RegisterMember"
-	Domains_AssignInitial_FullMethodName  = "/authority.v1.Domains/AssignInitial"
+	Domains_CreateDomain_FullMethodName      = "/authority.v1.Domains/CreateDomain"
+	Domains_GetDomain_FullMethodName         = "/authority.v1.Domains/GetDomain"
+	Domains_ListDomains_FullMethodName       = "/authority.v1.Domains/ListDomains"
+	Domains_UpdatePolicy_FullMethodName      = "/authority.v1.Domains/UpdatePolicy"
+	Domains_RegisterMember_FullMethodName    = "/authority.v1.Domains/RegisterMember"
+	Domains_AssignInitial_FullMethodName     = "/authority.v1.Domains/AssignInitial"
+	Domains_LabelReleaseAbort_FullMethodName = "/authority.v1.Domains/LabelReleaseAbort"
 )
 
 // DomainsClient is the client API for Domains service.
@@ -43,6 +44,10 @@ type DomainsClient interface {
 	UpdatePolicy(ctx context.Context, in *v1.UpdatePolicyRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error)
 	RegisterMember(ctx context.Context, in *v1.RegisterMemberRequest, opts ...grpc.CallOption) (*v1.DomainResponse, error)
 	AssignInitial(ctx context.Context, in *v1.AssignInitialRequest, opts ...grpc.CallOption) (*v1.AuthorityResponse, error)
+	// An operator's verdict on an abort of a release domain (docs/RELEASES.md):
+	// one committed fact on the abort's decision, counted as
+	// canary_abort_verdict_total{verdict}. Operator only.
+	LabelReleaseAbort(ctx context.Context, in *v1.LabelReleaseAbortRequest, opts ...grpc.CallOption) (*v1.LabelReleaseAbortResponse, error)
 }
 
 type domainsClient struct {
@@ -113,6 +118,16 @@ func (c *domainsClient) AssignInitial(ctx context.Context, in *v1.AssignInitialR
 	return out, nil
 }
 
+func (c *domainsClient) LabelReleaseAbort(ctx context.Context, in *v1.LabelReleaseAbortRequest, opts ...grpc.CallOption) (*v1.LabelReleaseAbortResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.LabelReleaseAbortResponse)
+	err := c.cc.Invoke(ctx, Domains_LabelReleaseAbort_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DomainsServer is the server API for Domains service.
 // All implementations must embed UnimplementedDomainsServer
 // for forward compatibility.
@@ -123,6 +138,10 @@ type DomainsServer interface {
 	UpdatePolicy(context.Context, *v1.UpdatePolicyRequest) (*v1.DomainResponse, error)
 	RegisterMember(context.Context, *v1.RegisterMemberRequest) (*v1.DomainResponse, error)
 	AssignInitial(context.Context, *v1.AssignInitialRequest) (*v1.AuthorityResponse, error)
+	// An operator's verdict on an abort of a release domain (docs/RELEASES.md):
+	// one committed fact on the abort's decision, counted as
+	// canary_abort_verdict_total{verdict}. Operator only.
+	LabelReleaseAbort(context.Context, *v1.LabelReleaseAbortRequest) (*v1.LabelReleaseAbortResponse, error)
 	mustEmbedUnimplementedDomainsServer()
 }
 
@@ -150,6 +169,9 @@ func (UnimplementedDomainsServer) RegisterMember(context.Context, *v1.RegisterMe
 }
 func (UnimplementedDomainsServer) AssignInitial(context.Context, *v1.AssignInitialRequest) (*v1.AuthorityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AssignInitial not implemented")
+}
+func (UnimplementedDomainsServer) LabelReleaseAbort(context.Context, *v1.LabelReleaseAbortRequest) (*v1.LabelReleaseAbortResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LabelReleaseAbort not implemented")
 }
 func (UnimplementedDomainsServer) mustEmbedUnimplementedDomainsServer() {}
 func (UnimplementedDomainsServer) testEmbeddedByValue()                 {}
@@ -280,6 +302,24 @@ func _Domains_AssignInitial_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Domains_LabelReleaseAbort_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.LabelReleaseAbortRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DomainsServer).LabelReleaseAbort(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Domains_LabelReleaseAbort_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DomainsServer).LabelReleaseAbort(ctx, req.(*v1.LabelReleaseAbortRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Domains_ServiceDesc is the grpc.ServiceDesc for Domains service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -310,6 +350,10 @@ var Domains_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AssignInitial",
 			Handler:    _Domains_AssignInitial_Handler,
+		},
+		{
+			MethodName: "LabelReleaseAbort",
+			Handler:    _Domains_LabelReleaseAbort_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
