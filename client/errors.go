@@ -94,30 +94,18 @@ var reasonSentinels = map[string]error{
 	reasonRateLimited:           ErrRateLimited,
 }
 
-// reasonRateLimited is the reason of a rate or stream limit's refusal
-// (transport.ReasonRateLimited; the client links no server package).
-const reasonRateLimited = "RATE_LIMITED"
+// reasonRateLimited is the reason of a rate or stream limit's refusal.
+const reasonRateLimited = pb.ReasonRateLimited
 
-// reasonCodes gives the gRPC code the server uses for a reason, for errors
+// reasonCode gives the gRPC code the server uses for a reason, for errors
 // that arrive in a message body (keep-alive, per-advance and progress
-// results) rather than as a status.
-var reasonCodes = map[string]codes.Code{
-	pb.ReasonNotLeader:          codes.Unavailable,
-	pb.ReasonOutcomeUnknown:     codes.Unavailable,
-	pb.ReasonFenced:             codes.FailedPrecondition,
-	pb.ReasonEpochStale:         codes.FailedPrecondition,
-	pb.ReasonLeaseExpired:       codes.FailedPrecondition,
-	pb.ReasonNoLease:            codes.NotFound,
-	pb.ReasonNotFound:           codes.NotFound,
-	pb.ReasonAlreadyExists:      codes.AlreadyExists,
-	pb.ReasonInvalidArgument:    codes.InvalidArgument,
-	pb.ReasonFailedPrecondition: codes.FailedPrecondition,
-	pb.ReasonConflict:           codes.FailedPrecondition,
-	pb.ReasonPromotionDisabled:  codes.FailedPrecondition,
-	pb.ReasonCompacted:          codes.OutOfRange,
-	pb.ReasonInternal:           codes.Internal,
-	pb.ReasonPermissionDenied:   codes.PermissionDenied,
-	reasonRateLimited:           codes.ResourceExhausted,
+// results) rather than as a status: pb.ReasonCodes, the table transport
+// uses too.
+func reasonCode(reason string) codes.Code {
+	if c, ok := pb.ReasonCode(reason); ok {
+		return codes.Code(c)
+	}
+	return codes.Unknown
 }
 
 // Error is an error reported by an authority server: its machine-readable
@@ -160,11 +148,7 @@ func reasonError(reason, message string) error {
 	if message == "" {
 		message = reason
 	}
-	code, ok := reasonCodes[reason]
-	if !ok {
-		code = codes.Unknown
-	}
-	return &Error{Reason: reason, Code: code, Message: message, sentinel: reasonSentinels[reason]}
+	return &Error{Reason: reason, Code: reasonCode(reason), Message: message, sentinel: reasonSentinels[reason]}
 }
 
 // errorInfo returns the authority ErrorInfo of a gRPC status error, if any.

@@ -157,3 +157,25 @@ func TestGiveUpWrapsContextAndUnknown(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestClientReadsTheOneReasonTable: for every reason of the API the client
+// has a sentinel and reports the code the server sends (pb.ReasonCodes, the
+// table transport uses), so transport and client agree by construction.
+func TestClientReadsTheOneReasonTable(t *testing.T) {
+	for _, r := range pb.Reasons {
+		want, _ := pb.ReasonCode(r)
+		var e *Error
+		if !errors.As(reasonError(r, "m"), &e) {
+			t.Fatalf("%s: not an *Error", r)
+		}
+		if e.Code != codes.Code(want) {
+			t.Errorf("%s: client code %s, table %d", r, e.Code, want)
+		}
+		if reasonSentinels[r] == nil {
+			t.Errorf("%s: no client sentinel", r)
+		}
+	}
+	if len(reasonSentinels) != len(pb.Reasons) {
+		t.Errorf("client knows %d reasons, the API %d", len(reasonSentinels), len(pb.Reasons))
+	}
+}

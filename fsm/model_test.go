@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/validator"
 )
 
 // A deliberately naive twin of the FSM (STYLE habit 7): it tracks only
@@ -259,7 +260,7 @@ func (m model) promote(a *pb.PromotionAttempt, res *Result) string {
 	}
 	d.grant(req.Candidate)
 	d.lsnWaived = slices.Contains(res.Attempt.Decision.WaiversApplied, "allow-data-loss")
-	d.visWaived = slices.Contains(res.Attempt.Decision.WaiversApplied, "allow-visibility-regression")
+	d.visWaived = slices.Contains(res.Attempt.Decision.WaiversApplied, validator.WaiverAllowVisibilityRegression)
 	return ""
 }
 

@@ -24,3 +24,16 @@ func TestRefusalAndDryRunNotes(t *testing.T) {
 		t.Fatalf("events %v", evs)
 	}
 }
+
+// TestEveryNoteKindHasAnEvent: the note kinds the promotion service writes
+// (pb.NoteKinds) are exactly the ones the FSM maps to events.
+func TestEveryNoteKindHasAnEvent(t *testing.T) {
+	for _, k := range pb.NoteKinds {
+		if noteEvents[k] == "" {
+			t.Errorf("note kind %q has no event type", k)
+		}
+	}
+	if len(noteEvents) != len(pb.NoteKinds) {
+		t.Errorf("fsm maps %d note kinds, the API defines %d", len(noteEvents), len(pb.NoteKinds))
+	}
+}

@@ -24,11 +24,11 @@ const (
 
 // noteEvents maps a Note's kind to its event type.
 var noteEvents = map[string]string{
-	"leader_changed":    EventLeaderChanged,
-	"lease_expired":     EventLeaseExpired,
-	"fencing_rejected":  EventFencingRejected,
-	"promotion_refused": EventPromotionRefused,
-	"promotion_dry_run": EventPromotionDryRun,
+	pb.NoteLeaderChanged:    EventLeaderChanged,
+	pb.NoteLeaseExpired:     EventLeaseExpired,
+	pb.NoteFencingRejected:  EventFencingRejected,
+	pb.NotePromotionRefused: EventPromotionRefused,
+	pb.NotePromotionDryRun:  EventPromotionDryRun,
 }
 
 // maxAddress bounds a registered gRPC address.

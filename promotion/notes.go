@@ -36,13 +36,13 @@ const (
 	noteKinds = 1024
 )
 
-// Note kinds (the fsm maps them to event types).
+// Note kinds (the fsm maps them to event types): pb.Note*, shared with fsm.
 const (
-	noteLeaderChanged    = "leader_changed"
-	noteLeaseExpired     = "lease_expired"
-	noteFencingRejected  = "fencing_rejected"
-	notePromotionRefused = "promotion_refused"
-	notePromotionDryRun  = "promotion_dry_run"
+	noteLeaderChanged    = pb.NoteLeaderChanged
+	noteLeaseExpired     = pb.NoteLeaseExpired
+	noteFencingRejected  = pb.NoteFencingRejected
+	notePromotionRefused = pb.NotePromotionRefused
+	notePromotionDryRun  = pb.NotePromotionDryRun
 )
 
 // noteKey is a coalesced observation: a kind, a domain ("" for none) and

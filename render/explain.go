@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"sort"
 	"strings"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -97,6 +98,23 @@ var requiredKeys = map[string][]string{
 	"history_prefix":               {"watermark_lsn", "watermark_hash"},
 	"mvcc_visibility":              {"visible_commit_id"},
 	"old_holder_inactive":          {"holder", "epoch"},
+}
+
+// RequiredKeys returns the observed keys of check that render shows as the
+// rule's requirement (a copy; nil for a check with none). The validator's
+// tests check that its checks still emit these keys.
+func RequiredKeys(check string) []string {
+	return append([]string(nil), requiredKeys[check]...)
+}
+
+// RequiredKeyChecks returns, sorted, the checks RequiredKeys knows.
+func RequiredKeyChecks() []string {
+	out := make([]string, 0, len(requiredKeys))
+	for k := range requiredKeys {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Explain builds the artifact of a record. committed is false for dry runs

@@ -13,40 +13,56 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// reasonOf maps an internal error to its gRPC code and wire reason. This is
-// the one place the mapping lives; the client maps back by reason.
+// reasonOf maps an internal error to its gRPC code and wire reason. The
+// error → reason mapping lives here; the code is pb.ReasonCodes' (the one
+// reason ↔ code table the client shares), except a call its caller canceled.
 func reasonOf(err error) (codes.Code, string) {
-	switch {
-	case errors.Is(err, fsm.ErrCompacted):
-		return codes.OutOfRange, pb.ReasonCompacted
-	case errors.Is(err, fsm.ErrEpochStale):
-		return codes.FailedPrecondition, pb.ReasonEpochStale
-	case errors.Is(err, fsm.ErrFenced), errors.Is(err, promotion.ErrFenced):
-		return codes.FailedPrecondition, pb.ReasonFenced
-	case errors.Is(err, promotion.ErrLeaseExpired):
-		return codes.FailedPrecondition, pb.ReasonLeaseExpired
-	case errors.Is(err, promotion.ErrNoLease):
-		return codes.NotFound, pb.ReasonNoLease
-	case errors.Is(err, fsm.ErrNotFound):
-		return codes.NotFound, pb.ReasonNotFound
-	case errors.Is(err, fsm.ErrExists):
-		return codes.AlreadyExists, pb.ReasonAlreadyExists
-	case errors.Is(err, fsm.ErrInvalid):
-		return codes.InvalidArgument, pb.ReasonInvalidArgument
-	case errors.Is(err, fsm.ErrConflict):
-		return codes.FailedPrecondition, pb.ReasonConflict
-	case errors.Is(err, fsm.ErrPrecondition):
-		return codes.FailedPrecondition, pb.ReasonFailedPrecondition
-	case errors.Is(err, promotion.ErrGloballyDisabled):
-		return codes.FailedPrecondition, pb.ReasonPromotionDisabled
-	case errors.Is(err, promotion.ErrNotLeader), errors.Is(err, promotion.ErrNotReady):
-		return codes.Unavailable, pb.ReasonNotLeader
-	case errors.Is(err, promotion.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded):
-		return codes.Unavailable, pb.ReasonOutcomeUnknown
-	case errors.Is(err, context.Canceled):
+	reason := errorReason(err)
+	if reason == pb.ReasonInternal && errors.Is(err, context.Canceled) {
 		return codes.Canceled, pb.ReasonOutcomeUnknown
 	}
-	return codes.Internal, pb.ReasonInternal
+	return reasonCode(reason), reason
+}
+
+// reasonCode is the gRPC code of a reason, from pb.ReasonCodes.
+func reasonCode(reason string) codes.Code {
+	if c, ok := pb.ReasonCode(reason); ok {
+		return codes.Code(c)
+	}
+	return codes.Internal
+}
+
+// errorReason maps an internal error to its wire reason.
+func errorReason(err error) string {
+	switch {
+	case errors.Is(err, fsm.ErrCompacted):
+		return pb.ReasonCompacted
+	case errors.Is(err, fsm.ErrEpochStale):
+		return pb.ReasonEpochStale
+	case errors.Is(err, fsm.ErrFenced), errors.Is(err, promotion.ErrFenced):
+		return pb.ReasonFenced
+	case errors.Is(err, promotion.ErrLeaseExpired):
+		return pb.ReasonLeaseExpired
+	case errors.Is(err, promotion.ErrNoLease):
+		return pb.ReasonNoLease
+	case errors.Is(err, fsm.ErrNotFound):
+		return pb.ReasonNotFound
+	case errors.Is(err, fsm.ErrExists):
+		return pb.ReasonAlreadyExists
+	case errors.Is(err, fsm.ErrInvalid):
+		return pb.ReasonInvalidArgument
+	case errors.Is(err, fsm.ErrConflict):
+		return pb.ReasonConflict
+	case errors.Is(err, fsm.ErrPrecondition):
+		return pb.ReasonFailedPrecondition
+	case errors.Is(err, promotion.ErrGloballyDisabled):
+		return pb.ReasonPromotionDisabled
+	case errors.Is(err, promotion.ErrNotLeader), errors.Is(err, promotion.ErrNotReady):
+		return pb.ReasonNotLeader
+	case errors.Is(err, promotion.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded):
+		return pb.ReasonOutcomeUnknown
+	}
+	return pb.ReasonInternal
 }
 
 // toStatus converts an error to a gRPC status carrying an ErrorInfo.

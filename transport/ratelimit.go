@@ -16,7 +16,6 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -24,7 +23,7 @@ import (
 // ReasonRateLimited is the ErrorInfo reason of a call refused by a rate or
 // stream limit (code RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo
 // delay): nothing was proposed; the call may be made again after the delay.
-const ReasonRateLimited = "RATE_LIMITED"
+const ReasonRateLimited = pb.ReasonRateLimited
 
 // Flags of the rate limits (named in refusals; cmd/authorityd defines
 // them, docs/LIMITS.md lists them).
@@ -316,7 +315,7 @@ func (l *limiter) refuse(method string, id identity.Identity, wait time.Duration
 		msg += fmt.Sprintf("; retry in %v", wait)
 		meta["retry_after_ms"] = fmt.Sprint(wait.Milliseconds())
 	}
-	st := status.New(codes.ResourceExhausted, msg)
+	st := status.New(reasonCode(ReasonRateLimited), msg)
 	info := &errdetails.ErrorInfo{Reason: ReasonRateLimited, Domain: pb.ErrorDomain, Metadata: meta}
 	withDetails, err := st.WithDetails(info)
 	if wait > 0 {

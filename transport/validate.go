@@ -266,10 +266,7 @@ func validatePromote(r *pb.PromoteRequest) error {
 		known := validator.KnownWaivers()
 		seen := map[string]bool{}
 		for i, w := range q.GetWaivers() {
-			ok := false
-			for _, k := range known {
-				ok = ok || w == k
-			}
+			ok := validator.IsKnownWaiver(w)
 			switch {
 			case !ok && len(w) > MaxNameBytes:
 				c.add("waivers[%d] is %d bytes, not a known waiver (known: %v)", i, len(w), known)

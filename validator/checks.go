@@ -67,7 +67,7 @@ func requestProblem(in Input) string {
 func waiverProblem(req *pb.PromotionRequest) string {
 	ws := req.GetWaivers()
 	for i, w := range ws {
-		if !isKnownWaiver(w) {
+		if !IsKnownWaiver(w) {
 			return fmt.Sprintf("Waiver %q is not one of the known waivers %v.", w, KnownWaivers())
 		}
 		for _, prev := range ws[:i] {

@@ -79,12 +79,18 @@ func WaiverModeName(p *pb.Policy) string {
 }
 
 // KnownWaivers returns the waiver names a request may carry, sorted.
+// It is the one list of waivers: transport, the CLI and the checks all ask
+// IsKnownWaiver / KnownWaivers, and waivable names only these.
 func KnownWaivers() []string {
-	return []string{WaiverAllowDataLoss, WaiverAllowVisibilityRegression}
+	return slices.Clone(knownWaivers[:])
 }
 
-func isKnownWaiver(name string) bool {
-	return name == WaiverAllowDataLoss || name == WaiverAllowVisibilityRegression
+// knownWaivers is the source of KnownWaivers and IsKnownWaiver (sorted).
+var knownWaivers = [...]string{WaiverAllowDataLoss, WaiverAllowVisibilityRegression}
+
+// IsKnownWaiver reports whether name is one of KnownWaivers.
+func IsKnownWaiver(name string) bool {
+	return slices.Contains(knownWaivers[:], name)
 }
 
 // waivable is the complete table of what a waiver may cover: one check and

@@ -183,3 +183,29 @@ func TestInvalidWaiverRequestsWaiveNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestOneWaiverList: the waivable table names only known waivers, every
+// known waiver covers something, and IsKnownWaiver agrees with KnownWaivers
+// (transport and authorityctl validate through IsKnownWaiver).
+func TestOneWaiverList(t *testing.T) {
+	covers := map[string]bool{}
+	for _, w := range waivable {
+		if !IsKnownWaiver(w.waiver) {
+			t.Errorf("waivable names %q, which is not a known waiver", w.waiver)
+		}
+		covers[w.waiver] = true
+	}
+	for _, k := range KnownWaivers() {
+		if !IsKnownWaiver(k) {
+			t.Errorf("IsKnownWaiver(%q) = false", k)
+		}
+		if !covers[k] {
+			t.Errorf("known waiver %q covers no check", k)
+		}
+	}
+	for _, bad := range []string{"", "bogus", "ALLOW-DATA-LOSS", "allow-data-loss "} {
+		if IsKnownWaiver(bad) {
+			t.Errorf("IsKnownWaiver(%q) = true", bad)
+		}
+	}
+}

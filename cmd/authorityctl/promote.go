@@ -59,7 +59,7 @@ func (f *promoteFlags) request(o *options, domain string, waivers []string) (req
 	}
 	known := validator.KnownWaivers()
 	for i, w := range waivers {
-		if !slices.Contains(known, w) {
+		if !validator.IsKnownWaiver(w) {
 			return nil, false, usagef("--waive %q: not a known waiver (known: %s)", w, strings.Join(known, ", "))
 		}
 		if slices.Contains(waivers[:i], w) {
