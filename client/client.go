@@ -559,12 +559,14 @@ func (c *Client) invoke(ctx context.Context, policy retryPolicy, stale bool,
 			if class == classFinal && hasReason(err) {
 				return unknown, mapError(err)
 			}
-			return unknown, giveUp(ctx, unknown || (policy != retryRead && class != classNotLeader), mapError(err))
+			return unknown, giveUp(ctx, unknown || (policy != retryRead && class != classNotLeader && class != classNotSent), mapError(err))
 		}
 		last = mapError(err)
 		switch class {
 		case classFinal:
 			return unknown, last
+		case classNotSent:
+			c.noteFailure(addr, stale)
 		case classNotLeader:
 			c.noteHint(err)
 			if hint != "" && hint != addr && redirects < maxFreeRedirects {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -192,6 +193,9 @@ const (
 	classFinal errClass = iota
 	// classNotLeader: nothing was proposed; go to the leader and retry.
 	classNotLeader
+	// classNotSent: the call never reached a server (no connection could
+	// be made); like classNotLeader, nothing was proposed: try another.
+	classNotSent
 	// classTransient: the attempt failed in transit (connection refused or
 	// broken, attempt deadline, OUTCOME_UNKNOWN): a write may or may not
 	// have been applied.
@@ -262,11 +266,24 @@ func classify(err error) (errClass, string) {
 		}
 		return classFinal, ""
 	}
+	if st.Code() == codes.Unavailable && neverConnected(st.Message()) {
+		return classNotSent, ""
+	}
 	switch st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
 		return classTransient, ""
 	}
 	return classFinal, ""
+}
+
+// neverConnected reports a call that gRPC failed before it reached any
+// server: the channel had no connection and dialing it failed (grpc-go
+// fails such a call in its picker with the dial error, "transport: Error
+// while dialing …", e.g. connection refused by a server that is down). No
+// byte of the request left this process, so even a write that must not be
+// re-sent may go to another server.
+func neverConnected(msg string) bool {
+	return strings.Contains(msg, "transport: Error while dialing")
 }
 
 // lostReason reports whether a reason ends a lease for good.

@@ -94,3 +94,31 @@ func TestPromoteIsNeverRetriedAfterAPossibleSend(t *testing.T) {
 		t.Fatalf("NOT_LEADER: %v %v, sends %d/%d", resp, err, follower.count(), leader.count())
 	}
 }
+
+// A Promote that never reached a server (the connection was refused: a
+// server that is down) sent nothing, so the client takes it to another
+// server. Without the distinction a refused dial ends a Promote as
+// ErrOutcomeUnknown although nothing was proposed.
+func TestPromoteNotSentGoesElsewhere(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close() // connections to it are refused from now on
+	req := &pb.PromotionRequest{RequestId: "r1", Domain: "d", Candidate: "n2", Reason: "test"}
+
+	for _, order := range [][2]bool{{true, false}, {false, true}} {
+		live, addr := startPromoteFake(t)
+		eps := []string{addr, dead}
+		if order[0] {
+			eps = []string{dead, addr}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := fakeClient(t, eps...).Promote(ctx, req)
+		cancel()
+		if err != nil || !resp.GetCommitted() || live.count() != 1 {
+			t.Fatalf("endpoints %v: %v %v after %d sends, want committed after exactly 1", eps, resp, err, live.count())
+		}
+	}
+}
