@@ -443,10 +443,13 @@ func (x *RegisterServer) GetGrpcAddress() string {
 
 // A leader's observation that changes no state but belongs in the ordered
 // event log: a leader change, a lease found expired, fencing rejections
-// (coalesced). Apply only emits its event.
+// (coalesced), promotions refused before the lifecycle and dry runs.
+// Apply only emits its event.
 type Note struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "leader_changed", "lease_expired" or "fencing_rejected".
+	// One of NoteKinds (api/authority/v1/notes.go): "leader_changed",
+	// "lease_expired", "fencing_rejected", "promotion_refused" or
+	// "promotion_dry_run".
 	Kind          string      `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Domain        string      `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
 	Fields        []*Observed `protobuf:"bytes,3,rep,name=fields,proto3" json:"fields,omitempty"`
