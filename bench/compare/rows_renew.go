@@ -1,0 +1,170 @@
+package compare
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
+	"github.com/aerodb/authority/internal/testcluster"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+)
+
+// Lease renewals: 1,000 leases, renewed on 8 keep-alive streams to the
+// leader, sends pipelined (a sender and a receiver per stream), the same
+// number of renewals on each system.
+const (
+	renewLeases  = 1000
+	renewStreams = 8
+	renewPer     = renewLeases / renewStreams
+)
+
+var renewFamily = Family{
+	Name: "renew",
+	Rows: []Row{{ID: "renew", Label: "Lease renewals/s, 1,000 leases, 8 streams to the leader", Unit: "/s", Better: Higher, Win: "faster", Lose: "slower"}},
+	Etcd: etcdRenew,
+	Ours: oursRenew,
+}
+
+func etcdRenew(tb testing.TB, e *Etcd, cfg Config) Values {
+	ctx := context.Background()
+	leader := e.LeaderClient()
+	ids := make([]int64, renewLeases)
+	for i := range ids {
+		g, err := leader.Grant(ctx, 600)
+		must(tb, err)
+		ids[i] = int64(g.ID)
+	}
+	conn := leader.ActiveConnection()
+	n, d := pipelined(tb, cfg.Renewals, func(s int) renewStream {
+		st, err := etcdserverpb.NewLeaseClient(conn).LeaseKeepAlive(ctx)
+		must(tb, err)
+		return renewStream{
+			send: func(i int) error { return st.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: ids[s*renewPer+i%renewPer]}) },
+			recv: func() (bool, error) {
+				r, err := st.Recv()
+				return err == nil && r.TTL > 0, err
+			},
+			close: func() { st.CloseSend() },
+		}
+	})
+	return Values{V: map[string]float64{"renew": float64(n) / d.Seconds()},
+		Notes: []string{fmt.Sprintf("etcd renewals: LeaseKeepAlive, one lease per request, %d renewals", n)}}
+}
+
+func renewDomain(i int) string { return fmt.Sprintf("lock-%04d", i) }
+func renewHolder(s int) string { return fmt.Sprintf("h%d", s) }
+
+func oursRenew(tb testing.TB, o *Ours, cfg Config) Values {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	conns := make([]*grpc.ClientConn, renewStreams)
+	for s := range conns {
+		conns[s] = o.LeaderConn(testcluster.Node(renewHolder(s)))
+	}
+	var failed atomic.Int64
+	for i := range renewLeases {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := o.Op.CreateDomain(ctx, renewDomain(i), pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 600_000})
+			if err == nil {
+				_, err = pbgrpc.NewLeasesClient(conns[i/renewPer]).Acquire(ctx, &pb.AcquireRequest{Domain: renewDomain(i), Holder: renewHolder(i / renewPer)})
+			}
+			if err != nil {
+				failed.Add(1)
+				tb.Log(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		tb.Fatalf("ours: %d lease setups failed", failed.Load())
+	}
+	n, d := pipelined(tb, cfg.Renewals, func(s int) renewStream { return oursRenewStream(tb, conns[s], s) })
+	return Values{V: map[string]float64{"renew": float64(n) / d.Seconds()},
+		Notes: []string{fmt.Sprintf("ours renewals: KeepAlive, one lease per request (oursRenewStream), %d renewals", n)}}
+}
+
+// oursRenewStream renews stream s's leases with the current API: one lease
+// per KeepAliveRequest. A batched keep-alive (many leases per message)
+// replaces this function alone.
+func oursRenewStream(tb testing.TB, conn *grpc.ClientConn, s int) renewStream {
+	st, err := pbgrpc.NewLeasesClient(conn).KeepAlive(context.Background())
+	must(tb, err)
+	return renewStream{
+		send: func(i int) error {
+			return st.Send(&pb.KeepAliveRequest{Domain: renewDomain(s*renewPer + i%renewPer), Holder: renewHolder(s), Epoch: 1, Seq: uint64(i)})
+		},
+		recv: func() (bool, error) {
+			r, err := st.Recv()
+			return err == nil && r.ErrorReason == "", err
+		},
+		close: func() { st.CloseSend() },
+	}
+}
+
+// renewStream is one keep-alive stream: send the i-th renewal of the
+// stream, receive one answer (ok when the lease was renewed).
+type renewStream struct {
+	send  func(i int) error
+	recv  func() (ok bool, err error)
+	close func()
+}
+
+// pipelined opens renewStreams streams and sends total renewals over them,
+// each stream's sends and receives running concurrently. It returns the
+// renewals that succeeded and the elapsed time; any failed renewal fails tb.
+func pipelined(tb testing.TB, total int, open func(s int) renewStream) (int64, time.Duration) {
+	streams := make([]renewStream, renewStreams)
+	for s := range streams {
+		streams[s] = open(s)
+	}
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	per := total / renewStreams
+	for _, st := range streams {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				if st.send(i) != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range per {
+				good, err := st.recv()
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				if good {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	d := time.Since(start)
+	for _, st := range streams {
+		st.close()
+	}
+	if failed.Load() > 0 {
+		tb.Fatalf("%d renewals failed", failed.Load())
+	}
+	return ok.Load(), d
+}
