@@ -45,8 +45,9 @@ var (
 	etcdBuildErr  error
 )
 
-// buildEtcd builds ./etcdserver of this module once per process.
-func buildEtcd(tb testing.TB) string {
+// etcdBinary builds ./etcdserver of this module once per process (Run
+// starts it in the background while authorityd builds).
+func etcdBinary() (string, error) {
 	etcdBuildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "compare-etcd-")
 		if err != nil {
@@ -59,10 +60,7 @@ func buildEtcd(tb testing.TB) string {
 			etcdBuildErr = fmt.Errorf("go build ./etcdserver: %v\n%s", err, out)
 		}
 	})
-	if etcdBuildErr != nil {
-		tb.Fatal(etcdBuildErr)
-	}
-	return etcdBin
+	return etcdBin, etcdBuildErr
 }
 
 func (e *Etcd) Name() string { return "etcd" }
@@ -77,7 +75,11 @@ func (e *Etcd) Run(tb testing.TB, f Family, cfg Config) Values { return f.Etcd(t
 
 // Setup starts three members and waits for a leader.
 func (e *Etcd) Setup(tb testing.TB, cfg Config) {
-	e.tb, e.bin = tb, buildEtcd(tb)
+	e.tb = tb
+	var err error
+	if e.bin, err = etcdBinary(); err != nil {
+		tb.Fatal(err)
+	}
 	root := tb.TempDir()
 	var initial []string
 	for i := range 3 {
