@@ -33,11 +33,11 @@ func format(v float64, unit string) string {
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# etcd %s vs authorityd, side by side (%s run, %s)\n\n", EtcdVersion, r.Mode, r.Date)
-	fmt.Fprintf(&b, "Three server processes of each system on one machine (%s), one system after the other per row family; %s; keys/domains N = %d. Ratio = ours ÷ etcd. Timings on a shared machine are noisy.\n\n",
+	fmt.Fprintf(&b, "Three server processes of each system on one machine (%s), one system after the other per row family; %s; %d keys / domains in the scale rows. Ratio = ours ÷ etcd. Timings on a shared machine are noisy.\n\n",
 		r.Host, r.Transport, r.Config.Keys)
 	b.WriteString("| Measure | etcd | ours | ratio | which is better |\n|---|---|---|---|---|\n")
 	for _, x := range r.Results {
-		label := strings.ReplaceAll(x.Label, "N ", fmt.Sprintf("%d ", r.Config.Keys))
+		label := r.label(x.Row)
 		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s |\n", label, format(x.Etcd, x.Unit), format(x.Ours, x.Unit), x.Ratio, verdictWho(x))
 	}
 	b.WriteString("\n## Settings\n\n")
@@ -51,6 +51,12 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "- %s\n", n)
 	}
 	return b.String()
+}
+
+// label is a row's label with {N} replaced by the run's key count.
+func (r *Report) label(row Row) string {
+	n := fmt.Sprintf("%d,%03d", r.Config.Keys/1000, r.Config.Keys%1000)
+	return strings.ReplaceAll(row.Label, "{N}", n)
 }
 
 func verdictWho(x Result) string {
@@ -131,7 +137,7 @@ func (r *Report) SVG() (string, error) {
 			l = math.Max(-3, math.Min(3, math.Log2(adv)))
 		}
 		y := float64(top + i*rowH)
-		b := bar{Label: x.Label, Verdict: x.Verdict, Y: y, TextY: y + 12, Width: math.Abs(l) * scale, Color: "#4a4"}
+		b := bar{Label: r.label(x.Row), Verdict: x.Verdict, Y: y, TextY: y + 12, Width: math.Abs(l) * scale, Color: "#4a4"}
 		if l >= 0 {
 			b.X, b.VX, b.Anchor = mid, mid+b.Width+4, "start"
 		} else {

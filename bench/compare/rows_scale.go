@@ -25,10 +25,10 @@ import (
 var scaleFamily = Family{
 	Name: "scale",
 	Rows: []Row{
-		{ID: "rss", Label: "Leader RSS after N keys / domains", Unit: "MiB", Better: Lower, Win: "less", Lose: "more"},
+		{ID: "rss", Label: "Leader RSS after {N} keys / domains", Unit: "MiB", Better: Lower, Win: "less", Lose: "more"},
 		{ID: "snapshot", Label: "Snapshot of the whole state streamed to a client", Unit: "ms", Better: Lower, Win: "faster", Lose: "slower"},
 		{ID: "catchup", Label: "Follower restart → caught up", Unit: "s", Better: Lower, Win: "faster", Lose: "slower"},
-		{ID: "datadir", Label: "Leader data dir after N", Unit: "MiB", Better: Lower, Win: "smaller", Lose: "larger"},
+		{ID: "datadir", Label: "Leader data dir after {N} keys / domains", Unit: "MiB", Better: Lower, Win: "smaller", Lose: "larger"},
 	},
 	Etcd: etcdScale,
 	Ours: oursScale,
