@@ -115,7 +115,7 @@ var svgTmpl = template.Must(template.New("svg").Parse(`<svg xmlns="http://www.w3
 
 // SVG renders the chart.
 func (r *Report) SVG() (string, error) {
-	const labelW, half, rowH, top = 430, 230, 24, 56
+	const labelW, half, rowH, top = 530, 230, 24, 56
 	type bar struct {
 		Label, Color, Verdict, Anchor string
 		X, Y, Width, TextY, VX        float64

@@ -91,3 +91,17 @@ type Runner interface {
 func Families() []Family {
 	return []Family{renewFamily, casFamily, lockFamily, writesFamily, failoverFamily, takeoverFamily, scaleFamily}
 }
+
+// MarshalText writes "higher" or "lower" (the JSON report).
+func (b Better) MarshalText() ([]byte, error) {
+	if b == Lower {
+		return []byte("lower"), nil
+	}
+	return []byte("higher"), nil
+}
+
+// UnmarshalText reads MarshalText's words.
+func (b *Better) UnmarshalText(t []byte) error {
+	*b = map[string]Better{"higher": Higher, "lower": Lower}[string(t)]
+	return nil
+}
