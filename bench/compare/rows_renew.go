@@ -149,7 +149,9 @@ func pipelined(total int, open func(s int) renewStream) (int64, time.Duration, e
 		streams[s] = open(s)
 	}
 	var ok, failed atomic.Int64
-	var first atomic.Value
+	var firstOnce sync.Once
+	var first error
+	note := func(err error) { firstOnce.Do(func() { first = err }) }
 	var wg sync.WaitGroup
 	start := time.Now()
 	per := total / renewStreams
@@ -170,13 +172,13 @@ func pipelined(total int, open func(s int) renewStream) (int64, time.Duration, e
 				switch {
 				case err != nil:
 					failed.Add(1)
-					first.CompareAndSwap(nil, err)
+					note(err)
 					return
 				case good:
 					ok.Add(1)
 				default:
 					failed.Add(1)
-					first.CompareAndSwap(nil, errors.New("a renewal was refused"))
+					note(errors.New("a renewal was refused"))
 				}
 			}
 		}()
@@ -187,7 +189,7 @@ func pipelined(total int, open func(s int) renewStream) (int64, time.Duration, e
 		st.close()
 	}
 	if failed.Load() > 0 {
-		return 0, 0, fmt.Errorf("%d renewals failed, the first: %v", failed.Load(), first.Load())
+		return 0, 0, fmt.Errorf("%d renewals failed, the first: %v", failed.Load(), first)
 	}
 	return ok.Load(), d, nil
 }
