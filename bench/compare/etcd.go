@@ -133,7 +133,9 @@ func (e *Etcd) start(m *EtcdMember, initial string) {
 		"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
 		"--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", "bench-compare")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a member dies with the test process even when it panics
+	// before its cleanup runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		e.tb.Fatal(err)

@@ -74,6 +74,7 @@ func startHolder(tb testing.TB, system string, endpoints []string, lock string) 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), holderEnv+"="+system, endpointsEnv+"="+strings.Join(endpoints, ","), lockEnv+"="+lock)
 	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the test process
 	out, err := cmd.StdoutPipe()
 	must(tb, err)
 	must(tb, cmd.Start())
