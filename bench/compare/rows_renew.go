@@ -2,7 +2,6 @@ package compare
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -46,10 +45,17 @@ func etcdRenew(tb testing.TB, e *Etcd, cfg Config) Values {
 		st, err := etcdserverpb.NewLeaseClient(conn).LeaseKeepAlive(ctx)
 		must(tb, err)
 		return renewStream{
-			send: func(i int) error { return st.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: ids[s*renewPer+i%renewPer]}) },
-			recv: func() (bool, error) {
+			perMessage: 1,
+			send:       func(i int) error { return st.Send(&etcdserverpb.LeaseKeepAliveRequest{ID: ids[s*renewPer+i%renewPer]}) },
+			recv: func() (int, error) {
 				r, err := st.Recv()
-				return err == nil && r.TTL > 0, err
+				if err == nil && r.TTL <= 0 {
+					err = fmt.Errorf("lease %x not renewed (TTL %d)", r.ID, r.TTL)
+				}
+				if err != nil {
+					return 0, err
+				}
+				return 1, nil
 			},
 			close: func() { st.CloseSend() },
 		}
@@ -114,30 +120,42 @@ func oursRenew(tb testing.TB, o *Ours, cfg Config) Values {
 		Notes: []string{fmt.Sprintf("ours renewals: KeepAlive, one lease per request (oursRenewStream), %d renewals", n)}}
 }
 
-// oursRenewStream renews stream s's leases with the current API: one lease
-// per KeepAliveRequest. A batched keep-alive (many leases per message)
-// replaces this function alone.
+// oursRenewStream renews stream s's leases (renewPer of them, domains
+// renewDomain(s*renewPer...), holder renewHolder(s), epoch 1) with the
+// current API: one lease per KeepAliveRequest. A batched keep-alive (many
+// leases per message) replaces this function alone: set perMessage to the
+// leases per message, send message i, and return from recv how many leases
+// its answer renewed.
 func oursRenewStream(tb testing.TB, conn *grpc.ClientConn, s int) renewStream {
 	st, err := pbgrpc.NewLeasesClient(conn).KeepAlive(context.Background())
 	must(tb, err)
 	return renewStream{
+		perMessage: 1,
 		send: func(i int) error {
 			return st.Send(&pb.KeepAliveRequest{Domain: renewDomain(s*renewPer + i%renewPer), Holder: renewHolder(s), Epoch: 1, Seq: uint64(i)})
 		},
-		recv: func() (bool, error) {
+		recv: func() (int, error) {
 			r, err := st.Recv()
-			return err == nil && r.ErrorReason == "", err
+			if err == nil && r.ErrorReason != "" {
+				err = fmt.Errorf("renewal of %s: %s", r.Domain, r.ErrorReason)
+			}
+			if err != nil {
+				return 0, err
+			}
+			return 1, nil
 		},
 		close: func() { st.CloseSend() },
 	}
 }
 
-// renewStream is one keep-alive stream: send the i-th renewal of the
-// stream, receive one answer (ok when the lease was renewed).
+// renewStream is one keep-alive stream: send its i-th message (renewing
+// perMessage leases), receive one answer (how many leases it renewed; an
+// error for a refused one or a broken stream).
 type renewStream struct {
-	send  func(i int) error
-	recv  func() (ok bool, err error)
-	close func()
+	perMessage int
+	send       func(i int) error
+	recv       func() (renewed int, err error)
+	close      func()
 }
 
 // pipelined opens renewStreams streams and sends total renewals over them,
@@ -154,12 +172,12 @@ func pipelined(total int, open func(s int) renewStream) (int64, time.Duration, e
 	note := func(err error) { firstOnce.Do(func() { first = err }) }
 	var wg sync.WaitGroup
 	start := time.Now()
-	per := total / renewStreams
 	for _, st := range streams {
+		msgs := total / renewStreams / st.perMessage
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			for i := range per {
+			for i := range msgs {
 				if st.send(i) != nil {
 					return
 				}
@@ -167,18 +185,13 @@ func pipelined(total int, open func(s int) renewStream) (int64, time.Duration, e
 		}()
 		go func() {
 			defer wg.Done()
-			for range per {
-				good, err := st.recv()
-				switch {
-				case err != nil:
-					failed.Add(1)
+			for range msgs {
+				n, err := st.recv()
+				ok.Add(int64(n))
+				if err != nil {
+					failed.Add(int64(st.perMessage - n))
 					note(err)
 					return
-				case good:
-					ok.Add(1)
-				default:
-					failed.Add(1)
-					note(errors.New("a renewal was refused"))
 				}
 			}
 		}()
