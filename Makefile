@@ -122,14 +122,16 @@ bench:
 # becomes a dependency of the product (internal/archtest checks that).
 # Prints the table and writes bench/results/<date>.md, .json and .svg.
 # BENCH_ROWS picks row families (renew,cas,lock,writes,failover,takeover,
-# scale); BENCH_QUICK=true runs the small sizes. -mod=mod: the product
+# scale); BENCH_QUICK=true runs the small sizes; BENCH_TLS=true runs both
+# with mutual TLS (default: both plaintext). -mod=mod: the product
 # module's requirements move under bench/compare's go.sum.
 BENCH_ROWS  ?= all
 BENCH_QUICK ?= false
+BENCH_TLS   ?= false
 .PHONY: bench-compare
 bench-compare:
 	cd bench/compare && $(GO) test -mod=mod -count=1 -timeout 20m -v -run '^TestCompare$$' . \
-	  -args -rows=$(BENCH_ROWS) -quick=$(BENCH_QUICK) -out=$(CURDIR)/bench/results
+	  -args -rows=$(BENCH_ROWS) -quick=$(BENCH_QUICK) -tls=$(BENCH_TLS) -out=$(CURDIR)/bench/results
 
 # Regenerate the committed protobuf code (needs protoc: Debian's
 # protobuf-compiler).

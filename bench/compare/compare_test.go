@@ -10,6 +10,7 @@ import (
 var (
 	rowsFlag  = flag.String("rows", "cas,lock", `row families or row IDs to run, comma-separated, or "all" (renew, cas, lock, writes, failover, takeover, scale)`)
 	quickFlag = flag.Bool("quick", true, "smaller sizes (10,000 keys instead of 100,000, fewer rounds); make bench-compare passes -quick=false")
+	tlsFlag   = flag.Bool("tls", false, "run both systems with mutual TLS (default: both plaintext)")
 	outFlag   = flag.String("out", "", "directory for <date>.md, .json and .svg (default: a temporary directory)")
 )
 
@@ -33,6 +34,7 @@ func TestCompare(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := NewConfig(*quickFlag)
+	cfg.TLS = *tlsFlag
 	rep := Run(t, cfg, fams)
 	out := *outFlag
 	if out == "" {

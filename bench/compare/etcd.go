@@ -2,6 +2,8 @@ package compare
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aerodb/authority/identity"
 	"github.com/aerodb/authority/internal/testcluster"
+	"github.com/aerodb/authority/tlsfiles"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -25,6 +29,9 @@ const EtcdVersion = "3.7.3"
 type Etcd struct {
 	tb      testing.TB
 	bin     string
+	tls     *tls.Config     // client TLS (nil: plaintext)
+	files   *tlsfiles.Files // the client certificate (TLS)
+	srv     tlsfiles.Files  // the members' certificate (TLS)
 	Members []*EtcdMember
 	// Client reaches all three members (the balancer picks).
 	Client *clientv3.Client
@@ -66,8 +73,12 @@ func etcdBinary() (string, error) {
 func (e *Etcd) Name() string { return "etcd" }
 
 func (e *Etcd) Settings() []string {
+	transport := "plaintext (http://)"
+	if e.tls != nil {
+		transport = "mutual TLS on client and peer URLs (https://, --client-cert-auth, --peer-client-cert-auth, the test CA)"
+	}
 	return []string{"etcd " + EtcdVersion + " (go.etcd.io/etcd/server/v3, built by go build)",
-		"3 members, loopback, plaintext (http://), default flags: heartbeat 100 ms, election 1000 ms, snapshot-count 10000, fsync on",
+		"3 members, loopback, " + transport + ", otherwise default flags: heartbeat 100 ms, election 1000 ms, snapshot-count 10000, fsync on",
 		"client go.etcd.io/etcd/client/v3 " + EtcdVersion}
 }
 
@@ -80,11 +91,22 @@ func (e *Etcd) Setup(tb testing.TB, cfg Config) {
 	if e.bin, err = etcdBinary(); err != nil {
 		tb.Fatal(err)
 	}
+	scheme := "http://"
+	if cfg.TLS {
+		scheme = "https://"
+		e.srv = testcluster.Files(tb, identity.Identity{Role: identity.Server, Name: "etcd"})
+		f := testcluster.Files(tb, testcluster.Node("etcd-client"))
+		e.files = &f
+		var err error
+		if e.tls, err = clientTLS(f); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	root := tb.TempDir()
 	var initial []string
 	for i := range 3 {
-		m := &EtcdMember{Name: fmt.Sprintf("e%d", i+1), PeerURL: "http://" + testcluster.FreeAddr(tb),
-			ClientURL: "http://" + testcluster.FreeAddr(tb)}
+		m := &EtcdMember{Name: fmt.Sprintf("e%d", i+1), PeerURL: scheme + testcluster.FreeAddr(tb),
+			ClientURL: scheme + testcluster.FreeAddr(tb)}
 		m.DataDir, m.LogPath = filepath.Join(root, m.Name), filepath.Join(root, m.Name+".log")
 		e.Members = append(e.Members, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
@@ -108,12 +130,30 @@ func (e *Etcd) Endpoints() []string {
 
 // NewClient dials endpoints (closed when the test ends).
 func (e *Etcd) NewClient(endpoints ...string) *clientv3.Client {
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: e.tls})
 	if err != nil {
 		e.tb.Fatal(err)
 	}
 	e.tb.Cleanup(func() { c.Close() })
 	return c
+}
+
+// clientTLS is a client configuration with f's certificate that trusts f's
+// CA (etcd's clients and the holder process).
+func clientTLS(f tlsfiles.Files) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := os.ReadFile(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("no certificate in %s", f.CA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 func (e *Etcd) start(m *EtcdMember, initial string) {
@@ -128,10 +168,15 @@ func (e *Etcd) start(m *EtcdMember, initial string) {
 		}
 		initial = strings.Join(parts, ",")
 	}
-	cmd := exec.Command(e.bin, "--name", m.Name, "--data-dir", m.DataDir,
+	args := []string{"--name", m.Name, "--data-dir", m.DataDir,
 		"--listen-peer-urls", m.PeerURL, "--initial-advertise-peer-urls", m.PeerURL,
 		"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
-		"--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", "bench-compare")
+		"--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", "bench-compare"}
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.srv.Cert, "--key-file", e.srv.Key, "--trusted-ca-file", e.srv.CA, "--client-cert-auth",
+			"--peer-cert-file", e.srv.Cert, "--peer-key-file", e.srv.Key, "--peer-trusted-ca-file", e.srv.CA, "--peer-client-cert-auth")
+	}
+	cmd := exec.Command(e.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Pdeathsig: a member dies with the test process even when it panics
 	// before its cleanup runs.

@@ -3,6 +3,7 @@ package compare
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/tlsfiles"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -25,6 +27,10 @@ const (
 	holderEnv    = "COMPARE_HOLDER"    // "etcd" or "ours"
 	endpointsEnv = "COMPARE_ENDPOINTS" // comma-separated
 	lockEnv      = "COMPARE_LOCK"      // etcd lock prefix or our domain
+	caEnv        = "COMPARE_TLS_CA"    // TLS runs: the holder's certificate files
+	certEnv      = "COMPARE_TLS_CERT"
+	keyEnv       = "COMPARE_TLS_KEY"
+	holderName   = "stopped-holder" // ours: the holder (and its node identity)
 	heldLine     = "held"
 )
 
@@ -37,9 +43,20 @@ func RunHolder() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	eps, lock := strings.Split(os.Getenv(endpointsEnv), ","), os.Getenv(lockEnv)
+	var files *tlsfiles.Files
+	if os.Getenv(caEnv) != "" {
+		files = &tlsfiles.Files{CA: os.Getenv(caEnv), Cert: os.Getenv(certEnv), Key: os.Getenv(keyEnv)}
+	}
 	switch os.Getenv(holderEnv) {
 	case "etcd":
-		c, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		var tc *tls.Config
+		if files != nil {
+			var err error
+			if tc, err = clientTLS(*files); err != nil {
+				return err
+			}
+		}
+		c, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tc})
 		if err != nil {
 			return err
 		}
@@ -51,11 +68,19 @@ func RunHolder() error {
 			return err
 		}
 	case "ours":
-		c, err := client.Dial(ctx, eps...)
+		cfg := client.Config{Endpoints: eps}
+		if files != nil {
+			src, err := tlsfiles.Load(*files, tlsfiles.Options{})
+			if err != nil {
+				return err
+			}
+			cfg.Credentials = src.Credentials(true)
+		}
+		c, err := client.DialConfig(ctx, cfg)
 		if err != nil {
 			return err
 		}
-		if _, err := c.Acquire(ctx, lock, "stopped-holder"); err != nil {
+		if _, err := c.Acquire(ctx, lock, holderName); err != nil {
 			return err
 		}
 	default:
@@ -68,11 +93,14 @@ func RunHolder() error {
 // holderProc is a running holder child.
 type holderProc struct{ cmd *exec.Cmd }
 
-// startHolder starts a holder child and waits (30 s at most) until it
-// holds the lock.
-func startHolder(tb testing.TB, system string, endpoints []string, lock string) *holderProc {
+// startHolder starts a holder child (with files' certificate in a TLS
+// run, else nil) and waits (30 s at most) until it holds the lock.
+func startHolder(tb testing.TB, system string, endpoints []string, lock string, files *tlsfiles.Files) *holderProc {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), holderEnv+"="+system, endpointsEnv+"="+strings.Join(endpoints, ","), lockEnv+"="+lock)
+	if files != nil {
+		cmd.Env = append(cmd.Env, caEnv+"="+files.CA, certEnv+"="+files.Cert, keyEnv+"="+files.Key)
+	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the test process
 	out, err := cmd.StdoutPipe()

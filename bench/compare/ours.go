@@ -18,25 +18,37 @@ import (
 	"google.golang.org/grpc"
 )
 
-// oursArgs are added to internal/testcluster's command line: plaintext (as
-// etcd runs here), info logging and no event log (testcluster's test
-// defaults are debug logging and an event log). testcluster also passes
-// --min-lease-ttl 100ms, which the 2 s TTL of the takeover row needs (the
-// default minimum is derived from the raft timeouts, 4.4 s).
-var oursArgs = []string{"--insecure", "--log-level", "info", "--event-log", ""}
+// oursArgs are added to internal/testcluster's command line: info logging
+// and no event log (testcluster's test defaults are debug logging and an
+// event log), and --insecure unless the run is TLS. testcluster also
+// passes --min-lease-ttl 100ms, which the 2 s TTL of the takeover row
+// needs (the default minimum is derived from the raft timeouts, 4.4 s).
+func oursArgs(cfg Config) []string {
+	args := []string{"--log-level", "info", "--event-log", ""}
+	if !cfg.TLS {
+		args = append([]string{"--insecure"}, args...)
+	}
+	return args
+}
 
 // Ours is three authorityd processes (internal/testcluster) on loopback.
 type Ours struct {
-	tb testing.TB
-	C  *testcluster.Cluster
-	Op *client.Client
+	tb  testing.TB
+	cfg Config
+	C   *testcluster.Cluster
+	Op  *client.Client
 }
 
 func (o *Ours) Name() string { return "authority" }
 
 func (o *Ours) Settings() []string {
+	transport := "plaintext (--insecure)"
+	if o.cfg.TLS {
+		transport = "mutual TLS (the default; the test CA, an identity per caller)"
+	}
+	args := oursArgs(o.cfg)
 	return []string{"authorityd of this tree (built by internal/testcluster, -tags failpoints: none armed)",
-		"3 servers, loopback, plaintext (--insecure), default raft settings, fsync on; flags: " + strings.Join(oursArgs[:len(oursArgs)-1], " ") + ` "" --min-lease-ttl 100ms`,
+		"3 servers, loopback, " + transport + ", default raft settings, fsync on; flags: " + strings.Join(args[:len(args)-1], " ") + ` "" --min-lease-ttl 100ms`,
 		"client: github.com/aerodb/authority/client and the generated gRPC stubs"}
 }
 
@@ -48,7 +60,7 @@ var binOnce sync.Once
 // testcluster builds ./cmd/... of the module it runs in, so the build runs
 // from the product module's root.
 func (o *Ours) Setup(tb testing.TB, cfg Config) {
-	o.tb = tb
+	o.tb, o.cfg = tb, cfg
 	binOnce.Do(func() {
 		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/aerodb/authority").Output()
 		if err != nil {
@@ -61,7 +73,7 @@ func (o *Ours) Setup(tb testing.TB, cfg Config) {
 		defer os.Chdir(wd)
 		testcluster.Binaries(tb)
 	})
-	o.C = testcluster.Start(tb, 3, oursArgs...)
+	o.C = testcluster.Start(tb, 3, oursArgs(cfg)...)
 	o.Op = o.C.Dial(testcluster.Operator)
 }
 

@@ -70,7 +70,7 @@ func verdictWho(x Result) string {
 	return "etcd (ours " + x.Verdict + ")"
 }
 
-// Write saves the report as <dir>/<date>[-quick].md, .json and .svg and
+// Write saves the report as <dir>/<date>[-quick][-tls].md, .json and .svg and
 // returns the Markdown path.
 func (r *Report) Write(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -80,6 +80,9 @@ func (r *Report) Write(dir string) (string, error) {
 	base := filepath.Join(dir, t.Format("2006-01-02"))
 	if r.Mode == "quick" {
 		base += "-quick"
+	}
+	if r.Config.TLS {
+		base += "-tls"
 	}
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {

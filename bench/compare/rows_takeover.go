@@ -8,6 +8,8 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/client"
+	"github.com/aerodb/authority/internal/testcluster"
+	"github.com/aerodb/authority/tlsfiles"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
@@ -27,7 +29,7 @@ func etcdTakeover(tb testing.TB, e *Etcd, cfg Config) Values {
 	var d []time.Duration
 	for k := range cfg.Takeovers {
 		lock := fmt.Sprintf("/takeover/%d", k)
-		h := startHolder(tb, "etcd", e.Endpoints(), lock)
+		h := startHolder(tb, "etcd", e.Endpoints(), lock, e.files)
 		s, err := concurrency.NewSession(e.Client, concurrency.WithTTL(2))
 		must(tb, err)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -51,7 +53,12 @@ func oursTakeover(tb testing.TB, o *Ours, cfg Config) Values {
 		lock := fmt.Sprintf("takeover-%d", k)
 		_, err := o.Op.CreateDomain(context.Background(), lock, pb.DomainKind_DOMAIN_KIND_LOCK, &pb.Policy{LeaseTtlMs: 2000})
 		must(tb, err)
-		h := startHolder(tb, "ours", o.C.Endpoints(), lock)
+		var files *tlsfiles.Files
+		if o.cfg.TLS {
+			f := testcluster.Files(tb, testcluster.Node(holderName))
+			files = &f
+		}
+		h := startHolder(tb, "ours", o.C.Endpoints(), lock, files)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		start := time.Now()
 		h.stop()

@@ -67,6 +67,9 @@ func Run(tb testing.TB, cfg Config, fams []Family) *Report {
 	rep := &Report{Date: start.UTC().Format(time.RFC3339), Mode: map[bool]string{true: "quick", false: "full"}[cfg.Quick],
 		Transport: "plaintext on loopback for both (etcd http://, authorityd --insecure)", Config: cfg,
 		Host: fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version()), Settings: map[string][]string{}}
+	if cfg.TLS {
+		rep.Transport = "mutual TLS on loopback for both (etcd https:// with client certificates, authorityd's default mTLS), one test CA"
+	}
 	go etcdBinary() // builds while authorityd builds; Setup waits for it
 	for _, r := range []Runner{runners[1], runners[0]} {
 		t0 := time.Now()

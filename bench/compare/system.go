@@ -16,6 +16,10 @@ import (
 // Config sizes one run.
 type Config struct {
 	Quick bool
+	// TLS runs both systems with mutual TLS (etcd: https with client
+	// certificates on client and peer URLs; ours: its default, with an
+	// identity per caller); otherwise both run plaintext.
+	TLS bool
 	// Keys is how many keys (etcd) or domains (ours) the scale rows load.
 	Keys int
 	// Rounds is the number of timed rounds of each latency row.
