@@ -116,6 +116,23 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./validator ./fsm ./promotion ./replication/refnode | tee $(BIN)/bench.txt
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=1 -timeout 10m ./bench | tee -a $(BIN)/bench.txt
 
+# Side-by-side benchmark of etcd 3.7.3 and authorityd (issue 19): three
+# server processes of each, every row of the table, the etcd server built
+# from its Go module. bench/compare is its own Go module so that etcd never
+# becomes a dependency of the product (internal/archtest checks that).
+# Prints the table and writes bench/results/<date>.md, .json and .svg.
+# BENCH_ROWS picks row families (renew,cas,lock,writes,failover,takeover,
+# scale); BENCH_QUICK=true runs the small sizes; BENCH_TLS=true runs both
+# with mutual TLS (default: both plaintext). -mod=mod: the product
+# module's requirements move under bench/compare's go.sum.
+BENCH_ROWS  ?= all
+BENCH_QUICK ?= false
+BENCH_TLS   ?= false
+.PHONY: bench-compare
+bench-compare:
+	cd bench/compare && $(GO) test -mod=mod -count=1 -timeout 20m -v -run '^TestCompare$$' . \
+	  -args -rows=$(BENCH_ROWS) -quick=$(BENCH_QUICK) -tls=$(BENCH_TLS) -out=$(CURDIR)/bench/results
+
 # Regenerate the committed protobuf code (needs protoc: Debian's
 # protobuf-compiler).
 proto:
