@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,8 @@ import (
 // A/B: AUTHORITY_BENCH_B="--flag=value ..." starts a second cluster with
 // those extra authorityd flags; rounds alternate between the two clusters
 // (same machine load) and both are reported, with the ratio B/A. Without
-// it only the default cluster runs.
+// it only the default cluster runs. A word client:ackgate-inflight=N sets
+// B's client's Config.AckGateInflight instead of a server flag.
 const (
 	durableWriters = 64
 	durableRounds  = 4
@@ -51,7 +53,18 @@ func durableDomain(i int) string { return fmt.Sprintf("dw-%02d", i) }
 func newDurableTarget(b *testing.B, name string, extra []string) *durableTarget {
 	b.Helper()
 	ctx := context.Background()
-	c := testcluster.Start(b, 3, extra...)
+	var server []string
+	cfg := func(*client.Config) {}
+	for _, a := range extra {
+		if v, ok := strings.CutPrefix(a, "client:ackgate-inflight="); ok {
+			n, err := strconv.Atoi(v)
+			must(b, err)
+			cfg = func(c *client.Config) { c.AckGateInflight = n }
+			continue
+		}
+		server = append(server, a)
+	}
+	c := testcluster.Start(b, 3, server...)
 	k := &cluster{mode: name, c: c, op: c.Dial(testcluster.Operator)}
 	for i := range durableWriters {
 		d := durableDomain(i)
@@ -62,7 +75,14 @@ func newDurableTarget(b *testing.B, name string, extra []string) *durableTarget 
 		_, err = k.op.AssignInitial(ctx, d, "p")
 		must(b, err)
 	}
-	t := &durableTarget{name: name, k: k, cl: k.node("p"), lsn: make([]uint64, durableWriters)}
+	cc := c.ClientConfig(testcluster.Node("p"))
+	cfg(&cc)
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cl, err := client.DialConfig(dctx, cc)
+	must(b, err)
+	b.Cleanup(func() { cl.Close() })
+	t := &durableTarget{name: name, k: k, cl: cl, lsn: make([]uint64, durableWriters)}
 	for i := range durableWriters {
 		t.gates = append(t.gates, client.NewAckGate(t.cl, durableDomain(i), "p", 1))
 		t.lsn[i] = 1
