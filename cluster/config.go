@@ -81,11 +81,6 @@ type Config struct {
 	// LogCacheSize is the number of recent entries raft keeps in memory
 	// (replication and apply read them without touching raft.db).
 	LogCacheSize int
-	// FreelistSync makes bbolt write its freelist on every commit (bbolt's
-	// default). Off (the default here), the freelist is rebuilt by a scan
-	// when raft.db opens and each commit writes one page less. fsync of
-	// every commit is never turned off.
-	FreelistSync bool
 	// ApplyOneByOne hides the FSM adapter's ApplyBatch from raft, so raft
 	// applies committed entries one call each (for A/B measurement).
 	ApplyOneByOne bool

@@ -23,7 +23,6 @@ import (
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -229,27 +228,16 @@ func (a *raftFSM) checkBeforeApply(l *raft.Log) {
 // truncated or overwritten file) into a DamageError. A file that bbolt's
 // own meta pages say is shorter than its data is refused before bbolt maps
 // it.
-func openStore(path string, freelistSync bool) (store *raftboltdb.BoltStore, err error) {
+func openStore(path string) (store *raftboltdb.BoltStore, err error) {
 	if err := checkBoltFile(path); err != nil {
 		return nil, err
 	}
 	defer guard(path, &err)
-	store, err = raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: boltOptions(freelistSync)})
+	store, err = raftboltdb.New(raftboltdb.Options{Path: path})
 	if err != nil {
 		return nil, damaged(path, 0, "cannot open: %v", err)
 	}
 	return store, nil
-}
-
-// boltOptions are bbolt's defaults with the freelist kept in memory only
-// unless freelistSync: a commit then writes its data pages and the meta
-// page, not the freelist too, and opening raft.db rebuilds the freelist by
-// a scan. Each commit is still fsynced (NoSync stays false).
-func boltOptions(freelistSync bool) *bolt.Options {
-	o := *bolt.DefaultOptions
-	o.NoFreelistSync = !freelistSync
-	o.FreelistType = bolt.FreelistMapType
-	return &o
 }
 
 // guard recovers a panic (including a fault reading bbolt's memory map,
@@ -616,10 +604,10 @@ func checkCRC64(f *os.File, want []byte) error {
 }
 
 // withFaultPanicsStore is openStore with memory faults made panics.
-func withFaultPanicsStore(path string, freelistSync bool) (store *raftboltdb.BoltStore, err error) {
+func withFaultPanicsStore(path string) (store *raftboltdb.BoltStore, err error) {
 	err = withFaultPanics(func() error {
 		var e error
-		store, e = openStore(path, freelistSync)
+		store, e = openStore(path)
 		return e
 	})
 	return store, err

@@ -47,7 +47,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: data dir: %w", err)
 	}
 	path := filepath.Join(cfg.DataDir, "raft.db")
-	store, err := withFaultPanicsStore(path, cfg.FreelistSync)
+	store, err := withFaultPanicsStore(path)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func ForceNewCluster(cfg Config) error {
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}
-	store, err := withFaultPanicsStore(path, cfg.FreelistSync)
+	store, err := withFaultPanicsStore(path)
 	if err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}

@@ -67,7 +67,7 @@ func RestoreSnapshot(cfg Config, peers []Peer, lastIndex uint64, sha256 string, 
 			return fmt.Errorf("%w: %s already holds %s (a restore starts from an empty data dir: move it away first)", ErrNotFresh, cfg.DataDir, name)
 		}
 	}
-	store, err := withFaultPanicsStore(filepath.Join(cfg.DataDir, "raft.db"), cfg.FreelistSync)
+	store, err := withFaultPanicsStore(filepath.Join(cfg.DataDir, "raft.db"))
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}

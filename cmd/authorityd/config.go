@@ -61,15 +61,13 @@ type Config struct {
 	// long an idle leader waits to tell followers its commit index;
 	// RaftLogCache entries stay in memory; RaftBatchApply buffers
 	// proposals into the leader loop (raft's BatchApplyCh); RaftBatchFSM
-	// applies each commit's entries in one FSM call; RaftFreelistSync
-	// writes bbolt's freelist on every commit (fsync is always on);
-	// RaftPreVote is raft's pre-vote.
+	// applies each commit's entries in one FSM call; RaftPreVote is
+	// raft's pre-vote.
 	RaftMaxAppendEntries int           `yaml:"raft_max_append_entries"`
 	RaftCommitTimeout    time.Duration `yaml:"raft_commit_timeout"`
 	RaftLogCache         int           `yaml:"raft_log_cache"`
 	RaftBatchApply       bool          `yaml:"raft_batch_apply"`
 	RaftBatchFSM         bool          `yaml:"raft_batch_fsm"`
-	RaftFreelistSync     bool          `yaml:"raft_freelist_sync"`
 	RaftPreVote          bool          `yaml:"raft_pre_vote"`
 	// WatermarkMerge merges concurrent watermark advance calls into one
 	// log entry (server-side group commit; off: one entry per call).
@@ -361,7 +359,6 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	}{
 		{"raft-batch-apply", "buffer proposals into raft's leader loop (BatchApplyCh)", true},
 		{"raft-batch-fsm", "apply each commit's entries in one FSM call (BatchingFSM)", true},
-		{"raft-freelist-sync", "write bbolt's freelist on every commit (fsync is always on)", false},
 		{"raft-pre-vote", "raft pre-vote before elections", true},
 		{"watermark-merge", "merge concurrent watermark advance calls into one log entry", true},
 	} {
@@ -530,7 +527,7 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.RaftCommitTimeout, err = time.ParseDuration(v)
 	case "raft-log-cache":
 		cfg.RaftLogCache, err = strconv.Atoi(v)
-	case "raft-batch-apply", "raft-batch-fsm", "raft-freelist-sync", "raft-pre-vote", "watermark-merge":
+	case "raft-batch-apply", "raft-batch-fsm", "raft-pre-vote", "watermark-merge":
 		*raftBool(cfg, name), err = strconv.ParseBool(v)
 	case "min-lease-ttl":
 		cfg.MinLeaseTTL, err = time.ParseDuration(v)
@@ -581,8 +578,6 @@ func raftBool(cfg *Config, name string) *bool {
 		return &cfg.RaftBatchApply
 	case "raft-batch-fsm":
 		return &cfg.RaftBatchFSM
-	case "raft-freelist-sync":
-		return &cfg.RaftFreelistSync
 	case "raft-pre-vote":
 		return &cfg.RaftPreVote
 	case "watermark-merge":
