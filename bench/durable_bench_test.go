@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -33,7 +34,7 @@ import (
 // B's client's Config.AckGateInflight instead of a server flag.
 const (
 	durableWriters = 64
-	durableRounds  = 4
+	durableRounds  = 6
 	// writes per writer per round
 	durableUnbatchedPerWriter = 60
 	durableBatchedPerWriter   = 150
@@ -147,13 +148,40 @@ func (t *durableTarget) batched(b *testing.B, n int) float64 {
 	return float64(durableWriters*n) / time.Since(start).Seconds()
 }
 
-func mean(v []float64) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += x
+// serverCPU is the CPU time (user + system) the cluster's servers used so
+// far: on a shared machine, CPU per write is a steadier A/B signal than
+// writes per second.
+func (t *durableTarget) serverCPU(b *testing.B) time.Duration {
+	var total time.Duration
+	for _, s := range t.k.c.Servers {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Pid()))
+		must(b, err)
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+		utime, err1 := strconv.ParseUint(f[11], 10, 64)
+		stime, err2 := strconv.ParseUint(f[12], 10, 64)
+		must(b, errors.Join(err1, err2))
+		total += time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ 100
 	}
-	return s / float64(len(v))
+	return total
 }
+
+// measure runs f (n writes per writer) and returns writes/s and server
+// CPU µs per write.
+func (t *durableTarget) measure(b *testing.B, f func(*testing.B, int) float64, n int) (float64, float64) {
+	c0 := t.serverCPU(b)
+	rate := f(b, n)
+	return rate, float64((t.serverCPU(b) - c0).Microseconds()) / float64(durableWriters*n)
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
 
 // BenchmarkClusterDurableWrites: durable small writes per second, 64
 // writers, unbatched and batched (see above); A/B with AUTHORITY_BENCH_B.
@@ -166,8 +194,8 @@ func BenchmarkClusterDurableWrites(b *testing.B) {
 	if extra := strings.Fields(os.Getenv("AUTHORITY_BENCH_A")); len(extra) > 0 {
 		b.Fatalf("AUTHORITY_BENCH_A is not supported: A is always the default build and flags")
 	}
-	unb := make([][]float64, len(targets))
-	bat := make([][]float64, len(targets))
+	type series struct{ unb, bat, unbCPU, batCPU []float64 }
+	res := make([]series, len(targets))
 	b.ResetTimer()
 	for r := range durableRounds {
 		// alternate the order each round so neither side always goes first
@@ -176,21 +204,30 @@ func BenchmarkClusterDurableWrites(b *testing.B) {
 			slices.Reverse(order)
 		}
 		for _, t := range order {
-			i := slices.Index(targets, t)
-			unb[i] = append(unb[i], t.unbatched(b, durableUnbatchedPerWriter))
-			bat[i] = append(bat[i], t.batched(b, durableBatchedPerWriter))
+			s := &res[slices.Index(targets, t)]
+			rate, cpu := t.measure(b, t.unbatched, durableUnbatchedPerWriter)
+			s.unb, s.unbCPU = append(s.unb, rate), append(s.unbCPU, cpu)
+			rate, cpu = t.measure(b, t.batched, durableBatchedPerWriter)
+			s.bat, s.batCPU = append(s.bat, rate), append(s.batCPU, cpu)
 		}
 	}
 	b.StopTimer()
 	for i, t := range targets {
-		b.ReportMetric(mean(unb[i]), t.name+"-unbatched-writes/s")
-		b.ReportMetric(mean(bat[i]), t.name+"-batched-writes/s")
-		b.Logf("%s: unbatched %.0f/s %v; batched %.0f/s %v", t.name, mean(unb[i]), rounded(unb[i]), mean(bat[i]), rounded(bat[i]))
+		s := res[i]
+		b.ReportMetric(median(s.unb), t.name+"-unbatched-writes/s")
+		b.ReportMetric(median(s.bat), t.name+"-batched-writes/s")
+		b.ReportMetric(median(s.unbCPU), t.name+"-unbatched-server-cpu-µs/write")
+		b.ReportMetric(median(s.batCPU), t.name+"-batched-server-cpu-µs/write")
+		b.Logf("%s: unbatched median %.0f/s %v, server CPU %.0f µs/write %v; batched median %.0f/s %v, server CPU %.0f µs/write %v",
+			t.name, median(s.unb), rounded(s.unb), median(s.unbCPU), rounded(s.unbCPU),
+			median(s.bat), rounded(s.bat), median(s.batCPU), rounded(s.batCPU))
 	}
 	if len(targets) == 2 {
-		b.ReportMetric(mean(unb[1])/mean(unb[0]), "B/A-unbatched")
-		b.ReportMetric(mean(bat[1])/mean(bat[0]), "B/A-batched")
-		b.Logf("B/A: unbatched ×%.2f, batched ×%.2f", mean(unb[1])/mean(unb[0]), mean(bat[1])/mean(bat[0]))
+		a, c := res[0], res[1]
+		b.ReportMetric(median(c.unb)/median(a.unb), "B/A-unbatched")
+		b.ReportMetric(median(c.bat)/median(a.bat), "B/A-batched")
+		b.Logf("B/A medians: unbatched writes/s ×%.2f, CPU/write ×%.2f; batched writes/s ×%.2f, CPU/write ×%.2f",
+			median(c.unb)/median(a.unb), median(c.unbCPU)/median(a.unbCPU), median(c.bat)/median(a.bat), median(c.batCPU)/median(a.batCPU))
 	}
 }
 
