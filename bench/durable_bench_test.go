@@ -65,7 +65,9 @@ func newDurableTarget(b *testing.B, name string, extra []string) *durableTarget 
 		}
 		server = append(server, a)
 	}
-	c := testcluster.Start(b, 3, server...)
+	// Production logging: info level and no event log file (testcluster
+	// starts servers with --log-level debug and --event-log for tests).
+	c := testcluster.Start(b, 3, append([]string{"--log-level=info", "--event-log="}, server...)...)
 	k := &cluster{mode: name, c: c, op: c.Dial(testcluster.Operator)}
 	for i := range durableWriters {
 		d := durableDomain(i)
