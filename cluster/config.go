@@ -68,7 +68,7 @@ type Config struct {
 	// depose a healthy leader with a higher term).
 	PreVoteDisabled bool
 
-	// Throughput tuning (docs/PERFORMANCE.md, "Raft tuning"); zero values
+	// Throughput tuning (docs/OPERATIONS.md, "Raft tuning"); zero values
 	// take the measured defaults.
 	//
 	// MaxAppendEntries bounds the entries of one AppendEntries RPC and
@@ -155,7 +155,7 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Measured defaults of the throughput settings (docs/PERFORMANCE.md).
+// Measured defaults of the throughput settings (docs/OPERATIONS.md).
 const (
 	DefaultMaxAppendEntries = 64
 	DefaultLogCacheSize     = 512

@@ -55,7 +55,7 @@ type Config struct {
 	// how many entries a snapshot keeps behind it.
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
 	TrailingLogs     uint64        `yaml:"trailing_logs"`
-	// Raft throughput tuning (docs/PERFORMANCE.md, "Raft tuning"); the
+	// Raft throughput tuning (docs/OPERATIONS.md, "Raft tuning"); the
 	// defaults are the measured best. RaftMaxAppendEntries bounds one
 	// AppendEntries and one leader group commit; RaftCommitTimeout is how
 	// long an idle leader waits to tell followers its commit index;
