@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -167,12 +168,35 @@ func (t *durableTarget) serverCPU(b *testing.B) time.Duration {
 	return total
 }
 
-// measure runs f (n writes per writer) and returns writes/s and server
-// CPU µs per write.
-func (t *durableTarget) measure(b *testing.B, f func(*testing.B, int) float64, n int) (float64, float64) {
-	c0 := t.serverCPU(b)
+// appliedEntries is the number of log entries the servers applied so far
+// (their apply histograms' counts), divided by the number of servers.
+func (t *durableTarget) appliedEntries(b *testing.B) float64 {
+	hc := t.k.c.HTTPClient(testcluster.Operator)
+	total := 0.0
+	for _, s := range t.k.c.Servers {
+		resp, err := hc.Get(t.k.c.URL(s, "/metrics"))
+		must(b, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		must(b, err)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "authority_apply_duration_seconds_count "); ok {
+				x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				must(b, err)
+				total += x
+			}
+		}
+	}
+	return total / float64(len(t.k.c.Servers))
+}
+
+// measure runs f (n writes per writer) and returns writes/s, server CPU
+// µs per write and log entries per write.
+func (t *durableTarget) measure(b *testing.B, f func(*testing.B, int) float64, n int) (float64, float64, float64) {
+	e0, c0 := t.appliedEntries(b), t.serverCPU(b)
 	rate := f(b, n)
-	return rate, float64((t.serverCPU(b) - c0).Microseconds()) / float64(durableWriters*n)
+	writes := float64(durableWriters * n)
+	return rate, float64((t.serverCPU(b) - c0).Microseconds()) / writes, (t.appliedEntries(b) - e0) / writes
 }
 
 func median(v []float64) float64 {
@@ -196,7 +220,7 @@ func BenchmarkClusterDurableWrites(b *testing.B) {
 	if extra := strings.Fields(os.Getenv("AUTHORITY_BENCH_A")); len(extra) > 0 {
 		b.Fatalf("AUTHORITY_BENCH_A is not supported: A is always the default build and flags")
 	}
-	type series struct{ unb, bat, unbCPU, batCPU []float64 }
+	type series struct{ unb, bat, unbCPU, batCPU, unbEnt, batEnt []float64 }
 	res := make([]series, len(targets))
 	b.ResetTimer()
 	for r := range durableRounds {
@@ -207,10 +231,10 @@ func BenchmarkClusterDurableWrites(b *testing.B) {
 		}
 		for _, t := range order {
 			s := &res[slices.Index(targets, t)]
-			rate, cpu := t.measure(b, t.unbatched, durableUnbatchedPerWriter)
-			s.unb, s.unbCPU = append(s.unb, rate), append(s.unbCPU, cpu)
-			rate, cpu = t.measure(b, t.batched, durableBatchedPerWriter)
-			s.bat, s.batCPU = append(s.bat, rate), append(s.batCPU, cpu)
+			rate, cpu, ent := t.measure(b, t.unbatched, durableUnbatchedPerWriter)
+			s.unb, s.unbCPU, s.unbEnt = append(s.unb, rate), append(s.unbCPU, cpu), append(s.unbEnt, ent)
+			rate, cpu, ent = t.measure(b, t.batched, durableBatchedPerWriter)
+			s.bat, s.batCPU, s.batEnt = append(s.bat, rate), append(s.batCPU, cpu), append(s.batEnt, ent)
 		}
 	}
 	b.StopTimer()
@@ -220,9 +244,9 @@ func BenchmarkClusterDurableWrites(b *testing.B) {
 		b.ReportMetric(median(s.bat), t.name+"-batched-writes/s")
 		b.ReportMetric(median(s.unbCPU), t.name+"-unbatched-server-cpu-µs/write")
 		b.ReportMetric(median(s.batCPU), t.name+"-batched-server-cpu-µs/write")
-		b.Logf("%s: unbatched median %.0f/s %v, server CPU %.0f µs/write %v; batched median %.0f/s %v, server CPU %.0f µs/write %v",
-			t.name, median(s.unb), rounded(s.unb), median(s.unbCPU), rounded(s.unbCPU),
-			median(s.bat), rounded(s.bat), median(s.batCPU), rounded(s.batCPU))
+		b.Logf("%s: unbatched median %.0f/s %v, server CPU %.0f µs/write %v, %.3f entries/write; batched median %.0f/s %v, server CPU %.0f µs/write %v, %.3f entries/write",
+			t.name, median(s.unb), rounded(s.unb), median(s.unbCPU), rounded(s.unbCPU), median(s.unbEnt),
+			median(s.bat), rounded(s.bat), median(s.batCPU), rounded(s.batCPU), median(s.batEnt))
 	}
 	if len(targets) == 2 {
 		a, c := res[0], res[1]
