@@ -68,7 +68,10 @@ func newDurableTarget(b *testing.B, name string, extra []string) *durableTarget 
 	}
 	// Production logging: info level and no event log file (testcluster
 	// starts servers with --log-level debug and --event-log for tests).
-	c := testcluster.Start(b, 3, append([]string{"--log-level=info", "--event-log="}, server...)...)
+	// No per-identity write rate limit: its default (1,000 calls/s, burst
+	// 2,000) would cap the unbatched workload, whose 64 writers share one
+	// holder identity here (in production they are 64 holders).
+	c := testcluster.Start(b, 3, append([]string{"--log-level=info", "--event-log=", "--write-rate-per-identity=0"}, server...)...)
 	k := &cluster{mode: name, c: c, op: c.Dial(testcluster.Operator)}
 	for i := range durableWriters {
 		d := durableDomain(i)
