@@ -73,11 +73,13 @@ type Config struct {
 	// servers advertise are not reachable (or must not be used).
 	PinEndpoints bool
 	// AckGateInflight is how many Advance calls the client's AckGate
-	// batcher keeps in flight at once (default 2, at most 8). Each gate
+	// batcher keeps in flight at once (default 1, at most 8). Each gate
 	// still has at most one position in flight, so its positions commit
-	// in order; a second call in flight lets the servers overlap one
-	// batch's leader fsync with the previous batch's replication. 1 is
-	// the strict one-call-at-a-time group commit.
+	// in order. A second call in flight lets the servers overlap one
+	// batch's leader fsync with the previous batch's replication, but
+	// splits the batches: measured on a CPU-bound 2-core machine, 2 cost
+	// 28% more server CPU per write and 10% throughput (docs/OPERATIONS.md,
+	// "Raft tuning"); it can pay where fsync latency, not CPU, bounds.
 	AckGateInflight int
 }
 
@@ -87,7 +89,7 @@ const (
 	DefaultRequestTimeout = 5 * time.Second
 	// DefaultAckGateInflight: Advance calls of the AckGate batcher in
 	// flight at once (Config.AckGateInflight).
-	DefaultAckGateInflight = 2
+	DefaultAckGateInflight = 1
 	maxAckGateInflight     = 8
 	DefaultCallTimeout     = 30 * time.Second
 	DefaultMaxRetryDelay   = time.Second
