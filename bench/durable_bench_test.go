@@ -211,7 +211,6 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-
 // BenchmarkClusterDurableWrites: durable small writes per second, 64
 // writers, unbatched and batched (see above); A/B with AUTHORITY_BENCH_B.
 func BenchmarkClusterDurableWrites(b *testing.B) {

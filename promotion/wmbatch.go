@@ -30,10 +30,13 @@ import (
 //
 // At most wmMaxInflight merged entries are proposed at once (raft overlaps
 // the leader's fsync of one with the followers' of the previous); what
-// arrives meanwhile waits for the next entry. One entry holds at most
-// fsm.MaxWatermarkBatch advances; a call is never split.
+// arrives meanwhile waits for the next entry. A merged entry holds at most
+// wmMaxMerged advances (the API's per-call bound: merging never makes an
+// entry larger than one call could), unless one call alone is larger; a
+// call is never split.
 const (
 	wmMaxInflight = 2
+	wmMaxMerged   = 1000
 	// wmProposeTimeout bounds one merged proposal (no single caller's
 	// context governs it: a caller that stops waiting must not fail the
 	// others).
@@ -102,7 +105,7 @@ func (s *Service) runWatermarkEntries() {
 // least one call: a call alone never exceeds fsm.MaxWatermarkBatch).
 func (w *wmCommitter) take() []*wmCall {
 	n, total := 0, 0
-	for n < len(w.queue) && (n == 0 || total+len(w.queue[n].advs) <= fsm.MaxWatermarkBatch) {
+	for n < len(w.queue) && (n == 0 || total+len(w.queue[n].advs) <= wmMaxMerged) {
 		total += len(w.queue[n].advs)
 		n++
 	}

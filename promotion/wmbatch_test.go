@@ -251,3 +251,21 @@ func TestWatermarkMergedProposalFails(t *testing.T) {
 		}
 	}
 }
+
+// A merged entry stops at wmMaxMerged advances; a call is never split, and
+// a call larger than that alone still goes in one entry.
+func TestWatermarkMergeBound(t *testing.T) {
+	big := func(n int) *wmCall { return &wmCall{advs: make([]*pb.WatermarkAdvance, n)} }
+	w := &wmCommitter{queue: []*wmCall{big(600), big(400), big(1), big(1500), big(2)}}
+	var sizes []int
+	for len(w.queue) > 0 {
+		n := 0
+		for _, c := range w.take() {
+			n += len(c.advs)
+		}
+		sizes = append(sizes, n)
+	}
+	if fmt.Sprint(sizes) != "[1000 1 1500 2]" {
+		t.Fatalf("entries of %v advances, want [1000 1 1500 2]", sizes)
+	}
+}
