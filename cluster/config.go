@@ -74,10 +74,11 @@ type Config struct {
 	// MaxAppendEntries bounds the entries of one AppendEntries RPC and
 	// of one leader group commit (raft: 1..1024).
 	MaxAppendEntries int
-	// UnbufferedApplyCh turns raft's BatchApplyCh off: proposals then hand
-	// over to the leader loop one at a time instead of through a buffer of
-	// MaxAppendEntries.
-	UnbufferedApplyCh bool
+	// BatchApplyCh is raft's option of that name: proposals hand over to
+	// the leader loop through a buffer of MaxAppendEntries instead of one
+	// at a time. Off (raft's default): measured no gain, as raft's leader
+	// loop already takes every waiting proposal into one group commit.
+	BatchApplyCh bool
 	// LogCacheSize is the number of recent entries raft keeps in memory
 	// (replication and apply read them without touching raft.db).
 	LogCacheSize int

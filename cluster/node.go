@@ -120,7 +120,7 @@ func (n *Node) raftConfig() *raft.Config {
 	c.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
 	c.CommitTimeout = n.cfg.CommitTimeout
 	c.MaxAppendEntries = n.cfg.MaxAppendEntries
-	c.BatchApplyCh = !n.cfg.UnbufferedApplyCh
+	c.BatchApplyCh = n.cfg.BatchApplyCh
 	c.PreVoteDisabled = n.cfg.PreVoteDisabled
 	c.SnapshotThreshold = n.cfg.SnapshotThreshold
 	c.SnapshotInterval = n.cfg.SnapshotInterval

@@ -288,7 +288,7 @@ func defaults() Config {
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond, SnapshotThreshold: 8192,
 		RaftMaxAppendEntries: cluster.DefaultMaxAppendEntries, RaftCommitTimeout: cluster.DefaultCommitTimeout,
-		RaftLogCache: cluster.DefaultLogCacheSize, RaftBatchApply: true, RaftBatchFSM: true, RaftPreVote: true,
+		RaftLogCache: cluster.DefaultLogCacheSize, RaftBatchFSM: true, RaftPreVote: true,
 		WatermarkMerge: true,
 		LogLevel:       "info", LogFormat: "text", Limits: defaultLimits(),
 		PolicyDwell: promotion.DefaultPolicyDwell, PolicyBackoffMin: promotion.DefaultPolicyBackoffMin,
@@ -357,7 +357,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 		name, usage string
 		def         bool
 	}{
-		{"raft-batch-apply", "buffer proposals into raft's leader loop (BatchApplyCh)", true},
+		{"raft-batch-apply", "buffer proposals into raft's leader loop (BatchApplyCh)", false},
 		{"raft-batch-fsm", "apply each commit's entries in one FSM call (BatchingFSM)", true},
 		{"raft-pre-vote", "raft pre-vote before elections", true},
 		{"watermark-merge", "merge concurrent watermark advance calls into one log entry", true},

@@ -351,7 +351,7 @@ func TestConfigRaftTuning(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.RaftMaxAppendEntries != 64 || cfg.RaftCommitTimeout != 50*time.Millisecond || cfg.RaftLogCache != 512 ||
-		!cfg.RaftBatchApply || !cfg.RaftBatchFSM || !cfg.RaftPreVote || !cfg.WatermarkMerge {
+		cfg.RaftBatchApply || !cfg.RaftBatchFSM || !cfg.RaftPreVote || !cfg.WatermarkMerge {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	file := filepath.Join(t.TempDir(), "authorityd.yaml")
@@ -359,12 +359,12 @@ func TestConfigRaftTuning(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, err = loadConfig(append(base, "--config", file, "--raft-max-append-entries", "256", "--raft-batch-fsm=false", "--watermark-merge=false"),
-		env(map[string]string{"AUTHORITYD_RAFT_COMMIT_TIMEOUT": "5ms", "AUTHORITYD_RAFT_BATCH_APPLY": "false"}))
+		env(map[string]string{"AUTHORITYD_RAFT_COMMIT_TIMEOUT": "5ms", "AUTHORITYD_RAFT_BATCH_APPLY": "true"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.RaftMaxAppendEntries != 256 || cfg.RaftCommitTimeout != 5*time.Millisecond || cfg.RaftLogCache != 2048 ||
-		cfg.RaftBatchApply || cfg.RaftBatchFSM || cfg.RaftPreVote || cfg.WatermarkMerge {
+		!cfg.RaftBatchApply || cfg.RaftBatchFSM || cfg.RaftPreVote || cfg.WatermarkMerge {
 		t.Fatalf("set: %+v", cfg)
 	}
 	_, err = loadConfig(append(base, "--raft-max-append-entries", "2000", "--raft-commit-timeout", "0s", "--raft-log-cache", "0"), env(nil))

@@ -72,7 +72,7 @@ func run(ctx context.Context, cfg Config) error {
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs,
 		MaxAppendEntries: cfg.RaftMaxAppendEntries, CommitTimeout: cfg.RaftCommitTimeout, LogCacheSize: cfg.RaftLogCache,
-		UnbufferedApplyCh: !cfg.RaftBatchApply, ApplyOneByOne: !cfg.RaftBatchFSM,
+		BatchApplyCh: cfg.RaftBatchApply, ApplyOneByOne: !cfg.RaftBatchFSM,
 		PreVoteDisabled: !cfg.RaftPreVote,
 		// A log entry failing its checksum is never applied: one line naming
 		// the index, the file and what to do, then exit (not a panic).
