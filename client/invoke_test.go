@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -348,5 +349,21 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 10 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// One Advance call carries at most the servers' per-call bound
+// (transport.MaxAdvancesPerRequest, 1,000); the rest goes in the next.
+func TestBatcherCallBound(t *testing.T) {
+	b := newWatermarkBatcher(&Client{})
+	for i := range maxAdvanceBatch + 1 {
+		k := gateKey{domain: fmt.Sprintf("d%04d", i), holder: "h", epoch: 1}
+		b.state(k).want = &pb.WatermarkAdvance{Domain: k.domain, Lsn: 1}
+	}
+	if _, advs := b.collect(); len(advs) != 1000 {
+		t.Fatalf("first call carries %d advances, want 1000", len(advs))
+	}
+	if _, advs := b.collect(); len(advs) != 1 {
+		t.Fatalf("second call carries %d advances, want 1", len(advs))
 	}
 }
