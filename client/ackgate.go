@@ -12,8 +12,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// maxAdvanceBatch bounds one Advance RPC (the server's MaxWatermarkBatch).
-const maxAdvanceBatch = 4096
+// maxAdvanceBatch bounds one Advance RPC: the servers refuse more than
+// transport.MaxAdvancesPerRequest (1000) advances in one call.
+const maxAdvanceBatch = 1000
 
 // AdvanceWatermark commits a batch of watermark advances in one log entry
 // and returns one error per advance (nil when it committed), each wrapping
@@ -159,9 +160,11 @@ type waiter struct {
 	ch  chan error // buffered: the batcher never blocks on it
 }
 
-// watermarkBatcher is the client's group commit: one flusher goroutine
-// (started on first use, stopped by Client.Close) owns the RPC; callers
-// only touch gates under mu.
+// watermarkBatcher is the client's group commit: Config.AckGateInflight
+// flusher goroutines (started on first use, stopped by Client.Close) each
+// own one RPC at a time; callers only touch gates under mu. A gate's
+// position in flight is in one RPC only (collect skips a gate with one in
+// flight), so a gate's positions reach the servers in order.
 type watermarkBatcher struct {
 	c       *Client
 	mu      sync.Mutex
@@ -169,6 +172,7 @@ type watermarkBatcher struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
+	running sync.WaitGroup
 	started bool
 	closed  bool
 }
@@ -229,7 +233,12 @@ func (b *watermarkBatcher) submit(k gateKey, adv *pb.WatermarkAdvance) (*waiter,
 	}
 	if !b.started {
 		b.started = true
-		go b.flusher()
+		n := b.c.cfg.AckGateInflight
+		b.running.Add(n)
+		for range n {
+			go b.flusher()
+		}
+		go func() { b.running.Wait(); close(b.done) }()
 	}
 	select {
 	case b.kick <- struct{}{}:
@@ -238,10 +247,10 @@ func (b *watermarkBatcher) submit(k gateKey, adv *pb.WatermarkAdvance) (*waiter,
 	return w, nil
 }
 
-// flusher sends batches while positions are pending: at most one RPC in
-// flight; what arrives meanwhile goes into the next one.
+// flusher sends batches while positions are pending, one RPC at a time;
+// what arrives meanwhile goes into another flusher's RPC or its next one.
 func (b *watermarkBatcher) flusher() {
-	defer close(b.done)
+	defer b.running.Done()
 	for {
 		select {
 		case <-b.stop:
@@ -252,6 +261,9 @@ func (b *watermarkBatcher) flusher() {
 			keys, advs := b.collect()
 			if len(advs) == 0 {
 				break
+			}
+			if len(advs) == maxAdvanceBatch {
+				b.kickAnother() // more is pending: another flusher may take it now
 			}
 			errs, err := b.c.AdvanceWatermark(b.c.life, advs)
 			for i, k := range keys {
@@ -267,6 +279,15 @@ func (b *watermarkBatcher) flusher() {
 				b.settle(k, advs[i], e)
 			}
 		}
+	}
+}
+
+// kickAnother wakes an idle flusher, if any, for positions that arrive
+// while this one's RPC is in flight.
+func (b *watermarkBatcher) kickAnother() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
 	}
 }
 

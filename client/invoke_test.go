@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -36,6 +37,10 @@ type fakeServer struct {
 	advanceGate chan struct{} // each Advance waits for one token
 	batches     [][]*pb.WatermarkAdvance
 	advanced    chan struct{}
+	// inAdvance counts the Advance calls in flight per domain; overlaps
+	// records a domain sent while another call carrying it was in flight.
+	inAdvance map[string]int
+	overlaps  []string
 }
 
 func startFake(t *testing.T) *fakeServer {
@@ -105,7 +110,23 @@ func (f *fakeServer) Advance(_ context.Context, req *pb.AdvanceRequest) (*pb.Adv
 	f.mu.Lock()
 	f.batches = append(f.batches, req.GetAdvances())
 	gate := f.advanceGate
+	if f.inAdvance == nil {
+		f.inAdvance = map[string]int{}
+	}
+	for _, a := range req.GetAdvances() {
+		if f.inAdvance[a.GetDomain()] > 0 {
+			f.overlaps = append(f.overlaps, a.GetDomain())
+		}
+		f.inAdvance[a.GetDomain()]++
+	}
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		for _, a := range req.GetAdvances() {
+			f.inAdvance[a.GetDomain()]--
+		}
+		f.mu.Unlock()
+	}()
 	f.advanced <- struct{}{}
 	if gate != nil {
 		<-gate
@@ -186,10 +207,25 @@ func TestCreateDomainResolvesAlreadyExistsAfterUnknown(t *testing.T) {
 	}
 }
 
+func fakeClientConfig(t *testing.T, cfg Config) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg.Rand, cfg.MaxRetryDelay = rand.NewPCG(3, 4), 50*time.Millisecond
+	c, err := DialConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// With one Advance in flight (AckGateInflight 1) every position pending
+// while it is in flight goes into the next one.
 func TestBatcherGroupCommit(t *testing.T) {
 	s := startFake(t)
 	s.advanceGate = make(chan struct{})
-	c := fakeClient(t, s.addr)
+	c := fakeClientConfig(t, Config{Endpoints: []string{s.addr}, AckGateInflight: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	gA := NewAckGate(c, "a", "h", 1)
@@ -260,6 +296,49 @@ func TestBatcherGroupCommit(t *testing.T) {
 	}
 }
 
+// With several Advance calls in flight, a gate's position is in one of
+// them only: a later position of the same gate waits for the call in
+// flight, other gates' positions go at once in another call.
+func TestBatcherInflightKeepsGateOrder(t *testing.T) {
+	s := startFake(t)
+	s.advanceGate = make(chan struct{})
+	c := fakeClientConfig(t, Config{Endpoints: []string{s.addr}, AckGateInflight: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gA, gB, gC := NewAckGate(c, "a", "h", 1), NewAckGate(c, "b", "h", 1), NewAckGate(c, "c", "h", 1)
+	defer gA.Close()
+	defer gB.Close()
+	defer gC.Close()
+	errs := make(chan error, 4)
+	wait := func(g *AckGate, lsn uint64) { go func() { errs <- g.WaitDurable(ctx, lsn, []byte{byte(lsn)}, lsn) }() }
+	wait(gA, 1)
+	recvWithin(t, s.advanced, "Advance a:1")
+	wait(gB, 2)
+	recvWithin(t, s.advanced, "Advance b:2 (a second call while the first is in flight)")
+	wait(gA, 3) // a:1 is in flight: a:3 must wait for it
+	waitFor(t, func() bool {
+		c.watermarkBatcher.mu.Lock()
+		defer c.watermarkBatcher.mu.Unlock()
+		return len(c.watermarkBatcher.gates[gA.key].waiters) == 2
+	})
+	wait(gC, 5)
+	recvWithin(t, s.advanced, "Advance c:5 (the third flusher)")
+	close(s.advanceGate)
+	for range 4 {
+		if err := recvWithin(t, errs, "waits"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.overlaps) > 0 {
+		t.Fatalf("domains %v sent while a call carrying them was in flight (batches %v)", s.overlaps, s.batches)
+	}
+	if got := s.batches[2]; len(got) != 1 || got[0].GetDomain() != "c" {
+		t.Fatalf("third call %v, want c:5 only", got)
+	}
+}
+
 // waitFor polls cond (a bounded failure guard for observing internal state
 // of another goroutine; not used to order events).
 func waitFor(t *testing.T, cond func() bool) {
@@ -270,5 +349,21 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 10 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// One Advance call carries at most the servers' per-call bound
+// (transport.MaxAdvancesPerRequest, 1,000); the rest goes in the next.
+func TestBatcherCallBound(t *testing.T) {
+	b := newWatermarkBatcher(&Client{})
+	for i := range maxAdvanceBatch + 1 {
+		k := gateKey{domain: fmt.Sprintf("d%04d", i), holder: "h", epoch: 1}
+		b.state(k).want = &pb.WatermarkAdvance{Domain: k.domain, Lsn: 1}
+	}
+	if _, advs := b.collect(); len(advs) != 1000 {
+		t.Fatalf("first call carries %d advances, want 1000", len(advs))
+	}
+	if _, advs := b.collect(); len(advs) != 1 {
+		t.Fatalf("second call carries %d advances, want 1", len(advs))
 	}
 }

@@ -33,6 +33,10 @@ type Config struct {
 	// FenceWait bounds a replica-quorum promotion's wait for fenced
 	// reports (zero: DefaultFenceWait).
 	FenceWait time.Duration
+	// WatermarkEntryPerCall gives every AdvanceWatermark call a log entry
+	// of its own instead of merging concurrent calls into one entry
+	// (wmbatch.go); for A/B measurement.
+	WatermarkEntryPerCall bool
 }
 
 // Service is the leader side of AeroDB Authority: it turns requests into log
@@ -75,6 +79,9 @@ type Service struct {
 	// policyRun runs a policy evaluation off the caller's goroutine (nil:
 	// go f(); tests queue and drain).
 	policyRun func(func())
+	// wm merges concurrent watermark advances into one entry (wmbatch.go).
+	wm             wmCommitter
+	wmEntryPerCall bool
 }
 
 // NewService wires a service; it starts as a follower.
@@ -99,6 +106,7 @@ func NewService(cfg Config) *Service {
 		promotionDisabled: cfg.PromotionDisabled,
 		policyCfg:         cfg.Policy.withDefaults(),
 		fenceWait:         cfg.FenceWait,
+		wmEntryPerCall:    cfg.WatermarkEntryPerCall,
 	}
 	leases.onExpire = s.leaseExpired
 	return s

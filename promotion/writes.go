@@ -348,21 +348,35 @@ func (s *Service) AdvanceWatermarkAt(ctx context.Context, batch []*pb.WatermarkA
 	}
 	unlock := s.locks.shared(domains...)
 	defer unlock()
-	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_AdvanceWatermark{AdvanceWatermark: &pb.AdvanceWatermark{Advances: send}}})
+	results, index, err := s.proposeAdvances(ctx, send)
 	if err != nil {
 		return nil, 0, err
 	}
 	s.obs.WatermarkBatch(len(send))
+	for j, w := range results {
+		errs[pos[j]] = w.Err
+		if errors.Is(w.Err, fsm.ErrFenced) {
+			s.fenced(w.Domain, "watermark")
+		}
+	}
+	return errs, index, nil
+}
+
+// proposeAdvances commits advances: merged with concurrent calls' into one
+// entry (wmbatch.go), or in an entry of their own when the service was
+// configured with WatermarkEntryPerCall.
+func (s *Service) proposeAdvances(ctx context.Context, send []*pb.WatermarkAdvance) ([]fsm.WatermarkResult, uint64, error) {
+	if !s.wmEntryPerCall {
+		return s.commitWatermarks(ctx, send)
+	}
+	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_AdvanceWatermark{AdvanceWatermark: &pb.AdvanceWatermark{Advances: send}}})
+	if err != nil {
+		return nil, 0, err
+	}
 	if res.Err != nil && len(res.Watermarks) == 0 {
 		return nil, 0, res.Err
 	}
-	for j, w := range res.Watermarks {
-		errs[pos[j]] = w.Err
-		if errors.Is(w.Err, fsm.ErrFenced) {
-			s.fenced(res.Watermarks[j].Domain, "watermark")
-		}
-	}
-	return errs, res.Index, nil
+	return res.Watermarks, res.Index, nil
 }
 
 // holdsLease checks an advance against the replicated authority and the

@@ -38,7 +38,11 @@ type apiNode struct {
 
 // startAPI starts n servers forming one cluster and returns them once a
 // leader serves.
-func startAPI(t *testing.T, n int) []*apiNode {
+func startAPI(t testing.TB, n int) []*apiNode { return startAPIWith(t, n, promotion.Config{}) }
+
+// startAPIWith is startAPI with service settings (Log, FSM and Clock are
+// filled in).
+func startAPIWith(t testing.TB, n int, svcCfg promotion.Config) []*apiNode {
 	t.Helper()
 	dir := t.TempDir()
 	trans := make([]*raft.InmemTransport, n)
@@ -73,7 +77,9 @@ func startAPI(t *testing.T, n int) []*apiNode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		svc := promotion.NewService(promotion.Config{Log: node, FSM: node.FSM(), Clock: wall{}})
+		sc := svcCfg
+		sc.Log, sc.FSM, sc.Clock = node, node.FSM(), wall{}
+		svc := promotion.NewService(sc)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); cluster.RunLeadership(ctx, node, svc, nil) }()
@@ -104,7 +110,7 @@ func startAPI(t *testing.T, n int) []*apiNode {
 	return nodes
 }
 
-func leaderOf(t *testing.T, nodes []*apiNode) *apiNode {
+func leaderOf(t testing.TB, nodes []*apiNode) *apiNode {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

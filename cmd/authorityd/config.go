@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/aerodb/authority/cluster"
 	"net"
 	"os"
 	"strconv"
@@ -54,6 +55,23 @@ type Config struct {
 	// how many entries a snapshot keeps behind it.
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
 	TrailingLogs     uint64        `yaml:"trailing_logs"`
+	// Raft throughput tuning (docs/OPERATIONS.md, "Raft tuning"); the
+	// defaults are the measured best. RaftMaxAppendEntries bounds one
+	// AppendEntries and one leader group commit; RaftCommitTimeout is how
+	// long an idle leader waits to tell followers its commit index;
+	// RaftLogCache entries stay in memory; RaftBatchApply buffers
+	// proposals into the leader loop (raft's BatchApplyCh); RaftBatchFSM
+	// applies each commit's entries in one FSM call; RaftPreVote is
+	// raft's pre-vote.
+	RaftMaxAppendEntries int           `yaml:"raft_max_append_entries"`
+	RaftCommitTimeout    time.Duration `yaml:"raft_commit_timeout"`
+	RaftLogCache         int           `yaml:"raft_log_cache"`
+	RaftBatchApply       bool          `yaml:"raft_batch_apply"`
+	RaftBatchFSM         bool          `yaml:"raft_batch_fsm"`
+	RaftPreVote          bool          `yaml:"raft_pre_vote"`
+	// WatermarkMerge merges concurrent watermark advance calls into one
+	// log entry (server-side group commit; off: one entry per call).
+	WatermarkMerge bool `yaml:"watermark_merge"`
 	// PromotionDisabled refuses every promotion on this server (AU-14).
 	PromotionDisabled bool `yaml:"promotion_disabled"`
 	// The automatic promotion policy (domains in PROMOTION_MODE_AUTOMATIC,
@@ -269,7 +287,10 @@ func defaults() Config {
 		RaftAddr: "127.0.0.1:7001", GRPCAddr: "127.0.0.1:8001", HTTPAddr: "127.0.0.1:9001",
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond, SnapshotThreshold: 8192,
-		LogLevel: "info", LogFormat: "text", Limits: defaultLimits(),
+		RaftMaxAppendEntries: cluster.DefaultMaxAppendEntries, RaftCommitTimeout: cluster.DefaultCommitTimeout,
+		RaftLogCache: cluster.DefaultLogCacheSize, RaftBatchFSM: true, RaftPreVote: true,
+		WatermarkMerge: true,
+		LogLevel:       "info", LogFormat: "text", Limits: defaultLimits(),
 		PolicyDwell: promotion.DefaultPolicyDwell, PolicyBackoffMin: promotion.DefaultPolicyBackoffMin,
 		PolicyBackoffMax: promotion.DefaultPolicyBackoffMax,
 	}
@@ -328,6 +349,21 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.Uint64Var(&flagCfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 8192)")
 	fs.DurationVar(&flagCfg.SnapshotInterval, "snapshot-interval", 0, "how often raft checks the snapshot threshold (default 120s)")
 	fs.Uint64Var(&flagCfg.TrailingLogs, "trailing-logs", 0, "log entries kept behind a snapshot (default 10240)")
+	fs.IntVar(&flagCfg.RaftMaxAppendEntries, "raft-max-append-entries", 0, "entries per AppendEntries and per leader group commit, 1..1024 (default 64)")
+	fs.DurationVar(&flagCfg.RaftCommitTimeout, "raft-commit-timeout", 0, "an idle leader tells followers its commit index after this long (default 50ms)")
+	fs.IntVar(&flagCfg.RaftLogCache, "raft-log-cache", 0, "recent log entries kept in memory (default 512)")
+	raftBools := map[string]*bool{}
+	for _, b := range []struct {
+		name, usage string
+		def         bool
+	}{
+		{"raft-batch-apply", "buffer proposals into raft's leader loop (BatchApplyCh)", false},
+		{"raft-batch-fsm", "apply each commit's entries in one FSM call (BatchingFSM)", true},
+		{"raft-pre-vote", "raft pre-vote before elections", true},
+		{"watermark-merge", "merge concurrent watermark advance calls into one log entry", true},
+	} {
+		raftBools[b.name] = fs.Bool(b.name, b.def, b.usage+fmt.Sprintf(" (default %v)", b.def))
+	}
 	disabled := fs.Bool("promotion-disabled", false, "refuse every promotion on this server")
 	fs.DurationVar(&flagCfg.MinLeaseTTL, "min-lease-ttl", 0, "refuse domain policies with a shorter lease TTL (default: the shortest that survives a leader change at these raft timeouts, 4.4s at the defaults)")
 	fs.DurationVar(&flagCfg.PolicyDwell, "policy-dwell", 0, "automatic policy: no policy promotion of a domain this soon after its last promotion (default 10s)")
@@ -399,6 +435,11 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	}
 	if set["promotion-disabled"] {
 		cfg.PromotionDisabled = *disabled
+	}
+	for name, v := range raftBools {
+		if set[name] {
+			*raftBool(&cfg, name) = *v
+		}
 	}
 	if set["insecure"] {
 		cfg.Insecure = *insecureFlag
@@ -480,6 +521,14 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.SnapshotInterval, err = time.ParseDuration(v)
 	case "trailing-logs":
 		cfg.TrailingLogs, err = strconv.ParseUint(v, 10, 64)
+	case "raft-max-append-entries":
+		cfg.RaftMaxAppendEntries, err = strconv.Atoi(v)
+	case "raft-commit-timeout":
+		cfg.RaftCommitTimeout, err = time.ParseDuration(v)
+	case "raft-log-cache":
+		cfg.RaftLogCache, err = strconv.Atoi(v)
+	case "raft-batch-apply", "raft-batch-fsm", "raft-pre-vote", "watermark-merge":
+		*raftBool(cfg, name), err = strconv.ParseBool(v)
 	case "min-lease-ttl":
 		cfg.MinLeaseTTL, err = time.ParseDuration(v)
 	case "policy-dwell":
@@ -522,6 +571,21 @@ func applyValue(cfg *Config, name, v string) error {
 	return err
 }
 
+// raftBool is the config field of a boolean raft tuning flag.
+func raftBool(cfg *Config, name string) *bool {
+	switch name {
+	case "raft-batch-apply":
+		return &cfg.RaftBatchApply
+	case "raft-batch-fsm":
+		return &cfg.RaftBatchFSM
+	case "raft-pre-vote":
+		return &cfg.RaftPreVote
+	case "watermark-merge":
+		return &cfg.WatermarkMerge
+	}
+	panic("authorityd: no raft flag " + name)
+}
+
 func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	str := map[string]*string{"node-id": &cfg.NodeID, "raft-addr": &cfg.RaftAddr, "grpc-addr": &cfg.GRPCAddr,
 		"http-addr": &cfg.HTTPAddr, "data-dir": &cfg.DataDir, "log-level": &cfg.LogLevel, "log-format": &cfg.LogFormat,
@@ -555,6 +619,15 @@ func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	}
 	if set["trailing-logs"] {
 		cfg.TrailingLogs = f.TrailingLogs
+	}
+	if set["raft-max-append-entries"] {
+		cfg.RaftMaxAppendEntries = f.RaftMaxAppendEntries
+	}
+	if set["raft-commit-timeout"] {
+		cfg.RaftCommitTimeout = f.RaftCommitTimeout
+	}
+	if set["raft-log-cache"] {
+		cfg.RaftLogCache = f.RaftLogCache
 	}
 	if set["min-lease-ttl"] {
 		cfg.MinLeaseTTL = f.MinLeaseTTL
@@ -648,6 +721,15 @@ func (c Config) Validate() error {
 	}
 	if c.RestoreFrom != "" && (!c.Bootstrap || len(c.Peers) == 0 || len(c.Join) > 0 || c.ForceNewCluster) {
 		errs = append(errs, errors.New("--restore-from starts a new cluster: give it with --bootstrap and the new cluster's --peer list, without --join or --force-new-cluster"))
+	}
+	if c.RaftMaxAppendEntries < 1 || c.RaftMaxAppendEntries > 1024 {
+		errs = append(errs, fmt.Errorf("raft-max-append-entries %d: want 1..1024", c.RaftMaxAppendEntries))
+	}
+	if c.RaftCommitTimeout < time.Millisecond || c.RaftCommitTimeout > 10*time.Second {
+		errs = append(errs, fmt.Errorf("raft-commit-timeout %v: want 1ms..10s", c.RaftCommitTimeout))
+	}
+	if c.RaftLogCache < 1 || c.RaftLogCache > 1<<16 {
+		errs = append(errs, fmt.Errorf("raft-log-cache %d: want 1..65536", c.RaftLogCache))
 	}
 	if c.MinLeaseTTL < 0 || c.MinLeaseTTL > time.Hour {
 		errs = append(errs, fmt.Errorf("min-lease-ttl %v: want 0 (derived from the raft timeouts) up to 1h", c.MinLeaseTTL))

@@ -341,3 +341,36 @@ func TestConfigPolicySettings(t *testing.T) {
 		t.Fatalf("min > max accepted: %v", err)
 	}
 }
+
+// The raft tuning settings: measured defaults, each settable by flag,
+// environment and file, and bounded.
+func TestConfigRaftTuning(t *testing.T) {
+	base := withTLS("--node-id", "s1", "--data-dir", "d", "--peer", peers, "--bootstrap")
+	cfg, err := loadConfig(base, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RaftMaxAppendEntries != 64 || cfg.RaftCommitTimeout != 50*time.Millisecond || cfg.RaftLogCache != 512 ||
+		cfg.RaftBatchApply || !cfg.RaftBatchFSM || !cfg.RaftPreVote || !cfg.WatermarkMerge {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	file := filepath.Join(t.TempDir(), "authorityd.yaml")
+	if err := os.WriteFile(file, []byte("raft_log_cache: 2048\nraft_pre_vote: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = loadConfig(append(base, "--config", file, "--raft-max-append-entries", "256", "--raft-batch-fsm=false", "--watermark-merge=false"),
+		env(map[string]string{"AUTHORITYD_RAFT_COMMIT_TIMEOUT": "5ms", "AUTHORITYD_RAFT_BATCH_APPLY": "true"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RaftMaxAppendEntries != 256 || cfg.RaftCommitTimeout != 5*time.Millisecond || cfg.RaftLogCache != 2048 ||
+		!cfg.RaftBatchApply || cfg.RaftBatchFSM || cfg.RaftPreVote || cfg.WatermarkMerge {
+		t.Fatalf("set: %+v", cfg)
+	}
+	_, err = loadConfig(append(base, "--raft-max-append-entries", "2000", "--raft-commit-timeout", "0s", "--raft-log-cache", "0"), env(nil))
+	for _, want := range []string{"raft-max-append-entries 2000", "raft-commit-timeout 0s", "raft-log-cache 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %q", err, want)
+		}
+	}
+}

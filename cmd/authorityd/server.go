@@ -71,6 +71,9 @@ func run(ctx context.Context, cfg Config) error {
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs,
+		MaxAppendEntries: cfg.RaftMaxAppendEntries, CommitTimeout: cfg.RaftCommitTimeout, LogCacheSize: cfg.RaftLogCache,
+		BatchApplyCh: cfg.RaftBatchApply, ApplyOneByOne: !cfg.RaftBatchFSM,
+		PreVoteDisabled: !cfg.RaftPreVote,
 		// A log entry failing its checksum is never applied: one line naming
 		// the index, the file and what to do, then exit (not a panic).
 		OnCorruption: func(err error) {
@@ -113,7 +116,8 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	svc := promotion.NewService(promotion.Config{Log: node, FSM: node.FSM(), Clock: clock,
 		PromotionDisabled: cfg.PromotionDisabled, Logger: logger.Named("promotion"), Observer: metrics,
-		Policy: promotion.PolicyConfig{Dwell: cfg.PolicyDwell, BackoffMin: cfg.PolicyBackoffMin, BackoffMax: cfg.PolicyBackoffMax}})
+		WatermarkEntryPerCall: !cfg.WatermarkMerge,
+		Policy:                promotion.PolicyConfig{Dwell: cfg.PolicyDwell, BackoffMin: cfg.PolicyBackoffMin, BackoffMax: cfg.PolicyBackoffMax}})
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		node.Shutdown()
