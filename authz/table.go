@@ -26,6 +26,8 @@
 package authz
 
 import (
+	"iter"
+
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/identity"
 )
@@ -66,11 +68,23 @@ type Subject struct {
 	Holder string
 }
 
-// Rule is one RPC's permission. Subjects extracts what an ActAsHolder or
-// Membership request acts on from one request message.
+// Rule is one RPC's permission. Subjects lists what an ActAsHolder or
+// Membership request acts on in one request message (without allocating
+// per subject: a batched KeepAlive names up to 1,024 leases).
 type Rule struct {
 	Access   Access
-	Subjects func(req any) []Subject
+	Subjects func(req any) iter.Seq[Subject]
+}
+
+// MaxSubjects bounds the subjects of one request message: a request naming
+// more is refused (InvalidArgument) after looking at MaxSubjects+1 of them,
+// before any other per-subject work. It is the largest batch of any RPC
+// (pb.MaxRenewalsPerKeepAlive; transport.MaxAdvancesPerRequest is lower).
+const MaxSubjects = pb.MaxRenewalsPerKeepAlive
+
+// one is the subjects of a request acting on one (domain, holder).
+func one(domain, holder string) iter.Seq[Subject] {
+	return func(yield func(Subject) bool) { yield(Subject{Domain: domain, Holder: holder}) }
 }
 
 const (
@@ -123,48 +137,64 @@ var Table = map[string]Rule{
 	svcCluster + "SaveSnapshot": {Access: Admin},
 }
 
-func acquireSubjects(req any) []Subject {
+func acquireSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.AcquireRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
+	return one(r.GetDomain(), r.GetHolder())
 }
 
-func keepAliveSubjects(req any) []Subject {
+// keepAliveSubjects: a single-lease message acts on its (domain, holder); a
+// batch on each of its domains as its one holder. A message with both acts
+// on all of them (the server refuses it; authorization is decided first).
+func keepAliveSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.KeepAliveRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
-}
-
-func releaseSubjects(req any) []Subject {
-	r, _ := req.(*pb.ReleaseRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
-}
-
-func deployStepSubjects(req any) []Subject {
-	r, _ := req.(*pb.DeployStepRequest)
-	return []Subject{{Domain: r.GetStep().GetDomain(), Holder: r.GetStep().GetHolder()}}
-}
-
-func releaseTransitionSubjects(req any) []Subject {
-	r, _ := req.(*pb.ReleaseTransitionRequest)
-	return []Subject{{Domain: r.GetTransition().GetDomain(), Holder: r.GetTransition().GetHolder()}}
-}
-
-func advanceSubjects(req any) []Subject {
-	r, _ := req.(*pb.AdvanceRequest)
-	out := make([]Subject, len(r.GetAdvances()))
-	for i, a := range r.GetAdvances() {
-		out[i] = Subject{Domain: a.GetDomain(), Holder: a.GetHolder()}
+	return func(yield func(Subject) bool) {
+		if r.GetDomain() != "" || len(r.GetDomains()) == 0 {
+			if !yield(Subject{Domain: r.GetDomain(), Holder: r.GetHolder()}) {
+				return
+			}
+		}
+		for _, d := range r.GetDomains() {
+			if !yield(Subject{Domain: d, Holder: r.GetHolder()}) {
+				return
+			}
+		}
 	}
-	return out
 }
 
-func progressSubjects(req any) []Subject {
+func releaseSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.ReleaseRequest)
+	return one(r.GetDomain(), r.GetHolder())
+}
+
+func deployStepSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.DeployStepRequest)
+	return one(r.GetStep().GetDomain(), r.GetStep().GetHolder())
+}
+
+func releaseTransitionSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.ReleaseTransitionRequest)
+	return one(r.GetTransition().GetDomain(), r.GetTransition().GetHolder())
+}
+
+func advanceSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.AdvanceRequest)
+	return func(yield func(Subject) bool) {
+		for _, a := range r.GetAdvances() {
+			if !yield(Subject{Domain: a.GetDomain(), Holder: a.GetHolder()}) {
+				return
+			}
+		}
+	}
+}
+
+func progressSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.ProgressReportRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetReport().GetMemberId()}}
+	return one(r.GetDomain(), r.GetReport().GetMemberId())
 }
 
-func addServerSubjects(req any) []Subject {
+func addServerSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.AddServerRequest)
-	return []Subject{{Holder: r.GetId()}}
+	return one("", r.GetId())
 }
 
 // kindsFor is which domain kinds a holder role may act on.
