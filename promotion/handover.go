@@ -52,13 +52,16 @@ func (t *LeaseTable) Handover(domain string, epoch uint64) (Handover, bool) {
 	sh := t.shard(domain)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return t.handoverLocked(sh, domain, epoch)
+	l, ok := sh.leases[domain]
+	if !sh.leader || !ok || l.epoch != epoch || l.released {
+		return Handover{}, false
+	}
+	return t.handoverOf(l)
 }
 
-// handoverLocked is Handover with domain's shard sh locked.
-func (t *LeaseTable) handoverLocked(sh *leaseShard, domain string, epoch uint64) (Handover, bool) {
-	l, ok := sh.leases[domain]
-	if !sh.leader || !ok || l.epoch != epoch || l.released || l.candidate == "" {
+// handoverOf is the standing handover request of l, with its shard locked.
+func (t *LeaseTable) handoverOf(l *lease) (Handover, bool) {
+	if l.candidate == "" {
 		return Handover{}, false
 	}
 	rem := l.handoverUntil.Sub(t.clock.Now())

@@ -234,10 +234,15 @@ func (t *LeaseTable) renewLocked(sh *leaseShard, domain, holder string, epoch ui
 		return 0, ErrNotLeader
 	}
 	l, ok := sh.leases[domain]
-	switch {
-	case !ok:
+	if !ok {
 		return 0, ErrNoLease
-	case l.holder != holder || l.epoch != epoch || l.released:
+	}
+	return t.renewLease(domain, l, holder, epoch)
+}
+
+// renewLease renews l, the lease of domain, with its shard locked.
+func (t *LeaseTable) renewLease(domain string, l *lease, holder string, epoch uint64) (time.Duration, error) {
+	if l.holder != holder || l.epoch != epoch || l.released {
 		return 0, ErrFenced
 	}
 	now := t.clock.Now()
@@ -260,8 +265,13 @@ func (t *LeaseTable) Release(domain string, epoch uint64) {
 }
 
 func (sh *leaseShard) release(domain string, epoch uint64) {
-	l, ok := sh.leases[domain] // nil map while demoted: nothing to release
-	if !ok || epoch < l.epoch {
+	if l, ok := sh.leases[domain]; ok { // nil map while demoted: nothing to release
+		l.release(epoch)
+	}
+}
+
+func (l *lease) release(epoch uint64) {
+	if epoch < l.epoch {
 		return
 	}
 	if epoch > l.epoch {
@@ -332,26 +342,36 @@ func (t *LeaseTable) adoptLocked(sh *leaseShard, g Grant) {
 	sh.record(g, t.clock.Now())
 }
 
-// SyncRenew is, under one lock, what a renewal on the service does: bring
-// the table in line with the replicated authority of the domain (a: its
-// holder, epoch, released flag and TTL; see Adopt and Release), renew the
-// lease of (holder, epoch) as Renew does, and, when renewed, report the
-// standing handover request as Handover does. It allocates nothing.
+// SyncRenew is, under one lock and with one lookup, what a renewal on the
+// service does: bring the table in line with the replicated authority of
+// the domain (a: its holder, epoch and TTL, and whether it is released; as
+// Adopt and Release do), renew the lease of (holder, epoch) as Renew does,
+// and, when renewed, report the standing handover request as Handover does.
+// It allocates nothing (unless it adopts a grant it had not seen).
 func (t *LeaseTable) SyncRenew(a Grant, released bool, holder string, epoch uint64) (time.Duration, Handover, bool, error) {
 	sh := t.shard(a.Domain)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if !sh.leader {
+		return 0, Handover{}, false, ErrNotLeader
+	}
+	l, ok := sh.leases[a.Domain]
 	if a.Holder != "" && a.Epoch != 0 {
-		if released {
-			sh.release(a.Domain, a.Epoch)
-		} else {
-			t.adoptLocked(sh, a)
+		switch {
+		case released && ok:
+			l.release(a.Epoch)
+		case !released && (!ok || l.epoch < a.Epoch): // Adopt
+			l = &lease{holder: a.Holder, epoch: a.Epoch, ttl: a.TTL, expiry: t.clock.Now().Add(a.TTL)}
+			sh.leases[a.Domain], ok = l, true
 		}
 	}
-	d, err := t.renewLocked(sh, a.Domain, holder, epoch)
+	if !ok {
+		return 0, Handover{}, false, ErrNoLease
+	}
+	d, err := t.renewLease(a.Domain, l, holder, epoch)
 	if err != nil {
 		return 0, Handover{}, false, err
 	}
-	h, ok := t.handoverLocked(sh, a.Domain, epoch)
-	return d, h, ok, nil
+	h, hok := t.handoverOf(l)
+	return d, h, hok, nil
 }
