@@ -71,7 +71,7 @@ func Decide(id identity.Identity, method string, req any, kinds KindOf) error {
 			if s.Holder != id.Name && !(skipKeepAliveIdentity && method == svcLeases+"KeepAlive") {
 				return deny("%s acts only as itself, not as %q in domain %q", id, clip(s.Holder), clip(s.Domain))
 			}
-			if kinds == nil {
+			if kinds == nil || s.KindByHandler {
 				continue
 			}
 			if k, ok := kinds(s.Domain); ok && !slices.Contains(allowed, k) {

@@ -27,6 +27,7 @@ package authz
 
 import (
 	"iter"
+	"slices"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/identity"
@@ -66,6 +67,12 @@ func (a Access) String() string {
 type Subject struct {
 	Domain string
 	Holder string
+	// KindByHandler: the handler checks that the caller's role may act on
+	// this domain's kind (MayActOn), per subject, and refuses that subject
+	// alone; Decide checks only the holder. A batched renewal does so, so
+	// one lease of a forbidden kind fails alone, not the stream it shares
+	// with the holder's other leases.
+	KindByHandler bool
 }
 
 // Rule is one RPC's permission. Subjects lists what an ActAsHolder or
@@ -154,7 +161,7 @@ func keepAliveSubjects(req any) iter.Seq[Subject] {
 			}
 		}
 		for _, d := range r.GetDomains() {
-			if !yield(Subject{Domain: d, Holder: r.GetHolder()}) {
+			if !yield(Subject{Domain: d, Holder: r.GetHolder(), KindByHandler: true}) {
 				return
 			}
 		}
@@ -195,6 +202,12 @@ func progressSubjects(req any) iter.Seq[Subject] {
 func addServerSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.AddServerRequest)
 	return one("", r.GetId())
+}
+
+// MayActOn reports whether a holder role may act on a domain of kind k
+// (false for roles that are not holder roles).
+func MayActOn(role identity.Role, k pb.DomainKind) bool {
+	return slices.Contains(kindsFor[role], k)
 }
 
 // kindsFor is which domain kinds a holder role may act on.

@@ -19,6 +19,9 @@ var (
 	ErrFenced       = errors.New("promotion: fenced: stale epoch or holder")
 	ErrLeaseExpired = errors.New("promotion: lease expired on the leader; acquire again through the log")
 	ErrNoLease      = errors.New("promotion: no lease for this domain")
+	// ErrKindNotAllowed: the caller's role may not act on the domain's kind
+	// (a batched renewal checks it per lease; see authz.MayActOn).
+	ErrKindNotAllowed = errors.New("promotion: permission denied: this identity's role may not act on the domain's kind")
 )
 
 // Grant is a lease as committed in the log: the holder of domain at epoch,

@@ -75,7 +75,7 @@ func TestRenewBatchJudgesEachLease(t *testing.T) {
 	domains := []string{batchDomain(0), batchDomain(1), batchDomain(2), batchDomain(3), "nope", batchDomain(4), batchDomain(5)}
 	epochs := []uint64{1, 1, 1, 1, 1, 1, 7}
 	out := make([]RenewResult, len(domains))
-	if err := r.svc.RenewBatch("h", domains, epochs, out); err != nil {
+	if err := r.svc.RenewBatch("h", domains, epochs, nil, out); err != nil {
 		t.Fatal(err)
 	}
 	want := []error{nil, ErrFenced, ErrFenced, ErrLeaseExpired, fsm.ErrNotFound, nil, ErrFenced}
@@ -115,7 +115,7 @@ func TestRenewBatchJudgesEachLease(t *testing.T) {
 func TestRenewBatchOtherHolderFenced(t *testing.T) {
 	r := newBatchRig(t, 2)
 	out := make([]RenewResult, 2)
-	if err := r.svc.RenewBatch("x", []string{batchDomain(0), batchDomain(1)}, []uint64{1, 1}, out); err != nil {
+	if err := r.svc.RenewBatch("x", []string{batchDomain(0), batchDomain(1)}, []uint64{1, 1}, nil, out); err != nil {
 		t.Fatal(err)
 	}
 	for i, o := range out {
@@ -130,11 +130,11 @@ func TestRenewBatchOtherHolderFenced(t *testing.T) {
 func TestRenewBatchNotLeader(t *testing.T) {
 	r := newBatchRig(t, 1)
 	out := make([]RenewResult, 1)
-	if err := r.svc.RenewBatch("h", []string{batchDomain(0)}, []uint64{1, 2}, out); !errors.Is(err, fsm.ErrInvalid) {
+	if err := r.svc.RenewBatch("h", []string{batchDomain(0)}, []uint64{1, 2}, nil, out); !errors.Is(err, fsm.ErrInvalid) {
 		t.Fatalf("mismatched lengths: %v", err)
 	}
 	r.svc.StepDown()
-	if err := r.svc.RenewBatch("h", []string{batchDomain(0)}, []uint64{1}, out); !errors.Is(err, ErrNotLeader) {
+	if err := r.svc.RenewBatch("h", []string{batchDomain(0)}, []uint64{1}, nil, out); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("demoted: %v", err)
 	}
 }
@@ -146,11 +146,32 @@ func TestRenewBatchCarriesHandover(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := make([]RenewResult, 2)
-	if err := r.svc.RenewBatch("h", []string{batchDomain(0), batchDomain(1)}, []uint64{1, 1}, out); err != nil {
+	if err := r.svc.RenewBatch("h", []string{batchDomain(0), batchDomain(1)}, []uint64{1, 1}, nil, out); err != nil {
 		t.Fatal(err)
 	}
 	if out[0].HasHandover || !out[1].HasHandover || out[1].Handover.Candidate != "c" || out[1].Handover.Remaining != time.Minute {
 		t.Fatalf("handovers: %+v", out)
+	}
+}
+
+// A lease of a kind the caller may not act on is refused alone, before it
+// is judged (not renewed, not counted), and the others are renewed.
+func TestRenewBatchKindRefusedAlone(t *testing.T) {
+	r := newBatchRig(t, 2)
+	if _, err := r.svc.CreateDomain(r.ctx, "db", pb.DomainKind_DOMAIN_KIND_AERODB, &pb.Policy{LeaseTtlMs: uint64(batchTTL.Milliseconds())}); err != nil {
+		t.Fatal(err)
+	}
+	onlyLocks := func(k pb.DomainKind) bool { return k == pb.DomainKind_DOMAIN_KIND_LOCK }
+	r.clock.Advance(batchTTL / 2)
+	out := make([]RenewResult, 3)
+	if err := r.svc.RenewBatch("h", []string{batchDomain(0), "db", batchDomain(1)}, []uint64{1, 1, 1}, onlyLocks, out); err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Err != nil || !errors.Is(out[1].Err, ErrKindNotAllowed) || out[2].Err != nil {
+		t.Fatalf("results: %+v", out)
+	}
+	if obs, _ := r.svc.Leases().Observe(batchDomain(1)); obs.Remaining != batchTTL {
+		t.Fatalf("the lease after the refused one was not renewed: %+v", obs)
 	}
 }
 
@@ -164,7 +185,7 @@ func TestRenewBatchAllocatesNothing(t *testing.T) {
 	}
 	out := make([]RenewResult, n)
 	allocs := testing.AllocsPerRun(20, func() {
-		if err := r.svc.RenewBatch("h", domains, epochs, out); err != nil {
+		if err := r.svc.RenewBatch("h", domains, epochs, nil, out); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -199,7 +220,7 @@ func BenchmarkRenewBatch(b *testing.B) {
 		i := 0
 		for b.Loop() {
 			j := (i * per) % n
-			if err := r.svc.RenewBatch("h", domains[j:j+per], epochs[j:j+per], out); err != nil {
+			if err := r.svc.RenewBatch("h", domains[j:j+per], epochs[j:j+per], nil, out); err != nil {
 				b.Fatal(err)
 			}
 			i++
@@ -213,7 +234,7 @@ func BenchmarkRenewBatch(b *testing.B) {
 			i := 0
 			for pb.Next() {
 				j := (i * per) % n
-				if err := r.svc.RenewBatch("h", domains[j:j+per], epochs[j:j+per], out); err != nil {
+				if err := r.svc.RenewBatch("h", domains[j:j+per], epochs[j:j+per], nil, out); err != nil {
 					b.Error(err)
 					return
 				}

@@ -316,12 +316,13 @@ type RenewResult struct {
 
 // RenewBatch renews many leases of one holder on the leader (not logged):
 // domains[i] at epochs[i], each exactly as Renew would, its result in
-// out[i]. A lease that fails (fenced, expired, unknown) does not fail the
-// others. The returned error (ErrNotLeader, ErrNotReady) fails the whole
+// out[i]. A lease that fails (fenced, expired, unknown, or of a kind the
+// caller may not act on: mayAct false, ErrKindNotAllowed; nil mayAct allows
+// every kind) does not fail the others. The returned error (ErrNotLeader, ErrNotReady) fails the whole
 // batch, and out is then left as it was. domains, epochs and out must have
 // the same length. Renewing a lease allocates nothing; a failure allocates
 // its error.
-func (s *Service) RenewBatch(holder string, domains []string, epochs []uint64, out []RenewResult) error {
+func (s *Service) RenewBatch(holder string, domains []string, epochs []uint64, mayAct func(pb.DomainKind) bool, out []RenewResult) error {
 	if len(epochs) != len(domains) || len(out) != len(domains) {
 		return fmt.Errorf("%w: renew batch of %d domains, %d epochs, %d results", fsm.ErrInvalid, len(domains), len(epochs), len(out))
 	}
@@ -337,6 +338,9 @@ func (s *Service) RenewBatch(holder string, domains []string, epochs []uint64, o
 		switch {
 		case !ok:
 			r.Err = fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
+		case mayAct != nil && !mayAct(a.Kind):
+			r.Err = fmt.Errorf("%w: %s domain %q", ErrKindNotAllowed, a.Kind, domain)
+			continue // refused before judging the lease: not a renewal
 		case a.Epoch != epoch || a.Holder != holder || a.Released:
 			r.Err = fmt.Errorf("%w: domain %q is at epoch %d held by %q; renewal from %q at epoch %d",
 				ErrFenced, domain, a.Epoch, a.Holder, holder, epoch)

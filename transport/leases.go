@@ -8,6 +8,7 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
+	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/fsm"
 	"github.com/aerodb/authority/promotion"
 	"google.golang.org/grpc"
@@ -117,6 +118,12 @@ func (l *leases) ReleaseTransition(ctx context.Context, req *pb.ReleaseTransitio
 // lease (beyond what protobuf decoding allocates for each domain name).
 func (l *leases) KeepAlive(stream grpc.BidiStreamingServer[pb.KeepAliveRequest, pb.KeepAliveResponse]) error {
 	var results []promotion.RenewResult // reused by every batch of the stream
+	// A batch's leases are authorized by holder in the interceptor and by
+	// domain kind here, per lease (authz.Subject.KindByHandler).
+	var mayAct func(pb.DomainKind) bool
+	if id, ok := authz.IdentityFrom(stream.Context()); ok {
+		mayAct = func(k pb.DomainKind) bool { return authz.MayActOn(id.Role, k) }
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -130,7 +137,7 @@ func (l *leases) KeepAlive(stream grpc.BidiStreamingServer[pb.KeepAliveRequest, 
 		}
 		var resp *pb.KeepAliveResponse
 		if len(req.GetDomains()) > 0 || len(req.GetEpochs()) > 0 {
-			resp, results = l.renewBatch(req, results)
+			resp, results = l.renewBatch(req, mayAct, results)
 		} else {
 			resp = l.renewOne(req)
 		}
@@ -162,7 +169,7 @@ func (l *leases) renewOne(req *pb.KeepAliveRequest) *pb.KeepAliveResponse {
 // refused whole (error_reason, one bounded message); otherwise every lease
 // gets its result at its index. buf is the stream's result buffer, returned
 // grown for the next batch.
-func (l *leases) renewBatch(req *pb.KeepAliveRequest, buf []promotion.RenewResult) (*pb.KeepAliveResponse, []promotion.RenewResult) {
+func (l *leases) renewBatch(req *pb.KeepAliveRequest, mayAct func(pb.DomainKind) bool, buf []promotion.RenewResult) (*pb.KeepAliveResponse, []promotion.RenewResult) {
 	resp := &pb.KeepAliveResponse{Seq: req.GetSeq()}
 	fail := func(err error) (*pb.KeepAliveResponse, []promotion.RenewResult) {
 		resp.ErrorReason = reasonFromError(err)
@@ -177,7 +184,7 @@ func (l *leases) renewBatch(req *pb.KeepAliveRequest, buf []promotion.RenewResul
 		buf = make([]promotion.RenewResult, n, MaxRenewalsPerMessage)
 	}
 	out := buf[:n]
-	if err := l.svc.RenewBatch(req.GetHolder(), req.GetDomains(), req.GetEpochs(), out); err != nil {
+	if err := l.svc.RenewBatch(req.GetHolder(), req.GetDomains(), req.GetEpochs(), mayAct, out); err != nil {
 		return fail(err)
 	}
 	resp.BatchRemainingMs = make([]uint64, n)
