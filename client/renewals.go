@@ -270,7 +270,7 @@ func (r *Renewals) conn() (*renewConn, error) {
 	if closed {
 		return nil, ErrClosed
 	}
-	rc, err := newRenewConn(r.c.life, r.c.currentAddr(), r.c.openKeepAlive)
+	rc, err := newRenewConn(r.c.life, r.c.currentAddr(), r.c.mux().open)
 	if err != nil {
 		return nil, mapError(err)
 	}
