@@ -302,3 +302,41 @@ func TestRenewalsRenew(t *testing.T) {
 		t.Fatalf("%d renewals in %d messages, largest %d", total, len(f.msgs), largest)
 	}
 }
+
+// A batch answer reaches each lease as an answer to its own renewal: a
+// failure listed for one index fails that lease alone, a handover reaches
+// only its lease, and a whole-batch refusal reaches all.
+func TestMuxDeliverPerLease(t *testing.T) {
+	mc := &muxConn{}
+	var entries []muxEntry
+	for i := range 3 {
+		s := &muxStream{ctx: context.Background(), notify: make(chan struct{}, 1), unanswered: 1}
+		entries = append(entries, muxEntry{s: s, req: &pb.KeepAliveRequest{Domain: fmt.Sprintf("d%d", i), Holder: "h", Epoch: 4, Seq: uint64(10 + i)}})
+	}
+	mc.deliver(entries, &pb.KeepAliveResponse{BatchRemainingMs: []uint64{900, 0, 800},
+		Failures:  []*pb.RenewalFailure{{Index: 1, ErrorReason: pb.ReasonFenced, ErrorMessage: "moved on"}},
+		Handovers: []*pb.RenewalHandover{{Index: 2, Handover: &pb.HandoverRequest{Candidate: "c", RemainingMs: 5}}}})
+	got := func(i int) *pb.KeepAliveResponse {
+		r, err := entries[i].s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r0, r1, r2 := got(0), got(1), got(2)
+	if r0.GetErrorReason() != "" || r0.GetRemainingMs() != 900 || r0.GetSeq() != 10 || r0.GetDomain() != "d0" || r0.GetHandover() != nil {
+		t.Errorf("lease 0: %v", r0)
+	}
+	if r1.GetErrorReason() != pb.ReasonFenced || r1.GetRemainingMs() != 0 || r1.GetSeq() != 11 {
+		t.Errorf("lease 1: %v", r1)
+	}
+	if r2.GetErrorReason() != "" || r2.GetRemainingMs() != 800 || r2.GetHandover().GetCandidate() != "c" || r2.GetEpoch() != 4 {
+		t.Errorf("lease 2: %v", r2)
+	}
+	mc.deliver(entries, &pb.KeepAliveResponse{ErrorReason: pb.ReasonNotLeader, ErrorMessage: "barrier pending"})
+	for i := range entries {
+		if r := got(i); r.GetErrorReason() != pb.ReasonNotLeader || r.GetSeq() != uint64(10+i) {
+			t.Errorf("lease %d after a whole-batch refusal: %v", i, r)
+		}
+	}
+}
