@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -141,6 +142,9 @@ func (mc *muxConn) run() {
 		q := mc.queue
 		mc.queue = nil
 		mc.mu.Unlock()
+		// A lease that left (released, lost, reconnecting) since it queued
+		// a renewal needs no answer: leave its renewal out.
+		q = slices.DeleteFunc(q, func(e muxEntry) bool { return e.s.isClosed() })
 		for len(q) > 0 {
 			batch := q[:min(len(q), MaxRenewalsPerMessage)]
 			q = q[len(batch):]
@@ -270,6 +274,12 @@ func (s *muxStream) Recv() (*pb.KeepAliveResponse, error) {
 			return nil, s.ctx.Err()
 		}
 	}
+}
+
+func (s *muxStream) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func (s *muxStream) push(r *pb.KeepAliveResponse) {
