@@ -249,11 +249,15 @@ func (c *Client) OpenRenewals(ctx context.Context) (*Renewals, error) {
 	if err := c.track(r); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		c.untrack(r)
+		return nil, err
+	}
 	if _, err := r.conn(); err != nil {
 		c.untrack(r)
 		return nil, err
 	}
-	return r, ctx.Err()
+	return r, nil
 }
 
 // conn returns the stream, opening one to the current leader when there is
