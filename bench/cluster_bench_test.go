@@ -412,7 +412,7 @@ type clientRenewals struct {
 	leases  [][]client.LeaseRef
 }
 
-const renewDepth = 4
+const renewDepth = 8
 
 func newClientRenewals(b *testing.B, k *cluster) *clientRenewals {
 	ctx := context.Background()
