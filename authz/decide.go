@@ -50,7 +50,7 @@ func Decide(id identity.Identity, method string, req any, kinds KindOf) error {
 			return nil
 		}
 		if id.Role == identity.Server {
-			for _, s := range rule.Subjects(req) {
+			for s := range rule.Subjects(req) {
 				if s.Holder != id.Name {
 					return deny("a server may add only itself, not %q", clip(s.Holder))
 				}
@@ -63,12 +63,15 @@ func Decide(id identity.Identity, method string, req any, kinds KindOf) error {
 		if !holderRole {
 			return deny("only node, deployer and releaser identities act as holders")
 		}
-		subjects := rule.Subjects(req)
-		for _, s := range subjects {
+		n := 0
+		for s := range rule.Subjects(req) {
+			if n++; n > MaxSubjects {
+				return &TooMany{Method: method, Max: MaxSubjects}
+			}
 			if s.Holder != id.Name && !(skipKeepAliveIdentity && method == svcLeases+"KeepAlive") {
 				return deny("%s acts only as itself, not as %q in domain %q", id, clip(s.Holder), clip(s.Domain))
 			}
-			if kinds == nil {
+			if kinds == nil || s.KindByHandler {
 				continue
 			}
 			if k, ok := kinds(s.Domain); ok && !slices.Contains(allowed, k) {
@@ -78,6 +81,18 @@ func Decide(id identity.Identity, method string, req any, kinds KindOf) error {
 		return nil
 	}
 	return deny("no rule")
+}
+
+// TooMany is a request naming more than Max subjects (a batch above every
+// RPC's bound): refused as InvalidArgument before any per-subject check
+// past Max.
+type TooMany struct {
+	Method string
+	Max    int
+}
+
+func (e *TooMany) Error() string {
+	return fmt.Sprintf("invalid argument: %s: more than %d subjects (leases, advances) in one request", e.Method, e.Max)
 }
 
 func clip(s string) string {

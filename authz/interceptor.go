@@ -177,6 +177,15 @@ func (c Config) refuse(method string, id identity.Identity, err error) error {
 	if c.Denied != nil {
 		c.Denied(method, id, err)
 	}
+	var many *TooMany
+	if errors.As(err, &many) {
+		st := status.New(codes.InvalidArgument, many.Error())
+		if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: pb.ReasonInvalidArgument, Domain: pb.ErrorDomain,
+			Metadata: map[string]string{"method": clip(method)}}); derr == nil {
+			st = withInfo
+		}
+		return st.Err()
+	}
 	msg := fmt.Sprintf("permission denied: %s: %v", method, err)
 	var d *Denied
 	if errors.As(err, &d) {

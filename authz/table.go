@@ -26,6 +26,9 @@
 package authz
 
 import (
+	"iter"
+	"slices"
+
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/identity"
 )
@@ -64,13 +67,31 @@ func (a Access) String() string {
 type Subject struct {
 	Domain string
 	Holder string
+	// KindByHandler: the handler checks that the caller's role may act on
+	// this domain's kind (MayActOn), per subject, and refuses that subject
+	// alone; Decide checks only the holder. A batched renewal does so, so
+	// one lease of a forbidden kind fails alone, not the stream it shares
+	// with the holder's other leases.
+	KindByHandler bool
 }
 
-// Rule is one RPC's permission. Subjects extracts what an ActAsHolder or
-// Membership request acts on from one request message.
+// Rule is one RPC's permission. Subjects lists what an ActAsHolder or
+// Membership request acts on in one request message (without allocating
+// per subject: a batched KeepAlive names up to 1,024 leases).
 type Rule struct {
 	Access   Access
-	Subjects func(req any) []Subject
+	Subjects func(req any) iter.Seq[Subject]
+}
+
+// MaxSubjects bounds the subjects of one request message: a request naming
+// more is refused (InvalidArgument) after looking at MaxSubjects+1 of them,
+// before any other per-subject work. It is the largest batch of any RPC
+// (pb.MaxRenewalsPerKeepAlive; transport.MaxAdvancesPerRequest is lower).
+const MaxSubjects = pb.MaxRenewalsPerKeepAlive
+
+// one is the subjects of a request acting on one (domain, holder).
+func one(domain, holder string) iter.Seq[Subject] {
+	return func(yield func(Subject) bool) { yield(Subject{Domain: domain, Holder: holder}) }
 }
 
 const (
@@ -123,48 +144,70 @@ var Table = map[string]Rule{
 	svcCluster + "SaveSnapshot": {Access: Admin},
 }
 
-func acquireSubjects(req any) []Subject {
+func acquireSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.AcquireRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
+	return one(r.GetDomain(), r.GetHolder())
 }
 
-func keepAliveSubjects(req any) []Subject {
+// keepAliveSubjects: a single-lease message acts on its (domain, holder); a
+// batch on each of its domains as its one holder. A message with both acts
+// on all of them (the server refuses it; authorization is decided first).
+func keepAliveSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.KeepAliveRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
-}
-
-func releaseSubjects(req any) []Subject {
-	r, _ := req.(*pb.ReleaseRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetHolder()}}
-}
-
-func deployStepSubjects(req any) []Subject {
-	r, _ := req.(*pb.DeployStepRequest)
-	return []Subject{{Domain: r.GetStep().GetDomain(), Holder: r.GetStep().GetHolder()}}
-}
-
-func releaseTransitionSubjects(req any) []Subject {
-	r, _ := req.(*pb.ReleaseTransitionRequest)
-	return []Subject{{Domain: r.GetTransition().GetDomain(), Holder: r.GetTransition().GetHolder()}}
-}
-
-func advanceSubjects(req any) []Subject {
-	r, _ := req.(*pb.AdvanceRequest)
-	out := make([]Subject, len(r.GetAdvances()))
-	for i, a := range r.GetAdvances() {
-		out[i] = Subject{Domain: a.GetDomain(), Holder: a.GetHolder()}
+	return func(yield func(Subject) bool) {
+		if r.GetDomain() != "" || len(r.GetDomains()) == 0 {
+			if !yield(Subject{Domain: r.GetDomain(), Holder: r.GetHolder()}) {
+				return
+			}
+		}
+		for _, d := range r.GetDomains() {
+			if !yield(Subject{Domain: d, Holder: r.GetHolder(), KindByHandler: true}) {
+				return
+			}
+		}
 	}
-	return out
 }
 
-func progressSubjects(req any) []Subject {
+func releaseSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.ReleaseRequest)
+	return one(r.GetDomain(), r.GetHolder())
+}
+
+func deployStepSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.DeployStepRequest)
+	return one(r.GetStep().GetDomain(), r.GetStep().GetHolder())
+}
+
+func releaseTransitionSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.ReleaseTransitionRequest)
+	return one(r.GetTransition().GetDomain(), r.GetTransition().GetHolder())
+}
+
+func advanceSubjects(req any) iter.Seq[Subject] {
+	r, _ := req.(*pb.AdvanceRequest)
+	return func(yield func(Subject) bool) {
+		for _, a := range r.GetAdvances() {
+			if !yield(Subject{Domain: a.GetDomain(), Holder: a.GetHolder()}) {
+				return
+			}
+		}
+	}
+}
+
+func progressSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.ProgressReportRequest)
-	return []Subject{{Domain: r.GetDomain(), Holder: r.GetReport().GetMemberId()}}
+	return one(r.GetDomain(), r.GetReport().GetMemberId())
 }
 
-func addServerSubjects(req any) []Subject {
+func addServerSubjects(req any) iter.Seq[Subject] {
 	r, _ := req.(*pb.AddServerRequest)
-	return []Subject{{Holder: r.GetId()}}
+	return one("", r.GetId())
+}
+
+// MayActOn reports whether a holder role may act on a domain of kind k
+// (false for roles that are not holder roles).
+func MayActOn(role identity.Role, k pb.DomainKind) bool {
+	return slices.Contains(kindsFor[role], k)
 }
 
 // kindsFor is which domain kinds a holder role may act on.

@@ -194,3 +194,86 @@ func TestDenialIsBounded(t *testing.T) {
 		t.Fatalf("denial of %d bytes: %.200v", len(fmt.Sprint(err)), err)
 	}
 }
+
+// A batched renewal acts as its holder on every lease it names: the holder
+// must be the caller. The kind of each lease's domain is left to the
+// handler, per lease (MayActOn), so one lease of a forbidden kind fails
+// alone; the single-lease field of the same message is still checked here.
+func TestKeepAliveBatchNeedsEveryLease(t *testing.T) {
+	looked := 0
+	kinds := func(d string) (pb.DomainKind, bool) {
+		looked++
+		if strings.HasPrefix(d, "rel") {
+			return pb.DomainKind_DOMAIN_KIND_RELEASE, true
+		}
+		return pb.DomainKind_DOMAIN_KIND_LOCK, true
+	}
+	id := identity.Identity{Role: identity.Node, Name: "n1"}
+	method := svcLeases + "KeepAlive"
+	batch := func(holder string, domains ...string) *pb.KeepAliveRequest {
+		return &pb.KeepAliveRequest{Holder: holder, Domains: domains, Epochs: make([]uint64, len(domains))}
+	}
+	if err := Decide(id, method, batch("n1", "a", "rel-1", "c"), kinds); err != nil || looked != 0 {
+		t.Fatalf("own leases: %v (%d kind lookups)", err, looked)
+	}
+	long := strings.Repeat("x", 1<<20)
+	err := Decide(id, method, batch(long, "a", "b"), kinds)
+	var d *Denied
+	if !errors.As(err, &d) || len(err.Error()) > 1024 {
+		t.Fatalf("another holder's batch: %.300v", err)
+	}
+	both := batch("n1", "a")
+	both.Domain = "rel-1"
+	if err := Decide(id, method, both, kinds); err == nil {
+		t.Fatal("the single-lease field escaped the kind check")
+	}
+	if !MayActOn(identity.Node, pb.DomainKind_DOMAIN_KIND_LOCK) || MayActOn(identity.Node, pb.DomainKind_DOMAIN_KIND_RELEASE) ||
+		MayActOn(identity.Operator, pb.DomainKind_DOMAIN_KIND_LOCK) || !MayActOn(identity.Releaser, pb.DomainKind_DOMAIN_KIND_RELEASE) {
+		t.Fatal("MayActOn disagrees with the roles' kinds")
+	}
+}
+
+// A request naming more than MaxSubjects subjects is refused as too many,
+// after looking at MaxSubjects+1 of them.
+func TestTooManySubjects(t *testing.T) {
+	id := identity.Identity{Role: identity.Node, Name: "n1"}
+	looked := 0
+	kinds := func(string) (pb.DomainKind, bool) { looked++; return pb.DomainKind_DOMAIN_KIND_LOCK, true }
+	domains := make([]string, 100_000)
+	for i := range domains {
+		domains[i] = "d"
+	}
+	req := &pb.KeepAliveRequest{Holder: "n1", Domains: domains}
+	err := Decide(id, svcLeases+"KeepAlive", req, kinds)
+	var many *TooMany
+	if !errors.As(err, &many) || len(err.Error()) > 256 {
+		t.Fatalf("keep-alive: got %v", err)
+	}
+	adv := &pb.AdvanceRequest{}
+	for range 100_000 {
+		adv.Advances = append(adv.Advances, &pb.WatermarkAdvance{Domain: "d", Holder: "n1"})
+	}
+	if err := Decide(id, svcWatermarks+"Advance", adv, kinds); !errors.As(err, &many) || looked != MaxSubjects {
+		t.Fatalf("advance: got %v after %d kind lookups", err, looked)
+	}
+	req.Domains = domains[:MaxSubjects]
+	if err := Decide(id, svcLeases+"KeepAlive", req, kinds); err != nil {
+		t.Fatalf("a full batch: %v", err)
+	}
+}
+
+// Authorizing a batch allocates nothing per lease.
+func TestKeepAliveBatchAuthorizationAllocations(t *testing.T) {
+	id := identity.Identity{Role: identity.Node, Name: "n1"}
+	kinds := func(string) (pb.DomainKind, bool) { return pb.DomainKind_DOMAIN_KIND_LOCK, true }
+	small := &pb.KeepAliveRequest{Holder: "n1", Domains: []string{"a"}}
+	big := &pb.KeepAliveRequest{Holder: "n1", Domains: make([]string, 1000)}
+	for i := range big.Domains {
+		big.Domains[i] = "a"
+	}
+	a1 := testing.AllocsPerRun(50, func() { _ = Decide(id, svcLeases+"KeepAlive", small, kinds) })
+	a1000 := testing.AllocsPerRun(50, func() { _ = Decide(id, svcLeases+"KeepAlive", big, kinds) })
+	if a1000 != a1 {
+		t.Fatalf("%v allocations for 1 lease, %v for 1,000", a1, a1000)
+	}
+}

@@ -167,6 +167,11 @@ type Client struct {
 	rnd   *rand.Rand
 
 	watermarkBatcher *watermarkBatcher
+
+	// leaseMux carries every Lease's renewals, batched, on one KeepAlive
+	// stream per server and holder (created on first use).
+	muxOnce  sync.Once
+	leaseMux *leaseMux
 }
 
 // closer is background work the client stops on Close.

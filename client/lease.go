@@ -188,7 +188,9 @@ func MinLeaseTTL(heartbeatTimeout, electionTimeout time.Duration) time.Duration 
 // Lease is authority held by one holder over one domain at one epoch, kept
 // alive by renewals on a KeepAlive stream to the leader. Its one goroutine
 // (started by Acquire/KeepLease, ended by loss, Release or Client.Close)
-// owns the stream, the renewal timer and the deadline timer.
+// owns its view of the stream, the renewal timer and the deadline timer.
+// The client's leases of one holder share one KeepAlive stream per server:
+// renewals queued together go out as one batched message (leaseMux).
 //
 // The holder must act only while the lease is held: watch Lost() or
 // Context(). Loss happens exactly once, at the local deadline (ErrLeaseLost)
@@ -239,11 +241,7 @@ func (c *Client) newLease(domain, holder string, epoch uint64, ttl time.Duration
 		st: newLeaseState(ttl, o.margin), first: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 		handover: make(chan struct{})}
 	l.open = func(ctx context.Context, addr string) (keepAliveStream, error) {
-		conn, err := c.conn(addr)
-		if err != nil {
-			return nil, err
-		}
-		return pbgrpc.NewLeasesClient(conn).KeepAlive(ctx)
+		return c.mux().openStream(ctx, addr, holder)
 	}
 	return l
 }

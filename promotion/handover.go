@@ -21,12 +21,13 @@ type Handover struct {
 // lease, and ErrFenced when epoch is not the held lease (released, expired
 // or moved on): a request is only ever aimed at the lease the caller saw.
 func (t *LeaseTable) RequestHandover(domain string, epoch uint64, candidate string, d time.Duration) (Observation, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.leader {
+	sh := t.shard(domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.leader {
 		return Observation{}, ErrNotLeader
 	}
-	l, ok := t.leases[domain]
+	l, ok := sh.leases[domain]
 	if !ok {
 		return Observation{}, ErrNoLease
 	}
@@ -48,10 +49,19 @@ func (t *LeaseTable) RequestHandover(domain string, epoch uint64, candidate stri
 // Handover reports the standing handover request for (domain, epoch), if
 // any and not yet expired.
 func (t *LeaseTable) Handover(domain string, epoch uint64) (Handover, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	l, ok := t.leases[domain]
-	if !t.leader || !ok || l.epoch != epoch || l.released || l.candidate == "" {
+	sh := t.shard(domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	l, ok := sh.leases[domain]
+	if !sh.leader || !ok || l.epoch != epoch || l.released {
+		return Handover{}, false
+	}
+	return t.handoverOf(l)
+}
+
+// handoverOf is the standing handover request of l, with its shard locked.
+func (t *LeaseTable) handoverOf(l *lease) (Handover, bool) {
+	if l.candidate == "" {
 		return Handover{}, false
 	}
 	rem := l.handoverUntil.Sub(t.clock.Now())

@@ -2,6 +2,7 @@ package promotion
 
 import (
 	"errors"
+	"hash/maphash"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +19,9 @@ var (
 	ErrFenced       = errors.New("promotion: fenced: stale epoch or holder")
 	ErrLeaseExpired = errors.New("promotion: lease expired on the leader; acquire again through the log")
 	ErrNoLease      = errors.New("promotion: no lease for this domain")
+	// ErrKindNotAllowed: the caller's role may not act on the domain's kind
+	// (a batched renewal checks it per lease; see authz.MayActOn).
+	ErrKindNotAllowed = errors.New("promotion: permission denied: this identity's role may not act on the domain's kind")
 )
 
 // Grant is a lease as committed in the log: the holder of domain at epoch,
@@ -89,14 +93,49 @@ func (l *lease) expired(now time.Time) bool { return !now.Before(l.expiry) }
 // releases and epochs come from committed log entries, renewals only touch
 // this memory. Expiry is evaluated when asked, so there are no timers or
 // goroutines. It is safe for concurrent use.
+//
+// The table is split into leaseShards shards by a hash of the domain, each
+// with its own lock, so renewals of different domains (a batch from one
+// holder, or many holders' streams) do not queue behind one lock. Each
+// shard carries its own copy of the leader flag, set and cleared with every
+// shard locked (Promote, Demote), so a method that locks one shard sees a
+// consistent view of leadership and of that shard's leases.
 type LeaseTable struct {
-	mu     sync.Mutex
 	clock  Clock
+	seed   maphash.Seed
+	shards [leaseShards]leaseShard
+	// onExpire is told once per lease when the table first finds it
+	// expired (metrics); nil for none. Called with a shard locked: keep it
+	// cheap.
+	onExpire func(domain string)
+}
+
+// leaseShards is the number of lock shards of a LeaseTable.
+const leaseShards = 64
+
+type leaseShard struct {
+	mu     sync.Mutex
 	leader bool
 	leases map[string]*lease // by domain; nil while demoted
-	// onExpire is told once per lease when the table first finds it
-	// expired (metrics); nil for none. Called with mu held: keep it cheap.
-	onExpire func(domain string)
+	_      [40]byte          // keeps neighbouring shards' locks off one cache line
+}
+
+// shard returns the shard of domain.
+func (t *LeaseTable) shard(domain string) *leaseShard {
+	return &t.shards[maphash.String(t.seed, domain)%leaseShards]
+}
+
+// lockAll locks every shard in order (Promote, Demote, Len).
+func (t *LeaseTable) lockAll() {
+	for i := range t.shards {
+		t.shards[i].mu.Lock()
+	}
+}
+
+func (t *LeaseTable) unlockAll() {
+	for i := range t.shards {
+		t.shards[i].mu.Unlock()
+	}
 }
 
 // expiredNow reports whether l is expired at now, telling onExpire the
@@ -115,7 +154,7 @@ func (t *LeaseTable) expiredNow(domain string, l *lease, now time.Time) bool {
 // NewLeaseTable returns a demoted table: until Promote, every method reports
 // ErrNotLeader (or a zero value), because only the leader may judge leases.
 func NewLeaseTable(clock Clock) *LeaseTable {
-	return &LeaseTable{clock: clock}
+	return &LeaseTable{clock: clock, seed: maphash.MakeSeed()}
 }
 
 // Promote is called when this node becomes leader, after its barrier applied
@@ -131,23 +170,27 @@ func NewLeaseTable(clock Clock) *LeaseTable {
 // which this reset only delays by at most one TTL. Grants with a lower epoch
 // than another grant of the same domain are ignored, as in Grant.
 func (t *LeaseTable) Promote(grants []Grant) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.lockAll()
+	defer t.unlockAll()
 	now := t.clock.Now()
-	t.leader = true
-	t.leases = make(map[string]*lease, len(grants))
+	for i := range t.shards {
+		t.shards[i].leader = true
+		t.shards[i].leases = make(map[string]*lease, len(grants)/leaseShards+1)
+	}
 	for _, g := range grants {
-		t.record(g, now)
+		t.shard(g.Domain).record(g, now)
 	}
 }
 
 // Demote drops every lease; it is called on losing leadership, after which
 // another node is the only judge of expiry.
 func (t *LeaseTable) Demote() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.leader = false
-	t.leases = nil
+	t.lockAll()
+	defer t.unlockAll()
+	for i := range t.shards {
+		t.shards[i].leader = false
+		t.shards[i].leases = nil
+	}
 }
 
 // Grant records a lease granted by a committed entry (initial assignment,
@@ -158,20 +201,21 @@ func (t *LeaseTable) Demote() {
 // promotion): it starts a fresh lease. The same epoch for another holder is
 // ignored: an epoch names one holder.
 func (t *LeaseTable) Grant(g Grant) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.leader {
+	sh := t.shard(g.Domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.leader {
 		return ErrNotLeader
 	}
-	t.record(g, t.clock.Now())
+	sh.record(g, t.clock.Now())
 	return nil
 }
 
-func (t *LeaseTable) record(g Grant, now time.Time) {
-	if cur, ok := t.leases[g.Domain]; ok && (g.Epoch < cur.epoch || g.Epoch == cur.epoch && g.Holder != cur.holder) {
+func (sh *leaseShard) record(g Grant, now time.Time) {
+	if cur, ok := sh.leases[g.Domain]; ok && (g.Epoch < cur.epoch || g.Epoch == cur.epoch && g.Holder != cur.holder) {
 		return
 	}
-	t.leases[g.Domain] = &lease{holder: g.Holder, epoch: g.Epoch, ttl: g.TTL, expiry: now.Add(g.TTL)}
+	sh.leases[g.Domain] = &lease{holder: g.Holder, epoch: g.Epoch, ttl: g.TTL, expiry: now.Add(g.TTL)}
 }
 
 // Renew extends the holder's lease to now + TTL and returns the new
@@ -181,16 +225,27 @@ func (t *LeaseTable) record(g Grant, now time.Time) {
 // here: an expired lease is never renewed, the holder must acquire again
 // through the log, where the epoch fences any promotion that raced it.
 func (t *LeaseTable) Renew(domain, holder string, epoch uint64) (time.Duration, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.leader {
+	sh := t.shard(domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return t.renewLocked(sh, domain, holder, epoch)
+}
+
+// renewLocked is Renew with domain's shard sh locked.
+func (t *LeaseTable) renewLocked(sh *leaseShard, domain, holder string, epoch uint64) (time.Duration, error) {
+	if !sh.leader {
 		return 0, ErrNotLeader
 	}
-	l, ok := t.leases[domain]
-	switch {
-	case !ok:
+	l, ok := sh.leases[domain]
+	if !ok {
 		return 0, ErrNoLease
-	case l.holder != holder || l.epoch != epoch || l.released:
+	}
+	return t.renewLease(domain, l, holder, epoch)
+}
+
+// renewLease renews l, the lease of domain, with its shard locked.
+func (t *LeaseTable) renewLease(domain string, l *lease, holder string, epoch uint64) (time.Duration, error) {
+	if l.holder != holder || l.epoch != epoch || l.released {
 		return 0, ErrFenced
 	}
 	now := t.clock.Now()
@@ -206,10 +261,20 @@ func (t *LeaseTable) Renew(domain, holder string, epoch uint64) (time.Duration, 
 // recorded one (its grant was never seen here) still fences the recorded
 // lease: the domain is known to have moved past it.
 func (t *LeaseTable) Release(domain string, epoch uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	l, ok := t.leases[domain] // nil map while demoted: nothing to release
-	if !ok || epoch < l.epoch {
+	sh := t.shard(domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.release(domain, epoch)
+}
+
+func (sh *leaseShard) release(domain string, epoch uint64) {
+	if l, ok := sh.leases[domain]; ok { // nil map while demoted: nothing to release
+		l.release(epoch)
+	}
+}
+
+func (l *lease) release(epoch uint64) {
+	if epoch < l.epoch {
 		return
 	}
 	if epoch > l.epoch {
@@ -221,13 +286,14 @@ func (t *LeaseTable) Release(domain string, epoch uint64) {
 // Observe reports what the leader sees now of domain's lease. An unknown
 // domain reports LeaseNone. Remaining is zero unless the lease is held.
 func (t *LeaseTable) Observe(domain string) (Observation, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.leader {
+	sh := t.shard(domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.leader {
 		return Observation{}, ErrNotLeader
 	}
 	obs := Observation{Domain: domain}
-	l, ok := t.leases[domain]
+	l, ok := sh.leases[domain]
 	if !ok {
 		return obs, nil
 	}
@@ -248,9 +314,13 @@ func (t *LeaseTable) Observe(domain string) (Observation, error) {
 
 // Len returns how many leases are tracked (zero while demoted).
 func (t *LeaseTable) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.leases)
+	t.lockAll()
+	defer t.unlockAll()
+	n := 0
+	for i := range t.shards {
+		n += len(t.shards[i].leases)
+	}
+	return n
 }
 
 // Adopt records a committed grant the table has not seen (its proposer
@@ -259,13 +329,52 @@ func (t *LeaseTable) Len() int {
 // domain at this or a newer epoch. Unlike Grant it never refreshes an
 // existing lease, so calling it on every request cannot keep a lease alive.
 func (t *LeaseTable) Adopt(g Grant) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.leader {
+	sh := t.shard(g.Domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t.adoptLocked(sh, g)
+}
+
+func (t *LeaseTable) adoptLocked(sh *leaseShard, g Grant) {
+	if !sh.leader {
 		return
 	}
-	if cur, ok := t.leases[g.Domain]; ok && cur.epoch >= g.Epoch {
+	if cur, ok := sh.leases[g.Domain]; ok && cur.epoch >= g.Epoch {
 		return
 	}
-	t.record(g, t.clock.Now())
+	sh.record(g, t.clock.Now())
+}
+
+// SyncRenew is, under one lock and with one lookup, what a renewal on the
+// service does: bring the table in line with the replicated authority of
+// the domain (a: its holder, epoch and TTL, and whether it is released; as
+// Adopt and Release do), renew the lease of (holder, epoch) as Renew does,
+// and, when renewed, report the standing handover request as Handover does.
+// It allocates nothing (unless it adopts a grant it had not seen).
+func (t *LeaseTable) SyncRenew(a Grant, released bool, holder string, epoch uint64) (time.Duration, Handover, bool, error) {
+	sh := t.shard(a.Domain)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.leader {
+		return 0, Handover{}, false, ErrNotLeader
+	}
+	l, ok := sh.leases[a.Domain]
+	if a.Holder != "" && a.Epoch != 0 {
+		switch {
+		case released && ok:
+			l.release(a.Epoch)
+		case !released && (!ok || l.epoch < a.Epoch): // Adopt
+			l = &lease{holder: a.Holder, epoch: a.Epoch, ttl: a.TTL, expiry: t.clock.Now().Add(a.TTL)}
+			sh.leases[a.Domain], ok = l, true
+		}
+	}
+	if !ok {
+		return 0, Handover{}, false, ErrNoLease
+	}
+	d, err := t.renewLease(a.Domain, l, holder, epoch)
+	if err != nil {
+		return 0, Handover{}, false, err
+	}
+	h, hok := t.handoverOf(l)
+	return d, h, hok, nil
 }

@@ -471,10 +471,10 @@ func TestPolicyRetriesAnIndeterminateAttemptAsIs(t *testing.T) {
 func TestPolicyObservesExpiryAtTheDeadline(t *testing.T) {
 	r := newPolicyRig(t, pb.PromotionMode_PROMOTION_MODE_AUTOMATIC)
 	var expired []string
-	r.svc.leases.mu.Lock()
+	r.svc.leases.lockAll()
 	prev := r.svc.leases.onExpire
 	r.svc.leases.onExpire = func(d string) { expired = append(expired, d); prev(d) }
-	r.svc.leases.mu.Unlock()
+	r.svc.leases.unlockAll()
 	r.step(testTTL)
 	if fmt.Sprint(expired) != "[db1]" {
 		t.Fatalf("expiries observed: %v", expired)

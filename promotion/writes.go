@@ -301,19 +301,116 @@ func (s *Service) Renew(domain, holder string, epoch uint64) (time.Duration, err
 	return d, err
 }
 
-func renewResult(err error) string {
+// RenewResult is the outcome of one lease of a RenewBatch.
+type RenewResult struct {
+	// Remaining is the TTL granted from now; zero when Err is set.
+	Remaining time.Duration
+	// Err is why the renewal failed (ErrFenced, ErrLeaseExpired,
+	// ErrNoLease, fsm.ErrNotFound, ErrNotLeader); nil when renewed.
+	Err error
+	// Handover is the standing handover request of a renewed lease, when
+	// HasHandover.
+	Handover    Handover
+	HasHandover bool
+}
+
+// RenewBatch renews many leases of one holder on the leader (not logged):
+// domains[i] at epochs[i], each exactly as Renew would, its result in
+// out[i]. A lease that fails (fenced, expired, unknown, or of a kind the
+// caller may not act on: mayAct false, ErrKindNotAllowed; nil mayAct allows
+// every kind) does not fail the others. The returned error (ErrNotLeader, ErrNotReady) fails the whole
+// batch, and out is then left as it was. domains, epochs and out must have
+// the same length. Renewing a lease allocates nothing; a failure allocates
+// its error.
+func (s *Service) RenewBatch(holder string, domains []string, epochs []uint64, mayAct func(pb.DomainKind) bool, out []RenewResult) error {
+	if len(epochs) != len(domains) || len(out) != len(domains) {
+		return fmt.Errorf("%w: renew batch of %d domains, %d epochs, %d results", fsm.ErrInvalid, len(domains), len(epochs), len(out))
+	}
+	if err := s.checkReady(); err != nil {
+		return err
+	}
+	var counts [renewResults]int
+	for i, domain := range domains {
+		r := &out[i]
+		*r = RenewResult{}
+		epoch := epochs[i]
+		a, ok := s.fsm.AuthorityOf(domain)
+		switch {
+		case !ok:
+			r.Err = fmt.Errorf("%w: domain %q", fsm.ErrNotFound, domain)
+		case mayAct != nil && !mayAct(a.Kind):
+			r.Err = fmt.Errorf("%w: %s domain %q", ErrKindNotAllowed, a.Kind, domain)
+			continue // refused before judging the lease: not a renewal
+		case a.Epoch != epoch || a.Holder != holder || a.Released:
+			r.Err = fmt.Errorf("%w: domain %q is at epoch %d held by %q; renewal from %q at epoch %d",
+				ErrFenced, domain, a.Epoch, a.Holder, holder, epoch)
+		default:
+			r.Remaining, r.Handover, r.HasHandover, r.Err = s.leases.SyncRenew(
+				Grant{Domain: a.Domain, Holder: a.Holder, Epoch: a.Epoch, TTL: ms(a.TTLms)}, a.Released, holder, epoch)
+		}
+		if !ok {
+			// Renew reports an unknown domain as an error without
+			// counting it as a renewal; so does a batch.
+			continue
+		}
+		res := renewResultOf(r.Err)
+		counts[res]++
+		if res == renewFenced {
+			s.fenced(domain, "renewal")
+		}
+	}
+	for res, n := range counts {
+		s.renewedN(renewResultNames[res], n)
+	}
+	return nil
+}
+
+// Renewal results as counted by Observer.Renewed.
+const (
+	renewOK = iota
+	renewFenced
+	renewExpired
+	renewNoLease
+	renewNotLeader
+	renewResults
+)
+
+var renewResultNames = [renewResults]string{"ok", "fenced", "expired", "no_lease", "not_leader"}
+
+func renewResultOf(err error) int {
 	switch {
 	case err == nil:
-		return "ok"
+		return renewOK
 	case errors.Is(err, ErrFenced):
-		return "fenced"
+		return renewFenced
 	case errors.Is(err, ErrLeaseExpired):
-		return "expired"
+		return renewExpired
 	case errors.Is(err, ErrNoLease):
-		return "no_lease"
+		return renewNoLease
 	}
-	return "not_leader"
+	return renewNotLeader
 }
+
+// RenewCounter is an Observer that can also count n renewals with one
+// result at once (a batch); without it, Renewed is called n times.
+type RenewCounter interface {
+	RenewedN(result string, n int)
+}
+
+func (s *Service) renewedN(result string, n int) {
+	if n == 0 {
+		return
+	}
+	if c, ok := s.obs.(RenewCounter); ok {
+		c.RenewedN(result, n)
+		return
+	}
+	for range n {
+		s.obs.Renewed(result)
+	}
+}
+
+func renewResult(err error) string { return renewResultNames[renewResultOf(err)] }
 
 // AdvanceWatermark commits a batch of watermark advances in one entry (group
 // commit). It returns one error per advance (nil when committed). Advances

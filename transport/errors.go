@@ -45,6 +45,8 @@ func errorReason(err error) string {
 		return pb.ReasonLeaseExpired
 	case errors.Is(err, promotion.ErrNoLease):
 		return pb.ReasonNoLease
+	case errors.Is(err, promotion.ErrKindNotAllowed):
+		return pb.ReasonPermissionDenied
 	case errors.Is(err, fsm.ErrNotFound):
 		return pb.ReasonNotFound
 	case errors.Is(err, fsm.ErrExists):

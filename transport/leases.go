@@ -8,7 +8,9 @@ import (
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	pbgrpc "github.com/aerodb/authority/api/authority/v1/authorityv1grpc"
+	"github.com/aerodb/authority/authz"
 	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/promotion"
 	"google.golang.org/grpc"
 )
 
@@ -108,7 +110,20 @@ func (l *leases) ReleaseTransition(ctx context.Context, req *pb.ReleaseTransitio
 // leader's address) and ends the stream, and the client reconnects there.
 // A failed renewal is reported in the response, not by ending the stream,
 // so one fenced lease does not cut a connection shared by others.
+//
+// A message renews one lease, or a batch of one holder's leases (domains,
+// epochs; at most MaxRenewalsPerMessage) answered by one response with each
+// lease's result in order. The stream's result buffer is reused from
+// message to message, so renewing a batch allocates per message, not per
+// lease (beyond what protobuf decoding allocates for each domain name).
 func (l *leases) KeepAlive(stream grpc.BidiStreamingServer[pb.KeepAliveRequest, pb.KeepAliveResponse]) error {
+	var results []promotion.RenewResult // reused by every batch of the stream
+	// A batch's leases are authorized by holder in the interceptor and by
+	// domain kind here, per lease (authz.Subject.KindByHandler).
+	var mayAct func(pb.DomainKind) bool
+	if id, ok := authz.IdentityFrom(stream.Context()); ok {
+		mayAct = func(k pb.DomainKind) bool { return authz.MayActOn(id.Role, k) }
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -120,21 +135,70 @@ func (l *leases) KeepAlive(stream grpc.BidiStreamingServer[pb.KeepAliveRequest, 
 		if !l.svc.Ready() {
 			return l.fail(errNotLeader())
 		}
-		resp := &pb.KeepAliveResponse{Domain: req.GetDomain(), Epoch: req.GetEpoch(), Seq: req.GetSeq()}
-		remaining, err := time.Duration(0), validateFenced(req.GetDomain(), req.GetHolder(), req.GetEpoch())
-		if err == nil {
-			remaining, err = l.svc.Renew(req.GetDomain(), req.GetHolder(), req.GetEpoch())
-		}
-		if err != nil {
-			resp.ErrorReason = reasonFromError(err)
-			resp.ErrorMessage = err.Error()
+		var resp *pb.KeepAliveResponse
+		if len(req.GetDomains()) > 0 || len(req.GetEpochs()) > 0 {
+			resp, results = l.renewBatch(req, mayAct, results)
 		} else {
-			resp.RemainingMs = uint64(remaining.Milliseconds())
-			resp.Handover = l.handoverFor(req.GetDomain(), req.GetEpoch())
+			resp = l.renewOne(req)
 		}
 		resp.Header = l.header()
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}
+}
+
+// renewOne answers a single-lease KeepAlive message.
+func (l *leases) renewOne(req *pb.KeepAliveRequest) *pb.KeepAliveResponse {
+	resp := &pb.KeepAliveResponse{Domain: req.GetDomain(), Epoch: req.GetEpoch(), Seq: req.GetSeq()}
+	remaining, err := time.Duration(0), validateFenced(req.GetDomain(), req.GetHolder(), req.GetEpoch())
+	if err == nil {
+		remaining, err = l.svc.Renew(req.GetDomain(), req.GetHolder(), req.GetEpoch())
+	}
+	if err != nil {
+		resp.ErrorReason = reasonFromError(err)
+		resp.ErrorMessage = err.Error()
+	} else {
+		resp.RemainingMs = uint64(remaining.Milliseconds())
+		resp.Handover = l.handoverFor(req.GetDomain(), req.GetEpoch())
+	}
+	return resp
+}
+
+// renewBatch answers a batched KeepAlive message: a malformed batch is
+// refused whole (error_reason, one bounded message); otherwise every lease
+// gets its result at its index. buf is the stream's result buffer, returned
+// grown for the next batch.
+func (l *leases) renewBatch(req *pb.KeepAliveRequest, mayAct func(pb.DomainKind) bool, buf []promotion.RenewResult) (*pb.KeepAliveResponse, []promotion.RenewResult) {
+	resp := &pb.KeepAliveResponse{Seq: req.GetSeq()}
+	fail := func(err error) (*pb.KeepAliveResponse, []promotion.RenewResult) {
+		resp.ErrorReason = reasonFromError(err)
+		resp.ErrorMessage = err.Error()
+		return resp, buf
+	}
+	if err := validateRenewBatch(req); err != nil {
+		return fail(err)
+	}
+	n := len(req.GetDomains())
+	if cap(buf) < n {
+		buf = make([]promotion.RenewResult, n, MaxRenewalsPerMessage)
+	}
+	out := buf[:n]
+	if err := l.svc.RenewBatch(req.GetHolder(), req.GetDomains(), req.GetEpochs(), mayAct, out); err != nil {
+		return fail(err)
+	}
+	resp.BatchRemainingMs = make([]uint64, n)
+	for i := range out {
+		r := &out[i]
+		if r.Err != nil {
+			resp.Failures = append(resp.Failures, &pb.RenewalFailure{Index: uint32(i), ErrorReason: reasonFromError(r.Err), ErrorMessage: r.Err.Error()})
+			continue
+		}
+		resp.BatchRemainingMs[i] = uint64(r.Remaining.Milliseconds())
+		if r.HasHandover {
+			resp.Handovers = append(resp.Handovers, &pb.RenewalHandover{Index: uint32(i),
+				Handover: &pb.HandoverRequest{Candidate: r.Handover.Candidate, RemainingMs: uint64(r.Handover.Remaining.Milliseconds())}})
+		}
+	}
+	return resp, buf
 }

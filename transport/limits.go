@@ -28,6 +28,9 @@ const (
 	// MaxAdvancesPerRequest bounds the watermark advances of one Advance
 	// call (below the FSM's own bound on one entry, fsm.MaxWatermarkBatch).
 	MaxAdvancesPerRequest = 1000
+	// MaxRenewalsPerMessage bounds the leases one KeepAlive message renews
+	// (a batch); a larger batch is refused whole with InvalidArgument.
+	MaxRenewalsPerMessage = pb.MaxRenewalsPerKeepAlive
 	// MaxWatchDomains bounds the domain filter of one Watch call.
 	MaxWatchDomains = 1000
 	// MaxQuotedBytes is the most of a caller's input an error message

@@ -166,6 +166,42 @@ func validateFenced(domain, holder string, epoch uint64) error {
 	return c.err()
 }
 
+// validateRenewBatch checks a batched KeepAlive message: one holder, at most
+// MaxRenewalsPerMessage (domain, epoch) pairs, every name valid and every
+// epoch set; the single-lease fields empty. The count is checked before
+// anything is scanned.
+func validateRenewBatch(req *pb.KeepAliveRequest) error {
+	var c check
+	n, ne := len(req.GetDomains()), len(req.GetEpochs())
+	switch {
+	case n > MaxRenewalsPerMessage || ne > MaxRenewalsPerMessage:
+		c.add("batch of %d domains and %d epochs; at most %d renewals per message", n, ne, MaxRenewalsPerMessage)
+		return c.err()
+	case n != ne:
+		c.add("batch of %d domains but %d epochs; give one epoch per domain", n, ne)
+		return c.err()
+	case req.GetDomain() != "" || req.GetEpoch() != 0:
+		c.add("a batch names its leases in domains and epochs; domain and epoch must be empty")
+		return c.err()
+	}
+	c.name("holder", req.GetHolder())
+	for i, d := range req.GetDomains() {
+		if len(d) > MaxNameBytes {
+			c.add("domains[%d] is %d bytes, longer than %d", i, len(d), MaxNameBytes)
+		} else if err := fsm.ValidateName("domain", d); err != nil {
+			c.add("domains[%d]: %v", i, err)
+		}
+		if req.GetEpochs()[i] == 0 {
+			c.add("epochs[%d] is 0; epochs start at 1", i)
+		}
+		if len(c.errs) > maxReportedProblems {
+			c.add("(stopped at renewal %d of %d)", i, n)
+			break
+		}
+	}
+	return c.err()
+}
+
 // validateNames checks required names (pairs of field, value).
 func validateNames(kv ...string) error {
 	var c check

@@ -116,6 +116,27 @@ func attack(t *testing.T, c *testcluster.Cluster, addr string, lockEpoch uint64)
 	_, err = ka.Recv()
 	wantDenied(t, "n2 renews n1's lease", err)
 
+	// A batch renewing n1's lease among n2's is refused whole (the stream
+	// ends), on a follower and on the leader alike.
+	kb, err := pbgrpc.NewLeasesClient(n2).KeepAlive(ctx)
+	mustOK(t, "open keep-alive", err)
+	mustOK(t, "send", kb.Send(&pb.KeepAliveRequest{Holder: "n1", Domains: []string{"lk", "db"}, Epochs: []uint64{lockEpoch, 1}, Seq: 1}))
+	_, err = kb.Recv()
+	wantDenied(t, "n2 renews a batch as n1", err)
+	// A deployer's batch as itself: the aerodb domain's lease fails alone
+	// (PERMISSION_DENIED for its index), the lock's is judged as usual.
+	kd, err := pbgrpc.NewLeasesClient(deployer).KeepAlive(ctx)
+	mustOK(t, "open keep-alive", err)
+	mustOK(t, "send", kd.Send(&pb.KeepAliveRequest{Holder: "a", Domains: []string{"lk", "db"}, Epochs: []uint64{lockEpoch, 1}, Seq: 1}))
+	if resp, err := kd.Recv(); err != nil {
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not the leader") {
+			t.Errorf("deployer's batch on a follower: %v, want NOT_LEADER", err)
+		}
+	} else if f := resp.GetFailures(); len(f) != 1 || f[0].GetIndex() != 1 || f[0].GetErrorReason() != pb.ReasonPermissionDenied ||
+		len(resp.GetBatchRemainingMs()) != 2 || resp.GetBatchRemainingMs()[0] == 0 {
+		t.Errorf("deployer's batch on the leader: %v, want the aerodb lease alone denied", resp)
+	}
+
 	pr, err := pbgrpc.NewWatermarksClient(n2).ReportProgress(ctx)
 	mustOK(t, "open progress", err)
 	mustOK(t, "send", pr.Send(&pb.ProgressReportRequest{Domain: "db", Report: &pb.ProgressReport{MemberId: "n3", Epoch: 1,

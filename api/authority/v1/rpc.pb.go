@@ -1178,13 +1178,22 @@ func (x *LeaseResponse) GetLogIndex() uint64 {
 	return 0
 }
 
+// One KeepAlive message renews one lease (domain, holder, epoch) or, as a
+// batch, many leases of one holder: domains[i] at epochs[i], i < 1,024
+// (then domain and epoch are left empty). A batch is answered by one
+// response carrying each lease's result in request order. A malformed batch
+// (lengths differ, too many, a bad name or a zero epoch) is refused whole
+// by one INVALID_ARGUMENT in error_reason; the stream stays open.
 type KeepAliveRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
 	Holder string                 `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
 	Epoch  uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Echoed in the response so the client matches it to its send time.
-	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Batch: the leases of holder to renew, and their epochs (same length).
+	Domains       []string `protobuf:"bytes,5,rep,name=domains,proto3" json:"domains,omitempty"`
+	Epochs        []uint64 `protobuf:"varint,6,rep,packed,name=epochs,proto3" json:"epochs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1247,6 +1256,20 @@ func (x *KeepAliveRequest) GetSeq() uint64 {
 	return 0
 }
 
+func (x *KeepAliveRequest) GetDomains() []string {
+	if x != nil {
+		return x.Domains
+	}
+	return nil
+}
+
+func (x *KeepAliveRequest) GetEpochs() []uint64 {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
 type KeepAliveResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -1261,9 +1284,17 @@ type KeepAliveResponse struct {
 	// Set while an operator asks this holder to hand over (planned
 	// switchover): stop accepting writes, drain, advance the final
 	// watermark and release. Leader-local, never in the log.
-	Handover      *HandoverRequest `protobuf:"bytes,8,opt,name=handover,proto3" json:"handover,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Handover *HandoverRequest `protobuf:"bytes,8,opt,name=handover,proto3" json:"handover,omitempty"`
+	// Batch answers (the request had domains), in request order: the
+	// remaining TTL granted to each lease from the server's receipt, 0 for a
+	// lease whose renewal failed; each failure and each standing handover
+	// request is listed by its index in the batch. A failed lease does not
+	// fail the others. Domain and epoch are not echoed.
+	BatchRemainingMs []uint64           `protobuf:"varint,9,rep,packed,name=batch_remaining_ms,json=batchRemainingMs,proto3" json:"batch_remaining_ms,omitempty"`
+	Failures         []*RenewalFailure  `protobuf:"bytes,10,rep,name=failures,proto3" json:"failures,omitempty"`
+	Handovers        []*RenewalHandover `protobuf:"bytes,11,rep,name=handovers,proto3" json:"handovers,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *KeepAliveResponse) Reset() {
@@ -1352,6 +1383,142 @@ func (x *KeepAliveResponse) GetHandover() *HandoverRequest {
 	return nil
 }
 
+func (x *KeepAliveResponse) GetBatchRemainingMs() []uint64 {
+	if x != nil {
+		return x.BatchRemainingMs
+	}
+	return nil
+}
+
+func (x *KeepAliveResponse) GetFailures() []*RenewalFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *KeepAliveResponse) GetHandovers() []*RenewalHandover {
+	if x != nil {
+		return x.Handovers
+	}
+	return nil
+}
+
+// RenewalFailure is why the renewal of batch entry index failed (FENCED,
+// LEASE_EXPIRED, NOT_FOUND, PERMISSION_DENIED, ...).
+type RenewalFailure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	ErrorReason   string                 `protobuf:"bytes,2,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewalFailure) Reset() {
+	*x = RenewalFailure{}
+	mi := &file_authority_v1_rpc_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewalFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewalFailure) ProtoMessage() {}
+
+func (x *RenewalFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_rpc_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewalFailure.ProtoReflect.Descriptor instead.
+func (*RenewalFailure) Descriptor() ([]byte, []int) {
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RenewalFailure) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RenewalFailure) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *RenewalFailure) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+// RenewalHandover is the handover request standing for batch entry index.
+type RenewalHandover struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Handover      *HandoverRequest       `protobuf:"bytes,2,opt,name=handover,proto3" json:"handover,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewalHandover) Reset() {
+	*x = RenewalHandover{}
+	mi := &file_authority_v1_rpc_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewalHandover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewalHandover) ProtoMessage() {}
+
+func (x *RenewalHandover) ProtoReflect() protoreflect.Message {
+	mi := &file_authority_v1_rpc_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewalHandover.ProtoReflect.Descriptor instead.
+func (*RenewalHandover) Descriptor() ([]byte, []int) {
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RenewalHandover) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RenewalHandover) GetHandover() *HandoverRequest {
+	if x != nil {
+		return x.Handover
+	}
+	return nil
+}
+
 // HandoverRequest asks a holder to hand its authority over to candidate.
 type HandoverRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1364,7 +1531,7 @@ type HandoverRequest struct {
 
 func (x *HandoverRequest) Reset() {
 	*x = HandoverRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[20]
+	mi := &file_authority_v1_rpc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1543,7 @@ func (x *HandoverRequest) String() string {
 func (*HandoverRequest) ProtoMessage() {}
 
 func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[20]
+	mi := &file_authority_v1_rpc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1556,7 @@ func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
 func (*HandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{20}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HandoverRequest) GetCandidate() string {
@@ -1417,7 +1584,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[21]
+	mi := &file_authority_v1_rpc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1596,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[21]
+	mi := &file_authority_v1_rpc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1609,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{21}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReleaseRequest) GetDomain() string {
@@ -1475,7 +1642,7 @@ type AdvanceRequest struct {
 
 func (x *AdvanceRequest) Reset() {
 	*x = AdvanceRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[22]
+	mi := &file_authority_v1_rpc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1654,7 @@ func (x *AdvanceRequest) String() string {
 func (*AdvanceRequest) ProtoMessage() {}
 
 func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[22]
+	mi := &file_authority_v1_rpc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1667,7 @@ func (x *AdvanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceRequest.ProtoReflect.Descriptor instead.
 func (*AdvanceRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{22}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AdvanceRequest) GetAdvances() []*WatermarkAdvance {
@@ -1522,7 +1689,7 @@ type AdvanceResult struct {
 
 func (x *AdvanceResult) Reset() {
 	*x = AdvanceResult{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[23]
+	mi := &file_authority_v1_rpc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1701,7 @@ func (x *AdvanceResult) String() string {
 func (*AdvanceResult) ProtoMessage() {}
 
 func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[23]
+	mi := &file_authority_v1_rpc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1714,7 @@ func (x *AdvanceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResult.ProtoReflect.Descriptor instead.
 func (*AdvanceResult) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{23}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AdvanceResult) GetDomain() string {
@@ -1590,7 +1757,7 @@ type AdvanceResponse struct {
 
 func (x *AdvanceResponse) Reset() {
 	*x = AdvanceResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[24]
+	mi := &file_authority_v1_rpc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1769,7 @@ func (x *AdvanceResponse) String() string {
 func (*AdvanceResponse) ProtoMessage() {}
 
 func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[24]
+	mi := &file_authority_v1_rpc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1782,7 @@ func (x *AdvanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceResponse.ProtoReflect.Descriptor instead.
 func (*AdvanceResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{24}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AdvanceResponse) GetHeader() *ResponseHeader {
@@ -1649,7 +1816,7 @@ type ProgressReportRequest struct {
 
 func (x *ProgressReportRequest) Reset() {
 	*x = ProgressReportRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[25]
+	mi := &file_authority_v1_rpc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1828,7 @@ func (x *ProgressReportRequest) String() string {
 func (*ProgressReportRequest) ProtoMessage() {}
 
 func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[25]
+	mi := &file_authority_v1_rpc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1841,7 @@ func (x *ProgressReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportRequest.ProtoReflect.Descriptor instead.
 func (*ProgressReportRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{25}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProgressReportRequest) GetDomain() string {
@@ -1710,7 +1877,7 @@ type ProgressReportResponse struct {
 
 func (x *ProgressReportResponse) Reset() {
 	*x = ProgressReportResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[26]
+	mi := &file_authority_v1_rpc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1889,7 @@ func (x *ProgressReportResponse) String() string {
 func (*ProgressReportResponse) ProtoMessage() {}
 
 func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[26]
+	mi := &file_authority_v1_rpc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1902,7 @@ func (x *ProgressReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReportResponse.ProtoReflect.Descriptor instead.
 func (*ProgressReportResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{26}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ProgressReportResponse) GetHeader() *ResponseHeader {
@@ -1800,7 +1967,7 @@ type RequestHandoverRequest struct {
 
 func (x *RequestHandoverRequest) Reset() {
 	*x = RequestHandoverRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[27]
+	mi := &file_authority_v1_rpc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1979,7 @@ func (x *RequestHandoverRequest) String() string {
 func (*RequestHandoverRequest) ProtoMessage() {}
 
 func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[27]
+	mi := &file_authority_v1_rpc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1992,7 @@ func (x *RequestHandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverRequest.ProtoReflect.Descriptor instead.
 func (*RequestHandoverRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{27}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RequestHandoverRequest) GetDomain() string {
@@ -1867,7 +2034,7 @@ type RequestHandoverResponse struct {
 
 func (x *RequestHandoverResponse) Reset() {
 	*x = RequestHandoverResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[28]
+	mi := &file_authority_v1_rpc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2046,7 @@ func (x *RequestHandoverResponse) String() string {
 func (*RequestHandoverResponse) ProtoMessage() {}
 
 func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[28]
+	mi := &file_authority_v1_rpc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2059,7 @@ func (x *RequestHandoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHandoverResponse.ProtoReflect.Descriptor instead.
 func (*RequestHandoverResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{28}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RequestHandoverResponse) GetHeader() *ResponseHeader {
@@ -1925,7 +2092,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[29]
+	mi := &file_authority_v1_rpc_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2104,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[29]
+	mi := &file_authority_v1_rpc_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2117,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{29}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PromoteRequest) GetRequest() *PromotionRequest {
@@ -1974,7 +2141,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[30]
+	mi := &file_authority_v1_rpc_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2153,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[30]
+	mi := &file_authority_v1_rpc_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2166,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{30}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PromoteResponse) GetHeader() *ResponseHeader {
@@ -2048,7 +2215,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[31]
+	mi := &file_authority_v1_rpc_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2227,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[31]
+	mi := &file_authority_v1_rpc_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2240,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{31}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ExplainRequest) GetDomain() string {
@@ -2107,7 +2274,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[32]
+	mi := &file_authority_v1_rpc_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2286,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[32]
+	mi := &file_authority_v1_rpc_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2299,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{32}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExplainResponse) GetHeader() *ResponseHeader {
@@ -2164,7 +2331,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[33]
+	mi := &file_authority_v1_rpc_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2343,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[33]
+	mi := &file_authority_v1_rpc_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2356,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{33}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HistoryRequest) GetDomain() string {
@@ -2241,7 +2408,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[34]
+	mi := &file_authority_v1_rpc_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2420,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[34]
+	mi := &file_authority_v1_rpc_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2433,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{34}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HistoryResponse) GetHeader() *ResponseHeader {
@@ -2309,7 +2476,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[35]
+	mi := &file_authority_v1_rpc_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2488,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[35]
+	mi := &file_authority_v1_rpc_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2501,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{35}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -2361,7 +2528,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[36]
+	mi := &file_authority_v1_rpc_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +2540,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[36]
+	mi := &file_authority_v1_rpc_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +2553,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{36}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -2411,7 +2578,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[37]
+	mi := &file_authority_v1_rpc_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2590,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[37]
+	mi := &file_authority_v1_rpc_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2603,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{37}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{39}
 }
 
 type StatusResponse struct {
@@ -2467,7 +2634,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[38]
+	mi := &file_authority_v1_rpc_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2646,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[38]
+	mi := &file_authority_v1_rpc_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2659,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{38}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2580,7 +2747,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[39]
+	mi := &file_authority_v1_rpc_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2759,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[39]
+	mi := &file_authority_v1_rpc_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2772,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{39}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{41}
 }
 
 type ServerInfo struct {
@@ -2621,7 +2788,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[40]
+	mi := &file_authority_v1_rpc_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +2800,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[40]
+	mi := &file_authority_v1_rpc_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +2813,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{40}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ServerInfo) GetId() string {
@@ -2695,7 +2862,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[41]
+	mi := &file_authority_v1_rpc_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +2874,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[41]
+	mi := &file_authority_v1_rpc_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +2887,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{41}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2754,7 +2921,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[42]
+	mi := &file_authority_v1_rpc_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2933,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[42]
+	mi := &file_authority_v1_rpc_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2946,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{42}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TransferLeadershipRequest) GetTo() string {
@@ -2799,7 +2966,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[43]
+	mi := &file_authority_v1_rpc_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +2978,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[43]
+	mi := &file_authority_v1_rpc_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +2991,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{43}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -2849,7 +3016,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[44]
+	mi := &file_authority_v1_rpc_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3028,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[44]
+	mi := &file_authority_v1_rpc_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3041,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{44}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{46}
 }
 
 type SnapshotResponse struct {
@@ -2887,7 +3054,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[45]
+	mi := &file_authority_v1_rpc_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3066,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[45]
+	mi := &file_authority_v1_rpc_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3079,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{45}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -2940,7 +3107,7 @@ type AddServerRequest struct {
 
 func (x *AddServerRequest) Reset() {
 	*x = AddServerRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[46]
+	mi := &file_authority_v1_rpc_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +3119,7 @@ func (x *AddServerRequest) String() string {
 func (*AddServerRequest) ProtoMessage() {}
 
 func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[46]
+	mi := &file_authority_v1_rpc_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +3132,7 @@ func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
 func (*AddServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{46}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AddServerRequest) GetId() string {
@@ -2999,7 +3166,7 @@ type AddServerResponse struct {
 
 func (x *AddServerResponse) Reset() {
 	*x = AddServerResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[47]
+	mi := &file_authority_v1_rpc_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3178,7 @@ func (x *AddServerResponse) String() string {
 func (*AddServerResponse) ProtoMessage() {}
 
 func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[47]
+	mi := &file_authority_v1_rpc_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3191,7 @@ func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
 func (*AddServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{47}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddServerResponse) GetHeader() *ResponseHeader {
@@ -3050,7 +3217,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[48]
+	mi := &file_authority_v1_rpc_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3062,7 +3229,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[48]
+	mi := &file_authority_v1_rpc_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3075,7 +3242,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{48}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -3095,7 +3262,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[49]
+	mi := &file_authority_v1_rpc_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3274,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[49]
+	mi := &file_authority_v1_rpc_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3287,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{49}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RemoveServerResponse) GetHeader() *ResponseHeader {
@@ -3147,7 +3314,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[50]
+	mi := &file_authority_v1_rpc_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3326,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[50]
+	mi := &file_authority_v1_rpc_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3339,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{50}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SaveSnapshotRequest) GetChunkBytes() uint32 {
@@ -3199,7 +3366,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[51]
+	mi := &file_authority_v1_rpc_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3211,7 +3378,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[51]
+	mi := &file_authority_v1_rpc_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3224,7 +3391,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{51}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SaveSnapshotResponse) GetHeader() *ResponseHeader {
@@ -3287,7 +3454,7 @@ type SavedSnapshotInfo struct {
 
 func (x *SavedSnapshotInfo) Reset() {
 	*x = SavedSnapshotInfo{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[52]
+	mi := &file_authority_v1_rpc_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3466,7 @@ func (x *SavedSnapshotInfo) String() string {
 func (*SavedSnapshotInfo) ProtoMessage() {}
 
 func (x *SavedSnapshotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[52]
+	mi := &file_authority_v1_rpc_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3479,7 @@ func (x *SavedSnapshotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SavedSnapshotInfo.ProtoReflect.Descriptor instead.
 func (*SavedSnapshotInfo) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{52}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SavedSnapshotInfo) GetFormatVersion() uint32 {
@@ -3373,7 +3540,7 @@ type LabelReleaseAbortRequest struct {
 
 func (x *LabelReleaseAbortRequest) Reset() {
 	*x = LabelReleaseAbortRequest{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[53]
+	mi := &file_authority_v1_rpc_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3385,7 +3552,7 @@ func (x *LabelReleaseAbortRequest) String() string {
 func (*LabelReleaseAbortRequest) ProtoMessage() {}
 
 func (x *LabelReleaseAbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[53]
+	mi := &file_authority_v1_rpc_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3398,7 +3565,7 @@ func (x *LabelReleaseAbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelReleaseAbortRequest.ProtoReflect.Descriptor instead.
 func (*LabelReleaseAbortRequest) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{53}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *LabelReleaseAbortRequest) GetLabel() *LabelReleaseAbort {
@@ -3420,7 +3587,7 @@ type LabelReleaseAbortResponse struct {
 
 func (x *LabelReleaseAbortResponse) Reset() {
 	*x = LabelReleaseAbortResponse{}
-	mi := &file_authority_v1_rpc_proto_msgTypes[54]
+	mi := &file_authority_v1_rpc_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3432,7 +3599,7 @@ func (x *LabelReleaseAbortResponse) String() string {
 func (*LabelReleaseAbortResponse) ProtoMessage() {}
 
 func (x *LabelReleaseAbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_authority_v1_rpc_proto_msgTypes[54]
+	mi := &file_authority_v1_rpc_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3445,7 +3612,7 @@ func (x *LabelReleaseAbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelReleaseAbortResponse.ProtoReflect.Descriptor instead.
 func (*LabelReleaseAbortResponse) Descriptor() ([]byte, []int) {
-	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{54}
+	return file_authority_v1_rpc_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *LabelReleaseAbortResponse) GetHeader() *ResponseHeader {
@@ -3558,12 +3725,14 @@ const file_authority_v1_rpc_proto_rawDesc = "" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x15\n" +
 	"\x06ttl_ms\x18\x05 \x01(\x04R\x05ttlMs\x12\x1b\n" +
-	"\tlog_index\x18\x06 \x01(\x04R\blogIndex\"j\n" +
+	"\tlog_index\x18\x06 \x01(\x04R\blogIndex\"\x9c\x01\n" +
 	"\x10KeepAliveRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xaf\x02\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x18\n" +
+	"\adomains\x18\x05 \x03(\tR\adomains\x12\x16\n" +
+	"\x06epochs\x18\x06 \x03(\x04R\x06epochs\"\xd4\x03\n" +
 	"\x11KeepAliveResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.authority.v1.ResponseHeaderR\x06header\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x14\n" +
@@ -3572,7 +3741,18 @@ const file_authority_v1_rpc_proto_rawDesc = "" +
 	"\fremaining_ms\x18\x05 \x01(\x04R\vremainingMs\x12!\n" +
 	"\ferror_reason\x18\x06 \x01(\tR\verrorReason\x12#\n" +
 	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x129\n" +
-	"\bhandover\x18\b \x01(\v2\x1d.authority.v1.HandoverRequestR\bhandover\"R\n" +
+	"\bhandover\x18\b \x01(\v2\x1d.authority.v1.HandoverRequestR\bhandover\x12,\n" +
+	"\x12batch_remaining_ms\x18\t \x03(\x04R\x10batchRemainingMs\x128\n" +
+	"\bfailures\x18\n" +
+	" \x03(\v2\x1c.authority.v1.RenewalFailureR\bfailures\x12;\n" +
+	"\thandovers\x18\v \x03(\v2\x1d.authority.v1.RenewalHandoverR\thandovers\"n\n" +
+	"\x0eRenewalFailure\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12!\n" +
+	"\ferror_reason\x18\x02 \x01(\tR\verrorReason\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\"b\n" +
+	"\x0fRenewalHandover\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x129\n" +
+	"\bhandover\x18\x02 \x01(\v2\x1d.authority.v1.HandoverRequestR\bhandover\"R\n" +
 	"\x0fHandoverRequest\x12\x1c\n" +
 	"\tcandidate\x18\x01 \x01(\tR\tcandidate\x12!\n" +
 	"\fremaining_ms\x18\x02 \x01(\x04R\vremainingMs\"V\n" +
@@ -3740,7 +3920,7 @@ func file_authority_v1_rpc_proto_rawDescGZIP() []byte {
 	return file_authority_v1_rpc_proto_rawDescData
 }
 
-var file_authority_v1_rpc_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_authority_v1_rpc_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_authority_v1_rpc_proto_goTypes = []any{
 	(*ResponseHeader)(nil),             // 0: authority.v1.ResponseHeader
 	(*ReadOptions)(nil),                // 1: authority.v1.ReadOptions
@@ -3762,121 +3942,126 @@ var file_authority_v1_rpc_proto_goTypes = []any{
 	(*LeaseResponse)(nil),              // 17: authority.v1.LeaseResponse
 	(*KeepAliveRequest)(nil),           // 18: authority.v1.KeepAliveRequest
 	(*KeepAliveResponse)(nil),          // 19: authority.v1.KeepAliveResponse
-	(*HandoverRequest)(nil),            // 20: authority.v1.HandoverRequest
-	(*ReleaseRequest)(nil),             // 21: authority.v1.ReleaseRequest
-	(*AdvanceRequest)(nil),             // 22: authority.v1.AdvanceRequest
-	(*AdvanceResult)(nil),              // 23: authority.v1.AdvanceResult
-	(*AdvanceResponse)(nil),            // 24: authority.v1.AdvanceResponse
-	(*ProgressReportRequest)(nil),      // 25: authority.v1.ProgressReportRequest
-	(*ProgressReportResponse)(nil),     // 26: authority.v1.ProgressReportResponse
-	(*RequestHandoverRequest)(nil),     // 27: authority.v1.RequestHandoverRequest
-	(*RequestHandoverResponse)(nil),    // 28: authority.v1.RequestHandoverResponse
-	(*PromoteRequest)(nil),             // 29: authority.v1.PromoteRequest
-	(*PromoteResponse)(nil),            // 30: authority.v1.PromoteResponse
-	(*ExplainRequest)(nil),             // 31: authority.v1.ExplainRequest
-	(*ExplainResponse)(nil),            // 32: authority.v1.ExplainResponse
-	(*HistoryRequest)(nil),             // 33: authority.v1.HistoryRequest
-	(*HistoryResponse)(nil),            // 34: authority.v1.HistoryResponse
-	(*WatchRequest)(nil),               // 35: authority.v1.WatchRequest
-	(*WatchResponse)(nil),              // 36: authority.v1.WatchResponse
-	(*StatusRequest)(nil),              // 37: authority.v1.StatusRequest
-	(*StatusResponse)(nil),             // 38: authority.v1.StatusResponse
-	(*MembersRequest)(nil),             // 39: authority.v1.MembersRequest
-	(*ServerInfo)(nil),                 // 40: authority.v1.ServerInfo
-	(*MembersResponse)(nil),            // 41: authority.v1.MembersResponse
-	(*TransferLeadershipRequest)(nil),  // 42: authority.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 43: authority.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 44: authority.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 45: authority.v1.SnapshotResponse
-	(*AddServerRequest)(nil),           // 46: authority.v1.AddServerRequest
-	(*AddServerResponse)(nil),          // 47: authority.v1.AddServerResponse
-	(*RemoveServerRequest)(nil),        // 48: authority.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 49: authority.v1.RemoveServerResponse
-	(*SaveSnapshotRequest)(nil),        // 50: authority.v1.SaveSnapshotRequest
-	(*SaveSnapshotResponse)(nil),       // 51: authority.v1.SaveSnapshotResponse
-	(*SavedSnapshotInfo)(nil),          // 52: authority.v1.SavedSnapshotInfo
-	(*LabelReleaseAbortRequest)(nil),   // 53: authority.v1.LabelReleaseAbortRequest
-	(*LabelReleaseAbortResponse)(nil),  // 54: authority.v1.LabelReleaseAbortResponse
-	(DomainKind)(0),                    // 55: authority.v1.DomainKind
-	(*Policy)(nil),                     // 56: authority.v1.Policy
-	(*Domain)(nil),                     // 57: authority.v1.Domain
-	(*Watermark)(nil),                  // 58: authority.v1.Watermark
-	(MemberState)(0),                   // 59: authority.v1.MemberState
-	(*ReleaseTransition)(nil),          // 60: authority.v1.ReleaseTransition
-	(*ReleaseDecision)(nil),            // 61: authority.v1.ReleaseDecision
-	(*ReleaseState)(nil),               // 62: authority.v1.ReleaseState
-	(*DeployStep)(nil),                 // 63: authority.v1.DeployStep
-	(*Deployment)(nil),                 // 64: authority.v1.Deployment
-	(*WatermarkAdvance)(nil),           // 65: authority.v1.WatermarkAdvance
-	(*ProgressReport)(nil),             // 66: authority.v1.ProgressReport
-	(*Fence)(nil),                      // 67: authority.v1.Fence
-	(*PromotionRequest)(nil),           // 68: authority.v1.PromotionRequest
-	(*AttemptRecord)(nil),              // 69: authority.v1.AttemptRecord
-	(*Event)(nil),                      // 70: authority.v1.Event
-	(*LabelReleaseAbort)(nil),          // 71: authority.v1.LabelReleaseAbort
+	(*RenewalFailure)(nil),             // 20: authority.v1.RenewalFailure
+	(*RenewalHandover)(nil),            // 21: authority.v1.RenewalHandover
+	(*HandoverRequest)(nil),            // 22: authority.v1.HandoverRequest
+	(*ReleaseRequest)(nil),             // 23: authority.v1.ReleaseRequest
+	(*AdvanceRequest)(nil),             // 24: authority.v1.AdvanceRequest
+	(*AdvanceResult)(nil),              // 25: authority.v1.AdvanceResult
+	(*AdvanceResponse)(nil),            // 26: authority.v1.AdvanceResponse
+	(*ProgressReportRequest)(nil),      // 27: authority.v1.ProgressReportRequest
+	(*ProgressReportResponse)(nil),     // 28: authority.v1.ProgressReportResponse
+	(*RequestHandoverRequest)(nil),     // 29: authority.v1.RequestHandoverRequest
+	(*RequestHandoverResponse)(nil),    // 30: authority.v1.RequestHandoverResponse
+	(*PromoteRequest)(nil),             // 31: authority.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 32: authority.v1.PromoteResponse
+	(*ExplainRequest)(nil),             // 33: authority.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 34: authority.v1.ExplainResponse
+	(*HistoryRequest)(nil),             // 35: authority.v1.HistoryRequest
+	(*HistoryResponse)(nil),            // 36: authority.v1.HistoryResponse
+	(*WatchRequest)(nil),               // 37: authority.v1.WatchRequest
+	(*WatchResponse)(nil),              // 38: authority.v1.WatchResponse
+	(*StatusRequest)(nil),              // 39: authority.v1.StatusRequest
+	(*StatusResponse)(nil),             // 40: authority.v1.StatusResponse
+	(*MembersRequest)(nil),             // 41: authority.v1.MembersRequest
+	(*ServerInfo)(nil),                 // 42: authority.v1.ServerInfo
+	(*MembersResponse)(nil),            // 43: authority.v1.MembersResponse
+	(*TransferLeadershipRequest)(nil),  // 44: authority.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 45: authority.v1.TransferLeadershipResponse
+	(*SnapshotRequest)(nil),            // 46: authority.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 47: authority.v1.SnapshotResponse
+	(*AddServerRequest)(nil),           // 48: authority.v1.AddServerRequest
+	(*AddServerResponse)(nil),          // 49: authority.v1.AddServerResponse
+	(*RemoveServerRequest)(nil),        // 50: authority.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 51: authority.v1.RemoveServerResponse
+	(*SaveSnapshotRequest)(nil),        // 52: authority.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),       // 53: authority.v1.SaveSnapshotResponse
+	(*SavedSnapshotInfo)(nil),          // 54: authority.v1.SavedSnapshotInfo
+	(*LabelReleaseAbortRequest)(nil),   // 55: authority.v1.LabelReleaseAbortRequest
+	(*LabelReleaseAbortResponse)(nil),  // 56: authority.v1.LabelReleaseAbortResponse
+	(DomainKind)(0),                    // 57: authority.v1.DomainKind
+	(*Policy)(nil),                     // 58: authority.v1.Policy
+	(*Domain)(nil),                     // 59: authority.v1.Domain
+	(*Watermark)(nil),                  // 60: authority.v1.Watermark
+	(MemberState)(0),                   // 61: authority.v1.MemberState
+	(*ReleaseTransition)(nil),          // 62: authority.v1.ReleaseTransition
+	(*ReleaseDecision)(nil),            // 63: authority.v1.ReleaseDecision
+	(*ReleaseState)(nil),               // 64: authority.v1.ReleaseState
+	(*DeployStep)(nil),                 // 65: authority.v1.DeployStep
+	(*Deployment)(nil),                 // 66: authority.v1.Deployment
+	(*WatermarkAdvance)(nil),           // 67: authority.v1.WatermarkAdvance
+	(*ProgressReport)(nil),             // 68: authority.v1.ProgressReport
+	(*Fence)(nil),                      // 69: authority.v1.Fence
+	(*PromotionRequest)(nil),           // 70: authority.v1.PromotionRequest
+	(*AttemptRecord)(nil),              // 71: authority.v1.AttemptRecord
+	(*Event)(nil),                      // 72: authority.v1.Event
+	(*LabelReleaseAbort)(nil),          // 73: authority.v1.LabelReleaseAbort
 }
 var file_authority_v1_rpc_proto_depIdxs = []int32{
-	55, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
-	56, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
+	57, // 0: authority.v1.CreateDomainRequest.kind:type_name -> authority.v1.DomainKind
+	58, // 1: authority.v1.CreateDomainRequest.policy:type_name -> authority.v1.Policy
 	1,  // 2: authority.v1.GetDomainRequest.read:type_name -> authority.v1.ReadOptions
 	0,  // 3: authority.v1.DomainResponse.header:type_name -> authority.v1.ResponseHeader
-	57, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
+	59, // 4: authority.v1.DomainResponse.domain:type_name -> authority.v1.Domain
 	1,  // 5: authority.v1.ListDomainsRequest.read:type_name -> authority.v1.ReadOptions
-	55, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
-	58, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
+	57, // 6: authority.v1.DomainSummary.kind:type_name -> authority.v1.DomainKind
+	60, // 7: authority.v1.DomainSummary.watermark:type_name -> authority.v1.Watermark
 	0,  // 8: authority.v1.ListDomainsResponse.header:type_name -> authority.v1.ResponseHeader
 	6,  // 9: authority.v1.ListDomainsResponse.domains:type_name -> authority.v1.DomainSummary
-	56, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
-	59, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
+	58, // 10: authority.v1.UpdatePolicyRequest.policy:type_name -> authority.v1.Policy
+	61, // 11: authority.v1.RegisterMemberRequest.state:type_name -> authority.v1.MemberState
 	0,  // 12: authority.v1.AuthorityResponse.header:type_name -> authority.v1.ResponseHeader
-	60, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
+	62, // 13: authority.v1.ReleaseTransitionRequest.transition:type_name -> authority.v1.ReleaseTransition
 	0,  // 14: authority.v1.ReleaseTransitionResponse.header:type_name -> authority.v1.ResponseHeader
-	61, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
-	62, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
-	63, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
+	63, // 15: authority.v1.ReleaseTransitionResponse.decision:type_name -> authority.v1.ReleaseDecision
+	64, // 16: authority.v1.ReleaseTransitionResponse.release:type_name -> authority.v1.ReleaseState
+	65, // 17: authority.v1.DeployStepRequest.step:type_name -> authority.v1.DeployStep
 	0,  // 18: authority.v1.DeployStepResponse.header:type_name -> authority.v1.ResponseHeader
-	64, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
+	66, // 19: authority.v1.DeployStepResponse.deployment:type_name -> authority.v1.Deployment
 	0,  // 20: authority.v1.LeaseResponse.header:type_name -> authority.v1.ResponseHeader
 	0,  // 21: authority.v1.KeepAliveResponse.header:type_name -> authority.v1.ResponseHeader
-	20, // 22: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
-	65, // 23: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
-	0,  // 24: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
-	23, // 25: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
-	66, // 26: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
-	0,  // 27: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
-	58, // 28: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
-	67, // 29: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
-	0,  // 30: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
-	68, // 31: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
-	0,  // 32: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
-	69, // 33: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 34: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 35: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
-	69, // 36: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
-	1,  // 37: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
-	0,  // 38: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
-	69, // 39: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
-	0,  // 40: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
-	70, // 41: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
-	0,  // 42: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 43: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 44: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 45: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 46: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	0,  // 47: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 48: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 49: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
-	40, // 50: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
-	0,  // 51: authority.v1.SaveSnapshotResponse.header:type_name -> authority.v1.ResponseHeader
-	52, // 52: authority.v1.SaveSnapshotResponse.info:type_name -> authority.v1.SavedSnapshotInfo
-	71, // 53: authority.v1.LabelReleaseAbortRequest.label:type_name -> authority.v1.LabelReleaseAbort
-	0,  // 54: authority.v1.LabelReleaseAbortResponse.header:type_name -> authority.v1.ResponseHeader
-	61, // 55: authority.v1.LabelReleaseAbortResponse.decision:type_name -> authority.v1.ReleaseDecision
-	56, // [56:56] is the sub-list for method output_type
-	56, // [56:56] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	22, // 22: authority.v1.KeepAliveResponse.handover:type_name -> authority.v1.HandoverRequest
+	20, // 23: authority.v1.KeepAliveResponse.failures:type_name -> authority.v1.RenewalFailure
+	21, // 24: authority.v1.KeepAliveResponse.handovers:type_name -> authority.v1.RenewalHandover
+	22, // 25: authority.v1.RenewalHandover.handover:type_name -> authority.v1.HandoverRequest
+	67, // 26: authority.v1.AdvanceRequest.advances:type_name -> authority.v1.WatermarkAdvance
+	0,  // 27: authority.v1.AdvanceResponse.header:type_name -> authority.v1.ResponseHeader
+	25, // 28: authority.v1.AdvanceResponse.results:type_name -> authority.v1.AdvanceResult
+	68, // 29: authority.v1.ProgressReportRequest.report:type_name -> authority.v1.ProgressReport
+	0,  // 30: authority.v1.ProgressReportResponse.header:type_name -> authority.v1.ResponseHeader
+	60, // 31: authority.v1.ProgressReportResponse.watermark:type_name -> authority.v1.Watermark
+	69, // 32: authority.v1.ProgressReportResponse.fence:type_name -> authority.v1.Fence
+	0,  // 33: authority.v1.RequestHandoverResponse.header:type_name -> authority.v1.ResponseHeader
+	70, // 34: authority.v1.PromoteRequest.request:type_name -> authority.v1.PromotionRequest
+	0,  // 35: authority.v1.PromoteResponse.header:type_name -> authority.v1.ResponseHeader
+	71, // 36: authority.v1.PromoteResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 37: authority.v1.ExplainRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 38: authority.v1.ExplainResponse.header:type_name -> authority.v1.ResponseHeader
+	71, // 39: authority.v1.ExplainResponse.record:type_name -> authority.v1.AttemptRecord
+	1,  // 40: authority.v1.HistoryRequest.read:type_name -> authority.v1.ReadOptions
+	0,  // 41: authority.v1.HistoryResponse.header:type_name -> authority.v1.ResponseHeader
+	71, // 42: authority.v1.HistoryResponse.records:type_name -> authority.v1.AttemptRecord
+	0,  // 43: authority.v1.WatchResponse.header:type_name -> authority.v1.ResponseHeader
+	72, // 44: authority.v1.WatchResponse.events:type_name -> authority.v1.Event
+	0,  // 45: authority.v1.StatusResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 46: authority.v1.MembersResponse.header:type_name -> authority.v1.ResponseHeader
+	42, // 47: authority.v1.MembersResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 48: authority.v1.TransferLeadershipResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 49: authority.v1.SnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	0,  // 50: authority.v1.AddServerResponse.header:type_name -> authority.v1.ResponseHeader
+	42, // 51: authority.v1.AddServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 52: authority.v1.RemoveServerResponse.header:type_name -> authority.v1.ResponseHeader
+	42, // 53: authority.v1.RemoveServerResponse.servers:type_name -> authority.v1.ServerInfo
+	0,  // 54: authority.v1.SaveSnapshotResponse.header:type_name -> authority.v1.ResponseHeader
+	54, // 55: authority.v1.SaveSnapshotResponse.info:type_name -> authority.v1.SavedSnapshotInfo
+	73, // 56: authority.v1.LabelReleaseAbortRequest.label:type_name -> authority.v1.LabelReleaseAbort
+	0,  // 57: authority.v1.LabelReleaseAbortResponse.header:type_name -> authority.v1.ResponseHeader
+	63, // 58: authority.v1.LabelReleaseAbortResponse.decision:type_name -> authority.v1.ReleaseDecision
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_authority_v1_rpc_proto_init() }
@@ -3894,7 +4079,7 @@ func file_authority_v1_rpc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authority_v1_rpc_proto_rawDesc), len(file_authority_v1_rpc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   55,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -374,7 +374,9 @@ const (
 type LeasesClient interface {
 	Acquire(ctx context.Context, in *v1.AcquireRequest, opts ...grpc.CallOption) (*v1.LeaseResponse, error)
 	// One stream per holder connection: every request renews the named
-	// lease; every response carries the remaining TTL or the reason it ended.
+	// lease, or a batch of the holder's leases (at most 1,024 a message);
+	// every response carries the remaining TTL or the reason it ended, per
+	// lease for a batch.
 	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v1.KeepAliveRequest, v1.KeepAliveResponse], error)
 	Release(ctx context.Context, in *v1.ReleaseRequest, opts ...grpc.CallOption) (*v1.AuthorityResponse, error)
 	// One transition of a deploy lock's deployment, fenced by the holder's
@@ -453,7 +455,9 @@ func (c *leasesClient) ReleaseTransition(ctx context.Context, in *v1.ReleaseTran
 type LeasesServer interface {
 	Acquire(context.Context, *v1.AcquireRequest) (*v1.LeaseResponse, error)
 	// One stream per holder connection: every request renews the named
-	// lease; every response carries the remaining TTL or the reason it ended.
+	// lease, or a batch of the holder's leases (at most 1,024 a message);
+	// every response carries the remaining TTL or the reason it ended, per
+	// lease for a batch.
 	KeepAlive(grpc.BidiStreamingServer[v1.KeepAliveRequest, v1.KeepAliveResponse]) error
 	Release(context.Context, *v1.ReleaseRequest) (*v1.AuthorityResponse, error)
 	// One transition of a deploy lock's deployment, fenced by the holder's
