@@ -107,7 +107,13 @@ func (m *Metrics) Decided(rec *pb.AttemptRecord, committed bool, validation time
 	}
 }
 
-func (m *Metrics) Renewed(result string)       { m.renewals.WithLabelValues(result).Inc() }
+func (m *Metrics) Renewed(result string) { m.renewals.WithLabelValues(result).Inc() }
+
+// RenewedN counts n renewals of one result at once (a batched KeepAlive
+// message): one counter update instead of n (promotion.RenewCounter).
+func (m *Metrics) RenewedN(result string, n int) {
+	m.renewals.WithLabelValues(result).Add(float64(n))
+}
 func (m *Metrics) LeaseExpired(string)         { m.expiries.Inc() }
 func (m *Metrics) Fenced(kind string)          { m.fenced.WithLabelValues(kind).Inc() }
 func (m *Metrics) Requested(string)            { m.requests.Inc() }
