@@ -70,6 +70,14 @@ func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, erro
 	return res, nil
 }
 
+// ProposeAsync applies at once, as Propose does; the wait returns what
+// Propose returned (a failure injected for an attempt appears there, after
+// the intent queued before it has applied).
+func (l *fakeLog) ProposeAsync(ctx context.Context, cmd *pb.Command) (func(context.Context) (*fsm.Result, error), error) {
+	res, err := l.Propose(ctx, cmd)
+	return func(context.Context) (*fsm.Result, error) { return res, err }, nil
+}
+
 func (l *fakeLog) Barrier(context.Context) error      { return nil }
 func (l *fakeLog) VerifyLeader(context.Context) error { return nil }
 func (l *fakeLog) Term() uint64                       { l.mu.Lock(); defer l.mu.Unlock(); return l.term }

@@ -1,0 +1,123 @@
+package promotion
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
+)
+
+// traceLog is a fakeLog that records, in order, every command queued
+// (ProposeAsync), waited for, and proposed with a wait (Propose).
+type traceLog struct {
+	*fakeLog
+	trace []string
+}
+
+func kindOf(cmd *pb.Command) string {
+	switch cmd.Body.(type) {
+	case *pb.Command_PromotionIntent:
+		return "intent"
+	case *pb.Command_PromotionAttempt:
+		return "attempt"
+	}
+	return fmt.Sprintf("%T", cmd.Body)
+}
+
+func (l *traceLog) Propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	l.trace = append(l.trace, "propose "+kindOf(cmd))
+	return l.fakeLog.Propose(ctx, cmd)
+}
+
+func (l *traceLog) ProposeAsync(ctx context.Context, cmd *pb.Command) (func(context.Context) (*fsm.Result, error), error) {
+	k := kindOf(cmd)
+	l.trace = append(l.trace, "queue "+k)
+	res, err := l.fakeLog.Propose(ctx, cmd)
+	return func(context.Context) (*fsm.Result, error) {
+		l.trace = append(l.trace, "wait "+k)
+		return res, err
+	}, nil
+}
+
+func (l *traceLog) promotionTrace() []string {
+	return slices.DeleteFunc(slices.Clone(l.trace), func(s string) bool {
+		return !strings.HasSuffix(s, " intent") && !strings.HasSuffix(s, " attempt")
+	})
+}
+
+func traced(r *rig) *traceLog {
+	l := &traceLog{fakeLog: r.log}
+	r.svc.log = l
+	return l
+}
+
+// A leader that can pipeline queues the attempt right behind the intent
+// and waits once: both are queued before either is waited for, in log
+// order, and the decision is the one the sequential path reaches.
+func TestPromotePipelinesIntentAndAttempt(t *testing.T) {
+	for _, allowed := range []bool{true, false} {
+		t.Run(fmt.Sprint("allowed=", allowed), func(t *testing.T) {
+			r := newRig(t, false)
+			l := traced(r)
+			if allowed {
+				r.report("n2", 1, 100, h100, 50)
+			} else {
+				r.report("n2", 1, 90, h90, 50)
+			}
+			r.clock.Advance(testTTL)
+			out, err := r.svc.Promote(r.ctx, req("r1", "n2", 1))
+			if allowed != (err == nil) || !out.Committed {
+				t.Fatalf("promote: %+v %v", out, err)
+			}
+			want := []string{"queue intent", "queue attempt", "wait intent", "wait attempt"}
+			if got := l.promotionTrace(); !slices.Equal(got, want) {
+				t.Fatalf("trace = %q, want %q", got, want)
+			}
+			if p := r.svc.fsm.PendingIntents(); len(p) != 0 {
+				t.Fatalf("intent still pending: %+v", p)
+			}
+			evs, _, _ := r.svc.fsm.EventsFrom(1, 1000)
+			var types []string
+			for _, e := range evs {
+				if e.Type == fsm.EventPromotionRequested {
+					types = append(types, e.Type) // once: from the intent, not again from the attempt
+				}
+			}
+			if len(types) != 1 {
+				t.Fatalf("requested events = %d, want 1", len(types))
+			}
+		})
+	}
+}
+
+// A Log that cannot pipeline (or a replica-quorum domain) keeps the
+// sequential path: the intent commits before the attempt is proposed.
+func TestPromoteWithoutPipelinerWaitsForTheIntent(t *testing.T) {
+	r := newRig(t, false)
+	l := &traceLog{fakeLog: r.log}
+	r.svc.log = seqTrace{l}
+	r.report("n2", 1, 100, h100, 50)
+	r.clock.Advance(testTTL)
+	if _, err := r.svc.Promote(r.ctx, req("r1", "n2", 1)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"propose intent", "propose attempt"}
+	if got := l.promotionTrace(); !slices.Equal(got, want) {
+		t.Fatalf("trace = %q, want %q", got, want)
+	}
+}
+
+// seqTrace is a traceLog without ProposeAsync.
+type seqTrace struct{ l *traceLog }
+
+func (s seqTrace) Propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
+	return s.l.Propose(ctx, cmd)
+}
+func (s seqTrace) Barrier(ctx context.Context) error      { return s.l.Barrier(ctx) }
+func (s seqTrace) VerifyLeader(ctx context.Context) error { return s.l.VerifyLeader(ctx) }
+func (s seqTrace) Term() uint64                           { return s.l.Term() }
+func (s seqTrace) ID() string                             { return s.l.ID() }
