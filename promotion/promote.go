@@ -180,9 +180,13 @@ func (s *Service) pipelinable(domain string) bool {
 	return !quorum && len(d.GetPending()) < fsm.MaxPending
 }
 
-// pipelineWaitPoints are the failpoints that name "intent committed, no
-// attempt proposed" (docs/CRASH-MATRIX.md).
-var pipelineWaitPoints = []string{failpoint.PromoteReceived, failpoint.PromoteValidating, failpoint.PromoteBeforePropose}
+// pipelineWaitPoints are the failpoints whose crash cells on the leader
+// name "intent committed" before the attempt is proposed or stored
+// (docs/CRASH-MATRIX.md): the promote/* points before the proposal, and
+// the leader's own log store of the attempt (raftlog/*, evaluated in
+// cluster's log store for batches carrying an attempt).
+var pipelineWaitPoints = []string{failpoint.PromoteReceived, failpoint.PromoteValidating, failpoint.PromoteBeforePropose,
+	failpoint.RaftLogBeforeStore, failpoint.RaftLogAfterStore}
 
 // promotePipelined is promote with one commit wait instead of two. The
 // intent is queued, the attempt is decided on the applied state and queued
@@ -193,10 +197,12 @@ var pipelineWaitPoints = []string{failpoint.PromoteReceived, failpoint.PromoteVa
 // decision stands). The leader's evaluation never needed the intent
 // applied (it changes no authority and no check reads it) and the FSM
 // re-validates the attempt at its index anyway (the domain lock keeps other
-// writes out in between). With one of pipelineWaitPoints armed, the leader
-// waits for the intent's commit before the points, so a crash there is
-// exactly the state they name (intent committed, attempt not proposed),
-// the state a leader that dies before writing its attempt leaves.
+// writes out in between). With one of pipelineWaitPoints armed (tests
+// only: failpoint builds), the leader waits for the intent's commit before
+// queueing the attempt, so a crash at those points is exactly the state
+// their cells name (intent committed, attempt not proposed or not stored
+// beyond the leader), one a leader that dies before its attempt is
+// replicated can leave; promote/queued is the pipelined window itself.
 func (s *Service) promotePipelined(ctx context.Context, req *pb.PromotionRequest, lc *Lifecycle, pl Pipeliner) (*Outcome, error) {
 	s.FlushNotes(ctx) // observations precede the write that carries them
 	waitIntent, err := s.queue(ctx, pl, &pb.Command{Body: &pb.Command_PromotionIntent{PromotionIntent: &pb.PromotionIntent{
@@ -233,6 +239,9 @@ func (s *Service) promotePipelined(ctx context.Context, req *pb.PromotionRequest
 	waitAttempt, err := s.queue(ctx, pl, &pb.Command{Body: &pb.Command_PromotionAttempt{PromotionAttempt: attempt}})
 	if err != nil {
 		return nil, err
+	}
+	if err := failpoint.Eval(failpoint.PromoteQueued); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIndeterminate, err) // both queued: either may commit
 	}
 	if !intentDone {
 		if err := intentResult(waitIntent(ctx)); err != nil {
