@@ -93,7 +93,7 @@ var (
 )
 
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	svc   *Service
 	log   *fakeLog
 	clock *fakeClock
@@ -104,7 +104,7 @@ type rig struct {
 // explicitly: the gated path is what most tests here exercise; see
 // newQuorumRig): members n1..n3, n1 holds epoch 1, watermark (epoch 1,
 // lsn 100, hash h100, visible 50).
-func newRig(t *testing.T, disabled bool) *rig {
+func newRig(t testing.TB, disabled bool) *rig {
 	t.Helper()
 	f := fsm.New()
 	r := &rig{t: t, log: &fakeLog{fsm: f, term: 1}, clock: newFakeClock(), ctx: context.Background()}
