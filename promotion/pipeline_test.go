@@ -2,6 +2,7 @@ package promotion
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -121,3 +122,26 @@ func (s seqTrace) Barrier(ctx context.Context) error      { return s.l.Barrier(c
 func (s seqTrace) VerifyLeader(ctx context.Context) error { return s.l.VerifyLeader(ctx) }
 func (s seqTrace) Term() uint64                           { return s.l.Term() }
 func (s seqTrace) ID() string                             { return s.l.ID() }
+
+// "Not leader" tells the client nothing was proposed (it then sends the
+// request elsewhere): a pipelined promotion says so only when raft refused
+// its intent too. An attempt refused behind an intent that is in the log
+// is "unknown" (P6-F3: no re-send of a request whose intent may commit).
+func TestPipelinedNotLeaderOnlyWhenTheIntentWasRefused(t *testing.T) {
+	r := newRig(t, false)
+	traced(r)
+	r.report("n2", 1, 100, h100, 50)
+	r.clock.Advance(testTTL)
+	r.log.failAttempts = ErrNotLeader
+	if _, err := r.svc.Promote(r.ctx, req("r1", "n2", 1)); !errors.Is(err, ErrIndeterminate) || errors.Is(err, ErrNotLeader) {
+		t.Fatalf("attempt refused behind a logged intent: err = %v, want only indeterminate", err)
+	}
+	if p := r.svc.fsm.PendingIntents(); len(p) != 1 {
+		t.Fatalf("pending = %+v", p)
+	}
+	r.log.failAttempts = nil
+	r.log.fail = ErrNotLeader
+	if _, err := r.svc.Promote(r.ctx, req("r2", "n2", 1)); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("both refused: err = %v, want not leader", err)
+	}
+}

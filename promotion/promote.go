@@ -210,24 +210,40 @@ func (s *Service) promotePipelined(ctx context.Context, req *pb.PromotionRequest
 	if err != nil {
 		return nil, err
 	}
+	var intentErr error
 	intentDone := false
+	intent := func() error {
+		if !intentDone {
+			intentErr, intentDone = intentResult(waitIntent(ctx)), true
+		}
+		return intentErr
+	}
+	// From here the intent may be in the log: "not leader" (nothing
+	// proposed, so the client sends the request elsewhere) is true only if
+	// raft refused the intent too (P6-F3: never a re-send of a request
+	// whose intent may have committed).
+	fail := func(err error) (*Outcome, error) {
+		if errors.Is(err, ErrNotLeader) && !errors.Is(intent(), ErrNotLeader) {
+			return nil, fmt.Errorf("%w: %v", ErrIndeterminate, err)
+		}
+		return nil, err
+	}
 	if failpoint.Armed(pipelineWaitPoints...) {
-		if err := intentResult(waitIntent(ctx)); err != nil {
+		if err := intent(); err != nil {
 			return nil, err
 		}
-		intentDone = true
 	}
 	s.obs.Requested(req.Domain)
 	if err := failpoint.Eval(failpoint.PromoteReceived); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	must(lc.To(PromotionValidating))
 	attempt, rec, took, err := s.evaluate(req, false)
 	if err != nil {
-		return nil, err // only when leadership was lost mid-request
+		return fail(err) // only when leadership was lost mid-request
 	}
 	if err := failpoint.Eval(failpoint.PromoteBeforePropose); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	allowed := rec.Decision.Allowed
 	if allowed {
@@ -238,30 +254,28 @@ func (s *Service) promotePipelined(ctx context.Context, req *pb.PromotionRequest
 	}
 	waitAttempt, err := s.queue(ctx, pl, &pb.Command{Body: &pb.Command_PromotionAttempt{PromotionAttempt: attempt}})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if err := failpoint.Eval(failpoint.PromoteQueued); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIndeterminate, err) // both queued: either may commit
 	}
-	if !intentDone {
-		if err := intentResult(waitIntent(ctx)); err != nil {
-			// Not committed, or refused: the attempt behind it decides
-			// whether anything was; wait for it below. Only a refused intent
-			// is worth a line (the pre-check makes it unexpected).
-			if !errors.Is(err, ErrIndeterminate) && !errors.Is(err, ErrNotLeader) {
-				s.logger.Warn("promotion intent refused at apply", "request_id", req.RequestId, "error", err)
-			}
-		}
+	if err := intent(); err != nil && !errors.Is(err, ErrIndeterminate) && !errors.Is(err, ErrNotLeader) {
+		// Refused at apply (the pre-check makes it unexpected): the
+		// attempt behind it is decided all the same.
+		s.logger.Warn("promotion intent refused at apply", "request_id", req.RequestId, "error", err)
 	}
 	out, err := s.attemptOutcome(waitAttempt(ctx))
+	if out == nil {
+		return fail(err)
+	}
 	if !allowed {
-		if out != nil {
-			must(lc.To(Steady))
-			s.decided(out, took)
-			if out.Record.GetDecision().GetAllowed() {
-				s.logger.Error("apply-time validation contradicted the leader's", "request_id", req.RequestId)
-				s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter, true)
-			}
+		must(lc.To(Steady))
+		s.decided(out, took)
+		if out.Record.GetDecision().GetAllowed() {
+			// Cannot happen while the domain lock serialises writes; if it
+			// does, the committed record (the new authority) stands.
+			s.logger.Error("apply-time validation contradicted the leader's", "request_id", req.RequestId)
+			s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter, true)
 		}
 		return out, err
 	}
