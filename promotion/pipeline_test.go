@@ -145,3 +145,28 @@ func TestPipelinedNotLeaderOnlyWhenTheIntentWasRefused(t *testing.T) {
 		t.Fatalf("both refused: err = %v, want not leader", err)
 	}
 }
+
+// Observations waiting for the next write are queued ahead of it without
+// a commit wait each (the write commits only after them), and still
+// precede it in the log.
+func TestNotesQueuedAheadOfTheWrite(t *testing.T) {
+	r := newRig(t, false)
+	l := traced(r)
+	if _, err := r.svc.Renew("db1", "n1", 9); !errors.Is(err, ErrFenced) { // a fenced renewal: one note
+		t.Fatalf("stale renewal: %v", err)
+	}
+	from := r.log.index + 1
+	r.ok(r.svc.RegisterMember(r.ctx, &pb.RegisterMember{Domain: "db1", MemberId: "n4"}))
+	var got []string
+	for _, e := range l.trace {
+		got = append(got, strings.NewReplacer("*authorityv1.Command_", "", "*v1.Command_", "").Replace(e))
+	}
+	want := []string{"queue Note", "propose RegisterMember", "wait Note"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("trace = %q, want %q", got, want)
+	}
+	evs, _, _ := r.svc.fsm.EventsFrom(from, 10)
+	if len(evs) == 0 || evs[0].Index != from {
+		t.Fatalf("the note is not the entry before the write: %v", evs)
+	}
+}

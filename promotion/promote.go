@@ -204,7 +204,7 @@ var pipelineWaitPoints = []string{failpoint.PromoteReceived, failpoint.PromoteVa
 // beyond the leader), one a leader that dies before its attempt is
 // replicated can leave; promote/queued is the pipelined window itself.
 func (s *Service) promotePipelined(ctx context.Context, req *pb.PromotionRequest, lc *Lifecycle, pl Pipeliner) (*Outcome, error) {
-	s.FlushNotes(ctx) // observations precede the write that carries them
+	defer s.notesAhead(ctx)() // observations precede the write that carries them
 	waitIntent, err := s.queue(ctx, pl, &pb.Command{Body: &pb.Command_PromotionIntent{PromotionIntent: &pb.PromotionIntent{
 		Request: proto.Clone(req).(*pb.PromotionRequest)}}})
 	if err != nil {
