@@ -51,6 +51,7 @@ var additions = []addition{
 	{"waived/after-commit", failpoint.FSMBeforeApplyPromote, (*rig).cellWaived},
 	{"error/promote.before-propose", failpoint.PromoteBeforePropose, (*rig).cellErrorLeaderAlive},
 	{"error/raftlog.before-store", failpoint.RaftLogBeforeStore, (*rig).cellErrorStepDown},
+	{"pipelined/leader", failpoint.PromoteQueued, (*rig).cellQueued},
 }
 
 // TestCrashMatrixAdditions runs the cells of additions. Readiness: P6-A2,
@@ -199,6 +200,50 @@ func (r *rig) cellAbortCrash(t *testing.T, dom, point string) {
 	r.checkForgotten(t, dom, req.RequestId)
 	r.checkAborts(t, dom, req.RequestId, 1)
 	r.retryFresh(t, req, 100, true, "")
+	r.checkAuthority(t, dom, authority{Epoch: 2, Holder: "n2"})
+	r.setExpect(dom, authority{Epoch: 2, Holder: "n2"})
+}
+
+// cellQueued: the leader dies with the intent and the attempt queued
+// (pipelined) and neither waited for. Any prefix of the two may have
+// committed, and every node must agree on which: both (the decision stands
+// everywhere, no abort, the retry is a duplicate), or the intent alone (one
+// aborted_on_crash everywhere) or nothing (none anywhere), the attempt then
+// forgotten, authority unchanged, and the retry decides afresh.
+func (r *rig) cellQueued(t *testing.T, dom, point string) {
+	r.setupDomain(t, dom, time.Minute, true)
+	req := request(dom)
+	leader := r.ready(t)
+	r.report(t, dom, "n2", 1, 100)
+	off := logSize(leader)
+	r.arm(t, leader, point+"=kill")
+	t.Cleanup(func() { r.disarm(leader, point) })
+	resp, err := r.promoteRaw(leader, req)
+	r.awaitKilledAt(t, leader, point, off)
+	if err == nil {
+		t.Fatalf("the leader dying with its entries queued acknowledged: %v", errOrOK(resp, err))
+	}
+	r.restart(t, leader)
+	r.ready(t)
+	r.converge(t)
+	if _, err := r.nodeExplain(r.cl.Servers[0], dom, req.RequestId); err == nil {
+		rec := r.checkRecorded(t, dom, req.RequestId, true)
+		r.checkAborts(t, dom, req.RequestId, 0)
+		r.checkAuthority(t, dom, authority{Epoch: 2, Holder: "n2"})
+		r.retryDuplicate(t, req, rec)
+		t.Logf("outcome: intent and attempt committed")
+	} else {
+		r.checkForgotten(t, dom, req.RequestId)
+		logs := r.checkEvents(t)
+		aborts := countEvents(logs, r.cl.Servers[0].ID, dom, "replication.promotion.aborted_on_crash", req.RequestId)
+		if aborts > 1 {
+			t.Fatalf("%d aborted_on_crash for %s", aborts, req.RequestId)
+		}
+		r.checkAborts(t, dom, req.RequestId, aborts) // the same on every node
+		r.checkAuthority(t, dom, authority{Epoch: 1, Holder: "n1", Released: true})
+		r.retryFresh(t, req, 100, true, "")
+		t.Logf("outcome: %d committed intent(s) aborted, no attempt", aborts)
+	}
 	r.checkAuthority(t, dom, authority{Epoch: 2, Holder: "n2"})
 	r.setExpect(dom, authority{Epoch: 2, Holder: "n2"})
 }

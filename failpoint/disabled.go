@@ -13,6 +13,9 @@ const Enabled = false
 // Eval does nothing in builds without the failpoints tag.
 func Eval(string) error { return nil }
 
+// Armed is always false without the failpoints tag.
+func Armed(...string) bool { return false }
+
 // Arm refuses: this build has no failpoints.
 func Arm(string) error { return errors.New("failpoint: binary built without the failpoints tag") }
 

@@ -66,6 +66,23 @@ func Eval(name string) error {
 	return nil
 }
 
+// Armed reports whether any of the named points is armed with an action
+// other than off (whatever its hit count). A caller may use it to reach
+// the exact state a point names before evaluating it (promotion's
+// pipelined intent, docs/CRASH-MATRIX.md); it never changes what a binary
+// without armed points does.
+func Armed(names ...string) bool {
+	load()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range names {
+		if a, ok := armed[n]; ok && a.kind != "off" {
+			return true
+		}
+	}
+	return false
+}
+
 // Arm parses "name=action;name=action" and arms each point.
 func Arm(spec string) error {
 	load()

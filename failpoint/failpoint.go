@@ -40,6 +40,9 @@ const (
 	// PromoteAfterAbort: that PromotionAbort is committed and applied, the
 	// new leader does not serve yet.
 	PromoteAfterAbort = "promote/after-abort"
+	// PromoteQueued: a pipelined promotion has queued its intent and its
+	// attempt and waits for neither yet (either, both or none may commit).
+	PromoteQueued = "promote/queued"
 )
 
 // All lists every point (documentation, admin endpoint, tests).
@@ -52,9 +55,10 @@ var All = []string{PromoteReceived, PromoteValidating, PromoteBeforePropose, Raf
 var Quorum = []string{PromoteAfterPrepare}
 
 // Recovery lists the points around the intent and the abort: the intent's
-// write and a new leader's recording of an abort. Each has its own cell
+// write, a pipelined promotion with both entries in flight, and a new
+// leader's recording of an abort. Each has its own cell
 // (crashmatrix/additions_test.go), not one per role and outcome.
-var Recovery = []string{RaftLogBeforeStoreIntent, PromoteBeforeAbort, PromoteAfterAbort}
+var Recovery = []string{RaftLogBeforeStoreIntent, PromoteBeforeAbort, PromoteAfterAbort, PromoteQueued}
 
 // ErrInjected is returned by Eval for the `error` action.
 var ErrInjected = errors.New("failpoint: injected error")

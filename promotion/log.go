@@ -24,6 +24,16 @@ type Log interface {
 	ID() string
 }
 
+// Pipeliner is a Log that can queue a command without waiting for its
+// commit (cluster.Node). Commands queued one after the other by one
+// goroutine enter the log in that order, so a later one commits only
+// after every earlier one did. wait returns the apply result on this node,
+// with Propose's errors. A Log without it has every promotion wait for its
+// intent's commit before proposing the attempt.
+type Pipeliner interface {
+	ProposeAsync(ctx context.Context, cmd *pb.Command) (wait func(context.Context) (*fsm.Result, error), err error)
+}
+
 var (
 	// ErrIndeterminate: the entry may or may not have committed (leadership
 	// was lost or the wait timed out after proposing). Resolve by retrying

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/fsm"
 )
 
 // Leader observations that belong in the ordered, replicated event log but
@@ -144,6 +145,44 @@ func (s *Service) PendingNotes() (pending int, dropped uint64) {
 func (s *Service) FlushNotes(ctx context.Context) {
 	for _, obs := range s.notes.Load().take() {
 		s.writeNote(ctx, obs)
+	}
+}
+
+// notesAhead writes the pending observations ahead of the write the
+// caller proposes next, from the same goroutine. A log that can pipeline
+// gets them queued without a commit wait each: the write queued behind
+// them commits only after them, so they still precede it. The returned
+// func, called once the write is done, collects their results (failures
+// are logged, as FlushNotes does). Without a pipelining log it is
+// FlushNotes.
+func (s *Service) notesAhead(ctx context.Context) func() {
+	pl, ok := s.log.(Pipeliner)
+	if !ok {
+		s.FlushNotes(ctx)
+		return func() {}
+	}
+	notes := s.notes.Load().take()
+	if len(notes) == 0 {
+		return func() {}
+	}
+	waits := make([]func(context.Context) (*fsm.Result, error), len(notes))
+	for i, obs := range notes {
+		w, err := s.queue(ctx, pl, &pb.Command{Body: &pb.Command_Note{Note: obs}})
+		if err != nil {
+			w = func(context.Context) (*fsm.Result, error) { return nil, err }
+		}
+		waits[i] = w
+	}
+	return func() {
+		for i, w := range waits {
+			res, err := w(ctx)
+			if err == nil {
+				err = res.Err
+			}
+			if err != nil {
+				s.logger.Debug("note not recorded", "kind", notes[i].Kind, "domain", notes[i].Domain, "error", err)
+			}
+		}
 	}
 }
 

@@ -93,6 +93,9 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 		must(lc.To(Steady))
 		return &Outcome{Record: rec, Committed: true, Duplicate: true}, denied(rec)
 	}
+	if pl, ok := s.log.(Pipeliner); ok && s.pipelinable(req.Domain) {
+		return s.promotePipelined(ctx, req, lc, pl)
+	}
 	// Make the request durable first: if this leader dies before the
 	// attempt commits, the next leader sees it and records its abort.
 	if err := s.recordIntent(ctx, req); err != nil {
@@ -141,6 +144,11 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 	must(lc.To(PromotionApproved))
 	must(lc.To(AuthorityTransitioning))
 	out, err := s.commitAttempt(ctx, attempt)
+	return s.finish(req, lc, out, took, err)
+}
+
+// finish ends an approved attempt's lifecycle on its committed outcome.
+func (s *Service) finish(req *pb.PromotionRequest, lc *Lifecycle, out *Outcome, took time.Duration, err error) (*Outcome, error) {
 	if out == nil {
 		return nil, err // crash or leadership loss here: the log decides (AU-10)
 	}
@@ -156,6 +164,137 @@ func (s *Service) promote(ctx context.Context, req *pb.PromotionRequest, lc *Lif
 	s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter, true)
 	must(lc.To(Steady))
 	return out, nil
+}
+
+// pipelinable reports whether a promotion of domain may queue its attempt
+// right behind its intent (promotePipelined): an authority-gated domain
+// (a replica-quorum aerodb domain commits a fence between the two, which
+// needs the intent committed first) with room for one more pending intent
+// (so the intent cannot be refused while its attempt is queued).
+func (s *Service) pipelinable(domain string) bool {
+	d, ok := s.fsm.Domain(domain)
+	if !ok {
+		return false
+	}
+	quorum := fsm.ReplicaQuorum(d.GetPolicy()) && d.GetKind() == pb.DomainKind_DOMAIN_KIND_AERODB
+	return !quorum && len(d.GetPending()) < fsm.MaxPending
+}
+
+// pipelineWaitPoints are the failpoints whose crash cells on the leader
+// name "intent committed" before the attempt is proposed or stored
+// (docs/CRASH-MATRIX.md): the promote/* points before the proposal, and
+// the leader's own log store of the attempt (raftlog/*, evaluated in
+// cluster's log store for batches carrying an attempt).
+var pipelineWaitPoints = []string{failpoint.PromoteReceived, failpoint.PromoteValidating, failpoint.PromoteBeforePropose,
+	failpoint.RaftLogBeforeStore, failpoint.RaftLogAfterStore}
+
+// promotePipelined is promote with one commit wait instead of two. The
+// intent is queued, the attempt is decided on the applied state and queued
+// right behind it, and only then does the leader wait: for the intent, then
+// for the attempt. The log keeps their order, so what a crash can leave is
+// what it could leave before: nothing (the caller was told nothing), the
+// intent alone (the next leader records its abort: AU-10), or both (the
+// decision stands). The leader's evaluation never needed the intent
+// applied (it changes no authority and no check reads it) and the FSM
+// re-validates the attempt at its index anyway (the domain lock keeps other
+// writes out in between). With one of pipelineWaitPoints armed (tests
+// only: failpoint builds), the leader waits for the intent's commit before
+// queueing the attempt, so a crash at those points is exactly the state
+// their cells name (intent committed, attempt not proposed or not stored
+// beyond the leader), one a leader that dies before its attempt is
+// replicated can leave; promote/queued is the pipelined window itself.
+func (s *Service) promotePipelined(ctx context.Context, req *pb.PromotionRequest, lc *Lifecycle, pl Pipeliner) (*Outcome, error) {
+	defer s.notesAhead(ctx)() // observations precede the write that carries them
+	waitIntent, err := s.queue(ctx, pl, &pb.Command{Body: &pb.Command_PromotionIntent{PromotionIntent: &pb.PromotionIntent{
+		Request: proto.Clone(req).(*pb.PromotionRequest)}}})
+	if err != nil {
+		return nil, err
+	}
+	var intentErr error
+	intentDone := false
+	intent := func() error {
+		if !intentDone {
+			intentErr, intentDone = intentResult(waitIntent(ctx)), true
+		}
+		return intentErr
+	}
+	// From here the intent may be in the log: "not leader" (nothing
+	// proposed, so the client sends the request elsewhere) is true only if
+	// raft refused the intent too (P6-F3: never a re-send of a request
+	// whose intent may have committed).
+	fail := func(err error) (*Outcome, error) {
+		if errors.Is(err, ErrNotLeader) && !errors.Is(intent(), ErrNotLeader) {
+			return nil, fmt.Errorf("%w: %v", ErrIndeterminate, err)
+		}
+		return nil, err
+	}
+	if failpoint.Armed(pipelineWaitPoints...) {
+		if err := intent(); err != nil {
+			return nil, err
+		}
+	}
+	s.obs.Requested(req.Domain)
+	if err := failpoint.Eval(failpoint.PromoteReceived); err != nil {
+		return fail(err)
+	}
+	must(lc.To(PromotionValidating))
+	attempt, rec, took, err := s.evaluate(req, false)
+	if err != nil {
+		return fail(err) // only when leadership was lost mid-request
+	}
+	if err := failpoint.Eval(failpoint.PromoteBeforePropose); err != nil {
+		return fail(err)
+	}
+	allowed := rec.Decision.Allowed
+	if allowed {
+		must(lc.To(PromotionApproved))
+		must(lc.To(AuthorityTransitioning))
+	} else {
+		must(lc.To(PromotionDenied))
+	}
+	waitAttempt, err := s.queue(ctx, pl, &pb.Command{Body: &pb.Command_PromotionAttempt{PromotionAttempt: attempt}})
+	if err != nil {
+		return fail(err)
+	}
+	if err := failpoint.Eval(failpoint.PromoteQueued); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIndeterminate, err) // both queued: either may commit
+	}
+	if err := intent(); err != nil && !errors.Is(err, ErrIndeterminate) && !errors.Is(err, ErrNotLeader) {
+		// Refused at apply (the pre-check makes it unexpected): the
+		// attempt behind it is decided all the same.
+		s.logger.Warn("promotion intent refused at apply", "request_id", req.RequestId, "error", err)
+	}
+	out, err := s.attemptOutcome(waitAttempt(ctx))
+	if out == nil {
+		return fail(err)
+	}
+	if !allowed {
+		must(lc.To(Steady))
+		s.decided(out, took)
+		if out.Record.GetDecision().GetAllowed() {
+			// Cannot happen while the domain lock serialises writes; if it
+			// does, the committed record (the new authority) stands.
+			s.logger.Error("apply-time validation contradicted the leader's", "request_id", req.RequestId)
+			s.granted(out.Record.Request.Domain, out.Record.HolderAfter, out.Record.EpochAfter, true)
+		}
+		return out, err
+	}
+	return s.finish(req, lc, out, took, err)
+}
+
+// queue stamps a command as proposeOne does and queues it.
+func (s *Service) queue(ctx context.Context, pl Pipeliner, cmd *pb.Command) (func(context.Context) (*fsm.Result, error), error) {
+	cmd.StampedUnixMs = s.clock.Now().UnixMilli()
+	cmd.Term = s.log.Term()
+	cmd.Proposer = s.log.ID()
+	return pl.ProposeAsync(ctx, cmd)
+}
+
+func intentResult(res *fsm.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	return res.Err
 }
 
 // admit rejects what must not enter the lifecycle: not leader, malformed,
@@ -282,7 +421,11 @@ func (s *Service) evaluate(req *pb.PromotionRequest, dryRun bool) (*pb.Promotion
 }
 
 func (s *Service) commitAttempt(ctx context.Context, a *pb.PromotionAttempt) (*Outcome, error) {
-	res, err := s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionAttempt{PromotionAttempt: a}})
+	return s.attemptOutcome(s.propose(ctx, &pb.Command{Body: &pb.Command_PromotionAttempt{PromotionAttempt: a}}))
+}
+
+// attemptOutcome turns an attempt entry's apply result into the outcome.
+func (s *Service) attemptOutcome(res *fsm.Result, err error) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -202,7 +202,7 @@ func (s *Service) Leases() *LeaseTable { return s.leases }
 // propose replicates a command, after the observations waiting in the
 // notebook (they precede the write that carries them).
 func (s *Service) propose(ctx context.Context, cmd *pb.Command) (*fsm.Result, error) {
-	s.FlushNotes(ctx)
+	defer s.notesAhead(ctx)()
 	return s.proposeOne(ctx, cmd)
 }
 

@@ -70,6 +70,14 @@ func (l *fakeLog) Propose(_ context.Context, cmd *pb.Command) (*fsm.Result, erro
 	return res, nil
 }
 
+// ProposeAsync applies at once, as Propose does; the wait returns what
+// Propose returned (a failure injected for an attempt appears there, after
+// the intent queued before it has applied).
+func (l *fakeLog) ProposeAsync(ctx context.Context, cmd *pb.Command) (func(context.Context) (*fsm.Result, error), error) {
+	res, err := l.Propose(ctx, cmd)
+	return func(context.Context) (*fsm.Result, error) { return res, err }, nil
+}
+
 func (l *fakeLog) Barrier(context.Context) error      { return nil }
 func (l *fakeLog) VerifyLeader(context.Context) error { return nil }
 func (l *fakeLog) Term() uint64                       { l.mu.Lock(); defer l.mu.Unlock(); return l.term }
@@ -85,7 +93,7 @@ var (
 )
 
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	svc   *Service
 	log   *fakeLog
 	clock *fakeClock
@@ -96,7 +104,7 @@ type rig struct {
 // explicitly: the gated path is what most tests here exercise; see
 // newQuorumRig): members n1..n3, n1 holds epoch 1, watermark (epoch 1,
 // lsn 100, hash h100, visible 50).
-func newRig(t *testing.T, disabled bool) *rig {
+func newRig(t testing.TB, disabled bool) *rig {
 	t.Helper()
 	f := fsm.New()
 	r := &rig{t: t, log: &fakeLog{fsm: f, term: 1}, clock: newFakeClock(), ctx: context.Background()}
