@@ -127,9 +127,13 @@ func TestWatermarkCallsMergeIntoOneEntry(t *testing.T) {
 	ctx := context.Background()
 	out := make(chan wmReply, 8)
 	// Two calls fill the in-flight proposals (wmMaxInflight).
+	// Each is started once the one before it is proposed: two calls
+	// started together may merge (the second arriving before the first
+	// reached the log).
 	startAdvance(svc, ctx, 0, []*pb.WatermarkAdvance{wmAdv("d0", 101)}, out)
+	a := recv(t, gl.entered)
 	startAdvance(svc, ctx, 1, []*pb.WatermarkAdvance{wmAdv("d1", 101)}, out)
-	if a, b := recv(t, gl.entered), recv(t, gl.entered); a != 1 || b != 1 {
+	if b := recv(t, gl.entered); a != 1 || b != 1 {
 		t.Fatalf("first proposals carry %d and %d advances, want 1 and 1", a, b)
 	}
 	// Four more queue behind them: one with two advances, one conflicting
@@ -202,8 +206,8 @@ func TestWatermarkMergedCallerGivesUp(t *testing.T) {
 	svc, gl := newGatedService(t, 4, false)
 	out := make(chan wmReply, 4)
 	startAdvance(svc, context.Background(), 0, []*pb.WatermarkAdvance{wmAdv("d0", 101)}, out)
+	recv(t, gl.entered) // proposed before call 1 starts, so the two never merge
 	startAdvance(svc, context.Background(), 1, []*pb.WatermarkAdvance{wmAdv("d1", 101)}, out)
-	recv(t, gl.entered)
 	recv(t, gl.entered)
 	ctx, cancel := context.WithCancel(context.Background())
 	startAdvance(svc, ctx, 2, []*pb.WatermarkAdvance{wmAdv("d2", 101)}, out)
@@ -233,8 +237,8 @@ func TestWatermarkMergedProposalFails(t *testing.T) {
 	svc, gl := newGatedService(t, 4, false)
 	out := make(chan wmReply, 4)
 	startAdvance(svc, context.Background(), 0, []*pb.WatermarkAdvance{wmAdv("d0", 101)}, out)
+	recv(t, gl.entered) // proposed before call 1 starts, so the two never merge
 	startAdvance(svc, context.Background(), 1, []*pb.WatermarkAdvance{wmAdv("d1", 101)}, out)
-	recv(t, gl.entered)
 	recv(t, gl.entered)
 	startAdvance(svc, context.Background(), 2, []*pb.WatermarkAdvance{wmAdv("d2", 101)}, out)
 	waitQueued(t, svc, 1)
