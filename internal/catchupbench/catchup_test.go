@@ -29,6 +29,7 @@ var (
 	writers    = flag.Int("writers", 64, "concurrent writers")
 	cpuProfile = flag.String("cpuprofile", "", "write the restarted follower's CPU profile (its first 8 s) here")
 	rounds     = flag.Int("restarts", 2, "follower restarts measured (each after 1% more writes)")
+	kill       = flag.Bool("kill", false, "stop the follower with SIGKILL instead of SIGTERM (no snapshot before stopping)")
 	extra      = flag.String("server-args", "", "extra authorityd flags, space-separated (e.g. --snapshot-interval 5s)")
 )
 
@@ -58,7 +59,11 @@ func BenchmarkFollowerCatchup(b *testing.B) {
 	}
 	next := *domains
 	for r := range *rounds {
-		c.Stop(follower)
+		if *kill {
+			c.Kill(follower)
+		} else {
+			c.Stop(follower)
+		}
 		logOffset := fileSize(follower.LogPath)
 		n := max(*domains/100, 1)
 		load(b, *writers, next, next+n, create)
