@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"reflect"
+	"sync"
 	"unsafe"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -80,6 +81,27 @@ func boltHandle(store *raftboltdb.BoltStore) (*bolt.DB, error) {
 // decodeEntry decodes raw as raft-boltdb does (the same msgpack handle),
 // but from the byte slice, so that no length in raw can make it read or
 // allocate past raw's end.
+//
+// One handle serves every decode (a configured handle is safe for
+// concurrent use and caches the reflected layout of raft.Log; a new handle
+// per entry rebuilt it every time), and decoders are reused through a pool:
+// a restart reads every entry after the last snapshot twice (raft's
+// configuration scan, then the replay), so this decode is most of a
+// restart's log cost.
 func decodeEntry(raw []byte, l *raft.Log) error {
-	return codec.NewDecoderBytes(raw, &codec.MsgpackHandle{}).Decode(l)
+	if len(raw) == 0 {
+		return codec.NewDecoderBytes(raw, entryHandle).Decode(l)
+	}
+	d := entryDecoders.Get().(*codec.Decoder)
+	d.ResetBytes(raw)
+	err := d.Decode(l)
+	if err == nil {
+		entryDecoders.Put(d) // a decoder that failed is dropped, not reused
+	}
+	return err
 }
+
+// entryHandle is raft-boltdb's msgpack handle (its default settings).
+var entryHandle = &codec.MsgpackHandle{}
+
+var entryDecoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, entryHandle) }}
