@@ -169,6 +169,26 @@ func BenchmarkLargeState(b *testing.B) {
 	for i := range domains {
 		buildHistory(b, h, fmt.Sprintf("db%06d", i), attempts)
 	}
+	measureState(b, h, "db%06d", domains, attempts)
+}
+
+// BenchmarkPlainDomains: the 100,000-keys row of the etcd comparison
+// (issue 19) at the FSM's level: BENCH_PLAIN_DOMAINS (default 100,000) lock
+// domains, each created and acquired once — no members, no attempts. Same
+// metrics as BenchmarkLargeState.
+func BenchmarkPlainDomains(b *testing.B) {
+	domains := envInt(b, "BENCH_PLAIN_DOMAINS", 100_000)
+	h := newHarness(b)
+	for i := range domains {
+		name := fmt.Sprintf("key%06d", i)
+		h.ok(createLock(name))
+		h.ok(acquireCmd(name, "c1", leaseObs("", 0, pb.LeaseState_LEASE_STATE_UNSPECIFIED), nil))
+	}
+	measureState(b, h, "key%06d", domains, 0)
+}
+
+// measureState reports the sizing metrics of a built state; it consumes h.
+func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts int) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -176,7 +196,7 @@ func BenchmarkLargeState(b *testing.B) {
 
 	lat := make([]time.Duration, 0, 10_000)
 	for i := range 10_000 {
-		name := fmt.Sprintf("db%06d", (i*7919)%domains)
+		name := fmt.Sprintf(nameFormat, (i*7919)%domains)
 		start := time.Now()
 		if _, ok := h.f.Domain(name); !ok {
 			b.Fatal(name)
@@ -228,7 +248,11 @@ func BenchmarkLargeState(b *testing.B) {
 	b.ReportMetric(float64(size)/(1<<20), "snapshot-MiB")
 	b.ReportMetric(snapTime.Seconds(), "snapshot-s")
 	b.ReportMetric(restoreTime.Seconds(), "restore-s")
-	b.ReportMetric(float64(heap)/float64(stored), "heap-B/attempt")
+	if stored > 0 {
+		b.ReportMetric(float64(heap)/float64(stored), "heap-B/attempt")
+	} else {
+		b.ReportMetric(float64(heap)/float64(domains), "heap-B/domain")
+	}
 	hwm, rss := procStatusKiB(b, "VmHWM"), procStatusKiB(b, "VmRSS")
 	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
 	b.ReportMetric(float64(rss)/1024, "RSS-MiB")
