@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,7 +210,8 @@ func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts
 	// As the cluster does: capture, stream to a file, restore from it.
 	path := filepath.Join(b.TempDir(), "state.bin")
 	b.ResetTimer()
-	start := time.Now()
+	stopProfile := startProfile(b, "snapshot")
+	start, cpu := time.Now(), cpuTime(b)
 	c, err := h.f.Capture()
 	if err != nil {
 		b.Fatal(err)
@@ -224,10 +227,12 @@ func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts
 	if err != nil {
 		b.Fatal(err)
 	}
-	snapTime := time.Since(start)
+	snapTime, snapCPU := time.Since(start), cpuTime(b)-cpu
+	stopProfile()
 	c, h.f = nil, nil // only the restored state stays live, as on a restarting server
 	runtime.GC()
-	start = time.Now()
+	stopProfile = startProfile(b, "restore")
+	start, cpu = time.Now(), cpuTime(b)
 	file, err = os.Open(path)
 	if err != nil {
 		b.Fatal(err)
@@ -237,7 +242,8 @@ func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts
 		b.Fatal(err)
 	}
 	file.Close()
-	restoreTime := time.Since(start)
+	restoreTime, restoreCPU := time.Since(start), cpuTime(b)-cpu
+	stopProfile()
 	b.StopTimer()
 	stored := 0
 	for _, hist := range g.histories {
@@ -248,6 +254,10 @@ func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts
 	b.ReportMetric(float64(size)/(1<<20), "snapshot-MiB")
 	b.ReportMetric(snapTime.Seconds(), "snapshot-s")
 	b.ReportMetric(restoreTime.Seconds(), "restore-s")
+	// CPU time (user + system, all threads) says more than wall time on
+	// a loaded machine.
+	b.ReportMetric(snapCPU.Seconds(), "snapshot-cpu-s")
+	b.ReportMetric(restoreCPU.Seconds(), "restore-cpu-s")
 	if stored > 0 {
 		b.ReportMetric(float64(heap)/float64(stored), "heap-B/attempt")
 	} else {
@@ -256,8 +266,8 @@ func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts
 	hwm, rss := procStatusKiB(b, "VmHWM"), procStatusKiB(b, "VmRSS")
 	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
 	b.ReportMetric(float64(rss)/1024, "RSS-MiB")
-	b.Logf("%d domains × %d attempts (%d stored): GetDomain p99 %v, heap %d MiB, snapshot %d MiB in %v, restore %v, RSS %d MiB (peak %d MiB)",
-		domains, attempts, stored, lat[len(lat)*99/100], heap>>20, size>>20, snapTime, restoreTime, rss>>10, hwm>>10)
+	b.Logf("%d domains × %d attempts (%d stored): GetDomain p99 %v, heap %d MiB, snapshot %d MiB in %v (CPU %v), restore %v (CPU %v), RSS %d MiB (peak %d MiB)",
+		domains, attempts, stored, lat[len(lat)*99/100], heap>>20, size>>20, snapTime, snapCPU, restoreTime, restoreCPU, rss>>10, hwm>>10)
 }
 
 // buildHistory creates an aerodb domain and applies n attempts to it: even
@@ -299,6 +309,37 @@ func addAttempts(b testing.TB, h *harness, name string, n int) {
 			b.Fatalf("%s attempt %d: %v %s", name, i, res.Err, DescribeAttempt(res.Attempt))
 		}
 	}
+}
+
+// startProfile writes a CPU profile of one phase to
+// $BENCH_PROFILE_DIR/<phase>.pprof when that variable is set.
+func startProfile(b *testing.B, phase string) func() {
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	file, err := os.Create(filepath.Join(dir, phase+".pprof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(file); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := file.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procStatusKiB reads one "Name: N kB" line of /proc/self/status (Linux).
