@@ -61,7 +61,7 @@ func BenchmarkApplyPromotionAllowed(b *testing.B) {
 			cmd.Body = &pb.Command_PromotionAttempt{PromotionAttempt: attempt}
 			b.StartTimer()
 		}
-		d := h.f.domains["db1"]
+		d, _ := h.f.AuthorityOf("db1")
 		cand := "n2"
 		if d.Holder == "n2" {
 			cand = "n3"
@@ -293,7 +293,7 @@ func benchDomain(h *harness, name string) {
 func addAttempts(b testing.TB, h *harness, name string, n int) {
 	cmd := &pb.Command{}
 	for i := range n {
-		d := h.f.domains[name]
+		d, _ := h.f.AuthorityOf(name)
 		cand := map[string]string{"n1": "n2", "n2": "n3", "n3": "n2"}[d.Holder]
 		a := &pb.PromotionAttempt{
 			Request:         &pb.PromotionRequest{RequestId: "r" + strconv.Itoa(i), Domain: name, Candidate: cand, Reason: "bench"},

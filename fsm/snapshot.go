@@ -135,9 +135,7 @@ func (f *FSM) captureLocked() (*Capture, error) {
 	var err error
 	for i, n := range names {
 		cd := &c.domains[i]
-		if cd.raw, err = marshal.Marshal(f.domains[n]); err != nil {
-			return nil, fmt.Errorf("snapshot: marshal domain %q: %w", n, err)
-		}
+		cd.raw = f.recs[n].raw // immutable: shared, not encoded again
 		if h := f.histories[n]; h != nil {
 			cd.allowed, cd.denied = slices.Clone(h.allowed.segs), slices.Clone(h.denied.segs)
 			cd.ids, cd.deniedBytes = h.ids, h.deniedBytes
@@ -257,14 +255,16 @@ func (f *FSM) Restore(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	recs, recSum := recordsOf(st.domains)
+	st.domains = nil
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.domains, f.lastIndex = st.domains, st.lastIndex
+	f.lastIndex = st.lastIndex
 	f.servers = map[string]string{}
 	for _, s := range st.servers.Servers {
 		f.servers[s.Id] = s.GrpcAddress
 	}
-	f.digest, f.domainDigests, f.touched = digestSum{}, make(map[string][32]byte, len(f.domains)), f.touched[:0]
+	f.digest = digestSum{}
 	f.tails.reset()
 	if st.histories != nil { // version 3: the histories as they were kept
 		gen := f.captureGen.Load()
@@ -278,9 +278,7 @@ func (f *FSM) Restore(r io.Reader) error {
 			f.keep(a.domain, a.stored) // adds each attempt's digest
 		}
 	}
-	for name := range f.domains {
-		f.rehash(name)
-	}
+	f.setRecords(recs, recSum)
 	f.events.events, f.events.droppedThrough = st.events.Events, st.events.DroppedThrough
 	f.events.wake(true) // watchers re-read from the restored log
 	f.checker.reset(f)

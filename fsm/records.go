@@ -1,0 +1,184 @@
+package fsm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+
+	pb "github.com/aerodb/authority/api/authority/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Domain records are kept encoded: each as its canonical (deterministic)
+// protobuf encoding, which the state hash and every snapshot are defined
+// over anyway, plus the few fields the hot read paths need (authorization
+// and lease checks ask for a domain's kind, epoch and holder on every
+// call). A decoded pb.Domain costs several times its encoding in memory;
+// a state of a hundred thousand domains holds only their encodings.
+//
+// An entry that reads or changes a domain works on a decoded copy (work);
+// when the entry has applied, each copy is encoded again and, when its
+// bytes differ, replaces the record and its term of the state hash. A
+// record's bytes are never changed in place, so a capture shares them.
+type domainRec struct {
+	raw      []byte
+	kind     pb.DomainKind
+	released bool
+	epoch    uint64
+	ttlMs    uint64
+	holder   string
+}
+
+func recOf(d *pb.Domain, raw []byte) domainRec {
+	return domainRec{raw: raw, kind: d.Kind, released: d.Released, epoch: d.Epoch,
+		ttlMs: d.GetPolicy().GetLeaseTtlMs(), holder: d.Holder}
+}
+
+// decodeDomain decodes a record. Its bytes were written by encodeDomain
+// (or checked by a restore): failing to decode them is memory corruption.
+func decodeDomain(raw []byte) *pb.Domain {
+	d := &pb.Domain{}
+	if err := proto.Unmarshal(raw, d); err != nil {
+		panic(fmt.Sprintf("fsm: a stored domain record does not decode: %v", err))
+	}
+	return d
+}
+
+func encodeDomain(d *pb.Domain) []byte {
+	raw, err := marshal.Marshal(d)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: marshal domain %q: %v", d.Name, err))
+	}
+	return raw
+}
+
+func domainDigestRaw(raw []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte("domain\x00"))
+	h.Write(raw)
+	return [32]byte(h.Sum(nil))
+}
+
+// lookup returns the entry's working copy of a domain, which the entry
+// may change.
+func (f *FSM) lookup(name string) (*pb.Domain, error) {
+	if d := f.work[name]; d != nil {
+		return d, nil
+	}
+	rec, ok := f.recs[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: domain %q", ErrNotFound, name)
+	}
+	d := decodeDomain(rec.raw)
+	f.work[name] = d
+	f.touched = append(f.touched, name)
+	return d, nil
+}
+
+// create adds a new domain to the entry's working set.
+func (f *FSM) create(d *pb.Domain) {
+	f.work[d.Name] = d
+	f.touched = append(f.touched, d.Name)
+}
+
+// exists reports whether a domain exists (or the entry created it).
+func (f *FSM) exists(name string) bool {
+	if _, ok := f.work[name]; ok {
+		return true
+	}
+	_, ok := f.recs[name]
+	return ok
+}
+
+// peek returns a domain for reading only: the entry's working copy, or a
+// fresh decode (readers under the read lock get their own copy).
+func (f *FSM) peek(name string) (*pb.Domain, bool) {
+	if d := f.work[name]; d != nil {
+		return d, true
+	}
+	rec, ok := f.recs[name]
+	if !ok {
+		return nil, false
+	}
+	return decodeDomain(rec.raw), true
+}
+
+// commitTouched encodes every domain the entry worked on and replaces the
+// records (and state hash terms) whose bytes changed. The touched list is
+// kept for the invariants checker; ApplyCommand clears it.
+func (f *FSM) commitTouched() {
+	for _, name := range f.touched {
+		d := f.work[name]
+		if d == nil {
+			continue // listed twice
+		}
+		delete(f.work, name)
+		raw := encodeDomain(d)
+		old, had := f.recs[name]
+		if had && bytes.Equal(old.raw, raw) {
+			continue
+		}
+		if had {
+			f.digest.sub(domainDigestRaw(old.raw))
+		}
+		f.digest.add(domainDigestRaw(raw))
+		f.recs[name] = recOf(d, raw)
+	}
+}
+
+// setRecords replaces every domain record, given the sum of their
+// digests; the attempts' share of the state hash is f.attemptSum.
+func (f *FSM) setRecords(recs map[string]domainRec, sum digestSum) {
+	f.recs, f.digest = recs, f.attemptSum
+	f.digest.addSum(sum)
+	clear(f.work)
+	f.touched = f.touched[:0]
+}
+
+// recordsOf encodes decoded domains as records (a restore, before it takes
+// the lock), and sums their digests.
+func recordsOf(domains map[string]*pb.Domain) (map[string]domainRec, digestSum) {
+	recs := make(map[string]domainRec, len(domains))
+	var sum digestSum
+	for name, d := range domains {
+		raw := encodeDomain(d)
+		recs[name] = recOf(d, raw)
+		sum.add(domainDigestRaw(raw))
+	}
+	return recs, sum
+}
+
+// digestsOf sums the digests of records.
+func digestsOf(recs map[string]domainRec) digestSum {
+	var sum digestSum
+	for _, r := range recs {
+		sum.add(domainDigestRaw(r.raw))
+	}
+	return sum
+}
+
+// recField returns the bytes of a message field of a record's top level,
+// and whether it is present, without decoding the rest (a record is
+// canonical: each field at most once).
+func recField(raw []byte, want protowire.Number) ([]byte, bool) {
+	var out []byte
+	found := false
+	for b := raw; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			break
+		}
+		if num == want && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b)
+			out, found = v, true
+		}
+		b = b[m:]
+	}
+	return out, found
+}
