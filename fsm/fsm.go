@@ -23,6 +23,7 @@ import (
 type FSM struct {
 	mu        sync.RWMutex
 	recs      map[string]domainRec // domain records, encoded (records.go)
+	names     []string             // recs' names, sorted
 	work      map[string]*pb.Domain
 	histories map[string]*history // attempt history per domain
 	lastIndex uint64
@@ -168,17 +169,12 @@ func (f *FSM) Domain(name string) (*pb.Domain, bool) {
 func (f *FSM) DomainNames() []string {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.sortedNames()
+	return slices.Clone(f.names)
 }
 
-func (f *FSM) sortedNames() []string {
-	names := make([]string, 0, len(f.recs))
-	for n := range f.recs {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+// sortedNames is every domain name, sorted: the FSM's own slice, to read
+// under the lock and not to change.
+func (f *FSM) sortedNames() []string { return f.names }
 
 // Authority is the (epoch, holder) summary of a domain, as the leader's lease
 // table needs it.

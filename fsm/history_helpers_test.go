@@ -30,5 +30,5 @@ func (f *FSM) setDomain(d *pb.Domain) {
 		f.digest.sub(domainDigestRaw(old.raw))
 	}
 	f.digest.add(domainDigestRaw(raw))
-	f.recs[d.Name] = recOf(d, raw)
+	f.putRec(d.Name, recOf(d, raw))
 }

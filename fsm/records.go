@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -123,39 +124,45 @@ func (f *FSM) commitTouched() {
 			f.digest.sub(domainDigestRaw(old.raw))
 		}
 		f.digest.add(domainDigestRaw(raw))
-		f.recs[name] = recOf(d, raw)
+		f.putRec(name, recOf(d, raw))
 	}
+}
+
+// putRec stores a record, adding a new name to the sorted names: at the
+// end when names are created in order, else by a copy of the names after
+// it (domains are created far less often than they are read in order).
+func (f *FSM) putRec(name string, r domainRec) {
+	if _, had := f.recs[name]; !had {
+		if n := len(f.names); n == 0 || f.names[n-1] < name {
+			f.names = append(f.names, name)
+		} else {
+			i, _ := slices.BinarySearch(f.names, name)
+			f.names = slices.Insert(f.names, i, name)
+		}
+	}
+	f.recs[name] = r
 }
 
 // setRecords replaces every domain record, given the sum of their
 // digests; the attempts' share of the state hash is f.attemptSum.
-func (f *FSM) setRecords(recs map[string]domainRec, sum digestSum) {
-	f.recs, f.digest = recs, f.attemptSum
+func (f *FSM) setRecords(recs map[string]domainRec, names []string, sum digestSum) {
+	f.recs, f.names, f.digest = recs, names, f.attemptSum
 	f.digest.addSum(sum)
 	clear(f.work)
 	f.touched = f.touched[:0]
 }
 
-// recordsOf encodes decoded domains as records (a restore, before it takes
-// the lock), and sums their digests.
-func recordsOf(domains map[string]*pb.Domain) (map[string]domainRec, digestSum) {
-	recs := make(map[string]domainRec, len(domains))
+// digestsOf returns the sorted names of records and the sum of their
+// digests.
+func digestsOf(recs map[string]domainRec) ([]string, digestSum) {
 	var sum digestSum
-	for name, d := range domains {
-		raw := encodeDomain(d)
-		recs[name] = recOf(d, raw)
-		sum.add(domainDigestRaw(raw))
-	}
-	return recs, sum
-}
-
-// digestsOf sums the digests of records.
-func digestsOf(recs map[string]domainRec) digestSum {
-	var sum digestSum
-	for _, r := range recs {
+	names := make([]string, 0, len(recs))
+	for name, r := range recs {
 		sum.add(domainDigestRaw(r.raw))
+		names = append(names, name)
 	}
-	return sum
+	slices.Sort(names)
+	return names, sum
 }
 
 // recField returns the bytes of a message field of a record's top level,

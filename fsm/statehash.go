@@ -75,7 +75,8 @@ func (f *FSM) stateHashLocked() ([32]byte, error) {
 // recomputeDigests rebuilds every digest from scratch.
 func (f *FSM) recomputeDigests() {
 	f.attemptSum = attemptDigests(f.histories)
-	f.setRecords(f.recs, digestsOf(f.recs))
+	names, sum := digestsOf(f.recs)
+	f.setRecords(f.recs, names, sum)
 }
 
 // attemptDigests sums the digests of every stored attempt, decoding each.
