@@ -320,8 +320,8 @@ func (c *crcReader) Read(p []byte) (int, error) {
 // restored is a decoded snapshot, not yet swapped in.
 type restored struct {
 	recs       map[string]domainRec
-	names      []string  // sorted, as the snapshot lists them
-	recSum     digestSum // the domain records' share of the state hash
+	names      []string          // sorted, as the snapshot lists them
+	recSum     digestSum         // the domain records' share of the state hash
 	attempts   []restoredAttempt // versions 1 and 2: per domain in log order, domains sorted
 	histories  map[string]*history
 	attemptSum digestSum // version 3
