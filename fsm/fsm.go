@@ -25,6 +25,7 @@ type FSM struct {
 	recs      map[string]domainRec // domain records, encoded (records.go)
 	names     []string             // recs' names, sorted
 	work      map[string]*pb.Domain
+	hot       hotDomains
 	histories map[string]*history // attempt history per domain
 	lastIndex uint64
 	servers   map[string]string // raft server id → gRPC address

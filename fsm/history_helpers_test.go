@@ -31,4 +31,5 @@ func (f *FSM) setDomain(d *pb.Domain) {
 	}
 	f.digest.add(domainDigestRaw(raw))
 	f.putRec(d.Name, recOf(d, raw))
+	f.hot = hotDomains{}
 }

@@ -71,7 +71,11 @@ func (f *FSM) lookup(name string) (*pb.Domain, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: domain %q", ErrNotFound, name)
 	}
-	d := decodeDomain(rec.raw)
+	d := f.hot.get(name)
+	if d == nil {
+		d = decodeDomain(rec.raw)
+		f.hot.put(name, d)
+	}
 	f.work[name] = d
 	f.touched = append(f.touched, name)
 	return d, nil
@@ -79,6 +83,7 @@ func (f *FSM) lookup(name string) (*pb.Domain, error) {
 
 // create adds a new domain to the entry's working set.
 func (f *FSM) create(d *pb.Domain) {
+	f.hot.put(d.Name, d)
 	f.work[d.Name] = d
 	f.touched = append(f.touched, d.Name)
 }
@@ -90,6 +95,37 @@ func (f *FSM) exists(name string) bool {
 	}
 	_, ok := f.recs[name]
 	return ok
+}
+
+// hotDomains keeps the decoded form of the domains entries worked on most
+// recently (bounded), so that an entry touching a busy domain — a holder
+// advancing its watermark — need not decode it again. Only entries use it,
+// under the write lock: a decoded domain here always equals its record,
+// since every change to it is encoded into the record when the entry has
+// applied. Derived state: nothing depends on it but speed.
+type hotDomains struct {
+	m    map[string]*pb.Domain
+	ring [hotDomainCount]string
+	next int
+}
+
+const hotDomainCount = 1024
+
+func (h *hotDomains) get(name string) *pb.Domain { return h.m[name] }
+
+func (h *hotDomains) put(name string, d *pb.Domain) {
+	if h.m == nil {
+		h.m = make(map[string]*pb.Domain, hotDomainCount)
+	}
+	if _, ok := h.m[name]; ok {
+		h.m[name] = d
+		return
+	}
+	if old := h.ring[h.next]; old != "" {
+		delete(h.m, old)
+	}
+	h.ring[h.next], h.next = name, (h.next+1)%hotDomainCount
+	h.m[name] = d
 }
 
 // peek returns a domain for reading only: the entry's working copy, or a
@@ -148,6 +184,7 @@ func (f *FSM) putRec(name string, r domainRec) {
 func (f *FSM) setRecords(recs map[string]domainRec, names []string, sum digestSum) {
 	f.recs, f.names, f.digest = recs, names, f.attemptSum
 	f.digest.addSum(sum)
+	f.hot = hotDomains{}
 	clear(f.work)
 	f.touched = f.touched[:0]
 }
