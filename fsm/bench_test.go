@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,7 +61,7 @@ func BenchmarkApplyPromotionAllowed(b *testing.B) {
 			cmd.Body = &pb.Command_PromotionAttempt{PromotionAttempt: attempt}
 			b.StartTimer()
 		}
-		d := h.f.domains["db1"]
+		d, _ := h.f.AuthorityOf("db1")
 		cand := "n2"
 		if d.Holder == "n2" {
 			cand = "n3"
@@ -169,6 +171,26 @@ func BenchmarkLargeState(b *testing.B) {
 	for i := range domains {
 		buildHistory(b, h, fmt.Sprintf("db%06d", i), attempts)
 	}
+	measureState(b, h, "db%06d", domains, attempts)
+}
+
+// BenchmarkPlainDomains: the 100,000-keys row of the etcd comparison
+// (issue 19) at the FSM's level: BENCH_PLAIN_DOMAINS (default 100,000) lock
+// domains, each created and acquired once — no members, no attempts. Same
+// metrics as BenchmarkLargeState.
+func BenchmarkPlainDomains(b *testing.B) {
+	domains := envInt(b, "BENCH_PLAIN_DOMAINS", 100_000)
+	h := newHarness(b)
+	for i := range domains {
+		name := fmt.Sprintf("key%06d", i)
+		h.ok(createLock(name))
+		h.ok(acquireCmd(name, "c1", leaseObs("", 0, pb.LeaseState_LEASE_STATE_UNSPECIFIED), nil))
+	}
+	measureState(b, h, "key%06d", domains, 0)
+}
+
+// measureState reports the sizing metrics of a built state; it consumes h.
+func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts int) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -176,7 +198,7 @@ func BenchmarkLargeState(b *testing.B) {
 
 	lat := make([]time.Duration, 0, 10_000)
 	for i := range 10_000 {
-		name := fmt.Sprintf("db%06d", (i*7919)%domains)
+		name := fmt.Sprintf(nameFormat, (i*7919)%domains)
 		start := time.Now()
 		if _, ok := h.f.Domain(name); !ok {
 			b.Fatal(name)
@@ -188,7 +210,8 @@ func BenchmarkLargeState(b *testing.B) {
 	// As the cluster does: capture, stream to a file, restore from it.
 	path := filepath.Join(b.TempDir(), "state.bin")
 	b.ResetTimer()
-	start := time.Now()
+	stopProfile := startProfile(b, "snapshot")
+	start, cpu := time.Now(), cpuTime(b)
 	c, err := h.f.Capture()
 	if err != nil {
 		b.Fatal(err)
@@ -204,10 +227,12 @@ func BenchmarkLargeState(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	snapTime := time.Since(start)
+	snapTime, snapCPU := time.Since(start), cpuTime(b)-cpu
+	stopProfile()
 	c, h.f = nil, nil // only the restored state stays live, as on a restarting server
 	runtime.GC()
-	start = time.Now()
+	stopProfile = startProfile(b, "restore")
+	start, cpu = time.Now(), cpuTime(b)
 	file, err = os.Open(path)
 	if err != nil {
 		b.Fatal(err)
@@ -217,7 +242,8 @@ func BenchmarkLargeState(b *testing.B) {
 		b.Fatal(err)
 	}
 	file.Close()
-	restoreTime := time.Since(start)
+	restoreTime, restoreCPU := time.Since(start), cpuTime(b)-cpu
+	stopProfile()
 	b.StopTimer()
 	stored := 0
 	for _, hist := range g.histories {
@@ -228,12 +254,20 @@ func BenchmarkLargeState(b *testing.B) {
 	b.ReportMetric(float64(size)/(1<<20), "snapshot-MiB")
 	b.ReportMetric(snapTime.Seconds(), "snapshot-s")
 	b.ReportMetric(restoreTime.Seconds(), "restore-s")
-	b.ReportMetric(float64(heap)/float64(stored), "heap-B/attempt")
+	// CPU time (user + system, all threads) says more than wall time on
+	// a loaded machine.
+	b.ReportMetric(snapCPU.Seconds(), "snapshot-cpu-s")
+	b.ReportMetric(restoreCPU.Seconds(), "restore-cpu-s")
+	if stored > 0 {
+		b.ReportMetric(float64(heap)/float64(stored), "heap-B/attempt")
+	} else {
+		b.ReportMetric(float64(heap)/float64(domains), "heap-B/domain")
+	}
 	hwm, rss := procStatusKiB(b, "VmHWM"), procStatusKiB(b, "VmRSS")
 	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
 	b.ReportMetric(float64(rss)/1024, "RSS-MiB")
-	b.Logf("%d domains × %d attempts (%d stored): GetDomain p99 %v, heap %d MiB, snapshot %d MiB in %v, restore %v, RSS %d MiB (peak %d MiB)",
-		domains, attempts, stored, lat[len(lat)*99/100], heap>>20, size>>20, snapTime, restoreTime, rss>>10, hwm>>10)
+	b.Logf("%d domains × %d attempts (%d stored): GetDomain p99 %v, heap %d MiB, snapshot %d MiB in %v (CPU %v), restore %v (CPU %v), RSS %d MiB (peak %d MiB)",
+		domains, attempts, stored, lat[len(lat)*99/100], heap>>20, size>>20, snapTime, snapCPU, restoreTime, restoreCPU, rss>>10, hwm>>10)
 }
 
 // buildHistory creates an aerodb domain and applies n attempts to it: even
@@ -259,7 +293,7 @@ func benchDomain(h *harness, name string) {
 func addAttempts(b testing.TB, h *harness, name string, n int) {
 	cmd := &pb.Command{}
 	for i := range n {
-		d := h.f.domains[name]
+		d, _ := h.f.AuthorityOf(name)
 		cand := map[string]string{"n1": "n2", "n2": "n3", "n3": "n2"}[d.Holder]
 		a := &pb.PromotionAttempt{
 			Request:         &pb.PromotionRequest{RequestId: "r" + strconv.Itoa(i), Domain: name, Candidate: cand, Reason: "bench"},
@@ -275,6 +309,37 @@ func addAttempts(b testing.TB, h *harness, name string, n int) {
 			b.Fatalf("%s attempt %d: %v %s", name, i, res.Err, DescribeAttempt(res.Attempt))
 		}
 	}
+}
+
+// startProfile writes a CPU profile of one phase to
+// $BENCH_PROFILE_DIR/<phase>.pprof when that variable is set.
+func startProfile(b *testing.B, phase string) func() {
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	file, err := os.Create(filepath.Join(dir, phase+".pprof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(file); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := file.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procStatusKiB reads one "Name: N kB" line of /proc/self/status (Linux).

@@ -216,14 +216,14 @@ func TestSnapshotCarriesEveryDomainField(t *testing.T) {
 		d.Fence.Epoch = d.Epoch + 1 // the only fence a state can hold (invariants.go)
 		// A deployment lives in a lock domain, at or before its epoch.
 		d.Kind, d.Deployment.Epoch = pb.DomainKind_DOMAIN_KIND_LOCK, d.Epoch
-		f.domains[name] = d
+		f.setDomain(d)
 	}
 	f.lastIndex = 77
 	f.recomputeDigests()
 	g := roundTrip(t, f)
 	for _, name := range []string{"a", "b"} {
 		got, ok := g.Domain(name)
-		if !ok || !proto.Equal(got, f.domains[name]) {
+		if !ok || !proto.Equal(got, f.dom(name)) {
 			t.Fatalf("domain %s did not survive the snapshot", name)
 		}
 		assertEveryFieldSet(t, got.ProtoReflect(), string(got.ProtoReflect().Descriptor().FullName()), "legacy_allowed", "legacy_denied")

@@ -10,15 +10,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-func (f *FSM) lookup(name string) (*pb.Domain, error) {
-	d, ok := f.domains[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: domain %q", ErrNotFound, name)
-	}
-	f.touch(name) // the caller may change it: its digest is redone after the entry
-	return d, nil
-}
-
 func done(d *pb.Domain) *Result { return &Result{Epoch: d.Epoch, Holder: d.Holder} }
 
 func applyCreateDomain(f *FSM, e entry) *Result {
@@ -38,7 +29,7 @@ func applyCreateDomain(f *FSM, e entry) *Result {
 	if err := waiverModeKind(c.Kind, c.Policy); err != nil {
 		return failed(e.index, err)
 	}
-	if _, ok := f.domains[c.Name]; ok {
+	if f.exists(c.Name) {
 		return failed(e.index, fmt.Errorf("%w: domain %q", ErrExists, c.Name))
 	}
 	d := &pb.Domain{
@@ -51,8 +42,7 @@ func applyCreateDomain(f *FSM, e entry) *Result {
 	if c.Kind != pb.DomainKind_DOMAIN_KIND_AERODB {
 		d.Work = &pb.WorkState{Status: pb.LockStatus_LOCK_STATUS_FREE}
 	}
-	f.domains[c.Name] = d
-	f.touch(c.Name)
+	f.create(d)
 	f.emit(e, EventDomainCreated, d, append([]string{"kind", kindName(d.Kind), "mode", modeName(d.Policy.Mode),
 		"lease_ttl_ms", u(d.Policy.LeaseTtlMs), "promotion_disabled", fmt.Sprint(d.Policy.PromotionDisabled)}, waiverFields(d)...)...)
 	return done(d)

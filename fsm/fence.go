@@ -61,12 +61,23 @@ func applyPreparePromotion(f *FSM, e entry) *Result {
 // progress report of a replica-quorum domain asks for it.
 func (f *FSM) PendingFence(name string) *pb.Fence {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	d, ok := f.domains[name]
-	if !ok || d.Fence == nil || d.Fence.Epoch != d.Epoch+1 {
+	rec, ok := f.recs[name]
+	f.mu.RUnlock()
+	if !ok {
 		return nil
 	}
-	return proto.Clone(d.Fence).(*pb.Fence)
+	raw, ok := recField(rec.raw, 18) // Domain.fence
+	if !ok {
+		return nil
+	}
+	fc := &pb.Fence{}
+	if err := proto.Unmarshal(raw, fc); err != nil {
+		panic(fmt.Sprintf("fsm: the fence of domain %q does not decode: %v", name, err))
+	}
+	if fc.Epoch != rec.epoch+1 {
+		return nil
+	}
+	return fc
 }
 
 // SyncSet is a replica-quorum domain's synchronous set at its current epoch:

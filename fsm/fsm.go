@@ -22,7 +22,10 @@ import (
 // FSM goroutine); reads may come from any goroutine, hence the lock.
 type FSM struct {
 	mu        sync.RWMutex
-	domains   map[string]*pb.Domain
+	recs      map[string]domainRec // domain records, encoded (records.go)
+	names     []string             // recs' names, sorted
+	work      map[string]*pb.Domain
+	hot       hotDomains
 	histories map[string]*history // attempt history per domain
 	lastIndex uint64
 	servers   map[string]string // raft server id → gRPC address
@@ -30,12 +33,10 @@ type FSM struct {
 	checker   invariantChecker
 
 	// State hash upkeep (statehash.go): the sum of every record's digest,
-	// each domain's current digest, and the domains the entry being
-	// applied may have changed.
-	digest        digestSum
-	attemptSum    digestSum // the attempts' share of digest
-	domainDigests map[string][32]byte
-	touched       []string
+	// and the domains the entry being applied works on (in work).
+	digest     digestSum
+	attemptSum digestSum // the attempts' share of digest
+	touched    []string
 	// captureGen counts captures: a domain's request index copied before
 	// the newest capture is shared with it (history.go, ownIDs).
 	captureGen atomic.Uint64
@@ -44,8 +45,8 @@ type FSM struct {
 
 // New returns an empty state machine.
 func New() *FSM {
-	return &FSM{domains: map[string]*pb.Domain{}, histories: map[string]*history{},
-		servers: map[string]string{}, domainDigests: map[string][32]byte{}}
+	return &FSM{recs: map[string]domainRec{}, work: map[string]*pb.Domain{}, histories: map[string]*history{},
+		servers: map[string]string{}}
 }
 
 // Apply decodes one log entry and applies it. A malformed entry changes
@@ -73,11 +74,12 @@ func (f *FSM) ApplyCommand(index, term uint64, cmd *pb.Command) *Result {
 	}
 	f.events.beginEntry()
 	res := apply(f, entry{index: index, term: term, cmd: cmd})
-	f.rehashTouched()
+	f.commitTouched()
 	res.Index = index
 	f.lastIndex = max(f.lastIndex, index)
 	f.events.wake(f.events.seq > 0)
-	f.checker.afterApply(f)
+	f.checker.afterApply(f, f.touched)
+	f.touched = f.touched[:0]
 	return res
 }
 
@@ -156,29 +158,24 @@ func (f *FSM) LastIndex() uint64 {
 // Domain returns a copy of a domain's state.
 func (f *FSM) Domain(name string) (*pb.Domain, bool) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	d, ok := f.domains[name]
+	rec, ok := f.recs[name]
+	f.mu.RUnlock()
 	if !ok {
 		return nil, false
 	}
-	return proto.Clone(d).(*pb.Domain), true
+	return decodeDomain(rec.raw), true // immutable bytes: decoded outside the lock
 }
 
 // DomainNames returns every domain name, sorted.
 func (f *FSM) DomainNames() []string {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.sortedNames()
+	return slices.Clone(f.names)
 }
 
-func (f *FSM) sortedNames() []string {
-	names := make([]string, 0, len(f.domains))
-	for n := range f.domains {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+// sortedNames is every domain name, sorted: the FSM's own slice, to read
+// under the lock and not to change.
+func (f *FSM) sortedNames() []string { return f.names }
 
 // Authority is the (epoch, holder) summary of a domain, as the leader's lease
 // table needs it.
@@ -195,9 +192,9 @@ type Authority struct {
 func (f *FSM) Authorities() []Authority {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	out := make([]Authority, 0, len(f.domains))
+	out := make([]Authority, 0, len(f.recs))
 	for _, n := range f.sortedNames() {
-		out = append(out, authorityOf(f.domains[n]))
+		out = append(out, authorityOf(n, f.recs[n]))
 	}
 	return out
 }
@@ -206,16 +203,15 @@ func (f *FSM) Authorities() []Authority {
 func (f *FSM) AuthorityOf(name string) (Authority, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	d, ok := f.domains[name]
+	rec, ok := f.recs[name]
 	if !ok {
 		return Authority{}, false
 	}
-	return authorityOf(d), true
+	return authorityOf(name, rec), true
 }
 
-func authorityOf(d *pb.Domain) Authority {
-	return Authority{Domain: d.Name, Kind: d.Kind, Epoch: d.Epoch, Holder: d.Holder,
-		Released: d.Released, TTLms: d.GetPolicy().GetLeaseTtlMs()}
+func authorityOf(name string, r domainRec) Authority {
+	return Authority{Domain: name, Kind: r.kind, Epoch: r.epoch, Holder: r.holder, Released: r.released, TTLms: r.ttlMs}
 }
 
 // Attempt returns the recorded attempt of (domain, request id), if any.
@@ -228,15 +224,20 @@ func (f *FSM) Attempt(domain, requestID string) (*pb.AttemptRecord, bool) {
 // Watermark returns a copy of a domain's watermark (nil when unknown).
 func (f *FSM) Watermark(name string) (*pb.Watermark, bool) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	d, ok := f.domains[name]
+	rec, ok := f.recs[name]
+	f.mu.RUnlock()
 	if !ok {
 		return nil, false
 	}
-	if d.Watermark == nil {
+	raw, ok := recField(rec.raw, 8) // Domain.watermark
+	if !ok {
 		return nil, true
 	}
-	return proto.Clone(d.Watermark).(*pb.Watermark), true
+	wm := &pb.Watermark{}
+	if err := proto.Unmarshal(raw, wm); err != nil {
+		panic(fmt.Sprintf("fsm: the watermark of domain %q does not decode: %v", name, err))
+	}
+	return wm, true
 }
 
 // Summaries lists up to limit domains whose names sort after `after`, and
@@ -254,11 +255,9 @@ func (f *FSM) Summaries(after string, limit int) ([]*pb.DomainSummary, bool) {
 		if len(out) == limit {
 			return out, true
 		}
-		d := f.domains[n]
+		d := decodeDomain(f.recs[n].raw)
 		s := &pb.DomainSummary{Name: d.Name, Kind: d.Kind, Epoch: d.Epoch, Holder: d.Holder, Released: d.Released, Members: uint32(len(d.Members))}
-		if d.Watermark != nil {
-			s.Watermark = proto.Clone(d.Watermark).(*pb.Watermark)
-		}
+		s.Watermark = d.Watermark // d is this call's own copy
 		out = append(out, s)
 	}
 	return out, false

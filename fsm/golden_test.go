@@ -130,7 +130,7 @@ func goldenSnapshot(t *testing.T, version int) {
 			d.Name, d.LegacyAllowed, d.LegacyDenied = name, nil, nil
 			d.Fence.Epoch = d.Epoch + 1
 			d.Kind, d.Deployment.Epoch = pb.DomainKind_DOMAIN_KIND_LOCK, d.Epoch
-			f.domains[name] = d
+			f.setDomain(d)
 		}
 		// Version 3 keeps histories as delta segments: domain "a" gets
 		// allowed records over more than one segment and a denied ring

@@ -168,20 +168,79 @@ func (l *attemptList) push(index uint64, raw []byte, sum uint32, tails *tailCach
 		if !ok {
 			prev2, prev1 = s.last2(last)
 		}
-		s.data = encode(s.data, len(s.ents), prev2, prev1, raw)
-		s.ents = append(s.ents, attemptEnt{index: index, end: uint32(len(s.data)), sum: sum})
+		// The open segment grows by what it needs (data by at most an
+		// eighth more): at a hundred thousand domains, append's doubling
+		// would reserve about a fifth of the history's memory unused.
+		// Copying is cheap beside the apply, and a capture may share the
+		// old arrays.
+		delta := encode(scratchOf(tails), len(s.ents), prev2, prev1, raw)
+		s.data = appendTight(s.data, delta)
+		s.ents = appendEnts(s.ents, attemptEnt{index: index, end: uint32(len(s.data)), sum: sum})
 		if len(s.ents) == segmentRecords {
-			// Full: it only changes again by being dropped, so give back
-			// what append reserved.
-			s.data, s.ents = slices.Clone(s.data), slices.Clone(s.ents)
+			// Full: it only changes again by being dropped.
+			s.data = slices.Clip(s.data)
+			if cap(s.data) > len(s.data) {
+				s.data = slices.Clone(s.data)
+			}
 		}
+		keepScratch(tails, delta)
 		tails.put(l, index, prev1, raw)
 	} else {
 		data := encode(nil, 0, nil, nil, raw)
-		l.segs = append(l.segs, segment{data: data, ents: []attemptEnt{{index: index, end: uint32(len(data)), sum: sum}}})
+		if cap(data) > len(data) {
+			data = slices.Clone(data)
+		}
+		l.segs = appendSeg(l.segs, segment{data: data, ents: []attemptEnt{{index: index, end: uint32(len(data)), sum: sum}}})
 		tails.put(l, index, nil, raw)
 	}
 	l.n++
+}
+
+// appendTight appends b to a segment's data, growing it by at most an
+// eighth beyond what it needs.
+func appendTight(data, b []byte) []byte {
+	if len(data)+len(b) <= cap(data) {
+		return append(data, b...)
+	}
+	n := len(data) + len(b)
+	out := make([]byte, n, n+n/8)
+	copy(out[copy(out, data):], b)
+	return out
+}
+
+// appendEnts appends to an open segment's records, to exactly the size
+// needed (at most segmentRecords of them: a small copy).
+func appendEnts(ents []attemptEnt, e attemptEnt) []attemptEnt {
+	out := make([]attemptEnt, len(ents)+1)
+	copy(out, ents)
+	out[len(ents)] = e
+	return out
+}
+
+// appendSeg appends a segment to a list, growing it by about a quarter.
+func appendSeg(segs []segment, s segment) []segment {
+	if len(segs) < cap(segs) {
+		return append(segs, s)
+	}
+	out := make([]segment, len(segs)+1, len(segs)+1+len(segs)/4)
+	copy(out, segs)
+	out[len(segs)] = s
+	return out
+}
+
+// scratchOf and keepScratch lend the tail cache's scratch buffer for one
+// delta (nil cache: a fresh one).
+func scratchOf(c *tailCache) []byte {
+	if c == nil {
+		return nil
+	}
+	return c.scratch[:0]
+}
+
+func keepScratch(c *tailCache, b []byte) {
+	if c != nil {
+		c.scratch = b[:0]
+	}
 }
 
 // tailCache keeps the last two records of the lists appended to most
@@ -189,9 +248,10 @@ func (l *attemptList) push(index uint64, raw []byte, sum uint32, tails *tailCach
 // decode its open segment. Derived and bounded; the bytes it yields are
 // the same a decode would: the state does not depend on it.
 type tailCache struct {
-	m    map[*attemptList]*tail
-	fifo [tailCacheLists]*attemptList
-	next int
+	scratch []byte // push's delta buffer
+	m       map[*attemptList]*tail
+	fifo    [tailCacheLists]*attemptList
+	next    int
 }
 
 const tailCacheLists = 256
@@ -442,6 +502,10 @@ func insertID(ids []idEnt, e idEnt) []idEnt {
 	i := sort.Search(len(ids), func(k int) bool {
 		return ids[k].key > e.key || ids[k].key == e.key && ids[k].index >= e.index
 	})
+	if len(ids) == cap(ids) {
+		// Grow by an eighth: a domain's ids are most of the index.
+		ids = append(make([]idEnt, 0, len(ids)+1+len(ids)/8), ids...)
+	}
 	ids = append(ids, idEnt{})
 	copy(ids[i+1:], ids[i:])
 	ids[i] = e
@@ -585,7 +649,7 @@ type HistoryPage struct {
 func (f *FSM) History(domain string, after uint64, limit int, withDenied bool) (HistoryPage, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if _, ok := f.domains[domain]; !ok {
+	if _, ok := f.recs[domain]; !ok {
 		return HistoryPage{}, false
 	}
 	if limit <= 0 {

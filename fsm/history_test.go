@@ -44,8 +44,7 @@ func TestStateHashSeesEveryRecord(t *testing.T) {
 	}
 	d, _ := g.Domain("db1")
 	d.Members[0].Priority++
-	g.domains["db1"] = d
-	g.rehash("db1")
+	g.setDomain(d)
 	if mustHash(t, g) == base {
 		t.Fatal("a changed member priority left the state hash unchanged")
 	}
@@ -76,7 +75,7 @@ func historyFixture(t testing.TB, n int) *harness {
 	t.Helper()
 	h, attempt := readyToPromote(t)
 	for i := range n {
-		d := h.f.domains["db1"]
+		d, _ := h.f.AuthorityOf("db1")
 		cand := map[string]string{"n1": "n2", "n2": "n3", "n3": "n2"}[d.Holder]
 		a := cloneAttempt(attempt)
 		a.Request.RequestId, a.Request.Candidate = "p-"+strconv.Itoa(i), cand
@@ -254,7 +253,7 @@ func TestPromotionCostIndependentOfHistory(t *testing.T) {
 		const runs = 200
 		cmds := make([]*pb.Command, runs)
 		for i := range cmds {
-			d := h.f.domains["db1"]
+			d, _ := h.f.AuthorityOf("db1")
 			cand := map[string]string{"n2": "n3", "n3": "n2"}[d.Holder]
 			cmds[i] = attemptCmd(&pb.PromotionAttempt{
 				Request:         &pb.PromotionRequest{RequestId: "cost-" + strconv.Itoa(i), Domain: "db1", Candidate: cand},
@@ -322,7 +321,7 @@ func TestCaptureWhileApplying(t *testing.T) {
 		t.Fatal(err)
 	}
 	attempt := func(id string, allowed bool) {
-		d := h.f.domains["db1"]
+		d, _ := h.f.AuthorityOf("db1")
 		cand := map[string]string{"n1": "n2", "n2": "n3", "n3": "n2"}[d.Holder]
 		a := &pb.PromotionAttempt{
 			Request:         &pb.PromotionRequest{RequestId: id, Domain: "db1", Candidate: cand},

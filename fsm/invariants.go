@@ -24,18 +24,21 @@ type invariantChecker struct {
 // restore silently undo a grant. A fresh FSM (a restart) starts with no
 // history, so its first restore checks nothing but the state itself.
 func (c *invariantChecker) reset(f *FSM) {
-	c.afterApply(f)
+	c.afterApply(f, f.sortedNames())
 }
 
-func (c *invariantChecker) afterApply(f *FSM) {
+// afterApply checks the domains the entry worked on (touched): only they
+// can have changed, since every change to a record is the encoding of an
+// entry's working copy (records.go). After a restore, reset checks all.
+func (c *invariantChecker) afterApply(f *FSM, touched []string) {
 	if c.seen == nil {
 		c.seen, c.last = map[string]map[uint64]string{}, map[string]uint64{}
 	}
-	for name, d := range f.domains {
-		if d.Epoch < c.last[name] {
-			panic(fmt.Sprintf("invariant AU-1: domain %q epoch went back from %d to %d", name, c.last[name], d.Epoch))
+	for _, name := range touched {
+		d, ok := f.peek(name)
+		if !ok {
+			continue
 		}
-		c.last[name] = d.Epoch
 		// A fence is only ever for the next epoch: granting an epoch clears
 		// it (a leftover fence would let a later promotion decide on
 		// reports fenced for an epoch already granted).
@@ -49,6 +52,24 @@ func (c *invariantChecker) afterApply(f *FSM) {
 			panic(fmt.Sprintf("invariant deploy: domain %q (%v, epoch %d) records deployment %q at epoch %d with %d transitions",
 				name, d.Kind, d.Epoch, dep.DeployId, dep.Epoch, len(dep.Transitions)))
 		}
+		if r, w := f.recs[name], recOf(d, nil); r.kind != w.kind || r.released != w.released || r.epoch != w.epoch ||
+			r.ttlMs != w.ttlMs || r.holder != w.holder {
+			panic(fmt.Sprintf("invariant records: domain %q's summary does not match its record", name))
+		}
+	}
+	for _, name := range touched {
+		r, ok := f.recs[name]
+		if !ok {
+			continue
+		}
+		d := struct { // what AU-1 reads of the record, from its summary
+			Epoch  uint64
+			Holder string
+		}{r.epoch, r.holder}
+		if d.Epoch < c.last[name] {
+			panic(fmt.Sprintf("invariant AU-1: domain %q epoch went back from %d to %d", name, c.last[name], d.Epoch))
+		}
+		c.last[name] = d.Epoch
 		if d.Epoch == 0 {
 			continue
 		}

@@ -6,8 +6,8 @@ package fsm
 // invariants.go for the test build.
 type invariantChecker struct{}
 
-func (invariantChecker) reset(*FSM)      {}
-func (invariantChecker) afterApply(*FSM) {}
+func (invariantChecker) reset(*FSM)                {}
+func (invariantChecker) afterApply(*FSM, []string) {}
 
 // verifyRestored: see invariants.go.
 func verifyRestored(*restored) error { return nil }

@@ -43,7 +43,9 @@ func TestInvariantsCheckerFires(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			h, attempt := readyToPromote(t)
 			h.ok(&pb.Command{Body: &pb.Command_PromotionAttempt{PromotionAttempt: attempt}}) // n2 at epoch 2
-			c.forge(h.f.domains["db1"])
+			d := h.f.dom("db1")
+			c.forge(d)
+			h.f.setDomain(d)
 			mustPanicWith(t, c.want, func() { h.apply(registerCmd("db1", "n4")) })
 		})
 	}

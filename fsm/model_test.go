@@ -291,7 +291,7 @@ func (m model) check(f *FSM, prev map[string]uint64) string {
 		}
 		a, _ := f.AuthorityOf(name)
 		if a.Kind != d.kind || a.Epoch != d.epoch || a.Holder != d.holder || a.Released != d.released {
-			return "authority of " + name + " differs: " + DescribeDomain(f.domains[name])
+			return "authority of " + name + " differs: " + DescribeDomain(f.dom(name))
 		}
 		if a.Epoch < prev[name] {
 			return "epoch of " + name + " went backwards"

@@ -177,7 +177,10 @@ func (f *FSM) PendingIntents() []PendingIntent {
 	defer f.mu.RUnlock()
 	var out []PendingIntent
 	for _, n := range f.sortedNames() {
-		for _, p := range f.domains[n].Pending {
+		if _, ok := recField(f.recs[n].raw, 15); !ok { // Domain.pending: none
+			continue
+		}
+		for _, p := range decodeDomain(f.recs[n].raw).Pending {
 			out = append(out, PendingIntent{Domain: n, RequestID: p.RequestId, Candidate: p.Candidate, Index: p.Index})
 		}
 	}

@@ -199,7 +199,7 @@ func (g *gen) holderName() string {
 
 // state returns the live domain (or an empty one when it does not exist).
 func (g *gen) state(name string) *pb.Domain {
-	if d, ok := g.f.domains[name]; ok {
+	if d := g.f.dom(name); d != nil {
 		return d
 	}
 	return &pb.Domain{Name: name}
@@ -219,7 +219,8 @@ func (g *gen) maybeEpoch(cur uint64) *uint64 {
 func (g *gen) command() *pb.Command {
 	// Bring domains to life first: create, register, assign.
 	if spec := pick(g, genDomains); g.chance(0.5) {
-		d, ok := g.f.domains[spec.name]
+		d := g.f.dom(spec.name)
+		ok := d != nil
 		switch {
 		case !ok:
 			return createCmd(spec.name, spec.kind, g.policy())

@@ -58,8 +58,8 @@ func applyNote(f *FSM, e entry) *Result {
 	}
 	var d *pb.Domain
 	if n.GetDomain() != "" {
-		d = f.domains[n.GetDomain()]
-		if d == nil {
+		var ok bool
+		if d, ok = f.peek(n.GetDomain()); !ok {
 			return failed(e.index, fmt.Errorf("%w: domain %q", ErrNotFound, n.GetDomain()))
 		}
 	}

@@ -95,7 +95,13 @@ type Capture struct {
 }
 
 type capturedDomain struct {
-	raw             []byte
+	raw  []byte
+	hist *capturedHistory // nil: no attempts
+}
+
+var noHistory capturedHistory // read only
+
+type capturedHistory struct {
 	allowed, denied []segment
 	ids             []idEnt
 	deniedBytes     int
@@ -135,12 +141,10 @@ func (f *FSM) captureLocked() (*Capture, error) {
 	var err error
 	for i, n := range names {
 		cd := &c.domains[i]
-		if cd.raw, err = marshal.Marshal(f.domains[n]); err != nil {
-			return nil, fmt.Errorf("snapshot: marshal domain %q: %w", n, err)
-		}
+		cd.raw = f.recs[n].raw // immutable: shared, not encoded again
 		if h := f.histories[n]; h != nil {
-			cd.allowed, cd.denied = slices.Clone(h.allowed.segs), slices.Clone(h.denied.segs)
-			cd.ids, cd.deniedBytes = h.ids, h.deniedBytes
+			cd.hist = &capturedHistory{allowed: slices.Clone(h.allowed.segs), denied: slices.Clone(h.denied.segs),
+				ids: h.ids, deniedBytes: h.deniedBytes}
 			c.attempts += uint64(h.allowed.len() + h.denied.len())
 		}
 	}
@@ -164,8 +168,12 @@ func (c *Capture) WriteTo(w io.Writer) (int64, error) {
 	sw.write([]byte(snapshotMagic))
 	sw.record(recHeader, c.header)
 	var buf []byte
-	for _, d := range c.domains {
-		sw.record(recDomain, d.raw)
+	for _, cd := range c.domains {
+		sw.record(recDomain, cd.raw)
+		d := cd.hist
+		if d == nil {
+			d = &noHistory
+		}
 		buf = binary.AppendUvarint(buf[:0], uint64(d.deniedBytes))
 		buf = binary.AppendUvarint(buf, uint64(len(d.allowed)))
 		buf = binary.AppendUvarint(buf, uint64(len(d.denied)))
@@ -259,12 +267,12 @@ func (f *FSM) Restore(r io.Reader) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.domains, f.lastIndex = st.domains, st.lastIndex
+	f.lastIndex = st.lastIndex
 	f.servers = map[string]string{}
 	for _, s := range st.servers.Servers {
 		f.servers[s.Id] = s.GrpcAddress
 	}
-	f.digest, f.domainDigests, f.touched = digestSum{}, make(map[string][32]byte, len(f.domains)), f.touched[:0]
+	f.digest = digestSum{}
 	f.tails.reset()
 	if st.histories != nil { // version 3: the histories as they were kept
 		gen := f.captureGen.Load()
@@ -278,9 +286,7 @@ func (f *FSM) Restore(r io.Reader) error {
 			f.keep(a.domain, a.stored) // adds each attempt's digest
 		}
 	}
-	for name := range f.domains {
-		f.rehash(name)
-	}
+	f.setRecords(st.recs, st.names, st.recSum)
 	f.events.events, f.events.droppedThrough = st.events.Events, st.events.DroppedThrough
 	f.events.wake(true) // watchers re-read from the restored log
 	f.checker.reset(f)
@@ -313,13 +319,28 @@ func (c *crcReader) Read(p []byte) (int, error) {
 
 // restored is a decoded snapshot, not yet swapped in.
 type restored struct {
-	domains    map[string]*pb.Domain
+	recs       map[string]domainRec
+	names      []string          // sorted, as the snapshot lists them
+	recSum     digestSum         // the domain records' share of the state hash
 	attempts   []restoredAttempt // versions 1 and 2: per domain in log order, domains sorted
 	histories  map[string]*history
 	attemptSum digestSum // version 3
 	servers    *pb.ServerDirectory
 	events     *pb.EventLog
 	lastIndex  uint64
+}
+
+func newRestored(hdr *pb.SnapshotHeader) *restored {
+	n := min(hdr.DomainCount, 1024) // trust no count before the checksum
+	return &restored{recs: make(map[string]domainRec, n), names: make([]string, 0, n), lastIndex: hdr.LastIndex}
+}
+
+// addDomain keeps a domain's record, as this build encodes it.
+func (st *restored) addDomain(d *pb.Domain) {
+	raw := encodeDomain(d)
+	st.recs[d.Name] = recOf(d, raw)
+	st.names = append(st.names, d.Name)
+	st.recSum.add(domainDigestRaw(raw))
 }
 
 type restoredAttempt struct {
@@ -343,7 +364,7 @@ func decode(r *bufio.Reader) (*restored, error) {
 	if hdr.Version == 3 {
 		return decode3(cr, &hdr)
 	}
-	st := &restored{domains: make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)), lastIndex: hdr.LastIndex} // trust no count before the checksum
+	st := newRestored(&hdr)
 	prev := ""
 	for i := uint64(0); i < hdr.DomainCount; i++ {
 		d := &pb.Domain{}
@@ -354,7 +375,6 @@ func decode(r *bufio.Reader) (*restored, error) {
 			return nil, corrupt("domain %q out of order after %q", d.Name, prev)
 		}
 		prev = d.Name
-		st.domains[d.Name] = d
 		var err error
 		if hdr.Version == 1 {
 			err = st.migrate(d)
@@ -364,6 +384,7 @@ func decode(r *bufio.Reader) (*restored, error) {
 		if err != nil {
 			return nil, err
 		}
+		st.addDomain(d)
 	}
 	if hdr.Version == 2 && uint64(len(st.attempts)) != hdr.AttemptCount {
 		return nil, corrupt("%d attempt records, the header says %d", len(st.attempts), hdr.AttemptCount)

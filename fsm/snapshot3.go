@@ -14,8 +14,8 @@ import (
 // are checked, without decoding a record.
 
 func decode3(cr *crcReader, hdr *pb.SnapshotHeader) (*restored, error) {
-	st := &restored{domains: make(map[string]*pb.Domain, min(hdr.DomainCount, 1024)), // trust no count before the checksum
-		histories: make(map[string]*history, min(hdr.DomainCount, 1024)), lastIndex: hdr.LastIndex}
+	st := newRestored(hdr)
+	st.histories = make(map[string]*history, min(hdr.DomainCount, 1024))
 	prev := ""
 	var total uint64
 	var scratch [2][]uint64
@@ -28,7 +28,7 @@ func decode3(cr *crcReader, hdr *pb.SnapshotHeader) (*restored, error) {
 			return nil, corrupt("domain %q out of order after %q", d.Name, prev)
 		}
 		prev = d.Name
-		st.domains[d.Name] = d
+		st.addDomain(d)
 		h, err := readHistory(cr, d, &scratch)
 		if err != nil {
 			return nil, err

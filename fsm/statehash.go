@@ -3,10 +3,7 @@ package fsm
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"fmt"
 	"math/bits"
-
-	pb "github.com/aerodb/authority/api/authority/v1"
 )
 
 // The state hash is kept up to date as entries apply, so reading it costs
@@ -35,47 +32,19 @@ func (s *digestSum) sub(d [32]byte) {
 	}
 }
 
+func (s *digestSum) addSum(o digestSum) {
+	var carry uint64
+	for i := range s {
+		s[i], carry = bits.Add64(s[i], o[i], carry)
+	}
+}
+
 func (s *digestSum) bytes() []byte {
 	b := make([]byte, 0, 32)
 	for _, w := range s {
 		b = binary.LittleEndian.AppendUint64(b, w)
 	}
 	return b
-}
-
-func domainDigest(d *pb.Domain) [32]byte {
-	raw, err := marshal.Marshal(d)
-	if err != nil {
-		panic(fmt.Sprintf("fsm: marshal domain %q: %v", d.Name, err))
-	}
-	h := sha256.New()
-	h.Write([]byte("domain\x00"))
-	h.Write(raw)
-	return [32]byte(h.Sum(nil))
-}
-
-// touch marks a domain whose record the current entry may change; its
-// digest is recomputed when the entry has applied.
-func (f *FSM) touch(name string) { f.touched = append(f.touched, name) }
-
-// rehashTouched replaces the digest of every domain the entry touched.
-func (f *FSM) rehashTouched() {
-	for _, n := range f.touched {
-		f.rehash(n)
-	}
-	f.touched = f.touched[:0]
-}
-
-func (f *FSM) rehash(name string) {
-	if old, ok := f.domainDigests[name]; ok {
-		f.digest.sub(old)
-		delete(f.domainDigests, name)
-	}
-	if d, ok := f.domains[name]; ok {
-		dig := domainDigest(d)
-		f.domainDigests[name] = dig
-		f.digest.add(dig)
-	}
 }
 
 // StateHash is the hash of the authority state — every domain record,
@@ -103,14 +72,11 @@ func (f *FSM) stateHashLocked() ([32]byte, error) {
 	return [32]byte(h.Sum(nil)), nil
 }
 
-// recomputeDigests rebuilds every digest from scratch (after a restore).
+// recomputeDigests rebuilds every digest from scratch.
 func (f *FSM) recomputeDigests() {
 	f.attemptSum = attemptDigests(f.histories)
-	f.digest = f.attemptSum
-	f.domainDigests = make(map[string][32]byte, len(f.domains))
-	for name := range f.domains {
-		f.rehash(name)
-	}
+	names, sum := digestsOf(f.recs)
+	f.setRecords(f.recs, names, sum)
 }
 
 // attemptDigests sums the digests of every stored attempt, decoding each.

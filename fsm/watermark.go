@@ -25,7 +25,7 @@ func applyAdvanceWatermark(f *FSM, e entry) *Result {
 	}
 	if len(batch) == 1 {
 		res.Err = res.Watermarks[0].Err
-		if d, ok := f.domains[batch[0].Domain]; ok {
+		if d, ok := f.peek(batch[0].Domain); ok {
 			res.Epoch, res.Holder = d.Epoch, d.Holder
 		}
 	}

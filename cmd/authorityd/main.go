@@ -32,6 +32,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "authorityd: configuration:", err)
 		os.Exit(2)
 	}
+	applyMemoryLimit(os.Getenv, os.ReadFile) // memlimit.go
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
