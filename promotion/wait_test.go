@@ -48,6 +48,20 @@ func (r *rig) parked(domain string) int {
 	return 0
 }
 
+// awaitParked yields until n waiters of domain block on their wake
+// channel: each has armed its expiry timer, so a fake-clock Advance after
+// this reaches it (a timer armed after an Advance would be armed late).
+func (r *rig) awaitParked(domain string, n int) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.parked(domain) != n {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%d waiters of %q parked, want %d", r.parked(domain), domain, n)
+		}
+		runtime.Gosched()
+	}
+}
+
 // awaitWaiters yields until n calls wait for domain (no sleeping: the
 // waiters are goroutines of this process).
 func (r *rig) awaitWaiters(domain string, n int) {
@@ -169,6 +183,7 @@ func TestAcquireWaitWokenByExpiry(t *testing.T) {
 	r := lockRig(t)
 	ch := r.acquireWait(r.ctx, "lk", "b")
 	r.awaitWaiters("lk", 1)
+	r.awaitParked("lk", 1)
 	entries := r.log.count()
 	// A renewal moves the expiry: the timer fires at the old one, the
 	// waiter re-checks and waits again.
@@ -176,7 +191,8 @@ func TestAcquireWaitWokenByExpiry(t *testing.T) {
 	if _, err := r.svc.Renew("lk", "a", 1); err != nil {
 		t.Fatal(err)
 	}
-	r.clock.Advance(300 * time.Millisecond)
+	r.clock.Advance(300 * time.Millisecond) // the old expiry: wakes the waiter
+	r.awaitParked("lk", 1)                  // re-armed at the new expiry
 	select {
 	case got := <-ch:
 		t.Fatalf("granted while a's renewed lease runs: %+v", got)
