@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
+	"github.com/aerodb/authority/internal/testcluster"
 	"github.com/aerodb/authority/release/verdict"
 )
 
@@ -77,15 +77,9 @@ func (p *testPKI) issue(t *testing.T, name string, server bool) (certPEM, keyPEM
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a free loopback port below the ephemeral range (outgoing
+// connections draw their source ports from that range).
+func freeAddr(t *testing.T) string { return testcluster.FreeAddr(t) }
 
 // The shipped verdict proxy (verdict-proxy.cfg) on a real HAProxy, in
 // front of a mutual-TLS server with the authority's verdict routes: Argo's

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -117,15 +116,9 @@ var (
 	digestV2 = "sha256:" + strings.Repeat("2", 64)
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a free loopback port below the ephemeral range (outgoing
+// connections draw their source ports from that range).
+func freeAddr(t *testing.T) string { return testcluster.FreeAddr(t) }
 
 // setup starts everything once: three authorityd, the apps, one HAProxy
 // with a frontend+backend per case, one Prometheus scraping the apps.

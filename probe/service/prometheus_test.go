@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aerodb/authority/internal/testcluster"
 )
 
 // TestRealPrometheusScrapes is the second half of acceptance item 3: a real
@@ -85,14 +86,9 @@ scrape_configs:
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is a free loopback port below the ephemeral range (outgoing
+// connections draw their source ports from that range).
+func freeAddr(t *testing.T) string { return testcluster.FreeAddr(t) }
 
 func promQuery(addr, q string) (float64, error) {
 	resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,14 +47,11 @@ type refCluster struct {
 	nodes  []*proc
 }
 
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a free loopback port below the ephemeral range
+// (testcluster.FreeAddr): a port from :0 lies in the range outgoing
+// connections draw their source ports from, and a restarted node could
+// find its address taken by one (a CI failure: "address already in use").
+func freeAddr(t testing.TB) string { return testcluster.FreeAddr(t) }
 
 // startAuthority starts 3 authority servers and returns them with an
 // operator's client.
