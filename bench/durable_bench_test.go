@@ -106,34 +106,27 @@ func lsnHash(lsn uint64) []byte { return []byte{byte(lsn), byte(lsn >> 8), byte(
 // writes per second.
 func (t *durableTarget) unbatched(b *testing.B, n int) float64 {
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := range durableWriters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range n {
-				lsn := t.lsn[w]
-				t.lsn[w]++
-				errs, err := t.cl.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: durableDomain(w), Epoch: 1, Holder: "p",
-					Lsn: lsn, Hash: lsnHash(lsn), VisibleCommitId: lsn}})
-				if err == nil {
-					err = errs[0]
-				}
-				if err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return float64(durableWriters*n) / time.Since(start).Seconds()
+	return t.write(b, n, func(w int, lsn uint64) error {
+		errs, err := t.cl.AdvanceWatermark(ctx, []*pb.WatermarkAdvance{{Domain: durableDomain(w), Epoch: 1, Holder: "p",
+			Lsn: lsn, Hash: lsnHash(lsn), VisibleCommitId: lsn}})
+		if err == nil {
+			err = errs[0]
+		}
+		return err
+	})
 }
 
 // batched runs writers each waiting n times on its gate for its next lsn.
 func (t *durableTarget) batched(b *testing.B, n int) float64 {
 	ctx := context.Background()
+	return t.write(b, n, func(w int, lsn uint64) error {
+		return t.gates[w].WaitDurable(ctx, lsn, lsnHash(lsn), lsn)
+	})
+}
+
+// write runs durableWriters writers, each writing its next n lsns with
+// one, and returns writes per second.
+func (t *durableTarget) write(b *testing.B, n int, one func(w int, lsn uint64) error) float64 {
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := range durableWriters {
@@ -143,7 +136,7 @@ func (t *durableTarget) batched(b *testing.B, n int) float64 {
 			for range n {
 				lsn := t.lsn[w]
 				t.lsn[w]++
-				if err := t.gates[w].WaitDurable(ctx, lsn, lsnHash(lsn), lsn); err != nil {
+				if err := one(w, lsn); err != nil {
 					b.Error(err)
 					return
 				}
