@@ -15,8 +15,17 @@ import (
 type Config struct {
 	// NodeID is the raft server id; stable across restarts.
 	NodeID string
-	// DataDir holds raft.db (log + stable store, bbolt) and snapshots/.
+	// DataDir holds raft.db (stable store, bbolt), wal/ (the log,
+	// raft-wal; in raft.db for data dirs made before wal/ existed) and
+	// snapshots/.
 	DataDir string
+	// LogStore picks where a new data dir keeps its log: LogStoreAuto
+	// (wal/), LogStoreWAL or LogStoreBolt. An existing data dir keeps its
+	// own; naming another one is an error.
+	LogStore string
+	// WALSegmentSize is the size of one wal/ segment file (default
+	// DefaultWALSegmentSize).
+	WALSegmentSize int
 	// RaftAddr is the TCP bind/advertise address for raft traffic
 	// (ignored when Transport is set).
 	RaftAddr string
@@ -114,6 +123,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAppendEntries < 0 || c.MaxAppendEntries > 1024 {
 		errs = append(errs, fmt.Errorf("cluster: max append entries %d: want 1..1024", c.MaxAppendEntries))
+	}
+	if c.LogStore != LogStoreAuto && c.LogStore != LogStoreWAL && c.LogStore != LogStoreBolt {
+		errs = append(errs, fmt.Errorf("cluster: log store %q: want %q, %q or empty", truncate(c.LogStore, 32), LogStoreWAL, LogStoreBolt))
+	}
+	if c.WALSegmentSize != 0 && (c.WALSegmentSize < 1<<20 || c.WALSegmentSize > 1<<30) {
+		errs = append(errs, fmt.Errorf("cluster: wal segment size %d: want 1 MiB..1 GiB", c.WALSegmentSize))
 	}
 	if c.LogCacheSize < 0 || c.LogCacheSize > 1<<16 {
 		errs = append(errs, fmt.Errorf("cluster: log cache size %d: want 1..65536", c.LogCacheSize))

@@ -19,6 +19,12 @@ type failpointLogStore struct{ raft.LogStore }
 
 func (s failpointLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
+// IsMonotonic forwards raft.MonotonicLogStore (see checksumLogStore).
+func (s failpointLogStore) IsMonotonic() bool {
+	m, ok := s.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
 func (s failpointLogStore) StoreLogs(logs []*raft.Log) error {
 	if failpoint.Enabled && containsIntent(logs) {
 		if err := failpoint.Eval(failpoint.RaftLogBeforeStoreIntent); err != nil {

@@ -135,10 +135,11 @@ func firstByte(b []byte) byte {
 // is expected to stop there (authorityd logs one line and exits 3).
 type checksumLogStore struct {
 	raft.LogStore
-	// raw reads an entry's stored bytes (see rawlog.go): GetLog decodes
-	// them itself instead of through raft-boltdb's GetLog.
-	raw       rawReader
-	path      string
+	// read reads and decodes entry idx without verifying it: for raft.db
+	// from the stored bytes (see rawlog.go), not through raft-boltdb's
+	// GetLog; for wal/ through raft-wal's GetLog.
+	read      func(idx uint64, l *raft.Log) error
+	path      string // raft.db, or the wal/ directory
 	onCorrupt func(error)
 	once      sync.Once
 	// legacyBelow: entries below this index may lack a checksum (written
@@ -152,7 +153,22 @@ func newChecksumLogStore(store *raftboltdb.BoltStore, path string, onCorrupt fun
 	if err != nil {
 		return nil, err
 	}
-	return &checksumLogStore{LogStore: store, raw: raw, path: path, onCorrupt: onCorrupt}, nil
+	read := func(idx uint64, l *raft.Log) error {
+		b, err := raw(idx)
+		if err != nil {
+			return err
+		}
+		return decodeEntry(b, l)
+	}
+	return &checksumLogStore{LogStore: store, read: read, path: path, onCorrupt: onCorrupt}, nil
+}
+
+// IsMonotonic forwards raft.MonotonicLogStore: with wal/ (which keeps
+// consecutive indexes only) raft must delete the whole log when it
+// installs a snapshot.
+func (s *checksumLogStore) IsMonotonic() bool {
+	m, ok := s.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
 }
 
 func (s *checksumLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
@@ -191,12 +207,9 @@ func (s *checksumLogStore) getVerified(idx uint64, l *raft.Log) error {
 // getUnverified reads and decodes entry idx without checking its seal.
 func (s *checksumLogStore) getUnverified(idx uint64, l *raft.Log) error {
 	*l = raft.Log{}
-	raw, err := s.raw(idx)
+	err := s.read(idx, l)
 	if errors.Is(err, raft.ErrLogNotFound) {
 		return err
-	}
-	if err == nil {
-		err = decodeEntry(raw, l)
 	}
 	if err != nil {
 		*l = raft.Log{}
@@ -329,14 +342,14 @@ func checkBoltFile(path string) error {
 // without looking: every stored log entry's checksum, every snapshot
 // (state file CRC, header index against meta.json, the log around it), and
 // that a data dir with a log or snapshots still knows its term.
-func checkDataDir(dataDir string, store *raftboltdb.BoltStore, logs *checksumLogStore) (err error) {
-	path := filepath.Join(dataDir, "raft.db")
+func checkDataDir(dataDir string, st *stores) (err error) {
+	path, logs := st.stablePath, st.logs
 	return withFaultPanics(func() (err error) {
-		defer guard(path, &err)
-		if logs.legacyBelow, err = sealedFrom(path, store, logs); err != nil {
+		defer guard(logs.path, &err)
+		if logs.legacyBelow, err = sealedFrom(path, st.stable, logs); err != nil {
 			return err
 		}
-		first, last, err := scanLog(path, store, logs)
+		first, last, err := scanLog(logs)
 		if err != nil {
 			return err
 		}
@@ -344,7 +357,10 @@ func checkDataDir(dataDir string, store *raftboltdb.BoltStore, logs *checksumLog
 		if err != nil {
 			return err
 		}
-		return checkStable(path, store, logs, first, last, snaps)
+		if err := checkWALMark(st, last, snaps); err != nil {
+			return err
+		}
+		return checkStable(path, st.stable, logs, first, last, snaps)
 	})
 }
 
@@ -357,9 +373,9 @@ var sealedFromKey = []byte("authority-sealed-from")
 // entry, or the next index when none is sealed (a new data dir: 1). Every
 // build since has sealed every entry it stored, in log order.
 func sealedFrom(path string, store *raftboltdb.BoltStore, logs *checksumLogStore) (uint64, error) {
-	last, err := store.LastIndex()
+	last, err := logs.LastIndex()
 	if err != nil {
-		return 0, damaged(path, 0, "last index unreadable: %v", err)
+		return 0, damaged(logs.path, 0, "last index unreadable: %v", err)
 	}
 	v, err := store.GetUint64(sealedFromKey)
 	switch {
@@ -370,9 +386,9 @@ func sealedFrom(path string, store *raftboltdb.BoltStore, logs *checksumLogStore
 	case !errors.Is(err, raftboltdb.ErrKeyNotFound):
 		return 0, damaged(path, 0, "stable key %s unreadable: %v", sealedFromKey, err)
 	}
-	first, err := store.FirstIndex()
+	first, err := logs.FirstIndex()
 	if err != nil {
-		return 0, damaged(path, 0, "first index unreadable: %v", err)
+		return 0, damaged(logs.path, 0, "first index unreadable: %v", err)
 	}
 	from := last + 1
 	var l raft.Log
@@ -389,11 +405,12 @@ func sealedFrom(path string, store *raftboltdb.BoltStore, logs *checksumLogStore
 }
 
 // scanLog verifies every entry FirstIndex..LastIndex.
-func scanLog(path string, store *raftboltdb.BoltStore, logs *checksumLogStore) (first, last uint64, err error) {
-	if first, err = store.FirstIndex(); err != nil {
+func scanLog(logs *checksumLogStore) (first, last uint64, err error) {
+	path := logs.path
+	if first, err = logs.FirstIndex(); err != nil {
 		return 0, 0, damaged(path, 0, "first index unreadable: %v", err)
 	}
-	if last, err = store.LastIndex(); err != nil {
+	if last, err = logs.LastIndex(); err != nil {
 		return 0, 0, damaged(path, 0, "last index unreadable: %v", err)
 	}
 	var l raft.Log
@@ -554,7 +571,7 @@ func checkStable(path string, store *raftboltdb.BoltStore, logs *checksumLogStor
 			}
 		}
 		if !covered {
-			return damaged(path, 0, "the log starts at entry %d but no snapshot covers the entries before it (snapshots/ removed or damaged)", first)
+			return damaged(logs.path, 0, "the log starts at entry %d but no snapshot covers the entries before it (snapshots/ removed or damaged)", first)
 		}
 	}
 	term, err := store.GetUint64([]byte("CurrentTerm"))

@@ -56,7 +56,7 @@ func FuzzLogEntry(f *testing.F) {
 		mem := &rawLogStore{raw: map[uint64][]byte{}}
 		var reported int
 		const path = "/fuzz/raft.db"
-		cs := &checksumLogStore{LogStore: mem, raw: mem.get, path: path, onCorrupt: func(error) { reported++ }}
+		cs := &checksumLogStore{LogStore: mem, read: mem.read, path: path, onCorrupt: func(error) { reported++ }}
 		in := orig
 		if err := cs.StoreLogs([]*raft.Log{&in}); err != nil {
 			t.Fatal(err)
@@ -144,19 +144,19 @@ func (s *rawLogStore) StoreLogs(logs []*raft.Log) error {
 }
 
 func (s *rawLogStore) GetLog(idx uint64, l *raft.Log) error {
-	b, err := s.get(idx)
-	if err != nil {
-		return err
-	}
-	return rbDecode(b, l)
-}
-
-func (s *rawLogStore) get(idx uint64) ([]byte, error) {
 	b, ok := s.raw[idx]
 	if !ok {
-		return nil, raft.ErrLogNotFound
+		return raft.ErrLogNotFound
 	}
-	return bytes.Clone(b), nil
+	return rbDecode(bytes.Clone(b), l)
+}
+
+func (s *rawLogStore) read(idx uint64, l *raft.Log) error {
+	b, ok := s.raw[idx]
+	if !ok {
+		return raft.ErrLogNotFound
+	}
+	return decodeEntry(bytes.Clone(b), l)
 }
 
 // realStoredEntries writes entries as a server does — a configuration

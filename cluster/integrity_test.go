@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -144,8 +145,12 @@ func TestChecksumLogStore(t *testing.T) {
 
 // singleNode opens a one-server cluster on raft's in-memory transport.
 func singleNode(t *testing.T, dir string) (*Node, error) {
+	return singleNodeOn(t, dir, LogStoreAuto)
+}
+
+func singleNodeOn(t *testing.T, dir, kind string) (*Node, error) {
 	_, tr := raft.NewInmemTransport("s1")
-	return Open(Config{NodeID: "s1", DataDir: dir, Transport: tr,
+	return Open(Config{NodeID: "s1", DataDir: dir, Transport: tr, LogStore: kind,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, // a starved leader keeps its term on a loaded machine
 		LeaderLeaseTimeout: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		TrailingLogs: 2, SnapshotThreshold: 1 << 20, SnapshotInterval: time.Hour})
@@ -169,8 +174,12 @@ func createDomains(t *testing.T, n *Node, names ...string) {
 // compacted behind it to 2 trailing entries) and 5 entries after it; it
 // returns the data dir and its state hash.
 func goldenDataDir(t *testing.T) (string, [32]byte) {
+	return goldenDataDirOn(t, LogStoreAuto)
+}
+
+func goldenDataDirOn(t *testing.T, kind string) (string, [32]byte) {
 	dir := filepath.Join(t.TempDir(), "golden")
-	n, err := singleNode(t, dir)
+	n, err := singleNodeOn(t, dir, kind)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +221,88 @@ func copyDir(t *testing.T, src, dst string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// logDamageCases damage the log itself, where the data dir keeps it.
+func logDamageCases(kind string) []damageCase {
+	if kind == LogStoreBolt {
+		return []damageCase{{"entry data byte flipped", func(t *testing.T, dir string) {
+			flipAll(t, filepath.Join(dir, "raft.db"), "after-c.example")
+		}, "raft.db", "checksum mismatch"}}
+	}
+	seg := func(t *testing.T, dir string) string {
+		t.Helper()
+		m, _ := filepath.Glob(filepath.Join(dir, WALDir, "*.wal"))
+		if len(m) != 1 {
+			t.Fatalf("segments: %v", m)
+		}
+		return m[0]
+	}
+	return []damageCase{
+		{"entry data byte flipped", func(t *testing.T, dir string) {
+			flipAll(t, seg(t, dir), "after-c.example")
+		}, WALDir, "checksum mismatch"},
+		{"frame header damaged mid-segment", func(t *testing.T, dir string) {
+			// raft-wal reads a segment up to the first frame header it
+			// cannot decode and takes the rest as never written.
+			damageFrameHeader(t, seg(t, dir), "after-b.example")
+		}, WALDir, "were stored durably"},
+		{"segment truncated", func(t *testing.T, dir string) {
+			p := seg(t, dir)
+			b, _ := os.ReadFile(p)
+			if err := os.Truncate(p, int64(bytes.Index(b, []byte("after-b.example")))); err != nil {
+				t.Fatal(err)
+			}
+		}, WALDir, "were stored durably"},
+		{"segment removed", func(t *testing.T, dir string) {
+			if err := os.Remove(seg(t, dir)); err != nil {
+				t.Fatal(err)
+			}
+		}, WALDir, "were stored durably"},
+		{"wal meta file removed", func(t *testing.T, dir string) {
+			if err := os.Remove(filepath.Join(dir, WALDir, "wal-meta.db")); err != nil {
+				t.Fatal(err)
+			}
+		}, "wal-meta.db", "missing while segment files remain"},
+		{"wal directory removed", func(t *testing.T, dir string) {
+			if err := os.RemoveAll(filepath.Join(dir, WALDir)); err != nil {
+				t.Fatal(err)
+			}
+		}, WALDir, "missing"},
+	}
+}
+
+// damageFrameHeader sets the type byte of the raft-wal frame holding
+// needle to a value no frame has. A segment is a 32-byte file header, then
+// frames: an 8-byte header (type, 3 reserved bytes, little-endian length)
+// and the payload, padded to 8 bytes.
+func damageFrameHeader(t *testing.T, file, needle string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(b, []byte(needle))
+	for off := 32; off+8 <= len(b) && b[off] != 0; {
+		n := int(binary.LittleEndian.Uint32(b[off+4:]))
+		if b[off] == 3 { // a commit frame: its length field is a CRC
+			n = 0
+		}
+		end := off + 8 + (n+7)/8*8
+		if at >= off && at < end {
+			f, err := os.OpenFile(file, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte{0x7f}, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		off = end
+	}
+	t.Fatalf("no frame holds %q in %s", needle, file)
 }
 
 // snapshotDir is the one snapshot directory of a golden data dir.
@@ -282,16 +373,26 @@ func metaIndex(m map[string]any) uint64 {
 // naming the file and the fault (never a panic); the untouched data dir
 // reopens to the same state.
 func TestOpenRefusesDamagedDataDir(t *testing.T) {
-	golden, want := goldenDataDir(t)
-	cases := []struct {
-		name   string
-		damage func(t *testing.T, dir string)
-		file   string // the error names this file (relative to the data dir; "" = snapshot dir)
-		fault  string
-	}{
-		{"entry data byte flipped", func(t *testing.T, dir string) {
-			flipAll(t, filepath.Join(dir, "raft.db"), "after-c.example")
-		}, "raft.db", "checksum mismatch"},
+	for _, kind := range []string{LogStoreWAL, LogStoreBolt} {
+		t.Run(kind, func(t *testing.T) { testOpenRefusesDamagedDataDir(t, kind) })
+	}
+}
+
+type damageCase struct {
+	name   string
+	damage func(t *testing.T, dir string)
+	file   string // the error names this file (relative to the data dir; "" = snapshot dir)
+	fault  string
+}
+
+func testOpenRefusesDamagedDataDir(t *testing.T, kind string) {
+	golden, want := goldenDataDirOn(t, kind)
+	logFile := "raft.db"
+	if kind == LogStoreWAL {
+		logFile = WALDir
+	}
+	cases := logDamageCases(kind)
+	cases = append(cases, []damageCase{
 		{"raft.db truncated", func(t *testing.T, dir string) {
 			p := filepath.Join(dir, "raft.db")
 			fi, _ := os.Stat(p)
@@ -364,14 +465,14 @@ func TestOpenRefusesDamagedDataDir(t *testing.T) {
 			if err := os.RemoveAll(snapshotDir(t, dir)); err != nil {
 				t.Fatal(err)
 			}
-		}, "raft.db", "no snapshot covers"},
-	}
+		}, logFile, "no snapshot covers"},
+	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "s1")
 			copyDir(t, golden, dir)
 			tc.damage(t, dir)
-			n, err := singleNode(t, dir)
+			n, err := singleNodeOn(t, dir, kind)
 			if err == nil {
 				n.Shutdown()
 				t.Fatal("a damaged data dir opened")
@@ -387,7 +488,7 @@ func TestOpenRefusesDamagedDataDir(t *testing.T) {
 	t.Run("untouched", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "s1")
 		copyDir(t, golden, dir)
-		n, err := singleNode(t, dir)
+		n, err := singleNodeOn(t, dir, kind)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -405,10 +506,16 @@ func TestOpenRefusesDamagedDataDir(t *testing.T) {
 // A running node's log store reports a damaged entry through
 // Config.OnCorruption (authorityd exits there) and never returns it.
 func TestRunningNodeReportsCorruption(t *testing.T) {
+	for _, kind := range []string{LogStoreWAL, LogStoreBolt} {
+		t.Run(kind, func(t *testing.T) { testRunningNodeReportsCorruption(t, kind) })
+	}
+}
+
+func testRunningNodeReportsCorruption(t *testing.T, kind string) {
 	dir := filepath.Join(t.TempDir(), "s1")
 	_, tr := raft.NewInmemTransport("s1")
 	reported := make(chan error, 4)
-	n, err := Open(Config{NodeID: "s1", DataDir: dir, Transport: tr,
+	n, err := Open(Config{NodeID: "s1", DataDir: dir, Transport: tr, LogStore: kind,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, // a starved leader keeps its term on a loaded machine
 		LeaderLeaseTimeout: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		OnCorruption: func(err error) { reported <- err }})
@@ -421,15 +528,21 @@ func TestRunningNodeReportsCorruption(t *testing.T) {
 	}
 	eventually(t, "leader", n.IsLeader)
 	createDomains(t, n, "one.example", "two.example")
-	last, _ := n.store.LastIndex()
+	last, _ := n.logs.LastIndex()
 	var raw raft.Log
-	if err := n.store.GetLog(last, &raw); err != nil {
+	if err := n.logs.LogStore.GetLog(last, &raw); err != nil {
 		t.Fatal(err)
 	}
-	raw.Data = bytes.Clone(raw.Data)
-	raw.Data[len(raw.Data)-1] ^= 0x40
-	if err := n.store.StoreLog(&raw); err != nil {
-		t.Fatal(err)
+	file := filepath.Join(dir, "raft.db")
+	if kind == LogStoreBolt {
+		raw.Data = bytes.Clone(raw.Data)
+		raw.Data[len(raw.Data)-1] ^= 0x40
+		if err := n.stores.stable.StoreLog(&raw); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		file = filepath.Join(dir, WALDir)
+		flipInSegments(t, file, raw.Data)
 	}
 	var l raft.Log
 	if err := n.logs.GetLog(last, &l); !errors.Is(err, ErrDamaged) {
@@ -437,12 +550,40 @@ func TestRunningNodeReportsCorruption(t *testing.T) {
 	}
 	select {
 	case err := <-reported:
-		if !strings.Contains(err.Error(), fmt.Sprintf("log entry %d", last)) || !strings.Contains(err.Error(), filepath.Join(dir, "raft.db")) {
+		if !strings.Contains(err.Error(), fmt.Sprintf("log entry %d", last)) || !strings.Contains(err.Error(), file) {
 			t.Fatalf("report %q does not name the entry and the file", err)
 		}
 	default:
 		t.Fatal("OnCorruption not called")
 	}
+}
+
+// flipInSegments flips the last byte of the last copy of data in the wal/
+// segment files under dir, in place.
+func flipInSegments(t testing.TB, dir string, data []byte) {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
+	for i := len(segs) - 1; i >= 0; i-- {
+		b, err := os.ReadFile(segs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := bytes.LastIndex(b, data)
+		if at < 0 {
+			continue
+		}
+		f, err := os.OpenFile(segs[i], os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		pos := int64(at + len(data) - 1)
+		if _, err := f.WriteAt([]byte{b[pos] ^ 0x40}, pos); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("entry data not found in %d segment files under %s", len(segs), dir)
 }
 
 // An entry whose seal does not match is not applied: OnCorruption is told,
@@ -532,7 +673,7 @@ func TestBoltHandleMatchesLibrary(t *testing.T) {
 func TestDamagedLengthAllocatesLittle(t *testing.T) {
 	entries := realStoredEntries(t)
 	mem := &rawLogStore{raw: map[uint64][]byte{}}
-	cs := &checksumLogStore{LogStore: mem, raw: mem.get, path: "raft.db", onCorrupt: func(error) {}}
+	cs := &checksumLogStore{LogStore: mem, read: mem.read, path: "raft.db", onCorrupt: func(error) {}}
 	damages := []func(b []byte, pos int){
 		func(b []byte, pos int) { b[pos] = 0xff },
 		func(b []byte, pos int) { b[pos] ^= 0x80 },

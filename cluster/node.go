@@ -1,5 +1,6 @@
 // Package cluster assembles one authority server's consensus stack:
-// hashicorp/raft with raft-boltdb/v2 as log and stable store, a file
+// hashicorp/raft with hashicorp/raft-wal as log store (raft-boltdb/v2 for
+// data dirs made before wal/), raft-boltdb/v2 as stable store, a file
 // snapshot store and a TCP (or injected) transport, all under one data
 // directory, driving the fsm package's state machine.
 package cluster
@@ -10,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	pb "github.com/aerodb/authority/api/authority/v1"
@@ -19,7 +19,6 @@ import (
 	"github.com/aerodb/authority/promotion"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -28,7 +27,7 @@ type Node struct {
 	id        string
 	raft      *raft.Raft
 	fsm       *fsm.FSM
-	store     *raftboltdb.BoltStore
+	stores    *stores
 	logs      *checksumLogStore
 	transport raft.Transport
 	notify    chan bool
@@ -46,27 +45,17 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: data dir: %w", err)
 	}
-	path := filepath.Join(cfg.DataDir, "raft.db")
-	store, err := withFaultPanicsStore(path)
+	st, err := openStores(cfg)
 	if err != nil {
-		return nil, err
-	}
-	logs, err := newChecksumLogStore(store, path, cfg.OnCorruption)
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	if err := checkDataDir(cfg.DataDir, store, logs); err != nil {
-		store.Close()
 		return nil, err
 	}
 	f := cfg.FSM
 	if f == nil {
 		f = fsm.New()
 	}
-	n := &Node{id: cfg.NodeID, fsm: f, store: store, logs: logs, notify: make(chan bool, 1), cfg: cfg}
+	n := &Node{id: cfg.NodeID, fsm: f, stores: st, logs: st.logs, notify: make(chan bool, 1), cfg: cfg}
 	if err := n.start(); err != nil {
-		store.Close()
+		st.Close()
 		return nil, err
 	}
 	return n, nil
@@ -102,7 +91,7 @@ func (n *Node) start() error {
 	if cfg.ApplyOneByOne {
 		fsmOf = oneByOne{rf}
 	}
-	r, err := raft.NewRaft(n.raftConfig(), fsmOf, logs, n.store, snaps, n.transport)
+	r, err := raft.NewRaft(n.raftConfig(), fsmOf, logs, n.stores.stable, snaps, n.transport)
 	if err != nil {
 		closeTransport(n.transport)
 		return fmt.Errorf("cluster: start raft: %w", err)
@@ -132,7 +121,7 @@ func (n *Node) raftConfig() *raft.Config {
 // Bootstrap forms a new cluster from a peer list. It is a no-op on a node
 // that already has raft state, so restarting with the same flags is safe.
 func (n *Node) Bootstrap(peers []Peer) error {
-	has, err := raft.HasExistingState(n.store, n.store, mustSnapshots(n.cfg))
+	has, err := raft.HasExistingState(n.logs, n.stores.stable, mustSnapshots(n.cfg))
 	if err != nil {
 		return err
 	}
@@ -281,7 +270,7 @@ func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 func (n *Node) Shutdown() error {
 	err := n.raft.Shutdown().Error()
 	closeTransport(n.transport)
-	return errors.Join(err, n.store.Close())
+	return errors.Join(err, n.stores.Close())
 }
 
 func closeTransport(t raft.Transport) {

@@ -31,19 +31,12 @@ func ForceNewCluster(cfg Config) error {
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}
-	store, err := withFaultPanicsStore(path)
+	st, err := openStores(cfg)
 	if err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}
-	defer store.Close()
-	logs, err := newChecksumLogStore(store, path, cfg.OnCorruption)
-	if err != nil {
-		store.Close()
-		return err
-	}
-	if err := checkDataDir(cfg.DataDir, store, logs); err != nil {
-		return fmt.Errorf("force new cluster: %w", err)
-	}
+	defer st.Close()
+	logs, store := st.logs, st.stable
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, cfg.Logger.Named("snapshot"))
 	if err != nil {
 		return err

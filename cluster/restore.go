@@ -62,7 +62,7 @@ func RestoreSnapshot(cfg Config, peers []Peer, lastIndex uint64, sha256 string, 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("restore: data dir: %w", err)
 	}
-	for _, name := range []string{"raft.db", "snapshots"} {
+	for _, name := range []string{"raft.db", WALDir, "snapshots"} {
 		if _, err := os.Stat(filepath.Join(cfg.DataDir, name)); err == nil {
 			return fmt.Errorf("%w: %s already holds %s (a restore starts from an empty data dir: move it away first)", ErrNotFresh, cfg.DataDir, name)
 		}

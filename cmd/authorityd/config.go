@@ -66,9 +66,14 @@ type Config struct {
 	RaftMaxAppendEntries int           `yaml:"raft_max_append_entries"`
 	RaftCommitTimeout    time.Duration `yaml:"raft_commit_timeout"`
 	RaftLogCache         int           `yaml:"raft_log_cache"`
-	RaftBatchApply       bool          `yaml:"raft_batch_apply"`
-	RaftBatchFSM         bool          `yaml:"raft_batch_fsm"`
-	RaftPreVote          bool          `yaml:"raft_pre_vote"`
+	// RaftLogStore picks where a new data dir keeps its raft log: "wal"
+	// (the default: hashicorp/raft-wal segments under wal/) or "bolt" (in
+	// raft.db, the layout of data dirs made before wal/). An existing data
+	// dir keeps its own.
+	RaftLogStore   string `yaml:"raft_log_store"`
+	RaftBatchApply bool   `yaml:"raft_batch_apply"`
+	RaftBatchFSM   bool   `yaml:"raft_batch_fsm"`
+	RaftPreVote    bool   `yaml:"raft_pre_vote"`
 	// WatermarkMerge merges concurrent watermark advance calls into one
 	// log entry (server-side group commit; off: one entry per call).
 	WatermarkMerge bool `yaml:"watermark_merge"`
@@ -352,6 +357,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 	fs.IntVar(&flagCfg.RaftMaxAppendEntries, "raft-max-append-entries", 0, "entries per AppendEntries and per leader group commit, 1..1024 (default 64)")
 	fs.DurationVar(&flagCfg.RaftCommitTimeout, "raft-commit-timeout", 0, "an idle leader tells followers its commit index after this long (default 50ms)")
 	fs.IntVar(&flagCfg.RaftLogCache, "raft-log-cache", 0, "recent log entries kept in memory (default 512)")
+	fs.StringVar(&flagCfg.RaftLogStore, "raft-log-store", "", "where a new data dir keeps its raft log: wal (default) or bolt; an existing data dir keeps its own")
 	raftBools := map[string]*bool{}
 	for _, b := range []struct {
 		name, usage string
@@ -527,6 +533,8 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.RaftCommitTimeout, err = time.ParseDuration(v)
 	case "raft-log-cache":
 		cfg.RaftLogCache, err = strconv.Atoi(v)
+	case "raft-log-store":
+		cfg.RaftLogStore = v
 	case "raft-batch-apply", "raft-batch-fsm", "raft-pre-vote", "watermark-merge":
 		*raftBool(cfg, name), err = strconv.ParseBool(v)
 	case "min-lease-ttl":
@@ -629,6 +637,9 @@ func mergeFlags(cfg *Config, f Config, set map[string]bool) {
 	if set["raft-log-cache"] {
 		cfg.RaftLogCache = f.RaftLogCache
 	}
+	if set["raft-log-store"] {
+		cfg.RaftLogStore = f.RaftLogStore
+	}
 	if set["min-lease-ttl"] {
 		cfg.MinLeaseTTL = f.MinLeaseTTL
 	}
@@ -730,6 +741,9 @@ func (c Config) Validate() error {
 	}
 	if c.RaftLogCache < 1 || c.RaftLogCache > 1<<16 {
 		errs = append(errs, fmt.Errorf("raft-log-cache %d: want 1..65536", c.RaftLogCache))
+	}
+	if c.RaftLogStore != "" && c.RaftLogStore != cluster.LogStoreWAL && c.RaftLogStore != cluster.LogStoreBolt {
+		errs = append(errs, fmt.Errorf("raft-log-store %.32q: want wal or bolt", c.RaftLogStore))
 	}
 	if c.MinLeaseTTL < 0 || c.MinLeaseTTL > time.Hour {
 		errs = append(errs, fmt.Errorf("min-lease-ttl %v: want 0 (derived from the raft timeouts) up to 1h", c.MinLeaseTTL))

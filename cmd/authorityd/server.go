@@ -71,7 +71,7 @@ func run(ctx context.Context, cfg Config) error {
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs,
-		MaxAppendEntries: cfg.RaftMaxAppendEntries, CommitTimeout: cfg.RaftCommitTimeout, LogCacheSize: cfg.RaftLogCache,
+		MaxAppendEntries: cfg.RaftMaxAppendEntries, CommitTimeout: cfg.RaftCommitTimeout, LogCacheSize: cfg.RaftLogCache, LogStore: cfg.RaftLogStore,
 		BatchApplyCh: cfg.RaftBatchApply, ApplyOneByOne: !cfg.RaftBatchFSM,
 		PreVoteDisabled: !cfg.RaftPreVote,
 		// A log entry failing its checksum is never applied: one line naming

@@ -2,7 +2,8 @@
 // real authorityd processes; one server at a time (a follower, then the
 // leader) is stopped, one file of its data dir damaged the way a failing
 // disk or a careless operator would (a byte flipped inside a log entry in
-// raft.db, raft.db truncated, raft.db emptied with snapshots left, a byte
+// a wal/ segment, a segment cut short, raft.db truncated, raft.db emptied
+// with snapshots left, a byte
 // of snapshot state flipped, a meta.json index edited, the snapshot
 // directory removed), and restarted. It must refuse to start with one line
 // naming the file and the fault, or recover correctly from its own valid

@@ -1,11 +1,14 @@
 // Package replay rebuilds a node's state from its data directory alone: it
-// opens raft.db read-only, replays every command entry of the log into a
+// opens the log (wal/, or raft.db read-only for a data dir that keeps its
+// log there), replays every command entry of the log into a
 // fresh fsm.FSM and returns the state hash and every stored attempt record
 // (the explanations). Process tests compare the result with what the node
 // reported while it ran (determinism, AU-9 / P6-D1, P6-D2).
 //
 // Use it only while the node's process is stopped: bbolt takes a file lock
-// and raft would keep writing under a live process.
+// and raft would keep writing under a live process. Opening wal/ does what
+// the server does when it starts: a batch torn by a crash at the end of
+// the newest segment is dropped.
 package replay
 
 import (
@@ -19,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -29,7 +33,7 @@ type Result struct {
 	// Records lists every stored attempt record: per domain (sorted by
 	// name), the allowed records then the denied ones, each in log order.
 	Records []*pb.AttemptRecord
-	// FirstIndex and LastIndex are the log's bounds in raft.db.
+	// FirstIndex and LastIndex are the log's bounds.
 	FirstIndex, LastIndex uint64
 	// Applied counts the LogCommand entries replayed from the log.
 	Applied int
@@ -52,19 +56,14 @@ func (r *Result) FromSnapshot() bool { return r.SnapshotIndex > 0 }
 // the entries after its index are replayed; the result then depends on
 // that snapshot too (SnapshotIndex says so).
 //
-// Every entry in raft.db is replayed, up to LastIndex: the commit index is
+// Every entry in the log is replayed, up to LastIndex: the commit index is
 // not stored on disk, so on a node whose log ends in entries that were never
 // committed the result includes them. After a cluster has converged and
 // been stopped, every node's log holds committed entries only.
 func Dir(dataDir string) (*Result, error) {
-	path := filepath.Join(dataDir, "raft.db")
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("replay: %w", err)
-	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: path,
-		BoltOptions: &bolt.Options{ReadOnly: true, Timeout: time.Second}})
+	store, err := openLog(dataDir)
 	if err != nil {
-		return nil, fmt.Errorf("replay: open %s read-only (is the node still running?): %w", path, err)
+		return nil, err
 	}
 	defer store.Close()
 	first, err := store.FirstIndex()
@@ -102,6 +101,35 @@ func Dir(dataDir string) (*Result, error) {
 	}
 	res.Records = Records(res.FSM)
 	return res, nil
+}
+
+// openLog opens wal/ when the data dir has one, else raft.db read-only.
+func openLog(dataDir string) (interface {
+	raft.LogStore
+	Close() error
+}, error) {
+	if dir := filepath.Join(dataDir, "wal"); isDir(dir) {
+		w, err := wal.Open(dir)
+		if err != nil {
+			return nil, fmt.Errorf("replay: open %s: %w", dir, err)
+		}
+		return w, nil
+	}
+	path := filepath.Join(dataDir, "raft.db")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path,
+		BoltOptions: &bolt.Options{ReadOnly: true, Timeout: time.Second}})
+	if err != nil {
+		return nil, fmt.Errorf("replay: open %s read-only (is the node still running?): %w", path, err)
+	}
+	return store, nil
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // restoreSnapshot restores the newest snapshot of dataDir into f; it must
