@@ -32,7 +32,7 @@ func (c *manualClock) Advance(d time.Duration) {
 }
 
 // member is one server of the in-process cluster: a real raft node with
-// raft-boltdb/v2 in a temp dir, its service and its leadership goroutine.
+// its wal/ and raft.db in a temp dir, its service and its leadership goroutine.
 type member struct {
 	node   *Node
 	svc    *promotion.Service
@@ -45,6 +45,7 @@ type testCluster struct {
 	dirs    []string
 	members []*member // nil when stopped
 	clock   *manualClock
+	tune    func(*Config) // optional: adjusts every server's config
 }
 
 func nodeID(i int) string { return fmt.Sprintf("s%d", i+1) }
@@ -53,7 +54,12 @@ func nodeID(i int) string { return fmt.Sprintf("s%d", i+1) }
 // restarted server keeps its address) and bootstraps them.
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, clock: &manualClock{now: time.Unix(1_800_000_000, 0)}}
+	return newTunedTestCluster(t, n, nil)
+}
+
+func newTunedTestCluster(t *testing.T, n int, tune func(*Config)) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, clock: &manualClock{now: time.Unix(1_800_000_000, 0)}, tune: tune}
 	root := t.TempDir()
 	for i := range n {
 		c.dirs = append(c.dirs, filepath.Join(root, nodeID(i)))
@@ -90,11 +96,15 @@ func (c *testCluster) startAll() {
 
 func (c *testCluster) start(i int, tr raft.Transport) {
 	c.t.Helper()
-	n, err := Open(Config{
+	cfg := Config{
 		NodeID: nodeID(i), DataDir: c.dirs[i], Transport: tr,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, // a starved leader keeps its term on a loaded machine
 		LeaderLeaseTimeout: 500 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
-	})
+	}
+	if c.tune != nil {
+		c.tune(&cfg)
+	}
+	n, err := Open(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -77,6 +77,9 @@ func (s *stores) Close() error {
 // openStores opens raft.db and the data dir's log store, and checks
 // everything in them (checkDataDir) before anyone reads them.
 func openStores(cfg Config) (*stores, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: data dir: %w", err)
+	}
 	path := filepath.Join(cfg.DataDir, "raft.db")
 	stable, err := withFaultPanicsStore(path)
 	if err != nil {
