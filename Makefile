@@ -123,7 +123,8 @@ bench:
 # Prints the table and writes bench/results/<date>.md, .json and .svg.
 # BENCH_ROWS picks row families (renew,cas,lock,writes,failover,takeover,
 # scale); BENCH_QUICK=true runs the small sizes; BENCH_TLS=true runs both
-# with mutual TLS (default: both plaintext). -mod=mod: the product
+# with mutual TLS (default: both plaintext); BENCH_OURS_FLAGS adds flags to
+# every authorityd (a before/after run of one setting). -mod=mod: the product
 # module's requirements move under bench/compare's go.sum.
 BENCH_ROWS  ?= all
 BENCH_QUICK ?= false

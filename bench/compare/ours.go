@@ -27,8 +27,13 @@ import (
 // testcluster also
 // passes --min-lease-ttl 100ms, which the 2 s TTL of the takeover row
 // needs (the default minimum is derived from the raft timeouts, 4.4 s).
+//
+// BENCH_OURS_FLAGS (space-separated) adds flags to every authorityd, for
+// before/after runs of a setting (e.g. "--raft-log-store bolt"); the
+// settings line of the results names them.
 func oursArgs(cfg Config) []string {
 	args := []string{"--log-level", "info", "--event-log", ""}
+	args = append(strings.Fields(os.Getenv("BENCH_OURS_FLAGS")), args...)
 	if cfg.TLS {
 		return append([]string{"--write-rate-per-identity", "0"}, args...)
 	}
