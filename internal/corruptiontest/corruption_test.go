@@ -147,7 +147,7 @@ func runCase(t *testing.T, c *testcluster.Cluster, op, rd *client.Client, f faul
 		if got != want {
 			t.Fatalf("%s recovered to state hash %s, peers had %s", target.ID, got[:12], want[:12])
 		}
-		t.Logf("%s recovered from its own valid data (the cut-off part held no live pages)", target.ID)
+		t.Logf("%s recovered from its own valid data (the cut-off part held no live bbolt pages, or wal/ entries stored after its last durable mark) and caught up from its peers", target.ID)
 		return
 	}
 	if code := target.ExitCode(); code == 0 {
