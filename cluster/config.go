@@ -125,7 +125,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("cluster: max append entries %d: want 1..1024", c.MaxAppendEntries))
 	}
 	if c.LogStore != LogStoreAuto && c.LogStore != LogStoreWAL && c.LogStore != LogStoreBolt {
-		errs = append(errs, fmt.Errorf("cluster: log store %q: want %q, %q or empty", truncate(c.LogStore, 32), LogStoreWAL, LogStoreBolt))
+		errs = append(errs, fmt.Errorf("cluster: log store %q: want %q, %q or empty", clipLine(c.LogStore), LogStoreWAL, LogStoreBolt))
 	}
 	if c.WALSegmentSize != 0 && (c.WALSegmentSize < 1<<20 || c.WALSegmentSize > 1<<30) {
 		errs = append(errs, fmt.Errorf("cluster: wal segment size %d: want 1 MiB..1 GiB", c.WALSegmentSize))

@@ -575,7 +575,7 @@ func checkStable(path string, store *raftboltdb.BoltStore, logs *checksumLogStor
 		}
 	}
 	term, err := store.GetUint64([]byte("CurrentTerm"))
-	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) && err.Error() != "not found" {
+	if err != nil && !isNotFound(err) {
 		return damaged(path, 0, "current term unreadable: %v", err)
 	}
 	if err != nil || term == 0 {

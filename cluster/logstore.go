@@ -144,7 +144,7 @@ func chooseLogStore(cfg Config, stable *raftboltdb.BoltStore) (string, error) {
 		}
 		return kind, nil
 	case err == nil:
-		return "", damaged(path, 0, "stable key %s holds %q, not a log store this build knows", logStoreKey, truncate(string(rec), 32))
+		return "", damaged(path, 0, "stable key %s holds %q, not a log store this build knows", logStoreKey, clipLine(string(rec)))
 	case !isNotFound(err):
 		return "", damaged(path, 0, "stable key %s unreadable: %v", logStoreKey, err)
 	}
@@ -170,13 +170,6 @@ func chooseLogStore(cfg Config, stable *raftboltdb.BoltStore) (string, error) {
 
 func isNotFound(err error) bool {
 	return errors.Is(err, raftboltdb.ErrKeyNotFound) || err.Error() == "not found"
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // walStore is raft-wal with a durable mark kept in raft.db.
