@@ -26,6 +26,10 @@ type Config struct {
 	// WALSegmentSize is the size of one wal/ segment file (default
 	// DefaultWALSegmentSize).
 	WALSegmentSize int
+	// HistoryInMemory keeps the FSM's whole attempt history in the heap.
+	// By default its cold segments are spilled to unlinked files in the
+	// data dir (fsm/spill.go), which the server rebuilds at every start.
+	HistoryInMemory bool
 	// RaftAddr is the TCP bind/advertise address for raft traffic
 	// (ignored when Transport is set).
 	RaftAddr string

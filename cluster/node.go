@@ -16,6 +16,7 @@ import (
 	pb "github.com/aerodb/authority/api/authority/v1"
 	"github.com/aerodb/authority/failpoint"
 	"github.com/aerodb/authority/fsm"
+	"github.com/aerodb/authority/internal/spillfile"
 	"github.com/aerodb/authority/promotion"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -52,6 +53,20 @@ func Open(cfg Config) (*Node, error) {
 	f := cfg.FSM
 	if f == nil {
 		f = fsm.New()
+	}
+	if !cfg.HistoryInMemory {
+		if err := spillfile.Sweep(cfg.DataDir); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("cluster: data dir: %w", err)
+		}
+		dir := cfg.DataDir
+		f.SetSpill(func() (fsm.SpillFile, error) {
+			file, err := spillfile.New(dir)
+			if err != nil {
+				return nil, err // not a typed nil in the interface
+			}
+			return file, nil
+		})
 	}
 	n := &Node{id: cfg.NodeID, fsm: f, stores: st, logs: st.logs, notify: make(chan bool, 1), cfg: cfg}
 	if err := n.start(); err != nil {

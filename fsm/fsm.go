@@ -41,6 +41,7 @@ type FSM struct {
 	// the newest capture is shared with it (history.go, ownIDs).
 	captureGen atomic.Uint64
 	tails      tailCache // history.go
+	spill      spiller   // spill.go
 }
 
 // New returns an empty state machine.
@@ -75,6 +76,7 @@ func (f *FSM) ApplyCommand(index, term uint64, cmd *pb.Command) *Result {
 	f.events.beginEntry()
 	res := apply(f, entry{index: index, term: term, cmd: cmd})
 	f.commitTouched()
+	f.maintainSpill()
 	res.Index = index
 	f.lastIndex = max(f.lastIndex, index)
 	f.events.wake(f.events.seq > 0)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"slices"
 	"sort"
 
@@ -64,8 +65,41 @@ type attemptEnt struct {
 // segment is a run of a list's records: data holds their deltas, the
 // first against keyTemplate, each next one against the record before it.
 type segment struct {
-	data []byte
-	ents []attemptEnt
+	data []byte       // nil while spilled
+	ents []attemptEnt // nil while spilled
+	disk *spillLoc    // non-nil: the records and data are in a spill file (spill.go)
+}
+
+// loaded returns the segment with its records and data in memory, read
+// from its spill file if it is spilled (a copy: the list's segment stays
+// as it is).
+func (s segment) loaded() segment {
+	if s.disk != nil {
+		s.ents, s.data = s.disk.load()
+	}
+	return s
+}
+
+// count, firstIndex and lastIndex work on a spilled segment too.
+func (s *segment) count() int {
+	if s.disk != nil {
+		return int(s.disk.n)
+	}
+	return len(s.ents)
+}
+
+func (s *segment) firstIndex() uint64 {
+	if s.disk != nil {
+		return s.disk.first
+	}
+	return s.ents[0].index
+}
+
+func (s *segment) lastIndex() uint64 {
+	if s.disk != nil {
+		return s.disk.last
+	}
+	return s.ents[len(s.ents)-1].index
 }
 
 func (s *segment) delta(i int) []byte {
@@ -159,10 +193,14 @@ type attemptList struct {
 func (l *attemptList) len() int { return l.n }
 
 // push appends a record. tails (may be nil) spares decoding the open
-// segment's last two records when they were appended recently.
-func (l *attemptList) push(index uint64, raw []byte, sum uint32, tails *tailCache) {
-	if k := len(l.segs); k > 0 && len(l.segs[k-1].ents) < segmentRecords {
+// segment's last two records when they were appended recently; sp (may be
+// nil) spills the segment when it fills.
+func (l *attemptList) push(index uint64, raw []byte, sum uint32, tails *tailCache, sp *spiller) {
+	if k := len(l.segs); k > 0 && l.segs[k-1].count() < segmentRecords {
 		s := &l.segs[k-1]
+		if s.disk != nil {
+			sp.unspill(s) // to grow it
+		}
 		last := len(s.ents) - 1
 		prev2, prev1, ok := tails.get(l, s.ents[last].index)
 		if !ok {
@@ -182,16 +220,19 @@ func (l *attemptList) push(index uint64, raw []byte, sum uint32, tails *tailCach
 			if cap(s.data) > len(s.data) {
 				s.data = slices.Clone(s.data)
 			}
+			if sp != nil {
+				sp.spill(s)
+			}
 		}
 		keepScratch(tails, delta)
-		tails.put(l, index, prev1, raw)
+		sp.coolEvicted(tails.put(l, index, prev1, raw))
 	} else {
 		data := encode(nil, 0, nil, nil, raw)
 		if cap(data) > len(data) {
 			data = slices.Clone(data)
 		}
 		l.segs = appendSeg(l.segs, segment{data: data, ents: []attemptEnt{{index: index, end: uint32(len(data)), sum: sum}}})
-		tails.put(l, index, nil, raw)
+		sp.coolEvicted(tails.put(l, index, nil, raw))
 	}
 	l.n++
 }
@@ -250,11 +291,12 @@ func keepScratch(c *tailCache, b []byte) {
 type tailCache struct {
 	scratch []byte // push's delta buffer
 	m       map[*attemptList]*tail
-	fifo    [tailCacheLists]*attemptList
+	fifo    []*attemptList // tailCacheLists of them
 	next    int
 }
 
-const tailCacheLists = 256
+// tailCacheLists: lists the cache keeps (a variable for tests).
+var tailCacheLists = 256
 
 // tail: the list's newest record (at index) and the one before it in the
 // same segment (nil when it is the segment's first). Records leave a list
@@ -275,22 +317,26 @@ func (c *tailCache) get(l *attemptList, index uint64) ([]byte, []byte, bool) {
 	return nil, nil, false
 }
 
-func (c *tailCache) put(l *attemptList, index uint64, prev2, prev1 []byte) {
+// put returns the list it evicted, if any.
+func (c *tailCache) put(l *attemptList, index uint64, prev2, prev1 []byte) (evicted *attemptList) {
 	if c == nil {
-		return
+		return nil
 	}
 	if c.m == nil {
 		c.m = make(map[*attemptList]*tail, tailCacheLists)
+		c.fifo = make([]*attemptList, tailCacheLists)
 	}
 	if t := c.m[l]; t != nil {
 		*t = tail{index, prev2, prev1}
-		return
+		return nil
 	}
 	if old := c.fifo[c.next]; old != nil {
 		delete(c.m, old)
+		evicted = old
 	}
-	c.fifo[c.next], c.next = l, (c.next+1)%tailCacheLists
+	c.fifo[c.next], c.next = l, (c.next+1)%len(c.fifo)
 	c.m[l] = &tail{index, prev2, prev1}
+	return evicted
 }
 
 // reset forgets every list (a restore replaces them all).
@@ -300,8 +346,11 @@ func (c *tailCache) reset() { *c = tailCache{} }
 // log index. The front segment is rebuilt, not changed, with its new first
 // two records re-encoded (their bases change): a snapshot being written
 // may share the old one.
-func (l *attemptList) popFront() ([]byte, uint64) {
-	s := l.segs[0]
+func (l *attemptList) popFront(sp *spiller) ([]byte, uint64) {
+	s := l.segs[0].loaded()
+	if s.disk != nil {
+		sp.free(s.disk)
+	}
 	raw := s.decode(0, nil, nil)
 	l.n--
 	if len(s.ents) == 1 {
@@ -332,56 +381,51 @@ func (l *attemptList) popFront() ([]byte, uint64) {
 	return raw, s.ents[0].index
 }
 
-// search returns the position of the first record with an index above
-// after.
-func (l *attemptList) search(after uint64) (si, pi int) {
-	si = sort.Search(len(l.segs), func(k int) bool {
-		e := l.segs[k].ents
-		return e[len(e)-1].index > after
-	})
-	if si < len(l.segs) {
-		e := l.segs[si].ents
-		pi = sort.Search(len(e), func(k int) bool { return e[k].index > after })
+// search returns the segment holding the first record with an index at or
+// above index, loaded, and that record's position in it (ok false when
+// there is none).
+func (l *attemptList) search(index uint64) (si int, s segment, pi int, ok bool) {
+	si = sort.Search(len(l.segs), func(k int) bool { return l.segs[k].lastIndex() >= index })
+	if si == len(l.segs) {
+		return si, segment{}, 0, false
 	}
-	return si, pi
+	s = l.segs[si].loaded()
+	pi = sort.Search(len(s.ents), func(k int) bool { return s.ents[k].index >= index })
+	return si, s, pi, true
 }
 
 // get returns the canonical encoding of the record at a log index.
 func (l *attemptList) get(index uint64) ([]byte, bool) {
-	si := sort.Search(len(l.segs), func(k int) bool {
-		e := l.segs[k].ents
-		return e[len(e)-1].index >= index
-	})
-	if si == len(l.segs) {
+	_, s, pi, ok := l.search(index)
+	if !ok || s.ents[pi].index != index {
 		return nil, false
 	}
-	e := l.segs[si].ents
-	pi := sort.Search(len(e), func(k int) bool { return e[k].index >= index })
-	if e[pi].index != index {
-		return nil, false
-	}
-	return l.segs[si].rawAt(pi), true
+	return s.rawAt(pi), true
 }
 
 // cursor reads a list forward from a position, decoding each record once.
 type cursor struct {
 	l      *attemptList
 	si, pi int
+	seg    segment // segment si, loaded
 	// The two records before (si, pi) in its segment, once decoded.
 	prev2, prev1 []byte
 }
 
 func (l *attemptList) from(after uint64) *cursor {
-	si, pi := l.search(after)
-	return &cursor{l: l, si: si, pi: pi}
+	if after == math.MaxUint64 {
+		return &cursor{l: l, si: len(l.segs)}
+	}
+	si, s, pi, _ := l.search(after + 1)
+	return &cursor{l: l, si: si, seg: s, pi: pi}
 }
 
 func (c *cursor) done() bool { return c.si >= len(c.l.segs) }
 
-func (c *cursor) index() uint64 { return c.l.segs[c.si].ents[c.pi].index }
+func (c *cursor) index() uint64 { return c.seg.ents[c.pi].index }
 
 func (c *cursor) next() []byte {
-	s := &c.l.segs[c.si]
+	s := &c.seg
 	if c.prev1 == nil && c.pi > 0 {
 		c.prev2, c.prev1 = s.last2(c.pi - 1)
 	}
@@ -389,6 +433,9 @@ func (c *cursor) next() []byte {
 	c.prev2, c.prev1 = c.prev1, raw
 	if c.pi++; c.pi == len(s.ents) {
 		c.si, c.pi, c.prev2, c.prev1 = c.si+1, 0, nil, nil
+		if !c.done() {
+			c.seg = c.l.segs[c.si].loaded()
+		}
 	}
 	return raw
 }
@@ -474,14 +521,14 @@ func (f *FSM) keep(domain string, s *storedAttempt) {
 	f.ownIDs(h)
 	h.ids = insertID(h.ids, idEnt{key: requestKey(s.requestID), index: s.index})
 	if s.allowed {
-		h.allowed.push(s.index, s.raw, sum, &f.tails)
+		h.allowed.push(s.index, s.raw, sum, &f.tails, &f.spill)
 		h.floorsKnown = false
 		return
 	}
-	h.denied.push(s.index, s.raw, sum, &f.tails)
+	h.denied.push(s.index, s.raw, sum, &f.tails, &f.spill)
 	h.deniedBytes += len(s.raw)
 	for h.denied.len() > 1 && (h.denied.len() > DeniedHistory || h.deniedBytes > DeniedHistoryBytes) {
-		raw, index := h.denied.popFront()
+		raw, index := h.denied.popFront(&f.spill)
 		h.deniedBytes -= len(raw)
 		h.ids = removeID(h.ids, idEnt{key: requestKey(requestIDOf(raw, index)), index: index})
 		dig := attemptDigest(raw)
@@ -626,7 +673,7 @@ func (h *history) floors() (uint64, []string, bool) {
 	}
 	if !h.floorsKnown {
 		l := &h.allowed
-		s := &l.segs[len(l.segs)-1]
+		s := l.segs[len(l.segs)-1].loaded()
 		rec := record(s.rawAt(len(s.ents)-1), s.ents[len(s.ents)-1].index)
 		h.floorsKnown, h.lastEpoch, h.lastWaivers = true, rec.EpochAfter, rec.GetDecision().GetWaiversApplied()
 	}
@@ -718,7 +765,7 @@ type indexedRaw struct {
 func (l *attemptList) newest(n int) []indexedRaw {
 	var out []indexedRaw
 	for si := len(l.segs) - 1; si >= 0 && len(out) < n; si-- {
-		s := &l.segs[si]
+		s := l.segs[si].loaded()
 		seg := make([]indexedRaw, len(s.ents))
 		var prev2, prev1 []byte
 		for i := range s.ents {

@@ -56,7 +56,7 @@ func TestStateHashSeesEveryRecord(t *testing.T) {
 	raw, _ := marshal.Marshal(rec)
 	g.digest.sub(attemptDigest(old))
 	h.denied = attemptList{}
-	h.denied.push(rec.LogIndex, raw, crc32.Checksum(raw, crcTable), nil)
+	h.denied.push(rec.LogIndex, raw, crc32.Checksum(raw, crcTable), nil, nil)
 	g.digest.add(attemptDigest(raw))
 	if mustHash(t, g) == base {
 		t.Fatal("a changed attempt record left the state hash unchanged")

@@ -168,6 +168,7 @@ func (c *Capture) WriteTo(w io.Writer) (int64, error) {
 	sw.write([]byte(snapshotMagic))
 	sw.record(recHeader, c.header)
 	var buf []byte
+	var spilled spillReader
 	for _, cd := range c.domains {
 		sw.record(recDomain, cd.raw)
 		d := cd.hist
@@ -184,16 +185,15 @@ func (c *Capture) WriteTo(w io.Writer) (int64, error) {
 		}
 		sw.checkedRecord(recHistory, buf)
 		for _, s := range slices.Concat(d.allowed, d.denied) {
-			buf, start := buf[:0], uint32(0)
-			buf = binary.AppendUvarint(buf, uint64(len(s.ents)))
-			for _, e := range s.ents {
-				buf = binary.AppendUvarint(buf, e.index)
-				buf = binary.AppendUvarint(buf, uint64(e.end-start))
-				buf = binary.LittleEndian.AppendUint32(buf, e.sum)
-				start = e.end
+			body, data := buf[:0], s.data
+			if s.disk != nil {
+				body, data = spilled.read(s.disk)
+			} else {
+				body = appendSegmentBody(body, s.ents)
+				buf = body
 			}
-			sw.checkedRecord(recSegment, buf)
-			sw.checkedRecord(recData, s.data)
+			sw.checkedRecord(recSegment, body)
+			sw.checkedRecord(recData, data)
 		}
 	}
 	sw.record(recDigest, c.digest.bytes())
@@ -261,12 +261,21 @@ func (f *FSM) Snapshot() ([]byte, error) {
 // Restore replaces the state with a snapshot. The new state is built aside
 // and swapped in only when the whole snapshot, checksum included, is valid.
 func (f *FSM) Restore(r io.Reader) error {
-	st, err := decode(bufio.NewReaderSize(r, 256<<10))
+	st, err := decode(bufio.NewReaderSize(r, 256<<10), f.restoreSpill())
 	if err != nil {
 		return err
 	}
+	if st.spill != nil {
+		if err := st.spill.finish(); err != nil {
+			st.spillErr = err // served from memory; nothing more is spilled
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.spill.adopt(st.spill) // the old state's files are dropped
+	if st.spillErr != nil {
+		f.spill.fail(st.spillErr)
+	}
 	f.lastIndex = st.lastIndex
 	f.servers = map[string]string{}
 	for _, s := range st.servers.Servers {
@@ -328,6 +337,12 @@ type restored struct {
 	servers    *pb.ServerDirectory
 	events     *pb.EventLog
 	lastIndex  uint64
+	// Version 3 into a spill file: the file the histories' segments were
+	// written to, the failure that stopped writing more (spill.go).
+	spill    *spillFile
+	spillErr error
+	spillBuf []byte // a segment's data, read
+	blob     []byte // a segment as spilled
 }
 
 func newRestored(hdr *pb.SnapshotHeader) *restored {
@@ -348,7 +363,7 @@ type restoredAttempt struct {
 	stored *storedAttempt
 }
 
-func decode(r *bufio.Reader) (*restored, error) {
+func decode(r *bufio.Reader, spill *spillFile) (*restored, error) {
 	cr := &crcReader{r: r}
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(cr, magic); err != nil || string(magic) != snapshotMagic {
@@ -362,7 +377,7 @@ func decode(r *bufio.Reader) (*restored, error) {
 		return nil, corrupt("version %d, this build reads 1 to %d", hdr.Version, snapshotVersion)
 	}
 	if hdr.Version == 3 {
-		return decode3(cr, &hdr)
+		return decode3(cr, &hdr, spill)
 	}
 	st := newRestored(&hdr)
 	prev := ""
@@ -484,8 +499,17 @@ func readRecord(cr *crcReader, want byte, m proto.Message) ([]byte, error) {
 
 // readBody reads a record body of n bytes.
 func readBody(cr *crcReader, typ byte, n uint64) ([]byte, error) {
-	if n <= 64<<10 {
-		body := make([]byte, n)
+	return readBodyInto(cr, typ, n, nil)
+}
+
+// readBodyInto reads a record body of n bytes into dst when it fits.
+func readBodyInto(cr *crcReader, typ byte, n uint64, dst []byte) ([]byte, error) {
+	if n <= uint64(cap(dst)) || n <= 64<<10 {
+		body := dst[:0]
+		if n > uint64(cap(dst)) {
+			body = make([]byte, n)
+		}
+		body = body[:n]
 		if _, err := io.ReadFull(cr, body); err != nil {
 			return nil, corrupt("truncated record of type %d", typ)
 		}

@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/crc32"
 	"slices"
 
@@ -13,8 +15,9 @@ import (
 // the histories are taken as written, after their checksums and structure
 // are checked, without decoding a record.
 
-func decode3(cr *crcReader, hdr *pb.SnapshotHeader) (*restored, error) {
+func decode3(cr *crcReader, hdr *pb.SnapshotHeader, spill *spillFile) (*restored, error) {
 	st := newRestored(hdr)
+	st.spill = spill
 	st.histories = make(map[string]*history, min(hdr.DomainCount, 1024))
 	prev := ""
 	var total uint64
@@ -29,7 +32,7 @@ func decode3(cr *crcReader, hdr *pb.SnapshotHeader) (*restored, error) {
 		}
 		prev = d.Name
 		st.addDomain(d)
-		h, err := readHistory(cr, d, &scratch)
+		h, err := st.readHistory(cr, d, &scratch)
 		if err != nil {
 			return nil, err
 		}
@@ -59,6 +62,10 @@ func decode3(cr *crcReader, hdr *pb.SnapshotHeader) (*restored, error) {
 
 // readRaw reads one record of the wanted type and returns its body.
 func readRaw(cr *crcReader, want byte) ([]byte, error) {
+	return readRawInto(cr, want, nil)
+}
+
+func readRawInto(cr *crcReader, want byte, dst []byte) ([]byte, error) {
 	typ, err := cr.ReadByte()
 	if err != nil {
 		return nil, corrupt("truncated before a record of type %d", want)
@@ -70,12 +77,17 @@ func readRaw(cr *crcReader, want byte) ([]byte, error) {
 	if err != nil || n > maxRecord {
 		return nil, corrupt("bad record length")
 	}
-	return readBody(cr, typ, n)
+	return readBodyInto(cr, typ, n, dst)
 }
 
 // readChecked reads a record whose body ends in its own CRC-32C.
 func readChecked(cr *crcReader, want byte) ([]byte, error) {
-	body, err := readRaw(cr, want)
+	return readCheckedInto(cr, want, nil)
+}
+
+// readCheckedInto is readChecked into dst when the body fits.
+func readCheckedInto(cr *crcReader, want byte, dst []byte) ([]byte, error) {
+	body, err := readRawInto(cr, want, dst)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +134,7 @@ func (w *wire) fixed(n int) uint64 {
 
 // readHistory reads a domain's history records and checks them against
 // the domain record and each other.
-func readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint64) (*history, error) {
+func (st *restored) readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint64) (*history, error) {
 	body, err := readChecked(cr, recHistory)
 	if err != nil {
 		return nil, err
@@ -142,27 +154,32 @@ func readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint64) (*history, e
 	if w.bad || len(w.b) != 0 {
 		return nil, corrupt("history of domain %q: malformed", d.Name)
 	}
+	recs := scratch[0][:0]
 	for k := uint64(0); k < nAllowed+nDenied; k++ {
 		l := &h.allowed
 		if k >= nAllowed {
 			l = &h.denied
 		}
-		s, err := readSegment(cr, d.Name)
+		s, err := st.readSegment(cr, d.Name)
 		if err != nil {
 			return nil, err
 		}
 		if n := len(l.segs); n > 0 {
 			// Only the newest segment of a list, and the oldest of the
 			// denied ring, may be short.
-			if len(l.segs[n-1].ents) != segmentRecords && (l == &h.allowed || n > 1) {
+			if l.segs[n-1].count() != segmentRecords && (l == &h.allowed || n > 1) {
 				return nil, corrupt("history of domain %q: a short segment inside a list", d.Name)
 			}
-			if prev := l.segs[n-1].ents; s.ents[0].index <= prev[len(prev)-1].index {
+			if s.firstIndex() <= l.segs[n-1].lastIndex() {
 				return nil, corrupt("history of domain %q: segments out of log order", d.Name)
 			}
 		}
+		for _, e := range s.ents {
+			recs = append(recs, e.index)
+		}
+		st.spillSegment(&s)
 		l.segs = append(l.segs, s)
-		l.n += len(s.ents)
+		l.n += s.count()
 	}
 	switch n := uint64(h.denied.len()); {
 	case n > DeniedHistory || (n == 0) != (deniedBytes == 0) || n > 1 && deniedBytes > DeniedHistoryBytes:
@@ -174,14 +191,7 @@ func readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint64) (*history, e
 		return nil, nil
 	}
 	// The request index names every record once: the same log indexes.
-	recs, ids := scratch[0][:0], scratch[1][:0]
-	for _, l := range []*attemptList{&h.allowed, &h.denied} {
-		for _, s := range l.segs {
-			for _, e := range s.ents {
-				recs = append(recs, e.index)
-			}
-		}
-	}
+	ids := scratch[1][:0]
 	for _, id := range h.ids {
 		ids = append(ids, id.index)
 	}
@@ -196,37 +206,86 @@ func readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint64) (*history, e
 	return h, nil
 }
 
-// readSegment reads a segment record and its data record.
-func readSegment(cr *crcReader, domain string) (segment, error) {
+// readSegment reads a segment record and its data record (the data into a
+// shared buffer when the segments go to a spill file).
+func (st *restored) readSegment(cr *crcReader, domain string) (segment, error) {
 	body, err := readChecked(cr, recSegment)
 	if err != nil {
 		return segment{}, err
 	}
-	w := &wire{b: body}
-	n := w.uvarint()
-	if w.bad || n == 0 || n > segmentRecords {
-		return segment{}, corrupt("history of domain %q: a segment of %d records", domain, n)
+	ents, end, err := parseSegmentBody(body)
+	if err != nil {
+		return segment{}, corrupt("history of domain %q: %v", domain, err)
 	}
-	s := segment{ents: make([]attemptEnt, n)}
-	end := uint64(0)
-	for i := range s.ents {
-		index, size, sum := w.uvarint(), w.uvarint(), w.fixed(4)
-		end += size
-		if w.bad || size == 0 || end >= 1<<32 || i > 0 && index <= s.ents[i-1].index {
-			return segment{}, corrupt("history of domain %q: a malformed segment", domain)
+	s := segment{ents: ents}
+	var buf []byte
+	if st.spill != nil {
+		// One buffer for every data record: the bytes go to the file.
+		if uint64(cap(st.spillBuf)) < end+4 {
+			st.spillBuf = make([]byte, 0, max(end+4, 64<<10))
 		}
-		s.ents[i] = attemptEnt{index: index, end: uint32(end), sum: uint32(sum)}
+		buf = st.spillBuf
 	}
-	if len(w.b) != 0 {
-		return segment{}, corrupt("history of domain %q: a malformed segment", domain)
-	}
-	if s.data, err = readChecked(cr, recData); err != nil {
+	if s.data, err = readCheckedInto(cr, recData, buf); err != nil {
 		return segment{}, err
 	}
 	if uint64(len(s.data)) != end {
 		return segment{}, corrupt("history of domain %q: segment data of %d bytes, its records need %d", domain, len(s.data), end)
 	}
 	return s, nil
+}
+
+// spillSegment moves a segment read into the shared buffer to the spill
+// file (or, if that fails, to memory of its own).
+func (st *restored) spillSegment(s *segment) {
+	if st.spill == nil {
+		return
+	}
+	loc, err := st.spill.writeSegment(&st.blob, s.ents, s.data)
+	if err != nil {
+		// The rest stays in memory; the server keeps running.
+		st.spill, st.spillErr = nil, err
+		s.data = slices.Clone(s.data)
+		return
+	}
+	s.ents, s.data, s.disk = nil, nil, loc
+}
+
+// parseSegmentBody reads a segment record's body (without its CRC): its
+// records' table and the length of their data.
+func parseSegmentBody(body []byte) ([]attemptEnt, uint64, error) {
+	w := &wire{b: body}
+	n := w.uvarint()
+	if w.bad || n == 0 || n > segmentRecords {
+		return nil, 0, fmt.Errorf("a segment of %d records", n)
+	}
+	ents := make([]attemptEnt, n)
+	end := uint64(0)
+	for i := range ents {
+		index, size, sum := w.uvarint(), w.uvarint(), w.fixed(4)
+		end += size
+		if w.bad || size == 0 || end >= 1<<32 || i > 0 && index <= ents[i-1].index {
+			return nil, 0, errors.New("a malformed segment")
+		}
+		ents[i] = attemptEnt{index: index, end: uint32(end), sum: uint32(sum)}
+	}
+	if len(w.b) != 0 {
+		return nil, 0, errors.New("a malformed segment")
+	}
+	return ents, end, nil
+}
+
+// appendSegmentBody appends a segment record's body (without its CRC).
+func appendSegmentBody(buf []byte, ents []attemptEnt) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(ents)))
+	start := uint32(0)
+	for _, e := range ents {
+		buf = binary.AppendUvarint(buf, e.index)
+		buf = binary.AppendUvarint(buf, uint64(e.end-start))
+		buf = binary.LittleEndian.AppendUint32(buf, e.sum)
+		start = e.end
+	}
+	return buf
 }
 
 // checkHistories decodes every record of restored histories and checks
@@ -240,6 +299,7 @@ func checkHistories(st *restored) error {
 		deniedBytes := 0
 		for _, l := range []*attemptList{&h.allowed, &h.denied} {
 			for _, s := range l.segs {
+				s = s.loaded()
 				var prev2, prev1 []byte
 				for i, e := range s.ents {
 					b1, b2 := bases(i, prev2, prev1)

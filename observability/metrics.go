@@ -90,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer, f *fsm.FSM) *Metrics {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "replication_promotion_in_progress",
 		Help: "Promotion requests recorded but not yet decided (all domains)."},
 		func() float64 { return float64(len(f.PendingIntents())) }))
-	reg.MustRegister(&primaryCollector{f: f})
+	reg.MustRegister(&primaryCollector{f: f}, &spillCollector{f: f})
 	return m
 }
 
@@ -171,4 +171,30 @@ func (c *primaryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.GaugeValue, float64(total-len(summaries)))
 	ch <- prometheus.MustNewConstMetric(domainsDesc, prometheus.GaugeValue, float64(total))
+}
+
+// spillCollector reports the FSM's history spill files (fsm/spill.go).
+type spillCollector struct{ f *fsm.FSM }
+
+var (
+	spillBytesDesc = prometheus.NewDesc("authority_history_spill_bytes",
+		"Bytes of the attempt history's spill files: file (written, garbage included) and live (what the state uses).", []string{"kind"}, nil)
+	spillFailedDesc = prometheus.NewDesc("authority_history_spill_failed",
+		"1 when a spill file write failed and spilling stopped (the history stays in memory until a restart).", nil, nil)
+)
+
+func (c *spillCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- spillBytesDesc
+	ch <- spillFailedDesc
+}
+
+func (c *spillCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.f.SpillStats()
+	ch <- prometheus.MustNewConstMetric(spillBytesDesc, prometheus.GaugeValue, float64(st.FileBytes), "file")
+	ch <- prometheus.MustNewConstMetric(spillBytesDesc, prometheus.GaugeValue, float64(st.LiveBytes), "live")
+	failed := 0.0
+	if st.Err != nil {
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(spillFailedDesc, prometheus.GaugeValue, failed)
 }

@@ -77,6 +77,9 @@ type Config struct {
 	// WatermarkMerge merges concurrent watermark advance calls into one
 	// log entry (server-side group commit; off: one entry per call).
 	WatermarkMerge bool `yaml:"watermark_merge"`
+	// HistoryInMemory keeps the whole attempt history in the heap instead
+	// of spilling cold segments to unlinked files in the data dir.
+	HistoryInMemory bool `yaml:"history_in_memory"`
 	// PromotionDisabled refuses every promotion on this server (AU-14).
 	PromotionDisabled bool `yaml:"promotion_disabled"`
 	// The automatic promotion policy (domains in PROMOTION_MODE_AUTOMATIC,
@@ -367,6 +370,7 @@ func loadConfig(args []string, env func(string) string) (Config, error) {
 		{"raft-batch-fsm", "apply each commit's entries in one FSM call (BatchingFSM)", true},
 		{"raft-pre-vote", "raft pre-vote before elections", true},
 		{"watermark-merge", "merge concurrent watermark advance calls into one log entry", true},
+		{"history-in-memory", "keep the whole attempt history in memory, not its cold segments in unlinked files in the data dir", false},
 	} {
 		raftBools[b.name] = fs.Bool(b.name, b.def, b.usage+fmt.Sprintf(" (default %v)", b.def))
 	}
@@ -535,7 +539,7 @@ func applyValue(cfg *Config, name, v string) error {
 		cfg.RaftLogCache, err = strconv.Atoi(v)
 	case "raft-log-store":
 		cfg.RaftLogStore = v
-	case "raft-batch-apply", "raft-batch-fsm", "raft-pre-vote", "watermark-merge":
+	case "raft-batch-apply", "raft-batch-fsm", "raft-pre-vote", "watermark-merge", "history-in-memory":
 		*raftBool(cfg, name), err = strconv.ParseBool(v)
 	case "min-lease-ttl":
 		cfg.MinLeaseTTL, err = time.ParseDuration(v)
@@ -590,6 +594,8 @@ func raftBool(cfg *Config, name string) *bool {
 		return &cfg.RaftPreVote
 	case "watermark-merge":
 		return &cfg.WatermarkMerge
+	case "history-in-memory":
+		return &cfg.HistoryInMemory
 	}
 	panic("authorityd: no raft flag " + name)
 }

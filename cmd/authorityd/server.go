@@ -72,7 +72,8 @@ func run(ctx context.Context, cfg Config) error {
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout, SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs,
 		MaxAppendEntries: cfg.RaftMaxAppendEntries, CommitTimeout: cfg.RaftCommitTimeout, LogCacheSize: cfg.RaftLogCache, LogStore: cfg.RaftLogStore,
-		BatchApplyCh: cfg.RaftBatchApply, ApplyOneByOne: !cfg.RaftBatchFSM,
+		HistoryInMemory: cfg.HistoryInMemory,
+		BatchApplyCh:    cfg.RaftBatchApply, ApplyOneByOne: !cfg.RaftBatchFSM,
 		PreVoteDisabled: !cfg.RaftPreVote,
 		// A log entry failing its checksum is never applied: one line naming
 		// the index, the file and what to do, then exit (not a panic).
