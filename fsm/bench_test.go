@@ -216,6 +216,9 @@ func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts
 
 	// As the cluster does: capture, stream to a file, restore from it.
 	path := filepath.Join(b.TempDir(), "state.bin")
+	if keep := os.Getenv("BENCH_KEEP_SNAPSHOT"); keep != "" {
+		path = keep // to restore again: BENCH_RESTORE_CHILD=path go test -run TestBenchRestoreChild -v ./fsm
+	}
 	b.ResetTimer()
 	stopProfile := startProfile(b, "snapshot")
 	start, cpu := time.Now(), cpuTime(b)

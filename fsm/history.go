@@ -186,8 +186,9 @@ func (s *segment) rawAt(i int) []byte {
 // from the front (a front segment that loses its first record is replaced,
 // never changed).
 type attemptList struct {
-	segs []segment
-	n    int
+	segs  []segment
+	n     int
+	owner *history // whose list it is (its request index cools with it)
 }
 
 func (l *attemptList) len() int { return l.n }
@@ -470,6 +471,8 @@ type history struct {
 	denied      attemptList // ring: the oldest are dropped from the front
 	deniedBytes int
 	ids         []idEnt
+	// idsDisk: the request index is spilled (ids is nil; spill.go).
+	idsDisk *spillLoc
 	// idsGen: the FSM's capture generation when ids was last copied; a
 	// capture taken since shares it, so the next change copies it first.
 	idsGen uint64
@@ -485,6 +488,7 @@ func (f *FSM) historyOf(domain string) *history {
 	h := f.histories[domain]
 	if h == nil {
 		h = &history{idsGen: f.captureGen.Load()}
+		h.own()
 		f.histories[domain] = h
 	}
 	return h
@@ -530,6 +534,7 @@ func (f *FSM) keep(domain string, s *storedAttempt) {
 	for h.denied.len() > 1 && (h.denied.len() > DeniedHistory || h.deniedBytes > DeniedHistoryBytes) {
 		raw, index := h.denied.popFront(&f.spill)
 		h.deniedBytes -= len(raw)
+		f.ownIDs(h) // the push may have cooled it (its other list left the tail cache)
 		h.ids = removeID(h.ids, idEnt{key: requestKey(requestIDOf(raw, index)), index: index})
 		dig := attemptDigest(raw)
 		f.digest.sub(dig)
@@ -537,8 +542,10 @@ func (f *FSM) keep(domain string, s *storedAttempt) {
 	}
 }
 
-// ownIDs copies a domain's request index if a capture may share it.
+// ownIDs reads a domain's request index back if it is spilled, and copies
+// it if a capture may share it.
 func (f *FSM) ownIDs(h *history) {
+	f.spill.unspillIDs(h, f.captureGen.Load())
 	if gen := f.captureGen.Load(); h.idsGen != gen {
 		h.ids = append(make([]idEnt, 0, len(h.ids)+1), h.ids...)
 		h.idsGen = gen
@@ -652,19 +659,31 @@ func (h *history) attempt(id string) (*pb.AttemptRecord, bool) {
 		return nil, false
 	}
 	key := requestKey(id)
-	i := sort.Search(len(h.ids), func(k int) bool { return h.ids[k].key >= key })
+	ids := h.idIndex()
+	i := sort.Search(len(ids), func(k int) bool { return ids[k].key >= key })
 	var found *pb.AttemptRecord
-	for ; i < len(h.ids) && h.ids[i].key == key; i++ {
-		raw, ok := h.rawAt(h.ids[i].index)
+	for ; i < len(ids) && ids[i].key == key; i++ {
+		raw, ok := h.rawAt(ids[i].index)
 		if !ok {
-			panic(fmt.Sprintf("fsm: request index names index %d, which holds no record", h.ids[i].index))
+			panic(fmt.Sprintf("fsm: request index names index %d, which holds no record", ids[i].index))
 		}
-		if requestIDOf(raw, h.ids[i].index) == id {
-			found = record(raw, h.ids[i].index) // the newest wins
+		if requestIDOf(raw, ids[i].index) == id {
+			found = record(raw, ids[i].index) // the newest wins
 		}
 	}
 	return found, found != nil
 }
+
+// idIndex returns the request index, read back if it is spilled.
+func (h *history) idIndex() []idEnt {
+	if h.idsDisk != nil {
+		return h.idsDisk.loadIDs()
+	}
+	return h.ids
+}
+
+// own points the history's lists at it.
+func (h *history) own() { h.allowed.owner, h.denied.owner = h, h }
 
 // floors returns the newest allowed record's epoch_after and waivers.
 func (h *history) floors() (uint64, []string, bool) {

@@ -104,6 +104,7 @@ var noHistory capturedHistory // read only
 type capturedHistory struct {
 	allowed, denied []segment
 	ids             []idEnt
+	idsDisk         *spillLoc // the request index, spilled (ids nil)
 	deniedBytes     int
 }
 
@@ -144,7 +145,7 @@ func (f *FSM) captureLocked() (*Capture, error) {
 		cd.raw = f.recs[n].raw // immutable: shared, not encoded again
 		if h := f.histories[n]; h != nil {
 			cd.hist = &capturedHistory{allowed: slices.Clone(h.allowed.segs), denied: slices.Clone(h.denied.segs),
-				ids: h.ids, deniedBytes: h.deniedBytes}
+				ids: h.ids, idsDisk: h.idsDisk, deniedBytes: h.deniedBytes}
 			c.attempts += uint64(h.allowed.len() + h.denied.len())
 		}
 	}
@@ -178,10 +179,10 @@ func (c *Capture) WriteTo(w io.Writer) (int64, error) {
 		buf = binary.AppendUvarint(buf[:0], uint64(d.deniedBytes))
 		buf = binary.AppendUvarint(buf, uint64(len(d.allowed)))
 		buf = binary.AppendUvarint(buf, uint64(len(d.denied)))
-		buf = binary.AppendUvarint(buf, uint64(len(d.ids)))
-		for _, id := range d.ids {
-			buf = binary.LittleEndian.AppendUint64(buf, id.key)
-			buf = binary.AppendUvarint(buf, id.index)
+		if d.idsDisk != nil {
+			buf = append(buf, spilled.readIDs(d.idsDisk)...)
+		} else {
+			buf = appendIDs(buf, d.ids)
 		}
 		sw.checkedRecord(recHistory, buf)
 		for _, s := range slices.Concat(d.allowed, d.denied) {
@@ -341,8 +342,12 @@ type restored struct {
 	// written to, the failure that stopped writing more (spill.go).
 	spill    *spillFile
 	spillErr error
-	spillBuf []byte // a segment's data, read
-	blob     []byte // a segment as spilled
+	// The segment being read: its two records' bodies, checksums
+	// included, and its record table (buffers reused for every segment).
+	segRaw, dataRaw []byte
+	ents            []attemptEnt
+	histRaw         []byte // a history record's body, checksum included
+	idsBlob         []byte // a request index as spilled
 }
 
 func newRestored(hdr *pb.SnapshotHeader) *restored {

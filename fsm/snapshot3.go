@@ -82,11 +82,17 @@ func readRawInto(cr *crcReader, want byte, dst []byte) ([]byte, error) {
 
 // readChecked reads a record whose body ends in its own CRC-32C.
 func readChecked(cr *crcReader, want byte) ([]byte, error) {
-	return readCheckedInto(cr, want, nil)
+	body, err := readCheckedRaw(cr, want, nil)
+	if err != nil {
+		return nil, err
+	}
+	n := len(body) - 4
+	return body[:n:n], nil
 }
 
-// readCheckedInto is readChecked into dst when the body fits.
-func readCheckedInto(cr *crcReader, want byte, dst []byte) ([]byte, error) {
+// readCheckedRaw reads a record whose body ends in its own CRC-32C, into
+// dst when it fits, and returns the body with its checksum, checked.
+func readCheckedRaw(cr *crcReader, want byte, dst []byte) ([]byte, error) {
 	body, err := readRawInto(cr, want, dst)
 	if err != nil {
 		return nil, err
@@ -98,7 +104,7 @@ func readCheckedInto(cr *crcReader, want byte, dst []byte) ([]byte, error) {
 	if crc32.Checksum(body[:n], crcTable) != binary.LittleEndian.Uint32(body[n:]) {
 		return nil, corrupt("record of type %d does not match its checksum", want)
 	}
-	return body[:n:n], nil
+	return body, nil
 }
 
 // wire reads the fields of a record body; the first error sticks.
@@ -135,25 +141,39 @@ func (w *wire) fixed(n int) uint64 {
 // readHistory reads a domain's history records and checks them against
 // the domain record and each other.
 func (st *restored) readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint64) (*history, error) {
-	body, err := readChecked(cr, recHistory)
-	if err != nil {
+	// The body is copied out (into the request index): read it into a
+	// buffer kept for every domain's.
+	var err error
+	if st.histRaw, err = readCheckedRaw(cr, recHistory, st.histRaw); err != nil {
 		return nil, err
 	}
+	body := st.histRaw[:len(st.histRaw)-4]
 	w := &wire{b: body}
-	deniedBytes, nAllowed, nDenied, nIDs := w.uvarint(), w.uvarint(), w.uvarint(), w.uvarint()
+	deniedBytes, nAllowed, nDenied := w.uvarint(), w.uvarint(), w.uvarint()
+	idsAt := len(body) - len(w.b) // the request index, from its count on
+	nIDs := w.uvarint()
 	if w.bad || nDenied > DeniedHistory || nAllowed > uint64(len(w.b)) || nIDs > uint64(len(w.b))/9 {
 		return nil, corrupt("history of domain %q: bad counts", d.Name)
 	}
-	h := &history{deniedBytes: int(deniedBytes), ids: make([]idEnt, nIDs)}
-	for i := range h.ids {
-		h.ids[i] = idEnt{key: w.fixed(8), index: w.uvarint()}
-		if i > 0 && (h.ids[i].key < h.ids[i-1].key || h.ids[i].key == h.ids[i-1].key && h.ids[i].index <= h.ids[i-1].index) {
-			return nil, corrupt("history of domain %q: request index out of order", d.Name)
+	h := &history{deniedBytes: int(deniedBytes)}
+	h.own()
+	// The request index: kept, or checked and spilled as it is.
+	ids := scratch[1][:0]
+	if st.spill != nil {
+		ids, w.b, err = checkIDs(ids, w.b, int(nIDs))
+		if err == nil && len(w.b) == 0 && nIDs > 0 {
+			st.spillIDs(h, body[idsAt:], int(nIDs))
+		}
+	} else {
+		h.ids, w.b, err = parseIDs(w.b, int(nIDs))
+		for _, id := range h.ids {
+			ids = append(ids, id.index)
 		}
 	}
-	if w.bad || len(w.b) != 0 {
-		return nil, corrupt("history of domain %q: malformed", d.Name)
+	if err != nil || len(w.b) != 0 {
+		return nil, corrupt("history of domain %q: malformed request index", d.Name)
 	}
+	scratch[1] = ids
 	recs := scratch[0][:0]
 	for k := uint64(0); k < nAllowed+nDenied; k++ {
 		l := &h.allowed
@@ -191,10 +211,6 @@ func (st *restored) readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint6
 		return nil, nil
 	}
 	// The request index names every record once: the same log indexes.
-	ids := scratch[1][:0]
-	for _, id := range h.ids {
-		ids = append(ids, id.index)
-	}
 	slices.Sort(recs)
 	slices.Sort(ids)
 	for i := range recs {
@@ -209,24 +225,19 @@ func (st *restored) readHistory(cr *crcReader, d *pb.Domain, scratch *[2][]uint6
 // readSegment reads a segment record and its data record (the data into a
 // shared buffer when the segments go to a spill file).
 func (st *restored) readSegment(cr *crcReader, domain string) (segment, error) {
+	if st.spill != nil {
+		return st.readSegmentToSpill(cr, domain)
+	}
 	body, err := readChecked(cr, recSegment)
 	if err != nil {
 		return segment{}, err
 	}
-	ents, end, err := parseSegmentBody(body)
+	ents, end, err := parseSegmentBody(nil, body)
 	if err != nil {
 		return segment{}, corrupt("history of domain %q: %v", domain, err)
 	}
 	s := segment{ents: ents}
-	var buf []byte
-	if st.spill != nil {
-		// One buffer for every data record: the bytes go to the file.
-		if uint64(cap(st.spillBuf)) < end+4 {
-			st.spillBuf = make([]byte, 0, max(end+4, 64<<10))
-		}
-		buf = st.spillBuf
-	}
-	if s.data, err = readCheckedInto(cr, recData, buf); err != nil {
+	if s.data, err = readChecked(cr, recData); err != nil {
 		return segment{}, err
 	}
 	if uint64(len(s.data)) != end {
@@ -235,31 +246,118 @@ func (st *restored) readSegment(cr *crcReader, domain string) (segment, error) {
 	return s, nil
 }
 
-// spillSegment moves a segment read into the shared buffer to the spill
-// file (or, if that fails, to memory of its own).
+// readSegmentToSpill reads a segment's two records into buffers that are
+// reused for every segment: spillSegment writes them to the file as read,
+// checksums included (a spilled segment is its two record bodies).
+func (st *restored) readSegmentToSpill(cr *crcReader, domain string) (segment, error) {
+	var err error
+	if st.segRaw, err = readCheckedRaw(cr, recSegment, st.segRaw); err != nil {
+		return segment{}, err
+	}
+	ents, end, err := parseSegmentBody(st.ents[:0], st.segRaw[:len(st.segRaw)-4])
+	if err != nil {
+		return segment{}, corrupt("history of domain %q: %v", domain, err)
+	}
+	st.ents = ents
+	if st.dataRaw, err = readCheckedRaw(cr, recData, st.dataRaw); err != nil {
+		return segment{}, err
+	}
+	data := st.dataRaw[:len(st.dataRaw)-4]
+	if uint64(len(data)) != end {
+		return segment{}, corrupt("history of domain %q: segment data of %d bytes, its records need %d", domain, len(data), end)
+	}
+	return segment{ents: ents, data: data}, nil
+}
+
+// spillIDs writes a restored request index to the spill file as the
+// snapshot holds it (or, if that fails, keeps it in memory).
+func (st *restored) spillIDs(h *history, blob []byte, n int) {
+	st.idsBlob = append(st.idsBlob[:0], blob...) // writeIDs appends the checksum
+	loc, err := st.spill.writeIDs(st.idsBlob, n)
+	if err != nil {
+		st.spill, st.spillErr = nil, err
+		ids, perr := parseIDsBlob(blob, n)
+		if perr != nil {
+			panic(fmt.Sprintf("fsm: a checked request index does not parse: %v", perr))
+		}
+		h.ids = ids
+		return
+	}
+	h.idsDisk = loc
+}
+
+// spillSegment writes a segment readSegmentToSpill read to the spill file
+// (or, if that fails, gives it memory of its own: the rest of the restore
+// stays in memory, and the server keeps running).
 func (st *restored) spillSegment(s *segment) {
 	if st.spill == nil {
 		return
 	}
-	loc, err := st.spill.writeSegment(&st.blob, s.ents, s.data)
+	loc, err := st.spill.writeRaw(st.segRaw, st.dataRaw, s.ents)
 	if err != nil {
-		// The rest stays in memory; the server keeps running.
 		st.spill, st.spillErr = nil, err
-		s.data = slices.Clone(s.data)
+		s.ents, s.data = slices.Clone(s.ents), slices.Clone(s.data)
 		return
 	}
 	s.ents, s.data, s.disk = nil, nil, loc
 }
 
+// parseIDs reads n request index entries (fixed64 key, uvarint log index),
+// which must be in strictly increasing order.
+func parseIDs(b []byte, n int) ([]idEnt, []byte, error) {
+	ids := make([]idEnt, n)
+	var prev idEnt
+	for i := range ids {
+		if len(b) < 9 {
+			return nil, nil, errors.New("truncated")
+		}
+		key := binary.LittleEndian.Uint64(b)
+		index, m := binary.Uvarint(b[8:])
+		if m <= 0 {
+			return nil, nil, errors.New("bad log index")
+		}
+		b = b[8+m:]
+		e := idEnt{key: key, index: index}
+		if i > 0 && (e.key < prev.key || e.key == prev.key && e.index <= prev.index) {
+			return nil, nil, errors.New("out of order")
+		}
+		ids[i], prev = e, e
+	}
+	return ids, b, nil
+}
+
+// checkIDs checks n request index entries as parseIDs does and appends
+// their log indexes to dst, without keeping them.
+func checkIDs(dst []uint64, b []byte, n int) ([]uint64, []byte, error) {
+	var prevKey, prevIndex uint64
+	for i := range n {
+		if len(b) < 9 {
+			return nil, nil, errors.New("truncated")
+		}
+		key := binary.LittleEndian.Uint64(b)
+		index, m := binary.Uvarint(b[8:])
+		if m <= 0 {
+			return nil, nil, errors.New("bad log index")
+		}
+		b = b[8+m:]
+		if i > 0 && (key < prevKey || key == prevKey && index <= prevIndex) {
+			return nil, nil, errors.New("out of order")
+		}
+		dst = append(dst, index)
+		prevKey, prevIndex = key, index
+	}
+	return dst, b, nil
+}
+
 // parseSegmentBody reads a segment record's body (without its CRC): its
 // records' table and the length of their data.
-func parseSegmentBody(body []byte) ([]attemptEnt, uint64, error) {
+func parseSegmentBody(dst []attemptEnt, body []byte) ([]attemptEnt, uint64, error) {
 	w := &wire{b: body}
 	n := w.uvarint()
 	if w.bad || n == 0 || n > segmentRecords {
 		return nil, 0, fmt.Errorf("a segment of %d records", n)
 	}
-	ents := make([]attemptEnt, n)
+	ents := slices.Grow(dst[:0], int(n))[:n]
 	end := uint64(0)
 	for i := range ents {
 		index, size, sum := w.uvarint(), w.uvarint(), w.fixed(4)
@@ -297,6 +395,7 @@ func checkHistories(st *restored) error {
 	var sum digestSum
 	for name, h := range st.histories {
 		deniedBytes := 0
+		ids := h.idIndex()
 		for _, l := range []*attemptList{&h.allowed, &h.denied} {
 			for _, s := range l.segs {
 				s = s.loaded()
@@ -316,7 +415,7 @@ func checkHistories(st *restored) error {
 						rec.GetDecision().GetAllowed() != (l == &h.allowed) {
 						return corrupt("domain %q: the record at index %d does not belong where it is", name, e.index)
 					}
-					if _, found := slices.BinarySearchFunc(h.ids, idEnt{requestKey(id), e.index}, cmpID); !found {
+					if _, found := slices.BinarySearchFunc(ids, idEnt{requestKey(id), e.index}, cmpID); !found {
 						return corrupt("domain %q: the request index misses the record at index %d", name, e.index)
 					}
 					if l == &h.denied {

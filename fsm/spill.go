@@ -88,10 +88,108 @@ type spillPos struct {
 // them (atomically: a capture may be reading), never changes them.
 type spillLoc struct {
 	pos         atomic.Pointer[spillPos]
-	first, last uint64 // its records' log indexes
-	n           int32  // its records
-	bodyLen     int32  // the record table's length, checksum excluded
+	first, last uint64 // a segment's records' log indexes
+	n           int32  // its records (a request index: its entries)
+	bodyLen     int32  // a segment's record table's length, checksum excluded
+	ids         bool   // a request index, not a segment
 	freed       bool   // the live state no longer refers to it (FSM lock)
+}
+
+// A spilled request index is the request index part of its snapshot
+// history record (uvarint n | n × (fixed64 key | uvarint log index)),
+// followed by its CRC-32C.
+
+// loadIDs reads a spilled request index back.
+func (l *spillLoc) loadIDs() []idEnt {
+	p := l.pos.Load()
+	b := make([]byte, p.n)
+	p.readInto(b)
+	ids, err := parseIDsBlob(l.checkIDs(p, b), int(l.n))
+	if err != nil {
+		panic(fmt.Sprintf("fsm: history spill file: the request index at offset %d: %v", p.off, err))
+	}
+	return ids
+}
+
+// checkIDs checks a spilled request index's checksum and returns it
+// without.
+func (l *spillLoc) checkIDs(p *spillPos, b []byte) []byte {
+	if len(b) < 5 || crc32.Checksum(b[:len(b)-4], crcTable) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		panic(fmt.Sprintf("fsm: history spill file: the request index at offset %d does not match its checksum", p.off))
+	}
+	return b[:len(b)-4]
+}
+
+// check checks a spilled copy of either kind (a compaction moving it).
+func (l *spillLoc) check(p *spillPos, b []byte) {
+	if l.ids {
+		l.checkIDs(p, b)
+	} else {
+		l.split(p, b)
+	}
+}
+
+// appendIDs appends a request index as spilled and written in a snapshot's
+// history record (without a checksum).
+func appendIDs(buf []byte, ids []idEnt) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(ids)))
+	for _, id := range ids {
+		buf = binary.LittleEndian.AppendUint64(buf, id.key)
+		buf = binary.AppendUvarint(buf, id.index)
+	}
+	return buf
+}
+
+// parseIDsBlob reads what appendIDs wrote, n entries.
+func parseIDsBlob(b []byte, n int) ([]idEnt, error) {
+	w := &wire{b: b}
+	if got := w.uvarint(); w.bad || got != uint64(n) {
+		return nil, errors.New("not the request index spilled")
+	}
+	ids, rest, err := parseIDs(w.b, n)
+	if err == nil && len(rest) != 0 {
+		err = errors.New("trailing bytes")
+	}
+	return ids, err
+}
+
+// writeIDs appends a request index given as its bytes (appendIDs').
+func (file *spillFile) writeIDs(blob []byte, n int) (*spillLoc, error) {
+	b := binary.LittleEndian.AppendUint32(blob, crc32.Checksum(blob, crcTable))
+	p, err := file.write(b)
+	if err != nil {
+		return nil, err
+	}
+	loc := &spillLoc{n: int32(n), ids: true}
+	loc.pos.Store(p)
+	return loc, nil
+}
+
+// spillIDs moves a history's request index to the current file (a capture
+// sharing the slice keeps it); on failure it stays in memory.
+func (sp *spiller) spillIDs(h *history) {
+	if !sp.enabled() || h.idsDisk != nil || len(h.ids) == 0 || sp.current() == nil {
+		return
+	}
+	sp.blob = appendIDs(sp.blob[:0], h.ids)
+	loc, err := sp.cur.writeIDs(sp.blob, len(h.ids))
+	if err != nil {
+		sp.fail(err)
+		return
+	}
+	h.ids, h.idsDisk = nil, loc
+	sp.debt += loc.pos.Load().n
+}
+
+// unspillIDs reads a spilled request index back into memory, to change
+// it; the slice is the history's own.
+func (sp *spiller) unspillIDs(h *history, gen uint64) {
+	if h.idsDisk == nil {
+		return
+	}
+	h.ids = h.idsDisk.loadIDs()
+	sp.free(h.idsDisk)
+	h.idsDisk, h.idsGen = nil, gen
 }
 
 // load reads the segment back: its records and data, in buffers of their
@@ -101,7 +199,7 @@ func (l *spillLoc) load() ([]attemptEnt, []byte) {
 	b := make([]byte, p.n)
 	p.readInto(b)
 	body, data := l.split(p, b)
-	ents, end, err := parseSegmentBody(body)
+	ents, end, err := parseSegmentBody(nil, body)
 	if err == nil && (len(ents) != int(l.n) || ents[0].index != l.first || ents[len(ents)-1].index != l.last || end != uint64(len(data))) {
 		err = errors.New("it is not the segment spilled")
 	}
@@ -123,7 +221,9 @@ func (l *spillLoc) split(p *spillPos, b []byte) (body, data []byte) {
 }
 
 func (p *spillPos) readInto(b []byte) {
-	if p.file.stuck {
+	// A restore's file not yet flushed (the invariants build checks what
+	// it restored first), or stuck: what lies beyond size is in pending.
+	if p.file.buffered || p.file.stuck {
 		if size := p.file.size.Load(); p.off >= size {
 			copy(b, p.file.pending[p.off-size:])
 			return
@@ -226,6 +326,9 @@ func (file *spillFile) write(b []byte) (*spillPos, error) {
 
 // flush writes what a buffered file holds back.
 func (file *spillFile) flush() error {
+	if file.stuck {
+		return errors.New("history spill file: an earlier write failed")
+	}
 	if len(file.pending) == 0 {
 		return nil
 	}
@@ -256,19 +359,39 @@ func (file *spillFile) writeSegment(blob *[]byte, ents []attemptEnt, data []byte
 	return loc, nil
 }
 
+// writeRaw appends a segment as a snapshot holds it: its segment and data
+// record bodies, each ending in its CRC-32C (checked by the reader).
+func (file *spillFile) writeRaw(segRaw, dataRaw []byte, ents []attemptEnt) (*spillLoc, error) {
+	if file.buffered && !file.stuck {
+		// Straight into the pending buffer: no copy in between.
+		off := file.size.Load() + int64(len(file.pending))
+		file.pending = append(append(file.pending, segRaw...), dataRaw...)
+		n := len(segRaw) + len(dataRaw)
+		file.live += int64(n)
+		loc := &spillLoc{first: ents[0].index, last: ents[len(ents)-1].index, n: int32(len(ents)), bodyLen: int32(len(segRaw) - 4)}
+		loc.pos.Store(&spillPos{file: file, off: off, n: n})
+		if len(file.pending) >= spillFlushAt {
+			if err := file.flush(); err != nil {
+				return loc, nil // stuck: served from pending
+			}
+		}
+		return loc, nil
+	}
+	b := append(append(make([]byte, 0, len(segRaw)+len(dataRaw)), segRaw...), dataRaw...)
+	p, err := file.write(b)
+	if err != nil {
+		return nil, err
+	}
+	loc := &spillLoc{first: ents[0].index, last: ents[len(ents)-1].index, n: int32(len(ents)), bodyLen: int32(len(segRaw) - 4)}
+	loc.pos.Store(p)
+	return loc, nil
+}
+
 // spill moves a segment to the current file; on failure it stays in
 // memory and spilling stops.
 func (sp *spiller) spill(s *segment) {
-	if !sp.enabled() || s.disk != nil || len(s.ents) == 0 {
+	if !sp.enabled() || s.disk != nil || len(s.ents) == 0 || sp.current() == nil {
 		return
-	}
-	if sp.cur == nil {
-		cur, err := sp.makeFile()
-		if err != nil {
-			sp.fail(err)
-			return
-		}
-		sp.cur = cur
 	}
 	loc, err := sp.cur.writeSegment(&sp.blob, s.ents, s.data)
 	if err != nil {
@@ -277,6 +400,20 @@ func (sp *spiller) spill(s *segment) {
 	}
 	s.ents, s.data, s.disk = nil, nil, loc
 	sp.debt += loc.pos.Load().n
+}
+
+// current returns the file to append to, made on first use (nil: making
+// it failed, and spilling stopped).
+func (sp *spiller) current() *spillFile {
+	if sp.cur == nil {
+		cur, err := sp.makeFile()
+		if err != nil {
+			sp.fail(err)
+			return nil
+		}
+		sp.cur = cur
+	}
+	return sp.cur
 }
 
 // unspill reads a spilled segment back into memory, to change it.
@@ -304,6 +441,9 @@ func (sp *spiller) free(loc *spillLoc) {
 func (sp *spiller) cool(l *attemptList) {
 	for i := range l.segs {
 		sp.spill(&l.segs[i])
+	}
+	if l.owner != nil {
+		sp.spillIDs(l.owner)
 	}
 }
 
@@ -349,6 +489,9 @@ func (f *FSM) startCompaction() {
 		if h == nil {
 			continue
 		}
+		if h.idsDisk != nil && h.idsDisk.pos.Load().file == sp.old {
+			sp.drain = append(sp.drain, h.idsDisk)
+		}
 		for _, l := range []*attemptList{&h.allowed, &h.denied} {
 			for _, s := range l.segs {
 				if s.disk != nil && s.disk.pos.Load().file == sp.old {
@@ -370,7 +513,7 @@ func (sp *spiller) step(budget int) {
 		old := loc.pos.Load()
 		b := make([]byte, old.n)
 		old.readInto(b)
-		loc.split(old, b) // checked: a compaction does not carry damage on
+		loc.check(old, b) // a compaction does not carry damage on
 		moved, err := sp.cur.write(b)
 		if err != nil {
 			// The old file keeps what was not moved; it stays current
@@ -417,6 +560,13 @@ func (w *readWindow) end() int64 { return w.start + int64(len(w.buf)) }
 func (r *spillReader) read(loc *spillLoc) (body, data []byte) {
 	p := loc.pos.Load()
 	return loc.split(p, r.window(p))
+}
+
+// readIDs returns a spilled request index's bytes (appendIDs'), checked;
+// valid until the next read.
+func (r *spillReader) readIDs(loc *spillLoc) []byte {
+	p := loc.pos.Load()
+	return loc.checkIDs(p, r.window(p))
 }
 
 func (r *spillReader) window(p *spillPos) []byte {

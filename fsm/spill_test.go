@@ -242,8 +242,8 @@ func TestSpillMatchesMemory(t *testing.T) {
 	}
 }
 
-// A restore spills every segment it reads, and the restored FSM goes on as
-// one that never spilled.
+// A restore spills every segment and request index it reads, and the
+// restored FSM goes on as one that never spilled.
 func TestSpillRestore(t *testing.T) {
 	smallSpill(t)
 	mem := New()
@@ -258,6 +258,9 @@ func TestSpillRestore(t *testing.T) {
 	}
 	inMemory := 0
 	for _, h := range sp.histories {
+		if h.ids != nil || h.idsDisk == nil {
+			inMemory++ // the request index
+		}
 		for _, l := range []*attemptList{&h.allowed, &h.denied} {
 			for _, s := range l.segs {
 				if s.disk == nil {
@@ -267,7 +270,7 @@ func TestSpillRestore(t *testing.T) {
 		}
 	}
 	if inMemory != 0 {
-		t.Fatalf("%d restored segments stayed in memory", inMemory)
+		t.Fatalf("%d restored segments and request indexes stayed in memory", inMemory)
 	}
 	sameHistories(t, "restored", mem, sp)
 	w.hs = append(w.hs, &harness{t: t, f: sp, index: w.hs[0].index})
@@ -276,8 +279,9 @@ func TestSpillRestore(t *testing.T) {
 }
 
 // A damaged spill file stops a read, never answers from damaged bytes:
-// every byte of the file, flipped alone, is caught by a segment's
-// checksums; a file cut short stops the read too.
+// every byte of the file, flipped alone, is caught by the checksums of the
+// segment or request index it belongs to; a file cut short stops the read
+// too.
 func TestSpillDamageStops(t *testing.T) {
 	mem := New()
 	w := newSpillWorkload(t, 5, 1, mem)
@@ -291,6 +295,7 @@ func TestSpillDamageStops(t *testing.T) {
 		}()
 		for _, name := range f.DomainNames() {
 			f.History(name, 0, MaxHistoryPage, true)
+			f.Attempt(name, "q1") // the request index
 		}
 		return ""
 	}
@@ -307,7 +312,7 @@ func TestSpillDamageStops(t *testing.T) {
 		file.b[i] ^= 0x01
 		msg := readAll(sp)
 		file.b[i] ^= 0x01
-		if !strings.Contains(msg, "history spill file: the segment at offset") || !strings.Contains(msg, "does not match its checksum") {
+		if !strings.Contains(msg, "history spill file: the ") || !strings.Contains(msg, "does not match its checksum") {
 			t.Fatalf("byte %d of %d flipped: %q", i, len(file.b), msg)
 		}
 	}
