@@ -271,7 +271,7 @@ func measureState(b *testing.B, h *harness, nameFormat string, domains, attempts
 }
 
 // benchSpill makes the FSM spill as a server's does, unless BENCH_SPILL=0.
-func benchSpill(b *testing.B, f *FSM) {
+func benchSpill(b testing.TB, f *FSM) {
 	if os.Getenv("BENCH_SPILL") == "0" {
 		return
 	}
@@ -325,16 +325,7 @@ func TestBenchRestoreChild(t *testing.T) {
 		return // not a child
 	}
 	g := New()
-	if os.Getenv("BENCH_SPILL") != "0" {
-		dir := t.TempDir()
-		g.SetSpill(func() (SpillFile, error) {
-			file, err := spillfile.New(dir)
-			if err != nil {
-				return nil, err
-			}
-			return file, nil
-		})
-	}
+	benchSpill(t, g)
 	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
 		file, err := os.Create(filepath.Join(dir, "restore.pprof"))
 		if err != nil {

@@ -305,48 +305,46 @@ func (st *restored) spillSegment(s *segment) {
 // parseIDs reads n request index entries (fixed64 key, uvarint log index),
 // which must be in strictly increasing order.
 func parseIDs(b []byte, n int) ([]idEnt, []byte, error) {
-	ids := make([]idEnt, n)
-	var prev idEnt
-	for i := range ids {
-		if len(b) < 9 {
-			return nil, nil, errors.New("truncated")
-		}
-		key := binary.LittleEndian.Uint64(b)
-		index, m := binary.Uvarint(b[8:])
-		if m <= 0 {
-			return nil, nil, errors.New("bad log index")
-		}
-		b = b[8+m:]
-		e := idEnt{key: key, index: index}
-		if i > 0 && (e.key < prev.key || e.key == prev.key && e.index <= prev.index) {
-			return nil, nil, errors.New("out of order")
-		}
-		ids[i], prev = e, e
+	ids := make([]idEnt, 0, n)
+	rest, err := walkIDs(b, n, func(e idEnt) { ids = append(ids, e) })
+	if err != nil {
+		return nil, nil, err
 	}
-	return ids, b, nil
+	return ids, rest, nil
 }
 
 // checkIDs checks n request index entries as parseIDs does and appends
 // their log indexes to dst, without keeping them.
 func checkIDs(dst []uint64, b []byte, n int) ([]uint64, []byte, error) {
-	var prevKey, prevIndex uint64
+	rest, err := walkIDs(b, n, func(e idEnt) { dst = append(dst, e.index) })
+	if err != nil {
+		return nil, nil, err
+	}
+	return dst, rest, nil
+}
+
+// walkIDs reads n request index entries, checks their order and calls fn
+// with each; it returns what follows them.
+func walkIDs(b []byte, n int, fn func(idEnt)) ([]byte, error) {
+	var prev idEnt
 	for i := range n {
 		if len(b) < 9 {
-			return nil, nil, errors.New("truncated")
+			return nil, errors.New("truncated")
 		}
 		key := binary.LittleEndian.Uint64(b)
 		index, m := binary.Uvarint(b[8:])
 		if m <= 0 {
-			return nil, nil, errors.New("bad log index")
+			return nil, errors.New("bad log index")
 		}
 		b = b[8+m:]
-		if i > 0 && (key < prevKey || key == prevKey && index <= prevIndex) {
-			return nil, nil, errors.New("out of order")
+		e := idEnt{key: key, index: index}
+		if i > 0 && (e.key < prev.key || e.key == prev.key && e.index <= prev.index) {
+			return nil, errors.New("out of order")
 		}
-		dst = append(dst, index)
-		prevKey, prevIndex = key, index
+		fn(e)
+		prev = e
 	}
-	return dst, b, nil
+	return b, nil
 }
 
 // parseSegmentBody reads a segment record's body (without its CRC): its
