@@ -347,7 +347,6 @@ type restored struct {
 	segRaw, dataRaw []byte
 	ents            []attemptEnt
 	histRaw         []byte // a history record's body, checksum included
-	idsBlob         []byte // a request index as spilled
 }
 
 func newRestored(hdr *pb.SnapshotHeader) *restored {

@@ -272,8 +272,7 @@ func (st *restored) readSegmentToSpill(cr *crcReader, domain string) (segment, e
 // spillIDs writes a restored request index to the spill file as the
 // snapshot holds it (or, if that fails, keeps it in memory).
 func (st *restored) spillIDs(h *history, blob []byte, n int) {
-	st.idsBlob = append(st.idsBlob[:0], blob...) // writeIDs appends the checksum
-	loc, err := st.spill.writeIDs(st.idsBlob, n)
+	loc, err := st.spill.writeIDs(blob, n)
 	if err != nil {
 		st.spill, st.spillErr = nil, err
 		ids, perr := parseIDsBlob(blob, n)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"sync/atomic"
 )
 
@@ -153,10 +154,12 @@ func parseIDsBlob(b []byte, n int) ([]idEnt, error) {
 	return ids, err
 }
 
-// writeIDs appends a request index given as its bytes (appendIDs').
+// writeIDs appends a request index given as its bytes (appendIDs'), and
+// their checksum.
 func (file *spillFile) writeIDs(blob []byte, n int) (*spillLoc, error) {
-	b := binary.LittleEndian.AppendUint32(blob, crc32.Checksum(blob, crcTable))
-	p, err := file.write(b)
+	var sum [4]byte
+	binary.LittleEndian.PutUint32(sum[:], crc32.Checksum(blob, crcTable))
+	p, err := file.write(blob, sum[:])
 	if err != nil {
 		return nil, err
 	}
@@ -302,26 +305,37 @@ func (sp *spiller) makeFile() (*spillFile, error) {
 }
 
 // write appends b to file.
-func (file *spillFile) write(b []byte) (*spillPos, error) {
+func (file *spillFile) write(parts ...[]byte) (*spillPos, error) {
 	if file.stuck {
 		return nil, errors.New("history spill file: an earlier write failed")
 	}
 	off := file.size.Load() + int64(len(file.pending))
+	n := 0
+	for _, b := range parts {
+		n += len(b)
+	}
 	if file.buffered {
-		file.pending = append(file.pending, b...)
+		// Straight into the pending buffer. If a flush fails the file is
+		// stuck and serves these bytes from it; the next write or finish
+		// reports the failure.
+		for _, b := range parts {
+			file.pending = append(file.pending, b...)
+		}
 		if len(file.pending) >= spillFlushAt {
-			if err := file.flush(); err != nil {
-				return nil, err
-			}
+			_ = file.flush()
 		}
 	} else {
+		b := parts[0]
+		if len(parts) > 1 {
+			b = slices.Concat(parts...)
+		}
 		if _, err := file.f.WriteAt(b, off); err != nil {
 			return nil, fmt.Errorf("history spill file: writing %d bytes at offset %d: %w", len(b), off, err)
 		}
 		file.size.Store(off + int64(len(b)))
 	}
-	file.live += int64(len(b))
-	return &spillPos{file: file, off: off, n: len(b)}, nil
+	file.live += int64(n)
+	return &spillPos{file: file, off: off, n: n}, nil
 }
 
 // flush writes what a buffered file holds back.
@@ -351,40 +365,25 @@ func (file *spillFile) writeSegment(blob *[]byte, ents []attemptEnt, data []byte
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(data, crcTable))
 	*blob = b
 	p, err := file.write(b)
-	if err != nil {
-		return nil, err
-	}
-	loc := &spillLoc{first: ents[0].index, last: ents[len(ents)-1].index, n: int32(len(ents)), bodyLen: int32(bodyLen)}
-	loc.pos.Store(p)
-	return loc, nil
+	return segmentLoc(p, ents, bodyLen), err
 }
 
 // writeRaw appends a segment as a snapshot holds it: its segment and data
 // record bodies, each ending in its CRC-32C (checked by the reader).
 func (file *spillFile) writeRaw(segRaw, dataRaw []byte, ents []attemptEnt) (*spillLoc, error) {
-	if file.buffered && !file.stuck {
-		// Straight into the pending buffer: no copy in between.
-		off := file.size.Load() + int64(len(file.pending))
-		file.pending = append(append(file.pending, segRaw...), dataRaw...)
-		n := len(segRaw) + len(dataRaw)
-		file.live += int64(n)
-		loc := &spillLoc{first: ents[0].index, last: ents[len(ents)-1].index, n: int32(len(ents)), bodyLen: int32(len(segRaw) - 4)}
-		loc.pos.Store(&spillPos{file: file, off: off, n: n})
-		if len(file.pending) >= spillFlushAt {
-			if err := file.flush(); err != nil {
-				return loc, nil // stuck: served from pending
-			}
-		}
-		return loc, nil
+	p, err := file.write(segRaw, dataRaw)
+	return segmentLoc(p, ents, len(segRaw)-4), err
+}
+
+// segmentLoc is where a segment of these records was written (nil if it
+// was not).
+func segmentLoc(p *spillPos, ents []attemptEnt, bodyLen int) *spillLoc {
+	if p == nil {
+		return nil
 	}
-	b := append(append(make([]byte, 0, len(segRaw)+len(dataRaw)), segRaw...), dataRaw...)
-	p, err := file.write(b)
-	if err != nil {
-		return nil, err
-	}
-	loc := &spillLoc{first: ents[0].index, last: ents[len(ents)-1].index, n: int32(len(ents)), bodyLen: int32(len(segRaw) - 4)}
+	loc := &spillLoc{first: ents[0].index, last: ents[len(ents)-1].index, n: int32(len(ents)), bodyLen: int32(bodyLen)}
 	loc.pos.Store(p)
-	return loc, nil
+	return loc
 }
 
 // spill moves a segment to the current file; on failure it stays in
@@ -453,10 +452,10 @@ func (sp *spiller) adopt(file *spillFile) {
 	sp.cur, sp.old, sp.drain, sp.debt = file, nil, nil, 0
 }
 
-// maintain starts a compaction when the current file is more than half
+// maintainSpill starts a compaction when the current file is more than half
 // garbage, and moves a step of a running one: at least twice what was
 // spilled or freed since the last step, so a compaction ends before the
-// new file needs one. live lists every spilled segment of the state.
+// new file needs one.
 func (f *FSM) maintainSpill() {
 	sp := &f.spill
 	if sp.debt == 0 || sp.newFile == nil {

@@ -137,15 +137,7 @@ func (w *spillWorkload) run(n, domains int) {
 // hash of two FSMs.
 func sameHistories(t testing.TB, what string, a, b *FSM) {
 	t.Helper()
-	ha, err := a.StateHash()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hb, err := b.StateHash()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ha != hb {
+	if mustHash(t, a) != mustHash(t, b) {
 		t.Fatalf("%s: state hashes differ", what)
 	}
 	if !bytes.Equal(mustSnapshot(t, a), mustSnapshot(t, b)) {
@@ -197,15 +189,7 @@ func TestSpillMatchesMemory(t *testing.T) {
 		sameHistories(t, "after 300", mem, sp)
 
 		want := mustSnapshot(t, mem)
-		c, err := sp.Capture()
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A second capture is written while entries apply and compact.
-		c2, err := sp.Capture()
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, c2 := mustCapture(t, sp), mustCapture(t, sp) // c2 is written while entries apply and compact
 		var got2 bytes.Buffer
 		done := make(chan error, 1)
 		go func() {
@@ -347,4 +331,13 @@ func TestSpillWriteFailureKeepsMemory(t *testing.T) {
 		t.Fatalf("spill stats after a restore's failed writes: %+v", st)
 	}
 	sameHistories(t, "a restore's writes refused", mem, rs)
+}
+
+func mustCapture(t testing.TB, f *FSM) *Capture {
+	t.Helper()
+	c, err := f.Capture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
